@@ -1,0 +1,82 @@
+// SGEMM entry point: C[M,N] = alpha · op(A)[M,K] · op(B)[K,N] + beta · C, all row-major.
+// op(X) = X or Xᵀ. lda/ldb/ldc are the row strides of A, B, C as stored (so for transA, A is stored
+// K×M with row stride lda ≥ M).
+//
+// Backends: OpenBLAS cblas_sgemm (Debian's libopenblas0-pthread) when the library loads, otherwise
+// the managed blocked SIMD kernel. Inside a Parallelism.For body the managed kernel always runs,
+// single-threaded, because OpenBLAS's thread count is process-global and must not nest.
+// Reference() is the slow, obviously-correct twin every backend is tested against.
+namespace ViTQuant.Kernels;
+
+public enum GemmBackend { OpenBlas, Managed }
+
+public static class Gemm
+{
+    private static GemmBackend _backend = OpenBlas.IsAvailable ? GemmBackend.OpenBlas : GemmBackend.Managed;
+
+    /// <summary>The backend used for top-level calls. Setting OpenBlas when it is absent throws.</summary>
+    public static GemmBackend Backend
+    {
+        get => _backend;
+        set
+        {
+            if (value == GemmBackend.OpenBlas && !OpenBlas.IsAvailable)
+                throw new InvalidOperationException("OpenBLAS is not available (install libopenblas0-pthread)");
+            _backend = value;
+        }
+    }
+
+    /// <summary>Human-readable backend description for `vitq info` and benchmark output.</summary>
+    public static string Describe() => _backend == GemmBackend.OpenBlas
+        ? $"OpenBLAS ({OpenBlas.LibraryName}, {OpenBlas.ConfigString})"
+        : $"managed SIMD ({ManagedGemm.Describe()})";
+
+    /// <summary>C = alpha·op(A)·op(B) + beta·C. Throws ArgumentException on inconsistent sizes.</summary>
+    public static void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha,
+        ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc)
+    {
+        Validate(transA, transB, m, n, k, a.Length, lda, b.Length, ldb, c.Length, ldc);
+        if (m == 0 || n == 0) return;
+        if (_backend == GemmBackend.OpenBlas && !Parallelism.InsideParallelBody)
+            OpenBlas.Sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        else
+            ManagedGemm.Sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+                parallel: !Parallelism.InsideParallelBody);
+    }
+
+    /// <summary>Scalar triple loop, accumulating in double. The reference twin of every backend.</summary>
+    public static void Reference(bool transA, bool transB, int m, int n, int k, float alpha,
+        ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc)
+    {
+        Validate(transA, transB, m, n, k, a.Length, lda, b.Length, ldb, c.Length, ldc);
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+            {
+                double acc = 0;
+                for (int p = 0; p < k; p++)
+                {
+                    float av = transA ? a[p * lda + i] : a[i * lda + p];
+                    float bv = transB ? b[j * ldb + p] : b[p * ldb + j];
+                    acc += (double)av * bv;
+                }
+                float prev = beta == 0f ? 0f : beta * c[i * ldc + j]; // beta = 0 ignores NaN in C, as BLAS does
+                c[i * ldc + j] = (float)(alpha * acc) + prev;
+            }
+    }
+
+    internal static void Validate(bool transA, bool transB, int m, int n, int k,
+        int aLen, int lda, int bLen, int ldb, int cLen, int ldc)
+    {
+        if (m < 0 || n < 0 || k < 0) throw new ArgumentException($"negative GEMM size m={m} n={n} k={k}");
+        int aRows = transA ? k : m, aCols = transA ? m : k;
+        int bRows = transB ? n : k, bCols = transB ? k : n;
+        if (lda < Math.Max(1, aCols) || ldb < Math.Max(1, bCols) || ldc < Math.Max(1, n))
+            throw new ArgumentException($"GEMM leading dimension too small: lda={lda} (need {aCols}), ldb={ldb} (need {bCols}), ldc={ldc} (need {n})");
+        if (aRows > 0 && aCols > 0 && (long)(aRows - 1) * lda + aCols > aLen)
+            throw new ArgumentException($"GEMM A buffer too small: {aLen} < {(long)(aRows - 1) * lda + aCols}");
+        if (bRows > 0 && bCols > 0 && (long)(bRows - 1) * ldb + bCols > bLen)
+            throw new ArgumentException($"GEMM B buffer too small: {bLen} < {(long)(bRows - 1) * ldb + bCols}");
+        if (m > 0 && n > 0 && (long)(m - 1) * ldc + n > cLen)
+            throw new ArgumentException($"GEMM C buffer too small: {cLen} < {(long)(m - 1) * ldc + n}");
+    }
+}

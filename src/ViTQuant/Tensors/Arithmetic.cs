@@ -1,0 +1,105 @@
+// Binary arithmetic with broadcasting: add, sub, mul, div (forward and backward together).
+//   d(a+b) = g, g          d(a−b) = g, −g
+//   d(a·b) = g·b, g·a      d(a/b) = g/b, −g·a/b²
+// Gradients of broadcast operands are summed back to their shapes (Broadcast.ReduceInto).
+using System.Numerics.Tensors;
+
+namespace ViTQuant.Tensors;
+
+public static partial class Ops
+{
+    public static Tensor Add(Tensor a, Tensor b)
+    {
+        var y = Binary(a, b, "add", TensorPrimitives.Add, static (x, z) => x + z);
+        if (!Autograd.Needs(a, b)) return y;
+        return Autograd.Record("add", y, new[] { a, b }, g =>
+        {
+            if (a.RequiresGrad) Broadcast.ReduceInto(g.Span, y.Shape, a.GradSpan(), a.Shape);
+            if (b.RequiresGrad) Broadcast.ReduceInto(g.Span, y.Shape, b.GradSpan(), b.Shape);
+        });
+    }
+
+    public static Tensor Sub(Tensor a, Tensor b)
+    {
+        var y = Binary(a, b, "sub", TensorPrimitives.Subtract, static (x, z) => x - z);
+        if (!Autograd.Needs(a, b)) return y;
+        return Autograd.Record("sub", y, new[] { a, b }, g =>
+        {
+            if (a.RequiresGrad) Broadcast.ReduceInto(g.Span, y.Shape, a.GradSpan(), a.Shape);
+            if (b.RequiresGrad)
+            {
+                var neg = new float[g.Size];
+                TensorPrimitives.Negate(g.Span, neg);
+                Broadcast.ReduceInto(neg, y.Shape, b.GradSpan(), b.Shape);
+            }
+        });
+    }
+
+    public static Tensor Mul(Tensor a, Tensor b)
+    {
+        var y = Binary(a, b, "mul", TensorPrimitives.Multiply, static (x, z) => x * z);
+        if (!Autograd.Needs(a, b)) return y;
+        return Autograd.Record("mul", y, new[] { a, b }, g =>
+        {
+            if (a.RequiresGrad) Broadcast.ReduceInto(Binary(g, b, "mul", TensorPrimitives.Multiply, static (x, z) => x * z).Span, y.Shape, a.GradSpan(), a.Shape);
+            if (b.RequiresGrad) Broadcast.ReduceInto(Binary(g, a, "mul", TensorPrimitives.Multiply, static (x, z) => x * z).Span, y.Shape, b.GradSpan(), b.Shape);
+        });
+    }
+
+    public static Tensor Div(Tensor a, Tensor b)
+    {
+        var y = Binary(a, b, "div", TensorPrimitives.Divide, static (x, z) => x / z);
+        if (!Autograd.Needs(a, b)) return y;
+        return Autograd.Record("div", y, new[] { a, b }, g =>
+        {
+            var gb = Binary(g, b, "div", TensorPrimitives.Divide, static (x, z) => x / z); // g / b
+            if (a.RequiresGrad) Broadcast.ReduceInto(gb.Span, y.Shape, a.GradSpan(), a.Shape);
+            if (b.RequiresGrad)
+            {
+                // −g·a/b² = −(g/b)·(a/b) = −(g/b)·y
+                var t = new float[y.Size];
+                TensorPrimitives.Multiply(gb.Span, y.Span, t);
+                TensorPrimitives.Negate(t, t);
+                Broadcast.ReduceInto(t, y.Shape, b.GradSpan(), b.Shape);
+            }
+        });
+    }
+
+    public static Tensor Add(Tensor a, float s) => Add(a, Tensor.Scalar(s));
+    public static Tensor Mul(Tensor a, float s) => Mul(a, Tensor.Scalar(s));
+
+    /// <summary>Elementwise op over broadcast operands: same shapes take one vectorised call, others go run by run.</summary>
+    private static Tensor Binary(Tensor a, Tensor b, string op, SpanOp vec, Func<float, float, float> scalar)
+    {
+        if (Broadcast.SameShape(a.Shape, b.Shape))
+        {
+            var y = new Tensor(a.Shape);
+            vec(a.Span, b.Span, y.Span);
+            return y;
+        }
+        var shape = Broadcast.Shape(a.Shape, b.Shape, op);
+        var res = new Tensor(shape);
+        var sa = Broadcast.Strides(a.Shape, shape);
+        var sb = Broadcast.Strides(b.Shape, shape);
+        float[] ad = a.Data, bd = b.Data, yd = res.Data;
+        Broadcast.ForEachRun(shape, sa, sb, (o, ia, ib, len, stA, stB) =>
+        {
+            if (stA == 1 && stB == 1) vec(ad.AsSpan(ia, len), bd.AsSpan(ib, len), yd.AsSpan(o, len));
+            else for (int i = 0; i < len; i++) yd[o + i] = scalar(ad[ia + i * stA], bd[ib + i * stB]);
+        });
+        return res;
+    }
+
+    private delegate void SpanOp(ReadOnlySpan<float> x, ReadOnlySpan<float> y, Span<float> dst);
+}
+
+public sealed partial class Tensor
+{
+    public static Tensor operator +(Tensor a, Tensor b) => Ops.Add(a, b);
+    public static Tensor operator -(Tensor a, Tensor b) => Ops.Sub(a, b);
+    public static Tensor operator *(Tensor a, Tensor b) => Ops.Mul(a, b);
+    public static Tensor operator /(Tensor a, Tensor b) => Ops.Div(a, b);
+    public static Tensor operator +(Tensor a, float s) => Ops.Add(a, s);
+    public static Tensor operator *(Tensor a, float s) => Ops.Mul(a, s);
+    public static Tensor operator *(float s, Tensor a) => Ops.Mul(a, s);
+}

@@ -1,0 +1,199 @@
+// Tensor: a float32, row-major, contiguous array with a shape, plus the autograd links.
+//
+// Storage is always contiguous from index 0 of Data. Reshape returns a view that shares Data;
+// every other shape change (permute, transpose, slice) copies, so kernels never see strides.
+// A tensor takes part in autograd when RequiresGrad is set (a leaf the user asked gradients for)
+// or when it was produced by an op from such a tensor while gradients were enabled (GradFn != null).
+using System.Runtime.CompilerServices;
+
+namespace ViTQuant.Tensors;
+
+/// <summary>A float32 tensor with reverse-mode automatic differentiation.</summary>
+public sealed partial class Tensor
+{
+    /// <summary>Backing storage; elements [0, Size) are this tensor's values in row-major order.</summary>
+    public float[] Data { get; }
+
+    /// <summary>Dimensions, outermost first. Never mutated after construction.</summary>
+    public int[] Shape { get; }
+
+    /// <summary>Number of elements (product of Shape; 1 for a scalar of rank 0).</summary>
+    public int Size { get; }
+
+    /// <summary>Gradient of the last Backward() with respect to this tensor, same shape; null until written.</summary>
+    public Tensor? Grad { get; set; }
+
+    /// <summary>The recorded op that produced this tensor, if it is part of an autograd graph.</summary>
+    internal Node? GradFn { get; set; }
+
+    private bool _requiresGrad;
+
+    /// <summary>True when gradients flow to or through this tensor.</summary>
+    public bool RequiresGrad
+    {
+        get => _requiresGrad;
+        set
+        {
+            if (!value && GradFn != null) throw new InvalidOperationException("cannot clear RequiresGrad on a non-leaf tensor; use Detach()");
+            _requiresGrad = value;
+        }
+    }
+
+    /// <summary>True for tensors not produced by a recorded op (parameters, inputs, constants).</summary>
+    public bool IsLeaf => GradFn == null;
+
+    /// <summary>Keep this non-leaf tensor's gradient after Backward() (leaves always keep theirs).</summary>
+    public bool RetainsGrad { get; set; }
+
+    /// <summary>Optional name used in error messages and reports.</summary>
+    public string? Name { get; set; }
+
+    /// <summary>Wraps existing storage (not copied). Data must hold at least the shape's element count.</summary>
+    public Tensor(float[] data, params int[] shape)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        Shape = (int[])shape.Clone();
+        Size = Numel(Shape);
+        if (data.Length < Size) throw new ArgumentException($"data has {data.Length} elements, shape [{string.Join(", ", shape)}] needs {Size}");
+        Data = data;
+    }
+
+    /// <summary>Allocates a zero-filled tensor.</summary>
+    public Tensor(params int[] shape) : this(new float[Numel(shape)], shape) { }
+
+    /// <summary>The values as a span of length Size.</summary>
+    public Span<float> Span => Data.AsSpan(0, Size);
+
+    public int Rank => Shape.Length;
+
+    /// <summary>Dimension i; negative i counts from the end.</summary>
+    public int Dim(int i) => Shape[NormAxis(i, Shape.Length)];
+
+    [System.Runtime.CompilerServices.IndexerName("At")]
+    public float this[params int[] index]
+    {
+        get => Data[FlatIndex(index)];
+        set => Data[FlatIndex(index)] = value;
+    }
+
+    /// <summary>The single value of a one-element tensor.</summary>
+    public float Item() => Size == 1 ? Data[0] : throw new InvalidOperationException($"Item() needs one element, tensor has shape {ShapeString(Shape)}");
+
+    public float[] ToArray() => Span.ToArray();
+
+    public override string ToString() => $"Tensor{ShapeString(Shape)}{(Name != null ? " " + Name : "")}";
+
+    // ---- construction ----
+
+    public static Tensor Zeros(params int[] shape) => new(shape);
+
+    public static Tensor Full(float value, params int[] shape)
+    {
+        var t = new Tensor(shape);
+        t.Span.Fill(value);
+        return t;
+    }
+
+    public static Tensor Ones(params int[] shape) => Full(1f, shape);
+
+    public static Tensor Scalar(float value) => new(new[] { value });
+
+    /// <summary>Copies the values into a new tensor of the given shape.</summary>
+    public static Tensor FromArray(ReadOnlySpan<float> values, params int[] shape)
+    {
+        int n = Numel(shape);
+        if (values.Length != n) throw new ArgumentException($"{values.Length} values do not fill shape {ShapeString(shape)} ({n} elements)");
+        return new Tensor(values.ToArray(), shape);
+    }
+
+    /// <summary>Standard normal values times std, from the given generator.</summary>
+    public static Tensor Randn(Rng rng, float std = 1f, params int[] shape)
+    {
+        var t = new Tensor(shape);
+        rng.FillNormal(t.Span, 0f, std);
+        return t;
+    }
+
+    /// <summary>Uniform values in [lo, hi) from the given generator.</summary>
+    public static Tensor Uniform(Rng rng, float lo, float hi, params int[] shape)
+    {
+        var t = new Tensor(shape);
+        rng.FillUniform(t.Span, lo, hi);
+        return t;
+    }
+
+    /// <summary>A copy of the values with no autograd history.</summary>
+    public Tensor Clone() => new(Span.ToArray(), Shape);
+
+    /// <summary>A tensor sharing this one's storage but cut from the graph (no gradient flows through it).</summary>
+    public Tensor Detach() => new(Data, Shape) { Name = Name };
+
+    /// <summary>Marks this leaf as requiring gradients and returns it (fluent).</summary>
+    public Tensor RequireGrad()
+    {
+        RequiresGrad = true;
+        return this;
+    }
+
+    /// <summary>Drops the stored gradient.</summary>
+    public void ZeroGrad() => Grad = null;
+
+    /// <summary>The gradient buffer, allocated zero-filled on first use. Backward closures accumulate into it.</summary>
+    internal Span<float> GradSpan()
+    {
+        Grad ??= new Tensor(Shape);
+        return Grad.Span;
+    }
+
+    /// <summary>
+    /// Reverse-mode differentiation from this tensor. With no argument the tensor must hold one element
+    /// and its gradient is 1; otherwise <paramref name="gradOutput"/> seeds it (same shape).
+    /// Gradients accumulate into every reachable leaf with RequiresGrad; intermediate gradients are freed.
+    /// </summary>
+    public void Backward(Tensor? gradOutput = null) => Autograd.Backward(this, gradOutput);
+
+    // ---- shape helpers ----
+
+    public static int Numel(ReadOnlySpan<int> shape)
+    {
+        long n = 1;
+        foreach (int d in shape)
+        {
+            if (d < 0) throw new ArgumentException($"negative dimension in shape {ShapeString(shape)}");
+            n *= d;
+        }
+        if (n > int.MaxValue) throw new ArgumentException($"shape {ShapeString(shape)} has more than 2^31 elements");
+        return (int)n;
+    }
+
+    public static string ShapeString(ReadOnlySpan<int> shape) => "[" + string.Join(", ", shape.ToArray()) + "]";
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int NormAxis(int axis, int rank)
+    {
+        int a = axis < 0 ? axis + rank : axis;
+        if ((uint)a >= (uint)rank) throw new ArgumentOutOfRangeException(nameof(axis), $"axis {axis} out of range for rank {rank}");
+        return a;
+    }
+
+    /// <summary>Row-major strides of a contiguous tensor of this shape.</summary>
+    public static int[] Strides(ReadOnlySpan<int> shape)
+    {
+        var s = new int[shape.Length];
+        int acc = 1;
+        for (int i = shape.Length - 1; i >= 0; i--) { s[i] = acc; acc *= shape[i]; }
+        return s;
+    }
+
+    private int FlatIndex(int[] index)
+    {
+        if (index.Length != Shape.Length) throw new ArgumentException($"index of rank {index.Length} for tensor of shape {ShapeString(Shape)}");
+        int flat = 0;
+        for (int i = 0; i < index.Length; i++)
+        {
+            if ((uint)index[i] >= (uint)Shape[i]) throw new IndexOutOfRangeException($"index {index[i]} out of range for dim {i} of shape {ShapeString(Shape)}");
+            flat = flat * Shape[i] + index[i];
+        }
+        return flat;
+    }
+}

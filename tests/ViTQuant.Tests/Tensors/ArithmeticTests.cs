@@ -1,0 +1,44 @@
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Tests.Tensors;
+
+public class ArithmeticTests
+{
+    [Theory]
+    [InlineData(new[] { 3, 4 }, new[] { 3, 4 })]
+    [InlineData(new[] { 2, 3, 5 }, new[] { 5 })]
+    [InlineData(new[] { 2, 1, 5 }, new[] { 3, 1 })]
+    [InlineData(new[] { 1 }, new[] { 4, 3 })]
+    [InlineData(new[] { 17 }, new[] { 17 })]
+    public void BinaryOpsMatchFiniteDifferences(int[] sa, int[] sb)
+    {
+        var rng = new Rng(1);
+        var a = GradCheck.Rand(rng, sa);
+        var b = GradCheck.Rand(rng, sb);
+        GradCheck.Check(x => Ops.Add(x[0], x[1]), new[] { a, b });
+        GradCheck.Check(x => Ops.Sub(x[0], x[1]), new[] { a, b });
+        GradCheck.Check(x => Ops.Mul(x[0], x[1]), new[] { a, b });
+        var bPos = Tensor.Uniform(rng, 0.5f, 2f, sb).RequireGrad();
+        GradCheck.Check(x => Ops.Div(x[0], x[1]), new[] { a, bPos }, h: 1e-3);
+    }
+
+    [Fact]
+    public void BroadcastForwardValues()
+    {
+        var a = Tensor.FromArray(new float[] { 1, 2, 3, 4, 5, 6 }, 2, 3);
+        var b = Tensor.FromArray(new float[] { 10, 20 }, 2, 1);
+        Assert.Equal(new float[] { 11, 12, 13, 24, 25, 26 }, (a + b).ToArray());
+        Assert.Equal(new float[] { 10, 20, 30, 80, 100, 120 }, (a * b).ToArray());
+        Assert.Throws<ArgumentException>(() => a + Tensor.Zeros(4));
+    }
+
+    [Fact]
+    public void GradientsAccumulateAcrossBackwardCalls()
+    {
+        var a = Tensor.FromArray(new float[] { 1, 2 }, 2).RequireGrad();
+        Ops.Sum(a * 3f).Backward();
+        Ops.Sum(a * 3f).Backward();
+        Assert.Equal(new float[] { 6, 6 }, a.Grad!.ToArray());
+        using (Autograd.NoGrad()) Assert.False((a * 2f).RequiresGrad);
+    }
+}
