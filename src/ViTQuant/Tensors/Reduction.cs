@@ -185,8 +185,8 @@ public static partial class Ops
         if (!Autograd.Needs(x)) return y;
         return Autograd.Record("norm", y, new[] { x }, g =>
         {
+            var gx = x.GradSpan(); // allocated even at x = 0, where the gradient is zero
             if (norm == 0f) return;
-            var gx = x.GradSpan();
             TensorPrimitives.MultiplyAdd(x.Span, g.Data[0] / norm, gx, gx);
         });
     }
