@@ -1,0 +1,244 @@
+// Layer normalisation over the rows of a [rows, C] row-major buffer (PyTorch semantics).
+//
+//   μ = (1/C) Σ x_j,   σ² = (1/C) Σ (x_j − μ)²  (biased),   rstd = 1/√(σ² + eps)
+//   x̂_j = (x_j − μ)·rstd,   y_j = γ_j·x̂_j + β_j
+//
+// Backward, with g_j = dy_j·γ_j (the derivation: y depends on x through x̂, and x̂ through μ and rstd):
+//   dx_j += rstd · (g_j − (1/C) Σ_k g_k − x̂_j · (1/C) Σ_k g_k·x̂_k)
+//   dγ_j += Σ_rows dy_j·x̂_j,   dβ_j += Σ_rows dy_j
+//
+// Fast kernels: the row stays in cache, so statistics use two vector passes (mean, then centred sum
+// of squares — no E[x²]−E[x]² cancellation) and one fused normalise+affine pass. The backward fuses
+// Σg, Σg·x̂ and the dγ/dβ contributions into one pass and dx into a second. Rows are split across
+// threads; dγ/dβ are accumulated per chunk and summed in chunk order, so a given thread count always
+// gives the same bits. An empty gamma/beta span means "no affine" (γ = 1, β = 0).
+using System.Runtime.Intrinsics;
+
+namespace ViTQuant.Kernels;
+
+/// <summary>Row layer normalisation, forward (saving mean and rstd) and backward.</summary>
+public static unsafe class LayerNormKernel
+{
+    /// <summary>
+    /// y[r, :] = LayerNorm(x[r, :])·gamma + beta, writing mean[r] and rstd[r] for the backward.
+    /// gamma/beta may be empty (no scale / no shift). Throws ArgumentException on short buffers or eps &lt; 0.
+    /// </summary>
+    public static void LayerNormRows(ReadOnlySpan<float> x, ReadOnlySpan<float> gamma, ReadOnlySpan<float> beta, Span<float> y,
+        Span<float> mean, Span<float> rstd, int rows, int cols, float eps)
+    {
+        Check(rows, cols, x.Length, y.Length, gamma.Length, beta.Length, mean.Length, rstd.Length, eps);
+        bool hasG = gamma.Length > 0, hasB = beta.Length > 0;
+        fixed (float* px = x, pg = gamma, pb = beta, py = y, pm = mean, pr = rstd)
+        {
+            float* xx = px, gg = pg, bb = pb, yy = py, mm = pm, rr = pr;
+            RowSimd.ForRows(rows, cols, (r0, r1) =>
+            {
+                for (int r = r0; r < r1; r++)
+                    ForwardRow(xx + (long)r * cols, hasG ? gg : null, hasB ? bb : null, yy + (long)r * cols, out mm[r], out rr[r], cols, eps);
+            });
+        }
+    }
+
+    /// <summary>
+    /// Accumulates dx, dgamma and dbeta from dy, the input x and the saved mean/rstd. An empty gamma
+    /// means γ = 1; an empty dx/dgamma/dbeta is skipped. Throws ArgumentException on short buffers.
+    /// </summary>
+    public static void LayerNormRowsBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> gamma, ReadOnlySpan<float> mean, ReadOnlySpan<float> rstd,
+        ReadOnlySpan<float> dy, Span<float> dx, Span<float> dgamma, Span<float> dbeta, int rows, int cols)
+    {
+        Check(rows, cols, x.Length, dy.Length, gamma.Length, 0, mean.Length, rstd.Length, 0f);
+        if (dx.Length > 0) RowSimd.CheckRows(rows, cols, dx.Length, "dx", dx.Length, "dx");
+        if ((dgamma.Length > 0 && dgamma.Length < cols) || (dbeta.Length > 0 && dbeta.Length < cols))
+            throw new ArgumentException($"dgamma/dbeta have {dgamma.Length}/{dbeta.Length} elements, need {cols}");
+        if (rows == 0 || cols == 0) return;
+        bool wantDx = dx.Length > 0, wantDg = dgamma.Length > 0, wantDb = dbeta.Length > 0, hasG = gamma.Length > 0;
+
+        // Own chunking (not ForChunks) because each chunk needs its own dγ/dβ partial buffer.
+        int chunks = Math.Max(1, Math.Min(Parallelism.Threads, rows / Math.Max(1, RowSimd.ParallelGrain / cols)));
+        var partG = wantDg ? new float[chunks * cols] : null;
+        var partB = wantDb ? new float[chunks * cols] : null;
+        fixed (float* px = x, pg = gamma, pm = mean, pr = rstd, pdy = dy, pdx = dx)
+        {
+            float* xx = px, gg = pg, mm = pm, rr = pr, gy = pdy, gx = pdx;
+            Parallelism.For(0, chunks, c =>
+            {
+                int r0 = (int)((long)rows * c / chunks), r1 = (int)((long)rows * (c + 1) / chunks);
+                fixed (float* pdg = partG, pdb = partB)
+                {
+                    float* dgc = pdg == null ? null : pdg + (long)c * cols;
+                    float* dbc = pdb == null ? null : pdb + (long)c * cols;
+                    for (int r = r0; r < r1; r++)
+                        BackwardRow(xx + (long)r * cols, hasG ? gg : null, mm[r], rr[r], gy + (long)r * cols,
+                            wantDx ? gx + (long)r * cols : null, dgc, dbc, cols);
+                }
+            });
+        }
+        for (int c = 0; c < chunks; c++)
+        {
+            if (partG != null) System.Numerics.Tensors.TensorPrimitives.Add(dgamma[..cols], partG.AsSpan(c * cols, cols), dgamma[..cols]);
+            if (partB != null) System.Numerics.Tensors.TensorPrimitives.Add(dbeta[..cols], partB.AsSpan(c * cols, cols), dbeta[..cols]);
+        }
+    }
+
+    private static void ForwardRow(float* x, float* g, float* b, float* y, out float mean, out float rstd, int n, float eps)
+    {
+        if (n == 0) { mean = 0; rstd = 1f / MathF.Sqrt(eps); return; }
+        int full = n & ~7, tail = n - full;
+        var vs = Vector256<float>.Zero;
+        for (int i = 0; i < full; i += 8) vs += Vector256.Load(x + i);
+        if (tail > 0) vs += RowSimd.LoadTail(x + full, tail, 0f);
+        float mu = Vector256.Sum(vs) / n;
+        var vmu = Vector256.Create(mu);
+
+        var vq = Vector256<float>.Zero;
+        for (int i = 0; i < full; i += 8) { var d = Vector256.Load(x + i) - vmu; vq = Vector256.FusedMultiplyAdd(d, d, vq); }
+        if (tail > 0) { var d = RowSimd.LoadTail(x + full, tail, mu) - vmu; vq = Vector256.FusedMultiplyAdd(d, d, vq); }
+        float rs = 1f / MathF.Sqrt(Vector256.Sum(vq) / n + eps);
+        var vr = Vector256.Create(rs);
+
+        for (int i = 0; i < full; i += 8)
+        {
+            var h = (Vector256.Load(x + i) - vmu) * vr;
+            if (g != null) h *= Vector256.Load(g + i);
+            if (b != null) h += Vector256.Load(b + i);
+            h.Store(y + i);
+        }
+        if (tail > 0)
+        {
+            var h = (RowSimd.LoadTail(x + full, tail, mu) - vmu) * vr;
+            if (g != null) h *= RowSimd.LoadTail(g + full, tail, 0f);
+            if (b != null) h += RowSimd.LoadTail(b + full, tail, 0f);
+            RowSimd.StoreTail(h, y + full, tail);
+        }
+        mean = mu;
+        rstd = rs;
+    }
+
+    private static void BackwardRow(float* x, float* gamma, float mean, float rstd, float* dy, float* dx, float* dg, float* db, int n)
+    {
+        int full = n & ~7, tail = n - full;
+        var vmu = Vector256.Create(mean);
+        var vr = Vector256.Create(rstd);
+        var one = Vector256.Create(1f);
+        // Pass 1: Σg, Σg·x̂, and this row's dγ, dβ contributions. Tail lanes load dy = 0, so they add nothing.
+        var sg = Vector256<float>.Zero;
+        var sgx = Vector256<float>.Zero;
+        for (int i = 0; i <= n - 8 || (i < n && tail > 0); i += 8)
+        {
+            bool isTail = i + 8 > n;
+            var xv = isTail ? RowSimd.LoadTail(x + i, tail, mean) : Vector256.Load(x + i);
+            var dyv = isTail ? RowSimd.LoadTail(dy + i, tail, 0f) : Vector256.Load(dy + i);
+            var gv = gamma == null ? one : isTail ? RowSimd.LoadTail(gamma + i, tail, 0f) : Vector256.Load(gamma + i);
+            var xh = (xv - vmu) * vr;
+            var g = dyv * gv;
+            sg += g;
+            sgx = Vector256.FusedMultiplyAdd(g, xh, sgx);
+            if (dg != null)
+            {
+                var acc = isTail ? RowSimd.LoadTail(dg + i, tail, 0f) : Vector256.Load(dg + i);
+                acc = Vector256.FusedMultiplyAdd(dyv, xh, acc);
+                if (isTail) RowSimd.StoreTail(acc, dg + i, tail); else acc.Store(dg + i);
+            }
+            if (db != null)
+            {
+                var acc = (isTail ? RowSimd.LoadTail(db + i, tail, 0f) : Vector256.Load(db + i)) + dyv;
+                if (isTail) RowSimd.StoreTail(acc, db + i, tail); else acc.Store(db + i);
+            }
+        }
+        if (dx == null) return;
+        var a = Vector256.Create(Vector256.Sum(sg) / n);
+        var c = Vector256.Create(Vector256.Sum(sgx) / n);
+        // Pass 2: dx += rstd·(g − a − x̂·c).
+        for (int i = 0; i < full; i += 8)
+        {
+            var gv = gamma == null ? one : Vector256.Load(gamma + i);
+            var xh = (Vector256.Load(x + i) - vmu) * vr;
+            var t = Vector256.Load(dy + i) * gv - a - xh * c;
+            Vector256.FusedMultiplyAdd(t, vr, Vector256.Load(dx + i)).Store(dx + i);
+        }
+        if (tail > 0)
+        {
+            var gv = gamma == null ? one : RowSimd.LoadTail(gamma + full, tail, 0f);
+            var xh = (RowSimd.LoadTail(x + full, tail, mean) - vmu) * vr;
+            var t = RowSimd.LoadTail(dy + full, tail, 0f) * gv - a - xh * c;
+            RowSimd.StoreTail(Vector256.FusedMultiplyAdd(t, vr, RowSimd.LoadTail(dx + full, tail, 0f)), dx + full, tail);
+        }
+    }
+
+    private static void Check(int rows, int cols, int xLen, int yLen, int gLen, int bLen, int meanLen, int rstdLen, float eps)
+    {
+        RowSimd.CheckRows(rows, cols, xLen, "x", yLen, "y/dy");
+        if (gLen != 0 && gLen < cols) throw new ArgumentException($"gamma has {gLen} elements, need {cols}");
+        if (bLen != 0 && bLen < cols) throw new ArgumentException($"beta has {bLen} elements, need {cols}");
+        if (meanLen < rows || rstdLen < rows) throw new ArgumentException($"mean/rstd have {meanLen}/{rstdLen} elements, need {rows}");
+        if (!(eps >= 0f)) throw new ArgumentException($"layer norm eps must be >= 0, got {eps}");
+    }
+
+    // ---- reference twins: scalar, double precision ----
+
+    /// <summary>Scalar double-precision twin of <see cref="LayerNormRows"/>.</summary>
+    public static void ReferenceLayerNormRows(ReadOnlySpan<float> x, ReadOnlySpan<float> gamma, ReadOnlySpan<float> beta, Span<float> y,
+        Span<float> mean, Span<float> rstd, int rows, int cols, float eps)
+    {
+        Check(rows, cols, x.Length, y.Length, gamma.Length, beta.Length, mean.Length, rstd.Length, eps);
+        for (int r = 0; r < rows; r++)
+        {
+            int o = r * cols;
+            double mu = 0, v = 0;
+            for (int j = 0; j < cols; j++) mu += x[o + j];
+            mu = cols > 0 ? mu / cols : 0;
+            for (int j = 0; j < cols; j++) v += (x[o + j] - mu) * (x[o + j] - mu);
+            v = cols > 0 ? v / cols : 0;
+            double rs = 1.0 / Math.Sqrt(v + eps);
+            for (int j = 0; j < cols; j++)
+            {
+                double h = (x[o + j] - mu) * rs;
+                if (gamma.Length > 0) h *= gamma[j];
+                if (beta.Length > 0) h += beta[j];
+                y[o + j] = (float)h;
+            }
+            mean[r] = (float)mu;
+            rstd[r] = (float)rs;
+        }
+    }
+
+    /// <summary>
+    /// Scalar double-precision twin of <see cref="LayerNormRowsBackward"/>. It recomputes the row
+    /// statistics from x in double instead of trusting the saved mean/rstd, so it is an independent check.
+    /// </summary>
+    public static void ReferenceLayerNormRowsBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> gamma, float eps,
+        ReadOnlySpan<float> dy, Span<float> dx, Span<float> dgamma, Span<float> dbeta, int rows, int cols)
+    {
+        RowSimd.CheckRows(rows, cols, x.Length, "x", dy.Length, "dy");
+        var dg = new double[cols];
+        var db = new double[cols];
+        var xh = new double[cols];
+        var g = new double[cols];
+        for (int r = 0; r < rows; r++)
+        {
+            int o = r * cols;
+            double mu = 0, v = 0;
+            for (int j = 0; j < cols; j++) mu += x[o + j];
+            mu /= cols;
+            for (int j = 0; j < cols; j++) v += (x[o + j] - mu) * (x[o + j] - mu);
+            double rs = 1.0 / Math.Sqrt(v / cols + eps);
+            double sg = 0, sgx = 0;
+            for (int j = 0; j < cols; j++)
+            {
+                xh[j] = (x[o + j] - mu) * rs;
+                g[j] = dy[o + j] * (gamma.Length > 0 ? gamma[j] : 1.0);
+                sg += g[j];
+                sgx += g[j] * xh[j];
+                dg[j] += dy[o + j] * xh[j];
+                db[j] += dy[o + j];
+            }
+            if (dx.Length > 0)
+                for (int j = 0; j < cols; j++) dx[o + j] = (float)(dx[o + j] + rs * (g[j] - sg / cols - xh[j] * sgx / cols));
+        }
+        for (int j = 0; j < cols; j++)
+        {
+            if (dgamma.Length > 0) dgamma[j] = (float)(dgamma[j] + dg[j]);
+            if (dbeta.Length > 0) dbeta[j] = (float)(dbeta[j] + db[j]);
+        }
+    }
+}

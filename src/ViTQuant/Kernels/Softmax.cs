@@ -1,0 +1,257 @@
+// Row softmax and log-softmax over a [rows, cols] row-major buffer, forward and backward.
+//
+//   softmax:      y_j = exp(x_j − m) / Σ_k exp(x_k − m),   m = max_k x_k  (shift keeps exp ≤ 1)
+//   backward:     dx_j += y_j · (dy_j − Σ_k y_k·dy_k)
+//   log-softmax:  y_j = x_j − m − log Σ_k exp(x_k − m)
+//   backward:     dx_j += dy_j − exp(y_j) · Σ_k dy_k
+//
+// Fast kernels: Vector256 passes over each row (max; exp+sum; scale), the row tail handled as one
+// padded vector (padding −∞ for max/exp, 0 for sums) so every element goes through the same exp;
+// rows are split across Parallelism.ForChunks when the buffer is large. Reference* twins are scalar
+// loops in double. Backward kernels ACCUMULATE into dx so autograd can pass gradient buffers directly.
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace ViTQuant.Kernels;
+
+/// <summary>Softmax and log-softmax over the rows of a row-major [rows, cols] buffer.</summary>
+public static unsafe class SoftmaxKernel
+{
+    /// <summary>dst[r, :] = softmax(src[r, :]). src and dst may alias. Throws ArgumentException when a buffer is shorter than rows·cols.</summary>
+    public static void SoftmaxRows(ReadOnlySpan<float> src, Span<float> dst, int rows, int cols)
+    {
+        RowSimd.CheckRows(rows, cols, src.Length, "src", dst.Length, "dst");
+        fixed (float* ps = src, pd = dst)
+        {
+            float* s = ps, d = pd;
+            RowSimd.ForRows(rows, cols, (r0, r1) =>
+            {
+                for (int r = r0; r < r1; r++) SoftmaxRow(s + (long)r * cols, d + (long)r * cols, cols, log: false);
+            });
+        }
+    }
+
+    /// <summary>dst[r, :] = log_softmax(src[r, :]). src and dst may alias. Throws ArgumentException when a buffer is too short.</summary>
+    public static void LogSoftmaxRows(ReadOnlySpan<float> src, Span<float> dst, int rows, int cols)
+    {
+        RowSimd.CheckRows(rows, cols, src.Length, "src", dst.Length, "dst");
+        fixed (float* ps = src, pd = dst)
+        {
+            float* s = ps, d = pd;
+            RowSimd.ForRows(rows, cols, (r0, r1) =>
+            {
+                for (int r = r0; r < r1; r++) SoftmaxRow(s + (long)r * cols, d + (long)r * cols, cols, log: true);
+            });
+        }
+    }
+
+    /// <summary>dx += y ⊙ (dy − rowsum(y ⊙ dy)), where y is the softmax output. Throws ArgumentException when a buffer is too short.</summary>
+    public static void SoftmaxRowsBackward(ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx, int rows, int cols)
+    {
+        RowSimd.CheckRows(rows, cols, y.Length, "y", dy.Length, "dy");
+        RowSimd.CheckRows(rows, cols, dx.Length, "dx", dx.Length, "dx");
+        fixed (float* py = y, pg = dy, pdx = dx)
+        {
+            float* yy = py, g = pg, d = pdx;
+            RowSimd.ForRows(rows, cols, (r0, r1) =>
+            {
+                for (int r = r0; r < r1; r++) SoftmaxBackwardRow(yy + (long)r * cols, g + (long)r * cols, d + (long)r * cols, cols);
+            });
+        }
+    }
+
+    /// <summary>dx += dy − exp(y) · rowsum(dy), where y is the log-softmax output. Throws ArgumentException when a buffer is too short.</summary>
+    public static void LogSoftmaxRowsBackward(ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx, int rows, int cols)
+    {
+        RowSimd.CheckRows(rows, cols, y.Length, "y", dy.Length, "dy");
+        RowSimd.CheckRows(rows, cols, dx.Length, "dx", dx.Length, "dx");
+        fixed (float* py = y, pg = dy, pdx = dx)
+        {
+            float* yy = py, g = pg, d = pdx;
+            RowSimd.ForRows(rows, cols, (r0, r1) =>
+            {
+                for (int r = r0; r < r1; r++) LogSoftmaxBackwardRow(yy + (long)r * cols, g + (long)r * cols, d + (long)r * cols, cols);
+            });
+        }
+    }
+
+    private static void SoftmaxRow(float* x, float* y, int n, bool log)
+    {
+        if (n == 0) return;
+        int full = n & ~7, tail = n - full;
+        var ninf = Vector256.Create(float.NegativeInfinity);
+
+        var vmax = ninf;
+        for (int i = 0; i < full; i += 8) vmax = Vector256.Max(vmax, Vector256.Load(x + i));
+        if (tail > 0) vmax = Vector256.Max(vmax, RowSimd.LoadTail(x + full, tail, float.NegativeInfinity));
+        float max = RowSimd.HorizontalMax(vmax);
+        var vm = Vector256.Create(max);
+
+        // exp(x − m): padded lanes are −∞ and contribute exp(−∞) = 0 to the sum.
+        var vsum = Vector256<float>.Zero;
+        for (int i = 0; i < full; i += 8)
+        {
+            var e = Vector256.Exp(Vector256.Load(x + i) - vm);
+            if (!log) e.Store(y + i);
+            vsum += e;
+        }
+        Vector256<float> et = default;
+        if (tail > 0)
+        {
+            et = Vector256.Exp(RowSimd.LoadTail(x + full, tail, float.NegativeInfinity) - vm);
+            vsum += et;
+        }
+        float sum = Vector256.Sum(vsum);
+
+        if (log)
+        {
+            var shift = Vector256.Create(max + MathF.Log(sum));
+            for (int i = 0; i < full; i += 8) (Vector256.Load(x + i) - shift).Store(y + i);
+            if (tail > 0) RowSimd.StoreTail(RowSimd.LoadTail(x + full, tail, 0f) - shift, y + full, tail);
+        }
+        else
+        {
+            var inv = Vector256.Create(1f / sum);
+            for (int i = 0; i < full; i += 8) (Vector256.Load(y + i) * inv).Store(y + i);
+            if (tail > 0) RowSimd.StoreTail(et * inv, y + full, tail);
+        }
+    }
+
+    private static void SoftmaxBackwardRow(float* y, float* dy, float* dx, int n)
+    {
+        int full = n & ~7, tail = n - full;
+        var vdot = Vector256<float>.Zero;
+        for (int i = 0; i < full; i += 8) vdot = Vector256.FusedMultiplyAdd(Vector256.Load(y + i), Vector256.Load(dy + i), vdot);
+        if (tail > 0) vdot = Vector256.FusedMultiplyAdd(RowSimd.LoadTail(y + full, tail, 0f), RowSimd.LoadTail(dy + full, tail, 0f), vdot);
+        var dot = Vector256.Create(Vector256.Sum(vdot));
+        for (int i = 0; i < full; i += 8)
+            Vector256.FusedMultiplyAdd(Vector256.Load(y + i), Vector256.Load(dy + i) - dot, Vector256.Load(dx + i)).Store(dx + i);
+        if (tail > 0)
+            RowSimd.StoreTail(Vector256.FusedMultiplyAdd(RowSimd.LoadTail(y + full, tail, 0f), RowSimd.LoadTail(dy + full, tail, 0f) - dot,
+                RowSimd.LoadTail(dx + full, tail, 0f)), dx + full, tail);
+    }
+
+    private static void LogSoftmaxBackwardRow(float* y, float* dy, float* dx, int n)
+    {
+        int full = n & ~7, tail = n - full;
+        var vs = Vector256<float>.Zero;
+        for (int i = 0; i < full; i += 8) vs += Vector256.Load(dy + i);
+        if (tail > 0) vs += RowSimd.LoadTail(dy + full, tail, 0f);
+        var s = Vector256.Create(Vector256.Sum(vs));
+        for (int i = 0; i < full; i += 8)
+            (Vector256.Load(dx + i) + Vector256.Load(dy + i) - Vector256.Exp(Vector256.Load(y + i)) * s).Store(dx + i);
+        if (tail > 0)
+            RowSimd.StoreTail(RowSimd.LoadTail(dx + full, tail, 0f) + RowSimd.LoadTail(dy + full, tail, 0f)
+                - Vector256.Exp(RowSimd.LoadTail(y + full, tail, 0f)) * s, dx + full, tail);
+    }
+
+    // ---- reference twins: scalar, double precision ----
+
+    /// <summary>Scalar double-precision twin of <see cref="SoftmaxRows"/>.</summary>
+    public static void ReferenceSoftmaxRows(ReadOnlySpan<float> src, Span<float> dst, int rows, int cols)
+    {
+        RowSimd.CheckRows(rows, cols, src.Length, "src", dst.Length, "dst");
+        for (int r = 0; r < rows; r++)
+        {
+            var x = src.Slice(r * cols, cols);
+            var y = dst.Slice(r * cols, cols);
+            double max = double.NegativeInfinity, sum = 0;
+            for (int j = 0; j < cols; j++) max = Math.Max(max, x[j]);
+            for (int j = 0; j < cols; j++) sum += Math.Exp(x[j] - max);
+            for (int j = 0; j < cols; j++) y[j] = (float)(Math.Exp(x[j] - max) / sum);
+        }
+    }
+
+    /// <summary>Scalar double-precision twin of <see cref="LogSoftmaxRows"/>.</summary>
+    public static void ReferenceLogSoftmaxRows(ReadOnlySpan<float> src, Span<float> dst, int rows, int cols)
+    {
+        RowSimd.CheckRows(rows, cols, src.Length, "src", dst.Length, "dst");
+        for (int r = 0; r < rows; r++)
+        {
+            var x = src.Slice(r * cols, cols);
+            var y = dst.Slice(r * cols, cols);
+            double max = double.NegativeInfinity, sum = 0;
+            for (int j = 0; j < cols; j++) max = Math.Max(max, x[j]);
+            for (int j = 0; j < cols; j++) sum += Math.Exp(x[j] - max);
+            double lse = max + Math.Log(sum);
+            for (int j = 0; j < cols; j++) y[j] = (float)(x[j] - lse);
+        }
+    }
+
+    /// <summary>Scalar double-precision twin of <see cref="SoftmaxRowsBackward"/> (also accumulates).</summary>
+    public static void ReferenceSoftmaxRowsBackward(ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx, int rows, int cols)
+    {
+        RowSimd.CheckRows(rows, cols, y.Length, "y", dy.Length, "dy");
+        RowSimd.CheckRows(rows, cols, dx.Length, "dx", dx.Length, "dx");
+        for (int r = 0; r < rows; r++)
+        {
+            int o = r * cols;
+            double dot = 0;
+            for (int j = 0; j < cols; j++) dot += (double)y[o + j] * dy[o + j];
+            for (int j = 0; j < cols; j++) dx[o + j] = (float)(dx[o + j] + y[o + j] * (dy[o + j] - dot));
+        }
+    }
+
+    /// <summary>Scalar double-precision twin of <see cref="LogSoftmaxRowsBackward"/> (also accumulates).</summary>
+    public static void ReferenceLogSoftmaxRowsBackward(ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx, int rows, int cols)
+    {
+        RowSimd.CheckRows(rows, cols, y.Length, "y", dy.Length, "dy");
+        RowSimd.CheckRows(rows, cols, dx.Length, "dx", dx.Length, "dx");
+        for (int r = 0; r < rows; r++)
+        {
+            int o = r * cols;
+            double s = 0;
+            for (int j = 0; j < cols; j++) s += dy[o + j];
+            for (int j = 0; j < cols; j++) dx[o + j] = (float)(dx[o + j] + dy[o + j] - Math.Exp(y[o + j]) * s);
+        }
+    }
+}
+
+/// <summary>
+/// Shared plumbing of the row kernels: size checks, the parallel row driver, and the padded tail
+/// vector (the last n mod 8 elements of a row loaded into one Vector256 with a chosen fill).
+/// </summary>
+internal static unsafe class RowSimd
+{
+    /// <summary>Elements per parallel chunk below which a kernel stays on one thread.</summary>
+    public const int ParallelGrain = 16384;
+
+    public static void CheckRows(int rows, int cols, int lenA, string nameA, int lenB, string nameB)
+    {
+        if (rows < 0 || cols < 0) throw new ArgumentException($"negative size rows={rows} cols={cols}");
+        long need = (long)rows * cols;
+        if (lenA < need) throw new ArgumentException($"{nameA} has {lenA} elements, [{rows}, {cols}] needs {need}");
+        if (lenB < need) throw new ArgumentException($"{nameB} has {lenB} elements, [{rows}, {cols}] needs {need}");
+    }
+
+    /// <summary>Runs body(r0, r1) over row ranges, in parallel when the buffer is large enough to pay for it.</summary>
+    public static void ForRows(int rows, int cols, Action<int, int> body)
+    {
+        if (rows == 0 || cols == 0) return;
+        Parallelism.ForChunks(rows, Math.Max(1, ParallelGrain / cols), body);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> LoadTail(float* p, int count, float fill)
+    {
+        float* buf = stackalloc float[8];
+        for (int i = 0; i < 8; i++) buf[i] = i < count ? p[i] : fill;
+        return Vector256.Load(buf);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreTail(Vector256<float> v, float* p, int count)
+    {
+        float* buf = stackalloc float[8];
+        v.Store(buf);
+        for (int i = 0; i < count; i++) p[i] = buf[i];
+    }
+
+    public static float HorizontalMax(Vector256<float> v)
+    {
+        var m = Vector128.Max(v.GetLower(), v.GetUpper());
+        float r = m[0];
+        for (int i = 1; i < 4; i++) r = MathF.Max(r, m[i]);
+        return r;
+    }
+}

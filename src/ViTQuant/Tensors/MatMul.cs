@@ -1,0 +1,159 @@
+// Matrix products: batched MatMul with transpose flags, and Linear (x·wᵀ + b) as one GEMM.
+//
+// C = op(A)·op(B), op(X) = X or Xᵀ, per batch item; A is stored [M, K] (or [K, M] when transA) and B
+// [K, N] (or [N, K] when transB), so lda = transA ? M : K and ldb = transB ? K : N. Backward, with G
+// the output gradient [M, N], written as GEMMs on the stored layouts (no transposed copies):
+//   dA = G·op(B)ᵀ    stored [M, K]:  !transA → Sgemm(G, B, transB: !tB)       = G·Bᵀ  or G·B
+//                    stored [K, M]:   transA → Sgemm(B, G, transA: tB, transB: true) = B·Gᵀ or Bᵀ·Gᵀ
+//   dB = op(A)ᵀ·G    stored [K, N]:  !transB → Sgemm(A, G, transA: !tA)       = Aᵀ·G  or A·G
+//                    stored [N, K]:   transB → Sgemm(G, A, transA: true, transB: tA) = Gᵀ·A or Gᵀ·Aᵀ
+// Every backward GEMM runs with beta = 1, accumulating straight into the gradient buffers.
+//
+// Batching: when B is shared (2-D) and A is not transposed, the batch folds into M — one GEMM of
+// [batch·M, K]·op(B), whose dB GEMM then sums over the batch for free. Otherwise many small products
+// run under Parallelism.For over the batch (GEMM then runs single-threaded inside), while few large
+// products run one after another, each a multi-threaded top-level GEMM.
+using System.Numerics.Tensors;
+using ViTQuant.Kernels;
+
+namespace ViTQuant.Tensors;
+
+public static partial class Ops
+{
+    /// <summary>
+    /// Batched matrix product op(a)·op(b). a is [..., M, K] ([..., K, M] when transA), b is [..., K, N]
+    /// ([..., N, K] when transB). The batch dimensions of a and b must be equal, or b may be 2-D and is
+    /// then shared by every batch item of a (its gradient sums over the batch). Result: [..., M, N].
+    /// Throws ArgumentException when a rank is below 2, the inner sizes differ, or batch shapes mismatch.
+    /// </summary>
+    public static Tensor MatMul(Tensor a, Tensor b, bool transA = false, bool transB = false)
+    {
+        if (a.Rank < 2 || b.Rank < 2)
+            throw new ArgumentException($"matmul needs tensors of rank >= 2, got {Tensor.ShapeString(a.Shape)} and {Tensor.ShapeString(b.Shape)}");
+        int m = transA ? a.Shape[^1] : a.Shape[^2], k = transA ? a.Shape[^2] : a.Shape[^1];
+        int kb = transB ? b.Shape[^1] : b.Shape[^2], n = transB ? b.Shape[^2] : b.Shape[^1];
+        bool shared = b.Rank == 2;
+        if (k != kb || (!shared && !a.Shape.AsSpan(0, a.Rank - 2).SequenceEqual(b.Shape.AsSpan(0, b.Rank - 2))))
+            throw new ArgumentException($"matmul: shapes {Tensor.ShapeString(a.Shape)}{(transA ? "ᵀ" : "")} and {Tensor.ShapeString(b.Shape)}{(transB ? "ᵀ" : "")} are incompatible (inner sizes {k} vs {kb}; batch dims must match or b must be 2-D)");
+        int batch = 1;
+        for (int i = 0; i < a.Rank - 2; i++) batch *= a.Shape[i];
+        var outShape = a.Shape.ToArray();
+        outShape[^2] = m;
+        outShape[^1] = n;
+        var c = new Tensor(outShape);
+
+        int lda = transA ? m : k, ldb = transB ? k : n;
+        int aStride = m * k, bStride = shared ? 0 : k * n, cStride = m * n;
+        float[] ad = a.Data, bd = b.Data, cd = c.Data;
+        bool fold = shared && !transA;
+        // A product with an empty dimension is all zeros (c is zero-filled); its gradients add nothing.
+        bool empty = batch == 0 || m == 0 || n == 0 || k == 0;
+        if (!empty && fold)
+            Gemm.Sgemm(false, transB, batch * m, n, k, 1f, ad.AsSpan(0, a.Size), k, bd.AsSpan(0, b.Size), ldb, 0f, cd.AsSpan(0, c.Size), n);
+        else if (!empty)
+            ForBatch(batch, (long)m * n * k, i => Gemm.Sgemm(transA, transB, m, n, k, 1f,
+                ad.AsSpan(i * aStride, aStride), lda, bd.AsSpan(i * bStride, k * n), ldb, 0f, cd.AsSpan(i * cStride, cStride), n));
+
+        if (!Autograd.Needs(a, b)) return c;
+        return Autograd.Record("matmul", c, new[] { a, b }, g =>
+        {
+            if (empty) return;
+            float[] gd = g.Data;
+            if (a.RequiresGrad)
+            {
+                a.GradSpan();
+                float[] ga = a.Grad!.Data;
+                if (fold)
+                    Gemm.Sgemm(false, !transB, batch * m, k, n, 1f, gd.AsSpan(0, g.Size), n, bd.AsSpan(0, b.Size), ldb, 1f, ga.AsSpan(0, a.Size), k);
+                else
+                    ForBatch(batch, (long)m * n * k, i =>
+                    {
+                        var gi = gd.AsSpan(i * cStride, cStride);
+                        var bi = bd.AsSpan(i * bStride, k * n);
+                        var dai = ga.AsSpan(i * aStride, aStride);
+                        if (!transA) Gemm.Sgemm(false, !transB, m, k, n, 1f, gi, n, bi, ldb, 1f, dai, k);
+                        else Gemm.Sgemm(transB, true, k, m, n, 1f, bi, ldb, gi, n, 1f, dai, m);
+                    });
+            }
+            if (b.RequiresGrad)
+            {
+                b.GradSpan();
+                float[] gb = b.Grad!.Data;
+                void DbOf(int i, int rowsOfA, Span<float> db)
+                {
+                    var ai = ad.AsSpan(i * aStride, rowsOfA * k);
+                    var gi = gd.AsSpan(i * cStride, rowsOfA * n);
+                    if (!transB) Gemm.Sgemm(!transA, false, k, n, rowsOfA, 1f, ai, lda, gi, n, 1f, db, n);
+                    else Gemm.Sgemm(true, transA, n, k, rowsOfA, 1f, gi, n, ai, lda, 1f, db, k);
+                }
+                if (fold) DbOf(0, batch * m, gb.AsSpan(0, b.Size));
+                // Shared b under transposed a cannot fold; each product adds into the one dB, in order.
+                else if (shared) for (int i = 0; i < batch; i++) DbOf(i, m, gb.AsSpan(0, b.Size));
+                else ForBatch(batch, (long)m * n * k, i => DbOf(i, m, gb.AsSpan(i * bStride, k * n)));
+            }
+        });
+    }
+
+    /// <summary>
+    /// Fully connected layer y = x·wᵀ + b over the last axis, computed as one GEMM over all leading rows.
+    /// x is [..., in], w is [out, in] (PyTorch layout), b is [out] or null; the result is [..., out].
+    /// Throws ArgumentException on a rank-0 x, a w that is not 2-D, or mismatched sizes.
+    /// </summary>
+    public static Tensor Linear(Tensor x, Tensor w, Tensor? b)
+    {
+        if (x.Rank < 1 || w.Rank != 2 || x.Shape[^1] != w.Shape[1])
+            throw new ArgumentException($"linear: x {Tensor.ShapeString(x.Shape)} and weight {Tensor.ShapeString(w.Shape)} are incompatible (weight must be [out, in] with in = x's last dimension)");
+        int inF = w.Shape[1], outF = w.Shape[0];
+        if (b != null && (b.Rank != 1 || b.Shape[0] != outF))
+            throw new ArgumentException($"linear: bias has shape {Tensor.ShapeString(b.Shape)}, expected [{outF}]");
+        int rows = inF == 0 ? Tensor.Numel(x.Shape.AsSpan(0, x.Rank - 1)) : x.Size / inF;
+        var outShape = x.Shape.ToArray();
+        outShape[^1] = outF;
+        var y = new Tensor(outShape);
+        DenseCore.Forward(x.Span, rows, inF, w.Span, outF, b != null ? b.Span : default, y.Span);
+
+        bool needs = b != null ? Autograd.Needs(x, w, b) : Autograd.Needs(x, w);
+        if (!needs) return y;
+        var parents = b != null ? new[] { x, w, b } : new[] { x, w };
+        return Autograd.Record("linear", y, parents, g => DenseCore.Backward(g.Span, x.Span, w.Span, rows, inF, outF,
+            x.RequiresGrad ? x.GradSpan() : default,
+            w.RequiresGrad ? w.GradSpan() : default,
+            b is { RequiresGrad: true } ? b.GradSpan() : default));
+    }
+
+    /// <summary>Runs body over the batch: in parallel for many small products, sequentially (each GEMM multi-threaded) for few big ones.</summary>
+    private static void ForBatch(int batch, long flopsPerItem, Action<int> body)
+    {
+        const long BigProduct = 1L << 21; // ~2 M multiply-adds: large enough for a threaded GEMM to pay off
+        if (batch == 1 || (flopsPerItem >= BigProduct && batch < 2 * Parallelism.Threads))
+            for (int i = 0; i < batch; i++) body(i);
+        else Parallelism.For(0, batch, body);
+    }
+}
+
+/// <summary>The dense layer y = x·wᵀ + b on raw row-major buffers, shared by Linear and PatchEmbed.</summary>
+internal static class DenseCore
+{
+    /// <summary>y[rows, out] = x[rows, in]·w[out, in]ᵀ + b[out] (b empty: no bias). y is overwritten.</summary>
+    public static void Forward(ReadOnlySpan<float> x, int rows, int inF, ReadOnlySpan<float> w, int outF, ReadOnlySpan<float> b, Span<float> y)
+    {
+        if (b.Length > 0) for (int r = 0; r < rows; r++) b[..outF].CopyTo(y.Slice(r * outF, outF));
+        else y[..(rows * outF)].Clear();
+        if (rows == 0 || inF == 0 || outF == 0) return;
+        // beta = 1 adds the product onto the broadcast bias rows already in y.
+        Gemm.Sgemm(false, true, rows, outF, inF, 1f, x, inF, w, inF, 1f, y, outF);
+    }
+
+    /// <summary>
+    /// Accumulates dx += g·w, dw += gᵀ·x, db += Σ_rows g for g = dy [rows, out]; empty targets are skipped.
+    /// </summary>
+    public static void Backward(ReadOnlySpan<float> g, ReadOnlySpan<float> x, ReadOnlySpan<float> w, int rows, int inF, int outF,
+        Span<float> dx, Span<float> dw, Span<float> db)
+    {
+        if (rows == 0 || outF == 0) return;
+        if (dx.Length > 0 && inF > 0) Gemm.Sgemm(false, false, rows, inF, outF, 1f, g, outF, w, inF, 1f, dx, inF);
+        if (dw.Length > 0 && inF > 0) Gemm.Sgemm(true, false, outF, inF, rows, 1f, g, outF, x, inF, 1f, dw, inF);
+        if (db.Length > 0)
+            for (int r = 0; r < rows; r++) TensorPrimitives.Add(db[..outF], g.Slice(r * outF, outF), db[..outF]);
+    }
+}
