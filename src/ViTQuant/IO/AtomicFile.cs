@@ -85,33 +85,46 @@ public static class AtomicFile
     }
 
     /// <summary>
-    /// The absolute path with every symlink component resolved (like realpath(3), but the last components
-    /// need not exist). Symlink chains longer than 40 hops are treated as loops and left unresolved.
+    /// The absolute path with every symlink component resolved, like realpath(3) except that trailing
+    /// components need not exist. ".." is applied after resolving the link before it, as the kernel does
+    /// (so "link/.." is the parent of the link's target, not the link's directory). Chains of more than
+    /// 40 links are treated as loops and left unresolved.
     /// </summary>
     internal static string ResolvePath(string path)
     {
-        string full = Path.GetFullPath(path);
-        string root = Path.GetPathRoot(full) ?? "";
-        var pending = new Stack<string>(full[root.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries).Reverse());
-        string current = root;
+        // Not Path.GetFullPath: it would collapse "link/.." lexically, which is wrong when link is a symlink.
+        string full = Path.IsPathFullyQualified(path) ? path : Path.Combine(Environment.CurrentDirectory, path);
+        if (!Path.IsPathFullyQualified(full)) full = Path.GetFullPath(path); // Windows drive-relative forms
+        string current = Path.GetPathRoot(full)!;
+        var pending = new Stack<string>();
+        PushComponents(pending, full[current.Length..]);
         int hops = 0;
         while (pending.Count > 0)
         {
             string part = pending.Pop();
             if (part == ".") continue;
-            if (part == "..") { current = Path.GetDirectoryName(current) ?? root; continue; }
+            if (part == "..") { current = Path.GetDirectoryName(current) ?? current; continue; }
             string next = Path.Combine(current, part);
             string? target = hops < 40 ? LinkTarget(next) : null;
             if (target == null) { current = next; continue; }
             hops++;
-            // Re-walk the link target: it may be relative to the link's directory and may contain links itself.
-            string resolved = Path.GetFullPath(target, current);
-            string rroot = Path.GetPathRoot(resolved) ?? root;
-            foreach (var p in resolved[rroot.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries).Reverse())
-                pending.Push(p);
-            current = rroot;
+            // Walk the target's components in place of the link: a relative target continues from the
+            // link's directory, an absolute one restarts at its root; either may contain links itself.
+            if (Path.IsPathRooted(target))
+            {
+                string t = Path.IsPathFullyQualified(target) ? target : Path.GetFullPath(target);
+                current = Path.GetPathRoot(t)!;
+                PushComponents(pending, t[current.Length..]);
+            }
+            else PushComponents(pending, target);
         }
         return current;
+    }
+
+    private static void PushComponents(Stack<string> pending, string relative)
+    {
+        var parts = relative.Split(new[] { Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar }, StringSplitOptions.RemoveEmptyEntries);
+        for (int i = parts.Length - 1; i >= 0; i--) pending.Push(parts[i]);
     }
 
     private static string? LinkTarget(string path)
