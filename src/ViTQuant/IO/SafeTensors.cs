@@ -234,15 +234,14 @@ public sealed class SafeTensorsFile
 
     private static void CheckOverlaps(string path, IEnumerable<TensorInfo> infos)
     {
-        // Empty tensors occupy no bytes and cannot overlap anything.
+        // Empty tensors occupy no bytes and cannot overlap anything. Sorted by begin, any overlap shows up
+        // between neighbours: if i overlaps a later j, then i+1 (begin ≤ begin_j < end_i) overlaps i.
         var sorted = infos.Where(t => t.End > t.Begin).OrderBy(t => t.Begin).ThenBy(t => t.End).ToList();
         for (int i = 1; i < sorted.Count; i++)
         {
             TensorInfo a = sorted[i - 1], b = sorted[i];
             if (b.Begin < a.End)
                 throw new ViTQuantException($"{path}: tensor {Q(a.Name)} [{a.Begin}, {a.End}] and tensor {Q(b.Name)} [{b.Begin}, {b.End}] overlap in the data buffer");
-            // Keep the furthest end so a long range that swallows several later ones is still caught.
-            if (a.End > b.End) sorted[i] = a;
         }
     }
 
