@@ -1,5 +1,80 @@
-// Kernel micro-benchmarks (BenchmarkDotNet). Whole-model throughput is `vitq bench`.
+// Kernel micro-benchmarks. Whole-model throughput is `vitq bench`.
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- gemm [--threads N] [--reps R]
+//       quick GFLOP/s table for every backend and shape (validated first, then timed)
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- --filter '*'
+//       BenchmarkDotNet
 using BenchmarkDotNet.Running;
+using ViTQuant.Bench;
+using ViTQuant.Kernels;
 
+if (args.Length > 0 && args[0] == "gemm")
+    return QuickGemm.Run(args[1..]);
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+return 0;
+
+internal static class QuickGemm
+{
+    public static int Run(string[] args)
+    {
+        int reps = 9;
+        for (int i = 0; i < args.Length; i++)
+        {
+            string? value = i + 1 < args.Length ? args[i + 1] : null;
+            if (args[i] == "--threads" && int.TryParse(value, out int t) && t >= 1) { Parallelism.Threads = t; i++; }
+            else if (args[i] == "--reps" && int.TryParse(value, out int r) && r >= 1) { reps = r; i++; }
+            else
+            {
+                Console.Error.WriteLine($"gemm: unknown or invalid argument '{args[i]}' (expected --threads N, --reps R)");
+                return 2;
+            }
+        }
+
+        var backends = OpenBlas.IsAvailable
+            ? new[] { GemmBackend.OpenBlas, GemmBackend.Managed }
+            : new[] { GemmBackend.Managed };
+        Console.WriteLine($"threads: {Parallelism.Threads}; median of ≥ {reps} timed calls per backend after 2 warm-up calls, backends interleaved");
+        Console.WriteLine($"OpenBLAS: {(OpenBlas.IsAvailable ? $"{OpenBlas.LibraryName}, {OpenBlas.ConfigString}" : "not available")}");
+        Console.WriteLine($"managed:  {ManagedGemm.Describe()}");
+        Console.WriteLine();
+
+        // Validate before timing: every backend against a double reference on sampled rows, and
+        // against each other on the whole product.
+        bool ok = true;
+        foreach (var s in GemmShape.All)
+        {
+            var products = backends.Select(be => GemmBenchmark.Product(be, s.M, s.N, s.K, s.TransA, s.TransB)).ToArray();
+            for (int i = 0; i < backends.Length; i++)
+            {
+                double err = GemmBenchmark.ReferenceError(products[i], s.M, s.N, s.K, s.TransA, s.TransB);
+                if (err > 1e-5) { Console.WriteLine($"FAIL {s}: {backends[i]} error {err:E2} of Σ|a||b|"); ok = false; }
+            }
+            if (products.Length == 2)
+            {
+                double maxAbs = products[0].Max(MathF.Abs), maxDiff = 0;
+                for (int j = 0; j < products[0].Length; j++)
+                    maxDiff = Math.Max(maxDiff, Math.Abs(products[0][j] - products[1][j]));
+                if (maxDiff > 1e-5 * Math.Max(1.0, maxAbs)) { Console.WriteLine($"FAIL {s}: backends differ by {maxDiff:E2}"); ok = false; }
+            }
+        }
+        if (!ok) return 1;
+        Console.WriteLine("validation: all backends agree with the double reference and with each other");
+        Console.WriteLine();
+
+        Console.Write($"{"shape",-34}");
+        foreach (var be in backends) Console.Write($"{be + " GFLOP/s",18}");
+        if (backends.Length == 2) Console.Write($"{"managed/OpenBLAS",18}");
+        Console.WriteLine();
+        foreach (var s in GemmShape.All)
+        {
+            Console.Write($"{s.ToString(),-34}");
+            // At least reps calls, and enough to fill about 0.2 s per backend at 100 GFLOP/s.
+            double estimate = 2.0 * s.M * s.N * s.K / 100e9;
+            int n = Math.Max(reps, (int)Math.Min(2000, 0.2 / estimate));
+            var g = GemmBenchmark.Compare(backends, s.M, s.N, s.K, n, s.TransA, s.TransB);
+            foreach (var v in g) Console.Write($"{v,18:F1}");
+            if (g.Length == 2) Console.Write($"{g[1] / g[0],18:F2}");
+            Console.WriteLine();
+        }
+        return 0;
+    }
+}

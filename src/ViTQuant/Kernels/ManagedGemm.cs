@@ -1,45 +1,306 @@
-// Managed SGEMM used when OpenBLAS is absent and inside parallel bodies.
-// Row-major: each output row is a sum of scaled rows of op(B) (an axpy formulation), vectorised by
-// TensorPrimitives. Parallel over row blocks when allowed.
-using System.Numerics.Tensors;
+// Managed SGEMM: C[M,N] = alpha · op(A)[M,K] · op(B)[K,N] + beta · C, row-major, in the
+// GotoBLAS/BLIS style. Used when OpenBLAS is absent and for every call from inside a parallel body.
+//
+// Loop nest (one thread's rectangle of C):
+//
+//   for jc in N step NC            B block of KC×NC floats (4 MB) lives in L2/L3
+//     for pc in K step KC            pack op(B)[pc.., jc..] into NR-wide panels (GemmPacking.PackB)
+//       for ic in M step MC          pack op(A)[ic.., pc..] into MR-tall panels  (GemmPacking.PackA)
+//         for jr in NC step NR         one B micro-panel (KC×NR, 16 KB) stays in L1
+//           for ir in MC step MR         the A block (MC×KC, 144 KB) streams from L2
+//             C[ir.., jr..] (MR×NR) = alpha·Ap·Bp + beta'·C     (micro-kernel)
+//
+// beta' is the caller's beta for the first K block and 1 afterwards. With beta = 0 the kernel never
+// reads C, so NaN or garbage already in C is ignored (BLAS semantics).
+//
+// Micro-kernel: 6×16 outputs in twelve Vector256 accumulators; per k step two B loads, six A
+// broadcasts and twelve FMAs. That is 15 of the 16 ymm registers, and the twelve independent FMA
+// chains cover Zen's 2 FMA ports × 4-cycle latency. Block sizes: KC = 256 keeps a B micro-panel
+// (256·16·4 B = 16 KB) in half the 32 KB L1d, MC = 144 keeps the packed A block (144 KB) well inside
+// the 512 KB L2 next to B's streams, NC = 4080 (a multiple of 16) keeps the packed B block ≈ 4 MB.
+// K is split into equal blocks ≤ KC so no block is left tiny.
+//
+// Edge tiles: packing pads op(A) rows and op(B) columns with zeros, the kernel computes a full
+// 6×16 tile into a scratch tile, and only the valid part is merged into C.
+//
+// Threads: with parallel = true the call splits C into Parallelism.Threads contiguous row (or
+// column) ranges, multiples of MR (NR), and each worker runs the whole blocked nest on its own
+// range with its own thread-static packing buffers. This needs no barriers; the cost is that each
+// worker packs the shared operand again (K·N extra copies per worker against M·N·K/threads FMAs).
+// Small products stay on the calling thread: a Parallel.For costs more than they do.
+//
+// Without AVX2+FMA (other CPUs, or forced in tests) a portable kernel of the same shape runs on
+// Vector<float>; it owns the width ladder (any width dividing 16, else scalar).
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace ViTQuant.Kernels;
 
-internal static class ManagedGemm
+internal static unsafe class ManagedGemm
 {
-    public static string Describe() => $"axpy rows, Vector{System.Numerics.Vector<float>.Count * 32}";
+    private const int MR = GemmPacking.MR, NR = GemmPacking.NR;
+    internal const int MC = 144, KC = 256, NC = 4080;
 
+    // Below this many multiply-adds the Parallel.For hand-off (tens of µs) costs more than it saves.
+    private const long ParallelMinMacs = 1L << 21;
+
+    private static readonly bool HasFma = Fma.IsSupported && Avx2.IsSupported;
+
+    /// <summary>Kernel, tile and block sizes, for `vitq info` and benchmark output.</summary>
+    public static string Describe() => HasFma
+        ? $"blocked {MR}x{NR} AVX2+FMA, MC={MC} KC={KC} NC={NC}"
+        : $"blocked {MR}x{NR} portable Vector<float>[{Vector<float>.Count}], MC={MC} KC={KC} NC={NC}";
+
+    /// <summary>
+    /// C = alpha·op(A)·op(B) + beta·C (row-major, BLAS semantics: beta = 0 overwrites C, k = 0 or
+    /// alpha = 0 gives beta·C). When <paramref name="parallel"/> is true the work is split over
+    /// Parallelism.Threads workers; otherwise it runs on the calling thread.
+    /// Throws ArgumentException when a size is negative, a leading dimension is smaller than the
+    /// stored width, or a buffer is too short for the described matrix.
+    /// </summary>
     public static void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc, bool parallel)
     {
-        // op(B) must be row-accessible: transpose it once into a K×N scratch when it is stored N×K.
-        float[]? bt = null;
-        if (transB)
+        int threads = parallel && (long)m * n * k >= ParallelMinMacs ? Parallelism.Threads : 1;
+        Run(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads, portable: !HasFma);
+    }
+
+    /// <summary>
+    /// Sgemm with the worker count and kernel choice exposed, so tests can run any split (at any
+    /// size) and the portable kernel on any CPU. portable = false falls back to portable without
+    /// AVX2+FMA.
+    /// </summary>
+    internal static void Run(bool transA, bool transB, int m, int n, int k, float alpha,
+        ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc,
+        int threads, bool portable)
+    {
+        // Validated here as well as in Gemm.Sgemm: everything below uses raw pointers.
+        Gemm.Validate(transA, transB, m, n, k, a.Length, lda, b.Length, ldb, c.Length, ldc);
+        if (m == 0 || n == 0) return;
+        if (k == 0 || alpha == 0f)
         {
-            bt = new float[k * n];
-            for (int j = 0; j < n; j++)
-                for (int p = 0; p < k; p++) bt[p * n + j] = b[j * ldb + p];
+            ScaleC(m, n, beta, c, ldc);
+            return;
         }
-        float[] aArr = a.ToArray(), bArr = bt ?? b.ToArray();
-        int bStride = bt != null ? n : ldb;
-        float[] cArr = c.ToArray();
-        void Rows(int start, int end)
+        portable |= !HasFma;
+        fixed (float* pa = a, pb = b, pc = c)
         {
-            var row = new float[n];
-            for (int i = start; i < end; i++)
+            if (threads <= 1)
             {
-                Array.Clear(row);
-                for (int p = 0; p < k; p++)
+                Blocked(transA, transB, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, portable);
+                return;
+            }
+            RunParallel(threads, transA, transB, m, n, k, alpha, (nint)pa, lda, (nint)pb, ldb, beta, (nint)pc, ldc, portable);
+        }
+    }
+
+    // Splits C into row ranges (when M is the larger side) or column ranges, one per worker.
+    // The caller keeps a, b and c pinned for the duration.
+    private static void RunParallel(int threads, bool transA, bool transB, int m, int n, int k, float alpha,
+        nint a, int lda, nint b, int ldb, float beta, nint c, int ldc, bool portable)
+    {
+        bool splitRows = m >= n;
+        int unit = splitRows ? MR : NR, extent = splitRows ? m : n;
+        int units = (extent + unit - 1) / unit;
+        int parts = Math.Min(threads, units);
+        Parallelism.For(0, parts, t =>
+        {
+            int start = (int)((long)units * t / parts) * unit;
+            int end = Math.Min(extent, (int)((long)units * (t + 1) / parts) * unit);
+            if (end <= start) return;
+            float* pa = (float*)a, pb = (float*)b, pc = (float*)c;
+            if (splitRows)
+            {
+                float* aSub = transA ? pa + start : pa + (nint)start * lda;
+                Blocked(transA, transB, end - start, n, k, alpha, aSub, lda, pb, ldb, beta, pc + (nint)start * ldc, ldc, portable);
+            }
+            else
+            {
+                float* bSub = transB ? pb + (nint)start * ldb : pb + start;
+                Blocked(transA, transB, m, end - start, k, alpha, pa, lda, bSub, ldb, beta, pc + start, ldc, portable);
+            }
+        });
+    }
+
+    // The single-threaded blocked nest described in the file header. k ≥ 1, m, n ≥ 1.
+    private static void Blocked(bool transA, bool transB, int m, int n, int k, float alpha,
+        float* a, nint lda, float* b, nint ldb, float beta, float* c, nint ldc, bool portable)
+    {
+        int kBlocks = (k + KC - 1) / KC;
+        int kcMax = (k + kBlocks - 1) / kBlocks;
+        int mcMax = Math.Min(MC, RoundUp(m, MR)), ncMax = Math.Min(NC, RoundUp(n, NR));
+        GemmPacking.Buffers(mcMax * kcMax, ncMax * kcMax, out float* ap, out float* bp);
+        float* tile = stackalloc float[MR * NR + 8];
+        tile = (float*)(((nint)tile + 31) & ~(nint)31);
+
+        for (int jc = 0; jc < n; jc += NC)
+        {
+            int nc = Math.Min(NC, n - jc);
+            for (int kb = 0; kb < kBlocks; kb++)
+            {
+                int pc = (int)((long)k * kb / kBlocks), kc = (int)((long)k * (kb + 1) / kBlocks) - pc;
+                float betaK = kb == 0 ? beta : 1f;
+                GemmPacking.PackB(transB, b, ldb, pc, jc, kc, nc, bp);
+                for (int ic = 0; ic < m; ic += MC)
                 {
-                    float av = transA ? aArr[p * lda + i] : aArr[i * lda + p];
-                    TensorPrimitives.MultiplyAdd(bArr.AsSpan(p * bStride, n), av, row, row);
+                    int mc = Math.Min(MC, m - ic);
+                    GemmPacking.PackA(transA, a, lda, ic, pc, mc, kc, ap);
+                    for (int jr = 0; jr < nc; jr += NR)
+                    {
+                        int nr = Math.Min(NR, nc - jr);
+                        float* bPanel = bp + (nint)(jr / NR) * kc * NR;
+                        for (int ir = 0; ir < mc; ir += MR)
+                        {
+                            int mr = Math.Min(MR, mc - ir);
+                            float* aPanel = ap + (nint)(ir / MR) * kc * MR;
+                            float* cTile = c + (ic + ir) * ldc + jc + jr;
+                            if (mr == MR && nr == NR)
+                                Kernel(portable, kc, aPanel, bPanel, cTile, ldc, alpha, betaK);
+                            else
+                            {
+                                Kernel(portable, kc, aPanel, bPanel, tile, NR, 1f, 0f);
+                                MergeEdge(tile, mr, nr, cTile, ldc, alpha, betaK);
+                            }
+                        }
+                    }
                 }
-                var dst = cArr.AsSpan(i * ldc, n);
-                if (beta == 0f) TensorPrimitives.Multiply(row, alpha, dst);
-                else for (int j = 0; j < n; j++) dst[j] = alpha * row[j] + beta * dst[j];
             }
         }
-        if (parallel) Parallelism.ForChunks(m, 16, Rows); else Rows(0, m);
-        cArr.AsSpan(0, c.Length).CopyTo(c);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Kernel(bool portable, int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta)
+    {
+        if (!portable) KernelFma(kc, a, b, c, ldc, alpha, beta);
+        else KernelPortable(kc, a, b, c, ldc, alpha, beta);
+    }
+
+    // C[0..mr, 0..nr] = alpha·tile + beta·C, where beta = 0 does not read C.
+    private static void MergeEdge(float* tile, int mr, int nr, float* c, nint ldc, float alpha, float beta)
+    {
+        for (int r = 0; r < mr; r++)
+        {
+            float* t = tile + r * NR, cr = c + r * ldc;
+            if (beta == 0f) for (int j = 0; j < nr; j++) cr[j] = alpha * t[j];
+            else for (int j = 0; j < nr; j++) cr[j] = alpha * t[j] + beta * cr[j];
+        }
+    }
+
+    // k = 0 or alpha = 0: C = beta·C, with beta = 0 clearing (and so dropping NaN).
+    private static void ScaleC(int m, int n, float beta, Span<float> c, int ldc)
+    {
+        if (beta == 1f) return;
+        for (int i = 0; i < m; i++)
+        {
+            var row = c.Slice(i * ldc, n);
+            if (beta == 0f) row.Clear();
+            else System.Numerics.Tensors.TensorPrimitives.Multiply(row, beta, row);
+        }
+    }
+
+    private static int RoundUp(int x, int unit) => (x + unit - 1) / unit * unit;
+
+    // 6×16 tile: C = alpha·Σ_p a[p·6 + r]·b[p·16 + j] + beta·C. a and b are packed panels.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void KernelFma(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta)
+    {
+        Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
+        Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            var b0 = Avx.LoadAlignedVector256(b);
+            var b1 = Avx.LoadAlignedVector256(b + 8);
+            var av = Vector256.Create(a[0]);
+            c00 = Fma.MultiplyAdd(av, b0, c00); c01 = Fma.MultiplyAdd(av, b1, c01);
+            av = Vector256.Create(a[1]);
+            c10 = Fma.MultiplyAdd(av, b0, c10); c11 = Fma.MultiplyAdd(av, b1, c11);
+            av = Vector256.Create(a[2]);
+            c20 = Fma.MultiplyAdd(av, b0, c20); c21 = Fma.MultiplyAdd(av, b1, c21);
+            av = Vector256.Create(a[3]);
+            c30 = Fma.MultiplyAdd(av, b0, c30); c31 = Fma.MultiplyAdd(av, b1, c31);
+            av = Vector256.Create(a[4]);
+            c40 = Fma.MultiplyAdd(av, b0, c40); c41 = Fma.MultiplyAdd(av, b1, c41);
+            av = Vector256.Create(a[5]);
+            c50 = Fma.MultiplyAdd(av, b0, c50); c51 = Fma.MultiplyAdd(av, b1, c51);
+            a += MR; b += NR;
+        }
+        var va = Vector256.Create(alpha);
+        if (beta == 0f)
+        {
+            Avx.Store(c, c00 * va); Avx.Store(c + 8, c01 * va); c += ldc;
+            Avx.Store(c, c10 * va); Avx.Store(c + 8, c11 * va); c += ldc;
+            Avx.Store(c, c20 * va); Avx.Store(c + 8, c21 * va); c += ldc;
+            Avx.Store(c, c30 * va); Avx.Store(c + 8, c31 * va); c += ldc;
+            Avx.Store(c, c40 * va); Avx.Store(c + 8, c41 * va); c += ldc;
+            Avx.Store(c, c50 * va); Avx.Store(c + 8, c51 * va);
+        }
+        else
+        {
+            var vb = Vector256.Create(beta);
+            StoreRow(c, c00, c01, va, vb); c += ldc;
+            StoreRow(c, c10, c11, va, vb); c += ldc;
+            StoreRow(c, c20, c21, va, vb); c += ldc;
+            StoreRow(c, c30, c31, va, vb); c += ldc;
+            StoreRow(c, c40, c41, va, vb); c += ldc;
+            StoreRow(c, c50, c51, va, vb);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRow(float* c, Vector256<float> lo, Vector256<float> hi, Vector256<float> va, Vector256<float> vb)
+    {
+        Avx.Store(c, Fma.MultiplyAdd(lo, va, Avx.LoadVector256(c) * vb));
+        Avx.Store(c + 8, Fma.MultiplyAdd(hi, va, Avx.LoadVector256(c + 8) * vb));
+    }
+
+    // Same tile on Vector<float>: the 16 columns are covered W lanes at a time with six
+    // accumulators each (the A panel is re-read per slice; it is 6·kc floats and sits in L1).
+    private static void KernelPortable(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta)
+    {
+        int w = Vector<float>.Count;
+        if (NR % w != 0)
+        {
+            KernelScalar(kc, a, b, c, ldc, alpha, beta);
+            return;
+        }
+        for (int v = 0; v < NR; v += w)
+        {
+            Vector<float> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default;
+            float* ap = a, bp = b + v;
+            for (int p = 0; p < kc; p++, ap += MR, bp += NR)
+            {
+                var bv = Vector.Load(bp);
+                s0 += new Vector<float>(ap[0]) * bv; s1 += new Vector<float>(ap[1]) * bv;
+                s2 += new Vector<float>(ap[2]) * bv; s3 += new Vector<float>(ap[3]) * bv;
+                s4 += new Vector<float>(ap[4]) * bv; s5 += new Vector<float>(ap[5]) * bv;
+            }
+            float* cv = c + v;
+            StorePortable(cv, s0, alpha, beta); StorePortable(cv + ldc, s1, alpha, beta);
+            StorePortable(cv + 2 * ldc, s2, alpha, beta); StorePortable(cv + 3 * ldc, s3, alpha, beta);
+            StorePortable(cv + 4 * ldc, s4, alpha, beta); StorePortable(cv + 5 * ldc, s5, alpha, beta);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StorePortable(float* c, Vector<float> s, float alpha, float beta)
+    {
+        var r = s * alpha;
+        if (beta != 0f) r += Vector.Load(c) * beta;
+        Vector.Store(r, c);
+    }
+
+    // Last rung of the ladder, for a Vector<float> width that does not divide 16.
+    private static void KernelScalar(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta)
+    {
+        for (int r = 0; r < MR; r++)
+            for (int j = 0; j < NR; j++)
+            {
+                float s = 0f;
+                for (int p = 0; p < kc; p++) s += a[p * MR + r] * b[p * NR + j];
+                float* cr = c + r * ldc + j;
+                *cr = beta == 0f ? alpha * s : alpha * s + beta * *cr;
+            }
     }
 }

@@ -1,0 +1,149 @@
+// GEMM throughput and accuracy probes shared by the benchmark program and `vitq bench`.
+// Inputs are uniform in [-1, 1) from a seeded generator, stored densely (lda/ldb/ldc = stored width),
+// so every backend sees the same numbers. Throughput is the median of timed calls after warm-up,
+// counting 2·M·N·K floating-point operations per call.
+using System.Diagnostics;
+
+namespace ViTQuant.Kernels;
+
+public static class GemmBenchmark
+{
+    /// <summary>
+    /// Median GFLOP/s of C = op(A)·op(B) (M×N, inner size K) on <paramref name="backend"/> with
+    /// Parallelism.Threads threads, over <paramref name="reps"/> (rounded up to a multiple of three) timed calls after two warm-up calls.
+    /// The managed backend runs multi-threaded, as the dispatcher runs it at top level.
+    /// Throws ArgumentOutOfRangeException for a non-positive size or reps, and
+    /// InvalidOperationException when the OpenBLAS backend is requested but not loaded.
+    /// </summary>
+    public static double Measure(GemmBackend backend, int m, int n, int k, int reps, bool transA = false, bool transB = false)
+        => Compare(new[] { backend }, m, n, k, reps, transA, transB)[0];
+
+    /// <summary>
+    /// Median GFLOP/s of each backend in <paramref name="backends"/>, as <see cref="Measure"/>. The
+    /// timed calls run in up to three rounds that visit every backend in turn, so slow drift in the
+    /// load from other processes falls on all backends alike; each visit starts with a warm-up call
+    /// and ends with a pause, because OpenBLAS's idle workers keep spinning for ~0.1 s after a call
+    /// and would otherwise steal the cores of whatever runs next. Throws as <see cref="Measure"/> does.
+    /// </summary>
+    public static double[] Compare(GemmBackend[] backends, int m, int n, int k, int reps, bool transA = false, bool transB = false)
+    {
+        CheckSizes(m, n, k);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(reps);
+        foreach (var be in backends) CheckBackend(be);
+        var (a, b) = Inputs(m, n, k, 1);
+        var c = new float[(long)m * n];
+        int lda = transA ? m : k, ldb = transB ? k : n;
+        int rounds = Math.Min(3, reps), perVisit = (reps + rounds - 1) / rounds;
+        var seconds = new List<double>[backends.Length];
+        for (int i = 0; i < backends.Length; i++) seconds[i] = new List<double>();
+        for (int r = 0; r < rounds; r++)
+            for (int i = 0; i < backends.Length; i++)
+            {
+                Call(backends[i], transA, transB, m, n, k, a, lda, b, ldb, c);
+                if (r == 0) Call(backends[i], transA, transB, m, n, k, a, lda, b, ldb, c);
+                for (int t = 0; t < perVisit; t++)
+                {
+                    long t0 = Stopwatch.GetTimestamp();
+                    Call(backends[i], transA, transB, m, n, k, a, lda, b, ldb, c);
+                    seconds[i].Add(Stopwatch.GetElapsedTime(t0).TotalSeconds);
+                }
+                if (backends.Length > 1) Thread.Sleep(SettleMilliseconds);
+            }
+        var gflops = new double[backends.Length];
+        for (int i = 0; i < backends.Length; i++)
+        {
+            var s = seconds[i];
+            s.Sort();
+            int cnt = s.Count;
+            double median = cnt % 2 == 1 ? s[cnt / 2] : 0.5 * (s[cnt / 2 - 1] + s[cnt / 2]);
+            gflops[i] = 2.0 * m * n * k / median / 1e9;
+        }
+        return gflops;
+    }
+
+    // OpenBLAS's pthreads busy-wait for 2^28 cycles (its THREAD_TIMEOUT default, ≈ 0.1 s) before
+    // sleeping; wait that out between backends.
+    private const int SettleMilliseconds = 150;
+
+    /// <summary>
+    /// C = op(A)·op(B) (M×N, row-major, dense) computed by <paramref name="backend"/> on the
+    /// inputs that <paramref name="seed"/> determines; the same seed gives the same A and B for
+    /// every backend, so results can be compared. Throws as <see cref="Measure"/> does.
+    /// </summary>
+    public static float[] Product(GemmBackend backend, int m, int n, int k, bool transA = false, bool transB = false, int seed = 1)
+    {
+        CheckSizes(m, n, k);
+        CheckBackend(backend);
+        var (a, b) = Inputs(m, n, k, seed);
+        var c = new float[(long)m * n];
+        Call(backend, transA, transB, m, n, k, a, transA ? m : k, b, transB ? k : n, c);
+        return c;
+    }
+
+    /// <summary>
+    /// Largest |C[i,j] − Σ_p op(A)[i,p]·op(B)[p,j]| / Σ_p |op(A)[i,p]|·|op(B)[p,j]| over up to
+    /// <paramref name="sampleRows"/> evenly spaced rows of <paramref name="c"/> (the reference sum is
+    /// in double), for a C that <see cref="Product"/> made with the same sizes, flags and seed.
+    /// The ratio is the error in units of the worst-case rounding scale; float32 GEMMs land near
+    /// 1e-7 to 1e-6. Throws ArgumentException when c does not hold M·N values.
+    /// </summary>
+    public static double ReferenceError(float[] c, int m, int n, int k, bool transA = false, bool transB = false, int seed = 1, int sampleRows = 8)
+    {
+        CheckSizes(m, n, k);
+        if (c.Length != (long)m * n) throw new ArgumentException($"C holds {c.Length} values, expected {m}x{n}");
+        var (a, b) = Inputs(m, n, k, seed);
+        int lda = transA ? m : k, ldb = transB ? k : n;
+        double worst = 0;
+        int rows = Math.Max(1, Math.Min(sampleRows, m));
+        for (int s = 0; s < rows; s++)
+        {
+            int i = rows == 1 ? 0 : (int)((long)(m - 1) * s / (rows - 1));
+            for (int j = 0; j < n; j++)
+            {
+                double acc = 0, mag = 0;
+                for (int p = 0; p < k; p++)
+                {
+                    double av = transA ? a[p * lda + i] : a[i * lda + p];
+                    double bv = transB ? b[j * ldb + p] : b[p * ldb + j];
+                    acc += av * bv;
+                    mag += Math.Abs(av * bv);
+                }
+                if (mag > 0) worst = Math.Max(worst, Math.Abs(c[(long)i * n + j] - acc) / mag);
+            }
+        }
+        return worst;
+    }
+
+    private static void Call(GemmBackend backend, bool transA, bool transB, int m, int n, int k,
+        float[] a, int lda, float[] b, int ldb, float[] c)
+    {
+        if (backend == GemmBackend.OpenBlas)
+            OpenBlas.Sgemm(transA, transB, m, n, k, 1f, a, lda, b, ldb, 0f, c, n);
+        else
+            ManagedGemm.Sgemm(transA, transB, m, n, k, 1f, a, lda, b, ldb, 0f, c, n, parallel: true);
+    }
+
+    // A holds M·K values and B K·N values; the storage order (and so which matrix the flags read
+    // as transposed) does not change the count, only how the numbers are read.
+    private static (float[] A, float[] B) Inputs(int m, int n, int k, int seed)
+    {
+        var rng = new Random(seed);
+        var a = new float[(long)m * k];
+        var b = new float[(long)k * n];
+        for (int i = 0; i < a.Length; i++) a[i] = (float)(2 * rng.NextDouble() - 1);
+        for (int i = 0; i < b.Length; i++) b[i] = (float)(2 * rng.NextDouble() - 1);
+        return (a, b);
+    }
+
+    private static void CheckSizes(int m, int n, int k)
+    {
+        if (m <= 0 || n <= 0 || k <= 0)
+            throw new ArgumentOutOfRangeException(nameof(m), $"GEMM benchmark sizes must be positive, got m={m} n={n} k={k}");
+    }
+
+    private static void CheckBackend(GemmBackend backend)
+    {
+        if (backend == GemmBackend.OpenBlas && !OpenBlas.IsAvailable)
+            throw new InvalidOperationException("OpenBLAS is not available (install libopenblas0-pthread)");
+    }
+}

@@ -1,0 +1,185 @@
+// Packing for the managed SGEMM (see ManagedGemm.cs for the loop nest).
+//
+// The micro-kernel reads op(A) and op(B) only from packed buffers, so the four transpose cases are
+// handled here and nowhere else:
+//
+//   packed A block (mc × kc): ⌈mc/MR⌉ panels, panel q holds rows q·MR .. q·MR+MR-1 as
+//       Ap[q·kc·MR + p·MR + r] = op(A)[ic + q·MR + r, pc + p]          (zero for rows past mc)
+//   packed B block (kc × nc): ⌈nc/NR⌉ panels, panel q holds columns q·NR .. q·NR+NR-1 as
+//       Bp[q·kc·NR + p·NR + c] = op(B)[pc + p, jc + q·NR + c]          (zero for columns past nc)
+//
+// Padding edge panels with zeros lets the kernel always compute full MR×NR tiles; the padded rows
+// and columns contribute exact zeros and are simply not stored (ManagedGemm merges edge tiles).
+//
+// Storage: op(A)[i, p] = transA ? a[p·lda + i] : a[i·lda + p];
+//          op(B)[p, j] = transB ? b[j·ldb + p] : b[p·ldb + j].
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace ViTQuant.Kernels;
+
+internal static unsafe class GemmPacking
+{
+    public const int MR = 6, NR = 16;
+
+    /// <summary>Packs op(A)[ic .. ic+mc, pc .. pc+kc] into MR-row panels at dst.</summary>
+    public static void PackA(bool transA, float* a, nint lda, int ic, int pc, int mc, int kc, float* dst)
+    {
+        for (int i0 = 0; i0 < mc; i0 += MR, dst += (nint)kc * MR)
+        {
+            int mr = Math.Min(MR, mc - i0);
+            if (!transA)
+            {
+                // Rows are contiguous in memory; walk MR of them side by side.
+                float* src = a + (nint)(ic + i0) * lda + pc;
+                if (mr == MR)
+                {
+                    float* r0 = src, r1 = src + lda, r2 = src + 2 * lda, r3 = src + 3 * lda, r4 = src + 4 * lda, r5 = src + 5 * lda;
+                    float* d = dst;
+                    for (int p = 0; p < kc; p++, d += MR)
+                    {
+                        d[0] = r0[p]; d[1] = r1[p]; d[2] = r2[p];
+                        d[3] = r3[p]; d[4] = r4[p]; d[5] = r5[p];
+                    }
+                }
+                else
+                {
+                    for (int p = 0; p < kc; p++)
+                        for (int r = 0; r < MR; r++)
+                            dst[p * MR + r] = r < mr ? src[r * lda + p] : 0f;
+                }
+            }
+            else
+            {
+                // A is stored K×M: the MR values of one k are contiguous.
+                float* src = a + (nint)pc * lda + ic + i0;
+                if (mr == MR)
+                {
+                    float* d = dst;
+                    for (int p = 0; p < kc; p++, d += MR, src += lda)
+                    {
+                        d[0] = src[0]; d[1] = src[1]; d[2] = src[2];
+                        d[3] = src[3]; d[4] = src[4]; d[5] = src[5];
+                    }
+                }
+                else
+                {
+                    for (int p = 0; p < kc; p++, src += lda)
+                        for (int r = 0; r < MR; r++)
+                            dst[p * MR + r] = r < mr ? src[r] : 0f;
+                }
+            }
+        }
+    }
+
+    /// <summary>Packs op(B)[pc .. pc+kc, jc .. jc+nc] into NR-column panels at dst.</summary>
+    public static void PackB(bool transB, float* b, nint ldb, int pc, int jc, int kc, int nc, float* dst)
+    {
+        for (int j0 = 0; j0 < nc; j0 += NR, dst += (nint)kc * NR)
+        {
+            int nr = Math.Min(NR, nc - j0);
+            if (!transB)
+            {
+                // B is stored K×N: the NR values of one k are contiguous.
+                float* src = b + (nint)pc * ldb + jc + j0;
+                if (nr == NR)
+                {
+                    float* d = dst;
+                    for (int p = 0; p < kc; p++, d += NR, src += ldb)
+                    {
+                        Vector256.Store(Vector256.Load(src), d);
+                        Vector256.Store(Vector256.Load(src + 8), d + 8);
+                    }
+                }
+                else
+                {
+                    for (int p = 0; p < kc; p++, src += ldb)
+                        for (int c = 0; c < NR; c++)
+                            dst[p * NR + c] = c < nr ? src[c] : 0f;
+                }
+            }
+            else
+            {
+                // B is stored N×K: each output column is a contiguous row of B, so this is a
+                // transpose. Full panels go through 8×8 register transposes.
+                float* src = b + (nint)(jc + j0) * ldb + pc;
+                if (nr == NR && Avx.IsSupported)
+                    PackBTransposedFull(src, ldb, kc, dst);
+                else
+                {
+                    for (int c = 0; c < NR; c++)
+                    {
+                        float* row = src + c * ldb;
+                        if (c < nr) for (int p = 0; p < kc; p++) dst[p * NR + c] = row[p];
+                        else for (int p = 0; p < kc; p++) dst[p * NR + c] = 0f;
+                    }
+                }
+            }
+        }
+    }
+
+    // dst[p·NR + c] = src[c·ldb + p] for c < 16, p < kc. Two 8-row halves, 8 k-values at a time.
+    private static void PackBTransposedFull(float* src, nint ldb, int kc, float* dst)
+    {
+        int p = 0;
+        for (; p + 8 <= kc; p += 8)
+        {
+            for (int half = 0; half < 2; half++)
+            {
+                float* s = src + half * 8 * ldb + p;
+                Transpose8x8(
+                    Avx.LoadVector256(s), Avx.LoadVector256(s + ldb),
+                    Avx.LoadVector256(s + 2 * ldb), Avx.LoadVector256(s + 3 * ldb),
+                    Avx.LoadVector256(s + 4 * ldb), Avx.LoadVector256(s + 5 * ldb),
+                    Avx.LoadVector256(s + 6 * ldb), Avx.LoadVector256(s + 7 * ldb),
+                    dst + p * NR + half * 8, NR);
+            }
+        }
+        for (; p < kc; p++)
+            for (int c = 0; c < NR; c++) dst[p * NR + c] = src[c * ldb + p];
+    }
+
+    // Writes the transpose of the 8×8 block whose rows are r0..r7: column q goes to d + q·ld.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x8(Vector256<float> r0, Vector256<float> r1, Vector256<float> r2, Vector256<float> r3,
+        Vector256<float> r4, Vector256<float> r5, Vector256<float> r6, Vector256<float> r7, float* d, nint ld)
+    {
+        var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5); var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7); var t7 = Avx.UnpackHigh(r6, r7);
+        var u0 = Avx.Shuffle(t0, t2, 0x44); var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44); var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx.Shuffle(t4, t6, 0x44); var u5 = Avx.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx.Shuffle(t5, t7, 0x44); var u7 = Avx.Shuffle(t5, t7, 0xEE);
+        Avx.Store(d + 0 * ld, Avx.Permute2x128(u0, u4, 0x20));
+        Avx.Store(d + 1 * ld, Avx.Permute2x128(u1, u5, 0x20));
+        Avx.Store(d + 2 * ld, Avx.Permute2x128(u2, u6, 0x20));
+        Avx.Store(d + 3 * ld, Avx.Permute2x128(u3, u7, 0x20));
+        Avx.Store(d + 4 * ld, Avx.Permute2x128(u0, u4, 0x31));
+        Avx.Store(d + 5 * ld, Avx.Permute2x128(u1, u5, 0x31));
+        Avx.Store(d + 6 * ld, Avx.Permute2x128(u2, u6, 0x31));
+        Avx.Store(d + 7 * ld, Avx.Permute2x128(u3, u7, 0x31));
+    }
+
+    // Per-thread packing buffers. They only grow, are pinned (so a raw pointer stays valid) and are
+    // handed out 64-byte aligned. Small calls from inside parallel loops therefore allocate nothing
+    // after the first call on each thread.
+    [ThreadStatic] private static float[]? _bufA, _bufB;
+
+    /// <summary>Pointers to this thread's packing buffers, at least aLen and bLen floats each.</summary>
+    public static void Buffers(int aLen, int bLen, out float* pa, out float* pb)
+    {
+        pa = Aligned(ref _bufA, aLen);
+        pb = Aligned(ref _bufB, bLen);
+    }
+
+    private static float* Aligned(ref float[]? buf, int len)
+    {
+        if (buf == null || buf.Length < len + 16)
+            buf = GC.AllocateUninitializedArray<float>(len + 16, pinned: true);
+        nint addr = (nint)Unsafe.AsPointer(ref buf[0]);
+        return (float*)((addr + 63) & ~(nint)63);
+    }
+}

@@ -1,0 +1,348 @@
+using ViTQuant.Kernels;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Tests.Kernels;
+
+// Every fast SGEMM path (managed AVX2+FMA kernel, managed portable kernel, OpenBLAS, the dispatcher)
+// against Gemm.Reference, which sums in double.
+//
+// Tolerance, per entry: |C − C_ref| ≤ (k + 4)·u·(|alpha|·Σ_p |op(A)[i,p]|·|op(B)[p,j]| + |beta|·|C0[i,j]|)
+// with u = 2⁻²⁴, the float32 unit roundoff. (k + 4)·u bounds the rounding of any order of k float
+// multiply-adds plus the alpha/beta scaling and the reference's final rounding, so a correct kernel
+// can never fail it, while any lost, doubled or misplaced product (≈ Σ/k) exceeds it by orders of
+// magnitude. Integer-valued inputs are also checked for exact equality: their sums are exact in float.
+public class GemmTests
+{
+    private const float U = 1f / (1 << 24);
+
+    // One GEMM problem with padded storage: every matrix has 0..3 extra columns of slack, which
+    // the kernels must neither read as data nor write.
+    private sealed class Problem
+    {
+        public readonly bool TransA, TransB;
+        public readonly int M, N, K, Lda, Ldb, Ldc;
+        public readonly float[] A, B, C0;
+        public const float Sentinel = -12345.5f;
+
+        public Problem(Rng rng, bool transA, bool transB, int m, int n, int k, int pad = 0, bool integers = false, bool nanC = false)
+        {
+            TransA = transA; TransB = transB; M = m; N = n; K = k;
+            int aRows = transA ? k : m, aCols = transA ? m : k;
+            int bRows = transB ? n : k, bCols = transB ? k : n;
+            Lda = aCols + pad; Ldb = bCols + pad; Ldc = n + pad;
+            A = Fill(rng, aRows, aCols, Lda, integers);
+            B = Fill(rng, bRows, bCols, Ldb, integers);
+            C0 = Fill(rng, m, n, Ldc, integers);
+            if (nanC) for (int i = 0; i < m; i++) Array.Fill(C0, float.NaN, i * Ldc, n);
+        }
+
+        private static float[] Fill(Rng rng, int rows, int cols, int ld, bool integers)
+        {
+            var x = new float[Math.Max(1, rows * ld)];
+            Array.Fill(x, Sentinel);
+            for (int r = 0; r < rows; r++)
+                for (int c = 0; c < cols; c++)
+                    x[r * ld + c] = integers ? rng.NextInt(-3, 3) : 2f * rng.NextFloat() - 1f;
+            return x;
+        }
+
+        public float OpA(int i, int p) => TransA ? A[p * Lda + i] : A[i * Lda + p];
+        public float OpB(int p, int j) => TransB ? B[j * Ldb + p] : B[p * Ldb + j];
+
+        public float[] Reference(float alpha, float beta)
+        {
+            var c = (float[])C0.Clone();
+            Gemm.Reference(TransA, TransB, M, N, K, alpha, A, Lda, B, Ldb, beta, c, Ldc);
+            return c;
+        }
+
+        // Checks c against the reference within the bound in the file header, and that the
+        // slack columns of C still hold what they held before.
+        public void AssertClose(float[] c, float alpha, float beta, string what)
+        {
+            var r = Reference(alpha, beta);
+            for (int i = 0; i < M; i++)
+            {
+                for (int j = 0; j < N; j++)
+                {
+                    double mag = 0;
+                    for (int p = 0; p < K; p++) mag += Math.Abs((double)OpA(i, p) * OpB(p, j));
+                    double c0 = beta == 0f ? 0 : Math.Abs((double)beta * C0[i * Ldc + j]);
+                    double tol = (K + 4) * U * (Math.Abs(alpha) * mag + c0) + 1e-30;
+                    float got = c[i * Ldc + j], want = r[i * Ldc + j];
+                    if (!(Math.Abs(got - want) <= tol))
+                        Assert.Fail($"{what}: C[{i},{j}] = {got}, reference {want}, tolerance {tol:E2}");
+                }
+                for (int j = N; j < Ldc && i * Ldc + j < c.Length; j++)
+                    Assert.True(c[i * Ldc + j] == C0[i * Ldc + j], $"{what}: slack C[{i},{j}] overwritten");
+            }
+        }
+
+        public float[] RunManaged(float alpha, float beta, int threads, bool portable)
+        {
+            var c = (float[])C0.Clone();
+            ManagedGemm.Run(TransA, TransB, M, N, K, alpha, A, Lda, B, Ldb, beta, c, Ldc, threads, portable);
+            return c;
+        }
+
+        public float[] RunOpenBlas(float alpha, float beta)
+        {
+            var c = (float[])C0.Clone();
+            OpenBlas.Sgemm(TransA, TransB, M, N, K, alpha, A, Lda, B, Ldb, beta, c, Ldc);
+            return c;
+        }
+
+        public float[] RunDispatcher(float alpha, float beta)
+        {
+            var c = (float[])C0.Clone();
+            Gemm.Sgemm(TransA, TransB, M, N, K, alpha, A, Lda, B, Ldb, beta, c, Ldc);
+            return c;
+        }
+    }
+
+    private static readonly (bool TA, bool TB)[] Transposes = { (false, false), (false, true), (true, false), (true, true) };
+
+    // Every small size around the SIMD width (8), the micro-tile (6 × 16) and a few odd ones, all
+    // transpose combinations, both managed kernels, padded storage, 1 to 3 workers.
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void ManagedMatchesReferenceOnAllSmallShapes(bool portable)
+    {
+        int[] mn = { 1, 2, 5, 6, 7, 8, 9, 12, 15, 16, 17, 33 };
+        int[] ks = { 1, 7, 8, 9, 16, 17, 33 };
+        var rng = new Rng(11);
+        foreach (var (ta, tb) in Transposes)
+            foreach (int m in mn)
+                foreach (int n in mn)
+                    foreach (int k in ks)
+                    {
+                        var pr = new Problem(rng, ta, tb, m, n, k, pad: (m + n + k) % 4);
+                        int threads = 1 + (m + n + k) % 3;
+                        pr.AssertClose(pr.RunManaged(1.5f, -0.5f, threads, portable), 1.5f, -0.5f,
+                            $"managed portable={portable} threads={threads} {ta}/{tb} {m}x{n}x{k}");
+                    }
+    }
+
+    // Shapes that cross the cache blocks: M > MC (144), K > KC (256, so several K blocks with
+    // beta applied once), N > NC (4080), and the multi-threaded splits along M and along N.
+    [Theory]
+    [InlineData(100, 257, 33)]
+    [InlineData(257, 100, 129)]
+    [InlineData(33, 300, 257)]
+    [InlineData(150, 40, 600)]
+    [InlineData(7, 4100, 20)]
+    [InlineData(300, 17, 513)]
+    public void ManagedMatchesReferenceAcrossBlocksAndThreads(int m, int n, int k)
+    {
+        var rng = new Rng(12);
+        foreach (var (ta, tb) in Transposes)
+        {
+            var pr = new Problem(rng, ta, tb, m, n, k, pad: 3);
+            var serial = pr.RunManaged(0.75f, 0.5f, 1, portable: false);
+            pr.AssertClose(serial, 0.75f, 0.5f, $"managed {ta}/{tb} {m}x{n}x{k}");
+            // Workers compute the same tiles in the same order, so the split changes no bit.
+            foreach (int threads in new[] { 2, 3 })
+                Assert.Equal(serial, pr.RunManaged(0.75f, 0.5f, threads, portable: false));
+        }
+        var port = new Problem(rng, false, true, m, n, k, pad: 1);
+        port.AssertClose(port.RunManaged(1f, 0f, 2, portable: true), 1f, 0f, $"portable {m}x{n}x{k}");
+    }
+
+    [Theory]
+    [InlineData(1f, 0f)]
+    [InlineData(2.5f, 0f)]
+    [InlineData(1f, 1f)]
+    [InlineData(-0.5f, 0.75f)]
+    [InlineData(0f, 2f)]
+    [InlineData(0f, 0f)]
+    public void AlphaBetaVariants(float alpha, float beta)
+    {
+        var rng = new Rng(13);
+        foreach (var (ta, tb) in Transposes)
+            foreach (var (m, n, k) in new[] { (13, 37, 19), (6, 16, 300), (50, 50, 32) })
+            {
+                var pr = new Problem(rng, ta, tb, m, n, k, pad: 2);
+                pr.AssertClose(pr.RunManaged(alpha, beta, 1, false), alpha, beta, $"fma a={alpha} b={beta}");
+                pr.AssertClose(pr.RunManaged(alpha, beta, 1, true), alpha, beta, $"portable a={alpha} b={beta}");
+                if (OpenBlas.IsAvailable)
+                    pr.AssertClose(pr.RunOpenBlas(alpha, beta), alpha, beta, $"openblas a={alpha} b={beta}");
+            }
+    }
+
+    // BLAS semantics: beta = 0 overwrites C without reading it, so NaN already there vanishes.
+    [Theory]
+    [InlineData(0)]
+    [InlineData(8)]
+    [InlineData(300)]
+    public void BetaZeroIgnoresNaNInC(int k)
+    {
+        var rng = new Rng(14);
+        foreach (var (ta, tb) in Transposes)
+        {
+            var pr = new Problem(rng, ta, tb, 23, 41, k, pad: 1, nanC: true);
+            foreach (var c in new[] { pr.RunManaged(1f, 0f, 1, false), pr.RunManaged(1f, 0f, 2, true), pr.RunDispatcher(1f, 0f) })
+            {
+                for (int i = 0; i < pr.M; i++)
+                    for (int j = 0; j < pr.N; j++) Assert.False(float.IsNaN(c[i * pr.Ldc + j]), $"NaN left at C[{i},{j}], k={k}");
+                pr.AssertClose(c, 1f, 0f, $"nan-C k={k}");
+            }
+        }
+    }
+
+    [Fact]
+    public void KZeroScalesCByBeta()
+    {
+        var rng = new Rng(15);
+        var pr = new Problem(rng, false, false, 9, 20, 0, pad: 2);
+        var c = pr.RunManaged(3f, 0.5f, 2, false);
+        for (int i = 0; i < 9; i++)
+            for (int j = 0; j < 20; j++) Assert.Equal(0.5f * pr.C0[i * pr.Ldc + j], c[i * pr.Ldc + j]);
+        pr.AssertClose(pr.RunDispatcher(3f, 0.5f), 3f, 0.5f, "dispatcher k=0");
+        Assert.Equal(pr.C0, pr.RunManaged(3f, 1f, 1, false));
+    }
+
+    [Fact]
+    public void EmptyOutputIsANoOp()
+    {
+        var c = new float[] { 1, 2, 3 };
+        ManagedGemm.Sgemm(false, false, 0, 3, 5, 1f, Array.Empty<float>(), 5, new float[15], 3, 0f, c, 3, parallel: true);
+        ManagedGemm.Sgemm(false, false, 3, 0, 5, 1f, new float[15], 5, Array.Empty<float>(), 1, 0f, Array.Empty<float>(), 1, parallel: false);
+        Gemm.Sgemm(true, true, 0, 0, 0, 1f, Array.Empty<float>(), 1, Array.Empty<float>(), 1, 0f, c, 1);
+        Assert.Equal(new float[] { 1, 2, 3 }, c);
+    }
+
+    // Small integers multiply and add exactly in float, so every path must match the reference
+    // bit for bit, whatever its summation order.
+    [Fact]
+    public void IntegerInputsAreExact()
+    {
+        var rng = new Rng(16);
+        foreach (var (ta, tb) in Transposes)
+            foreach (var (m, n, k) in new[] { (17, 33, 9), (145, 70, 260), (64, 200, 200) })
+            {
+                var pr = new Problem(rng, ta, tb, m, n, k, pad: 1, integers: true);
+                var want = pr.Reference(1f, 1f);
+                Assert.Equal(want, pr.RunManaged(1f, 1f, 1, false));
+                Assert.Equal(want, pr.RunManaged(1f, 1f, 2, true));
+                Assert.Equal(want, pr.RunDispatcher(1f, 1f));
+                if (OpenBlas.IsAvailable) Assert.Equal(want, pr.RunOpenBlas(1f, 1f));
+            }
+    }
+
+    // OpenBLAS through our binding, same cases as the managed kernel. Passes trivially when the
+    // library is not installed (the managed tests still run).
+    [Fact]
+    public void OpenBlasMatchesReference()
+    {
+        if (!OpenBlas.IsAvailable) return;
+        var rng = new Rng(17);
+        foreach (var (ta, tb) in Transposes)
+            foreach (var (m, n, k) in new[] { (1, 1, 1), (7, 9, 8), (15, 17, 16), (33, 100, 257), (257, 33, 100), (6, 16, 0) })
+            {
+                var pr = new Problem(rng, ta, tb, m, n, k, pad: 3);
+                pr.AssertClose(pr.RunOpenBlas(1.25f, 0.5f), 1.25f, 0.5f, $"openblas {ta}/{tb} {m}x{n}x{k}");
+                var nan = new Problem(rng, ta, tb, m, n, k, pad: 1, nanC: true);
+                nan.AssertClose(nan.RunOpenBlas(1f, 0f), 1f, 0f, $"openblas nan-C {m}x{n}x{k}");
+            }
+    }
+
+    // The dispatcher at top level (configured backend, threaded) and inside a Parallelism.For body
+    // (managed, single-threaded), as attention's batched small products call it.
+    [Fact]
+    public void DispatcherInsideAndOutsideParallelBodies()
+    {
+        var rng = new Rng(18);
+        var outer = new Problem(rng, false, true, 200, 120, 96, pad: 2);
+        Assert.False(Parallelism.InsideParallelBody);
+        outer.AssertClose(outer.RunDispatcher(1f, 0f), 1f, 0f, "dispatcher top level");
+
+        var problems = new Problem[6];
+        for (int i = 0; i < problems.Length; i++)
+            problems[i] = new Problem(rng, i % 2 == 1, i % 3 == 0, 50, 50, 32, pad: i % 3);
+        var results = new float[problems.Length][];
+        var inside = new bool[problems.Length];
+        Parallelism.For(0, problems.Length, i =>
+        {
+            inside[i] = Parallelism.InsideParallelBody;
+            results[i] = problems[i].RunDispatcher(0.5f, 0.25f);
+        });
+        Assert.All(inside, x => Assert.True(x));
+        for (int i = 0; i < problems.Length; i++)
+            problems[i].AssertClose(results[i], 0.5f, 0.25f, $"dispatcher in body #{i}");
+    }
+
+    // Called inside parallel loops for tiny products, the serial path must not allocate once the
+    // thread's packing buffers exist.
+    [Fact]
+    public void SerialSmallCallDoesNotAllocate()
+    {
+        var pr = new Problem(new Rng(19), false, true, 50, 50, 32);
+        var c = new float[50 * 50];
+        ManagedGemm.Sgemm(false, true, 50, 50, 32, 1f, pr.A, pr.Lda, pr.B, pr.Ldb, 0f, c, 50, parallel: false);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int r = 0; r < 10; r++)
+            ManagedGemm.Sgemm(false, true, 50, 50, 32, 1f, pr.A, pr.Lda, pr.B, pr.Ldb, 0f, c, 50, parallel: false);
+        Assert.Equal(before, GC.GetAllocatedBytesForCurrentThread());
+    }
+
+    [Fact]
+    public void ArgumentErrors()
+    {
+        var a = new float[12];
+        var b = new float[12];
+        var c = new float[9];
+        var calls = new List<Action<int, int, int, int, int, int, int, int>>
+        {
+            (m, n, k, lda, ldb, ldc, aLen, cLen) => Gemm.Sgemm(false, false, m, n, k, 1f, a.AsSpan(0, aLen), lda, b, ldb, 0f, c.AsSpan(0, cLen), ldc),
+            (m, n, k, lda, ldb, ldc, aLen, cLen) => Gemm.Reference(false, false, m, n, k, 1f, a.AsSpan(0, aLen), lda, b, ldb, 0f, c.AsSpan(0, cLen), ldc),
+            (m, n, k, lda, ldb, ldc, aLen, cLen) => ManagedGemm.Sgemm(false, false, m, n, k, 1f, a.AsSpan(0, aLen), lda, b, ldb, 0f, c.AsSpan(0, cLen), ldc, true),
+            (m, n, k, lda, ldb, ldc, aLen, cLen) => ManagedGemm.Run(false, false, m, n, k, 1f, a.AsSpan(0, aLen), lda, b, ldb, 0f, c.AsSpan(0, cLen), ldc, 1, true),
+        };
+        foreach (var call in calls)
+        {
+            call(3, 3, 4, 4, 3, 3, 12, 9); // A 3×4, B 4×3, C 3×3: valid
+            Assert.Contains("negative", Assert.Throws<ArgumentException>(() => call(-1, 3, 4, 4, 3, 3, 12, 9)).Message);
+            Assert.Contains("negative", Assert.Throws<ArgumentException>(() => call(3, 3, -4, 4, 3, 3, 12, 9)).Message);
+            Assert.Contains("leading dimension", Assert.Throws<ArgumentException>(() => call(3, 3, 4, 3, 3, 3, 12, 9)).Message);
+            Assert.Contains("leading dimension", Assert.Throws<ArgumentException>(() => call(3, 3, 4, 4, 2, 3, 12, 9)).Message);
+            Assert.Contains("leading dimension", Assert.Throws<ArgumentException>(() => call(3, 3, 4, 4, 3, 2, 12, 9)).Message);
+            Assert.Contains("A buffer", Assert.Throws<ArgumentException>(() => call(3, 3, 4, 4, 3, 3, 11, 9)).Message);
+            Assert.Contains("B buffer", Assert.Throws<ArgumentException>(() => call(3, 3, 4, 4, 4, 3, 12, 9)).Message);
+            Assert.Contains("C buffer", Assert.Throws<ArgumentException>(() => call(3, 3, 4, 4, 3, 3, 12, 8)).Message);
+        }
+        // Transposed A is stored K×M: lda must cover M.
+        Assert.Throws<ArgumentException>(() => Gemm.Sgemm(true, false, 4, 3, 3, 1f, a, 3, b, 3, 0f, new float[12], 3));
+    }
+
+    [Fact]
+    public void BenchmarkHelpersValidateAndMeasure()
+    {
+        var c = GemmBenchmark.Product(GemmBackend.Managed, 20, 30, 40, transA: true, transB: false, seed: 3);
+        Assert.True(GemmBenchmark.ReferenceError(c, 20, 30, 40, true, false, seed: 3) < 1e-6);
+        c[5 * 30 + 7] += 0.5f;
+        Assert.True(GemmBenchmark.ReferenceError(c, 20, 30, 40, true, false, seed: 3, sampleRows: 20) > 1e-3);
+        // A different seed means different inputs, which the check must notice.
+        Assert.True(GemmBenchmark.ReferenceError(GemmBenchmark.Product(GemmBackend.Managed, 8, 8, 8, seed: 4), 8, 8, 8, seed: 5) > 1e-3);
+
+        double g = GemmBenchmark.Measure(GemmBackend.Managed, 32, 32, 32, reps: 3);
+        Assert.True(g > 0 && double.IsFinite(g));
+        Assert.Throws<ArgumentOutOfRangeException>(() => GemmBenchmark.Measure(GemmBackend.Managed, 0, 4, 4, 3));
+        Assert.Throws<ArgumentOutOfRangeException>(() => GemmBenchmark.Measure(GemmBackend.Managed, 4, 4, 4, 0));
+        Assert.Throws<ArgumentException>(() => GemmBenchmark.ReferenceError(new float[5], 2, 3, 4));
+        if (!OpenBlas.IsAvailable)
+            Assert.Throws<InvalidOperationException>(() => GemmBenchmark.Measure(GemmBackend.OpenBlas, 4, 4, 4, 1));
+        else
+        {
+            var co = GemmBenchmark.Product(GemmBackend.OpenBlas, 20, 30, 40, false, true, seed: 3);
+            Assert.True(GemmBenchmark.ReferenceError(co, 20, 30, 40, false, true, seed: 3) < 1e-6);
+        }
+    }
+
+    [Fact]
+    public void DescribeNamesTheKernel()
+    {
+        Assert.Contains("6x16", ManagedGemm.Describe());
+        Assert.Contains(Gemm.Backend == GemmBackend.OpenBlas ? "OpenBLAS" : "managed", Gemm.Describe());
+    }
+}
