@@ -20,7 +20,8 @@ public static class AtomicFile
     /// <paramref name="path"/>, which is flushed to disk and renamed over the destination. Missing parent
     /// directories are created. When <paramref name="path"/> is a symlink, its final target is replaced and
     /// the link kept. If <paramref name="write"/> throws, the temporary file is deleted, the destination is
-    /// left untouched and the exception propagates unchanged.
+    /// left untouched and the exception propagates unchanged (except I/O errors, which become
+    /// ViTQuantException so the CLI reports them as one line naming the file).
     /// </summary>
     /// <exception cref="ViTQuantException">The path is a directory, or the file system refused to create,
     /// write or rename the file (permissions, disk full, ...); the message names the path.</exception>

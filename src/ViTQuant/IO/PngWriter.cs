@@ -123,17 +123,41 @@ public static class PngWriter
     internal static byte[] FilterRow(int type, ReadOnlySpan<byte> row, ReadOnlySpan<byte> prev, int bpp, byte[] dst)
     {
         dst[0] = (byte)type;
+        var o = dst.AsSpan(1, row.Length);
+        int n = row.Length, k = Math.Min(bpp, n);
+        // One loop per filter (not a switch per byte): the first pixel has no left neighbour (a = c = 0).
+        switch (type)
+        {
+            case 0:
+                row.CopyTo(o);
+                break;
+            case 1:
+                row[..k].CopyTo(o);
+                for (int i = k; i < n; i++) o[i] = (byte)(row[i] - row[i - bpp]);
+                break;
+            case 2:
+                for (int i = 0; i < n; i++) o[i] = (byte)(row[i] - prev[i]);
+                break;
+            case 3:
+                for (int i = 0; i < k; i++) o[i] = (byte)(row[i] - (prev[i] >> 1));
+                for (int i = k; i < n; i++) o[i] = (byte)(row[i] - ((row[i - bpp] + prev[i]) >> 1));
+                break;
+            default:
+                for (int i = 0; i < k; i++) o[i] = (byte)(row[i] - prev[i]); // Paeth(0, b, 0) = b
+                for (int i = k; i < n; i++) o[i] = (byte)(row[i] - Paeth(row[i - bpp], prev[i], prev[i - bpp]));
+                break;
+        }
+        return dst;
+    }
+
+    /// <summary>The reference twin of <see cref="FilterRow"/>: the spec's formula, one byte at a time.</summary>
+    internal static byte[] FilterRowReference(int type, ReadOnlySpan<byte> row, ReadOnlySpan<byte> prev, int bpp, byte[] dst)
+    {
+        dst[0] = (byte)type;
         for (int i = 0; i < row.Length; i++)
         {
             int a = i >= bpp ? row[i - bpp] : 0, b = prev[i], c = i >= bpp ? prev[i - bpp] : 0;
-            int predictor = type switch
-            {
-                0 => 0,
-                1 => a,
-                2 => b,
-                3 => (a + b) >> 1,
-                _ => Paeth(a, b, c),
-            };
+            int predictor = type switch { 0 => 0, 1 => a, 2 => b, 3 => (a + b) >> 1, _ => Paeth(a, b, c) };
             dst[i + 1] = (byte)(row[i] - predictor);
         }
         return dst;

@@ -84,7 +84,7 @@ public sealed class SafeTensorsFile
     public IReadOnlyDictionary<string, string> Metadata { get; }
 
     /// <summary>Tensor names in the order they appear in the header.</summary>
-    public IReadOnlyList<string> Names => _names;
+    public IReadOnlyList<string> Names { get; }
 
     private SafeTensorsFile(string path, byte[] bytes, long dataStart, List<string> names, Dictionary<string, TensorInfo> infos, Dictionary<string, string> metadata)
     {
@@ -93,7 +93,8 @@ public sealed class SafeTensorsFile
         _dataStart = dataStart;
         _names = names;
         _infos = infos;
-        Metadata = metadata;
+        Names = names.AsReadOnly();
+        Metadata = metadata.AsReadOnly();
     }
 
     /// <summary>
