@@ -8,6 +8,10 @@ using ViTQuant.Cli;
 var root = new RootCommand("ViTQuant: low-bit Vision Transformers (MimiQ, ADFQ-ViT and baselines)");
 root.Options.Add(CommonOptions.Verbose);
 root.Subcommands.Add(InfoCommand.Create());
+root.Subcommands.Add(TrainCommand.Create());
+root.Subcommands.Add(EvalCommand.Create());
+root.Subcommands.Add(InferCommand.Create());
+root.Subcommands.Add(BenchCommand.Create());
 
 return Cli.Run(root, args);
 

@@ -1,0 +1,142 @@
+// vitq bench: whole-model throughput of the engine (forward, training step, input gradient), GEMM
+// GFLOP/s per backend on the model's own linear shapes, managed allocations per training step and
+// peak memory. Validates before timing: the forward must be finite and the two GEMM backends must agree.
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
+using ViTQuant.Kernels;
+using ViTQuant.Models;
+using ViTQuant.Nn;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Cli;
+
+internal static class BenchCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string?>("--model") { Description = "checkpoint to benchmark (default: the shipped model unless --arch is given)" };
+        var arch = new Option<string?>("--arch") { Description = $"architecture with random weights: {string.Join(", ", ViTConfig.KnownArchitectures)}" };
+        var batch = new Option<int>("--batch") { Description = "images per batch", DefaultValueFactory = _ => 32 };
+        var iters = new Option<int>("--iters") { Description = "timed iterations per measurement (median reported)", DefaultValueFactory = _ => 5 };
+        var threads = CommonOptions.Threads();
+        var seed = CommonOptions.Seed();
+        var json = CommonOptions.Json();
+        var cmd = new Command("bench", "measure forward / training / input-gradient throughput and GEMM speed") { model, arch, batch, iters, threads, seed, json };
+        cmd.SetAction(r =>
+        {
+            CommonOptions.ApplyThreads(r.GetValue(threads));
+            int B = r.GetValue(batch), n = r.GetValue(iters);
+            if (B < 1) throw new ViTQuantException($"--batch must be at least 1, got {B}");
+            if (n < 1) throw new ViTQuantException($"--iters must be at least 1, got {n}");
+            var a = r.GetValue(arch);
+            var m = a != null ? new VisionTransformer(ViTConfig.FromArchitecture(a), r.GetValue(seed)) : ModelIO.Load(r.GetValue(model));
+            var result = Run(m, B, n, r.GetValue(seed));
+            if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(result));
+            Print(result, m.Config);
+            return 0;
+        });
+        return cmd;
+    }
+
+    public static Dictionary<string, object> Run(VisionTransformer model, int B, int iters, ulong seed)
+    {
+        var c = model.Config;
+        var rng = new Rng(seed);
+        var x = Tensor.Randn(rng, 1f, B, c.InChans, c.ImageSize, c.ImageSize);
+        var labels = Enumerable.Range(0, B).Select(i => rng.NextInt(c.NumClasses)).ToArray();
+        var res = new Dictionary<string, object>
+        {
+            ["architecture"] = c.Architecture,
+            ["batch"] = B,
+            ["threads"] = Parallelism.Threads,
+            ["gemm_backend"] = Gemm.Describe(),
+            ["params"] = model.ParameterCount(),
+            ["gflop_per_image"] = 2.0 * model.MacsPerImage() / 1e9,
+        };
+
+        // Validation: a finite forward pass.
+        using (Autograd.NoGrad())
+        {
+            var logits = model.Forward(x);
+            if (logits.Data.Take(logits.Size).Any(v => !float.IsFinite(v))) throw new InvalidOperationException("benchmark forward produced non-finite logits");
+        }
+
+        double fwd = Median(iters, () => { using var _ = Autograd.NoGrad(); model.Forward(x); });
+        res["forward_img_per_s"] = B / fwd;
+        res["forward_gflop_per_s"] = B / fwd * (double)res["gflop_per_image"];
+
+        var opt = new AdamW(model.Parameters(), lr: 1e-4f, weightDecay: 0.05f);
+        void TrainStep()
+        {
+            opt.ZeroGrad();
+            var loss = Ops.CrossEntropy(model.Forward(x), labels);
+            loss.Backward();
+            opt.Step();
+        }
+        TrainStep();
+        long alloc0 = GC.GetTotalAllocatedBytes(precise: true);
+        int gc0 = GC.CollectionCount(0), gc2 = GC.CollectionCount(2);
+        double train = Median(iters, TrainStep);
+        res["train_img_per_s"] = B / train;
+        res["train_alloc_mb_per_step"] = (GC.GetTotalAllocatedBytes(precise: true) - alloc0) / (1024.0 * 1024.0) / (iters + 1);
+        res["train_gc_gen0_per_step"] = (double)(GC.CollectionCount(0) - gc0) / (iters + 1);
+        res["train_gc_gen2_per_step"] = (double)(GC.CollectionCount(2) - gc2) / (iters + 1);
+
+        // Input gradient (what image synthesis needs): parameters frozen, gradient w.r.t. pixels only.
+        foreach (var p in model.Parameters()) p.RequiresGrad = false;
+        void InputGrad()
+        {
+            var xi = x.Clone().RequireGrad();
+            Ops.CrossEntropy(model.Forward(xi), labels).Backward();
+        }
+        InputGrad();
+        double ig = Median(iters, InputGrad);
+        foreach (var p in model.Parameters()) p.RequiresGrad = true;
+        res["input_grad_img_per_s"] = B / ig;
+
+        // GEMM on 1024³ and on this model's largest linear shape, per backend.
+        var gemm = new Dictionary<string, double>();
+        int rows = B * c.NumTokens;
+        var shapes = new List<(string, int, int, int)> { ("1024x1024x1024", 1024, 1024, 1024), ($"qkv {rows}x{3 * c.EmbedDim}x{c.EmbedDim}", rows, 3 * c.EmbedDim, c.EmbedDim), ($"fc2 {rows}x{c.EmbedDim}x{c.MlpHidden}", rows, c.EmbedDim, c.MlpHidden) };
+        foreach (var (name, mm, nn, kk) in shapes)
+            foreach (var backend in new[] { GemmBackend.OpenBlas, GemmBackend.Managed })
+                if (backend == GemmBackend.Managed || OpenBlasAvailable())
+                    gemm[$"{backend} {name}"] = GemmBenchmark.Measure(backend, mm, nn, kk, 3);
+        res["gemm_gflop_per_s"] = gemm;
+        res["peak_memory_mb"] = Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024.0);
+        return res;
+    }
+
+    private static bool OpenBlasAvailable()
+    {
+        try { var b = Gemm.Backend; Gemm.Backend = GemmBackend.OpenBlas; Gemm.Backend = b; return true; }
+        catch (InvalidOperationException) { return false; }
+    }
+
+    private static double Median(int iters, Action a)
+    {
+        a(); // warm-up
+        var t = new double[iters];
+        for (int i = 0; i < iters; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            a();
+            t[i] = sw.Elapsed.TotalSeconds;
+        }
+        Array.Sort(t);
+        return t[iters / 2];
+    }
+
+    private static void Print(Dictionary<string, object> r, ViTConfig c)
+    {
+        var e = Console.Error;
+        e.WriteLine($"model {c.Architecture}: {c.ImageSize}px patch {c.PatchSize}, dim {c.EmbedDim}, depth {c.Depth}, heads {c.NumHeads}; {r["params"]:N0} params, {(double)r["gflop_per_image"]:F3} GFLOP/image");
+        e.WriteLine($"batch {r["batch"]}, threads {r["threads"]}, GEMM {r["gemm_backend"]}");
+        e.WriteLine($"forward      {(double)r["forward_img_per_s"],10:F1} img/s  ({(double)r["forward_gflop_per_s"]:F1} GFLOP/s)");
+        e.WriteLine($"train step   {(double)r["train_img_per_s"],10:F1} img/s  ({(double)r["train_alloc_mb_per_step"]:F1} MB allocated/step, {(double)r["train_gc_gen2_per_step"]:F2} gen2 GCs/step)");
+        e.WriteLine($"input grad   {(double)r["input_grad_img_per_s"],10:F1} img/s");
+        foreach (var (k, v) in (Dictionary<string, double>)r["gemm_gflop_per_s"]) e.WriteLine($"GEMM {k,-40} {v,8:F1} GFLOP/s");
+        e.WriteLine($"peak memory  {(double)r["peak_memory_mb"],10:F0} MB");
+    }
+}

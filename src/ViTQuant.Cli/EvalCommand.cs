@@ -1,0 +1,43 @@
+// vitq eval: top-1 (top-5 above 10 classes), loss and throughput of a model on a dataset.
+using System.CommandLine;
+using System.Text.Json;
+using ViTQuant.Algorithms.Metrics;
+using ViTQuant.Data;
+
+namespace ViTQuant.Cli;
+
+internal static class EvalCommand
+{
+    public static Command Create()
+    {
+        var model = DataSources.ModelOption();
+        var dataset = DataSources.DatasetOption();
+        var split = DataSources.SplitOption("test");
+        var limit = new Option<int?>("--limit") { Description = "evaluate only the first N images" };
+        var batch = new Option<int>("--batch") { Description = "images per batch", DefaultValueFactory = _ => 256 };
+        var threads = CommonOptions.Threads();
+        var json = CommonOptions.Json();
+        var cmd = new Command("eval", "measure a model's accuracy on a dataset") { model, dataset, split, limit, batch, threads, json };
+        cmd.SetAction(r =>
+        {
+            CommonOptions.ApplyThreads(r.GetValue(threads));
+            int B = r.GetValue(batch);
+            if (B < 1) throw new ViTQuantException($"--batch must be at least 1, got {B}");
+            var m = DataSources.LoadModel(r.GetValue(model));
+            var ds = DataSources.Limit(DataSources.Open(r.GetValue(dataset)!, r.GetValue(split)!, m.Config), r.GetValue(limit));
+            var loader = new DataLoader(ds, B, mean: m.Config.Mean, std: m.Config.Std);
+            var res = Progress.Run("eval", ds.Count, rep =>
+                Evaluator.Evaluate(m, loader.Epoch(0).Select(b => (b.Images, b.Labels)), progress: n => rep.Update(n, $"{rep.Rate:F0} img/s")));
+            Console.Error.WriteLine($"{m.Config.Architecture} on {r.GetValue(dataset)} ({r.GetValue(split)}, {res.Count} images): top-1 {res.Top1:F2}%"
+                + (res.Top5 is double t5 ? $", top-5 {t5:F2}%" : "") + $", loss {res.Loss:F4}, {res.ImagesPerSecond:F0} img/s ({res.Seconds:F1} s)");
+            if (r.GetValue(json))
+                Console.WriteLine(JsonSerializer.Serialize(new
+                {
+                    top1 = res.Top1, top5 = res.Top5, loss = res.Loss, count = res.Count, images_per_s = res.ImagesPerSecond,
+                    seconds = res.Seconds, model = m.Config.Architecture, dataset = r.GetValue(dataset), split = r.GetValue(split),
+                }));
+            return 0;
+        });
+        return cmd;
+    }
+}

@@ -1,0 +1,97 @@
+// Progress display for long work: a Spectre.Console bar (rate and ETA) on an interactive stderr, and
+// plain timestamped lines every few seconds when stderr is redirected (CI logs, pipes), so both a
+// person at a terminal and a log file see where the job is. Human output always goes to stderr.
+using System.Diagnostics;
+using Spectre.Console;
+
+namespace ViTQuant.Cli;
+
+internal static class Progress
+{
+    /// <summary>The console for human output (stderr), so stdout stays clean for --json.</summary>
+    public static readonly IAnsiConsole Err = AnsiConsole.Create(new AnsiConsoleSettings
+    {
+        Out = new AnsiConsoleOutput(Console.Error),
+    });
+
+    /// <summary>
+    /// Runs work with a progress reporter. The reporter's Update(done, status) may be called from the
+    /// worker at any rate; display is throttled.
+    /// </summary>
+    public static T Run<T>(string title, long total, Func<Reporter, T> work)
+    {
+        if (!Console.IsErrorRedirected && Err.Profile.Capabilities.Interactive)
+        {
+            T result = default!;
+            Err.Progress()
+                .AutoClear(false)
+                .HideCompleted(false)
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(),
+                    new RemainingTimeColumn(), new ElapsedTimeColumn(), new SpinnerColumn())
+                .Start(ctx =>
+                {
+                    var task = ctx.AddTask(Markup.Escape(title), maxValue: Math.Max(1, total));
+                    var rep = new Reporter(total, (done, status) =>
+                    {
+                        task.Value = done;
+                        task.Description = Markup.Escape(string.IsNullOrEmpty(status) ? title : $"{title} {status}");
+                    });
+                    result = work(rep);
+                    task.Value = task.MaxValue;
+                });
+            return result;
+        }
+        else
+        {
+            var rep = new Reporter(total, (done, status) =>
+                Console.Error.WriteLine($"[{DateTime.Now:HH:mm:ss}] {title} {done}/{total} {status}"));
+            var r = work(rep);
+            rep.Flush();
+            return r;
+        }
+    }
+
+    /// <summary>Thread-safe, throttled progress sink; also computes a rate for status lines.</summary>
+    public sealed class Reporter
+    {
+        private readonly Action<long, string> _show;
+        private readonly Stopwatch _sw = Stopwatch.StartNew();
+        private readonly long _total;
+        private long _done;
+        private string _status = "";
+        private double _lastShown = -1;
+        private readonly object _lock = new();
+
+        public Reporter(long total, Action<long, string> show)
+        {
+            _total = total;
+            _show = show;
+        }
+
+        public double Elapsed => _sw.Elapsed.TotalSeconds;
+
+        /// <summary>Items per second since the start.</summary>
+        public double Rate => _done / Math.Max(1e-9, _sw.Elapsed.TotalSeconds);
+
+        public void Update(long done, string status = "")
+        {
+            lock (_lock)
+            {
+                _done = done;
+                _status = status;
+                double now = _sw.Elapsed.TotalSeconds;
+                bool interactive = !Console.IsErrorRedirected;
+                if (done >= _total || now - _lastShown >= (interactive ? 0.1 : 10.0))
+                {
+                    _lastShown = now;
+                    _show(done, status);
+                }
+            }
+        }
+
+        public void Flush()
+        {
+            lock (_lock) _show(_done, _status);
+        }
+    }
+}

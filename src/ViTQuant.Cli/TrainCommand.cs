@@ -1,0 +1,80 @@
+// vitq train: train a ViT on Fashion-MNIST or an image folder, resumably.
+using System.CommandLine;
+using System.Text.Json;
+using ViTQuant.Algorithms.Training;
+using ViTQuant.Data;
+using ViTQuant.IO;
+using ViTQuant.Models;
+
+namespace ViTQuant.Cli;
+
+internal static class TrainCommand
+{
+    public static Command Create()
+    {
+        var arch = new Option<string>("--arch") { Description = "architecture to train from scratch", DefaultValueFactory = _ => "vit_fmnist" };
+        var dataset = DataSources.DatasetOption();
+        var epochs = new Option<int>("--epochs") { DefaultValueFactory = _ => 20 };
+        var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 128 };
+        var lr = new Option<float>("--lr") { DefaultValueFactory = _ => 1e-3f };
+        var minLr = new Option<float>("--min-lr") { DefaultValueFactory = _ => 1e-5f };
+        var wd = new Option<float>("--weight-decay") { DefaultValueFactory = _ => 0.05f };
+        var warmup = new Option<int>("--warmup-epochs") { DefaultValueFactory = _ => 1 };
+        var smoothing = new Option<float>("--label-smoothing") { DefaultValueFactory = _ => 0.1f };
+        var clip = new Option<float>("--clip-norm") { Description = "global gradient-norm clip (0 = off)", DefaultValueFactory = _ => 1f };
+        var pad = new Option<int>("--crop-padding") { Description = "random-crop padding in pixels (0 = no crop)", DefaultValueFactory = _ => 2 };
+        var noFlip = new Option<bool>("--no-flip") { Description = "disable random horizontal flips" };
+        var limit = new Option<int?>("--limit") { Description = "train on the first N training images only (smoke tests)" };
+        var seed = CommonOptions.Seed();
+        var threads = CommonOptions.Threads();
+        var outOpt = new Option<string>("--out") { Description = "where to write the trained model (.safetensors)", Required = true };
+        var resume = new Option<bool>("--resume") { Description = "continue from OUT.resume.safetensors after its last finished epoch" };
+        var json = CommonOptions.Json();
+        var cmd = new Command("train", "train a ViT classifier (AdamW, cosine schedule, label smoothing, resumable)")
+            { arch, dataset, epochs, batch, lr, minLr, wd, warmup, smoothing, clip, pad, noFlip, limit, seed, threads, outOpt, resume, json };
+        cmd.SetAction(r =>
+        {
+            CommonOptions.ApplyThreads(r.GetValue(threads));
+            var cfg = new TrainConfig
+            {
+                Epochs = r.GetValue(epochs), BatchSize = r.GetValue(batch), Lr = r.GetValue(lr), MinLr = r.GetValue(minLr),
+                WeightDecay = r.GetValue(wd), WarmupEpochs = r.GetValue(warmup), LabelSmoothing = r.GetValue(smoothing),
+                ClipNorm = r.GetValue(clip), Seed = r.GetValue(seed), CropPadding = r.GetValue(pad), Flip = !r.GetValue(noFlip),
+            }.Validated();
+            string outPath = r.GetValue(outOpt)!, resumePath = outPath + ".resume.safetensors";
+            if (File.Exists(outPath)) throw new ViTQuantException($"--out {outPath} already exists; choose another path or delete it");
+            if (File.Exists(resumePath) && !r.GetValue(resume))
+                throw new ViTQuantException($"{resumePath} exists from an interrupted run; pass --resume to continue it or delete it");
+            var modelCfg = ViTConfig.FromArchitecture(r.GetValue(arch)!);
+            var model = new VisionTransformer(modelCfg, cfg.Seed);
+            string spec = r.GetValue(dataset)!;
+            var train = DataSources.Limit(DataSources.Open(spec, "train", modelCfg), r.GetValue(limit));
+            IImageDataset? val = spec == "fashion-mnist" ? DataSources.Open(spec, "val", modelCfg) : null;
+            var trainer = new Trainer(model, train, val, cfg);
+            Console.Error.WriteLine($"training {modelCfg.Architecture} ({model.ParameterCount():N0} params) on {spec}: {train.Count} images, "
+                + $"{cfg.Epochs} epochs × {trainer.StepsPerEpoch} steps, batch {cfg.BatchSize}, lr {cfg.Lr}, seed {cfg.Seed}, threads {Kernels.Parallelism.Threads}");
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            Progress.Run("train", (long)cfg.Epochs * trainer.StepsPerEpoch, rep =>
+            {
+                trainer.OnStep = (e, s, n, loss, acc) => rep.Update((long)e * n + s, $"epoch {e + 1}/{cfg.Epochs} loss {loss:F4} acc {acc:F1}% {rep.Rate * cfg.BatchSize:F0} img/s");
+                trainer.OnEpoch = st => Console.Error.WriteLine($"epoch {st.Epoch}: train loss {st.TrainLoss:F4}, train top-1 {st.TrainTop1:F2}%"
+                    + (st.ValTop1 is double v ? $", val top-1 {v:F2}%" : "") + $" ({st.Seconds:F0} s)");
+                trainer.Run(resumePath);
+                return 0;
+            });
+            var meta = new Dictionary<string, string>
+            {
+                ["vitq.train_config"] = JsonSerializer.Serialize(cfg),
+                ["vitq.history"] = JsonSerializer.Serialize(trainer.History),
+                ["vitq.train_dataset"] = spec,
+            };
+            ModelIO.Save(model, outPath, meta);
+            File.Delete(resumePath);
+            var last = trainer.History[^1];
+            Console.Error.WriteLine($"wrote {outPath} after {sw.Elapsed.TotalMinutes:F1} min; final val top-1 {last.ValTop1?.ToString("F2") ?? "n/a"}%");
+            if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(new { out_path = outPath, history = trainer.History, seconds = sw.Elapsed.TotalSeconds }));
+            return 0;
+        });
+        return cmd;
+    }
+}

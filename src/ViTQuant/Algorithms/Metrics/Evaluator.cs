@@ -1,0 +1,48 @@
+// Classification accuracy of a model (float or fake-quantized, through hooks) over a batch source.
+using System.Diagnostics;
+using ViTQuant.Models;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Algorithms.Metrics;
+
+/// <summary>Top-1/top-5 accuracy, mean cross-entropy and throughput of one evaluation pass.</summary>
+public sealed record EvalResult(double Top1, double? Top5, double Loss, int Count, double Seconds)
+{
+    public double ImagesPerSecond => Count / Math.Max(Seconds, 1e-9);
+}
+
+public static class Evaluator
+{
+    /// <summary>
+    /// Runs the model without gradients over every batch. Top-5 is reported only when the model has
+    /// more than 10 classes. progress(done) is called after each batch with the images seen so far.
+    /// </summary>
+    public static EvalResult Evaluate(VisionTransformer model, IEnumerable<(Tensor Images, int[] Labels)> batches,
+        IModelHooks? hooks = null, Action<int>? progress = null)
+    {
+        var sw = Stopwatch.StartNew();
+        int count = 0, correct1 = 0, correct5 = 0;
+        double lossSum = 0;
+        bool top5 = model.Config.NumClasses > 10;
+        using var _ = Autograd.NoGrad();
+        foreach (var (x, y) in batches)
+        {
+            var logits = model.Forward(x, hooks);
+            int B = y.Length, K = logits.Shape[1];
+            lossSum += Ops.CrossEntropy(logits, y).Item() * B;
+            for (int b = 0; b < B; b++)
+            {
+                var row = logits.Data.AsSpan(b * K, K);
+                float target = row[y[b]];
+                int greater = 0; // rank of the true class: how many logits beat it (ties count against us)
+                for (int k = 0; k < K; k++) if (row[k] > target || (row[k] == target && k < y[b])) greater++;
+                if (greater == 0) correct1++;
+                if (greater < 5) correct5++;
+            }
+            count += B;
+            progress?.Invoke(count);
+        }
+        if (count == 0) throw new ViTQuantException("evaluation set is empty");
+        return new EvalResult(100.0 * correct1 / count, top5 ? 100.0 * correct5 / count : null, lossSum / count, count, sw.Elapsed.TotalSeconds);
+    }
+}

@@ -1,0 +1,171 @@
+// Supervised training of a ViT classifier: AdamW, linear warm-up then cosine decay (per step),
+// label-smoothed cross-entropy, global gradient-norm clipping, validation after every epoch, and a
+// resumable checkpoint written atomically at the end of every epoch.
+//
+// Determinism: batch order and augmentation depend only on (seed, epoch, sample index) (DataLoader),
+// and the model init on the seed, so a run resumed from an epoch checkpoint continues exactly as an
+// uninterrupted run with the same seed and thread count would.
+using System.Diagnostics;
+using System.Text.Json;
+using ViTQuant.Algorithms.Metrics;
+using ViTQuant.Data;
+using ViTQuant.IO;
+using ViTQuant.Models;
+using ViTQuant.Nn;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Algorithms.Training;
+
+/// <summary>Training hyper-parameters; <see cref="Validated"/> throws ViTQuantException on impossible values.</summary>
+public sealed record TrainConfig
+{
+    public int Epochs { get; init; } = 20;
+    public int BatchSize { get; init; } = 128;
+    public float Lr { get; init; } = 1e-3f;
+    public float MinLr { get; init; } = 1e-5f;
+    public float WeightDecay { get; init; } = 0.05f;
+    public int WarmupEpochs { get; init; } = 1;
+    public float LabelSmoothing { get; init; } = 0.1f;
+    public float ClipNorm { get; init; } = 1f;
+    public ulong Seed { get; init; }
+    /// <summary>Random crop (zero padding, pixels) and horizontal flip; 0 padding disables the crop.</summary>
+    public int CropPadding { get; init; } = 2;
+    public bool Flip { get; init; } = true;
+
+    public TrainConfig Validated()
+    {
+        void Fail(string m) => throw new ViTQuantException($"training config: {m}");
+        if (Epochs < 1) Fail($"--epochs must be at least 1, got {Epochs}");
+        if (BatchSize < 1) Fail($"--batch must be at least 1, got {BatchSize}");
+        if (!(Lr > 0) || !(MinLr >= 0) || MinLr > Lr) Fail($"learning rates must satisfy 0 <= min-lr <= lr, got lr {Lr}, min-lr {MinLr}");
+        if (!(WeightDecay >= 0)) Fail($"weight decay must be >= 0, got {WeightDecay}");
+        if (WarmupEpochs < 0 || WarmupEpochs >= Epochs) Fail($"warm-up epochs must be in [0, epochs), got {WarmupEpochs}");
+        if (!(LabelSmoothing >= 0 && LabelSmoothing < 1)) Fail($"label smoothing must be in [0, 1), got {LabelSmoothing}");
+        if (!(ClipNorm >= 0)) Fail($"clip norm must be >= 0 (0 = off), got {ClipNorm}");
+        if (CropPadding < 0) Fail($"crop padding must be >= 0, got {CropPadding}");
+        return this;
+    }
+}
+
+/// <summary>Per-epoch record of a training run.</summary>
+public sealed record EpochStats(int Epoch, double TrainLoss, double TrainTop1, double? ValTop1, double? ValLoss, double Seconds);
+
+public sealed class Trainer
+{
+    private readonly VisionTransformer _model;
+    private readonly TrainConfig _cfg;
+    private readonly AdamW _opt;
+    private readonly ILrSchedule _schedule;
+    private readonly DataLoader _train;
+    private readonly DataLoader? _val;
+    private readonly List<EpochStats> _history = new();
+    private int _startEpoch;
+
+    /// <summary>Step callback: (epoch, stepInEpoch, stepsPerEpoch, running loss, running top-1 %).</summary>
+    public Action<int, int, int, double, double>? OnStep { get; set; }
+
+    /// <summary>Called after every epoch with its statistics.</summary>
+    public Action<EpochStats>? OnEpoch { get; set; }
+
+    public IReadOnlyList<EpochStats> History => _history;
+    public int StepsPerEpoch => _train.BatchCount;
+
+    public Trainer(VisionTransformer model, IImageDataset train, IImageDataset? val, TrainConfig cfg)
+    {
+        _model = model;
+        _cfg = cfg.Validated();
+        var c = model.Config;
+        if (train.Channels != c.InChans || train.Height != c.ImageSize || train.Width != c.ImageSize)
+            throw new ViTQuantException($"training images are {train.Channels}×{train.Height}×{train.Width}, the model expects {c.InChans}×{c.ImageSize}×{c.ImageSize}");
+        if (train.NumClasses > c.NumClasses)
+            throw new ViTQuantException($"dataset has {train.NumClasses} classes, the model only {c.NumClasses}");
+        Augmentation? aug = cfg.CropPadding > 0 || cfg.Flip ? Transforms.PadCropFlip(cfg.CropPadding, cfg.Flip ? 0.5 : 0.0) : null;
+        _train = new DataLoader(train, cfg.BatchSize, shuffle: true, seed: cfg.Seed, augment: aug, dropLast: true, mean: c.Mean, std: c.Std);
+        if (_train.BatchCount == 0) throw new ViTQuantException($"training set has {train.Count} images, fewer than one batch of {cfg.BatchSize}");
+        if (val != null) _val = new DataLoader(val, 256, mean: c.Mean, std: c.Std);
+
+        // timm's no-weight-decay set: biases, norm scales, position embedding and prefix tokens.
+        var decay = new List<Tensor>();
+        var noDecay = new List<Tensor>();
+        foreach (var (name, p) in model.NamedParameters())
+            (p.Rank <= 1 || name is "pos_embed" or "cls_token" or "dist_token" ? noDecay : decay).Add(p);
+        _opt = new AdamW(new[] { new ParamGroup(decay, weightDecay: cfg.WeightDecay), new ParamGroup(noDecay, weightDecay: 0f) }, lr: cfg.Lr, weightDecay: cfg.WeightDecay);
+        int steps = cfg.Epochs * _train.BatchCount;
+        _schedule = new CosineWithWarmup(cfg.Lr, cfg.WarmupEpochs * _train.BatchCount, steps, cfg.MinLr, cfg.MinLr);
+    }
+
+    /// <summary>
+    /// Trains until the configured number of epochs, writing the resume checkpoint after each epoch.
+    /// When <paramref name="resumePath"/> exists, training continues after its last finished epoch.
+    /// </summary>
+    public void Run(string? resumePath)
+    {
+        if (resumePath != null && File.Exists(resumePath)) LoadResume(resumePath);
+        for (int epoch = _startEpoch; epoch < _cfg.Epochs; epoch++)
+        {
+            var sw = Stopwatch.StartNew();
+            _model.Train();
+            double lossSum = 0; int correct = 0, seen = 0, step = 0;
+            foreach (var batch in _train.Epoch(epoch))
+            {
+                _schedule.Apply(_opt, epoch * _train.BatchCount + step);
+                _opt.ZeroGrad();
+                var logits = _model.Forward(batch.Images);
+                var loss = Ops.CrossEntropy(logits, batch.Labels, _cfg.LabelSmoothing);
+                loss.Backward();
+                if (_cfg.ClipNorm > 0) GradClip.ClipGradNorm(_model.Parameters(), _cfg.ClipNorm);
+                _opt.Step();
+                float l = loss.Item();
+                if (!float.IsFinite(l)) throw new ViTQuantException($"training diverged: loss {l} at epoch {epoch + 1} step {step + 1} (lower --lr)");
+                var pred = Ops.ArgMax(logits.Detach(), 1);
+                for (int i = 0; i < pred.Length; i++) if (pred[i] == batch.Labels[i]) correct++;
+                lossSum += l * batch.Size; seen += batch.Size; step++;
+                OnStep?.Invoke(epoch, step, _train.BatchCount, lossSum / seen, 100.0 * correct / seen);
+            }
+            _model.Eval();
+            EvalResult? v = _val != null ? Evaluator.Evaluate(_model, _val.Epoch(0).Select(b => (b.Images, b.Labels))) : null;
+            var stats = new EpochStats(epoch + 1, lossSum / seen, 100.0 * correct / seen, v?.Top1, v?.Loss, sw.Elapsed.TotalSeconds);
+            _history.Add(stats);
+            if (resumePath != null) SaveResume(resumePath, epoch + 1);
+            OnEpoch?.Invoke(stats);
+        }
+    }
+
+    private void SaveResume(string path, int epochsDone)
+    {
+        var tensors = _model.StateDict().Select(kv => ("model." + kv.Key, kv.Value))
+            .Concat(_opt.SaveState().Select(s => ("optim." + s.Name, s.Value)));
+        var meta = new Dictionary<string, string>
+        {
+            ["vitq.format"] = "vitq-train-resume/1",
+            [ModelIO.ConfigKey] = _model.Config.ToJson(),
+            ["vitq.train_config"] = JsonSerializer.Serialize(_cfg),
+            ["vitq.epochs_done"] = epochsDone.ToString(),
+            ["vitq.history"] = JsonSerializer.Serialize(_history),
+        };
+        SafeTensorsWriter.Write(path, tensors, meta);
+    }
+
+    private void LoadResume(string path)
+    {
+        var f = SafeTensorsFile.Read(path);
+        if (!f.Metadata.TryGetValue("vitq.format", out var fmt) || fmt != "vitq-train-resume/1")
+            throw new ViTQuantException($"{path}: not a vitq training checkpoint");
+        if (f.Metadata[ModelIO.ConfigKey] != _model.Config.ToJson())
+            throw new ViTQuantException($"{path}: checkpoint was written for a different model configuration");
+        var saved = JsonSerializer.Deserialize<TrainConfig>(f.Metadata["vitq.train_config"])!;
+        if (saved != _cfg)
+            throw new ViTQuantException($"{path}: checkpoint was written with different training settings; use the same flags to resume");
+        var model = new Dictionary<string, Tensor>();
+        var optim = new Dictionary<string, Tensor>();
+        foreach (var n in f.Names)
+        {
+            if (n.StartsWith("model.")) model[n[6..]] = f.GetTensor(n);
+            else if (n.StartsWith("optim.")) optim[n[6..]] = f.GetTensor(n);
+        }
+        _model.LoadStateDict(model, strict: true);
+        _opt.LoadState(optim);
+        _startEpoch = int.Parse(f.Metadata["vitq.epochs_done"]);
+        _history.AddRange(JsonSerializer.Deserialize<List<EpochStats>>(f.Metadata["vitq.history"]) ?? new());
+    }
+}

@@ -1,0 +1,58 @@
+// Named quantization points and attention taps.
+//
+// The ViT forward is written once and calls the hooks at every point a quantizer or an analysis may
+// want (DESIGN.md). With no hooks the calls are identities. Point names:
+//   weights:      patch_embed.proj, blocks.{i}.attn.qkv, blocks.{i}.attn.proj, blocks.{i}.mlp.fc1,
+//                 blocks.{i}.mlp.fc2, head, head_dist
+//   activations:  the same layer names for the layer's input, plus blocks.{i}.attn.q / .k / .v
+//                 (per-head q, k, v, shape [B, H, N, dh]) and blocks.{i}.attn.probs ([B, H, N, N])
+//   taps:         blocks.{i}.attn.logits  q·kᵀ before scaling and softmax [B, H, N, N]
+//                 blocks.{i}.attn.probs   softmax probabilities after the probs quantizer [B, H, N, N]
+//                 blocks.{i}.attn.out     per-head attn·V [B, H, N, dh]
+//                 blocks.{i}.mlp.act      GELU output [B, N, hidden]
+namespace ViTQuant.Models;
+
+using ViTQuant.Tensors;
+
+/// <summary>Callbacks the model forward makes at its named quantization points and taps.</summary>
+public interface IModelHooks
+{
+    /// <summary>Transforms the weight of the named layer before use (e.g. fake quantization). Must keep the shape.</summary>
+    Tensor Weight(string layer, Tensor w) => w;
+
+    /// <summary>Transforms an activation at the named point (a layer name means that layer's input).</summary>
+    Tensor Activation(string point, Tensor x) => x;
+
+    /// <summary>Observes an intermediate tensor. Keep a reference to use it (and its graph) after the forward.</summary>
+    void Tap(string name, Tensor t) { }
+
+    /// <summary>Whether the model should compute and report taps with this prefix (taps cost memory).</summary>
+    bool WantsTap(string name) => false;
+}
+
+/// <summary>Records the taps whose names match a predicate, in forward order.</summary>
+public sealed class TapRecorder : IModelHooks
+{
+    private readonly Func<string, bool> _want;
+    private readonly IModelHooks? _inner;
+
+    public Dictionary<string, Tensor> Taps { get; } = new();
+
+    /// <param name="want">which tap names to keep.</param>
+    /// <param name="inner">hooks to chain (e.g. a quantizer) for weights and activations.</param>
+    public TapRecorder(Func<string, bool> want, IModelHooks? inner = null)
+    {
+        _want = want;
+        _inner = inner;
+    }
+
+    public Tensor Weight(string layer, Tensor w) => _inner?.Weight(layer, w) ?? w;
+    public Tensor Activation(string point, Tensor x) => _inner?.Activation(point, x) ?? x;
+    public bool WantsTap(string name) => _want(name) || (_inner?.WantsTap(name) ?? false);
+
+    public void Tap(string name, Tensor t)
+    {
+        if (_want(name)) Taps[name] = t;
+        _inner?.Tap(name, t);
+    }
+}

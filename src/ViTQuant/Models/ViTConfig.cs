@@ -1,0 +1,124 @@
+// Vision Transformer configuration: architecture, input geometry and preprocessing, validated on
+// construction. The named timm architectures map to their published shapes; our own checkpoints store
+// this record as JSON in the safetensors metadata.
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace ViTQuant.Models;
+
+/// <summary>Immutable ViT/DeiT configuration. The constructor throws ViTQuantException on inconsistent values.</summary>
+public sealed record ViTConfig
+{
+    public string Architecture { get; init; } = "vit_custom";
+    public int ImageSize { get; init; } = 224;
+    public int PatchSize { get; init; } = 16;
+    public int InChans { get; init; } = 3;
+    public int NumClasses { get; init; } = 1000;
+    public int EmbedDim { get; init; } = 192;
+    public int Depth { get; init; } = 12;
+    public int NumHeads { get; init; } = 3;
+    public float MlpRatio { get; init; } = 4f;
+    public bool ClassToken { get; init; } = true;
+    public bool Distilled { get; init; }
+    /// <summary>"token" (class token → head) or "avg" (mean of patch tokens → fc_norm → head).</summary>
+    public string GlobalPool { get; init; } = "token";
+    public float LayerNormEps { get; init; } = 1e-6f;
+    public float[] Mean { get; init; } = { 0.485f, 0.456f, 0.406f };
+    public float[] Std { get; init; } = { 0.229f, 0.224f, 0.225f };
+    public float CropPct { get; init; } = 0.875f;
+    public string Interpolation { get; init; } = "bicubic";
+    public string[]? ClassNames { get; init; }
+
+    [JsonIgnore] public int GridSize => ImageSize / PatchSize;
+    [JsonIgnore] public int NumPatches => GridSize * GridSize;
+    [JsonIgnore] public int NumPrefixTokens => (ClassToken ? 1 : 0) + (Distilled ? 1 : 0);
+    [JsonIgnore] public int NumTokens => NumPatches + NumPrefixTokens;
+    [JsonIgnore] public int HeadDim => EmbedDim / NumHeads;
+    [JsonIgnore] public int MlpHidden => (int)(EmbedDim * MlpRatio);
+
+    /// <summary>Throws ViTQuantException naming the first inconsistent field.</summary>
+    public ViTConfig Validated()
+    {
+        void Fail(string m) => throw new ViTQuantException($"model config ({Architecture}): {m}");
+        if (ImageSize <= 0 || PatchSize <= 0) Fail($"image size {ImageSize} and patch size {PatchSize} must be positive");
+        if (ImageSize % PatchSize != 0) Fail($"image size {ImageSize} is not divisible by patch size {PatchSize}");
+        if (InChans <= 0) Fail($"in_chans {InChans} must be positive");
+        if (NumClasses <= 0) Fail($"num_classes {NumClasses} must be positive");
+        if (EmbedDim <= 0 || Depth <= 0 || NumHeads <= 0) Fail("embed_dim, depth and num_heads must be positive");
+        if (EmbedDim % NumHeads != 0) Fail($"embed_dim {EmbedDim} is not divisible by num_heads {NumHeads}");
+        if (MlpRatio <= 0 || MlpHidden <= 0) Fail($"mlp_ratio {MlpRatio} must be positive");
+        if (GlobalPool != "token" && GlobalPool != "avg") Fail($"global_pool '{GlobalPool}' is not 'token' or 'avg'");
+        if (GlobalPool == "token" && !ClassToken) Fail("global_pool 'token' needs a class token");
+        if (Distilled && !ClassToken) Fail("a distilled model needs a class token");
+        if (Mean.Length != InChans || Std.Length != InChans) Fail($"mean/std have {Mean.Length}/{Std.Length} values for {InChans} channels");
+        if (Std.Any(s => !(s > 0))) Fail("std values must be positive");
+        if (!(CropPct > 0 && CropPct <= 1)) Fail($"crop_pct {CropPct} must be in (0, 1]");
+        if (LayerNormEps <= 0) Fail("layer norm eps must be positive");
+        if (ClassNames != null && ClassNames.Length != NumClasses) Fail($"{ClassNames.Length} class names for {NumClasses} classes");
+        return this;
+    }
+
+    private static readonly float[] ImageNetMean = { 0.485f, 0.456f, 0.406f }, ImageNetStd = { 0.229f, 0.224f, 0.225f };
+    private static readonly float[] HalfMean = { 0.5f, 0.5f, 0.5f }, HalfStd = { 0.5f, 0.5f, 0.5f };
+
+    /// <summary>Known architectures by timm name (plus our Fashion-MNIST default).</summary>
+    public static ViTConfig FromArchitecture(string name)
+    {
+        ViTConfig Vit(int dim, int depth, int heads) => new()
+        {
+            Architecture = name, EmbedDim = dim, Depth = depth, NumHeads = heads, Mean = HalfMean, Std = HalfStd, CropPct = 0.9f,
+        };
+        ViTConfig Deit(int dim, int depth, int heads, bool distilled) => new()
+        {
+            Architecture = name, EmbedDim = dim, Depth = depth, NumHeads = heads, Distilled = distilled,
+            Mean = ImageNetMean, Std = ImageNetStd, CropPct = 0.875f,
+        };
+        return (name switch
+        {
+            "vit_tiny_patch16_224" => Vit(192, 12, 3),
+            "vit_small_patch16_224" => Vit(384, 12, 6),
+            "vit_base_patch16_224" => Vit(768, 12, 12),
+            "deit_tiny_patch16_224" => Deit(192, 12, 3, false),
+            "deit_small_patch16_224" => Deit(384, 12, 6, false),
+            "deit_base_patch16_224" => Deit(768, 12, 12, false),
+            "deit_tiny_distilled_patch16_224" => Deit(192, 12, 3, true),
+            "deit_small_distilled_patch16_224" => Deit(384, 12, 6, true),
+            "deit_base_distilled_patch16_224" => Deit(768, 12, 12, true),
+            "vit_fmnist" => FashionMnistDefault(),
+            _ => throw new ViTQuantException($"unknown architecture '{name}' (known: {string.Join(", ", KnownArchitectures)})"),
+        }).Validated();
+    }
+
+    public static readonly string[] KnownArchitectures =
+    {
+        "vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224",
+        "deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224",
+        "deit_tiny_distilled_patch16_224", "deit_small_distilled_patch16_224", "deit_base_distilled_patch16_224",
+        "vit_fmnist",
+    };
+
+    /// <summary>The shipped default: 28×28 grey images, patch 4 (7×7 grid + class token), width 128, 4 heads.</summary>
+    public static ViTConfig FashionMnistDefault() => new()
+    {
+        Architecture = "vit_fmnist", ImageSize = 28, PatchSize = 4, InChans = 1, NumClasses = 10,
+        EmbedDim = 128, Depth = 6, NumHeads = 4, MlpRatio = 2f, Mean = new[] { 0.2860f }, Std = new[] { 0.3530f },
+        CropPct = 1f,
+        ClassNames = new[] { "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot" },
+    };
+
+    private static readonly JsonSerializerOptions JsonOpts = new() { WriteIndented = false };
+
+    public string ToJson() => JsonSerializer.Serialize(this, JsonOpts);
+
+    public static ViTConfig FromJson(string json, string source)
+    {
+        try
+        {
+            return (JsonSerializer.Deserialize<ViTConfig>(json, JsonOpts) ?? throw new ViTQuantException($"{source}: empty model config")).Validated();
+        }
+        catch (JsonException e)
+        {
+            throw new ViTQuantException($"{source}: model config is not valid JSON ({e.Message})");
+        }
+    }
+}

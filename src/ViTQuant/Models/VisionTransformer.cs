@@ -1,0 +1,206 @@
+// ViT / DeiT exactly as timm's VisionTransformer (pre-norm blocks), written once with named
+// quantization points and attention taps (ModelHooks.cs).
+//
+//   x [B, C, H, W] → patch_embed (conv P×P stride P) → [B, Np, D] → prepend cls (and dist) tokens
+//   → + pos_embed → depth × Block → norm → pool (class token, or mean of patch tokens → fc_norm)
+//   → head (DeiT distilled: (head(cls) + head_dist(dist)) / 2, timm's inference path).
+//   Block: x + proj(attn(norm1(x))), then + fc2(gelu(fc1(norm2(x)))).
+//   Attention: qkv = Linear(x) split into heads; logits = q·kᵀ; probs = softmax(logits·D^-½);
+//   out = probs·v, heads merged, proj.
+using ViTQuant.Nn;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Models;
+
+/// <summary>A ViT/DeiT classifier with timm's parameter names.</summary>
+public sealed class VisionTransformer : Module
+{
+    public ViTConfig Config { get; }
+    public Tensor PatchWeight { get; }
+    public Tensor PatchBias { get; }
+    public Tensor? ClsToken { get; }
+    public Tensor? DistToken { get; }
+    public Tensor PosEmbed { get; }
+    public IReadOnlyList<Block> Blocks { get; }
+    public LayerNorm Norm { get; }
+    public LayerNorm? FcNorm { get; }
+    public Linear Head { get; }
+    public Linear? HeadDist { get; }
+
+    /// <summary>Builds the model with timm's initialisation drawn from the given seed.</summary>
+    public VisionTransformer(ViTConfig config, ulong seed = 0)
+    {
+        Config = config.Validated();
+        var rng = new Rng(seed);
+        int D = config.EmbedDim, P = config.PatchSize;
+        // patch_embed.proj is a Conv2d; registered under its timm name through a child module.
+        var pe = new ParamHolder();
+        PatchWeight = pe.Add("weight", Init.TruncNormal(rng, 0.02f, D, config.InChans, P, P));
+        PatchBias = pe.Add("bias", Tensor.Zeros(D));
+        var peOuter = new ParamHolder();
+        peOuter.AddModule("proj", pe);
+        if (config.ClassToken) ClsToken = RegisterParameter("cls_token", Init.TruncNormal(rng, 1e-6f, 1, 1, D));
+        if (config.Distilled) DistToken = RegisterParameter("dist_token", Init.TruncNormal(rng, 0.02f, 1, 1, D));
+        PosEmbed = RegisterParameter("pos_embed", Init.TruncNormal(rng, 0.02f, 1, config.NumTokens, D));
+        RegisterModule("patch_embed", peOuter);
+        var blocks = new List<Block>();
+        var blockList = new ParamHolder();
+        for (int i = 0; i < config.Depth; i++)
+        {
+            var b = new Block(config, i, rng);
+            blocks.Add(b);
+            blockList.AddModule(i.ToString(), b);
+        }
+        RegisterModule("blocks", blockList);
+        Blocks = blocks;
+        if (config.GlobalPool == "avg") FcNorm = RegisterModule("fc_norm", new LayerNorm(D, config.LayerNormEps));
+        else Norm = RegisterModule("norm", new LayerNorm(D, config.LayerNormEps));
+        Norm ??= FcNorm!; // avg pooling normalises after pooling (timm: norm = Identity, fc_norm = LayerNorm)
+        Head = RegisterModule("head", new Linear(D, config.NumClasses, bias: true, rng));
+        if (config.Distilled) HeadDist = RegisterModule("head_dist", new Linear(D, config.NumClasses, bias: true, rng));
+    }
+
+    /// <summary>Logits [B, classes] for normalised images [B, C, H, W]. Throws ArgumentException on a wrong input shape.</summary>
+    public Tensor Forward(Tensor x, IModelHooks? hooks = null)
+    {
+        var feats = ForwardFeatures(x, hooks);
+        return ForwardHead(feats, hooks);
+    }
+
+    /// <summary>Token features after the last block (before the final norm), [B, N, D].</summary>
+    public Tensor ForwardFeatures(Tensor x, IModelHooks? hooks = null)
+    {
+        var c = Config;
+        if (x.Rank != 4 || x.Shape[1] != c.InChans || x.Shape[2] != c.ImageSize || x.Shape[3] != c.ImageSize)
+            throw new ArgumentException($"model expects images [B, {c.InChans}, {c.ImageSize}, {c.ImageSize}], got {Tensor.ShapeString(x.Shape)}");
+        var xin = hooks?.Activation("patch_embed.proj", x) ?? x;
+        var w = hooks?.Weight("patch_embed.proj", PatchWeight) ?? PatchWeight;
+        var tokens = Ops.PatchEmbed(xin, w, PatchBias, c.PatchSize); // [B, Np, D]
+        if (c.NumPrefixTokens > 0)
+        {
+            var prefix = DistToken != null ? Ops.Concat(new[] { ClsToken!, DistToken }, 1) : ClsToken!;
+            tokens = Ops.PrependTokens(tokens, prefix);
+        }
+        var h = Ops.Add(tokens, PosEmbed);
+        foreach (var b in Blocks) h = b.Forward(h, hooks);
+        return h;
+    }
+
+    /// <summary>Final norm, pooling and head(s) on block output [B, N, D].</summary>
+    public Tensor ForwardHead(Tensor h, IModelHooks? hooks = null)
+    {
+        var c = Config;
+        Tensor pooled, distPooled = null!;
+        if (c.GlobalPool == "avg")
+        {
+            var patches = Ops.Narrow(h, 1, c.NumPrefixTokens, c.NumPatches);
+            pooled = FcNorm!.Forward(Ops.Mean(patches, 1));
+        }
+        else
+        {
+            var n = Norm.Forward(h);
+            pooled = Ops.SelectToken(n, 0);
+            if (c.Distilled) distPooled = Ops.SelectToken(n, 1);
+        }
+        var logits = Head.Forward(hooks?.Activation("head", pooled) ?? pooled, hooks?.Weight("head", Head.Weight));
+        if (c.Distilled)
+        {
+            var d = HeadDist!.Forward(hooks?.Activation("head_dist", distPooled) ?? distPooled, hooks?.Weight("head_dist", HeadDist.Weight));
+            logits = Ops.Scale(Ops.Add(logits, d), 0.5f);
+        }
+        return logits;
+    }
+
+    /// <summary>Multiply–accumulate count of one image's forward pass (linear layers, patch embedding, attention matmuls).</summary>
+    public long MacsPerImage()
+    {
+        var c = Config;
+        long N = c.NumTokens, D = c.EmbedDim, Hd = c.MlpHidden;
+        long patch = (long)c.NumPatches * D * c.InChans * c.PatchSize * c.PatchSize;
+        long block = N * D * 3 * D + N * N * D * 2 + N * D * D + 2 * N * D * Hd;
+        long head = D * c.NumClasses * (c.Distilled ? 2 : 1);
+        return patch + c.Depth * block + head;
+    }
+
+    /// <summary>A module that only groups parameters/children under a name (timm's nesting).</summary>
+    private sealed class ParamHolder : Module
+    {
+        public Tensor Add(string name, Tensor t) => RegisterParameter(name, t);
+        public void AddModule(string name, Module m) => RegisterModule(name, m);
+    }
+}
+
+/// <summary>One pre-norm transformer block.</summary>
+public sealed class Block : Module
+{
+    private readonly string _p;
+    private readonly int _heads;
+    private readonly float _scale;
+    public LayerNorm Norm1 { get; }
+    public Linear Qkv { get; }
+    public Linear Proj { get; }
+    public LayerNorm Norm2 { get; }
+    public Linear Fc1 { get; }
+    public Linear Fc2 { get; }
+
+    public Block(ViTConfig c, int index, Rng rng)
+    {
+        _p = $"blocks.{index}";
+        _heads = c.NumHeads;
+        _scale = 1f / MathF.Sqrt(c.HeadDim);
+        int D = c.EmbedDim;
+        Norm1 = RegisterModule("norm1", new LayerNorm(D, c.LayerNormEps));
+        var attn = new Group();
+        Qkv = attn.Add("qkv", new Linear(D, 3 * D, bias: true, rng));
+        Proj = attn.Add("proj", new Linear(D, D, bias: true, rng));
+        RegisterModule("attn", attn);
+        Norm2 = RegisterModule("norm2", new LayerNorm(D, c.LayerNormEps));
+        var mlp = new Group();
+        Fc1 = mlp.Add("fc1", new Linear(D, c.MlpHidden, bias: true, rng));
+        Fc2 = mlp.Add("fc2", new Linear(c.MlpHidden, D, bias: true, rng));
+        RegisterModule("mlp", mlp);
+    }
+
+    public Tensor Forward(Tensor x, IModelHooks? hooks)
+    {
+        x = Ops.Add(x, Attention(Norm1.Forward(x), hooks));
+        return Ops.Add(x, Mlp(Norm2.Forward(x), hooks));
+    }
+
+    /// <summary>The attention module (qkv → q·kᵀ → softmax → ·v → proj) on normalised tokens [B, N, D].</summary>
+    public Tensor Attention(Tensor x, IModelHooks? hooks)
+    {
+        var p = _p;
+        var qkv = Qkv.Forward(Act(hooks, $"{p}.attn.qkv", x), hooks?.Weight($"{p}.attn.qkv", Qkv.Weight));
+        var (q, k, v) = Ops.SplitQkv(qkv, _heads);
+        q = Act(hooks, $"{p}.attn.q", q);
+        k = Act(hooks, $"{p}.attn.k", k);
+        v = Act(hooks, $"{p}.attn.v", v);
+        var logits = Ops.MatMul(q, k, transB: true); // [B, H, N, N]
+        if (hooks != null && hooks.WantsTap($"{p}.attn.logits")) hooks.Tap($"{p}.attn.logits", logits);
+        var probs = Ops.Softmax(Ops.Scale(logits, _scale), -1);
+        probs = Act(hooks, $"{p}.attn.probs", probs);
+        if (hooks != null && hooks.WantsTap($"{p}.attn.probs")) hooks.Tap($"{p}.attn.probs", probs);
+        var o = Ops.MatMul(probs, v); // [B, H, N, dh]
+        if (hooks != null && hooks.WantsTap($"{p}.attn.out")) hooks.Tap($"{p}.attn.out", o);
+        var merged = Ops.MergeHeads(o);
+        return Proj.Forward(Act(hooks, $"{p}.attn.proj", merged), hooks?.Weight($"{p}.attn.proj", Proj.Weight));
+    }
+
+    /// <summary>The MLP module (fc1 → GELU → fc2) on normalised tokens [B, N, D].</summary>
+    public Tensor Mlp(Tensor x, IModelHooks? hooks)
+    {
+        var p = _p;
+        var h = Fc1.Forward(Act(hooks, $"{p}.mlp.fc1", x), hooks?.Weight($"{p}.mlp.fc1", Fc1.Weight));
+        h = Ops.Gelu(h);
+        if (hooks != null && hooks.WantsTap($"{p}.mlp.act")) hooks.Tap($"{p}.mlp.act", h);
+        return Fc2.Forward(Act(hooks, $"{p}.mlp.fc2", h), hooks?.Weight($"{p}.mlp.fc2", Fc2.Weight));
+    }
+
+    private static Tensor Act(IModelHooks? hooks, string point, Tensor x) => hooks?.Activation(point, x) ?? x;
+
+    private sealed class Group : Module
+    {
+        public T Add<T>(string name, T m) where T : Module => RegisterModule(name, m);
+    }
+}

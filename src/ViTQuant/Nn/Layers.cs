@@ -1,0 +1,59 @@
+// Parameter-holding layers used by the models. The math lives in Ops; these only own parameters.
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Nn;
+
+/// <summary>y = x·Wᵀ + b with W [out, in] (PyTorch layout).</summary>
+public sealed class Linear : Module
+{
+    public Tensor Weight { get; }
+    public Tensor? Bias { get; }
+    public int InFeatures { get; }
+    public int OutFeatures { get; }
+
+    /// <summary>Weights from a truncated normal (std 0.02, ±2σ) and zero bias, as timm initialises ViTs.</summary>
+    public Linear(int inFeatures, int outFeatures, bool bias, Rng rng)
+    {
+        InFeatures = inFeatures;
+        OutFeatures = outFeatures;
+        Weight = RegisterParameter("weight", Init.TruncNormal(rng, 0.02f, outFeatures, inFeatures));
+        if (bias) Bias = RegisterParameter("bias", Tensor.Zeros(outFeatures));
+    }
+
+    public Tensor Forward(Tensor x, Tensor? weightOverride = null) => Ops.Linear(x, weightOverride ?? Weight, Bias);
+}
+
+/// <summary>Layer normalisation over the last axis with affine parameters.</summary>
+public sealed class LayerNorm : Module
+{
+    public Tensor Weight { get; }
+    public Tensor Bias { get; }
+    public float Eps { get; }
+
+    public LayerNorm(int dim, float eps)
+    {
+        Eps = eps;
+        Weight = RegisterParameter("weight", Tensor.Ones(dim));
+        Bias = RegisterParameter("bias", Tensor.Zeros(dim));
+    }
+
+    public Tensor Forward(Tensor x) => Ops.LayerNorm(x, Weight, Bias, Eps);
+}
+
+/// <summary>Parameter initialisers.</summary>
+public static class Init
+{
+    /// <summary>Normal(0, std) truncated to [−2std, 2std] by redrawing (timm's trunc_normal_ with a = −2std, b = 2std).</summary>
+    public static Tensor TruncNormal(Rng rng, float std, params int[] shape)
+    {
+        var t = new Tensor(shape);
+        var s = t.Span;
+        for (int i = 0; i < s.Length; i++)
+        {
+            float v;
+            do v = rng.NextNormal(); while (v < -2f || v > 2f);
+            s[i] = v * std;
+        }
+        return t;
+    }
+}
