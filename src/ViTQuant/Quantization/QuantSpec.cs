@@ -1,0 +1,85 @@
+// Quantizer configurations as data: immutable records validated on construction (torchao style).
+// A QuantSpec says WHAT quantizer sits at a point; the Quantizer objects (Quantizers/*.cs) hold its
+// calibrated/learned state and do the math. Specs serialise to JSON inside quantization plans.
+using System.Text.Json.Serialization;
+
+namespace ViTQuant.Quantization;
+
+/// <summary>The quantizer families the toolkit implements.</summary>
+[JsonConverter(typeof(JsonStringEnumConverter<QuantKind>))]
+public enum QuantKind
+{
+    /// <summary>Uniform affine (or symmetric) with a fixed range from calibration.</summary>
+    Uniform,
+    /// <summary>Uniform with learned step (and zero point): LSQ / LSQ+.</summary>
+    Lsq,
+    /// <summary>Logarithmic, base 2 (levels Δ·2^−q), for post-softmax values in [0, 1].</summary>
+    Log2,
+    /// <summary>Logarithmic, base √2 (levels Δ·2^−q/2), RepQ-ViT's post-softmax quantizer.</summary>
+    LogSqrt2,
+    /// <summary>ADFQ-ViT per-patch outlier-aware quantizer (per token position scales, outliers kept in float).</summary>
+    PerPatchOutlier,
+    /// <summary>ADFQ-ViT Shift-Log quantizer for post-GELU activations.</summary>
+    ShiftLog,
+}
+
+[JsonConverter(typeof(JsonStringEnumConverter<Granularity>))]
+public enum Granularity
+{
+    PerTensor,
+    /// <summary>One range per output channel (weights: dim 0).</summary>
+    PerChannel,
+    /// <summary>One range per token position (activations [.., N, C]: dim −2).</summary>
+    PerToken,
+}
+
+/// <summary>How a calibration range is chosen from observed statistics.</summary>
+[JsonConverter(typeof(JsonStringEnumConverter<RangeMethod>))]
+public enum RangeMethod
+{
+    MinMax,
+    /// <summary>(p, 1 − p) quantiles with p searched in {0.999, 0.9999, 0.99999} by MSE.</summary>
+    Percentile,
+    /// <summary>Range grid search minimising the Lp error (p = LpNorm; 2 = MSE).</summary>
+    LpSearch,
+}
+
+/// <summary>
+/// One quantizer's configuration. <see cref="Validated"/> (called by every consumer) throws
+/// ViTQuantException for bits outside 2–8 or inconsistent options.
+/// </summary>
+public sealed record QuantSpec
+{
+    public QuantKind Kind { get; init; } = QuantKind.Uniform;
+    public int Bits { get; init; } = 8;
+    public Granularity Granularity { get; init; } = Granularity.PerTensor;
+    public bool Symmetric { get; init; }
+    public RangeMethod Range { get; init; } = RangeMethod.MinMax;
+    /// <summary>p of the Lp range search (ADFQ uses 2.4 for q/k/v).</summary>
+    public float LpNorm { get; init; } = 2f;
+    /// <summary>PerPatchOutlier: |x| above this stays in float.</summary>
+    public float OutlierThreshold { get; init; } = 5f;
+    /// <summary>ShiftLog: log base, 2 or √2.</summary>
+    public bool SqrtTwoBase { get; init; } = true;
+    /// <summary>Weights only: AdaRound learned rounding (ADFQ reconstruction).</summary>
+    public bool AdaRound { get; init; }
+
+    public QuantSpec Validated()
+    {
+        if (Bits < 2 || Bits > 8) throw new ViTQuantException($"{Bits}-bit quantization is not supported (bits must be 2–8)");
+        if (Kind is QuantKind.Log2 or QuantKind.LogSqrt2 && Granularity != Granularity.PerTensor)
+            throw new ViTQuantException($"{Kind} quantizers are per tensor");
+        if (Kind == QuantKind.PerPatchOutlier && (Granularity != Granularity.PerToken || !(OutlierThreshold > 0)))
+            throw new ViTQuantException("the per-patch outlier quantizer is per token with a positive threshold");
+        if (!(LpNorm > 0)) throw new ViTQuantException($"Lp norm must be positive, got {LpNorm}");
+        return this;
+    }
+
+    public override string ToString() => Kind switch
+    {
+        QuantKind.Uniform => $"uniform{Bits} {(Symmetric ? "sym" : "asym")} {Granularity} {Range}",
+        QuantKind.PerPatchOutlier => $"per-patch-outlier{Bits} α={OutlierThreshold}",
+        QuantKind.ShiftLog => $"shift-log{Bits} base {(SqrtTwoBase ? "√2" : "2")}",
+        _ => $"{Kind}{Bits} {Granularity}",
+    };
+}
