@@ -3,6 +3,7 @@ using ViTQuant.Tensors;
 
 namespace ViTQuant.Tests.Tensors;
 
+[Collection(ParallelismThreadsCollection.Name)]
 public class ReductionTests
 {
     /// <summary>
@@ -247,4 +248,14 @@ public class ReductionTests
         // Summing an empty extent is fine: zeros, as PyTorch.
         Assert.Equal(new float[3], Ops.Sum(Tensor.Zeros(0, 3), 0).ToArray());
     }
+}
+
+/// <summary>
+/// Tests that change the process-wide Parallelism.Threads join this collection; it never runs beside
+/// another collection, so no concurrently running test sees the thread count change under it.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class ParallelismThreadsCollection
+{
+    public const string Name = "Parallelism.Threads";
 }

@@ -3,6 +3,7 @@ using ViTQuant.Tensors;
 
 namespace ViTQuant.Tests.Tensors;
 
+[Collection(ParallelismThreadsCollection.Name)]
 public class ShapeOpsTests
 {
     private static Tensor Iota(params int[] shape) =>
