@@ -200,6 +200,8 @@ public class ReductionTests
         Assert.Equal(new[] { 2, 1 }, x.Sum(1, keepDim: true).Shape);
         Assert.Equal(new float[] { 6, 16 }, x.Sum(1).ToArray());
         Assert.True(float.IsNaN(Ops.Var(Tensor.Ones(3, 1), 1, unbiased: true).Data[0]));
+        Assert.All(Ops.Var(Tensor.Zeros(2, 0), 1, unbiased: true).ToArray(), v => Assert.True(float.IsNaN(v)));
+        Assert.All(Ops.Var(Tensor.Zeros(0, 2), 0).ToArray(), v => Assert.True(float.IsNaN(v)));
     }
 
     [Theory]
