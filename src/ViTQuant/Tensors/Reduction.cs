@@ -80,7 +80,7 @@ public static partial class Ops
     {
         int a = CheckAxis(axis, x.Shape, "var");
         var (outer, n, inner) = Geometry(x.Shape, a, a);
-        float denom = unbiased ? n - 1 : n;
+        float denom = Math.Max(0, unbiased ? n - 1 : n); // 0 makes the result NaN, as PyTorch
         var mean = new float[outer * inner];
         SumKernel(x.Data, outer, n, inner, mean);
         TensorPrimitives.Multiply(mean, 1f / n, mean);

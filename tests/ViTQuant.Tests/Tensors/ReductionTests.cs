@@ -3,6 +3,7 @@ using ViTQuant.Tensors;
 
 namespace ViTQuant.Tests.Tensors;
 
+[Collection(ParallelismThreadsCollection.Name)]
 public class ReductionTests
 {
     /// <summary>
@@ -199,6 +200,8 @@ public class ReductionTests
         Assert.Equal(new[] { 2, 1 }, x.Sum(1, keepDim: true).Shape);
         Assert.Equal(new float[] { 6, 16 }, x.Sum(1).ToArray());
         Assert.True(float.IsNaN(Ops.Var(Tensor.Ones(3, 1), 1, unbiased: true).Data[0]));
+        Assert.All(Ops.Var(Tensor.Zeros(2, 0), 1, unbiased: true).ToArray(), v => Assert.True(float.IsNaN(v)));
+        Assert.All(Ops.Var(Tensor.Zeros(0, 2), 0).ToArray(), v => Assert.True(float.IsNaN(v)));
     }
 
     [Theory]
@@ -247,4 +250,14 @@ public class ReductionTests
         // Summing an empty extent is fine: zeros, as PyTorch.
         Assert.Equal(new float[3], Ops.Sum(Tensor.Zeros(0, 3), 0).ToArray());
     }
+}
+
+/// <summary>
+/// Tests that change the process-wide Parallelism.Threads join this collection; it never runs beside
+/// another collection, so no concurrently running test sees the thread count change under it.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class ParallelismThreadsCollection
+{
+    public const string Name = "Parallelism.Threads";
 }
