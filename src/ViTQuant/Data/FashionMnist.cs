@@ -107,10 +107,12 @@ public sealed class FashionMnist : IImageDataset
     /// The directory Load would read: the argument, else $VITQ_FASHION_MNIST_DIR, else the default.
     /// Throws ViTQuantException when it does not exist.
     /// </summary>
-    public static string ResolveDirectory(string? dir = null)
+    public static string ResolveDirectory(string? dir = null) => ResolveDirectory(dir, Environment.GetEnvironmentVariable(DirectoryEnvVar), DefaultDirectory);
+
+    /// <summary>ResolveDirectory with the environment value and default passed in (testable without touching the process environment).</summary>
+    internal static string ResolveDirectory(string? dir, string? env, string defaultDir)
     {
-        string? env = Environment.GetEnvironmentVariable(DirectoryEnvVar);
-        string resolved = !string.IsNullOrEmpty(dir) ? dir : !string.IsNullOrEmpty(env) ? env : DefaultDirectory;
+        string resolved = !string.IsNullOrEmpty(dir) ? dir : !string.IsNullOrEmpty(env) ? env : defaultDir;
         if (System.IO.Directory.Exists(resolved)) return resolved;
         if (!string.IsNullOrEmpty(dir)) throw new ViTQuantException($"Fashion-MNIST directory {resolved} does not exist");
         if (!string.IsNullOrEmpty(env)) throw new ViTQuantException($"Fashion-MNIST directory {resolved} (from ${DirectoryEnvVar}) does not exist");
@@ -134,7 +136,7 @@ public sealed class FashionMnist : IImageDataset
     {
         this.CheckGetImage(index, dst.Length);
         var src = RawImage(index);
-        for (int i = 0; i < src.Length; i++) dst[i] = src[i] * (1f / 255f);
+        for (int i = 0; i < src.Length; i++) dst[i] = src[i] / 255f; // division, as torchvision ToTensor: bit-identical values
     }
 
     private void CheckIndex(int index)

@@ -28,6 +28,9 @@ public static class Resize
     /// <summary>Pillow's fixed-point precision for 8-bit resampling: 32 − 8 − 2 bits.</summary>
     private const int PrecisionBits = 22;
 
+    /// <summary>Rounding bias Pillow starts every fixed-point sum with: one half in the last kept bit.</summary>
+    private const int Bias = 1 << (PrecisionBits - 1);
+
     /// <summary>The bicubic convolution kernel with a = −0.5 (Pillow's and torch-antialias's choice).</summary>
     public static double BicubicKernel(double x)
     {
@@ -164,15 +167,30 @@ public static class Resize
             for (int y = y0; y < y1; y++)
             {
                 var row = src.Slice(y * inW * channels, inW * channels);
-                int trow = (y - y0) * outW * channels;
+                var trow = tmp.AsSpan((y - y0) * outW * channels, outW * channels);
                 for (int o = 0; o < outW; o++)
                 {
-                    int s = hw.Start[o], n = hw.Length[o], k0 = o * hw.KSize;
-                    for (int c = 0; c < channels; c++)
+                    var wk = hk.AsSpan(o * hw.KSize, hw.Length[o]);
+                    var px = row.Slice(hw.Start[o] * channels, wk.Length * channels);
+                    if (channels == 3)
                     {
-                        int acc = 1 << (PrecisionBits - 1);
-                        for (int k = 0; k < n; k++) acc += row[(s + k) * channels + c] * hk[k0 + k];
-                        tmp[trow + o * channels + c] = Clip8(acc);
+                        // RGB, the common case: one sweep over the taps for all three channels.
+                        int a0 = Bias, a1 = Bias, a2 = Bias;
+                        for (int k = 0; k < wk.Length; k++)
+                        {
+                            int w = wk[k];
+                            a0 += px[3 * k] * w; a1 += px[3 * k + 1] * w; a2 += px[3 * k + 2] * w;
+                        }
+                        trow[3 * o] = Clip8(a0); trow[3 * o + 1] = Clip8(a1); trow[3 * o + 2] = Clip8(a2);
+                    }
+                    else
+                    {
+                        for (int c = 0; c < channels; c++)
+                        {
+                            int acc = Bias;
+                            for (int k = 0; k < wk.Length; k++) acc += px[k * channels + c] * wk[k];
+                            trow[o * channels + c] = Clip8(acc);
+                        }
                     }
                 }
             }
@@ -186,15 +204,20 @@ public static class Resize
         var vk = ToFixed(vw.Weights);
         int stride = tmpW * channels;
         var dst = new byte[outH * stride];
+        var sums = new int[stride];
         for (int o = 0; o < outH; o++)
         {
+            // Row-wise accumulation: contiguous memory, the same sums in the same order as Pillow's per-pixel loop.
+            sums.AsSpan().Fill(Bias);
             int s = vw.Start[o] - y0, n = vw.Length[o], k0 = o * vw.KSize;
-            for (int j = 0; j < stride; j++)
+            for (int k = 0; k < n; k++)
             {
-                int acc = 1 << (PrecisionBits - 1);
-                for (int k = 0; k < n; k++) acc += tmp[(s + k) * stride + j] * vk[k0 + k];
-                dst[o * stride + j] = Clip8(acc);
+                int w = vk[k0 + k];
+                var trow = tmp.AsSpan((s + k) * stride, stride);
+                for (int j = 0; j < trow.Length; j++) sums[j] += trow[j] * w;
             }
+            var drow = dst.AsSpan(o * stride, stride);
+            for (int j = 0; j < drow.Length; j++) drow[j] = Clip8(sums[j]);
         }
         return dst;
     }

@@ -74,7 +74,7 @@ public sealed record EvalTransform
                 for (int x = 0; x < Size; x++)
                 {
                     int sy = y + top, sx = x + left;
-                    plane[y * Size + x] = (uint)sy < (uint)rh && (uint)sx < (uint)rw ? resized[(sy * rw + sx) * ch + sc] * (1f / 255f) : 0f;
+                    plane[y * Size + x] = (uint)sy < (uint)rh && (uint)sx < (uint)rw ? resized[(sy * rw + sx) * ch + sc] / 255f : 0f; // ToTensor divides
                 }
         }
     }
