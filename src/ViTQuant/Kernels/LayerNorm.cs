@@ -28,6 +28,13 @@ public static unsafe class LayerNormKernel
     {
         Check(rows, cols, x.Length, y.Length, gamma.Length, beta.Length, mean.Length, rstd.Length, eps);
         bool hasG = gamma.Length > 0, hasB = beta.Length > 0;
+        if (cols == 0)
+        {
+            // An empty row: mean 0, variance 0 (what the reference computes), and nothing to write.
+            mean[..rows].Clear();
+            rstd[..rows].Fill(1f / MathF.Sqrt(eps));
+            return;
+        }
         fixed (float* px = x, pg = gamma, pb = beta, py = y, pm = mean, pr = rstd)
         {
             float* xx = px, gg = pg, bb = pb, yy = py, mm = pm, rr = pr;
@@ -82,7 +89,6 @@ public static unsafe class LayerNormKernel
 
     private static void ForwardRow(float* x, float* g, float* b, float* y, out float mean, out float rstd, int n, float eps)
     {
-        if (n == 0) { mean = 0; rstd = 1f / MathF.Sqrt(eps); return; }
         int full = n & ~7, tail = n - full;
         var vs = Vector256<float>.Zero;
         for (int i = 0; i < full; i += 8) vs += Vector256.Load(x + i);
