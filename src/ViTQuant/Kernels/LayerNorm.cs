@@ -3,7 +3,7 @@
 //   μ = (1/C) Σ x_j,   σ² = (1/C) Σ (x_j − μ)²  (biased),   rstd = 1/√(σ² + eps)
 //   x̂_j = (x_j − μ)·rstd,   y_j = γ_j·x̂_j + β_j
 //
-// Backward, with g_j = dy_j·γ_j (the derivation: y depends on x through x̂, and x̂ through μ and rstd):
+// Backward, with g_j = dy_j·γ_j and ∂x̂_j/∂x_i = rstd·(δ_ij − 1/C − x̂_i·x̂_j/C) (μ and rstd both move with x):
 //   dx_j += rstd · (g_j − (1/C) Σ_k g_k − x̂_j · (1/C) Σ_k g_k·x̂_k)
 //   dγ_j += Σ_rows dy_j·x̂_j,   dβ_j += Σ_rows dy_j
 //
