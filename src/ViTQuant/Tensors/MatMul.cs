@@ -51,7 +51,7 @@ public static partial class Ops
         if (!empty && fold)
             Gemm.Sgemm(false, transB, batch * m, n, k, 1f, ad.AsSpan(0, a.Size), k, bd.AsSpan(0, b.Size), ldb, 0f, cd.AsSpan(0, c.Size), n);
         else if (!empty)
-            ForBatch(batch, (long)m * n * k, i => Gemm.Sgemm(transA, transB, m, n, k, 1f,
+            MatMulForBatch(batch, (long)m * n * k, i => Gemm.Sgemm(transA, transB, m, n, k, 1f,
                 ad.AsSpan(i * aStride, aStride), lda, bd.AsSpan(i * bStride, k * n), ldb, 0f, cd.AsSpan(i * cStride, cStride), n));
 
         if (!Autograd.Needs(a, b)) return c;
@@ -66,7 +66,7 @@ public static partial class Ops
                 if (fold)
                     Gemm.Sgemm(false, !transB, batch * m, k, n, 1f, gd.AsSpan(0, g.Size), n, bd.AsSpan(0, b.Size), ldb, 1f, ga.AsSpan(0, a.Size), k);
                 else
-                    ForBatch(batch, (long)m * n * k, i =>
+                    MatMulForBatch(batch, (long)m * n * k, i =>
                     {
                         var gi = gd.AsSpan(i * cStride, cStride);
                         var bi = bd.AsSpan(i * bStride, k * n);
@@ -89,7 +89,7 @@ public static partial class Ops
                 if (fold) DbOf(0, batch * m, gb.AsSpan(0, b.Size));
                 // Shared b under transposed a cannot fold; each product adds into the one dB, in order.
                 else if (shared) for (int i = 0; i < batch; i++) DbOf(i, m, gb.AsSpan(0, b.Size));
-                else ForBatch(batch, (long)m * n * k, i => DbOf(i, m, gb.AsSpan(i * bStride, k * n)));
+                else MatMulForBatch(batch, (long)m * n * k, i => DbOf(i, m, gb.AsSpan(i * bStride, k * n)));
             }
         });
     }
@@ -122,7 +122,7 @@ public static partial class Ops
     }
 
     /// <summary>Runs body over the batch: in parallel for many small products, sequentially (each GEMM multi-threaded) for few big ones.</summary>
-    private static void ForBatch(int batch, long flopsPerItem, Action<int> body)
+    private static void MatMulForBatch(int batch, long flopsPerItem, Action<int> body)
     {
         const long BigProduct = 1L << 21; // ~2 M multiply-adds: large enough for a threaded GEMM to pay off
         if (batch == 1 || (flopsPerItem >= BigProduct && batch < 2 * Parallelism.Threads))

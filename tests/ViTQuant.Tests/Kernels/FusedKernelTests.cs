@@ -1,0 +1,255 @@
+// Fast row kernels (softmax, log-softmax, layer norm, GELU) against their scalar double-precision
+// reference twins, at column counts around the 8-lane vector width (tails of 0..7), typical ViT widths
+// (197 tokens, 768 channels), several row counts, and a buffer large enough to run in parallel chunks.
+using ViTQuant.Kernels;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Tests.Kernels;
+
+public class FusedKernelTests
+{
+    public static readonly TheoryData<int, int> Sizes = BuildSizes();
+
+    private static TheoryData<int, int> BuildSizes()
+    {
+        var d = new TheoryData<int, int>();
+        foreach (int cols in new[] { 0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 197, 768 })
+            foreach (int rows in new[] { 1, 3, 50 })
+                d.Add(rows, cols);
+        // Large enough (≥ 2 × 16384 elements) to split into parallel chunks, with vector tails.
+        d.Add(2500, 17);
+        d.Add(64, 768);
+        return d;
+    }
+
+    private static float[] RandomRows(int rows, int cols, ulong seed, float scale = 3f, float rowShift = 0f)
+    {
+        var rng = new Rng(seed);
+        var x = new float[rows * cols];
+        for (int r = 0; r < rows; r++)
+        {
+            float shift = rowShift * (r % 3 - 1); // rows offset by −shift, 0, +shift
+            for (int j = 0; j < cols; j++) x[r * cols + j] = shift + scale * rng.NextNormal();
+        }
+        return x;
+    }
+
+    /// <summary>|fast − ref| ≤ atol + rtol·|ref| element by element, naming the first offender.</summary>
+    private static void AssertClose(float[] expected, float[] actual, double atol, double rtol, string what)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        for (int i = 0; i < expected.Length; i++)
+        {
+            double e = expected[i], a = actual[i];
+            if (!(Math.Abs(a - e) <= atol + rtol * Math.Abs(e))) // message built only on failure: this runs per element
+                Assert.Fail($"{what}[{i}]: fast {a:G9} vs reference {e:G9}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Sizes))]
+    public void SoftmaxMatchesReference(int rows, int cols)
+    {
+        var x = RandomRows(rows, cols, 1);
+        var fast = new float[x.Length];
+        var slow = new float[x.Length];
+        SoftmaxKernel.SoftmaxRows(x, fast, rows, cols);
+        SoftmaxKernel.ReferenceSoftmaxRows(x, slow, rows, cols);
+        AssertClose(slow, fast, 1e-7, 2e-6, "softmax");
+
+        var dy = RandomRows(rows, cols, 2, 1f);
+        var dxFast = RandomRows(rows, cols, 3, 1f); // non-zero start: the backward must accumulate
+        var dxSlow = (float[])dxFast.Clone();
+        SoftmaxKernel.SoftmaxRowsBackward(slow, dy, dxFast, rows, cols);
+        SoftmaxKernel.ReferenceSoftmaxRowsBackward(slow, dy, dxSlow, rows, cols);
+        AssertClose(dxSlow, dxFast, 2e-6, 2e-6, "softmax backward");
+    }
+
+    [Theory]
+    [MemberData(nameof(Sizes))]
+    public void LogSoftmaxMatchesReference(int rows, int cols)
+    {
+        var x = RandomRows(rows, cols, 4);
+        var fast = new float[x.Length];
+        var slow = new float[x.Length];
+        SoftmaxKernel.LogSoftmaxRows(x, fast, rows, cols);
+        SoftmaxKernel.ReferenceLogSoftmaxRows(x, slow, rows, cols);
+        AssertClose(slow, fast, 2e-6, 1e-6, "log_softmax");
+
+        var dy = RandomRows(rows, cols, 5, 1f);
+        var dxFast = RandomRows(rows, cols, 6, 1f);
+        var dxSlow = (float[])dxFast.Clone();
+        SoftmaxKernel.LogSoftmaxRowsBackward(slow, dy, dxFast, rows, cols);
+        SoftmaxKernel.ReferenceLogSoftmaxRowsBackward(slow, dy, dxSlow, rows, cols);
+        AssertClose(dxSlow, dxFast, 1e-5, 1e-5, "log_softmax backward");
+    }
+
+    [Theory]
+    [MemberData(nameof(Sizes))]
+    public void LayerNormMatchesReference(int rows, int cols)
+    {
+        // Rows shifted by ±50 with spread 3: a one-pass E[x²]−E[x]² variance would lose digits here.
+        var x = RandomRows(rows, cols, 7, 3f, 50f);
+        var gamma = RandomRows(1, cols, 8, 1f);
+        var beta = RandomRows(1, cols, 9, 1f);
+        const float eps = 1e-6f;
+        foreach (bool affine in new[] { true, false })
+        {
+            var g = affine ? gamma : Array.Empty<float>();
+            var b = affine ? beta : Array.Empty<float>();
+            var yFast = new float[x.Length];
+            var ySlow = new float[x.Length];
+            float[] mF = new float[rows], rF = new float[rows], mS = new float[rows], rS = new float[rows];
+            LayerNormKernel.LayerNormRows(x, g, b, yFast, mF, rF, rows, cols, eps);
+            LayerNormKernel.ReferenceLayerNormRows(x, g, b, ySlow, mS, rS, rows, cols, eps);
+            AssertClose(ySlow, yFast, 2e-5, 2e-5, $"layer_norm y (affine {affine})");
+            AssertClose(mS, mF, 1e-5, 1e-6, "layer_norm mean");
+            AssertClose(rS, rF, 0, 2e-5, "layer_norm rstd");
+
+            var dy = RandomRows(rows, cols, 10, 1f);
+            var dxF = RandomRows(rows, cols, 11, 1f);
+            var dxS = (float[])dxF.Clone();
+            var dgF = affine ? RandomRows(1, cols, 12, 1f) : Array.Empty<float>();
+            var dbF = affine ? RandomRows(1, cols, 13, 1f) : Array.Empty<float>();
+            var dgS = (float[])dgF.Clone();
+            var dbS = (float[])dbF.Clone();
+            LayerNormKernel.LayerNormRowsBackward(x, g, mF, rF, dy, dxF, dgF, dbF, rows, cols);
+            LayerNormKernel.ReferenceLayerNormRowsBackward(x, g, eps, dy, dxS, dgS, dbS, rows, cols);
+            AssertClose(dxS, dxF, 1e-4, 1e-4, "layer_norm dx");
+            // dγ, dβ sum over rows: float accumulation error grows like √rows.
+            AssertClose(dgS, dgF, 1e-4 * Math.Sqrt(rows), 1e-4, "layer_norm dgamma");
+            AssertClose(dbS, dbF, 1e-4 * Math.Sqrt(rows), 1e-4, "layer_norm dbeta");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Sizes))]
+    public void GeluMatchesReference(int rows, int cols)
+    {
+        var x = RandomRows(rows, cols, 14, 3f);
+        var yFast = new float[x.Length];
+        var ySlow = new float[x.Length];
+        GeluKernel.Gelu(x, yFast);
+        GeluKernel.ReferenceGelu(x, ySlow);
+        AssertClose(ySlow, yFast, 3e-7, 2e-6, "gelu");
+
+        var dy = RandomRows(rows, cols, 15, 1f);
+        var dxF = RandomRows(rows, cols, 16, 1f);
+        var dxS = (float[])dxF.Clone();
+        GeluKernel.GeluBackward(x, dy, dxF);
+        GeluKernel.ReferenceGeluBackward(x, dy, dxS);
+        AssertClose(dxS, dxF, 1e-6, 2e-6, "gelu backward");
+    }
+
+    [Fact]
+    public void ReferenceErfMatchesTabulatedValues()
+    {
+        // erf values to 16 digits (Abramowitz & Stegun table 7.1 / any CAS).
+        (double z, double erf)[] table =
+        {
+            (0.0, 0.0), (0.1, 0.1124629160182849), (0.5, 0.5204998778130465), (1.0, 0.8427007929497149),
+            (1.5, 0.9661051464753108), (2.0, 0.9953222650189527), (3.0, 0.9999779095030014), (4.0, 0.9999999845827421),
+            (-0.75, -0.7111556336535151),
+        };
+        foreach (var (z, e) in table) Assert.True(Math.Abs(GeluKernel.ReferenceErf(z) - e) < 1e-15, $"erf({z}) = {GeluKernel.ReferenceErf(z):R}, expected {e:R}");
+        Assert.Equal(1.0, GeluKernel.ReferenceErf(7.0));
+        Assert.Equal(-1.0, GeluKernel.ReferenceErf(-9.0));
+    }
+
+    [Fact]
+    public void VectorErfIsAccurateToAboutOneTenMillionth()
+    {
+        // Dense grid over [−6, 6], where GELU's erf(x/√2) lives for |x| ≤ 8.5, plus tiny arguments
+        // where a 1 − (…)·e^(−x²) formula would lose all relative accuracy.
+        int n = 120001;
+        var x = new float[n + 5];
+        for (int i = 0; i < n; i++) x[i] = -6f + 12f * i / (n - 1);
+        x[n] = 1e-20f; x[n + 1] = -3e-8f; x[n + 2] = 1e-4f; x[n + 3] = 0f; x[n + 4] = 40f;
+        var y = new float[x.Length];
+        GeluKernel.Erf(x, y);
+        double maxAbs = 0;
+        for (int i = 0; i < x.Length; i++) maxAbs = Math.Max(maxAbs, Math.Abs(y[i] - GeluKernel.ReferenceErf(x[i])));
+        Assert.True(maxAbs < 1.2e-7, $"max |erf error| = {maxAbs:G3}");
+        for (int i = n; i < n + 3; i++)
+            Assert.True(Math.Abs(y[i] / GeluKernel.ReferenceErf(x[i]) - 1) < 1e-6, $"relative error at {x[i]:G3}: {y[i]:G9}");
+        Assert.Equal(0f, y[n + 3]);
+        Assert.Equal(1f, y[n + 4]);
+        GeluKernel.Erf(new[] { float.NaN }, y);
+        Assert.True(float.IsNaN(y[0]));
+    }
+
+    [Fact]
+    public unsafe void SoftmaxExpIsAccurateOnItsDomain()
+    {
+        // The float exp behind the softmax rows: relative error within ~3 ulp on [−87.3, 0].
+        int n = 200000;
+        var x = new float[n];
+        for (int i = 0; i < n; i++) x[i] = -87.3f * i / (n - 1);
+        double maxRel = 0;
+        fixed (float* px = x)
+            for (int i = 0; i + 8 <= n; i += 8)
+            {
+                var y = RowSimd.ExpNonPositive(System.Runtime.Intrinsics.Vector256.Load(px + i));
+                for (int j = 0; j < 8; j++) maxRel = Math.Max(maxRel, Math.Abs(y[j] / Math.Exp(x[i + j]) - 1));
+            }
+        Assert.True(maxRel < 3.6e-7, $"max relative exp error {maxRel:G3}");
+        var special = RowSimd.ExpNonPositive(System.Runtime.Intrinsics.Vector256.Create(0f, -1f, -88f, -1000f, float.NegativeInfinity, float.NaN, -1e-30f, -0.5f));
+        Assert.Equal(1f, special[0]);
+        Assert.Equal(MathF.Exp(-1f), special[1], 1e-7f);
+        Assert.Equal(0f, special[2]); // below the normal range: flushed to zero
+        Assert.Equal(0f, special[3]);
+        Assert.Equal(0f, special[4]);
+        Assert.True(float.IsNaN(special[5]));
+        Assert.Equal(1f, special[6]);
+        Assert.Equal(MathF.Exp(-0.5f), special[7], 1e-7f);
+    }
+
+    [Fact]
+    public void SoftmaxIsStableForHugeLogitsAndInPlace()
+    {
+        var x = new float[] { 1000f, 999f, -1000f, 80f, 1000f, 3f, 2f, 1f, 0f };
+        var expected = new float[x.Length];
+        SoftmaxKernel.ReferenceSoftmaxRows(x, expected, 1, x.Length);
+        SoftmaxKernel.SoftmaxRows(x, x, 1, x.Length); // src and dst alias
+        Assert.All(x, v => Assert.True(float.IsFinite(v)));
+        AssertClose(expected, x, 1e-7, 1e-6, "softmax huge logits");
+        Assert.Equal(0.4223188f, x[0], 5e-7f); // e^0 / (2 + e^-1)
+
+        var lx = new float[] { 1000f, -1000f, 0f };
+        SoftmaxKernel.LogSoftmaxRows(lx, lx, 1, 3);
+        Assert.Equal(0f, lx[0], 1e-6f);
+        Assert.Equal(-2000f, lx[1], 1e-3f); // a probability of e^-2000 still has an exact log
+    }
+
+    [Fact]
+    public void KernelsRejectShortBuffers()
+    {
+        var a = new float[10];
+        Assert.Throws<ArgumentException>(() => SoftmaxKernel.SoftmaxRows(a, new float[9], 2, 5));
+        Assert.Throws<ArgumentException>(() => SoftmaxKernel.LogSoftmaxRowsBackward(a, a, new float[3], 2, 5));
+        Assert.Throws<ArgumentException>(() => LayerNormKernel.LayerNormRows(a, new float[4], default, new float[10], new float[2], new float[2], 2, 5, 1e-5f));
+        Assert.Throws<ArgumentException>(() => LayerNormKernel.LayerNormRows(a, default, default, new float[10], new float[1], new float[2], 2, 5, 1e-5f));
+        Assert.Throws<ArgumentException>(() => LayerNormKernel.LayerNormRows(a, default, default, new float[10], new float[2], new float[2], 2, 5, -1f));
+        Assert.Throws<ArgumentException>(() => GeluKernel.Gelu(a, new float[9]));
+        Assert.Throws<ArgumentException>(() => GeluKernel.GeluBackward(a, a, new float[9]));
+    }
+
+    [Fact]
+    public void RowKernelsAreDeterministicAcrossRuns()
+    {
+        // Parallel chunking depends only on the thread count, so repeated runs give identical bits.
+        int rows = 3000, cols = 33;
+        var x = RandomRows(rows, cols, 20);
+        var dy = RandomRows(rows, cols, 21, 1f);
+        var gamma = RandomRows(1, cols, 22, 1f);
+        float[] Run()
+        {
+            var y = new float[x.Length];
+            float[] m = new float[rows], r = new float[rows], dx = new float[x.Length], dg = new float[cols], db = new float[cols];
+            LayerNormKernel.LayerNormRows(x, gamma, default, y, m, r, rows, cols, 1e-5f);
+            LayerNormKernel.LayerNormRowsBackward(x, gamma, m, r, dy, dx, dg, db, rows, cols);
+            return y.Concat(dx).Concat(dg).Concat(db).ToArray();
+        }
+        Assert.Equal(Run(), Run());
+    }
+}
