@@ -74,7 +74,7 @@ internal static class BenchCommand
             loss.Backward();
             opt.Step();
         }
-        TrainStep();
+        using (TensorArena.Scope()) TrainStep();
         long alloc0 = GC.GetTotalAllocatedBytes(precise: true);
         int gc0 = GC.CollectionCount(0), gc2 = GC.CollectionCount(2);
         double train = Median(iters, TrainStep);
@@ -90,7 +90,7 @@ internal static class BenchCommand
             var xi = x.Clone().RequireGrad();
             Ops.CrossEntropy(model.Forward(xi), labels).Backward();
         }
-        InputGrad();
+        using (TensorArena.Scope()) InputGrad();
         double ig = Median(iters, InputGrad);
         foreach (var p in model.Parameters()) p.RequiresGrad = true;
         res["input_grad_img_per_s"] = B / ig;
@@ -116,12 +116,12 @@ internal static class BenchCommand
 
     private static double Median(int iters, Action a)
     {
-        a(); // warm-up
+        using (TensorArena.Scope()) a(); // warm-up
         var t = new double[iters];
         for (int i = 0; i < iters; i++)
         {
             var sw = Stopwatch.StartNew();
-            a();
+            using (TensorArena.Scope()) a();
             t[i] = sw.Elapsed.TotalSeconds;
         }
         Array.Sort(t);

@@ -27,7 +27,7 @@ public static partial class Ops
     {
         int ax = Tensor.NormAxis(axis, x.Rank);
         var (outer, n, inner) = RowLayout.SplitAtAxis(x.Shape, ax);
-        var y = new Tensor(x.Shape);
+        var y = Tensor.Output(x.Shape);
         if (inner == 1)
         {
             if (log) SoftmaxKernel.LogSoftmaxRows(x.Span, y.Span, outer, n);
@@ -76,7 +76,7 @@ public static partial class Ops
         if (beta != null && (beta.Rank != 1 || beta.Shape[0] != c))
             throw new ArgumentException($"layer_norm: beta has shape {Tensor.ShapeString(beta.Shape)}, expected [{c}] for x of shape {Tensor.ShapeString(x.Shape)}");
 
-        var y = new Tensor(x.Shape);
+        var y = Tensor.Output(x.Shape);
         var mean = new float[rows];
         var rstd = new float[rows];
         LayerNormKernel.LayerNormRows(x.Span, gamma != null ? gamma.Span : default, beta != null ? beta.Span : default,
@@ -102,7 +102,7 @@ public static partial class Ops
     /// </summary>
     public static Tensor Gelu(Tensor x)
     {
-        var y = new Tensor(x.Shape);
+        var y = Tensor.Output(x.Shape);
         GeluKernel.Gelu(x.Span, y.Span);
         if (!Autograd.Needs(x)) return y;
         return Autograd.Record("gelu", y, new[] { x }, g => GeluKernel.GeluBackward(x.Span, g.Span, x.GradSpan()));

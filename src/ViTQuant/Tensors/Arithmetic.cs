@@ -28,7 +28,7 @@ public static partial class Ops
             if (a.RequiresGrad) Broadcast.ReduceInto(g.Span, y.Shape, a.GradSpan(), a.Shape);
             if (b.RequiresGrad)
             {
-                var neg = new float[g.Size];
+                var neg = TensorArena.Rent(g.Size);
                 TensorPrimitives.Negate(g.Span, neg);
                 Broadcast.ReduceInto(neg, y.Shape, b.GradSpan(), b.Shape);
             }
@@ -57,7 +57,7 @@ public static partial class Ops
             if (b.RequiresGrad)
             {
                 // −g·a/b² = −(g/b)·(a/b) = −(g/b)·y
-                var t = new float[y.Size];
+                var t = TensorArena.Rent(y.Size);
                 TensorPrimitives.Multiply(gb.Span, y.Span, t);
                 TensorPrimitives.Negate(t, t);
                 Broadcast.ReduceInto(t, y.Shape, b.GradSpan(), b.Shape);
@@ -73,12 +73,12 @@ public static partial class Ops
     {
         if (Broadcast.SameShape(a.Shape, b.Shape))
         {
-            var y = new Tensor(a.Shape);
+            var y = Tensor.Output(a.Shape);
             vec(a.Span, b.Span, y.Span);
             return y;
         }
         var shape = Broadcast.Shape(a.Shape, b.Shape, op);
-        var res = new Tensor(shape);
+        var res = Tensor.Output(shape);
         var sa = Broadcast.Strides(a.Shape, shape);
         var sb = Broadcast.Strides(b.Shape, shape);
         float[] ad = a.Data, bd = b.Data, yd = res.Data;

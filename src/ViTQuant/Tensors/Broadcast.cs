@@ -78,8 +78,9 @@ internal static class Broadcast
         }
         var st = Strides(shape, outShape);
         var zero = new int[outShape.Length];
-        var g = grad.ToArray();
-        var d = new float[dst.Length];
+        var g = TensorArena.Rent(grad.Length);
+        grad.CopyTo(g);
+        var d = TensorArena.Rent(dst.Length);
         ForEachRun(outShape, st, zero, (o, ia, _, len, sa, _) =>
         {
             if (sa == 0) { float s = 0; for (int i = 0; i < len; i++) s += g[o + i]; d[ia] += s; }

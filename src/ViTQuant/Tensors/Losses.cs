@@ -148,7 +148,7 @@ public static partial class Ops
         int ax = Tensor.NormAxis(axis, a.Rank);
         var (outer, n, inner) = RowLayout.SplitAtAxis(a.Shape, ax);
         var outShape = a.Shape.Where((_, i) => i != ax).ToArray();
-        var y = new Tensor(outShape);
+        var y = Tensor.Output(outShape);
         int m = outer * inner;
         var na2 = new double[m]; // clamped squared norms, saved for the backward
         var nb2 = new double[m];

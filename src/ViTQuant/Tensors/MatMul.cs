@@ -40,7 +40,7 @@ public static partial class Ops
         var outShape = a.Shape.ToArray();
         outShape[^2] = m;
         outShape[^1] = n;
-        var c = new Tensor(outShape);
+        var c = Tensor.Output(outShape);
 
         int lda = transA ? m : k, ldb = transB ? k : n;
         int aStride = m * k, bStride = shared ? 0 : k * n, cStride = m * n;
@@ -109,7 +109,7 @@ public static partial class Ops
         int rows = inF == 0 ? Tensor.Numel(x.Shape.AsSpan(0, x.Rank - 1)) : x.Size / inF;
         var outShape = x.Shape.ToArray();
         outShape[^1] = outF;
-        var y = new Tensor(outShape);
+        var y = Tensor.Output(outShape);
         DenseCore.Forward(x.Span, rows, inF, w.Span, outF, b != null ? b.Span : default, y.Span);
 
         bool needs = b != null ? Autograd.Needs(x, w, b) : Autograd.Needs(x, w);

@@ -31,9 +31,9 @@ public static partial class Ops
             throw new ArgumentException($"patch_embed: bias has shape {Tensor.ShapeString(b.Shape)}, expected [{d}]");
 
         int gh = h / patch, gw = wd / patch, tokens = gh * gw, rows = bs * tokens, kf = c * patch * patch;
-        var cols = new float[rows * kf];
+        var cols = TensorArena.Rent(rows * kf);
         PatchIm2Col(x.Span, cols, bs, c, h, wd, patch, toCols: true);
-        var y = new Tensor(bs, tokens, d);
+        var y = Tensor.Output(bs, tokens, d);
         DenseCore.Forward(cols, rows, kf, w.Span, d, b != null ? b.Span : default, y.Span);
 
         bool needs = b != null ? Autograd.Needs(x, w, b) : Autograd.Needs(x, w);
@@ -41,7 +41,7 @@ public static partial class Ops
         var parents = b != null ? new[] { x, w, b } : new[] { x, w };
         return Autograd.Record("patch_embed", y, parents, g =>
         {
-            var dcols = x.RequiresGrad ? new float[cols.Length] : null;
+            var dcols = x.RequiresGrad ? TensorArena.Rent(cols.Length) : null;
             DenseCore.Backward(g.Span, cols, w.Span, rows, kf, d, dcols, w.RequiresGrad ? w.GradSpan() : default,
                 b is { RequiresGrad: true } ? b.GradSpan() : default);
             if (dcols != null) PatchIm2Col(x.GradSpan(), dcols, bs, c, h, wd, patch, toCols: false);

@@ -92,7 +92,7 @@ public static partial class Ops
         }
         var outShape = new int[r];
         for (int k = 0; k < r; k++) outShape[k] = x.Shape[p[k]];
-        var y = new Tensor(outShape);
+        var y = Tensor.Output(outShape);
         PermuteKernel(x.Data, x.Shape, p, y.Data);
         if (!Autograd.Needs(x)) return y;
         return Autograd.Record("permute", y, new[] { x }, g =>
@@ -179,7 +179,7 @@ public static partial class Ops
             throw new ArgumentOutOfRangeException(nameof(start), $"narrow: start {start}, length {length} leave axis {axis} of shape {Tensor.ShapeString(x.Shape)}");
         var outShape = (int[])x.Shape.Clone();
         outShape[a] = length;
-        var y = new Tensor(outShape);
+        var y = Tensor.Output(outShape);
         int rowIn = n * inner, rowOut = length * inner, at = s * inner;
         float[] xd = x.Data, yd = y.Data;
         ForRows(outer, rowOut, (s0, e) =>
@@ -213,7 +213,7 @@ public static partial class Ops
         int k = idx.Length;
         var outShape = (int[])x.Shape.Clone();
         outShape[a] = k;
-        var y = new Tensor(outShape);
+        var y = Tensor.Output(outShape);
         float[] xd = x.Data, yd = y.Data;
         ForRows(outer, k * inner, (s, e) =>
         {
@@ -256,7 +256,7 @@ public static partial class Ops
             if ((uint)idx[b] >= (uint)k) throw new ArgumentOutOfRangeException(nameof(idx), idx[b], $"gather_rows: index {idx[b]} in row {b} is out of range for {Tensor.ShapeString(x.Shape)}");
             at[b] = b * k + idx[b];
         }
-        var y = new Tensor(rows);
+        var y = Tensor.Output(rows);
         for (int b = 0; b < rows; b++) y.Data[b] = x.Data[at[b]];
         if (!Autograd.Needs(x)) return y;
         return Autograd.Record("gather_rows", y, new[] { x }, g =>
@@ -274,7 +274,7 @@ public static partial class Ops
     {
         int a = CheckAxis(axis, x.Shape, "roll");
         var (outer, n, inner) = Geometry(x.Shape, a, a);
-        var y = new Tensor(x.Shape);
+        var y = Tensor.Output(x.Shape);
         int s = n == 0 ? 0 : (int)(((long)shift % n + n) % n) * inner, row = n * inner;
         float[] xd = x.Data, yd = y.Data;
         // Two block copies per row: x[0, n−s) lands at [s, n) and x[n−s, n) wraps to [0, s).
@@ -306,7 +306,7 @@ public static partial class Ops
     {
         int a = CheckAxis(axis, x.Shape, "flip");
         var (outer, n, inner) = Geometry(x.Shape, a, a);
-        var y = new Tensor(x.Shape);
+        var y = Tensor.Output(x.Shape);
         FlipKernel(x.Data, outer, n, inner, y.Data);
         if (!Autograd.Needs(x)) return y;
         return Autograd.Record("flip", y, new[] { x }, g =>
@@ -329,7 +329,7 @@ public static partial class Ops
         for (int i = 0; ok && i < r; i++) ok = shape[i] >= 0 && (i < off || x.Shape[i - off] == shape[i] || x.Shape[i - off] == 1);
         if (!ok) throw new ArgumentException($"broadcast_to: {Tensor.ShapeString(x.Shape)} cannot broadcast to {Tensor.ShapeString(shape)}");
         var outShape = (int[])shape.Clone();
-        var y = new Tensor(outShape);
+        var y = Tensor.Output(outShape);
         float[] xd = x.Data, yd = y.Data;
         Broadcast.ForEachRun(outShape, Broadcast.Strides(x.Shape, outShape), new int[r], (o, ia, _, len, sa, _) =>
         {
@@ -352,7 +352,7 @@ public static partial class Ops
         var outShape = (int[])x.Shape.Clone();
         outShape[^2] = ho;
         outShape[^1] = wo;
-        var y = new Tensor(outShape);
+        var y = Tensor.Output(outShape);
         y.Span.Fill(value);
         int planes = Tensor.Numel(x.Shape.AsSpan(0, x.Rank - 2));
         float[] xd = x.Data, yd = y.Data;
@@ -508,7 +508,7 @@ public static partial class Ops
     private static Tensor Join(Tensor[] xs, int[] outShape, int outer, int[] blocks, string op)
     {
         xs = (Tensor[])xs.Clone(); // the caller's array may change before backward runs
-        var y = new Tensor(outShape);
+        var y = Tensor.Output(outShape);
         var offsets = new int[xs.Length];
         int row = 0;
         for (int k = 0; k < xs.Length; k++) { offsets[k] = row; row += blocks[k]; }

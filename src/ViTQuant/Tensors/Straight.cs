@@ -15,7 +15,7 @@ public static partial class Ops
     /// </summary>
     public static Tensor RoundSte(Tensor x)
     {
-        var y = new Tensor(x.Shape);
+        var y = Tensor.Output(x.Shape);
         // TensorPrimitives.Round uses MidpointRounding.ToEven, the IEEE default that torch.round uses.
         TensorPrimitives.Round(x.Span, y.Span);
         return StraightThrough("round_ste", x, y);
@@ -24,7 +24,7 @@ public static partial class Ops
     /// <summary>Rounds down to an integer (as torch.floor); the gradient passes straight through (dx = dy).</summary>
     public static Tensor FloorSte(Tensor x)
     {
-        var y = new Tensor(x.Shape);
+        var y = Tensor.Output(x.Shape);
         TensorPrimitives.Floor(x.Span, y.Span);
         return StraightThrough("floor_ste", x, y);
     }

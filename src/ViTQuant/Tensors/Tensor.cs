@@ -58,8 +58,14 @@ public sealed partial class Tensor
         Data = data;
     }
 
-    /// <summary>Allocates a zero-filled tensor.</summary>
+    /// <summary>Allocates a zero-filled tensor (never recycled; see <see cref="Output"/>).</summary>
     public Tensor(params int[] shape) : this(new float[Numel(shape)], shape) { }
+
+    /// <summary>
+    /// A zero-filled op output: recycled when the calling thread is inside a <see cref="TensorArena"/>
+    /// scope, an ordinary allocation otherwise. Ops use this for every result and temporary.
+    /// </summary>
+    public static Tensor Output(params int[] shape) => new(TensorArena.Rent(Numel(shape)), shape);
 
     /// <summary>The values as a span of length Size.</summary>
     public Span<float> Span => Data.AsSpan(0, Size);
@@ -141,7 +147,7 @@ public sealed partial class Tensor
     /// <summary>The gradient buffer, allocated zero-filled on first use. Backward closures accumulate into it.</summary>
     internal Span<float> GradSpan()
     {
-        Grad ??= new Tensor(Shape);
+        Grad ??= IsLeaf ? new Tensor(Shape) : Output(Shape); // leaf gradients outlive any scope
         return Grad.Span;
     }
 

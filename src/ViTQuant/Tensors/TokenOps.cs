@@ -16,7 +16,7 @@ public static partial class Ops
             throw new ArgumentException($"SplitQkv: expected [B, N, 3·heads·D] with heads={heads}, got {Tensor.ShapeString(qkv.Shape)}");
         int B = qkv.Shape[0], N = qkv.Shape[1], C3 = qkv.Shape[2], C = C3 / 3, D = C / heads;
         var outs = new Tensor[3];
-        for (int s = 0; s < 3; s++) outs[s] = new Tensor(B, heads, N, D);
+        for (int s = 0; s < 3; s++) outs[s] = Tensor.Output(B, heads, N, D);
         float[] src = qkv.Data;
         Kernels.Parallelism.For(0, B, b =>
         {
@@ -55,7 +55,7 @@ public static partial class Ops
     {
         if (o.Rank != 4) throw new ArgumentException($"MergeHeads: expected [B, H, N, D], got {Tensor.ShapeString(o.Shape)}");
         int B = o.Shape[0], H = o.Shape[1], N = o.Shape[2], D = o.Shape[3], C = H * D;
-        var y = new Tensor(B, N, C);
+        var y = Tensor.Output(B, N, C);
         Kernels.Parallelism.For(0, B, b =>
         {
             for (int h = 0; h < H; h++)
@@ -87,7 +87,7 @@ public static partial class Ops
         if (prefix.Size % C != 0 || prefix.Shape[^1] != C)
             throw new ArgumentException($"PrependTokens: prefix {Tensor.ShapeString(prefix.Shape)} does not end in C={C}");
         int P = prefix.Size / C, N = P + Np;
-        var y = new Tensor(B, N, C);
+        var y = Tensor.Output(B, N, C);
         for (int b = 0; b < B; b++)
         {
             Array.Copy(prefix.Data, 0, y.Data, b * N * C, P * C);
@@ -115,7 +115,7 @@ public static partial class Ops
         if (x.Rank != 3 || (uint)index >= (uint)x.Shape[1])
             throw new ArgumentException($"SelectToken: token {index} of {Tensor.ShapeString(x.Shape)}");
         int B = x.Shape[0], N = x.Shape[1], C = x.Shape[2];
-        var y = new Tensor(B, C);
+        var y = Tensor.Output(B, C);
         for (int b = 0; b < B; b++) Array.Copy(x.Data, (b * N + index) * C, y.Data, b * C, C);
         if (!Autograd.Needs(x)) return y;
         return Autograd.Record("select_token", y, new[] { x }, g =>

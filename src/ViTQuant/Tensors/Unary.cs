@@ -157,7 +157,7 @@ public static partial class Ops
     /// <summary>Runs fwd over x block by block (in parallel for large x) and records bwd when a gradient is needed.</summary>
     private static Tensor Unary(Tensor x, string op, SpanMap fwd, GradAccum bwd)
     {
-        var y = new Tensor(x.Shape);
+        var y = Tensor.Output(x.Shape);
         float[] xd = x.Data, yd = y.Data;
         Parallelism.ForChunks(x.Size, ParallelGrain, (s, e) => fwd(xd.AsSpan(s, e - s), yd.AsSpan(s, e - s)));
         if (!Autograd.Needs(x)) return y;
@@ -181,7 +181,7 @@ public static partial class Ops
     {
         bool same = Broadcast.SameShape(a.Shape, b.Shape);
         var shape = same ? a.Shape : Broadcast.Shape(a.Shape, b.Shape, op);
-        var y = new Tensor(shape);
+        var y = Tensor.Output(shape);
         float[] ad = a.Data, bd = b.Data, yd = y.Data;
         var sa = Broadcast.Strides(a.Shape, shape);
         var sb = Broadcast.Strides(b.Shape, shape);

@@ -27,6 +27,7 @@ public static class Evaluator
         using var _ = Autograd.NoGrad();
         foreach (var (x, y) in batches)
         {
+            using var arena = TensorArena.Scope();
             var logits = model.Forward(x, hooks);
             int B = y.Length, K = logits.Shape[1];
             lossSum += Ops.CrossEntropy(logits, y).Item() * B;

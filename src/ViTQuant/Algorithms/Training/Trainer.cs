@@ -108,6 +108,7 @@ public sealed class Trainer
             double lossSum = 0; int correct = 0, seen = 0, step = 0;
             foreach (var batch in _train.Epoch(epoch))
             {
+                using var arena = TensorArena.Scope(); // recycles this step's activations and gradients
                 _schedule.Apply(_opt, epoch * _train.BatchCount + step);
                 _opt.ZeroGrad();
                 var logits = _model.Forward(batch.Images);
