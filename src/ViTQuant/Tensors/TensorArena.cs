@@ -56,8 +56,8 @@ public sealed class TensorArena : IDisposable
     public void Dispose()
     {
         if (_disposed) return;
-        _disposed = true;
         if (_current != this) throw new InvalidOperationException("TensorArena scopes must be disposed in reverse order of creation, on the thread that opened them");
+        _disposed = true;
         _current = _parent;
         lock (Free)
         {
