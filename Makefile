@@ -16,6 +16,7 @@ test: deps
 # The main job. Until the data-free pipeline lands this shows the engine and a short benchmark.
 demo: deps
 	./vitq info
+	./vitq bench --arch vit_fmnist --batch 64 --iters 3
 
 bench: deps
 	./vitq bench --arch vit_fmnist --batch 64

@@ -12,6 +12,7 @@ root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(EvalCommand.Create());
 root.Subcommands.Add(InferCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(QuantizeCommand.Create());
 
 return Cli.Run(root, args);
 

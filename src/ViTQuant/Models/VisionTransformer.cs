@@ -111,6 +111,14 @@ public sealed class VisionTransformer : Module
         return logits;
     }
 
+    /// <summary>An independent copy (same config, copied parameters).</summary>
+    public VisionTransformer Clone()
+    {
+        var copy = new VisionTransformer(Config);
+        copy.LoadStateDict(StateDict().ToDictionary(kv => kv.Key, kv => kv.Value.Clone()), strict: true);
+        return copy;
+    }
+
     /// <summary>Multiply–accumulate count of one image's forward pass (linear layers, patch embedding, attention matmuls).</summary>
     public long MacsPerImage()
     {

@@ -41,3 +41,22 @@ public abstract class Quantizer
         if (!IsCalibrated) throw new InvalidOperationException($"{Spec} quantizer used before calibration");
     }
 }
+
+/// <summary>Quantizers that keep some values in float report the fraction they kept (last forward).</summary>
+public interface IReportsOutliers
+{
+    double OutlierFraction { get; }
+}
+
+/// <summary>
+/// A weight quantizer whose outputs lie on a per-channel affine integer grid ŵ = (code − z_c)·Δ_c with
+/// code ∈ [QMin, QMax]; lets checkpoints store weights as integers. Scale/ZeroPoint have one entry
+/// per output channel (or one for per-tensor grids).
+/// </summary>
+public interface IAffineGrid
+{
+    float[] Scale { get; }
+    float[] ZeroPoint { get; }
+    int QMin { get; }
+    int QMax { get; }
+}

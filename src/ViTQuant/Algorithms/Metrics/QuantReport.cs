@@ -1,0 +1,97 @@
+// Per-layer damage report of a fake-quantized model against its float original, on one batch.
+//
+// For every activation point: the float network's tensor at that point (x_fp) against what the
+// quantized network feeds onward there (x̂ = q(x_q), x_q being the quantized network's own, already
+// perturbed, input). SQNR = 10·log10(Σ x_fp² / Σ (x_fp − x̂)²) measures the error accumulated up to
+// and including that point; "local" SQNR compares x_q with q(x_q) only (this quantizer's own noise).
+// For every weight: SQNR and cosine of ŵ against w. Rows are sorted worst first.
+using ViTQuant.Models;
+using ViTQuant.Quantization;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Algorithms.Metrics;
+
+public sealed record LayerReport(string Point, string Kind, string Quantizer, double Sqnr, double LocalSqnr, double Cosine, double? OutlierFraction);
+
+public static class QuantReport
+{
+    /// <param name="floatModel">the original model (the quantized model may hold frozen, quantized weights).</param>
+    public static List<LayerReport> Build(VisionTransformer floatModel, QuantizedModel qm, Tensor batch)
+    {
+        var rows = new List<LayerReport>();
+        var fp = new Recorder(null);
+        var q = new Recorder(qm);
+        using (Autograd.NoGrad())
+        {
+            floatModel.Forward(batch, fp);
+            qm.Model.Forward(batch, q);
+        }
+        var fpWeights = floatModel.NamedParameters().ToDictionary(p => p.Name, p => p.Param);
+        foreach (var (point, quant) in qm.ActivationQuantizers)
+        {
+            if (!fp.Seen.TryGetValue(point, out var f) || !q.Seen.TryGetValue(point, out var pair)) continue;
+            rows.Add(new LayerReport(point, "activation", quant.Spec.ToString(), Sqnr(f.Input, pair.Output), Sqnr(pair.Input, pair.Output),
+                Cosine(f.Input, pair.Output), (quant as IReportsOutliers)?.OutlierFraction));
+        }
+        foreach (var (layer, quant) in qm.WeightQuantizers)
+        {
+            if (!q.Weights.TryGetValue(layer, out var w)) continue;
+            var original = fpWeights[layer + ".weight"];
+            double s = Sqnr(original, w.Output);
+            rows.Add(new LayerReport(layer, "weight", quant.Spec.ToString(), s, s, Cosine(original, w.Output), null));
+        }
+        rows.Sort((a, b) => a.Sqnr.CompareTo(b.Sqnr));
+        return rows;
+    }
+
+    /// <summary>10·log10(Σ ref² / Σ (ref − test)²) in dB; +∞ when identical.</summary>
+    public static double Sqnr(Tensor reference, Tensor test)
+    {
+        double sig = 0, err = 0;
+        var a = reference.Span;
+        var b = test.Span;
+        for (int i = 0; i < a.Length; i++)
+        {
+            sig += (double)a[i] * a[i];
+            double d = (double)a[i] - b[i];
+            err += d * d;
+        }
+        return err == 0 ? double.PositiveInfinity : 10 * Math.Log10(Math.Max(sig, 1e-30) / err);
+    }
+
+    public static double Cosine(Tensor a, Tensor b)
+    {
+        double ab = 0, aa = 0, bb = 0;
+        var x = a.Span;
+        var y = b.Span;
+        for (int i = 0; i < x.Length; i++) { ab += (double)x[i] * y[i]; aa += (double)x[i] * x[i]; bb += (double)y[i] * y[i]; }
+        return aa == 0 || bb == 0 ? (aa == bb ? 1 : 0) : ab / Math.Sqrt(aa * bb);
+    }
+
+    /// <summary>Records each point's input and the tensor passed on (after the inner hooks).</summary>
+    private sealed class Recorder : IModelHooks
+    {
+        private readonly IModelHooks? _inner;
+        public readonly Dictionary<string, (Tensor Input, Tensor Output)> Seen = new();
+        public readonly Dictionary<string, (Tensor Input, Tensor Output)> Weights = new();
+
+        public Recorder(IModelHooks? inner) => _inner = inner;
+
+        public Tensor Activation(string point, Tensor x)
+        {
+            var y = _inner?.Activation(point, x) ?? x;
+            Seen[point] = (x, y);
+            return y;
+        }
+
+        public Tensor Weight(string layer, Tensor w)
+        {
+            var y = _inner?.Weight(layer, w) ?? w;
+            Weights[layer] = (w, y);
+            return y;
+        }
+
+        public void Tap(string name, Tensor t) => _inner?.Tap(name, t);
+        public bool WantsTap(string name) => _inner?.WantsTap(name) ?? false;
+    }
+}

@@ -1,0 +1,163 @@
+// Quantization plans: which quantizer sits at which named point of the model (DESIGN.md).
+//
+// A plan is data. Rules are (pattern, spec) pairs tried in order, first match wins; a null spec
+// keeps the point in float. Patterns are globs over point names ('*' any run of characters,
+// '?' one). Weight rules and activation rules are separate lists because the same layer name
+// denotes both its weight and its input. Presets build the plans of the methods we implement for
+// any bit setting. Plans serialise to JSON and travel inside quantized checkpoints.
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using ViTQuant.Models;
+
+namespace ViTQuant.Quantization;
+
+public sealed record QuantRule(string Pattern, QuantSpec? Spec);
+
+public sealed record QuantPlan
+{
+    public string Name { get; init; } = "custom";
+    public int WeightBits { get; init; }
+    public int ActivationBits { get; init; }
+    public IReadOnlyList<QuantRule> Weights { get; init; } = Array.Empty<QuantRule>();
+    public IReadOnlyList<QuantRule> Activations { get; init; } = Array.Empty<QuantRule>();
+
+    /// <summary>The spec for a layer's weight, or null to keep it in float.</summary>
+    public QuantSpec? WeightSpec(string layer) => Match(Weights, layer);
+
+    /// <summary>The spec for an activation point, or null to keep it in float.</summary>
+    public QuantSpec? ActivationSpec(string point) => Match(Activations, point);
+
+    private static QuantSpec? Match(IReadOnlyList<QuantRule> rules, string name)
+    {
+        foreach (var r in rules) if (Glob(r.Pattern).IsMatch(name)) return r.Spec;
+        return null;
+    }
+
+    private static readonly Dictionary<string, Regex> GlobCache = new();
+
+    private static Regex Glob(string pattern)
+    {
+        lock (GlobCache)
+        {
+            if (!GlobCache.TryGetValue(pattern, out var re))
+                GlobCache[pattern] = re = new Regex("^" + Regex.Escape(pattern).Replace(@"\*", ".*").Replace(@"\?", ".") + "$", RegexOptions.CultureInvariant);
+            return re;
+        }
+    }
+
+    /// <summary>Validates every spec (bits 2–8 etc.); throws ViTQuantException naming the rule.</summary>
+    public QuantPlan Validated()
+    {
+        foreach (var r in Weights.Concat(Activations))
+        {
+            if (string.IsNullOrWhiteSpace(r.Pattern)) throw new ViTQuantException($"plan '{Name}': empty pattern");
+            try { r.Spec?.Validated(); }
+            catch (ViTQuantException e) { throw new ViTQuantException($"plan '{Name}', rule '{r.Pattern}': {e.Message}"); }
+        }
+        return this;
+    }
+
+    private static readonly JsonSerializerOptions JsonOpts = new() { WriteIndented = false };
+
+    public string ToJson() => JsonSerializer.Serialize(this, JsonOpts);
+
+    public static QuantPlan FromJson(string json, string source)
+    {
+        try { return (JsonSerializer.Deserialize<QuantPlan>(json, JsonOpts) ?? throw new ViTQuantException($"{source}: empty plan")).Validated(); }
+        catch (JsonException e) { throw new ViTQuantException($"{source}: quantization plan is not valid JSON ({e.Message})"); }
+    }
+
+    /// <summary>Every weight layer of a model, in forward order.</summary>
+    public static IEnumerable<string> WeightLayers(ViTConfig c)
+    {
+        yield return "patch_embed.proj";
+        for (int i = 0; i < c.Depth; i++)
+        {
+            yield return $"blocks.{i}.attn.qkv";
+            yield return $"blocks.{i}.attn.proj";
+            yield return $"blocks.{i}.mlp.fc1";
+            yield return $"blocks.{i}.mlp.fc2";
+        }
+        yield return "head";
+        if (c.Distilled) yield return "head_dist";
+    }
+
+    /// <summary>Every activation point of a model, in forward order.</summary>
+    public static IEnumerable<string> ActivationPoints(ViTConfig c)
+    {
+        yield return "patch_embed.proj";
+        for (int i = 0; i < c.Depth; i++)
+        {
+            foreach (var p in new[] { "attn.qkv", "attn.q", "attn.k", "attn.v", "attn.probs", "attn.proj", "mlp.fc1", "mlp.fc2" })
+                yield return $"blocks.{i}.{p}";
+        }
+        yield return "head";
+        if (c.Distilled) yield return "head_dist";
+    }
+}
+
+/// <summary>The plans of the implemented methods (baselines.md, adfq-vit.md §4, mimiq.md §2).</summary>
+public static class QuantPresets
+{
+    public static readonly string[] Names = { "minmax", "percentile", "adfq", "mimiq" };
+
+    /// <summary>
+    /// Builds a preset plan. The image input of the patch embedding stays in float (as in MimiQ);
+    /// <paramref name="firstLast8Bit"/> keeps the patch embedding and head at 8 bits.
+    /// Throws ViTQuantException for an unknown name or bits outside 2–8.
+    /// </summary>
+    public static QuantPlan Create(string name, int wbits, int abits, bool firstLast8Bit = false)
+    {
+        if (wbits < 2 || wbits > 8) throw new ViTQuantException($"--wbits {wbits}: weight bits must be 2–8");
+        if (abits < 2 || abits > 8) throw new ViTQuantException($"--abits {abits}: activation bits must be 2–8");
+        QuantSpec W(QuantSpec s, string layer) => firstLast8Bit && layer is "patch_embed.proj" or "head" or "head_dist" ? s with { Bits = 8 } : s;
+        var weights = new List<QuantRule>();
+        var acts = new List<QuantRule> { new("patch_embed.proj", null) }; // the image itself stays float
+        switch (name)
+        {
+            case "minmax":
+            case "percentile":
+            {
+                var w = new QuantSpec { Bits = wbits, Granularity = Granularity.PerChannel, Symmetric = true, Range = RangeMethod.MinMax };
+                var a = new QuantSpec { Bits = abits, Range = name == "minmax" ? RangeMethod.MinMax : RangeMethod.Percentile };
+                foreach (var l in new[] { "patch_embed.proj", "head", "head_dist" }) weights.Add(new(l, W(w, l)));
+                weights.Add(new("*", w));
+                foreach (var l in new[] { "head", "head_dist" }) acts.Add(new(l, W(a, l)));
+                acts.Add(new("*", a));
+                break;
+            }
+            case "adfq":
+            {
+                var w = new QuantSpec { Bits = wbits, Granularity = Granularity.PerChannel, Range = RangeMethod.Percentile, AdaRound = true };
+                foreach (var l in new[] { "patch_embed.proj", "head", "head_dist" }) weights.Add(new(l, W(w, l)));
+                weights.Add(new("*", w));
+                var patch = new QuantSpec { Kind = QuantKind.PerPatchOutlier, Bits = abits, Granularity = Granularity.PerToken, OutlierThreshold = 5f };
+                var qkv = new QuantSpec { Bits = abits, Range = RangeMethod.LpSearch, LpNorm = 2.4f };
+                var perc = new QuantSpec { Bits = abits, Range = RangeMethod.Percentile };
+                acts.Add(new("blocks.*.attn.qkv", patch));
+                acts.Add(new("blocks.*.mlp.fc1", patch));
+                acts.Add(new("blocks.*.mlp.fc2", new QuantSpec { Kind = QuantKind.ShiftLog, Bits = abits, SqrtTwoBase = true }));
+                acts.Add(new("blocks.*.attn.q", qkv));
+                acts.Add(new("blocks.*.attn.k", qkv));
+                acts.Add(new("blocks.*.attn.v", qkv));
+                acts.Add(new("blocks.*.attn.probs", new QuantSpec { Kind = QuantKind.LogSqrt2, Bits = abits }));
+                foreach (var l in new[] { "head", "head_dist" }) acts.Add(new(l, W(perc, l)));
+                acts.Add(new("*", perc));
+                break;
+            }
+            case "mimiq":
+            {
+                var w = new QuantSpec { Bits = wbits, Granularity = Granularity.PerChannel, Symmetric = true, Range = RangeMethod.MinMax };
+                foreach (var l in new[] { "patch_embed.proj", "head", "head_dist" }) weights.Add(new(l, W(w, l)));
+                weights.Add(new("*", w));
+                var a = new QuantSpec { Kind = QuantKind.Lsq, Bits = abits };
+                foreach (var l in new[] { "head", "head_dist" }) acts.Add(new(l, W(a, l)));
+                acts.Add(new("*", a));
+                break;
+            }
+            default:
+                throw new ViTQuantException($"unknown method '{name}' (known: {string.Join(", ", Names)})");
+        }
+        return new QuantPlan { Name = name, WeightBits = wbits, ActivationBits = abits, Weights = weights, Activations = acts }.Validated();
+    }
+}

@@ -1,0 +1,137 @@
+// A float model plus a quantization plan = a fake-quantized model. It is the IModelHooks object the
+// ViT forward calls at its named points: weights go through their weight quantizers, activations
+// through their activation quantizers (or are only observed while calibrating). Taps are forwarded
+// to an optional observer (e.g. a TapRecorder collecting attention maps for distillation).
+using ViTQuant.Models;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Quantization;
+
+public enum QuantMode
+{
+    /// <summary>Activations pass through unchanged and are observed; weights are quantized.</summary>
+    Calibrate,
+    /// <summary>Weights and activations are fake-quantized.</summary>
+    Quantize,
+    /// <summary>Everything passes through in float (the same forward as the plain model).</summary>
+    Float,
+}
+
+public sealed class QuantizedModel : IModelHooks
+{
+    private readonly Dictionary<string, Quantizer> _weightQ = new();
+    private readonly Dictionary<string, Quantizer> _actQ = new();
+    private readonly Dictionary<string, Tensor> _weightCache = new();
+
+    public VisionTransformer Model { get; }
+    public QuantPlan Plan { get; }
+    public QuantMode Mode { get; set; } = QuantMode.Calibrate;
+
+    /// <summary>Hooks that receive the model's taps (attention maps) while this model runs.</summary>
+    public IModelHooks? Observer { get; set; }
+
+    /// <summary>
+    /// Reuse fake-quantized weights between forward passes while gradients are off (PTQ evaluation).
+    /// Call <see cref="InvalidateWeights"/> after changing weights or weight quantizers.
+    /// </summary>
+    public bool CacheWeights { get; set; } = true;
+
+    public IReadOnlyDictionary<string, Quantizer> WeightQuantizers => _weightQ;
+    public IReadOnlyDictionary<string, Quantizer> ActivationQuantizers => _actQ;
+
+    /// <summary>Creates the plan's quantizers for every weight layer and activation point of the model.</summary>
+    public QuantizedModel(VisionTransformer model, QuantPlan plan, Func<QuantSpec, bool, Quantizer>? factory = null)
+    {
+        Model = model;
+        Plan = plan.Validated();
+        factory ??= (spec, isWeight) => QuantizerFactory.Create(spec, isWeight);
+        foreach (var l in QuantPlan.WeightLayers(model.Config))
+            if (plan.WeightSpec(l) is QuantSpec s) _weightQ[l] = factory(s, true);
+        foreach (var p in QuantPlan.ActivationPoints(model.Config))
+            if (plan.ActivationSpec(p) is QuantSpec s) _actQ[p] = factory(s, false);
+    }
+
+    /// <summary>Logits of the fake-quantized model (or of the float model in Float mode).</summary>
+    public Tensor Forward(Tensor x) => Model.Forward(x, this);
+
+    /// <summary>
+    /// Observes every activation point over the batches (float activations), then fixes all
+    /// activation ranges and switches to Quantize mode. progress(images) after each batch.
+    /// </summary>
+    public void Calibrate(IEnumerable<Tensor> batches, Action<int>? progress = null)
+    {
+        Mode = QuantMode.Calibrate;
+        int seen = 0;
+        using (Autograd.NoGrad())
+            foreach (var x in batches)
+            {
+                using (TensorArena.Scope()) Model.Forward(x, this);
+                seen += x.Shape[0];
+                progress?.Invoke(seen);
+            }
+        if (seen == 0) throw new ViTQuantException("calibration set is empty");
+        foreach (var q in _actQ.Values) q.Calibrate();
+        Mode = QuantMode.Quantize;
+    }
+
+    public void InvalidateWeights() => _weightCache.Clear();
+
+    /// <summary>Weights are used as they are from now on (they already hold quantized values: Freeze, checkpoint load).</summary>
+    public void DisableWeightQuantizers()
+    {
+        _weightsFrozen = true;
+        _weightCache.Clear();
+    }
+
+    private bool _weightsFrozen;
+
+    /// <summary>True after <see cref="DisableWeightQuantizers"/>: the model's weights are the quantized ones.</summary>
+    public bool WeightsFrozen => _weightsFrozen;
+
+    public Tensor Weight(string layer, Tensor w)
+    {
+        if (Mode == QuantMode.Float || _weightsFrozen || !_weightQ.TryGetValue(layer, out var q)) return w;
+        if (!q.IsCalibrated)
+        {
+            q.Observe(w);
+            q.Calibrate();
+        }
+        bool cacheable = CacheWeights && !Autograd.Needs(w) && !q.LearnableParameters().Any(p => p.RequiresGrad);
+        if (!cacheable) return q.Forward(w);
+        if (!_weightCache.TryGetValue(layer, out var cached))
+        {
+            using (Autograd.NoGrad()) cached = q.Forward(w.Detach()).Clone(); // Clone: outlives any arena scope
+            _weightCache[layer] = cached;
+        }
+        return cached;
+    }
+
+    public Tensor Activation(string point, Tensor x)
+    {
+        if (Mode == QuantMode.Float || !_actQ.TryGetValue(point, out var q)) return x;
+        if (Mode == QuantMode.Calibrate)
+        {
+            q.Observe(x);
+            return x;
+        }
+        return q.Forward(x);
+    }
+
+    public void Tap(string name, Tensor t) => Observer?.Tap(name, t);
+    public bool WantsTap(string name) => Observer?.WantsTap(name) ?? false;
+
+    /// <summary>Every learnable quantizer tensor (LSQ steps, AdaRound variables, learned Δ).</summary>
+    public IEnumerable<(string Name, Tensor Param)> LearnableParameters()
+    {
+        foreach (var (l, q) in _weightQ)
+        {
+            int i = 0;
+            foreach (var p in q.LearnableParameters()) yield return ($"quant.weight.{l}.{i++}", p);
+        }
+        foreach (var (a, q) in _actQ)
+        {
+            int i = 0;
+            foreach (var p in q.LearnableParameters()) yield return ($"quant.act.{a}.{i++}", p);
+        }
+    }
+}
