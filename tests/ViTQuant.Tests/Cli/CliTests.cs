@@ -161,6 +161,9 @@ public class CliTests
         string misnamed = dir.File("misnamed.safetensors");
         SafeTensorsWriter.Write(misnamed, new[] { ("images", Tensor.Zeros(1, 3, 20, 20)) });
         AssertUserError(Run("infer", "--model", OddDir, "--input", misnamed, "--output", output), "pixel_values");
+        string ints = dir.File("ints.safetensors");
+        SafeTensorsWriter.Write(ints, new[] { SafeTensorsEntry.FromInt32("pixel_values", new int[1200], 1, 3, 20, 20) });
+        AssertUserError(Run("infer", "--model", OddDir, "--input", ints, "--output", output), ints, "dtype I32");
         Assert.False(File.Exists(output));
 
         byte[] before = File.ReadAllBytes(input);
