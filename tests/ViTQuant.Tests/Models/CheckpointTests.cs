@@ -175,7 +175,7 @@ public class CheckpointTests
     }
 
     [Fact]
-    public void StateDictProblem_LeavesNoPartialModel_AndDistilledNeedsHeadDist()
+    public void PlainVitWeightsUnderDistilledArchitecture_NameTheMissingDistParts()
     {
         // a plain ViT checkpoint under a distilled architecture: dist_token and head_dist are missing
         using var dir = new TempDir();
