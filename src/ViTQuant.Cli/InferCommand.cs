@@ -25,6 +25,10 @@ internal static class InferCommand
             var m = DataSources.LoadModel(r.GetValue(model));
             var f = SafeTensorsFile.Read(inPath);
             if (!f.Contains("pixel_values")) throw new ViTQuantException($"{inPath}: no tensor named 'pixel_values'");
+            // Integer pixels are almost surely raw 0..255 values: converting them silently gives garbage logits.
+            string dtype = f.Info("pixel_values").DType;
+            if (!(dtype.StartsWith('F') || dtype == "BF16"))
+                throw new ViTQuantException($"{inPath}: pixel_values has dtype {dtype}; infer expects normalised floating-point pixels (F32, F16, BF16 or F64)");
             var x = f.GetTensor("pixel_values");
             var c = m.Config;
             if (x.Rank != 4 || x.Shape[1] != c.InChans || x.Shape[2] != c.ImageSize || x.Shape[3] != c.ImageSize)

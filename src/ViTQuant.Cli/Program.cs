@@ -24,6 +24,16 @@ namespace ViTQuant.Cli
         {
             var parse = root.Parse(args);
             bool verbose = args.Contains("--verbose");
+            // System.CommandLine's own handler would print every parse error plus the full help text
+            // and exit 1; a user's typo is a user error like any other: one line, exit 2.
+            if (parse.Errors.Count > 0)
+            {
+                var cmd = parse.CommandResult.Command;
+                string help = ReferenceEquals(cmd, root) ? "vitq --help" : $"vitq {cmd.Name} --help";
+                var msgs = parse.Errors.Select(e => e.Message.ReplaceLineEndings(" ").Trim().TrimEnd('.'));
+                Console.Error.WriteLine($"vitq: error: {string.Join("; ", msgs)} (see '{help}')");
+                return 2;
+            }
             try
             {
                 return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
@@ -33,14 +43,18 @@ namespace ViTQuant.Cli
                 var inner = e is AggregateException { InnerExceptions.Count: 1 } ae ? ae.InnerException! : e;
                 if (inner is ViTQuantException or ArgumentException or IOException or UnauthorizedAccessException or FormatException)
                 {
-                    Console.Error.WriteLine($"vitq: error: {inner.Message}");
+                    Console.Error.WriteLine($"vitq: error: {OneLine(inner.Message)}");
                     if (verbose) Console.Error.WriteLine(inner);
                     return 2;
                 }
-                Console.Error.WriteLine($"vitq: internal error: {inner.GetType().Name}: {inner.Message}");
-                if (verbose) Console.Error.WriteLine(inner); else Console.Error.WriteLine("(run with --verbose for the stack trace)");
+                Console.Error.WriteLine($"vitq: internal error: {inner.GetType().Name}: {OneLine(inner.Message)}"
+                    + (verbose ? "" : " (run with --verbose for the stack trace)"));
+                if (verbose) Console.Error.WriteLine(inner);
                 return 1;
             }
         }
+
+        /// <summary>Messages that embed a nested one (JSON parser, OS errors) may span lines; the contract is one line.</summary>
+        private static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
     }
 }

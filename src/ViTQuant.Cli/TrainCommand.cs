@@ -19,12 +19,13 @@ internal static class TrainCommand
         var lr = new Option<float>("--lr") { DefaultValueFactory = _ => 1e-3f };
         var minLr = new Option<float>("--min-lr") { DefaultValueFactory = _ => 1e-5f };
         var wd = new Option<float>("--weight-decay") { DefaultValueFactory = _ => 0.05f };
-        var warmup = new Option<int>("--warmup-epochs") { DefaultValueFactory = _ => 1 };
+        // Default: one warm-up epoch, but none for a one-epoch run (warm-up must end before the last epoch).
+        var warmup = new Option<int?>("--warmup-epochs") { Description = "linear warm-up epochs (default 1; 0 when --epochs is 1)" };
         var smoothing = new Option<float>("--label-smoothing") { DefaultValueFactory = _ => 0.1f };
         var clip = new Option<float>("--clip-norm") { Description = "global gradient-norm clip (0 = off)", DefaultValueFactory = _ => 1f };
         var pad = new Option<int>("--crop-padding") { Description = "random-crop padding in pixels (0 = no crop)", DefaultValueFactory = _ => 2 };
         var noFlip = new Option<bool>("--no-flip") { Description = "disable random horizontal flips" };
-        var limit = new Option<int?>("--limit") { Description = "train on the first N training images only (smoke tests)" };
+        var limit = new Option<int?>("--limit") { Description = "train on the first N training images and validate on at most N (smoke tests)" };
         var seed = CommonOptions.Seed();
         var threads = CommonOptions.Threads();
         var outOpt = new Option<string>("--out") { Description = "where to write the trained model (.safetensors)", Required = true };
@@ -38,25 +39,29 @@ internal static class TrainCommand
             var cfg = new TrainConfig
             {
                 Epochs = r.GetValue(epochs), BatchSize = r.GetValue(batch), Lr = r.GetValue(lr), MinLr = r.GetValue(minLr),
-                WeightDecay = r.GetValue(wd), WarmupEpochs = r.GetValue(warmup), LabelSmoothing = r.GetValue(smoothing),
+                WeightDecay = r.GetValue(wd), WarmupEpochs = r.GetValue(warmup) ?? Math.Min(1, Math.Max(0, r.GetValue(epochs) - 1)),
+                LabelSmoothing = r.GetValue(smoothing),
                 ClipNorm = r.GetValue(clip), Seed = r.GetValue(seed), CropPadding = r.GetValue(pad), Flip = !r.GetValue(noFlip),
             }.Validated();
             string outPath = r.GetValue(outOpt)!, resumePath = outPath + ".resume.safetensors";
-            if (File.Exists(outPath)) throw new ViTQuantException($"--out {outPath} already exists; choose another path or delete it");
+            if (File.Exists(outPath) || Directory.Exists(outPath)) throw new ViTQuantException($"--out {outPath} already exists; choose another path or delete it");
             if (File.Exists(resumePath) && !r.GetValue(resume))
                 throw new ViTQuantException($"{resumePath} exists from an interrupted run; pass --resume to continue it or delete it");
             var modelCfg = ViTConfig.FromArchitecture(r.GetValue(arch)!);
             var model = new VisionTransformer(modelCfg, cfg.Seed);
             string spec = r.GetValue(dataset)!;
             var train = DataSources.Limit(DataSources.Open(spec, "train", modelCfg), r.GetValue(limit));
-            IImageDataset? val = spec == "fashion-mnist" ? DataSources.Open(spec, "val", modelCfg) : null;
+            // --limit caps validation too: a smoke run must not spend its time validating on 5k images.
+            IImageDataset? val = spec == "fashion-mnist" ? DataSources.Limit(DataSources.Open(spec, "val", modelCfg), r.GetValue(limit)) : null;
             var trainer = new Trainer(model, train, val, cfg);
             Console.Error.WriteLine($"training {modelCfg.Architecture} ({model.ParameterCount():N0} params) on {spec}: {train.Count} images, "
                 + $"{cfg.Epochs} epochs × {trainer.StepsPerEpoch} steps, batch {cfg.BatchSize}, lr {cfg.Lr}, seed {cfg.Seed}, threads {Kernels.Parallelism.Threads}");
             var sw = System.Diagnostics.Stopwatch.StartNew();
+            long stepsThisRun = 0; // a resumed run starts mid-way: its rate counts only its own steps
             Progress.Run("train", (long)cfg.Epochs * trainer.StepsPerEpoch, rep =>
             {
-                trainer.OnStep = (e, s, n, loss, acc) => rep.Update((long)e * n + s, $"epoch {e + 1}/{cfg.Epochs} loss {loss:F4} acc {acc:F1}% {rep.Rate * cfg.BatchSize:F0} img/s");
+                trainer.OnStep = (e, s, n, loss, acc) => rep.Update((long)e * n + s,
+                    $"epoch {e + 1}/{cfg.Epochs} loss {loss:F4} acc {acc:F1}% {++stepsThisRun * cfg.BatchSize / Math.Max(rep.Elapsed, 1e-9):F0} img/s");
                 trainer.OnEpoch = st => Console.Error.WriteLine($"epoch {st.Epoch}: train loss {st.TrainLoss:F4}, train top-1 {st.TrainTop1:F2}%"
                     + (st.ValTop1 is double v ? $", val top-1 {v:F2}%" : "") + $" ({st.Seconds:F0} s)");
                 trainer.Run(resumePath);

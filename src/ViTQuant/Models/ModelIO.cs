@@ -85,30 +85,40 @@ public static class ModelIO
         SafeTensorsWriter.Write(path, model.StateDict().Select(kv => (kv.Key, kv.Value)), meta);
     }
 
-    /// <summary>Reads timm's config.json: architecture (+ model_args overrides), num_classes, pretrained_cfg.</summary>
+    /// <summary>
+    /// Reads timm's config.json: architecture (+ model_args overrides), num_classes, global_pool,
+    /// pretrained_cfg (mean, std, crop_pct, interpolation) and label_names. model_args that only matter
+    /// for training (dropout rates) are ignored; any other key the model cannot honour is an error.
+    /// Throws ViTQuantException naming the file on unreadable or invalid JSON, a missing or unknown
+    /// architecture, a value of the wrong JSON type, an unsupported model_args key, or an inconsistent result.
+    /// </summary>
     public static ViTConfig ParseTimmConfig(string cfgPath)
     {
         JsonNode? root;
         try { root = JsonNode.Parse(File.ReadAllText(cfgPath)); }
         catch (JsonException e) { throw new ViTQuantException($"{cfgPath}: not valid JSON ({e.Message})"); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new ViTQuantException($"{cfgPath}: cannot read file: {e.Message}"); }
         if (root is not JsonObject o) throw new ViTQuantException($"{cfgPath}: expected a JSON object");
-        string arch = o["architecture"]?.GetValue<string>() ?? throw new ViTQuantException($"{cfgPath}: missing 'architecture'");
         ViTConfig cfg;
-        try { cfg = ViTConfig.FromArchitecture(arch); }
-        catch (ViTQuantException e) { throw new ViTQuantException($"{cfgPath}: {e.Message}"); }
+        string arch;
+        // GetValue<T> throws InvalidOperationException / FormatException on a JSON value of another type
+        // (a string where a number belongs, 2.5 for an int); both become one error naming the file.
         try
         {
+            arch = o["architecture"]?.GetValue<string>() ?? throw new ViTQuantException($"{cfgPath}: missing 'architecture'");
+            try { cfg = ViTConfig.FromArchitecture(arch); }
+            catch (ViTQuantException e) { throw new ViTQuantException($"{cfgPath}: {e.Message}"); }
             if (o["num_classes"] is JsonNode nc) cfg = cfg with { NumClasses = nc.GetValue<int>() };
             if (o["global_pool"] is JsonNode gp && gp.GetValue<string>() is { Length: > 0 } g) cfg = cfg with { GlobalPool = g };
-            if (o["model_args"] is JsonObject ma)
+            if (Section(o, "model_args", cfgPath) is JsonObject ma)
             {
                 foreach (var (k, v) in ma)
                 {
-                    if (v == null) continue;
+                    if (v == null || TrainingOnlyArgs.Contains(k)) continue;
                     cfg = k switch
                     {
-                        "img_size" => cfg with { ImageSize = v.GetValue<int>() },
-                        "patch_size" => cfg with { PatchSize = v.GetValue<int>() },
+                        "img_size" => cfg with { ImageSize = Square(v, k, cfgPath) },
+                        "patch_size" => cfg with { PatchSize = Square(v, k, cfgPath) },
                         "in_chans" => cfg with { InChans = v.GetValue<int>() },
                         "embed_dim" => cfg with { EmbedDim = v.GetValue<int>() },
                         "depth" => cfg with { Depth = v.GetValue<int>() },
@@ -117,18 +127,23 @@ public static class ModelIO
                         "class_token" => cfg with { ClassToken = v.GetValue<bool>() },
                         "num_classes" => cfg with { NumClasses = v.GetValue<int>() },
                         "global_pool" => cfg with { GlobalPool = v.GetValue<string>() },
-                        _ => throw new ViTQuantException($"{cfgPath}: unsupported model_args key '{k}'"),
+                        "qkv_bias" when v.GetValue<bool>() => cfg, // our attention always has a qkv bias
+                        _ => throw new ViTQuantException($"{cfgPath}: unsupported model_args key '{k}' = {v.ToJsonString()}"),
                     };
                 }
             }
-            if (o["pretrained_cfg"] is JsonObject pc)
+            if (Section(o, "pretrained_cfg", cfgPath) is JsonObject pc)
             {
-                if (pc["mean"] is JsonArray m) cfg = cfg with { Mean = m.Select(x => x!.GetValue<float>()).ToArray() };
-                if (pc["std"] is JsonArray s) cfg = cfg with { Std = s.Select(x => x!.GetValue<float>()).ToArray() };
+                if (pc["mean"] is JsonNode m) cfg = cfg with { Mean = Floats(m, "mean", cfgPath) };
+                if (pc["std"] is JsonNode s) cfg = cfg with { Std = Floats(s, "std", cfgPath) };
                 if (pc["crop_pct"] is JsonNode cp) cfg = cfg with { CropPct = cp.GetValue<float>() };
                 if (pc["interpolation"] is JsonNode ip) cfg = cfg with { Interpolation = ip.GetValue<string>() };
             }
-            if (o["label_names"] is JsonArray ln) cfg = cfg with { ClassNames = ln.Select(x => x!.GetValue<string>()).ToArray() };
+            if (o["label_names"] is JsonNode lnode)
+            {
+                if (lnode is not JsonArray ln) throw new ViTQuantException($"{cfgPath}: 'label_names' must be an array of strings");
+                cfg = cfg with { ClassNames = ln.Select(x => x?.GetValue<string>() ?? throw new ViTQuantException($"{cfgPath}: null in 'label_names'")).ToArray() };
+            }
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException)
         {
@@ -140,4 +155,31 @@ public static class ModelIO
         try { return cfg.Validated(); }
         catch (ViTQuantException e) { throw new ViTQuantException($"{cfgPath}: {e.Message}"); }
     }
+
+    /// <summary>timm model_args that change training only (dropout and stochastic depth), not inference.</summary>
+    private static readonly HashSet<string> TrainingOnlyArgs = new(StringComparer.Ordinal)
+    {
+        "drop_rate", "drop_path_rate", "attn_drop_rate", "proj_drop_rate", "pos_drop_rate", "patch_drop_rate",
+    };
+
+    private static JsonObject? Section(JsonObject o, string key, string cfgPath) => o[key] switch
+    {
+        null => null,
+        JsonObject obj => obj,
+        var other => throw new ViTQuantException($"{cfgPath}: '{key}' must be a JSON object, got {other.ToJsonString()}"),
+    };
+
+    /// <summary>An int, or timm's [h, w] with h = w (only square images and patches are supported).</summary>
+    private static int Square(JsonNode v, string key, string cfgPath)
+    {
+        if (v is not JsonArray a) return v.GetValue<int>();
+        if (a.Count != 2 || a[0] is null || a[1] is null || a[0]!.GetValue<int>() != a[1]!.GetValue<int>())
+            throw new ViTQuantException($"{cfgPath}: model_args '{key}' = {v.ToJsonString()} is not square; only square sizes are supported");
+        return a[0]!.GetValue<int>();
+    }
+
+    private static float[] Floats(JsonNode v, string key, string cfgPath) =>
+        v is JsonArray a && a.All(x => x != null)
+            ? a.Select(x => x!.GetValue<float>()).ToArray()
+            : throw new ViTQuantException($"{cfgPath}: pretrained_cfg '{key}' must be an array of numbers, got {v.ToJsonString()}");
 }

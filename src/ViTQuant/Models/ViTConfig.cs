@@ -39,6 +39,7 @@ public sealed record ViTConfig
     /// <summary>Throws ViTQuantException naming the first inconsistent field.</summary>
     public ViTConfig Validated()
     {
+        [System.Diagnostics.CodeAnalysis.DoesNotReturn]
         void Fail(string m) => throw new ViTQuantException($"model config ({Architecture}): {m}");
         if (ImageSize <= 0 || PatchSize <= 0) Fail($"image size {ImageSize} and patch size {PatchSize} must be positive");
         if (ImageSize % PatchSize != 0) Fail($"image size {ImageSize} is not divisible by patch size {PatchSize}");
@@ -50,6 +51,11 @@ public sealed record ViTConfig
         if (GlobalPool != "token" && GlobalPool != "avg") Fail($"global_pool '{GlobalPool}' is not 'token' or 'avg'");
         if (GlobalPool == "token" && !ClassToken) Fail("global_pool 'token' needs a class token");
         if (Distilled && !ClassToken) Fail("a distilled model needs a class token");
+        // timm's distilled model pools its two prefix tokens; with 'avg' there is no distillation token output
+        if (Distilled && GlobalPool != "token") Fail($"a distilled model needs global_pool 'token', got '{GlobalPool}'");
+        // null arrays can only come from JSON ("Mean": null); without this check they surface as NullReferenceException
+        if (Mean is null || Std is null) Fail("mean and std must be arrays");
+        if (Architecture is null || GlobalPool is null || Interpolation is null) Fail("architecture, global_pool and interpolation must be strings");
         if (Mean.Length != InChans || Std.Length != InChans) Fail($"mean/std have {Mean.Length}/{Std.Length} values for {InChans} channels");
         if (Std.Any(s => !(s > 0))) Fail("std values must be positive");
         if (!(CropPct > 0 && CropPct <= 1)) Fail($"crop_pct {CropPct} must be in (0, 1]");
@@ -110,15 +116,18 @@ public sealed record ViTConfig
 
     public string ToJson() => JsonSerializer.Serialize(this, JsonOpts);
 
+    /// <summary>
+    /// Parses and validates a config written by <see cref="ToJson"/>. Throws ViTQuantException whose
+    /// message starts with <paramref name="source"/> (the file) on invalid JSON or inconsistent values.
+    /// </summary>
     public static ViTConfig FromJson(string json, string source)
     {
-        try
-        {
-            return (JsonSerializer.Deserialize<ViTConfig>(json, JsonOpts) ?? throw new ViTQuantException($"{source}: empty model config")).Validated();
-        }
-        catch (JsonException e)
-        {
-            throw new ViTQuantException($"{source}: model config is not valid JSON ({e.Message})");
-        }
+        ViTConfig? cfg;
+        try { cfg = JsonSerializer.Deserialize<ViTConfig>(json, JsonOpts); }
+        catch (JsonException e) { throw new ViTQuantException($"{source}: model config is not valid JSON ({e.Message})"); }
+        if (cfg == null) throw new ViTQuantException($"{source}: empty model config");
+        // Validated() names the field but not the file; the user needs both.
+        try { return cfg.Validated(); }
+        catch (ViTQuantException e) { throw new ViTQuantException($"{source}: {e.Message}"); }
     }
 }

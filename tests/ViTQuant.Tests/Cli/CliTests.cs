@@ -1,0 +1,207 @@
+// End-to-end tests of the vitq verbs, run as a child process: exit codes (0 success, 2 user error),
+// one "vitq: error: …" line on stderr for every user mistake, clean JSON on stdout with --json, and
+// results that match an in-process computation or the PyTorch fixtures. The train/eval pair needs
+// Fashion-MNIST (Debian dataset-fashion-mnist, installed by tools/ensure-deps.sh).
+using System.Text.Json;
+using ViTQuant.Data;
+using ViTQuant.IO;
+using ViTQuant.Models;
+using ViTQuant.Tensors;
+using ViTQuant.Tests.Models;
+using ViTQuant.Tests.Nn;
+using static ViTQuant.Tests.Cli.VitqProcess;
+
+namespace ViTQuant.Tests.Cli;
+
+public class CliTests
+{
+    private static readonly string OddDir = VitParityTests.FixturePath("vit_odd");
+
+    private static JsonElement ParseJsonStdout(VitqResult r)
+    {
+        AssertSuccess(r);
+        try { return JsonDocument.Parse(r.Stdout).RootElement.Clone(); } // the whole stdout is one JSON document
+        catch (JsonException e) { throw new Xunit.Sdk.XunitException($"stdout is not clean JSON ({e.Message}): {r}"); }
+    }
+
+    [Fact]
+    public void Info_Json_IsCleanAndHonoursThreads()
+    {
+        var r = Run("info", "--json", "--threads", "1");
+        var j = ParseJsonStdout(r);
+        Assert.Equal(1, j.GetProperty("threads").GetInt32());
+        Assert.True(j.GetProperty("cores").GetInt32() >= 1);
+        Assert.False(string.IsNullOrWhiteSpace(j.GetProperty("gemm_backend").GetString()));
+        Assert.Equal("", r.Stderr);
+    }
+
+    [Fact]
+    public void ParseErrors_OneLineExit2()
+    {
+        AssertUserError(Run("info", "--threads", "0"), "--threads must be at least 1, got 0");
+        AssertUserError(Run("eval", "--bogus-flag"), "--bogus-flag", "vitq eval --help");
+        AssertUserError(Run("infer"), "--input", "--output");
+        AssertUserError(Run("train", "--epochs", "abc", "--out", "x.safetensors"), "abc", "--epochs");
+        AssertUserError(Run("frobnicate"), "frobnicate");
+        AssertUserError(Run());
+        // --verbose adds the stack trace for user errors (the one-line message comes first)
+        var v = Run("info", "--threads", "0", "--verbose");
+        Assert.Equal(2, v.ExitCode);
+        Assert.StartsWith("vitq: error: --threads must be at least 1", v.StderrLines[0]);
+        Assert.True(v.StderrLines.Length > 1, v.ToString());
+    }
+
+    [Fact]
+    public void Eval_ImageFolderOfPngs_MatchesInProcessComputation()
+    {
+        using var dir = new TempDir();
+        var model = ModelIO.Load(OddDir);
+        var classes = model.Config.ClassNames!;
+        // 3 images per class, 24×22 RGB (resize + centre crop to 20×20 on the way in), deterministic pixels
+        for (int c = 0; c < classes.Length; c++)
+        {
+            Directory.CreateDirectory(Path.Combine(dir.Path, classes[c]));
+            for (int i = 0; i < 3; i++)
+            {
+                var px = new byte[24 * 22 * 3];
+                long seed = c * 3 + i;
+                for (int k = 0; k < px.Length; k++) px[k] = (byte)(HashInit.SplitMix64(((ulong)seed << 32) + (ulong)k) >> 56);
+                PngWriter.Write(Path.Combine(dir.Path, classes[c], $"img{i}.png"), 24, 22, px, PngColor.Rgb8);
+            }
+        }
+        var r = Run("eval", "--model", OddDir, "--dataset", "folder:" + dir.Path, "--batch", "8", "--json");
+        var j = ParseJsonStdout(r);
+
+        // Independent of the CLI's loader and evaluator: decode, normalise by hand, forward, score in double.
+        var ds = ImageFolder.FromDirectory(dir.Path, new EvalTransform(20, model.Config.CropPct, 3));
+        Assert.Equal(21, ds.Count);
+        var x = new Tensor(ds.Count, 3, 20, 20);
+        for (int n = 0; n < ds.Count; n++)
+        {
+            var img = x.Data.AsSpan(n * 1200, 1200);
+            ds.GetImage(n, img);
+            for (int k = 0; k < 1200; k++) img[k] = (img[k] - model.Config.Mean[k / 400]) / model.Config.Std[k / 400];
+        }
+        float[] logits;
+        using (Autograd.NoGrad()) logits = model.Forward(x).ToArray();
+        int correct = 0;
+        double loss = 0;
+        for (int n = 0; n < ds.Count; n++)
+        {
+            var row = logits.AsSpan(n * 7, 7);
+            int label = ds.Label(n), arg = 0;
+            for (int k = 1; k < 7; k++) if (row[k] > row[arg]) arg = k;
+            if (arg == label) correct++;
+            double max = row[arg], sum = 0;
+            foreach (float v in row) sum += Math.Exp(v - max);
+            loss += Math.Log(sum) + max - row[label];
+        }
+        Assert.Equal(21, j.GetProperty("count").GetInt32());
+        Assert.Equal(100.0 * correct / 21, j.GetProperty("top1").GetDouble(), 1e-9);
+        Assert.Equal(loss / 21, j.GetProperty("loss").GetDouble(), 1e-4);
+        Assert.Equal(JsonValueKind.Null, j.GetProperty("top5").ValueKind); // 7 classes: no top-5
+        Assert.Equal("vit_tiny_patch16_224", j.GetProperty("model").GetString());
+    }
+
+    [Fact]
+    public void Eval_BadDatasets_OneLineExit2()
+    {
+        using var dir = new TempDir();
+        AssertUserError(Run("eval", "--model", OddDir, "--dataset", "imagenet-21k"), "unknown dataset 'imagenet-21k'");
+        AssertUserError(Run("eval", "--model", OddDir, "--dataset", "folder:" + dir.File("absent")), dir.File("absent"));
+        AssertUserError(Run("eval", "--model", dir.File("absent.safetensors")), dir.File("absent.safetensors"), "not found");
+        AssertUserError(Run("eval", "--model", OddDir, "--batch", "0"), "--batch must be at least 1");
+        // an empty directory given as the Fashion-MNIST location: a clear error naming it
+        var env = new Dictionary<string, string?> { [FashionMnist.DirectoryEnvVar] = dir.Path };
+        AssertUserError(Run(new[] { "eval", "--model", OddDir }, env), dir.Path, "not found");
+        AssertUserError(Run(new[] { "train", "--epochs", "1", "--out", dir.File("m.safetensors") }, env), dir.Path);
+        Assert.False(File.Exists(dir.File("m.safetensors")));
+        env[FashionMnist.DirectoryEnvVar] = dir.File("missing");
+        AssertUserError(Run(new[] { "eval", "--model", OddDir }, env), dir.File("missing"), "does not exist");
+    }
+
+    [Fact]
+    public void Infer_OddModel_WritesLogitsAndAttentionThatMatchPyTorch()
+    {
+        using var dir = new TempDir();
+        var f = new FixtureFile(Path.Combine("vit_odd", "expected.safetensors"));
+        string input = dir.File("in.safetensors"), output = dir.File("out.safetensors");
+        SafeTensorsWriter.Write(input, new[] { ("pixel_values", HashInit.Images(ulong.Parse(f.Metadata["image_seed"]), 2, 3, 20, 20)) });
+        var r = Run("infer", "--model", OddDir, "--input", input, "--output", output, "--taps");
+        AssertSuccess(r);
+        Assert.Equal("", r.Stdout);
+
+        var o = SafeTensorsFile.Read(output);
+        Assert.Equal(new[] { "logits", "blocks.0.attn.probs", "blocks.1.attn.probs" }, o.Names);
+        Assert.Equal("vit_tiny_patch16_224", o.Metadata["vitq.model"]);
+        foreach (var name in o.Names)
+        {
+            var ours = o.GetTensor(name);
+            var torch = f.F32(name);
+            Assert.Equal(torch.Shape, ours.Shape);
+            double e = HashInit.RelErr(ours.Span, torch.Span);
+            Assert.True(e <= 1e-4, $"{name} rel err {e:E2}");
+        }
+
+        // without --taps only the logits are written
+        string plain = dir.File("plain.safetensors");
+        AssertSuccess(Run("infer", "--model", OddDir, "--input", input, "--output", plain));
+        Assert.Equal(new[] { "logits" }, SafeTensorsFile.Read(plain).Names);
+    }
+
+    [Fact]
+    public void Infer_BadInput_OneLineExit2_AndNeverOverwritesTheInput()
+    {
+        using var dir = new TempDir();
+        string input = dir.File("in.safetensors"), output = dir.File("out.safetensors");
+        AssertUserError(Run("infer", "--model", OddDir, "--input", input, "--output", output), input, "not found");
+
+        SafeTensorsWriter.Write(input, new[] { ("pixel_values", Tensor.Zeros(2, 3, 24, 24)) });
+        AssertUserError(Run("infer", "--model", OddDir, "--input", input, "--output", output), input, "[2, 3, 24, 24]", "[B, 3, 20, 20]");
+        string misnamed = dir.File("misnamed.safetensors");
+        SafeTensorsWriter.Write(misnamed, new[] { ("images", Tensor.Zeros(1, 3, 20, 20)) });
+        AssertUserError(Run("infer", "--model", OddDir, "--input", misnamed, "--output", output), "pixel_values");
+        string ints = dir.File("ints.safetensors");
+        SafeTensorsWriter.Write(ints, new[] { SafeTensorsEntry.FromInt32("pixel_values", new int[1200], 1, 3, 20, 20) });
+        AssertUserError(Run("infer", "--model", OddDir, "--input", ints, "--output", output), ints, "dtype I32");
+        Assert.False(File.Exists(output));
+
+        byte[] before = File.ReadAllBytes(input);
+        string sameViaDotDot = Path.Combine(dir.Path, "sub", "..", "in.safetensors");
+        Directory.CreateDirectory(Path.Combine(dir.Path, "sub"));
+        AssertUserError(Run("infer", "--model", OddDir, "--input", input, "--output", input));
+        AssertUserError(Run("infer", "--model", OddDir, "--input", input, "--output", sameViaDotDot));
+        Assert.Equal(before, File.ReadAllBytes(input));
+    }
+
+    [Fact]
+    public void Train_ThenEval_ThenRefuseToOverwrite()
+    {
+        Assert.True(Directory.Exists(FashionMnist.ResolveDirectory()), "Fashion-MNIST is needed (tools/ensure-deps.sh)");
+        using var dir = new TempDir();
+        string outPath = dir.File("fmnist.safetensors");
+        var train = Run("train", "--epochs", "1", "--limit", "256", "--batch", "64", "--out", outPath, "--json");
+        var tj = ParseJsonStdout(train);
+        Assert.Equal(outPath, tj.GetProperty("out_path").GetString());
+        var history = tj.GetProperty("history");
+        Assert.Equal(1, history.GetArrayLength());
+        Assert.True(history[0].GetProperty("ValTop1").ValueKind == JsonValueKind.Number, train.ToString());
+        Assert.True(File.Exists(outPath));
+        Assert.False(File.Exists(outPath + ".resume.safetensors")); // removed after a finished run
+        var meta = SafeTensorsFile.Read(outPath).Metadata;
+        Assert.Equal("fashion-mnist", meta["vitq.train_dataset"]);
+        Assert.Equal("vit_fmnist", ModelIO.Load(outPath).Config.Architecture);
+
+        var eval = Run("eval", "--model", outPath, "--limit", "256", "--json");
+        var ej = ParseJsonStdout(eval);
+        Assert.Equal(256, ej.GetProperty("count").GetInt32());
+        Assert.InRange(ej.GetProperty("top1").GetDouble(), 0, 100);
+        // four AdamW steps from scratch already beat the uniform guess (ln 10 = 2.303)
+        Assert.True(ej.GetProperty("loss").GetDouble() < 2.25, eval.ToString());
+        Assert.Equal("test", ej.GetProperty("split").GetString());
+
+        byte[] before = File.ReadAllBytes(outPath);
+        AssertUserError(Run("train", "--epochs", "1", "--limit", "64", "--batch", "64", "--out", outPath), outPath, "already exists");
+        Assert.Equal(before, File.ReadAllBytes(outPath));
+    }
+}
