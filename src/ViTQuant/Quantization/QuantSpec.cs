@@ -63,6 +63,16 @@ public sealed record QuantSpec
     public bool SqrtTwoBase { get; init; } = true;
     /// <summary>Weights only: AdaRound learned rounding (ADFQ reconstruction).</summary>
     public bool AdaRound { get; init; }
+    /// <summary>
+    /// Uniform only: the step Δ is a learnable tensor (LSQ-style gradient), as ADFQ learns the per-tensor
+    /// input steps. LSQ, per-patch and Shift-Log steps are always learnable; log quantizers never are.
+    /// </summary>
+    public bool Learnable { get; init; }
+    /// <summary>
+    /// Uniform min–max only: the range is recomputed from every tensor Forward sees instead of being
+    /// calibrated once (MimiQ's weight quantizer during fine-tuning, where the weights keep changing).
+    /// </summary>
+    public bool Dynamic { get; init; }
 
     public QuantSpec Validated()
     {
@@ -72,12 +82,19 @@ public sealed record QuantSpec
         if (Kind == QuantKind.PerPatchOutlier && (Granularity != Granularity.PerToken || !(OutlierThreshold > 0)))
             throw new ViTQuantException("the per-patch outlier quantizer is per token with a positive threshold");
         if (!(LpNorm > 0)) throw new ViTQuantException($"Lp norm must be positive, got {LpNorm}");
+        if (AdaRound && Kind != QuantKind.Uniform)
+            throw new ViTQuantException($"AdaRound rounds a uniform weight grid; it cannot be combined with {Kind}");
+        if (Learnable && Kind is QuantKind.Log2 or QuantKind.LogSqrt2)
+            throw new ViTQuantException($"{Kind} quantizers have no learnable step");
+        if (Dynamic && (Kind != QuantKind.Uniform || Range != RangeMethod.MinMax || AdaRound || Learnable))
+            throw new ViTQuantException("a dynamic range is only supported by uniform min–max quantizers without AdaRound or a learned step");
         return this;
     }
 
     public override string ToString() => Kind switch
     {
-        QuantKind.Uniform => $"uniform{Bits} {(Symmetric ? "sym" : "asym")} {Granularity} {Range}",
+        QuantKind.Uniform => $"uniform{Bits} {(Symmetric ? "sym" : "asym")} {Granularity} {(Dynamic ? "dynamic " : "")}{Range}"
+                             + (Learnable ? " learned-step" : "") + (AdaRound ? " adaround" : ""),
         QuantKind.PerPatchOutlier => $"per-patch-outlier{Bits} α={OutlierThreshold}",
         QuantKind.ShiftLog => $"shift-log{Bits} base {(SqrtTwoBase ? "√2" : "2")}",
         _ => $"{Kind}{Bits} {Granularity}",

@@ -1,0 +1,289 @@
+// Streaming calibration statistics with bounded memory, whatever the number of batches.
+//
+// A quantizer splits a tensor into groups that share one set of quantization parameters:
+//   per tensor   one group;
+//   per channel  weights [out, ...]: group = index along dim 0 (runs of `in·…` contiguous values);
+//   per token    activations [..., N, C]: group = token position along dim −2 (runs of C values),
+//                shared over the batch and the channels.
+// All three are "element i belongs to group (i / Inner) mod Groups" (GroupLayout), so every loop in
+// the quantizers walks contiguous runs of one group.
+//
+// Two observers keep the statistics:
+//   MinMaxObserver     exact running min and max per group (two floats per group).
+//   ReservoirObserver  a uniform random sample per group of at most `capacity` values (Vitter's
+//                      reservoir sampling, Li's "Algorithm L", which skips ahead geometrically instead of
+//                      drawing a random number per value). Memory is capacity × groups floats however
+//                      many batches are observed. The sample is used for quantiles and for the MSE / Lp
+//                      range searches. Approximation: while a group has seen at most `capacity` values
+//                      the sample IS the data and quantiles are exact; beyond that they are the
+//                      quantiles of a uniform sample of that size (for 4096 values the 0.999 quantile
+//                      is one of the ~4 largest; the 2^20 per-tensor default resolves 0.99999).
+//                      Determinism: the same seed and the same sequence of tensors give the same sample
+//                      (each group has its own generator derived from the seed and the group index).
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Quantization;
+
+/// <summary>How a tensor's elements split into quantization groups: element i belongs to group (i / Inner) mod Groups.</summary>
+public readonly record struct GroupLayout(int Groups, int Inner)
+{
+    /// <summary>
+    /// The layout of a tensor of this shape under a granularity. Throws ViTQuantException for an empty
+    /// tensor, a per-channel tensor of rank 0, or a per-token tensor of rank below 2.
+    /// </summary>
+    public static GroupLayout For(Granularity granularity, int[] shape, string? what = null)
+    {
+        int size = Tensor.Numel(shape);
+        string name = what ?? "tensor";
+        if (size == 0) throw new ViTQuantException($"{name} of shape {Tensor.ShapeString(shape)} is empty and cannot be quantized");
+        switch (granularity)
+        {
+            case Granularity.PerTensor:
+                return new GroupLayout(1, size);
+            case Granularity.PerChannel:
+                if (shape.Length < 1) throw new ViTQuantException($"per-channel quantization of {name} needs rank ≥ 1, got shape {Tensor.ShapeString(shape)}");
+                return new GroupLayout(shape[0], size / shape[0]);
+            case Granularity.PerToken:
+                if (shape.Length < 2) throw new ViTQuantException($"per-token quantization of {name} needs shape [..., N, C], got {Tensor.ShapeString(shape)}");
+                return new GroupLayout(shape[^2], shape[^1]);
+            default:
+                throw new ArgumentOutOfRangeException(nameof(granularity), granularity, null);
+        }
+    }
+
+    /// <summary>The group of flat element index i.</summary>
+    public int GroupOf(int index) => (int)((uint)index / (uint)Inner % (uint)Groups);
+
+    /// <summary>Calls visit(start, length, group) for every contiguous run of one group in a tensor of `size` elements.</summary>
+    public void ForEachRun(int size, Action<int, int, int> visit)
+    {
+        int runs = size / Inner;
+        for (int r = 0; r < runs; r++) visit(r * Inner, Inner, r % Groups);
+    }
+}
+
+/// <summary>Exact running minimum and maximum per group over every observed batch (NaN values are ignored).</summary>
+public sealed class MinMaxObserver
+{
+    private float[]? _min, _max;
+
+    public MinMaxObserver(Granularity granularity) => Granularity = granularity;
+
+    public Granularity Granularity { get; }
+
+    /// <summary>Number of groups (0 before the first batch).</summary>
+    public int Groups => _min?.Length ?? 0;
+
+    /// <summary>Values observed so far, over all groups.</summary>
+    public long Count { get; private set; }
+
+    /// <summary>Per-group minimum (+∞ for a group that has seen only NaN).</summary>
+    public ReadOnlySpan<float> Min => _min ?? throw new InvalidOperationException("nothing observed yet");
+
+    /// <summary>Per-group maximum (−∞ for a group that has seen only NaN).</summary>
+    public ReadOnlySpan<float> Max => _max ?? throw new InvalidOperationException("nothing observed yet");
+
+    /// <summary>Minimum over all groups.</summary>
+    public float GlobalMin => Min.ToArray().Min();
+
+    /// <summary>Maximum over all groups.</summary>
+    public float GlobalMax => Max.ToArray().Max();
+
+    /// <summary>Folds one batch in. Throws ViTQuantException when its group count differs from earlier batches.</summary>
+    public void Observe(Tensor x) => Observe(x.Span, GroupLayout.For(Granularity, x.Shape));
+
+    /// <summary>Folds values laid out as <paramref name="layout"/> describes in.</summary>
+    public void Observe(ReadOnlySpan<float> data, GroupLayout layout)
+    {
+        if (_min == null)
+        {
+            _min = new float[layout.Groups];
+            _max = new float[layout.Groups];
+            _min.AsSpan().Fill(float.PositiveInfinity);
+            _max.AsSpan().Fill(float.NegativeInfinity);
+        }
+        else if (_min.Length != layout.Groups)
+            throw new ViTQuantException($"observed a tensor with {layout.Groups} {Granularity} groups, earlier batches had {_min.Length}");
+        int runs = data.Length / layout.Inner;
+        for (int r = 0; r < runs; r++)
+        {
+            int g = r % layout.Groups;
+            float mn = _min[g], mx = _max![g];
+            foreach (float v in data.Slice(r * layout.Inner, layout.Inner))
+            {
+                if (v < mn) mn = v; // comparisons with NaN are false: NaN never becomes an extreme
+                if (v > mx) mx = v;
+            }
+            _min[g] = mn;
+            _max[g] = mx;
+        }
+        Count += data.Length;
+    }
+}
+
+/// <summary>
+/// A bounded uniform random sample of the observed values per group (reservoir sampling). At most
+/// <see cref="CapacityPerGroup"/> values are stored per group whatever the number of batches; while a
+/// group has seen no more than that, its sample is exactly its data (in arrival order).
+/// </summary>
+public sealed class ReservoirObserver
+{
+    /// <summary>Per-tensor default: 2^20 values (4 MiB) — resolves the 0.99999 quantile.</summary>
+    public const int DefaultTensorCapacity = 1 << 20;
+
+    /// <summary>Per-token default: 4096 values per token position.</summary>
+    public const int DefaultTokenCapacity = 4096;
+
+    /// <summary>Per-channel default: 16384 values per channel (a whole weight row of every ViT/DeiT/Swin layer).</summary>
+    public const int DefaultChannelCapacity = 1 << 14;
+
+    private readonly ulong _seed;
+    private Reservoir[]? _groups;
+
+    /// <param name="granularity">how tensors split into groups.</param>
+    /// <param name="capacityPerGroup">values kept per group; 0 picks the default for the granularity.</param>
+    /// <param name="seed">seed of the sampling (same seed and same batches give the same sample).</param>
+    /// <exception cref="ArgumentOutOfRangeException">when capacityPerGroup is negative.</exception>
+    public ReservoirObserver(Granularity granularity, int capacityPerGroup = 0, ulong seed = 0)
+    {
+        if (capacityPerGroup < 0) throw new ArgumentOutOfRangeException(nameof(capacityPerGroup), "capacity must be positive (0 = default)");
+        Granularity = granularity;
+        CapacityPerGroup = capacityPerGroup > 0 ? capacityPerGroup : DefaultCapacity(granularity);
+        _seed = seed;
+    }
+
+    /// <summary>The default per-group capacity of a granularity.</summary>
+    public static int DefaultCapacity(Granularity granularity) => granularity switch
+    {
+        Granularity.PerTensor => DefaultTensorCapacity,
+        Granularity.PerChannel => DefaultChannelCapacity,
+        _ => DefaultTokenCapacity,
+    };
+
+    public Granularity Granularity { get; }
+
+    public int CapacityPerGroup { get; }
+
+    /// <summary>Number of groups (0 before the first batch).</summary>
+    public int Groups => _groups?.Length ?? 0;
+
+    /// <summary>Values stored over all groups (never more than Groups × CapacityPerGroup).</summary>
+    public long StoredCount => _groups?.Sum(r => (long)r.Count) ?? 0;
+
+    /// <summary>Values the group has seen (stored or not).</summary>
+    public long Seen(int group) => Group(group).SeenCount;
+
+    /// <summary>True while the group's sample holds every value it has seen (quantiles are then exact).</summary>
+    public bool IsExact(int group) => Group(group).SeenCount <= CapacityPerGroup;
+
+    /// <summary>The group's current sample (a view: valid until the next Observe).</summary>
+    public ReadOnlySpan<float> Sample(int group)
+    {
+        var r = Group(group);
+        return r.Buffer.AsSpan(0, r.Count);
+    }
+
+    /// <summary>A sorted copy of the group's sample.</summary>
+    public float[] SortedSample(int group)
+    {
+        var s = Sample(group).ToArray();
+        Array.Sort(s);
+        return s;
+    }
+
+    /// <summary>Adds one batch. Throws ViTQuantException when its group count differs from earlier batches.</summary>
+    public void Observe(Tensor x) => Observe(x.Span, GroupLayout.For(Granularity, x.Shape));
+
+    /// <summary>Adds values laid out as <paramref name="layout"/> describes.</summary>
+    public void Observe(ReadOnlySpan<float> data, GroupLayout layout)
+    {
+        if (_groups == null)
+        {
+            _groups = new Reservoir[layout.Groups];
+            for (int g = 0; g < _groups.Length; g++)
+                _groups[g] = new Reservoir(CapacityPerGroup, new Rng(_seed ^ (0x9E3779B97F4A7C15UL * (ulong)(g + 1))));
+        }
+        else if (_groups.Length != layout.Groups)
+            throw new ViTQuantException($"observed a tensor with {layout.Groups} {Granularity} groups, earlier batches had {_groups.Length}");
+        int runs = data.Length / layout.Inner;
+        for (int r = 0; r < runs; r++) _groups[r % layout.Groups].Add(data.Slice(r * layout.Inner, layout.Inner));
+    }
+
+    private Reservoir Group(int group)
+    {
+        if (_groups == null) throw new InvalidOperationException("nothing observed yet");
+        return _groups[group];
+    }
+
+    /// <summary>
+    /// One reservoir, Algorithm L (Li 1994): after the first k values, the gap to the next value that
+    /// enters is geometric, floor(ln u / ln(1 − W)), where W is the running product of u^(1/k); the
+    /// entering value replaces a uniformly chosen slot. This gives every value seen the same
+    /// probability k/n of being in the sample, and costs random numbers only for the values taken.
+    /// </summary>
+    private sealed class Reservoir
+    {
+        private readonly int _k;
+        private readonly Rng _rng;
+        private double _w;
+        private long _next; // index (in the group's stream) of the next value that enters the sample
+
+        public Reservoir(int k, Rng rng)
+        {
+            _k = k;
+            _rng = rng;
+            Buffer = new float[Math.Min(k, 1024)];
+        }
+
+        public float[] Buffer { get; private set; }
+        public int Count { get; private set; }
+        public long SeenCount { get; private set; }
+
+        public void Add(ReadOnlySpan<float> run)
+        {
+            int i = 0;
+            if (Count < _k)
+            {
+                int take = Math.Min(_k - Count, run.Length);
+                if (Count + take > Buffer.Length)
+                {
+                    var grown = new float[Math.Min(_k, Math.Max(Count + take, 2 * Buffer.Length))];
+                    Buffer.AsSpan(0, Count).CopyTo(grown);
+                    Buffer = grown;
+                }
+                run[..take].CopyTo(Buffer.AsSpan(Count));
+                Count += take;
+                SeenCount += take;
+                i = take;
+                if (Count == _k)
+                {
+                    _w = Math.Exp(Math.Log(Uniform()) / _k);
+                    _next = SeenCount + Skip();
+                }
+            }
+            while (i < run.Length)
+            {
+                long gap = _next - SeenCount;
+                if (gap >= run.Length - i)
+                {
+                    SeenCount += run.Length - i;
+                    return;
+                }
+                i += (int)gap;
+                Buffer[_rng.NextInt(_k)] = run[i];
+                i++;
+                SeenCount += gap + 1;
+                _w *= Math.Exp(Math.Log(Uniform()) / _k);
+                _next = SeenCount + Skip();
+            }
+        }
+
+        private double Uniform() => 1.0 - _rng.NextDouble(); // (0, 1]: the logarithm is finite
+
+        private long Skip()
+        {
+            double s = Math.Floor(Math.Log(Uniform()) / double.LogP1(-_w));
+            return s < 1e15 ? (long)s : (long)1e15; // W underflowing towards 0 means "practically never"
+        }
+    }
+}

@@ -1,0 +1,178 @@
+// Logarithmic grids (base 2 or √2) and their fused fake-quant op, shared by LogQuantizer (post-softmax)
+// and ShiftLogQuantizer (post-GELU, in the shifted domain).
+//
+// With L = 2^b levels and step Δ:
+//     q  = round(−log_B(x/Δ))          q < 0 → 0 (clamped to the top level Δ)
+//     x̂  = Δ·B^(−q) for 0 ≤ q ≤ L − 1; x̂ = 0 when q ≥ L (and for x ≤ 0 or NaN)
+// B = √2 gives RepQ-ViT's log√2 levels Δ·2^(−q/2); B = 2 gives Δ·2^(−q).
+// The level is found without evaluating a logarithm: −log_B(x/Δ) < k + ½ ⇔ x > T_k = Δ·B^(−(k+½)),
+// so q = min{k : x > T_k}. T_k is irrational (B^(−(k+½)) is an odd power of 2^(1/4) or 2^(1/2) times
+// a float), so no x sits exactly on a rounding tie and the comparison decides round() exactly. T_k is
+// computed in double and rounded DOWN to float, which keeps "x > T_k" exact for float x (an integer
+// runtime can use the same float table). Values Δ·B^(−k) are computed in double and rounded once.
+//
+// Gradients: ∂x̂/∂x = 1 where round(−log_B(x/Δ)) lies in [0, L − 1] (T_{L−1} < x ≤ T_{−1}), else 0
+// (the straight-through rule of the uniform quantizers: no gradient where clamped or flushed);
+// ∂x̂/∂Δ = B^(−q) for every non-flushed element (q held fixed: x̂ is Δ times a constant there).
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Quantization;
+
+/// <summary>A b-bit logarithmic grid of base 2 or √2 with top level Δ.</summary>
+public sealed class LogGrid
+{
+    /// <param name="delta">top level Δ (values below RangeSearch.MinScale become MinScale).</param>
+    /// <param name="bits">2–8.</param>
+    /// <param name="sqrtTwoBase">base √2 (true) or 2 (false).</param>
+    /// <exception cref="ArgumentOutOfRangeException">when bits is outside 2–8.</exception>
+    public LogGrid(float delta, int bits, bool sqrtTwoBase)
+    {
+        if (bits < 2 || bits > 8) throw new ArgumentOutOfRangeException(nameof(bits), $"bits must be 2–8, got {bits}");
+        Delta = RangeSearch.SafeScale(delta);
+        Levels = 1 << bits;
+        SqrtTwoBase = sqrtTwoBase;
+        double log2B = sqrtTwoBase ? 0.5 : 1.0;
+        Thresholds = new float[Levels];
+        Values = new float[Levels];
+        Powers = new float[Levels];
+        for (int k = 0; k < Levels; k++)
+        {
+            Thresholds[k] = RoundDown(Delta * Math.Pow(2, -log2B * (k + 0.5)));
+            Powers[k] = (float)Math.Pow(2, -log2B * k);
+            Values[k] = (float)(Delta * Math.Pow(2, -log2B * k));
+        }
+        TopThreshold = RoundDown(Delta * Math.Pow(2, log2B * 0.5));
+    }
+
+    public float Delta { get; }
+
+    /// <summary>Number of levels 2^b (level index Levels means "flushed to 0").</summary>
+    public int Levels { get; }
+
+    public bool SqrtTwoBase { get; }
+
+    /// <summary>T_k = Δ·B^(−(k+½)) rounded down to float: x &gt; T_k ⇔ round(−log_B(x/Δ)) ≤ k.</summary>
+    public float[] Thresholds { get; }
+
+    /// <summary>T_{−1} = Δ·B^(½) rounded down: x &gt; T_{−1} ⇔ the unclamped level is negative.</summary>
+    public float TopThreshold { get; }
+
+    /// <summary>Dequantized values Δ·B^(−k).</summary>
+    public float[] Values { get; }
+
+    /// <summary>B^(−k), the derivative of Values[k] with respect to Δ.</summary>
+    public float[] Powers { get; }
+
+    /// <summary>The level of x in [0, Levels − 1], or Levels when x is flushed to 0 (q ≥ 2^b, x ≤ 0, NaN).</summary>
+    public int Level(float x)
+    {
+        var t = Thresholds;
+        int lo = 0, hi = t.Length; // thresholds decrease: find the first k with x > T_k
+        while (lo < hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            if (x > t[mid]) hi = mid;
+            else lo = mid + 1;
+        }
+        return lo;
+    }
+
+    /// <summary>x̂ for one value: Δ·B^(−q), or 0 when flushed.</summary>
+    public float FakeQuant(float x)
+    {
+        int q = Level(x);
+        return q < Levels ? Values[q] : 0f;
+    }
+
+    /// <summary>Mean |x − x̂|^p over a sample (p = 2: MSE).</summary>
+    public double Error(ReadOnlySpan<float> sample, float p)
+    {
+        if (sample.Length == 0) return 0;
+        const int Block = 4096;
+        Span<float> e = stackalloc float[Math.Min(Block, sample.Length)];
+        double total = 0;
+        for (int start = 0; start < sample.Length; start += Block)
+        {
+            var xs = sample.Slice(start, Math.Min(Block, sample.Length - start));
+            var err = e[..xs.Length];
+            for (int i = 0; i < xs.Length; i++) err[i] = xs[i] - FakeQuant(xs[i]);
+            total += RangeSearch.PowerSum(err, p);
+        }
+        return total / sample.Length;
+    }
+
+    /// <summary>
+    /// The Δ a range method picks on a (shifted) sample sorted ascending: MinMax → the maximum;
+    /// Percentile → the best of quantile(p), p ∈ {0.999, 0.9999, 0.99999}, by MSE; LpSearch → the best of
+    /// α·max, α ∈ {0.01, …, 1}, by mean |x − x̂|^p. Throws ArgumentException for an empty sample.
+    /// </summary>
+    public static float SearchDelta(RangeMethod method, ReadOnlySpan<float> sorted, float max, int bits, bool sqrtTwoBase, float lpNorm)
+    {
+        if (method == RangeMethod.MinMax) return RangeSearch.SafeScale(max);
+        if (sorted.Length == 0) throw new ArgumentException($"{method} search of a log grid needs observed values");
+        var candidates = new List<(float Delta, float P)>();
+        if (method == RangeMethod.Percentile)
+            foreach (double p in RangeSearch.Percentiles) candidates.Add((RangeSearch.Quantile(sorted, p), 2f));
+        else
+            for (int k = 1; k <= RangeSearch.LpCandidates; k++) candidates.Add((k / (float)RangeSearch.LpCandidates * max, lpNorm));
+        float best = 0;
+        double bestErr = 0;
+        for (int c = 0; c < candidates.Count; c++)
+        {
+            var grid = new LogGrid(candidates[c].Delta, bits, sqrtTwoBase);
+            double err = grid.Error(sorted, candidates[c].P);
+            if (c == 0 || err < bestErr) { best = grid.Delta; bestErr = err; }
+        }
+        return best;
+    }
+
+    private static float RoundDown(double t)
+    {
+        float f = (float)t;
+        return f > t ? MathF.BitDecrement(f) : f;
+    }
+
+    /// <summary>
+    /// Fused log fake quantization of x' = (x − shift) + eps, output x̂' + offset, as one autograd node
+    /// with gradients for x and for the one-element step tensor delta (file header).
+    /// </summary>
+    internal static Tensor Apply(Tensor x, Tensor delta, int bits, bool sqrtTwoBase, float shift, float eps, float offset, string opName)
+    {
+        var grid = new LogGrid(delta.Item(), bits, sqrtTwoBase);
+        int n = x.Size, levels = grid.Levels;
+        var y = new Tensor(x.Shape);
+        float[] xd = x.Data, yd = y.Data, vals = grid.Values;
+        var layout = new GroupLayout(1, Math.Max(1, n));
+        ViTQuant.Quantization.FakeQuant.ForSegments(n, layout, (_, start, end, _) =>
+        {
+            for (int i = start; i < end; i++)
+            {
+                int q = grid.Level(xd[i] - shift + eps);
+                yd[i] = (q < levels ? vals[q] : 0f) + offset;
+            }
+        });
+        if (!Autograd.Needs(x, delta)) return y;
+
+        return Autograd.Record(opName, y, new[] { x, delta }, gy =>
+        {
+            float[] gd = gy.Data, pw = grid.Powers;
+            float[]? gxd = x.RequiresGrad ? ViTQuant.Quantization.FakeQuant.GradData(x) : null;
+            float top = grid.TopThreshold;
+            var partial = new double[ViTQuant.Quantization.FakeQuant.Chunks(n)];
+            ViTQuant.Quantization.FakeQuant.ForSegments(n, layout, (c, start, end, _) =>
+            {
+                double s = 0;
+                for (int i = start; i < end; i++)
+                {
+                    float xs = xd[i] - shift + eps;
+                    int q = grid.Level(xs);
+                    if (q >= levels) continue;
+                    if (gxd != null && xs <= top) gxd[i] += gd[i];
+                    s += gd[i] * (double)pw[q];
+                }
+                partial[c] += s;
+            });
+            if (delta.RequiresGrad && delta.Item() >= RangeSearch.MinScale) ViTQuant.Quantization.FakeQuant.AddPartials(partial, 1, delta.GradSpan());
+        });
+    }
+}

@@ -1,0 +1,157 @@
+// Uniform quantization grids and the searches that pick their ranges from observed samples.
+//
+// The uniform rule (one definition used by the fake-quant kernels, the searches and the tests):
+//     q  = clamp(round(x / Δ) + z, q_min, q_max)      round: half to even; x / Δ: a float division
+//     x̂  = (q − z)·Δ
+// Grids from a range [lo, hi]:
+//     symmetric   M = max(|lo|, |hi|), Δ = 2M / (2^b − 1), z = 0, q ∈ [−2^(b−1), 2^(b−1) − 1]   (MimiQ)
+//     asymmetric  lo ← min(lo, 0), hi ← max(hi, 0), Δ = (hi − lo)/(2^b − 1), z = round(−lo/Δ),
+//                 q ∈ [0, 2^b − 1]
+// *choice*: the asymmetric range is widened to contain 0 (as PyTorch's observers and the BRECQ/QDrop
+// code ADFQ builds on do): zero is then exactly representable and z always lies in [0, 2^b − 1]; for
+// negative-only or positive-only data the grid starts at 0 instead of at the data's own extreme.
+// Δ and z are computed in double and rounded once to float. A zero range (all values 0) or any Δ
+// below MinScale becomes Δ = MinScale = 1e-8, so no division by zero can occur; every value then
+// quantizes to 0 or saturates.
+//
+// Searches (each candidate grid is scored on the observed sample with the rule above):
+//     MinMax      [min, max] of all data (exact, from MinMaxObserver)
+//     Percentile  (lo, hi) = (quantile(1 − p), quantile(p)), p ∈ {0.999, 0.9999, 0.99999}, least MSE
+//     LpSearch    [α·min, α·max], α ∈ {0.01, 0.02, …, 1.00}, least mean |x − x̂|^p  (p = LpNorm)
+// Ties keep the earlier candidate. Quantiles interpolate linearly between order statistics, as
+// torch.quantile does.
+using System.Numerics.Tensors;
+using ViTQuant.Kernels;
+
+namespace ViTQuant.Quantization;
+
+/// <summary>One uniform grid: step, zero point (an integer stored as float) and the integer range.</summary>
+public readonly record struct UniformParams(float Scale, float ZeroPoint, int QMin, int QMax)
+{
+    /// <summary>The integer level of x: clamp(round(x/Δ) + z, q_min, q_max), ties to even.</summary>
+    public float Level(float x) => Math.Clamp(MathF.Round(x / Scale) + ZeroPoint, QMin, QMax);
+
+    /// <summary>The fake-quantized value (level − z)·Δ.</summary>
+    public float FakeQuant(float x) => (Level(x) - ZeroPoint) * Scale;
+}
+
+/// <summary>Builds uniform grids from ranges and searches ranges on observed samples.</summary>
+public static class RangeSearch
+{
+    /// <summary>The smallest step any quantizer uses; a zero or tinier range is widened to this.</summary>
+    public const float MinScale = 1e-8f;
+
+    /// <summary>The percentiles p of the (1 − p, p) quantile search (ADFQ-ViT, baselines).</summary>
+    public static readonly double[] Percentiles = { 0.999, 0.9999, 0.99999 };
+
+    /// <summary>Number of shrink factors α = k/100, k = 1..100, of the Lp grid search.</summary>
+    public const int LpCandidates = 100;
+
+    /// <summary>Integer range [q_min, q_max] of a b-bit grid.</summary>
+    public static (int QMin, int QMax) IntRange(int bits, bool symmetric) =>
+        symmetric ? (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) : (0, (1 << bits) - 1);
+
+    /// <summary>Δ itself, or MinScale when Δ is smaller or NaN.</summary>
+    public static float SafeScale(float scale) => scale >= MinScale ? scale : MinScale;
+
+    /// <summary>The grid for the range [lo, hi] (see the file header for both forms).</summary>
+    public static UniformParams FromRange(float lo, float hi, int bits, bool symmetric)
+    {
+        var (qmin, qmax) = IntRange(bits, symmetric);
+        double levels = (1 << bits) - 1;
+        if (symmetric)
+        {
+            double m = Math.Max(Math.Abs((double)lo), Math.Abs((double)hi));
+            return new UniformParams(SafeScale((float)(2 * m / levels)), 0f, qmin, qmax);
+        }
+        double l = Math.Min(lo, 0.0), h = Math.Max(hi, 0.0);
+        float scale = SafeScale((float)((h - l) / levels));
+        float zero = (float)Math.Clamp(Math.Round(-l / scale, MidpointRounding.ToEven), qmin, qmax);
+        return new UniformParams(scale, zero, qmin, qmax);
+    }
+
+    /// <summary>
+    /// The q-quantile of sorted values with linear interpolation between the order statistics at
+    /// q·(n − 1) (torch.quantile's default). Throws ArgumentException for an empty span.
+    /// </summary>
+    public static float Quantile(ReadOnlySpan<float> sorted, double q)
+    {
+        if (sorted.Length == 0) throw new ArgumentException("quantile of an empty sample");
+        double pos = Math.Clamp(q, 0, 1) * (sorted.Length - 1);
+        int i = (int)Math.Floor(pos);
+        if (i >= sorted.Length - 1) return sorted[^1];
+        double f = pos - i;
+        return (float)(sorted[i] + f * ((double)sorted[i + 1] - sorted[i]));
+    }
+
+    /// <summary>Mean of |x − x̂|^p over the sample (p = 2: the MSE). NaN-free for finite samples.</summary>
+    public static double Error(ReadOnlySpan<float> sample, UniformParams grid, float p)
+    {
+        if (sample.Length == 0) return 0;
+        const int Block = 4096;
+        Span<float> e = stackalloc float[Math.Min(Block, sample.Length)];
+        double total = 0;
+        for (int start = 0; start < sample.Length; start += Block)
+        {
+            var xs = sample.Slice(start, Math.Min(Block, sample.Length - start));
+            var err = e[..xs.Length];
+            for (int i = 0; i < xs.Length; i++) err[i] = xs[i] - grid.FakeQuant(xs[i]);
+            total += PowerSum(err, p);
+        }
+        return total / sample.Length;
+    }
+
+    /// <summary>Σ |e|^p, with exact fast paths for p = 1 and p = 2.</summary>
+    internal static double PowerSum(Span<float> err, float p)
+    {
+        if (p == 2f) return TensorPrimitives.SumOfSquares(err);
+        TensorPrimitives.Abs(err, err);
+        if (p == 1f) return TensorPrimitives.Sum(err);
+        // |e|^p = exp(p·ln|e|); ln 0 = −∞ gives exp(−∞) = 0 as wanted.
+        TensorPrimitives.Log(err, err);
+        TensorPrimitives.Multiply(err, p, err);
+        TensorPrimitives.Exp(err, err);
+        return TensorPrimitives.Sum(err);
+    }
+
+    /// <summary>
+    /// The grid a range method picks for one group. <paramref name="sorted"/> is the group's sample in
+    /// ascending order (unused by MinMax); min/max are the group's exact extremes. Throws
+    /// ArgumentException when a searching method gets an empty sample.
+    /// </summary>
+    public static UniformParams Search(RangeMethod method, ReadOnlySpan<float> sorted, float min, float max, int bits, bool symmetric, float lpNorm)
+    {
+        if (method == RangeMethod.MinMax) return FromRange(FiniteOrZero(min), FiniteOrZero(max), bits, symmetric);
+        if (sorted.Length == 0) throw new ArgumentException($"{method} range search needs observed values");
+        if (method == RangeMethod.Percentile)
+        {
+            UniformParams best = default;
+            double bestErr = 0;
+            for (int k = 0; k < Percentiles.Length; k++)
+            {
+                double p = Percentiles[k];
+                var grid = FromRange(Quantile(sorted, 1 - p), Quantile(sorted, p), bits, symmetric);
+                double err = Error(sorted, grid, 2f);
+                if (k == 0 || err < bestErr) { bestErr = err; best = grid; }
+            }
+            return best;
+        }
+        min = FiniteOrZero(min);
+        max = FiniteOrZero(max);
+        // LpSearch: score the 100 shrunk ranges in parallel, then take the first best in order.
+        var errs = new double[LpCandidates];
+        var grids = new UniformParams[LpCandidates];
+        var sample = sorted.ToArray();
+        Parallelism.For(0, LpCandidates, k =>
+        {
+            float a = (k + 1) / (float)LpCandidates;
+            grids[k] = FromRange(a * min, a * max, bits, symmetric);
+            errs[k] = Error(sample, grids[k], lpNorm);
+        });
+        int arg = 0;
+        for (int k = 1; k < LpCandidates; k++) if (errs[k] < errs[arg]) arg = k;
+        return grids[arg];
+    }
+
+    private static float FiniteOrZero(float v) => float.IsFinite(v) ? v : 0f;
+}
