@@ -23,6 +23,21 @@ internal static class DataSources
 
     public static VisionTransformer LoadModel(string? path) => ModelIO.Load(path);
 
+    /// <summary>A float model, or a quantized checkpoint as its model plus the hooks that fake-quantize it.</summary>
+    public static (VisionTransformer Model, Quantization.QuantizedModel? Quant) LoadAny(string? path)
+    {
+        if (path != null && File.Exists(path) && path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+        {
+            var f = IO.SafeTensorsFile.Read(path);
+            if (Quantization.QuantizedCheckpoint.IsQuantized(f))
+            {
+                var q = Quantization.QuantizedCheckpoint.Load(f);
+                return (q.Model, q);
+            }
+        }
+        return (ModelIO.Load(path), null);
+    }
+
     /// <summary>The dataset named by spec, shaped for the model (validated), or a ViTQuantException.</summary>
     public static IImageDataset Open(string spec, string split, ViTConfig model)
     {

@@ -23,11 +23,11 @@ internal static class EvalCommand
             CommonOptions.ApplyThreads(r.GetValue(threads));
             int B = r.GetValue(batch);
             if (B < 1) throw new ViTQuantException($"--batch must be at least 1, got {B}");
-            var m = DataSources.LoadModel(r.GetValue(model));
+            var (m, quant) = DataSources.LoadAny(r.GetValue(model));
             var ds = DataSources.Limit(DataSources.Open(r.GetValue(dataset)!, r.GetValue(split)!, m.Config), r.GetValue(limit));
             var loader = new DataLoader(ds, B, mean: m.Config.Mean, std: m.Config.Std);
             var res = Progress.Run("eval", ds.Count, rep =>
-                Evaluator.Evaluate(m, loader.Epoch(0).Select(b => (b.Images, b.Labels)), progress: n => rep.Update(n, $"{n / Math.Max(rep.Elapsed, 1e-9):F0} img/s")));
+                Evaluator.Evaluate(m, loader.Epoch(0).Select(b => (b.Images, b.Labels)), quant, progress: n => rep.Update(n, $"{n / Math.Max(rep.Elapsed, 1e-9):F0} img/s")));
             Console.Error.WriteLine($"{m.Config.Architecture} on {r.GetValue(dataset)} ({r.GetValue(split)}, {res.Count} images): top-1 {res.Top1:F2}%"
                 + (res.Top5 is double t5 ? $", top-5 {t5:F2}%" : "") + $", loss {res.Loss:F4}, {res.ImagesPerSecond:F0} img/s ({res.Seconds:F1} s)");
             if (r.GetValue(json))

@@ -22,7 +22,7 @@ internal static class InferCommand
             CommonOptions.ApplyThreads(r.GetValue(threads));
             string inPath = r.GetValue(input)!, outPath = r.GetValue(output)!;
             AtomicFile.EnsureNotSameFile(inPath, outPath);
-            var m = DataSources.LoadModel(r.GetValue(model));
+            var (m, quant) = DataSources.LoadAny(r.GetValue(model));
             var f = SafeTensorsFile.Read(inPath);
             if (!f.Contains("pixel_values")) throw new ViTQuantException($"{inPath}: no tensor named 'pixel_values'");
             // Integer pixels are almost surely raw 0..255 values: converting them silently gives garbage logits.
@@ -33,7 +33,7 @@ internal static class InferCommand
             var c = m.Config;
             if (x.Rank != 4 || x.Shape[1] != c.InChans || x.Shape[2] != c.ImageSize || x.Shape[3] != c.ImageSize)
                 throw new ViTQuantException($"{inPath}: pixel_values has shape {Tensor.ShapeString(x.Shape)}, the model expects [B, {c.InChans}, {c.ImageSize}, {c.ImageSize}]");
-            var rec = new TapRecorder(n => r.GetValue(taps) && n.EndsWith(".attn.probs"));
+            var rec = new TapRecorder(n => r.GetValue(taps) && n.EndsWith(".attn.probs"), quant);
             Tensor logits;
             using (Autograd.NoGrad()) logits = m.Forward(x, rec);
             var outs = new List<(string, Tensor)> { ("logits", logits) };

@@ -37,6 +37,8 @@ public static class ModelIO
         }
         if (!File.Exists(path)) throw new ViTQuantException($"{path}: model file not found");
         var file = SafeTensorsFile.Read(path);
+        if (file.Metadata.TryGetValue(FormatKey, out var fmt) && fmt != "vitq-float/1")
+            throw new ViTQuantException($"{path}: is a '{fmt}' file, not a float model (quantized checkpoints work with eval, infer and bench)");
         if (file.Metadata.TryGetValue(ConfigKey, out var json))
             return Build(ViTConfig.FromJson(json, path), file, path);
         var cfgPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "config.json");

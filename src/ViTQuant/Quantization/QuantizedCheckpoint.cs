@@ -28,16 +28,16 @@ public static class QuantizedCheckpoint
     /// quantizers off, so evaluation, export and reload all see the same numbers. Returns the codes.
     /// Throws InvalidOperationException when a weight quantizer has no affine integer grid.
     /// </summary>
-    public static Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, IAffineGrid Grid)> Freeze(QuantizedModel qm)
+    public static Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)> Freeze(QuantizedModel qm)
     {
-        var codes = new Dictionary<string, (sbyte[]?, byte[]?, IAffineGrid)>();
+        var codes = new Dictionary<string, (sbyte[]?, byte[]?, AffineGrid)>();
         var weights = qm.Model.NamedParameters().ToDictionary(p => p.Name, p => p.Param);
         foreach (var (layer, q) in qm.WeightQuantizers)
         {
             var w = weights[layer + ".weight"];
             Tensor wq;
             using (Autograd.NoGrad()) wq = q.Forward(w.Detach()).Clone();
-            var grid = q as IAffineGrid ?? throw new InvalidOperationException($"{layer}: weight quantizer {q.Spec} has no integer grid");
+            var grid = AffineGrid.Of(q) ?? throw new InvalidOperationException($"{layer}: weight quantizer {q.Spec} has no integer grid");
             int channels = grid.Scale.Length, per = w.Size / channels;
             bool signed = grid.QMin < 0;
             var s8 = signed ? new sbyte[w.Size] : null;
@@ -57,7 +57,7 @@ public static class QuantizedCheckpoint
     }
 
     /// <summary>Writes a frozen quantized model atomically. Call <see cref="Freeze"/> first (its result is the codes argument).</summary>
-    public static void Save(QuantizedModel qm, Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, IAffineGrid Grid)> codes,
+    public static void Save(QuantizedModel qm, Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)> codes,
         string path, IReadOnlyDictionary<string, string>? extraMetadata = null)
     {
         var entries = new List<SafeTensorsEntry>();

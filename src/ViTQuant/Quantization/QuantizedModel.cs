@@ -44,7 +44,7 @@ public sealed class QuantizedModel : IModelHooks
     {
         Model = model;
         Plan = plan.Validated();
-        factory ??= (spec, isWeight) => QuantizerFactory.Create(spec, isWeight);
+        factory ??= static (spec, isWeight) => QuantizerFactory.Create(spec, isWeight);
         foreach (var l in QuantPlan.WeightLayers(model.Config))
             if (plan.WeightSpec(l) is QuantSpec s) _weightQ[l] = factory(s, true);
         foreach (var p in QuantPlan.ActivationPoints(model.Config))

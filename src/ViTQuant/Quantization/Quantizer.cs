@@ -49,14 +49,21 @@ public interface IReportsOutliers
 }
 
 /// <summary>
-/// A weight quantizer whose outputs lie on a per-channel affine integer grid ŵ = (code − z_c)·Δ_c with
-/// code ∈ [QMin, QMax]; lets checkpoints store weights as integers. Scale/ZeroPoint have one entry
-/// per output channel (or one for per-tensor grids).
+/// The per-channel affine integer grid ŵ = (code − z_c)·Δ_c, code ∈ [QMin, QMax], of a weight
+/// quantizer; lets checkpoints store weights as integers. One Scale/ZeroPoint entry per output channel
+/// (or one for a per-tensor grid).
 /// </summary>
-public interface IAffineGrid
+public sealed record AffineGrid(float[] Scale, float[] ZeroPoint, int QMin, int QMax)
 {
-    float[] Scale { get; }
-    float[] ZeroPoint { get; }
-    int QMin { get; }
-    int QMax { get; }
+    /// <summary>The grid of a calibrated uniform or AdaRound weight quantizer; null for other kinds.</summary>
+    public static AffineGrid? Of(Quantizer q)
+    {
+        UniformParams[]? p = q switch
+        {
+            UniformQuantizer u when u.Groups > 0 => Enumerable.Range(0, u.Groups).Select(u.Params).ToArray(),
+            AdaRoundQuantizer a when a.IsCalibrated => Enumerable.Range(0, a.State().First(s => s.Name == "scale").Value.Size).Select(a.Params).ToArray(),
+            _ => null,
+        };
+        return p == null ? null : new AffineGrid(p.Select(g => g.Scale).ToArray(), p.Select(g => g.ZeroPoint).ToArray(), p[0].QMin, p[0].QMax);
+    }
 }
