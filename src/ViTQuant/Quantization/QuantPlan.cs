@@ -133,7 +133,7 @@ public static class QuantPresets
                 weights.Add(new("*", w));
                 var patch = new QuantSpec { Kind = QuantKind.PerPatchOutlier, Bits = abits, Granularity = Granularity.PerToken, OutlierThreshold = 5f };
                 var qkv = new QuantSpec { Bits = abits, Range = RangeMethod.LpSearch, LpNorm = 2.4f };
-                var perc = new QuantSpec { Bits = abits, Range = RangeMethod.Percentile };
+                var perc = new QuantSpec { Bits = abits, Range = RangeMethod.Percentile, Learnable = true }; // ADFQ learns these steps
                 acts.Add(new("blocks.*.attn.qkv", patch));
                 acts.Add(new("blocks.*.mlp.fc1", patch));
                 acts.Add(new("blocks.*.mlp.fc2", new QuantSpec { Kind = QuantKind.ShiftLog, Bits = abits, SqrtTwoBase = true }));
@@ -147,7 +147,8 @@ public static class QuantPresets
             }
             case "mimiq":
             {
-                var w = new QuantSpec { Bits = wbits, Granularity = Granularity.PerChannel, Symmetric = true, Range = RangeMethod.MinMax };
+                // Weights are re-quantized from their current values at every step of the fine-tuning.
+                var w = new QuantSpec { Bits = wbits, Granularity = Granularity.PerChannel, Symmetric = true, Range = RangeMethod.MinMax, Dynamic = true };
                 foreach (var l in new[] { "patch_embed.proj", "head", "head_dist" }) weights.Add(new(l, W(w, l)));
                 weights.Add(new("*", w));
                 var a = new QuantSpec { Kind = QuantKind.Lsq, Bits = abits };

@@ -63,6 +63,7 @@ public static class Autograd
     /// </summary>
     public static Tensor Record(string opName, Tensor output, Tensor[] parents, Action<Tensor> backward)
     {
+        OpProfiler.Forward(opName);
         output.GradFn = new Node(opName, parents, backward);
         output.RequiresGrad = true;
         return output;
@@ -89,7 +90,12 @@ public static class Autograd
             var t = order[k];
             var node = t.GradFn!;
             var g = t.Grad;
-            if (g != null && node.BackwardFn != null) node.BackwardFn(g);
+            if (g != null && node.BackwardFn != null)
+            {
+                long t0 = OpProfiler.Enabled ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
+                node.BackwardFn(g);
+                if (OpProfiler.Enabled) OpProfiler.Backward(node.OpName, t0);
+            }
             // Free the graph as we go: intermediate gradients and closures are not needed any more.
             node.BackwardFn = null;
             node.Parents = Array.Empty<Tensor>();
@@ -119,5 +125,57 @@ public static class Autograd
             else order.Add(t);
         }
         return order;
+    }
+}
+
+/// <summary>
+/// Time per op, for finding where a training step goes (VITQ_PROFILE=1 or Enabled = true). Backward
+/// time is measured around each node's closure; forward time is the wall time since the previous
+/// recorded op on this thread, which attributes a sequential forward pass to the ops that end it.
+/// </summary>
+public static class OpProfiler
+{
+    public static bool Enabled { get; set; } = Environment.GetEnvironmentVariable("VITQ_PROFILE") == "1";
+    private static readonly Dictionary<string, (double Fwd, double Bwd, long Calls)> Times = new();
+    [ThreadStatic] private static long _last;
+
+    internal static void Forward(string op)
+    {
+        if (!Enabled) return;
+        long now = System.Diagnostics.Stopwatch.GetTimestamp();
+        if (_last != 0) Add(op, (now - _last) / (double)System.Diagnostics.Stopwatch.Frequency, 0, 1);
+        _last = now;
+    }
+
+    internal static void Backward(string op, long t0)
+    {
+        Add(op, 0, (System.Diagnostics.Stopwatch.GetTimestamp() - t0) / (double)System.Diagnostics.Stopwatch.Frequency, 0);
+        _last = 0;
+    }
+
+    /// <summary>Starts a new forward measurement window (call before each forward pass).</summary>
+    public static void Mark() => _last = System.Diagnostics.Stopwatch.GetTimestamp();
+
+    private static void Add(string op, double f, double b, long calls)
+    {
+        lock (Times)
+        {
+            Times.TryGetValue(op, out var v);
+            Times[op] = (v.Fwd + f, v.Bwd + b, v.Calls + calls);
+        }
+    }
+
+    /// <summary>A table of seconds per op (forward, backward), largest total first; resets the counters.</summary>
+    public static string Report()
+    {
+        lock (Times)
+        {
+            var sb = new System.Text.StringBuilder();
+            sb.AppendLine($"{"op",-20} {"calls",8} {"fwd s",9} {"bwd s",9}");
+            foreach (var (k, v) in Times.OrderByDescending(kv => kv.Value.Fwd + kv.Value.Bwd))
+                sb.AppendLine($"{k,-20} {v.Calls,8} {v.Fwd,9:F3} {v.Bwd,9:F3}");
+            Times.Clear();
+            return sb.ToString();
+        }
     }
 }
