@@ -124,4 +124,31 @@ public class LogQuantizerTests
         Ops.Sum(q.Forward(x)).Backward();
         Assert.Equal(new[] { 1f, 1f, 0f, 1f, 0f, 0f, 0f }, x.Grad!.ToArray()); // 0.2 → 4.6 → 5 flushed, 1.3 → −0.76 → clamped
     }
+
+    [Theory]
+    [InlineData(true, 2)]
+    [InlineData(true, 4)]
+    [InlineData(true, 8)]
+    [InlineData(false, 3)]
+    [InlineData(false, 8)]
+    public void FastLevelLookupEqualsTheReferenceSearch(bool sqrt2, int bits)
+    {
+        // The fused op finds levels from a vectorised log2 plus threshold fix-ups; the reference is the
+        // binary search of LogGrid.Level. They must agree everywhere, including right at the thresholds.
+        var grid = new LogGrid(0.77f, bits, sqrt2);
+        var rng = new Rng(4);
+        var vals = new List<float> { 0f, -0f, -1f, float.NaN, float.PositiveInfinity, float.NegativeInfinity, 1e-40f, float.Epsilon, 1e30f, grid.TopThreshold };
+        foreach (float t in grid.Thresholds) vals.AddRange(new[] { t, MathF.BitIncrement(t), MathF.BitDecrement(t) });
+        for (int i = 0; i < 3000; i++) vals.Add(rng.NextFloat() * 2f);
+        for (int i = 0; i < 3000; i++) vals.Add(MathF.Exp(-90f * rng.NextFloat())); // down to 1e-39
+        var x = vals.ToArray();
+        var shifted = new float[x.Length];
+        var levels = new int[x.Length];
+        grid.FillLevels(x, 0f, 0f, shifted, levels, new float[x.Length]);
+        for (int i = 0; i < x.Length; i++) Assert.True(grid.Level(x[i]) == levels[i], $"x = {x[i]:G9}: reference {grid.Level(x[i])}, fast {levels[i]}");
+        // and the fused forward uses exactly these levels
+        var q = WithDelta(sqrt2 ? QuantKind.LogSqrt2 : QuantKind.Log2, bits, 0.77f);
+        var y = q.Forward(T(x));
+        for (int i = 0; i < x.Length; i++) Assert.Equal(grid.FakeQuant(x[i]), y.Data[i]);
+    }
 }
