@@ -164,6 +164,23 @@ public class UniformQuantizerTests
     }
 
     [Fact]
+    public void VectorisedKernelIsBitIdenticalToTheScalarRule()
+    {
+        // Ties (k + ½)·Δ, both clamps, zeros and random values: the span kernel equals UniformParams.FakeQuant.
+        var rng = new Rng(14);
+        foreach (var p in new[] { new UniformParams(0.1f, 7f, 0, 15), new UniformParams(0.37f, 0f, -8, 7), new UniformParams(1e-8f, 128f, 0, 255) })
+        {
+            var x = new List<float> { 0f, -0f, 1e30f, -1e30f };
+            for (int k = -20; k <= 20; k++) x.Add((k + 0.5f) * p.Scale);
+            for (int i = 0; i < 2000; i++) x.Add((rng.NextFloat() * 40 - 20) * p.Scale);
+            var xs = x.ToArray();
+            var y = new float[xs.Length];
+            FakeQuant.UniformSpan(xs, y, p.Scale, p.ZeroPoint, p.QMin, p.QMax);
+            BitEqual(xs.Select(p.FakeQuant).ToArray(), y, $"Δ = {p.Scale}");
+        }
+    }
+
+    [Fact]
     public void LearnableStepIsExposedOnlyWhenAsked()
     {
         var x = Tensor.Randn(new Rng(1), 1f, 10);

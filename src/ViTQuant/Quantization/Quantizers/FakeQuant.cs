@@ -11,8 +11,11 @@
 // unchanged (x̂ = x, ∂x̂/∂x = 1, no contribution to ∂Δ).
 // A learned Δ below RangeSearch.MinScale is used as MinScale and receives no gradient (a clamp).
 //
+// The forward runs TensorPrimitives passes over each run of one group (UniformSpan); its slow twin is
+// the scalar UniformParams.FakeQuant, and tests check the two bit for bit. The backward is scalar.
 // Work is split in fixed chunks of Chunk elements; per-group gradient sums are kept per chunk in double
 // and added in chunk order, so results do not depend on the thread count.
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using ViTQuant.Kernels;
 using ViTQuant.Tensors;
 
@@ -64,6 +67,21 @@ internal static class FakeQuant
     }
 
     /// <summary>
+    /// y = (clamp(round(x/Δ) + z, q_min, q_max) − z)·Δ over a span, one vectorised pass per operation.
+    /// Each TensorPrimitives call rounds exactly like its scalar operator, so the result is bit-identical
+    /// to the reference <see cref="UniformParams.FakeQuant"/> (tests compare the two).
+    /// </summary>
+    public static void UniformSpan(ReadOnlySpan<float> x, Span<float> y, float scale, float zero, float qmin, float qmax)
+    {
+        TensorPrimitives.Divide(x, scale, y);
+        TensorPrimitives.Round(y, y);
+        TensorPrimitives.Add(y, zero, y);
+        TensorPrimitives.Clamp(y, qmin, qmax, y);
+        TensorPrimitives.Subtract(y, zero, y);
+        TensorPrimitives.Multiply(y, scale, y);
+    }
+
+    /// <summary>
     /// Uniform fake quantization of x with per-group steps <paramref name="scale"/> (a tensor, so it can
     /// learn) and zero points. Elements with |x| &gt; outlierThreshold stay in float; their count is
     /// returned in <paramref name="outliers"/>. Records one autograd node when x or scale needs gradients.
@@ -78,13 +96,13 @@ internal static class FakeQuant
         ForSegments(n, layout, (c, start, end, g) =>
         {
             float s = RangeSearch.SafeScale(sd[g]), z = zero[g];
+            var xs = xd.AsSpan(start, end - start);
+            var ys = yd.AsSpan(start, end - start);
+            UniformSpan(xs, ys, s, z, qmin, qmax);
+            if (float.IsPositiveInfinity(outlierThreshold)) return;
             long o = 0;
-            for (int i = start; i < end; i++)
-            {
-                float v = xd[i];
-                if (MathF.Abs(v) > outlierThreshold) { yd[i] = v; o++; continue; }
-                yd[i] = (Math.Clamp(MathF.Round(v / s) + z, qmin, qmax) - z) * s;
-            }
+            for (int i = 0; i < xs.Length; i++)
+                if (MathF.Abs(xs[i]) > outlierThreshold) { ys[i] = xs[i]; o++; }
             counts[c] += o;
         });
         outliers = counts.Sum();

@@ -10,11 +10,15 @@
 // a float), so no x sits exactly on a rounding tie and the comparison decides round() exactly. T_k is
 // computed in double and rounded DOWN to float, which keeps "x > T_k" exact for float x (an integer
 // runtime can use the same float table). Values Δ·B^(−k) are computed in double and rounded once.
+// Level() is the reference (a binary search over T); the fused op uses FillLevels, which starts from a
+// vectorised log2 estimate and settles it with the same comparisons (equal results, tested), several
+// times faster at 8 bits.
 //
 // Gradients: ∂x̂/∂x = 1 where round(−log_B(x/Δ)) lies in [0, L − 1] (T_{L−1} < x ≤ T_{−1}), else 0
 // (the straight-through rule of the uniform quantizers: no gradient where clamped or flushed);
 // ∂x̂/∂Δ = B^(−q) for every non-flushed element (q held fixed: x̂ is Δ times a constant there).
 using ViTQuant.Tensors;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 
 namespace ViTQuant.Quantization;
 
@@ -77,6 +81,29 @@ public sealed class LogGrid
         return lo;
     }
 
+    /// <summary>
+    /// Levels of x' = (x − shift) + eps for a span (the fast path of <see cref="Level"/>, same result):
+    /// a vectorised log2 gives the level up to ±1, then the exact thresholds settle it.
+    /// <paramref name="shifted"/> receives x'.
+    /// </summary>
+    internal void FillLevels(ReadOnlySpan<float> x, float shift, float eps, Span<float> shifted, Span<int> levels, Span<float> scratch)
+    {
+        TensorPrimitives.Subtract(x, shift, shifted);
+        TensorPrimitives.Add(shifted, eps, shifted);
+        TensorPrimitives.Log2(shifted, scratch);
+        float log2Delta = MathF.Log2(Delta), perLevel = SqrtTwoBase ? 2f : 1f; // levels per octave
+        var t = Thresholds;
+        int top = Levels;
+        for (int i = 0; i < x.Length; i++)
+        {
+            float v = shifted[i], lv = (log2Delta - scratch[i]) * perLevel;
+            int k = !(lv < top) ? top : lv <= 0 ? 0 : (int)MathF.Round(lv); // NaN, x' ≤ 0 → flushed
+            while (k > 0 && v > t[k - 1]) k--;
+            while (k < top && !(v > t[k])) k++;
+            levels[i] = k;
+        }
+    }
+
     /// <summary>x̂ for one value: Δ·B^(−q), or 0 when flushed.</summary>
     public float FakeQuant(float x)
     {
@@ -88,14 +115,15 @@ public sealed class LogGrid
     public double Error(ReadOnlySpan<float> sample, float p)
     {
         if (sample.Length == 0) return 0;
-        const int Block = 4096;
-        Span<float> e = stackalloc float[Math.Min(Block, sample.Length)];
+        Span<float> e = stackalloc float[Math.Min(Block, sample.Length)], tmp = stackalloc float[e.Length];
+        Span<int> lv = stackalloc int[e.Length];
         double total = 0;
         for (int start = 0; start < sample.Length; start += Block)
         {
             var xs = sample.Slice(start, Math.Min(Block, sample.Length - start));
             var err = e[..xs.Length];
-            for (int i = 0; i < xs.Length; i++) err[i] = xs[i] - FakeQuant(xs[i]);
+            FillLevels(xs, 0f, 0f, err, lv, tmp[..xs.Length]);
+            for (int i = 0; i < xs.Length; i++) err[i] = xs[i] - (lv[i] < Levels ? Values[lv[i]] : 0f);
             total += RangeSearch.PowerSum(err, p);
         }
         return total / sample.Length;
@@ -126,6 +154,9 @@ public sealed class LogGrid
         return best;
     }
 
+    /// <summary>Elements per stack block of the fused op.</summary>
+    private const int Block = 1024;
+
     private static float RoundDown(double t)
     {
         float f = (float)t;
@@ -145,10 +176,13 @@ public sealed class LogGrid
         var layout = new GroupLayout(1, Math.Max(1, n));
         ViTQuant.Quantization.FakeQuant.ForSegments(n, layout, (_, start, end, _) =>
         {
-            for (int i = start; i < end; i++)
+            Span<float> xs = stackalloc float[Block], tmp = stackalloc float[Block];
+            Span<int> lv = stackalloc int[Block];
+            for (int b = start; b < end; b += Block)
             {
-                int q = grid.Level(xd[i] - shift + eps);
-                yd[i] = (q < levels ? vals[q] : 0f) + offset;
+                int len = Math.Min(Block, end - b);
+                grid.FillLevels(xd.AsSpan(b, len), shift, eps, xs[..len], lv, tmp[..len]);
+                for (int i = 0; i < len; i++) yd[b + i] = (lv[i] < levels ? vals[lv[i]] : 0f) + offset;
             }
         });
         if (!Autograd.Needs(x, delta)) return y;
@@ -161,14 +195,20 @@ public sealed class LogGrid
             var partial = new double[ViTQuant.Quantization.FakeQuant.Chunks(n)];
             ViTQuant.Quantization.FakeQuant.ForSegments(n, layout, (c, start, end, _) =>
             {
+                Span<float> xs = stackalloc float[Block], tmp = stackalloc float[Block];
+                Span<int> lv = stackalloc int[Block];
                 double s = 0;
-                for (int i = start; i < end; i++)
+                for (int b = start; b < end; b += Block)
                 {
-                    float xs = xd[i] - shift + eps;
-                    int q = grid.Level(xs);
-                    if (q >= levels) continue;
-                    if (gxd != null && xs <= top) gxd[i] += gd[i];
-                    s += gd[i] * (double)pw[q];
+                    int len = Math.Min(Block, end - b);
+                    grid.FillLevels(xd.AsSpan(b, len), shift, eps, xs[..len], lv, tmp[..len]);
+                    for (int i = 0; i < len; i++)
+                    {
+                        int q = lv[i];
+                        if (q >= levels) continue;
+                        if (gxd != null && xs[i] <= top) gxd[b + i] += gd[b + i];
+                        s += gd[b + i] * (double)pw[q];
+                    }
                 }
                 partial[c] += s;
             });

@@ -18,6 +18,7 @@
 //   weights      from min–max per group: symmetric → signed grid, α = 2·max|w|/(2^b − 1), z = 0;
 //                asymmetric → [0, 2^b − 1], α = (max − min)/(2^b − 1), z = round(−min/α) (range widened
 //                to contain 0, as RangeSearch.FromRange).
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using ViTQuant.Tensors;
 
 namespace ViTQuant.Quantization;
@@ -125,9 +126,15 @@ public sealed class LsqQuantizer : Quantizer
         float[] xd = x.Data, yd = y.Data, ad = alpha.Data, zd = zero.Data;
         FakeQuant.ForSegments(n, layout, (_, start, end, g) =>
         {
+            // (round(clamp(x/α + ⌊z⌉)) − ⌊z⌉)·α, one vectorised pass per operation (bit-identical to the scalar form)
             float a = RangeSearch.SafeScale(ad[g]), rz = MathF.Round(zd[g]);
-            for (int i = start; i < end; i++)
-                yd[i] = (MathF.Round(Math.Clamp(xd[i] / a + rz, qmin, qmax)) - rz) * a;
+            var ys = yd.AsSpan(start, end - start);
+            TensorPrimitives.Divide(xd.AsSpan(start, end - start), a, ys);
+            TensorPrimitives.Add(ys, rz, ys);
+            TensorPrimitives.Clamp(ys, (float)qmin, qmax, ys);
+            TensorPrimitives.Round(ys, ys);
+            TensorPrimitives.Subtract(ys, rz, ys);
+            TensorPrimitives.Multiply(ys, a, ys);
         });
         if (!Autograd.Needs(x, alpha, zero)) return y;
 

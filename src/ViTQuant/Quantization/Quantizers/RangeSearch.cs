@@ -95,7 +95,8 @@ public static class RangeSearch
         {
             var xs = sample.Slice(start, Math.Min(Block, sample.Length - start));
             var err = e[..xs.Length];
-            for (int i = 0; i < xs.Length; i++) err[i] = xs[i] - grid.FakeQuant(xs[i]);
+            FakeQuant.UniformSpan(xs, err, grid.Scale, grid.ZeroPoint, grid.QMin, grid.QMax); // = grid.FakeQuant per element
+            TensorPrimitives.Subtract(xs, err, err);
             total += PowerSum(err, p);
         }
         return total / sample.Length;
