@@ -131,12 +131,12 @@ public static class QuantPresets
                 var w = new QuantSpec { Bits = wbits, Granularity = Granularity.PerChannel, Range = RangeMethod.Percentile, AdaRound = true };
                 foreach (var l in new[] { "patch_embed.proj", "head", "head_dist" }) weights.Add(new(l, W(w, l)));
                 weights.Add(new("*", w));
-                var patch = new QuantSpec { Kind = QuantKind.PerPatchOutlier, Bits = abits, Granularity = Granularity.PerToken, OutlierThreshold = 5f };
+                var patch = new QuantSpec { Kind = QuantKind.PerPatchOutlier, Bits = abits, Granularity = Granularity.PerToken, OutlierThreshold = 5f, Range = RangeMethod.Percentile };
                 var qkv = new QuantSpec { Bits = abits, Range = RangeMethod.LpSearch, LpNorm = 2.4f };
                 var perc = new QuantSpec { Bits = abits, Range = RangeMethod.Percentile, Learnable = true }; // ADFQ learns these steps
                 acts.Add(new("blocks.*.attn.qkv", patch));
                 acts.Add(new("blocks.*.mlp.fc1", patch));
-                acts.Add(new("blocks.*.mlp.fc2", new QuantSpec { Kind = QuantKind.ShiftLog, Bits = abits, SqrtTwoBase = true }));
+                acts.Add(new("blocks.*.mlp.fc2", new QuantSpec { Kind = QuantKind.ShiftLog, Bits = abits, SqrtTwoBase = true, Range = RangeMethod.Percentile }));
                 acts.Add(new("blocks.*.attn.q", qkv));
                 acts.Add(new("blocks.*.attn.k", qkv));
                 acts.Add(new("blocks.*.attn.v", qkv));
