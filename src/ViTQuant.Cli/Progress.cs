@@ -60,6 +60,7 @@ internal static class Progress
         private long _done;
         private string _status = "";
         private double _lastShown = -1;
+        private long _shownDone = -1;
         private readonly object _lock = new();
 
         public Reporter(long total, Action<long, string> show)
@@ -84,14 +85,17 @@ internal static class Progress
                 if (done >= _total || now - _lastShown >= (interactive ? 0.1 : 10.0))
                 {
                     _lastShown = now;
+                    _shownDone = done;
                     _show(done, status);
                 }
             }
         }
 
+        /// <summary>Shows the last state if it has not been shown yet.</summary>
         public void Flush()
         {
-            lock (_lock) _show(_done, _status);
+            lock (_lock)
+                if (_shownDone != _done) _show(_done, _status);
         }
     }
 }
