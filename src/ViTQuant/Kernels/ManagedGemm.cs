@@ -210,6 +210,12 @@ internal static unsafe class ManagedGemm
     {
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        // Start pulling the C tile (6 rows, each ≤ 2 cache lines) in now; it is needed at the end.
+        for (int r = 0; r < MR; r++)
+        {
+            Sse.Prefetch0(c + r * ldc);
+            Sse.Prefetch0(c + r * ldc + NR - 1);
+        }
         for (int p = 0; p < kc; p++)
         {
             var b0 = Avx.LoadAlignedVector256(b);
