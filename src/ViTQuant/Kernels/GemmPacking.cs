@@ -36,8 +36,19 @@ internal static unsafe class GemmPacking
                 if (mr == MR)
                 {
                     float* r0 = src, r1 = src + lda, r2 = src + 2 * lda, r3 = src + 3 * lda, r4 = src + 4 * lda, r5 = src + 5 * lda;
-                    float* d = dst;
-                    for (int p = 0; p < kc; p++, d += MR)
+                    int p = 0;
+                    if (Avx.IsSupported)
+                    {
+                        // 8 k-values of the 6 rows at a time: transpose as 8×8 with two zero rows;
+                        // column q (6 values + 2 zeros) is stored at dst + (p+q)·6, each store's
+                        // 2 extra floats overwritten by the next (or landing in the buffer's slack).
+                        for (; p + 8 <= kc; p += 8)
+                            Transpose8x8(
+                                Avx.LoadVector256(r0 + p), Avx.LoadVector256(r1 + p), Avx.LoadVector256(r2 + p),
+                                Avx.LoadVector256(r3 + p), Avx.LoadVector256(r4 + p), Avx.LoadVector256(r5 + p),
+                                Vector256<float>.Zero, Vector256<float>.Zero, dst + p * MR, MR);
+                    }
+                    for (float* d = dst + p * MR; p < kc; p++, d += MR)
                     {
                         d[0] = r0[p]; d[1] = r1[p]; d[2] = r2[p];
                         d[3] = r3[p]; d[4] = r4[p]; d[5] = r5[p];
@@ -140,7 +151,8 @@ internal static unsafe class GemmPacking
             for (int c = 0; c < NR; c++) dst[p * NR + c] = src[c * ldb + p];
     }
 
-    // Writes the transpose of the 8×8 block whose rows are r0..r7: column q goes to d + q·ld.
+    // Writes the transpose of the 8×8 block whose rows are r0..r7: column q goes to d + q·ld, in
+    // increasing q (PackA relies on the order: its stores overlap).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Transpose8x8(Vector256<float> r0, Vector256<float> r1, Vector256<float> r2, Vector256<float> r3,
         Vector256<float> r4, Vector256<float> r5, Vector256<float> r6, Vector256<float> r7, float* d, nint ld)
@@ -168,17 +180,24 @@ internal static unsafe class GemmPacking
     // after the first call on each thread.
     [ThreadStatic] private static float[]? _bufA, _bufB;
 
-    /// <summary>Pointers to this thread's packing buffers, at least aLen and bLen floats each.</summary>
+    /// <summary>
+    /// Pointers to this thread's packing buffers, at least aLen and bLen floats each plus
+    /// <see cref="Slack"/> writable floats past the end.
+    /// </summary>
     public static void Buffers(int aLen, int bLen, out float* pa, out float* pb)
     {
         pa = Aligned(ref _bufA, aLen);
         pb = Aligned(ref _bufB, bLen);
     }
 
+    /// <summary>Floats past the requested length that packing may overwrite.</summary>
+    public const int Slack = 8;
+
     private static float* Aligned(ref float[]? buf, int len)
     {
-        if (buf == null || buf.Length < len + 16)
-            buf = GC.AllocateUninitializedArray<float>(len + 16, pinned: true);
+        int need = len + Slack + 16; // + 16: room to move the start to a 64-byte boundary
+        if (buf == null || buf.Length < need)
+            buf = GC.AllocateUninitializedArray<float>(need, pinned: true);
         nint addr = (nint)Unsafe.AsPointer(ref buf[0]);
         return (float*)((addr + 63) & ~(nint)63);
     }
