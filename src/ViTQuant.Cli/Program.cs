@@ -12,6 +12,8 @@ root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(EvalCommand.Create());
 root.Subcommands.Add(InferCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(SynthesizeCommand.Create());
+root.Subcommands.Add(AnalyzeCommand.Create());
 
 return Cli.Run(root, args);
 

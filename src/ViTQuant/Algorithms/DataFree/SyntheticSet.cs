@@ -77,7 +77,7 @@ public sealed class SyntheticSet : IImageDataset
             : throw new ViTQuantException($"{path}: not a synthetic set (metadata has no '{key}')");
         string format = Meta(FormatKey);
         if (format == ShardFormat) throw new ViTQuantException($"{path}: is a shard of an unfinished synthesis run, not a set; finish it with --resume");
-        if (format != Format) throw new ViTQuantException($"{path}: format '{format}' is not '{Format}'");
+        if (format != Format) throw new ViTQuantException($"{path}: not a synthetic set (format '{format}', expected '{Format}')");
         var settings = SynthesisSettings.FromJson(Meta(SettingsKey), path);
         var cfg = ViTConfig.FromJson(Meta(ModelConfigKey), path);
         var (images, labels) = ReadPayload(file, path, cfg, expectedCount: null);
