@@ -28,6 +28,7 @@ public sealed record SynthesisProgress(int Batch, int BatchCount, int Iteration,
 public sealed record SynthesisRunResult(string OutPath, bool Complete, int BatchesMade, int BatchesResumed,
     IReadOnlyList<SyntheticBatchInfo> Batches, double Seconds);
 
+/// <summary>Runs a synthesis job batch by batch into a set file, with atomic shards and validated resume.</summary>
 public static class SynthesisRunner
 {
     /// <summary>The shard folder of an output path: OUT.shards.</summary>

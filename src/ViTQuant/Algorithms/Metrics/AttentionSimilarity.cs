@@ -17,6 +17,7 @@ public sealed record AttentionSimilarityReport(
     int Count, int Blocks, int Heads, double Mean, double Std,
     IReadOnlyList<double> PerImage, IReadOnlyList<double> PerBlockMean, IReadOnlyList<double> PerBlockStd);
 
+/// <summary>Measures how alike the heads' attention maps are for the same query patch (file header).</summary>
 public static class AttentionSimilarity
 {
     /// <summary>
