@@ -1,0 +1,178 @@
+// vitq analyze: the inter-head attention similarity of an image set on a model (MimiQ, Figures 1–2):
+// the statistic (AttentionSimilarity) overall and per block, a histogram of the per-image values, and
+// a grid of per-head attention maps (rows: images, columns: the image then each head) for one block and
+// one query token. Writes DIR/attention_similarity.json, DIR/similarity_histogram.png and
+// DIR/attention_heads.png.
+using System.CommandLine;
+using System.Text.Json;
+using ViTQuant.Algorithms.DataFree;
+using ViTQuant.Algorithms.Metrics;
+using ViTQuant.Data;
+using ViTQuant.IO;
+using ViTQuant.Models;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Cli;
+
+internal static class AnalyzeCommand
+{
+    public const string JsonName = "attention_similarity.json", HistogramName = "similarity_histogram.png", GridName = "attention_heads.png";
+
+    public static Command Create()
+    {
+        var model = DataSources.ModelOption();
+        var data = new Option<string>("--data")
+        {
+            Description = "images: a synthetic set (.safetensors from vitq synthesize), fashion-mnist, or folder:PATH",
+            Required = true,
+        };
+        var split = DataSources.SplitOption("train");
+        var count = new Option<int?>("--count") { Description = "analyse the first N images (default: 256 real images, or the whole set)" };
+        var block = new Option<int?>("--block") { Description = "block shown in the attention-map grid (default: the last)" };
+        var query = new Option<string?>("--query") { Description = "query token of the grid: cls or center (default: cls when the model has a class token)" };
+        var rows = new Option<int>("--grid-images") { Description = "images (rows) in the attention-map grid", DefaultValueFactory = _ => 6 };
+        var batch = new Option<int>("--batch") { Description = "images per forward pass", DefaultValueFactory = _ => 64 };
+        var threads = CommonOptions.Threads();
+        var outOpt = new Option<string>("--out") { Description = "output folder (created if missing)", Required = true };
+        var json = CommonOptions.Json();
+        var cmd = new Command("analyze", "inter-head attention similarity of an image set: statistic, histogram and per-head attention maps")
+            { model, data, split, count, block, query, rows, batch, threads, outOpt, json };
+        cmd.SetAction(r =>
+        {
+            CommonOptions.ApplyThreads(r.GetValue(threads));
+            int B = r.GetValue(batch), gridRows = r.GetValue(rows);
+            if (B < 1) throw new ViTQuantException($"--batch must be at least 1, got {B}");
+            if (gridRows < 1) throw new ViTQuantException($"--grid-images must be at least 1, got {gridRows}");
+            var net = DataSources.LoadModel(r.GetValue(model));
+            var cfg = net.Config;
+            if (cfg.NumHeads < 2) throw new ViTQuantException($"--model: {cfg.Architecture} has one head; inter-head similarity needs at least 2");
+            int blk = r.GetValue(block) ?? cfg.Depth - 1;
+            if (blk < 0 || blk >= cfg.Depth) throw new ViTQuantException($"--block {blk} is outside [0, {cfg.Depth})");
+            string q = r.GetValue(query) ?? (cfg.ClassToken ? "cls" : "center");
+            int queryToken = q switch
+            {
+                "cls" when cfg.ClassToken => 0,
+                "cls" => throw new ViTQuantException($"--query cls: {cfg.Architecture} has no class token; use center"),
+                "center" => cfg.NumPrefixTokens + cfg.GridSize / 2 * cfg.GridSize + cfg.GridSize / 2,
+                _ => throw new ViTQuantException($"--query: unknown query '{q}' (cls or center)"),
+            };
+
+            string spec = r.GetValue(data)!, dir = r.GetValue(outOpt)!;
+            var (ds, what) = OpenData(spec, r.GetValue(split)!, cfg);
+            int? n = r.GetValue(count);
+            if (n is < 1) throw new ViTQuantException($"--count must be at least 1, got {n}");
+            ds = ds.First(n ?? (ds is SyntheticSet ? ds.Count : 256));
+            if (File.Exists(dir)) throw new ViTQuantException($"--out {dir} is a file; give a folder");
+            string jsonPath = Path.Combine(dir, JsonName), histPath = Path.Combine(dir, HistogramName), gridPath = Path.Combine(dir, GridName);
+            if (File.Exists(spec))
+                foreach (var o in new[] { jsonPath, histPath, gridPath }) AtomicFile.EnsureNotSameFile(spec, o);
+
+            var loader = new DataLoader(ds, B, mean: cfg.Mean, std: cfg.Std);
+            Tensor? first = null;
+            var report = Progress.Run("analyze", ds.Count, rep => AttentionSimilarity.Measure(net,
+                loader.Epoch(0).Select(b => { first ??= b.Images; return b.Images; }), done => rep.Update(done)));
+
+            Directory.CreateDirectory(dir);
+            var gridImages = Ops.Narrow(first!, 0, 0, Math.Min(gridRows, first!.Shape[0]));
+            var maps = AttentionSimilarity.HeadMaps(net, gridImages, blk, queryToken);
+            string title = $"{what}: {report.Count} images";
+            DrawHistogram(report, title).SavePng(histPath);
+            DrawHeadGrid(gridImages, maps, cfg, $"block {blk}, query {q}").SavePng(gridPath);
+            var summary = new
+            {
+                data = spec, model = cfg.Architecture, count = report.Count, blocks = report.Blocks, heads = report.Heads,
+                mean = report.Mean, std = report.Std,
+                per_block = report.PerBlockMean.Select((m, l) => new { block = l, mean = m, std = report.PerBlockStd[l] }),
+                grid = new { block = blk, query = q, images = gridImages.Shape[0] },
+                files = new { json = jsonPath, histogram = histPath, attention_maps = gridPath },
+            };
+            AtomicFile.WriteAllText(jsonPath, JsonSerializer.Serialize(new
+            {
+                summary.data, summary.model, summary.count, summary.blocks, summary.heads, summary.mean, summary.std,
+                summary.per_block, summary.grid, per_image = report.PerImage,
+            }, new JsonSerializerOptions { WriteIndented = true }));
+
+            Console.Error.WriteLine($"inter-head attention similarity of {what} on {cfg.Architecture}: {report.Mean:F4} ± {report.Std:F4} over {report.Count} images");
+            for (int l = 0; l < report.Blocks; l++)
+                Console.Error.WriteLine($"  block {l}: {report.PerBlockMean[l]:F4} ± {report.PerBlockStd[l]:F4}");
+            Console.Error.WriteLine($"wrote {jsonPath}, {histPath}, {gridPath}");
+            if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(summary));
+            return 0;
+        });
+        return cmd;
+    }
+
+    /// <summary>A synthetic set (checked against the model) or a real dataset, and a short description.</summary>
+    private static (IImageDataset Data, string What) OpenData(string spec, string split, ViTConfig cfg)
+    {
+        if (spec.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) || File.Exists(spec))
+        {
+            var set = SyntheticSet.Load(spec, cfg);
+            return (set, $"{set.Settings.Method} set {Path.GetFileName(spec)}");
+        }
+        return (DataSources.Open(spec, split, cfg), spec == "fashion-mnist" ? $"fashion-mnist {split}" : spec);
+    }
+
+    /// <summary>Histogram of the per-image statistic (20 bins over its range), with the mean marked.</summary>
+    internal static Canvas DrawHistogram(AttentionSimilarityReport rep, string title)
+    {
+        const int W = 520, H = 320, left = 50, top = 40, plotW = 440, plotH = 220, bins = 20;
+        var c = new Canvas(W, H);
+        double lo = rep.PerImage.Min(), hi = rep.PerImage.Max();
+        if (hi - lo < 1e-6) { lo -= 0.05; hi += 0.05; }
+        var counts = new float[bins];
+        foreach (double v in rep.PerImage) counts[Math.Clamp((int)((v - lo) / (hi - lo) * bins), 0, bins - 1)]++;
+        c.DrawText(left, 10, "inter-head attention similarity", Rgb.Black);
+        c.DrawText(left, 22, $"{title}, mean {rep.Mean:F3} +- {rep.Std:F3}", Rgb.Gray);
+        c.DrawBars(left, top, plotW, plotH, counts, Rgb.Blue);
+        c.DrawLine(left, top + plotH, left + plotW, top + plotH, Rgb.Black);
+        c.DrawLine(left, top, left, top + plotH, Rgb.Black);
+        int meanX = left + (int)Math.Round((rep.Mean - lo) / (hi - lo) * plotW);
+        c.DrawLine(meanX, top, meanX, top + plotH, Rgb.Red);
+        for (int k = 0; k <= 4; k++)
+        {
+            double v = lo + (hi - lo) * k / 4;
+            int x = left + plotW * k / 4;
+            c.DrawLine(x, top + plotH, x, top + plotH + 3, Rgb.Black);
+            string s = v.ToString("F3");
+            c.DrawText(x - Canvas.TextWidth(s) / 2, top + plotH + 6, s, Rgb.Black);
+        }
+        string maxCount = counts.Max().ToString("F0");
+        c.DrawText(left - Canvas.TextWidth(maxCount) - 4, top, maxCount, Rgb.Black);
+        c.DrawText(left - 10, top + plotH - 3, "0", Rgb.Black);
+        c.DrawText(left + plotW / 2 - 60, top + plotH + 20, "per-image mean SSIM, heads i != j", Rgb.Black);
+        return c;
+    }
+
+    /// <summary>Rows: images; columns: the image, then each head's min–max normalised q·kᵀ map over the patch grid.</summary>
+    internal static Canvas DrawHeadGrid(Tensor images, float[] maps, ViTConfig cfg, string title)
+    {
+        int rows = images.Shape[0], heads = cfg.NumHeads, g = cfg.GridSize, P = g * g, S = cfg.ImageSize;
+        int cell = Math.Max(1, 64 / g), tile = g * cell, imgScale = Math.Max(1, tile / S), imgTile = S * imgScale;
+        int colW = Math.Max(tile, imgTile) + 8, top = 34, left = 8;
+        string heading = $"attention maps (q.k, min-max per head): {title}";
+        var c = new Canvas(Math.Max(left + colW * (heads + 1), Canvas.TextWidth(heading) + 2 * left), top + rows * (Math.Max(tile, imgTile) + 8) + 4);
+        c.DrawText(left, 6, heading, Rgb.Black);
+        c.DrawText(left, 20, "image", Rgb.Gray);
+        for (int h = 0; h < heads; h++) c.DrawText(left + colW * (h + 1), 20, $"head {h}", Rgb.Gray);
+        int C = cfg.InChans, plane = S * S;
+        for (int b = 0; b < rows; b++)
+        {
+            int y = top + b * (Math.Max(tile, imgTile) + 8);
+            for (int i = 0; i < S; i++)
+                for (int j = 0; j < S; j++)
+                {
+                    byte Px(int ch)
+                    {
+                        float v = images.Data[(b * C + ch) * plane + i * S + j] * cfg.Std[ch] + cfg.Mean[ch];
+                        return (byte)Math.Round(Math.Clamp(v, 0f, 1f) * 255);
+                    }
+                    var col = C >= 3 ? new Rgb(Px(0), Px(1), Px(2)) : new Rgb(Px(0), Px(0), Px(0));
+                    c.FillRect(left + j * imgScale, y + i * imgScale, imgScale, imgScale, col);
+                }
+            for (int h = 0; h < heads; h++)
+                c.DrawHeatmap(left + colW * (h + 1), y, maps.AsSpan((b * heads + h) * P, P), g, g, cell, 0f, 1f);
+        }
+        return c;
+    }
+}

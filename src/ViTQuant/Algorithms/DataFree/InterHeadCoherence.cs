@@ -1,0 +1,301 @@
+// MimiQ's inter-head coherency loss L_IHC (spec/mimiq.md §1) as a fused autograd op, with the
+// double-precision reference twin it is tested against.
+//
+//   B images, Hh heads, N tokens (Np = N − prefix patch tokens), logits S = q·kᵀ [B, Hh, N, N] unscaled.
+//   For every (b, query patch n) and head h: a_h = S[b, h, prefix + n, prefix:] (length P = Np),
+//     u_h = (a_h − min a_h) / (max a_h − min a_h + 1e-8)                (min–max over keys)
+//     μ_h = mean u_h,  q_h = mean u_h²,  p_ij = mean u_i·u_j,  σ_h² = q_h − μ_h²,  σ_ij = p_ij − μ_i μ_j
+//     SSIM_ij = A·Bn / (C·D),  A = 2μ_iμ_j + C1, Bn = 2σ_ij + C2, C = μ_i² + μ_j² + C1, D = σ_i² + σ_j² + C2
+//   L = mean over (b, n, i, j), i = j included, of 1 − SSIM_ij²; a list of layers averages the layers.
+// The spec views u_h as an h_p×w_p map, but a global (single-window) SSIM only uses whole-map means,
+// so the grid shape never enters the arithmetic; any P works.
+//
+// Backward, per (b, n), with w_ij = ∂L/∂SSIM_ij = −2·SSIM_ij·ḡ/count:
+//   ∂S/∂μ_i|direct = S(2μ_j/A − 2μ_i/C),  ∂S/∂σ_ij = 2S/Bn,  ∂S/∂σ_i² = ∂S/∂σ_j² = −S/D,
+//   carried to the raw moments (μ, q, p) through σ_ij = p_ij − μ_iμ_j and σ_h² = q_h − μ_h², then
+//   ∂/∂u_h[k] = gμ_h/P + 2·gq_h·u_h[k]/P + Σ_j (gp_hj + gp_jh)·u_j[k]/P.
+//   Every ordered pair (i, j) contributes to both of its slots, which is also right for i = j.
+//   Min–max: ∂u_k/∂a_k = 1/r, ∂u_k/∂min = (u_k − 1)/r, ∂u_k/∂max = −u_k/r with r = max − min + 1e-8;
+//   the min/max gradient goes to the first arg-extreme, as Ops.Min/Max do.
+// The statistics run in double: σ² = q − μ² cancels badly in float for near-constant maps, and the
+// whole op is a few H²·P multiply-adds per query patch, negligible beside the model's own matmuls.
+// Nothing is stored between forward and backward; the backward recomputes the (cheap) statistics.
+using ViTQuant.Kernels;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Algorithms.DataFree;
+
+/// <summary>The inter-head coherency loss of MimiQ and the per-query-patch head-pair SSIM it is built on.</summary>
+public static class InterHeadCoherence
+{
+    /// <summary>SSIM stabilisers of the spec (0.01², 0.03²).</summary>
+    public const double C1 = 0.01 * 0.01, C2 = 0.03 * 0.03;
+
+    /// <summary>Added to max − min in the min–max normalisation.</summary>
+    public const double NormEps = 1e-8;
+
+    /// <summary>
+    /// L_IHC averaged over layers: the mean of <see cref="LayerLoss"/> over <paramref name="layerLogits"/>
+    /// (every layer has the same number of terms, so this is the mean over (l, b, n, i, j)).
+    /// Throws ArgumentException for an empty list or a tensor that <see cref="LayerLoss"/> rejects.
+    /// </summary>
+    public static Tensor Loss(IReadOnlyList<Tensor> layerLogits, int prefixTokens)
+    {
+        ArgumentNullException.ThrowIfNull(layerLogits);
+        if (layerLogits.Count == 0) throw new ArgumentException("inter-head coherence: no attention layers given");
+        Tensor? sum = null;
+        foreach (var l in layerLogits)
+        {
+            var term = LayerLoss(l, prefixTokens);
+            sum = sum == null ? term : Ops.Add(sum, term);
+        }
+        return layerLogits.Count == 1 ? sum! : Ops.Scale(sum!, 1f / layerLogits.Count);
+    }
+
+    /// <summary>
+    /// L_IHC of one attention layer: the mean over images, query patches and all head pairs (i = j
+    /// included) of 1 − SSIM², from unscaled logits [B, H, N, N] with <paramref name="prefixTokens"/>
+    /// leading non-patch tokens dropped on both axes. Differentiable in the logits; returns shape [].
+    /// Throws ArgumentException when the logits are not [B, H, N, N] or fewer than 2 patch tokens remain.
+    /// </summary>
+    public static Tensor LayerLoss(Tensor logits, int prefixTokens)
+    {
+        var g = Geometry.Of(logits, prefixTokens, "inter-head coherence");
+        int items = g.B * g.P;
+        var partial = new double[items];
+        float[] s = logits.Data;
+        Parallelism.ForChunks(items, 8, (start, end) =>
+        {
+            var w = new Workspace(g.H, g.P);
+            for (int it = start; it < end; it++)
+            {
+                w.Load(s, g, it);
+                double acc = 0;
+                for (int i = 0; i < g.H; i++)
+                    for (int j = 0; j < g.H; j++)
+                    {
+                        double v = w.Ssim(i, j);
+                        acc += 1 - v * v;
+                    }
+                partial[it] = acc;
+            }
+        });
+        double total = 0;
+        foreach (double v in partial) total += v; // fixed order: the result does not depend on the thread count
+        double count = (double)items * g.H * g.H;
+        var y = new Tensor(new[] { (float)(total / count) });
+        if (!Autograd.Needs(logits)) return y;
+        return Autograd.Record("inter_head_coherence", y, new[] { logits }, gOut =>
+        {
+            double scale = gOut.Data[0] / count;
+            logits.GradSpan();
+            float[] gs = logits.Grad!.Data;
+            // Items write disjoint rows of the gradient (row prefix + n of every head of image b).
+            Parallelism.ForChunks(items, 8, (start, end) =>
+            {
+                var w = new Workspace(g.H, g.P);
+                for (int it = start; it < end; it++)
+                {
+                    w.Load(s, g, it);
+                    w.Backward(scale, gs, g, it);
+                }
+            });
+        });
+    }
+
+    /// <summary>
+    /// The head-pair SSIM matrices of one layer without the loss around them: for image b and query patch
+    /// n, ssim[(b·P + n)·H² + i·H + j] = SSIM between heads i and j of the min–max normalised logits rows
+    /// (P = N − prefix). Used by the attention-similarity analysis. Throws as <see cref="LayerLoss"/>.
+    /// </summary>
+    public static double[] SsimMatrices(Tensor logits, int prefixTokens)
+    {
+        var g = Geometry.Of(logits, prefixTokens, "attention similarity");
+        int items = g.B * g.P, h2 = g.H * g.H;
+        var result = new double[(long)items * h2];
+        float[] s = logits.Data;
+        Parallelism.ForChunks(items, 8, (start, end) =>
+        {
+            var w = new Workspace(g.H, g.P);
+            for (int it = start; it < end; it++)
+            {
+                w.Load(s, g, it);
+                for (int i = 0; i < g.H; i++)
+                    for (int j = 0; j < g.H; j++) result[(long)it * h2 + i * g.H + j] = w.Ssim(i, j);
+            }
+        });
+        return result;
+    }
+
+    /// <summary>
+    /// Reference twin of <see cref="LayerLoss"/>'s forward: the spec's formulas evaluated literally in
+    /// double (maps normalised, then μ, σ², σ_ij as means over the map for every pair separately).
+    /// </summary>
+    public static double ReferenceLayerLoss(float[] logits, int[] shape, int prefixTokens)
+    {
+        int B = shape[0], H = shape[1], N = shape[2], P = N - prefixTokens;
+        double sum = 0;
+        var maps = new double[H][];
+        for (int b = 0; b < B; b++)
+            for (int n = 0; n < P; n++)
+            {
+                for (int h = 0; h < H; h++)
+                {
+                    int off = ((b * H + h) * N + prefixTokens + n) * N + prefixTokens;
+                    double lo = double.PositiveInfinity, hi = double.NegativeInfinity;
+                    for (int k = 0; k < P; k++) { lo = Math.Min(lo, logits[off + k]); hi = Math.Max(hi, logits[off + k]); }
+                    maps[h] = new double[P];
+                    for (int k = 0; k < P; k++) maps[h][k] = (logits[off + k] - lo) / (hi - lo + NormEps);
+                }
+                for (int i = 0; i < H; i++)
+                    for (int j = 0; j < H; j++)
+                    {
+                        double v = ReferenceSsim(maps[i], maps[j]);
+                        sum += 1 - v * v;
+                    }
+            }
+        return sum / ((double)B * P * H * H);
+    }
+
+    /// <summary>Global SSIM of two equally long maps, literally as the spec writes it, in double.</summary>
+    public static double ReferenceSsim(ReadOnlySpan<double> x, ReadOnlySpan<double> y)
+    {
+        int n = x.Length;
+        double mx = 0, my = 0;
+        for (int k = 0; k < n; k++) { mx += x[k]; my += y[k]; }
+        mx /= n; my /= n;
+        double xx = 0, yy = 0, xy = 0;
+        for (int k = 0; k < n; k++) { xx += x[k] * x[k]; yy += y[k] * y[k]; xy += x[k] * y[k]; }
+        double vx = xx / n - mx * mx, vy = yy / n - my * my, cxy = xy / n - mx * my;
+        return (2 * mx * my + C1) * (2 * cxy + C2) / ((mx * mx + my * my + C1) * (vx + vy + C2));
+    }
+
+    /// <summary>Layout of a logits tensor: B images, H heads, N tokens, P patch tokens after the prefix.</summary>
+    internal readonly record struct Geometry(int B, int H, int N, int Prefix)
+    {
+        public int P => N - Prefix;
+
+        /// <summary>Offset of the patch-key part of row (b, h, query patch n).</summary>
+        public int RowOffset(int b, int h, int n) => ((b * H + h) * N + Prefix + n) * N + Prefix;
+
+        public static Geometry Of(Tensor logits, int prefix, string what)
+        {
+            ArgumentNullException.ThrowIfNull(logits);
+            if (logits.Rank != 4 || logits.Shape[2] != logits.Shape[3])
+                throw new ArgumentException($"{what}: logits must be [B, H, N, N], got {Tensor.ShapeString(logits.Shape)}");
+            if (prefix < 0 || logits.Shape[2] - prefix < 2)
+                throw new ArgumentException($"{what}: {logits.Shape[2]} tokens with {prefix} prefix tokens leave fewer than 2 patch tokens");
+            return new Geometry(logits.Shape[0], logits.Shape[1], logits.Shape[2], prefix);
+        }
+    }
+
+    /// <summary>Per-thread scratch for one (image, query patch): normalised rows and their moments.</summary>
+    private sealed class Workspace
+    {
+        private readonly int _h, _p;
+        private readonly double[] _u, _mu, _q, _pp, _r, _gmu, _gq, _gp, _gu;
+        private readonly int[] _argMin, _argMax;
+
+        public Workspace(int h, int p)
+        {
+            _h = h; _p = p;
+            _u = new double[h * p];
+            _mu = new double[h]; _q = new double[h]; _r = new double[h];
+            _pp = new double[h * h];
+            _gmu = new double[h]; _gq = new double[h]; _gp = new double[h * h];
+            _gu = new double[p];
+            _argMin = new int[h]; _argMax = new int[h];
+        }
+
+        /// <summary>Normalises the H rows of item (b, n) = divmod(item, P) and computes μ, q and the Gram p.</summary>
+        public void Load(float[] s, Geometry g, int item)
+        {
+            int b = item / g.P, n = item % g.P, P = _p;
+            for (int h = 0; h < _h; h++)
+            {
+                var row = s.AsSpan(g.RowOffset(b, h, n), P);
+                int lo = 0, hi = 0;
+                for (int k = 1; k < P; k++)
+                {
+                    if (row[k] < row[lo]) lo = k;
+                    if (row[k] > row[hi]) hi = k;
+                }
+                _argMin[h] = lo; _argMax[h] = hi;
+                double min = row[lo], r = row[hi] - min + NormEps;
+                _r[h] = r;
+                var u = _u.AsSpan(h * P, P);
+                double sum = 0, sq = 0;
+                for (int k = 0; k < P; k++)
+                {
+                    double v = (row[k] - min) / r;
+                    u[k] = v; sum += v; sq += v * v;
+                }
+                _mu[h] = sum / P; _q[h] = sq / P;
+            }
+            for (int i = 0; i < _h; i++)
+            {
+                var ui = _u.AsSpan(i * P, P);
+                for (int j = i; j < _h; j++)
+                {
+                    var uj = _u.AsSpan(j * P, P);
+                    double d = 0;
+                    for (int k = 0; k < P; k++) d += ui[k] * uj[k];
+                    _pp[i * _h + j] = _pp[j * _h + i] = d / P;
+                }
+            }
+        }
+
+        public double Ssim(int i, int j)
+        {
+            double mi = _mu[i], mj = _mu[j];
+            double a = 2 * mi * mj + C1, bn = 2 * (_pp[i * _h + j] - mi * mj) + C2;
+            double c = mi * mi + mj * mj + C1, d = (_q[i] - mi * mi) + (_q[j] - mj * mj) + C2;
+            return a * bn / (c * d);
+        }
+
+        /// <summary>Accumulates scale·∂Σ_ij(1 − SSIM_ij²)/∂logits for the loaded item into gs.</summary>
+        public void Backward(double scale, float[] gs, Geometry g, int item)
+        {
+            int H = _h, P = _p;
+            Array.Clear(_gmu); Array.Clear(_gq); Array.Clear(_gp);
+            for (int i = 0; i < H; i++)
+                for (int j = 0; j < H; j++)
+                {
+                    double mi = _mu[i], mj = _mu[j];
+                    double a = 2 * mi * mj + C1, bn = 2 * (_pp[i * H + j] - mi * mj) + C2;
+                    double c = mi * mi + mj * mj + C1, d = (_q[i] - mi * mi) + (_q[j] - mj * mj) + C2;
+                    double ss = a * bn / (c * d);
+                    double w = -2 * ss * scale;            // ∂(1 − S²)/∂S times the upstream factor
+                    double dSig = w * 2 * ss / bn;         // through σ_ij = p_ij − μ_i μ_j
+                    double dVar = -w * ss / d;             // through σ_i² = q_i − μ_i² (and the same for j)
+                    _gp[i * H + j] += dSig;
+                    _gq[i] += dVar; _gq[j] += dVar;
+                    _gmu[i] += w * ss * (2 * mj / a - 2 * mi / c) - dSig * mj - 2 * mi * dVar;
+                    _gmu[j] += w * ss * (2 * mi / a - 2 * mj / c) - dSig * mi - 2 * mj * dVar;
+                }
+            int b = item / g.P, n = item % g.P;
+            for (int h = 0; h < H; h++)
+            {
+                var u = _u.AsSpan(h * P, P);
+                double c0 = _gmu[h] / P, c1 = 2 * _gq[h] / P;
+                for (int k = 0; k < P; k++) _gu[k] = c0 + c1 * u[k];
+                for (int j = 0; j < H; j++)
+                {
+                    double cj = (_gp[h * H + j] + _gp[j * H + h]) / P;
+                    if (cj == 0) continue;
+                    var uj = _u.AsSpan(j * P, P);
+                    for (int k = 0; k < P; k++) _gu[k] += cj * uj[k];
+                }
+                double r = _r[h], gsum = 0, gdot = 0;
+                var dst = gs.AsSpan(g.RowOffset(b, h, n), P);
+                for (int k = 0; k < P; k++)
+                {
+                    gsum += _gu[k]; gdot += _gu[k] * u[k];
+                    dst[k] += (float)(_gu[k] / r);
+                }
+                dst[_argMin[h]] += (float)((gdot - gsum) / r);
+                dst[_argMax[h]] += (float)(-gdot / r);
+            }
+        }
+    }
+}

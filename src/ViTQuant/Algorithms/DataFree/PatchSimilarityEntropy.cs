@@ -1,0 +1,256 @@
+// PSAQ-ViT's patch-similarity entropy (spec/baselines.md "psaq"; Li et al., ECCV 2022) as one fused
+// autograd op per attention layer, with its double-precision reference twin.
+//
+//   O = attn·V per head [B, Hh, N, dh]  →  F[b, n] = mean_h O[b, h, prefix + n]   (patch features, [B, P, dh])
+//   s[b, i, j] = F_i·F_j / (max(‖F_i‖, ε)·max(‖F_j‖, ε))                 (all P² pairs, ε = 1e-8, as ATen)
+//   t_k = lo + k·Δ, k = 0..K−1, Δ = (hi − lo)/(K − 1), lo/hi = min/max of s over the whole batch
+//         (constants: the original takes them with .item(), so no gradient flows through them)
+//   p[b, k] = (1/P²) Σ_m φ((t_k − s_bm)/h)/h                             (Gaussian KDE, bandwidth h)
+//   q = p + 1e-4,  e_k = −q_k·ln q_k,  E_b = Σ_k Δ(e_k + e_{k+1})/2       (trapezoid rule)
+//   result = mean_b E_b   (the synthesis loss subtracts it, summed over blocks)
+// Backward: ∂E/∂p_k = −(ln q_k + 1)·τ_k with trapezoid weights τ = Δ·(½, 1, …, 1, ½);
+//   ∂p_k/∂s_m = φ((t_k − s_m)/h)·(t_k − s_m)/(h³·P²);
+//   with G = ∂/∂s as a P×P matrix and Gs = G + Gᵀ (s is symmetric in its two arguments),
+//   ∂/∂F_i = (1/n_i)·(Σ_j Gs_ij·F̂_j − (Σ_j Gs_ij·s_ij)·F̂_i),  F̂ = F/n;  then ∂/∂O[b, h] = ∂/∂F / Hh.
+// Images are independent, so the work runs in parallel over b with per-image results combined in order.
+using ViTQuant.Kernels;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Algorithms.DataFree;
+
+/// <summary>PSAQ-ViT's differential entropy of the patch-similarity distribution of one attention layer.</summary>
+public static class PatchSimilarityEntropy
+{
+    /// <summary>PSAQ-ViT's KDE bandwidth.</summary>
+    public const float DefaultBandwidth = 0.01f;
+
+    /// <summary>PSAQ-ViT's number of evaluation points.</summary>
+    public const int DefaultPoints = 10;
+
+    /// <summary>Added to the density before the logarithm (PSAQ-ViT's differential_entropy).</summary>
+    public const double DensityEps = 1e-4;
+
+    private const double CosEps = 1e-8;
+
+    /// <summary>
+    /// Mean over images of the differential entropy (file header) of the cosine similarities between all
+    /// patch-feature pairs, from per-head attention outputs [B, H, N, dh] with <paramref name="prefixTokens"/>
+    /// leading tokens dropped. Differentiable in the attention output; returns shape [].
+    /// <paramref name="range"/> fixes the evaluation interval instead of the similarities' min and max
+    /// (either way it is a constant of the gradient). Throws ArgumentException for a non-4-D input, fewer
+    /// than 1 patch token, points &lt; 2, a bandwidth that is not positive and finite, or a range with lo &gt; hi.
+    /// </summary>
+    public static Tensor Entropy(Tensor attnOut, int prefixTokens, float bandwidth = DefaultBandwidth, int points = DefaultPoints,
+        (float Lo, float Hi)? range = null)
+    {
+        if (range is { } rg && !(rg.Lo <= rg.Hi)) throw new ArgumentException($"patch similarity entropy: range [{rg.Lo}, {rg.Hi}] is empty");
+        var g = Layout.Of(attnOut, prefixTokens, bandwidth, points);
+        int B = g.B, P = g.P, D = g.D, M = P * P;
+        var feats = MeanPatchFeatures(attnOut.Data, g);            // [B, P, D]
+        var norms = new double[B * P];
+        var sims = new float[B * M];                                // [B, P, P]
+        Parallelism.For(0, B, b => Similarities(feats, norms, sims, g, b));
+        float lo = float.PositiveInfinity, hi = float.NegativeInfinity;
+        if (range is { } fixedRange) (lo, hi) = fixedRange;
+        else foreach (float v in sims) { lo = Math.Min(lo, v); hi = Math.Max(hi, v); }
+        double delta = ((double)hi - lo) / (points - 1);
+        var t = new double[points];
+        for (int k = 0; k < points; k++) t[k] = lo + k * delta;
+        var dens = new double[B * points];
+        var ent = new double[B];
+        Parallelism.For(0, B, b =>
+        {
+            var pb = dens.AsSpan(b * points, points);
+            Density(sims.AsSpan(b * M, M), t, bandwidth, pb);
+            double e = 0;
+            for (int k = 0; k + 1 < points; k++) e += delta * (Term(pb[k]) + Term(pb[k + 1])) / 2;
+            ent[b] = e;
+        });
+        double total = 0;
+        foreach (double e in ent) total += e;
+        var y = new Tensor(new[] { (float)(total / B) });
+        if (!Autograd.Needs(attnOut)) return y;
+        return Autograd.Record("patch_similarity_entropy", y, new[] { attnOut }, gOut =>
+        {
+            double up = gOut.Data[0] / B;
+            attnOut.GradSpan();
+            float[] gx = attnOut.Grad!.Data;
+            Parallelism.For(0, B, b =>
+            {
+                // ∂/∂p_k for this image
+                var gp = new double[points];
+                for (int k = 0; k < points; k++)
+                {
+                    double tau = (k == 0 || k == points - 1) ? delta / 2 : delta;
+                    gp[k] = -up * (Math.Log(dens[b * points + k] + DensityEps) + 1) * tau;
+                }
+                // ∂/∂s_m
+                var gs = new double[M];
+                double inv2 = 1.0 / (2.0 * bandwidth * bandwidth), norm = 1.0 / (Math.Sqrt(2 * Math.PI) * bandwidth);
+                double dcoef = norm / ((double)bandwidth * bandwidth * M);
+                var sb = sims.AsSpan(b * M, M);
+                for (int m = 0; m < M; m++)
+                {
+                    double acc = 0, s = sb[m];
+                    for (int k = 0; k < points; k++)
+                    {
+                        double z = t[k] - s;
+                        acc += gp[k] * Math.Exp(-z * z * inv2) * z;
+                    }
+                    gs[m] = acc * dcoef;
+                }
+                // ∂/∂F through the cosine similarities, then spread over the heads.
+                var fb = feats.AsSpan(b * P * D, P * D);
+                var gf = new double[D];
+                float invH = 1f / g.H;
+                for (int i = 0; i < P; i++)
+                {
+                    Array.Clear(gf);
+                    double ni = norms[b * P + i], diag = 0;
+                    for (int j = 0; j < P; j++)
+                    {
+                        double gsym = gs[i * P + j] + gs[j * P + i];
+                        if (gsym == 0) continue;
+                        diag += gsym * sb[i * P + j];
+                        double c = gsym / norms[b * P + j];
+                        var fj = fb.Slice(j * D, D);
+                        for (int d = 0; d < D; d++) gf[d] += c * fj[d];
+                    }
+                    var fi = fb.Slice(i * D, D);
+                    for (int d = 0; d < D; d++) gf[d] = (gf[d] - diag * fi[d] / ni) / ni;
+                    for (int h = 0; h < g.H; h++)
+                    {
+                        int off = ((b * g.H + h) * g.N + g.Prefix + i) * D;
+                        for (int d = 0; d < D; d++) gx[off + d] += (float)gf[d] * invH;
+                    }
+                }
+            });
+        });
+    }
+
+    /// <summary>Reference twin of <see cref="Entropy"/>'s forward, literally in double.</summary>
+    public static double Reference(float[] attnOut, int[] shape, int prefixTokens, double bandwidth = DefaultBandwidth, int points = DefaultPoints)
+    {
+        int B = shape[0], H = shape[1], N = shape[2], D = shape[3], P = N - prefixTokens;
+        var f = new double[B, P, D];
+        for (int b = 0; b < B; b++)
+            for (int n = 0; n < P; n++)
+                for (int d = 0; d < D; d++)
+                {
+                    double s = 0;
+                    for (int h = 0; h < H; h++) s += attnOut[((b * H + h) * N + prefixTokens + n) * D + d];
+                    f[b, n, d] = s / H;
+                }
+        var sims = new double[B, P * P];
+        double lo = double.PositiveInfinity, hi = double.NegativeInfinity;
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < P; i++)
+                for (int j = 0; j < P; j++)
+                {
+                    double dot = 0, ni = 0, nj = 0;
+                    for (int d = 0; d < D; d++) { dot += f[b, i, d] * f[b, j, d]; ni += f[b, i, d] * f[b, i, d]; nj += f[b, j, d] * f[b, j, d]; }
+                    double v = dot / (Math.Max(Math.Sqrt(ni), CosEps) * Math.Max(Math.Sqrt(nj), CosEps));
+                    sims[b, i * P + j] = v;
+                    lo = Math.Min(lo, v); hi = Math.Max(hi, v);
+                }
+        double delta = (hi - lo) / (points - 1), total = 0;
+        for (int b = 0; b < B; b++)
+        {
+            var e = new double[points];
+            for (int k = 0; k < points; k++)
+            {
+                double x = lo + k * delta, p = 0;
+                for (int m = 0; m < P * P; m++)
+                {
+                    double z = (x - sims[b, m]) / bandwidth;
+                    p += Math.Exp(-z * z / 2) / (Math.Sqrt(2 * Math.PI) * bandwidth);
+                }
+                double q = p / (P * P) + DensityEps;
+                e[k] = -q * Math.Log(q);
+            }
+            for (int k = 0; k + 1 < points; k++) total += delta * (e[k] + e[k + 1]) / 2;
+        }
+        return total / B;
+    }
+
+    private static double Term(double p)
+    {
+        double q = p + DensityEps;
+        return -q * Math.Log(q);
+    }
+
+    /// <summary>KDE of the similarities at the points t (double accumulation).</summary>
+    private static void Density(ReadOnlySpan<float> s, double[] t, float bandwidth, Span<double> p)
+    {
+        double inv2 = 1.0 / (2.0 * bandwidth * bandwidth), norm = 1.0 / (Math.Sqrt(2 * Math.PI) * bandwidth * s.Length);
+        for (int k = 0; k < t.Length; k++)
+        {
+            double acc = 0, tk = t[k];
+            for (int m = 0; m < s.Length; m++)
+            {
+                double z = tk - s[m];
+                acc += Math.Exp(-z * z * inv2);
+            }
+            p[k] = acc * norm;
+        }
+    }
+
+    /// <summary>Patch features averaged over heads, [B, P, D].</summary>
+    private static float[] MeanPatchFeatures(float[] o, Layout g)
+    {
+        var f = new float[g.B * g.P * g.D];
+        float invH = 1f / g.H;
+        Parallelism.For(0, g.B, b =>
+        {
+            var dst = f.AsSpan(b * g.P * g.D, g.P * g.D);
+            for (int h = 0; h < g.H; h++)
+            {
+                var src = o.AsSpan(((b * g.H + h) * g.N + g.Prefix) * g.D, g.P * g.D);
+                System.Numerics.Tensors.TensorPrimitives.Add(dst, src, dst);
+            }
+            System.Numerics.Tensors.TensorPrimitives.Multiply(dst, invH, dst);
+        });
+        return f;
+    }
+
+    private static void Similarities(float[] feats, double[] norms, float[] sims, Layout g, int b)
+    {
+        int P = g.P, D = g.D;
+        var fb = feats.AsSpan(b * P * D, P * D);
+        for (int i = 0; i < P; i++)
+        {
+            var fi = fb.Slice(i * D, D);
+            double sq = 0;
+            for (int d = 0; d < D; d++) sq += (double)fi[d] * fi[d];
+            norms[b * P + i] = Math.Max(Math.Sqrt(sq), CosEps);
+        }
+        var sb = sims.AsSpan(b * P * P, P * P);
+        for (int i = 0; i < P; i++)
+        {
+            var fi = fb.Slice(i * D, D);
+            for (int j = i; j < P; j++)
+            {
+                var fj = fb.Slice(j * D, D);
+                double dot = 0;
+                for (int d = 0; d < D; d++) dot += (double)fi[d] * fj[d];
+                sb[i * P + j] = sb[j * P + i] = (float)(dot / (norms[b * P + i] * norms[b * P + j]));
+            }
+        }
+    }
+
+    private readonly record struct Layout(int B, int H, int N, int D, int Prefix)
+    {
+        public int P => N - Prefix;
+
+        public static Layout Of(Tensor o, int prefix, float bandwidth, int points)
+        {
+            ArgumentNullException.ThrowIfNull(o);
+            if (o.Rank != 4) throw new ArgumentException($"patch similarity entropy: attention output must be [B, H, N, dh], got {Tensor.ShapeString(o.Shape)}");
+            if (prefix < 0 || o.Shape[2] - prefix < 1)
+                throw new ArgumentException($"patch similarity entropy: {o.Shape[2]} tokens with {prefix} prefix tokens leave no patch token");
+            if (points < 2) throw new ArgumentException($"patch similarity entropy: need at least 2 evaluation points, got {points}");
+            if (!(bandwidth > 0) || float.IsInfinity(bandwidth)) throw new ArgumentException($"patch similarity entropy: bandwidth must be positive and finite, got {bandwidth}");
+            return new Layout(o.Shape[0], o.Shape[1], o.Shape[2], o.Shape[3], prefix);
+        }
+    }
+}

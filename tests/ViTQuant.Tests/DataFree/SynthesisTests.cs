@@ -1,0 +1,134 @@
+// The synthesizers on a tiny random ViT: MimiQ lowers L_IHC and yields more head-coherent attention
+// than Gaussian noise and PSAQ-ViT; every method respects the pixel range, its seed and the frozen model.
+using ViTQuant.Algorithms.DataFree;
+using ViTQuant.Algorithms.Metrics;
+using ViTQuant.Models;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Tests.DataFree;
+
+public class SynthesisTests
+{
+    private static double Ihc(VisionTransformer model, Tensor x)
+    {
+        using var _ = Autograd.NoGrad();
+        var rec = new TapRecorder(n => n.EndsWith(".attn.logits"));
+        model.Forward(x, rec);
+        return InterHeadCoherence.Loss(Synthesis.BlockTaps(rec, model.Config.Depth, "attn.logits"), model.Config.NumPrefixTokens).Item();
+    }
+
+    [Fact]
+    public void MimiqStepsLowerTheInterHeadLoss()
+    {
+        var model = TinyModels.Model();
+        var x = Tensor.Randn(new Rng(2), 1f, 4, 1, 8, 8);
+        Synthesis.ClampToRange(x, Synthesis.ValidRange(model.Config));
+        double before = Ihc(model, x);
+        // Without augmentation every step descends the very function measured here.
+        var synth = new MimiqSynthesizer(iterations: 3, lambdaIhc: 1f, lambdaCe: 0f, lambdaTv: 0f) { Augment = false };
+        double prev = before;
+        for (int step = 0; step < 3; step++)
+        {
+            new MimiqSynthesizer(iterations: 1, lambdaIhc: 1f, lambdaCe: 0f, lambdaTv: 0f) { Augment = false }.Optimize(model, x, new[] { 0, 1, 2, 3 }, new Rng(3));
+            double now = Ihc(model, x);
+            Assert.True(now < prev, $"step {step}: L_IHC {prev} -> {now}");
+            prev = now;
+        }
+        var losses = synth.Optimize(model, x, new[] { 0, 1, 2, 3 }, new Rng(3));
+        Assert.NotNull(losses.Ihc);
+        Assert.Null(losses.Ce);
+        Assert.Null(losses.Tv);
+        Assert.False(x.RequiresGrad);
+        Assert.True(Ihc(model, x) < before - 0.02, $"L_IHC {before} -> {Ihc(model, x)}");
+    }
+
+    [Fact]
+    public void MimiqWithTheSpecAugmentationLowersTheInterHeadLoss()
+    {
+        var model = TinyModels.AlignedHeads();
+        var x = Tensor.Randn(new Rng(2), 1f, 8, 1, 8, 8);
+        Synthesis.ClampToRange(x, Synthesis.ValidRange(model.Config));
+        double before = Ihc(model, x);
+        new MimiqSynthesizer(iterations: 50).Optimize(model, x, new[] { 0, 1, 2, 3, 4, 0, 1, 2 }, new Rng(3));
+        double after = Ihc(model, x);
+        Assert.True(after < 0.9 * before, $"L_IHC {before} -> {after}");
+    }
+
+    [Fact]
+    public void MimiqImagesHaveMoreCoherentHeadsThanGaussianAndPsaq()
+    {
+        var model = TinyModels.AlignedHeads();
+        const int n = 8;
+        var gauss = new GaussianSynthesizer().Generate(model, n, new Rng(10));
+        // The spec's augmentation makes progress slow on this tiny model (≈ +0.03 over noise at 200 steps
+        // across seeds, in the paper's 2000 steps far more); PSAQ does not aim at head agreement at all.
+        var psaq = new PsaqSynthesizer(50).Generate(model, n, new Rng(11));
+        var mimiq = new MimiqSynthesizer(200).Generate(model, n, new Rng(12));
+        double Sim(SyntheticBatch b) => AttentionSimilarity.Measure(model, new[] { b.Images }).Mean;
+        double g = Sim(gauss), p = Sim(psaq), m = Sim(mimiq);
+        Assert.True(m > g + 0.01 && m > p + 0.02, $"attention similarity: mimiq {m:F3}, gaussian {g:F3}, psaq {p:F3}");
+    }
+
+    [Theory]
+    [InlineData("gaussian")]
+    [InlineData("psaq")]
+    [InlineData("mimiq")]
+    public void SynthesisIsSeededClampedAndLeavesTheModelAlone(string method)
+    {
+        var model = TinyModels.Model(seed: 7);
+        var before = model.StateDict().ToDictionary(kv => kv.Key, kv => kv.Value.ToArray());
+        var synth = Synthesis.Create(SynthesisSettings.For(method) with { Iterations = 6 });
+        var a = synth.Generate(model, 3, new Rng(42));
+        var b = synth.Generate(model, 3, new Rng(42));
+        var c = synth.Generate(model, 3, new Rng(43));
+        Assert.Equal(a.Images.ToArray(), b.Images.ToArray());
+        Assert.Equal(a.Labels, b.Labels);
+        Assert.NotEqual(a.Images.ToArray(), c.Images.ToArray());
+        Assert.Equal(new[] { 3, 1, 8, 8 }, a.Images.Shape);
+        var (lo, hi) = Synthesis.ValidRange(model.Config)[0];
+        Assert.All(a.Images.ToArray(), v => Assert.InRange(v, lo, hi));
+        Assert.All(a.Labels, y => Assert.InRange(y, 0, model.Config.NumClasses - 1));
+        foreach (var (name, p) in model.StateDict())
+        {
+            Assert.Equal(before[name], p.ToArray());
+        }
+        Assert.All(model.Parameters(), p => Assert.True(p.RequiresGrad));
+        Assert.True(model.Training);
+        if (method != "gaussian") Assert.True(a.Losses.Total is double t && double.IsFinite(t));
+    }
+
+    [Fact]
+    public void SynthesisReportsEveryIteration()
+    {
+        var model = TinyModels.Model();
+        var seen = new List<int>();
+        new PsaqSynthesizer(5).Generate(model, 2, new Rng(1), (it, l) => { seen.Add(it); Assert.NotNull(l.Entropy); });
+        Assert.Equal(new[] { 1, 2, 3, 4, 5 }, seen);
+    }
+
+    [Fact]
+    public void PsaqRoundScheduleWarmsUpThenDecays()
+    {
+        Assert.Equal(0.002f, PsaqSynthesizer.RoundLr(0, 500, 100), 6);
+        Assert.Equal(0.2f, PsaqSynthesizer.RoundLr(99, 500, 100), 6);
+        Assert.Equal(0.2f, PsaqSynthesizer.RoundLr(100, 500, 100), 6);
+        Assert.Equal(0.1f, PsaqSynthesizer.RoundLr(300, 500, 100), 6);
+        Assert.Equal(0f, PsaqSynthesizer.RoundLr(500, 500, 100), 6);
+    }
+
+    [Fact]
+    public void SettingsAreValidated()
+    {
+        var ok = SynthesisSettings.For("mimiq");
+        Assert.Throws<ViTQuantException>(() => (ok with { Count = 0 }).Validated());
+        Assert.Throws<ViTQuantException>(() => (ok with { BatchSize = 0 }).Validated());
+        Assert.Throws<ViTQuantException>(() => (ok with { Iterations = 0 }).Validated());
+        Assert.Throws<ViTQuantException>(() => (ok with { LambdaTv = -1f }).Validated());
+        Assert.Throws<ViTQuantException>(() => (ok with { LambdaCe = float.NaN }).Validated());
+        Assert.Throws<ViTQuantException>(() => (ok with { LambdaIhc = 0, LambdaCe = 0, LambdaTv = 0 }).Validated());
+        Assert.Throws<ViTQuantException>(() => (ok with { Method = "dreaming" }).Validated());
+        Assert.Throws<ViTQuantException>(() => SynthesisSettings.For("dreaming"));
+        Assert.Equal(ok, SynthesisSettings.FromJson(ok.ToJson(), "test"));
+        Assert.Equal(3, (ok with { Count = 33, BatchSize = 16 }).BatchCount);
+    }
+}
