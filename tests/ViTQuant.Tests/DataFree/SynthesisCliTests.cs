@@ -40,7 +40,7 @@ public sealed class SynthesisCliTests : IDisposable
         Console.SetOut(so);
         Console.SetError(se);
         int threads = ViTQuant.Kernels.Parallelism.Threads;
-        try { return (Cli.Cli.Run(root, args), so.ToString(), se.ToString()); }
+        try { return (global::ViTQuant.Cli.Cli.Run(root, args), so.ToString(), se.ToString()); }
         finally
         {
             Console.SetOut(oldOut);
