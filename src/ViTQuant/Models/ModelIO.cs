@@ -37,8 +37,11 @@ public static class ModelIO
         }
         if (!File.Exists(path)) throw new ViTQuantException($"{path}: model file not found");
         var file = SafeTensorsFile.Read(path);
-        if (file.Metadata.TryGetValue(FormatKey, out var fmt) && fmt != "vitq-float/1")
-            throw new ViTQuantException($"{path}: is a '{fmt}' file, not a float model (quantized checkpoints work with eval, infer and bench)");
+        file.Metadata.TryGetValue(FormatKey, out var fmt);
+        if (fmt == "vitq-train-resume/1") // a training run's epoch checkpoint: its model.* tensors
+            return Build(ViTConfig.FromJson(file.Metadata[ConfigKey], path), file, path, prefix: "model.");
+        if (fmt != null && fmt != "vitq-float/1")
+            throw new ViTQuantException($"{path}: is a '{fmt}' file, not a float model (quantized checkpoints work with eval and infer)");
         if (file.Metadata.TryGetValue(ConfigKey, out var json))
             return Build(ViTConfig.FromJson(json, path), file, path);
         var cfgPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "config.json");
@@ -63,11 +66,12 @@ public static class ModelIO
         return Build(ParseTimmConfig(cfgPath), SafeTensorsFile.Read(stPath), stPath);
     }
 
-    private static VisionTransformer Build(ViTConfig cfg, SafeTensorsFile file, string source)
+    private static VisionTransformer Build(ViTConfig cfg, SafeTensorsFile file, string source, string prefix = "")
     {
         var model = new VisionTransformer(cfg);
         var state = new Dictionary<string, Tensor>();
-        foreach (var name in file.Names) state[name] = file.GetTensor(name);
+        foreach (var name in file.Names)
+            if (name.StartsWith(prefix, StringComparison.Ordinal)) state[name[prefix.Length..]] = file.GetTensor(name);
         try
         {
             model.LoadStateDict(state, strict: true);
