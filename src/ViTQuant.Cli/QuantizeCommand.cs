@@ -102,9 +102,9 @@ internal static class Calibration
     {
         if (count < 1) throw new ViTQuantException($"--calib-size must be at least 1, got {count}");
         IImageDataset ds;
-        if (spec == "fashion-mnist") ds = DataSources.Open(spec, "train", c);
-        else if (spec.StartsWith("folder:")) ds = DataSources.Open(spec, "train", c);
-        else throw new ViTQuantException($"--calib: unknown calibration source '{spec}' (fashion-mnist, folder:PATH)");
+        if (spec == "fashion-mnist" || spec.StartsWith("folder:")) ds = DataSources.Open(spec, "train", c);
+        else if (spec.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)) ds = Algorithms.DataFree.SyntheticSet.Load(spec, c);
+        else throw new ViTQuantException($"--calib: unknown calibration source '{spec}' (fashion-mnist, folder:PATH, or a synthetic set .safetensors)");
         if (count < ds.Count) ds = ds.RandomSubset(count, seed);
         var loader = new DataLoader(ds, batch, mean: c.Mean, std: c.Std);
         return loader.Epoch(0).Select(b => b.Images).ToList();
