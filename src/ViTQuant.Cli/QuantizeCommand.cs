@@ -51,7 +51,9 @@ internal static class QuantizeCommand
             Progress.Run("calibrate", calibBatches.Sum(b => b.Shape[0]), rep => { qm.Calibrate(calibBatches, n => rep.Update(n)); return 0; });
             var codes = QuantizedCheckpoint.Freeze(qm);
             var qRes = Evaluate($"{m} w{plan.WeightBits}a{plan.ActivationBits}", qm.Model, qm, evalDs);
-            var layers = QuantReport.Build(fp, qm, calibBatches[0]);
+            // Diagnostic only (no decision uses it): the damage report on the first evaluation images.
+            var reportBatch = new DataLoader(evalDs, 128, mean: c.Mean, std: c.Std, prefetch: 0).Epoch(0).First().Images;
+            var layers = QuantReport.Build(fp, qm, reportBatch);
             double seconds = sw.Elapsed.TotalSeconds, peak = Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0;
             var summary = new
             {
