@@ -25,8 +25,11 @@ internal sealed record MimiqCliOptions(
     string Distance, float CeWeight, double? CropScale, bool NoAugment, bool Resume,
     int WeightBits, int ActivationBits, bool FirstLast8Bit, ulong Seed, string OutPath);
 
-/// <summary>The fine-tuned student, the resume file to delete once the output is saved, and the report summary.</summary>
-internal sealed record MimiqFineTuneResult(QuantizedModel Student, string ResumePath, object Summary);
+/// <summary>
+/// The fine-tuned student, the resume file to delete once the output is saved, the report summary, and up
+/// to 64 distillation images (un-augmented) for the per-layer report, so a data-free run needs no real data.
+/// </summary>
+internal sealed record MimiqFineTuneResult(QuantizedModel Student, string ResumePath, object Summary, Tensor ReportBatch);
 
 /// <summary>The fine-tuning flags; AddTo registers them on a command, Read collects them into <see cref="MimiqCliOptions"/>.</summary>
 internal sealed class MimiqFlags
@@ -105,7 +108,9 @@ internal static class MimiqFineTune
             fine_tune_seconds = sw.Elapsed.TotalSeconds,
             history = result.History.Select(h => new { epoch = h.Epoch, loss = h.Loss, kd = h.Kd, had = h.Had, ce = h.Ce, seconds = h.Seconds }),
         };
-        return new MimiqFineTuneResult(result.Student, resumePath, summary);
+        int nReport = Math.Min(64, images[0].Shape[0]), per = images[0].Size / images[0].Shape[0];
+        var reportBatch = Tensor.FromArray(images[0].Data.AsSpan(0, nReport * per), nReport, c.InChans, c.ImageSize, c.ImageSize);
+        return new MimiqFineTuneResult(result.Student, resumePath, summary, reportBatch);
     }
 
     /// <summary>The distillation images as normalised tensors for the model, with labels when the source has them.</summary>

@@ -50,6 +50,7 @@ public class MimiqFineTuneCliTests
         Assert.Contains("\"images\":12", json);
         Assert.Contains("\"labelled\":true", json);
         Assert.Contains("\"steps\":2", json);
+        Assert.Equal(new[] { 12, 1, 28, 28 }, r.ReportBatch.Shape);
 
         // The finished run's resume file is refused without --resume and continued (nothing left) with it.
         Assert.Contains("--resume", Assert.Throws<ViTQuantException>(() => MimiqFineTune.Run(teacher, Opts(path, dir.File("q.safetensors")))).Message);
