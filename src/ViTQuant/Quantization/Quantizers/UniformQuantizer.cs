@@ -35,7 +35,11 @@ public sealed class UniformQuantizer : Quantizer
     /// <summary>Largest integer level (2^(b−1) − 1 symmetric, 2^b − 1 asymmetric).</summary>
     public int QMax { get; }
 
-    /// <summary>Number of calibrated groups (0 before calibration or when dynamic).</summary>
+    /// <summary>
+    /// Number of calibrated groups: 0 before calibration; when dynamic, the groups of the last tensor
+    /// Forward saw (0 before the first), whose grid <see cref="Params"/> then returns — so a frozen
+    /// dynamic weight quantizer (QuantizedCheckpoint.Freeze runs Forward, then asks for the grid) has one.
+    /// </summary>
     public int Groups => _zero?.Length ?? 0;
 
     /// <summary>The calibrated grid of one group. Throws InvalidOperationException before calibration.</summary>
@@ -106,7 +110,9 @@ public sealed class UniformQuantizer : Quantizer
             scale[g] = p.Scale;
             zero[g] = p.ZeroPoint;
         }
-        return FakeQuant.Uniform(x, layout, Tensor.FromArray(scale, scale.Length), zero, QMin, QMax, float.PositiveInfinity, out _, "uniform_fake_quant");
+        var s = Tensor.FromArray(scale, scale.Length);
+        (_scale, _zero) = (s, zero); // remembered for Params / AffineGrid.Of; never read by the dynamic forward
+        return FakeQuant.Uniform(x, layout, s, zero, QMin, QMax, float.PositiveInfinity, out _, "uniform_fake_quant");
     }
 
     public override IEnumerable<Tensor> LearnableParameters() =>

@@ -1,0 +1,176 @@
+// `vitq quantize --method mimiq`: the fine-tuning half (spec mimiq.md §3). QuantizeCommand owns the
+// shared flags (--wbits, --abits, --first-last-8bit, --seed, --out) and the evaluation, freezing and
+// saving; this file owns the fine-tuning flags, loads the distillation images, runs MimiqTrainer with a
+// progress bar and hands back the fine-tuned student plus a summary for the report.
+//
+// --data:  a synthetic set file (.safetensors with "images" F32 [N, C, H, W] in its generating model's
+//          normalised space and optional "labels" I32 [N]; re-normalised when that model's mean/std,
+//          from the "vitq.model_config" metadata, differ from the teacher's), fashion-mnist (real training
+//          images, the real-data baseline), folder:PATH, or gaussian (N(0, 1) images in the normalised
+//          space, the noise baseline). --data-size takes a seeded random subset (gaussian: the count).
+using System.CommandLine;
+using System.Diagnostics;
+using ViTQuant.Algorithms.Qat;
+using ViTQuant.Data;
+using ViTQuant.IO;
+using ViTQuant.Models;
+using ViTQuant.Quantization;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Cli;
+
+/// <summary>Parsed fine-tuning settings of `vitq quantize --method mimiq` (the shared flags included).</summary>
+internal sealed record MimiqCliOptions(
+    string Data, int? DataSize, int Epochs, int Batch, float Lr, float Temperature, float KdWeight, float HadWeight,
+    string Distance, float CeWeight, double? CropScale, bool NoAugment, bool Resume,
+    int WeightBits, int ActivationBits, bool FirstLast8Bit, ulong Seed, string OutPath);
+
+/// <summary>
+/// The fine-tuned student, the resume file to delete once the output is saved, the report summary, and up
+/// to 64 distillation images (un-augmented) for the per-layer report, so a data-free run needs no real data.
+/// </summary>
+internal sealed record MimiqFineTuneResult(QuantizedModel Student, string ResumePath, object Summary, Tensor ReportBatch);
+
+/// <summary>The fine-tuning flags; AddTo registers them on a command, Read collects them into <see cref="MimiqCliOptions"/>.</summary>
+internal sealed class MimiqFlags
+{
+    public readonly Option<string> Data = new("--data") { Description = "mimiq: distillation images: a synthetic set .safetensors, fashion-mnist, folder:PATH or gaussian", DefaultValueFactory = _ => "fashion-mnist" };
+    public readonly Option<int?> DataSize = new("--data-size") { Description = "mimiq: use a random subset of this many images (gaussian: how many; default 10000)" };
+    public readonly Option<int> Epochs = new("--epochs") { Description = "mimiq: fine-tuning epochs", DefaultValueFactory = _ => 1 };
+    public readonly Option<int> Batch = new("--batch") { Description = "mimiq: batch size", DefaultValueFactory = _ => 16 };
+    public readonly Option<float> Lr = new("--lr") { Description = "mimiq: peak SGD learning rate (cosine decay to 0)", DefaultValueFactory = _ => MimiqOptions.DefaultLr };
+    public readonly Option<float> Temperature = new("--temperature") { Description = "mimiq: distillation temperature T", DefaultValueFactory = _ => 5f };
+    public readonly Option<float> KdWeight = new("--kd-weight") { Description = "mimiq: weight α_KD of the logit distillation", DefaultValueFactory = _ => 1f };
+    public readonly Option<float> HadWeight = new("--had-weight") { Description = "mimiq: weight γ of the attention distillation L_HAD", DefaultValueFactory = _ => 10f };
+    public readonly Option<string> Distance = new("--had-distance") { Description = "mimiq: L_HAD distance: ssim, mse, l1, kl or off", DefaultValueFactory = _ => "ssim" };
+    public readonly Option<float> CeWeight = new("--ce-weight") { Description = "mimiq: weight of cross-entropy to the set's labels (0 = off)", DefaultValueFactory = _ => 0f };
+    public readonly Option<double?> CropScale = new("--crop-scale") { Description = "mimiq: smallest random-resized-crop area (default 0.5 below 64 px, else 0.08)" };
+    public readonly Option<bool> NoAugment = new("--no-augment") { Description = "mimiq: fine-tune on the images as they are" };
+    public readonly Option<bool> Resume = new("--resume") { Description = "mimiq: continue from OUT.resume.safetensors after its last finished epoch" };
+
+    public void AddTo(Command cmd)
+    {
+        foreach (var o in new Option[] { Data, DataSize, Epochs, Batch, Lr, Temperature, KdWeight, HadWeight, Distance, CeWeight, CropScale, NoAugment, Resume })
+            cmd.Options.Add(o);
+    }
+
+    public MimiqCliOptions Read(ParseResult r, int wbits, int abits, bool firstLast8Bit, ulong seed, string outPath) => new(
+        r.GetValue(Data)!, r.GetValue(DataSize), r.GetValue(Epochs), r.GetValue(Batch), r.GetValue(Lr), r.GetValue(Temperature),
+        r.GetValue(KdWeight), r.GetValue(HadWeight), r.GetValue(Distance)!, r.GetValue(CeWeight), r.GetValue(CropScale),
+        r.GetValue(NoAugment), r.GetValue(Resume), wbits, abits, firstLast8Bit, seed, outPath);
+}
+
+internal static class MimiqFineTune
+{
+    /// <summary>
+    /// Loads the distillation images and fine-tunes a MimiQ student of <paramref name="teacher"/> (not
+    /// modified), resumably (OUT.resume.safetensors). Throws ViTQuantException for bad flags, unreadable
+    /// or mismatched data, a stale resume file without --resume, or a diverging loss.
+    /// </summary>
+    public static MimiqFineTuneResult Run(VisionTransformer teacher, MimiqCliOptions o)
+    {
+        var distance = o.Distance switch
+        {
+            "ssim" => HadDistance.Ssim, "mse" => HadDistance.Mse, "l1" => HadDistance.L1, "kl" => HadDistance.Kl, "off" => HadDistance.Off,
+            _ => throw new ViTQuantException($"--had-distance: unknown distance '{o.Distance}' (ssim, mse, l1, kl, off)"),
+        };
+        var opts = new MimiqOptions
+        {
+            WeightBits = o.WeightBits, ActivationBits = o.ActivationBits, FirstLast8Bit = o.FirstLast8Bit, Epochs = o.Epochs,
+            BatchSize = o.Batch, Lr = o.Lr, Temperature = o.Temperature, KdWeight = o.KdWeight, HadWeight = o.HadWeight,
+            Distance = distance, CeWeight = o.CeWeight, CropScaleMin = o.CropScale, Augment = !o.NoAugment, Seed = o.Seed,
+        }.Validated();
+        string resumePath = o.OutPath + ".resume.safetensors";
+        if (File.Exists(resumePath) && !o.Resume)
+            throw new ViTQuantException($"{resumePath} exists from an interrupted run; pass --resume to continue it or delete it");
+
+        var c = teacher.Config;
+        var (images, labels) = LoadImages(o.Data, o.DataSize, c, o.Seed);
+        int count = images.Sum(t => t.Shape[0]);
+        var trainer = new MimiqTrainer(teacher, images, labels, opts);
+        Console.Error.WriteLine($"mimiq fine-tuning w{opts.WeightBits}a{opts.ActivationBits} on {o.Data}: {count} images, {opts.Epochs} epochs × {trainer.StepsPerEpoch} steps, "
+            + $"batch {opts.BatchSize}, lr {opts.Lr}, T {opts.Temperature}, α_KD {opts.KdWeight}, γ {opts.HadWeight} ({distance}), CE {opts.CeWeight}, seed {opts.Seed}");
+        var sw = Stopwatch.StartNew();
+        long stepsThisRun = 0;
+        var result = Progress.Run("mimiq fine-tune", trainer.TotalSteps, rep =>
+        {
+            trainer.OnStep = s => rep.Update((long)s.Epoch * s.StepsPerEpoch + s.Step + 1,
+                $"epoch {s.Epoch + 1}/{opts.Epochs} loss {s.Loss:F4} (kd {s.Kd:F4}, had {s.Had:F4}{(opts.CeWeight > 0 ? $", ce {s.Ce:F4}" : "")}) lr {s.Lr:G3} "
+                + $"{++stepsThisRun / Math.Max(rep.Elapsed, 1e-9):F1} steps/s");
+            trainer.OnEpoch = e => Console.Error.WriteLine($"epoch {e.Epoch}: loss {e.Loss:F4} (kd {e.Kd:F4}, had {e.Had:F4}, ce {e.Ce:F4}) ({e.Seconds:F0} s)");
+            return trainer.Run(resumePath);
+        });
+        var summary = new
+        {
+            data = o.Data, images = count, labelled = labels != null, epochs = opts.Epochs, steps = result.Steps, batch = opts.BatchSize,
+            lr = opts.Lr, temperature = opts.Temperature, kd_weight = opts.KdWeight, had_weight = opts.HadWeight,
+            had_distance = o.Distance, ce_weight = opts.CeWeight, augment = opts.Augment, crop_scale = opts.CropScaleFor(c.ImageSize),
+            fine_tune_seconds = sw.Elapsed.TotalSeconds,
+            history = result.History.Select(h => new { epoch = h.Epoch, loss = h.Loss, kd = h.Kd, had = h.Had, ce = h.Ce, seconds = h.Seconds }),
+        };
+        int nReport = Math.Min(64, images[0].Shape[0]), per = images[0].Size / images[0].Shape[0];
+        var reportBatch = Tensor.FromArray(images[0].Data.AsSpan(0, nReport * per), nReport, c.InChans, c.ImageSize, c.ImageSize);
+        return new MimiqFineTuneResult(result.Student, resumePath, summary, reportBatch);
+    }
+
+    /// <summary>The distillation images as normalised tensors for the model, with labels when the source has them.</summary>
+    internal static (List<Tensor> Images, int[]? Labels) LoadImages(string spec, int? size, ViTConfig c, ulong seed)
+    {
+        if (size is < 1) throw new ViTQuantException($"--data-size must be at least 1, got {size}");
+        if (spec == "gaussian")
+        {
+            int n = size ?? 10_000;
+            return (new List<Tensor> { Tensor.Randn(new Rng(seed ^ 0x6A0551A9UL), 1f, n, c.InChans, c.ImageSize, c.ImageSize) }, null);
+        }
+        if (spec == "fashion-mnist" || spec.StartsWith("folder:", StringComparison.Ordinal))
+        {
+            var ds = DataSources.Open(spec, "train", c);
+            int n = Math.Min(size ?? 10_000, ds.Count);
+            if (n < ds.Count) ds = ds.RandomSubset(n, seed);
+            var batches = new DataLoader(ds, 256, mean: c.Mean, std: c.Std).Epoch(0).ToList();
+            return (batches.Select(b => b.Images).ToList(), batches.SelectMany(b => b.Labels).ToArray());
+        }
+        if (!File.Exists(spec)) throw new ViTQuantException($"--data: '{spec}' is neither a file nor fashion-mnist, folder:PATH or gaussian");
+        return LoadSetFile(spec, size, c, seed);
+    }
+
+    private static (List<Tensor>, int[]?) LoadSetFile(string path, int? size, ViTConfig c, ulong seed)
+    {
+        var f = SafeTensorsFile.Read(path);
+        if (!f.Contains("images")) throw new ViTQuantException($"{path}: no 'images' tensor (expected a synthetic set)");
+        var images = f.GetTensor("images");
+        if (images.Rank != 4 || images.Shape[1] != c.InChans || images.Shape[2] != c.ImageSize || images.Shape[3] != c.ImageSize || images.Shape[0] == 0)
+            throw new ViTQuantException($"{path}: images are {Tensor.ShapeString(images.Shape)}, the model ({c.Architecture}) expects [N, {c.InChans}, {c.ImageSize}, {c.ImageSize}]");
+        int n = images.Shape[0], per = images.Size / n;
+        int[]? labels = f.Contains("labels") ? f.GetInt32("labels") : null;
+        if (labels != null && labels.Length != n) throw new ViTQuantException($"{path}: {labels.Length} labels for {n} images");
+        if (f.Metadata.TryGetValue("vitq.model_config", out var genJson))
+        {
+            var gen = ViTConfig.FromJson(genJson, path);
+            if (gen.InChans != c.InChans) throw new ViTQuantException($"{path}: made for a {gen.InChans}-channel model, the teacher has {c.InChans}");
+            if (!gen.Mean.SequenceEqual(c.Mean) || !gen.Std.SequenceEqual(c.Std)) Renormalize(images, gen, c);
+        }
+        if (size is int k && k < n)
+        {
+            var pick = Enumerable.Range(0, n).ToArray();
+            new Rng(seed).Shuffle(pick.AsSpan());
+            pick = pick[..k];
+            Array.Sort(pick);
+            var sub = new Tensor(k, c.InChans, c.ImageSize, c.ImageSize);
+            for (int i = 0; i < k; i++) images.Data.AsSpan(pick[i] * per, per).CopyTo(sub.Data.AsSpan(i * per, per));
+            return (new List<Tensor> { sub }, labels != null ? pick.Select(i => labels[i]).ToArray() : null);
+        }
+        return (new List<Tensor> { images }, labels);
+    }
+
+    /// <summary>Maps images normalised for <paramref name="from"/> into the normalised space of <paramref name="to"/>.</summary>
+    private static void Renormalize(Tensor images, ViTConfig from, ViTConfig to)
+    {
+        int plane = to.ImageSize * to.ImageSize, ch = to.InChans;
+        for (int i = 0; i < images.Size; i++)
+        {
+            int k = i / plane % ch;
+            images.Data[i] = (images.Data[i] * from.Std[k] + from.Mean[k] - to.Mean[k]) / to.Std[k];
+        }
+    }
+}
