@@ -16,6 +16,7 @@ root.Subcommands.Add(QuantizeCommand.Create());
 root.Subcommands.Add(SynthesizeCommand.Create());
 root.Subcommands.Add(AnalyzeCommand.Create());
 root.Subcommands.Add(CompareCommand.Create());
+root.Subcommands.Add(DemoCommand.Create());
 
 return Cli.Run(root, args);
 

@@ -1,0 +1,152 @@
+// vitq demo: the main job. The shipped model through the data-free pipeline at one bit setting, with
+// the rows that tell the story: full precision; Gaussian / PSAQ / MimiQ synthetic data + min–max
+// PTQ; MimiQ (its data + fine-tuning); real-data ADFQ-ViT for reference. Every artefact (synthetic
+// sets, fine-tuning checkpoint, finished rows) lives under --out, so an interrupted demo resumes.
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
+using ViTQuant.Algorithms.DataFree;
+using ViTQuant.Algorithms.Metrics;
+using ViTQuant.Algorithms.Qat;
+using ViTQuant.Data;
+using ViTQuant.IO;
+using ViTQuant.Models;
+using ViTQuant.Quantization;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Cli;
+
+internal static class DemoCommand
+{
+    /// <summary>The sizes of one demo run. "quick" fits the 10-minute budget on 2 cores; "paper" is the paper's setting.</summary>
+    public sealed record Preset(string Name, int SynthImages, int SynthBatch, int MimiqIterations, int PsaqIterations, int FineTuneEpochs, int AdfqIterations, int CalibImages);
+
+    public static readonly Preset Quick = new("quick", SynthImages: 64, SynthBatch: 32, MimiqIterations: 200, PsaqIterations: 200, FineTuneEpochs: 8, AdfqIterations: 100, CalibImages: 256);
+    public static readonly Preset Paper = new("paper", SynthImages: 10_000, SynthBatch: 16, MimiqIterations: 2000, PsaqIterations: 1000, FineTuneEpochs: 100, AdfqIterations: 3000, CalibImages: 1024);
+
+    public sealed record Row(string Name, double Top1, double Seconds);
+
+    public static Command Create()
+    {
+        var model = DataSources.ModelOption();
+        var preset = new Option<string>("--preset") { Description = "quick (about 10 minutes on 2 cores) or paper (the paper's settings: many hours)", DefaultValueFactory = _ => "quick" };
+        var bits = new Option<string>("--bits") { Description = "bit setting wXaY", DefaultValueFactory = _ => "w4a4" };
+        var limit = new Option<int?>("--limit") { Description = "evaluate on the first N test images only" };
+        var seed = CommonOptions.Seed();
+        var threads = CommonOptions.Threads();
+        var outDir = new Option<string>("--out") { Description = "work folder (synthetic sets, checkpoints, results); reused to resume", DefaultValueFactory = _ => "out/demo" };
+        var json = CommonOptions.Json();
+        var cmd = new Command("demo", "the data-free pipeline on the shipped model: synthesize, quantize, fine-tune, compare") { model, preset, bits, limit, seed, threads, outDir, json };
+        cmd.SetAction(r =>
+        {
+            CommonOptions.ApplyThreads(r.GetValue(threads));
+            var p = r.GetValue(preset) switch
+            {
+                "quick" => Quick,
+                "paper" => Paper,
+                var other => throw new ViTQuantException($"--preset: unknown preset '{other}' (quick, paper)"),
+            };
+            var (w, a) = CompareCommand.ParseBits(r.GetValue(bits)!);
+            ulong s = r.GetValue(seed);
+            string dir = Path.Combine(r.GetValue(outDir)!, $"{p.Name}-w{w}a{a}-s{s}");
+            Directory.CreateDirectory(dir);
+            var sw = Stopwatch.StartNew();
+            var fp = DataSources.LoadModel(r.GetValue(model));
+            var c = fp.Config;
+            var test = DataSources.Limit(DataSources.Open("fashion-mnist", "test", c), r.GetValue(limit));
+            Console.Error.WriteLine($"demo ({p.Name} preset) on {c.Architecture}, w{w}a{a}, seed {s}, {test.Count} test images; work folder {dir}");
+
+            var rows = new List<Row>();
+            Row Cached(string name, Func<double> run)
+            {
+                var file = Path.Combine(dir, $"row-{name.Replace('+', '_')}.json");
+                if (File.Exists(file)) return JsonSerializer.Deserialize<Row>(File.ReadAllText(file))!;
+                var t = Stopwatch.StartNew();
+                var row = new Row(name, run(), t.Elapsed.TotalSeconds);
+                AtomicFile.WriteAllText(file, JsonSerializer.Serialize(row));
+                return row;
+            }
+            double Eval(string title, VisionTransformer m, IModelHooks? hooks) => QuantizeCommand.Evaluate(title, m, hooks, test).Top1;
+            List<Tensor> Synth(string method, int iterations)
+            {
+                var path = Path.Combine(dir, $"{method}.safetensors");
+                if (!File.Exists(path))
+                {
+                    var settings = SynthesisSettings.For(method) with { Count = p.SynthImages, BatchSize = p.SynthBatch, Iterations = Math.Max(1, iterations), Seed = s };
+                    Progress.Run($"synthesize {method}", Math.Max(1L, (long)settings.BatchCount * settings.Iterations), rep =>
+                        SynthesisRunner.Run(fp, settings.Validated(), path, resume: true,
+                            progress: pr => rep.Update(pr.StepsDone, $"batch {pr.Batch + 1}/{pr.BatchCount} {pr.Losses}")));
+                }
+                var set = SyntheticSet.Load(path, c);
+                return Batches(set.ImagesFor(c), 64);
+            }
+            double MinMax(List<Tensor> calib, string title)
+            {
+                var qm = new QuantizedModel(fp.Clone(), QuantPresets.Create("minmax", w, a));
+                qm.Calibrate(calib);
+                QuantizedCheckpoint.Freeze(qm);
+                return Eval(title, qm.Model, qm);
+            }
+
+            rows.Add(Cached("fp", () => Eval("float", fp, null)));
+            rows.Add(Cached("gaussian+minmax", () => MinMax(Synth("gaussian", 1), "gaussian+minmax")));
+            rows.Add(Cached("psaq+minmax", () => MinMax(Synth("psaq", p.PsaqIterations), "psaq+minmax")));
+            var mimiqData = Synth("mimiq", p.MimiqIterations);
+            rows.Add(Cached("mimiq+minmax", () => MinMax(mimiqData, "mimiq+minmax")));
+            rows.Add(Cached("mimiq", () =>
+            {
+                var set = SyntheticSet.Load(Path.Combine(dir, "mimiq.safetensors"), c);
+                var opts = new MimiqOptions { WeightBits = w, ActivationBits = a, Epochs = p.FineTuneEpochs, Seed = s }.Validated();
+                var trainer = new MimiqTrainer(fp, Batches(set.ImagesFor(c), 64), set.Labels, opts);
+                var result = Progress.Run("mimiq fine-tune", trainer.TotalSteps, rep =>
+                {
+                    trainer.OnStep = st => rep.Update((long)st.Epoch * st.StepsPerEpoch + st.Step + 1, $"loss {st.Loss:F4} (kd {st.Kd:F4}, had {st.Had:F4})");
+                    return trainer.Run(Path.Combine(dir, "mimiq-finetune.resume.safetensors"));
+                });
+                QuantizedCheckpoint.Freeze(result.Student);
+                return Eval("mimiq", result.Student.Model, result.Student);
+            }));
+            rows.Add(Cached("real+adfq", () => AdfqRow(fp, w, a, p, s, test)));
+
+            double seconds = sw.Elapsed.TotalSeconds;
+            var e = Console.Error;
+            e.WriteLine();
+            e.WriteLine($"{c.Architecture}, w{w}a{a} (fake-quant simulation), Fashion-MNIST test ({test.Count} images), {p.Name} preset, seed {s}:");
+            e.WriteLine($"  {"row",-18} {"top-1",8}  {"time",7}");
+            foreach (var row in rows) e.WriteLine($"  {row.Name,-18} {row.Top1,7:F2}%  {row.Seconds,6:F0}s");
+            e.WriteLine($"  total {seconds:F0} s (rows read back from {dir} count their original time)");
+            if (r.GetValue(json))
+                Console.WriteLine(JsonSerializer.Serialize(new
+                {
+                    bits = $"w{w}a{a}", preset = p.Name, seed = s, eval_count = test.Count,
+                    rows = rows.Select(x => new { name = x.Name, top1 = x.Top1, seconds = x.Seconds }), seconds,
+                }));
+            return 0;
+        });
+        return cmd;
+    }
+
+    /// <summary>Splits [N, C, H, W] into batches of at most `size` images (copies).</summary>
+    internal static List<Tensor> Batches(Tensor images, int size)
+    {
+        int n = images.Shape[0], per = images.Size / Math.Max(1, n);
+        var list = new List<Tensor>();
+        for (int i = 0; i < n; i += size)
+        {
+            int b = Math.Min(size, n - i);
+            var shape = images.Shape.ToArray();
+            shape[0] = b;
+            list.Add(Tensor.FromArray(images.Data.AsSpan(i * per, b * per), shape));
+        }
+        return list;
+    }
+
+    private static double AdfqRow(VisionTransformer fp, int w, int a, Preset p, ulong seed, IImageDataset test)
+    {
+        var calib = Calibration.Load("fashion-mnist", p.CalibImages, fp.Config, seed);
+        var qm = new QuantizedModel(fp.Clone(), QuantPresets.Create("adfq", w, a));
+        qm.Calibrate(calib);
+        QuantizedCheckpoint.Freeze(qm);
+        return QuantizeCommand.Evaluate("real+adfq", qm.Model, qm, test).Top1;
+    }
+}
