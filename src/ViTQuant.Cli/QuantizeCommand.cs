@@ -4,11 +4,11 @@
 // unit) before the common freeze → evaluate → report → save. Its flags (--iters and the ablation
 // switches) are refused with the other methods so that an experiment never silently ignores one.
 using System.CommandLine;
-using System.Globalization;
-using ViTQuant.Algorithms.Ptq;
 using System.Diagnostics;
+using System.Globalization;
 using System.Text.Json;
 using ViTQuant.Algorithms.Metrics;
+using ViTQuant.Algorithms.Ptq;
 using ViTQuant.Data;
 using ViTQuant.IO;
 using ViTQuant.Models;

@@ -13,6 +13,9 @@
 //   KL = Σ t·ln t − Σ t·a + logsumexp(a)  ⇒  ∂KL/∂a = p − t,  ∂a/∂P_q = 1/(T·P_q)
 // Probabilities are floored at ProbFloor before the logarithm (a softmax can underflow to exactly 0);
 // below the floor the derivative is 0. P_fp is a detached target: no gradient is recorded for it.
+// The target side (t and Σ t·ln t per row) depends only on the calibration image, so reconstruction
+// computes it once (TemperTarget) and a step only tempers P_q. Rows run as float TensorPrimitives passes;
+// the tests hold them against a direct double-precision computation and against Ops.KlDivergence.
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using ViTQuant.Kernels;
 using ViTQuant.Quantization;

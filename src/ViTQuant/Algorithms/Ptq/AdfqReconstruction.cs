@@ -121,7 +121,7 @@ public sealed class AdfqReconstruction
         int index = CompletedUnits;
         var unit = Units[index];
         _qm.Mode = QuantMode.Quantize;
-        bool kl = Options.AttentionKl && unit.ProbsPoint != null;
+        bool kl = Options.Reconstruct && Options.AttentionKl && unit.ProbsPoint != null;
         var caches = BuildCaches(unit, kl);
         int iters = Options.Reconstruct ? Options.Iterations : 0;
         float last = float.NaN;

@@ -16,6 +16,7 @@ using ViTQuant.Tensors;
 
 namespace ViTQuant.Algorithms.Ptq;
 
+/// <summary>What a reconstruction unit computes (see the table in the file header).</summary>
 public enum AdfqUnitKind { PatchEmbed, Attention, Mlp, Head }
 
 /// <summary>One reconstruction unit: its name, the weight layers it owns and the activation points whose steps it learns.</summary>
