@@ -1,9 +1,14 @@
 // vitq quantize: post-training quantization (minmax, percentile, adfq) of a model, evaluated against
 // its float original in the same run, written as an integer-weight checkpoint with a report.
+// adfq: calibrate the ADFQ plan, then reconstruct unit by unit (AdfqReconstruction; a progress bar per
+// unit) before the common freeze → evaluate → report → save. Its flags (--iters and the ablation
+// switches) are refused with the other methods so that an experiment never silently ignores one.
 using System.CommandLine;
 using System.Diagnostics;
+using System.Globalization;
 using System.Text.Json;
 using ViTQuant.Algorithms.Metrics;
+using ViTQuant.Algorithms.Ptq;
 using ViTQuant.Data;
 using ViTQuant.IO;
 using ViTQuant.Models;
@@ -30,8 +35,10 @@ internal static class QuantizeCommand
         var threads = CommonOptions.Threads();
         var outOpt = new Option<string>("--out") { Description = "quantized checkpoint to write (.safetensors)", Required = true };
         var json = CommonOptions.Json();
+        var adfq = new AdfqFlags();
         var cmd = new Command("quantize", "quantize a model after training and report the accuracy it keeps")
             { model, method, wbits, abits, calib, calibSize, evalSet, split, limit, firstLast, seed, threads, outOpt, json };
+        foreach (var o in adfq.All) cmd.Options.Add(o);
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
@@ -40,7 +47,9 @@ internal static class QuantizeCommand
             if (r.GetValue(model) is string mp) AtomicFile.EnsureNotSameFile(mp, outPath);
             if (File.Exists(outPath)) throw new ViTQuantException($"--out {outPath} already exists; choose another path or delete it");
             if (m is not ("minmax" or "percentile" or "adfq")) throw new ViTQuantException($"--method: unknown method '{m}' (minmax, percentile, adfq)");
-            var plan = QuantPresets.Create(m, r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast));
+            AdfqOptions? adfqOpts = m == "adfq" ? adfq.Read(r, r.GetValue(seed)) : adfq.RefuseGiven(r, m);
+            var plan = adfqOpts?.CreatePlan(r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast))
+                       ?? QuantPresets.Create(m, r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast));
             var fp = DataSources.LoadModel(r.GetValue(model));
             var c = fp.Config;
             var evalDs = DataSources.Limit(DataSources.Open(r.GetValue(evalSet)!, r.GetValue(split)!, c), r.GetValue(limit));
@@ -49,6 +58,7 @@ internal static class QuantizeCommand
             var fpRes = Evaluate("float", fp, null, evalDs);
             var qm = new QuantizedModel(fp.Clone(), plan);
             Progress.Run("calibrate", calibBatches.Sum(b => b.Shape[0]), rep => { qm.Calibrate(calibBatches, n => rep.Update(n)); return 0; });
+            var units = adfqOpts != null ? Reconstruct(fp, qm, calibBatches, adfqOpts) : null;
             var codes = QuantizedCheckpoint.Freeze(qm);
             var qRes = Evaluate($"{m} w{plan.WeightBits}a{plan.ActivationBits}", qm.Model, qm, evalDs);
             // Diagnostic only (no decision uses it): the damage report on the first evaluation images.
@@ -61,12 +71,18 @@ internal static class QuantizeCommand
                 fp_top5 = fpRes.Top5, quant_top5 = qRes.Top5, eval_count = qRes.Count, calib = r.GetValue(calib), calib_size = calibBatches.Sum(b => b.Shape[0]),
                 seed = r.GetValue(seed), seconds, peak_memory_mb = peak, out_path = outPath,
                 layers = layers.Select(l => new { point = l.Point, kind = l.Kind, quantizer = l.Quantizer, sqnr_db = Finite(l.Sqnr), local_sqnr_db = Finite(l.LocalSqnr), cosine = l.Cosine, outlier_fraction = l.OutlierFraction }),
+                adfq = adfqOpts == null ? null : new
+                {
+                    options = adfqOpts.Describe(),
+                    units = units!.Select(u => new { unit = u.Unit.Name, iterations = u.Iterations, seconds = u.Seconds, last_loss = Finite(u.LastLoss), calibration_rec = Finite(u.CalibrationRec) }),
+                },
             };
             QuantizedCheckpoint.Save(qm, codes, outPath, new Dictionary<string, string>
             {
                 ["vitq.method"] = m,
                 ["vitq.report"] = JsonSerializer.Serialize(summary),
             });
+            if (adfqOpts != null) PrintUnits(adfqOpts, units!);
             PrintReport(fpRes, qRes, layers, m, plan, seconds, peak, outPath);
             if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(summary));
             return 0;
@@ -75,6 +91,35 @@ internal static class QuantizeCommand
     }
 
     private static double? Finite(double v) => double.IsFinite(v) ? v : null;
+
+    /// <summary>ADFQ reconstruction with one progress bar per unit (its loss terms in the status).</summary>
+    private static List<AdfqUnitResult> Reconstruct(VisionTransformer fp, QuantizedModel qm, List<Tensor> calib, AdfqOptions opts)
+    {
+        var recon = new AdfqReconstruction(fp, qm, calib, opts);
+        var results = new List<AdfqUnitResult>();
+        int total = opts.Reconstruct ? opts.Iterations : 1;
+        while (recon.CompletedUnits < recon.Units.Count)
+        {
+            var unit = recon.Units[recon.CompletedUnits];
+            results.Add(Progress.Run($"adfq {unit.Name}", total, rep =>
+            {
+                var res = recon.ReconstructNext(p => rep.Update(p.Iteration + 1,
+                    string.Create(CultureInfo.InvariantCulture, $"loss {p.Loss:G4} (rec {p.Rec:G4}, round {p.Round:G4} β {p.Beta:F1}, kl {p.Kl:G4})")));
+                rep.Update(total, string.Create(CultureInfo.InvariantCulture, $"calibration rec {res.CalibrationRec:G4}"));
+                return res;
+            }));
+        }
+        return results;
+    }
+
+    private static void PrintUnits(AdfqOptions opts, List<AdfqUnitResult> units)
+    {
+        var e = Console.Error;
+        e.WriteLine($"adfq reconstruction: {opts.Describe()}");
+        e.WriteLine($"    {"unit",-16} {"iters",6} {"seconds",8} {"last loss",10} {"calib rec",10}");
+        foreach (var u in units)
+            e.WriteLine(string.Create(CultureInfo.InvariantCulture, $"    {u.Unit.Name,-16} {u.Iterations,6} {u.Seconds,8:F1} {u.LastLoss,10:G4} {u.CalibrationRec,10:G4}"));
+    }
 
     internal static EvalResult Evaluate(string title, VisionTransformer model, IModelHooks? hooks, IImageDataset ds)
     {
@@ -94,6 +139,46 @@ internal static class QuantizeCommand
         foreach (var l in layers.Take(10))
             e.WriteLine($"    {l.Point,-26} {l.Kind,-10} {l.Sqnr,7:F1} {l.LocalSqnr,7:F1} {l.Cosine,8:F5}  {l.Quantizer}" + (l.OutlierFraction is double o ? $" (outliers {100 * o:F3}%)" : ""));
         e.WriteLine($"  wall time {seconds:F1} s, peak memory {peak:F0} MB; wrote {outPath}");
+    }
+}
+
+/// <summary>The adfq-only flags of quantize: reconstruction length and the ablation switches.</summary>
+internal sealed class AdfqFlags
+{
+    public readonly Option<int> Iters = new("--iters") { Description = "adfq: optimisation iterations per unit", DefaultValueFactory = _ => 3000 };
+    public readonly Option<bool> NoRecon = new("--no-recon") { Description = "adfq: skip reconstruction (AdaRound weights round to nearest)" };
+    public readonly Option<bool> NoAttnKl = new("--no-attn-kl") { Description = "adfq: drop the attention-score KL term" };
+    public readonly Option<bool> NoPerPatch = new("--no-per-patch") { Description = "adfq: per-tensor uniform quantizers on the qkv and fc1 inputs" };
+    public readonly Option<bool> NoShiftLog = new("--no-shift-log") { Description = "adfq: per-tensor uniform quantizer on the fc2 input" };
+    public readonly Option<string> ShiftLogBase = new("--shift-log-base") { Description = "adfq: log base of the fc2-input Shift-Log quantizer, 2 or sqrt2", DefaultValueFactory = _ => "sqrt2" };
+    public readonly Option<float> Fc1Alpha = new("--fc1-alpha") { Description = "adfq: outlier threshold of the fc1-input per-patch quantizer", DefaultValueFactory = _ => 5f };
+    public readonly Option<float> QDropProb = new("--qdrop-prob") { Description = "adfq: probability that a unit input element is taken from the float network (0 disables QDrop)", DefaultValueFactory = _ => 0.5f };
+
+    public IEnumerable<Option> All => new Option[] { Iters, NoRecon, NoAttnKl, NoPerPatch, NoShiftLog, ShiftLogBase, Fc1Alpha, QDropProb };
+
+    /// <summary>The options the flags describe; ViTQuantException names a bad flag.</summary>
+    public AdfqOptions Read(ParseResult r, ulong seed)
+    {
+        bool sqrt2 = r.GetValue(ShiftLogBase) switch
+        {
+            "sqrt2" or "√2" => true,
+            "2" => false,
+            var b => throw new ViTQuantException($"--shift-log-base: '{b}' is not 2 or sqrt2"),
+        };
+        return new AdfqOptions
+        {
+            Iterations = r.GetValue(Iters), Seed = seed, QDropProbability = r.GetValue(QDropProb),
+            Reconstruct = !r.GetValue(NoRecon), AttentionKl = !r.GetValue(NoAttnKl),
+            PerPatch = !r.GetValue(NoPerPatch), ShiftLog = !r.GetValue(NoShiftLog), ShiftLogSqrtTwoBase = sqrt2, Fc1Alpha = r.GetValue(Fc1Alpha),
+        };
+    }
+
+    /// <summary>Throws ViTQuantException when an adfq flag was given with another method; returns null.</summary>
+    public AdfqOptions? RefuseGiven(ParseResult r, string method)
+    {
+        foreach (var o in All)
+            if (r.GetResult(o) is { Implicit: false }) throw new ViTQuantException($"{o.Name} only applies to --method adfq (got --method {method})");
+        return null;
     }
 }
 
