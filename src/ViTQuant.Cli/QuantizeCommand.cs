@@ -22,7 +22,7 @@ internal static class QuantizeCommand
     public static Command Create()
     {
         var model = DataSources.ModelOption();
-        var method = new Option<string>("--method") { Description = "minmax, percentile or adfq", DefaultValueFactory = _ => "minmax" };
+        var method = new Option<string>("--method") { Description = "minmax, percentile, adfq (post-training) or mimiq (fine-tuning on --data)", DefaultValueFactory = _ => "minmax" };
         var wbits = new Option<int>("--wbits") { Description = "weight bits (2–8)", DefaultValueFactory = _ => 8 };
         var abits = new Option<int>("--abits") { Description = "activation bits (2–8)", DefaultValueFactory = _ => 8 };
         var calib = new Option<string>("--calib") { Description = "calibration data: fashion-mnist (training split), folder:PATH, or a synthetic set .safetensors", DefaultValueFactory = _ => "fashion-mnist" };
@@ -39,6 +39,8 @@ internal static class QuantizeCommand
         var cmd = new Command("quantize", "quantize a model after training and report the accuracy it keeps")
             { model, method, wbits, abits, calib, calibSize, evalSet, split, limit, firstLast, seed, threads, outOpt, json };
         foreach (var o in adfq.All) cmd.Options.Add(o);
+        var mimiq = new MimiqFlags();
+        mimiq.AddTo(cmd);
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
@@ -46,18 +48,26 @@ internal static class QuantizeCommand
             string outPath = r.GetValue(outOpt)!, m = r.GetValue(method)!;
             if (r.GetValue(model) is string mp) AtomicFile.EnsureNotSameFile(mp, outPath);
             if (File.Exists(outPath)) throw new ViTQuantException($"--out {outPath} already exists; choose another path or delete it");
-            if (m is not ("minmax" or "percentile" or "adfq")) throw new ViTQuantException($"--method: unknown method '{m}' (minmax, percentile, adfq)");
+            if (m is not ("minmax" or "percentile" or "adfq" or "mimiq")) throw new ViTQuantException($"--method: unknown method '{m}' (minmax, percentile, adfq, mimiq)");
             AdfqOptions? adfqOpts = m == "adfq" ? adfq.Read(r, r.GetValue(seed)) : adfq.RefuseGiven(r, m);
             var plan = adfqOpts?.CreatePlan(r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast))
                        ?? QuantPresets.Create(m, r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast));
             var fp = DataSources.LoadModel(r.GetValue(model));
             var c = fp.Config;
             var evalDs = DataSources.Limit(DataSources.Open(r.GetValue(evalSet)!, r.GetValue(split)!, c), r.GetValue(limit));
-            var calibBatches = Calibration.Load(r.GetValue(calib)!, r.GetValue(calibSize), c, r.GetValue(seed));
+            // MimiQ needs no calibration data (data-free): it initialises LSQ on its own distillation images.
+            var calibBatches = m == "mimiq" ? new List<Tensor>() : Calibration.Load(r.GetValue(calib)!, r.GetValue(calibSize), c, r.GetValue(seed));
 
             var fpRes = Evaluate("float", fp, null, evalDs);
-            var qm = new QuantizedModel(fp.Clone(), plan);
-            Progress.Run("calibrate", calibBatches.Sum(b => b.Shape[0]), rep => { qm.Calibrate(calibBatches, n => rep.Update(n)); return 0; });
+            QuantizedModel qm;
+            MimiqFineTuneResult? ft = null;
+            if (m == "mimiq")
+                qm = (ft = MimiqFineTune.Run(fp, mimiq.Read(r, r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast), r.GetValue(seed), outPath))).Student;
+            else
+            {
+                qm = new QuantizedModel(fp.Clone(), plan);
+                Progress.Run("calibrate", calibBatches.Sum(b => b.Shape[0]), rep => { qm.Calibrate(calibBatches, n => rep.Update(n)); return 0; });
+            }
             var units = adfqOpts != null ? Reconstruct(fp, qm, calibBatches, adfqOpts) : null;
             var codes = QuantizedCheckpoint.Freeze(qm);
             var qRes = Evaluate($"{m} w{plan.WeightBits}a{plan.ActivationBits}", qm.Model, qm, evalDs);
@@ -68,7 +78,8 @@ internal static class QuantizeCommand
             var summary = new
             {
                 method = m, bits = $"w{plan.WeightBits}a{plan.ActivationBits}", fp_top1 = fpRes.Top1, quant_top1 = qRes.Top1,
-                fp_top5 = fpRes.Top5, quant_top5 = qRes.Top5, eval_count = qRes.Count, calib = r.GetValue(calib), calib_size = calibBatches.Sum(b => b.Shape[0]),
+                fp_top5 = fpRes.Top5, quant_top5 = qRes.Top5, eval_count = qRes.Count, calib = m == "mimiq" ? null : r.GetValue(calib), calib_size = calibBatches.Sum(b => b.Shape[0]),
+                fine_tune = ft?.Summary,
                 seed = r.GetValue(seed), seconds, peak_memory_mb = peak, out_path = outPath,
                 layers = layers.Select(l => new { point = l.Point, kind = l.Kind, quantizer = l.Quantizer, sqnr_db = Finite(l.Sqnr), local_sqnr_db = Finite(l.LocalSqnr), cosine = l.Cosine, outlier_fraction = l.OutlierFraction }),
                 adfq = adfqOpts == null ? null : new
@@ -82,6 +93,7 @@ internal static class QuantizeCommand
                 ["vitq.method"] = m,
                 ["vitq.report"] = JsonSerializer.Serialize(summary),
             });
+            if (ft != null) File.Delete(ft.ResumePath);
             if (adfqOpts != null) PrintUnits(adfqOpts, units!);
             PrintReport(fpRes, qRes, layers, m, plan, seconds, peak, outPath);
             if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(summary));
