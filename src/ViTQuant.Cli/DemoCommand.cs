@@ -75,7 +75,7 @@ internal static class DemoCommand
                     var settings = SynthesisSettings.For(method) with { Count = p.SynthImages, BatchSize = p.SynthBatch, Iterations = Math.Max(1, iterations), Seed = s };
                     Progress.Run($"synthesize {method}", Math.Max(1L, (long)settings.BatchCount * settings.Iterations), rep =>
                         SynthesisRunner.Run(fp, settings.Validated(), path, resume: true,
-                            progress: pr => rep.Update(pr.StepsDone, $"batch {pr.Batch + 1}/{pr.BatchCount} {pr.Losses}")));
+                            progress: pr => rep.Update(pr.StepsDone, $"batch {pr.Batch + 1}/{pr.BatchCount} {pr.Losses.Describe()}")));
                 }
                 var set = SyntheticSet.Load(path, c);
                 return Batches(set.ImagesFor(c), 64);
@@ -143,10 +143,7 @@ internal static class DemoCommand
 
     private static double AdfqRow(VisionTransformer fp, int w, int a, Preset p, ulong seed, IImageDataset test)
     {
-        var calib = Calibration.Load("fashion-mnist", p.CalibImages, fp.Config, seed);
-        var qm = new QuantizedModel(fp.Clone(), QuantPresets.Create("adfq", w, a));
-        qm.Calibrate(calib);
-        QuantizedCheckpoint.Freeze(qm);
-        return QuantizeCommand.Evaluate("real+adfq", qm.Model, qm, test).Top1;
+        var (model, hooks) = CompareMethods.Run("adfq", fp, w, a, Calibration.Load("fashion-mnist", p.CalibImages, fp.Config, seed), seed, p.AdfqIterations);
+        return QuantizeCommand.Evaluate("real+adfq", model, hooks, test).Top1;
     }
 }
