@@ -13,10 +13,9 @@ build:
 test: deps
 	$(DOTNET) test tests/ViTQuant.Tests -c $(CONFIG) -nologo -v q --logger "console;verbosity=minimal"
 
-# The main job. Until the data-free pipeline lands this shows the engine and a short benchmark.
+# The main job: the shipped model through the data-free pipeline at W4A4 (quick preset).
 demo: deps
-	./vitq info
-	./vitq bench --arch vit_fmnist --batch 64 --iters 3
+	./vitq demo --preset quick --bits w4a4
 
 bench: deps
 	./vitq bench --arch vit_fmnist --batch 64
