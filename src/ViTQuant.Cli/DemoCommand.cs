@@ -85,10 +85,8 @@ internal static class DemoCommand
             }
             double MinMax(List<Tensor> calib, string title)
             {
-                var qm = new QuantizedModel(fp.Clone(), QuantPresets.Create("minmax", w, a));
-                qm.Calibrate(calib);
-                QuantizedCheckpoint.Freeze(qm);
-                return Eval(title, qm.Model, qm);
+                var (m, hooks) = CompareMethods.Run("minmax", fp, w, a, calib, s, iters: 0);
+                return Eval(title, m, hooks);
             }
 
             rows.Add(Cached("fp", () => Eval("float", fp, null)));
