@@ -19,61 +19,49 @@ namespace ViTQuant.Kernels;
 public static unsafe class SoftmaxKernel
 {
     /// <summary>dst[r, :] = softmax(src[r, :]). src and dst may alias. Throws ArgumentException when a buffer is shorter than rows·cols.</summary>
-    public static void SoftmaxRows(ReadOnlySpan<float> src, Span<float> dst, int rows, int cols)
-    {
-        RowSimd.CheckRows(rows, cols, src.Length, "src", dst.Length, "dst");
-        fixed (float* ps = src, pd = dst)
-        {
-            float* s = ps, d = pd;
-            RowSimd.ForRows(rows, cols, (r0, r1) =>
-            {
-                for (int r = r0; r < r1; r++) SoftmaxRow(s + (long)r * cols, d + (long)r * cols, cols, log: false);
-            });
-        }
-    }
+    public static void SoftmaxRows(ReadOnlySpan<float> src, Span<float> dst, int rows, int cols) => Forward(src, dst, rows, cols, log: false);
 
     /// <summary>dst[r, :] = log_softmax(src[r, :]). src and dst may alias. Throws ArgumentException when a buffer is too short.</summary>
-    public static void LogSoftmaxRows(ReadOnlySpan<float> src, Span<float> dst, int rows, int cols)
-    {
-        RowSimd.CheckRows(rows, cols, src.Length, "src", dst.Length, "dst");
-        fixed (float* ps = src, pd = dst)
-        {
-            float* s = ps, d = pd;
-            RowSimd.ForRows(rows, cols, (r0, r1) =>
-            {
-                for (int r = r0; r < r1; r++) SoftmaxRow(s + (long)r * cols, d + (long)r * cols, cols, log: true);
-            });
-        }
-    }
+    public static void LogSoftmaxRows(ReadOnlySpan<float> src, Span<float> dst, int rows, int cols) => Forward(src, dst, rows, cols, log: true);
 
     /// <summary>dx += y ⊙ (dy − rowsum(y ⊙ dy)), where y is the softmax output. Throws ArgumentException when a buffer is too short.</summary>
     public static void SoftmaxRowsBackward(ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx, int rows, int cols)
     {
-        RowSimd.CheckRows(rows, cols, y.Length, "y", dy.Length, "dy");
-        RowSimd.CheckRows(rows, cols, dx.Length, "dx", dx.Length, "dx");
-        fixed (float* py = y, pg = dy, pdx = dx)
-        {
-            float* yy = py, g = pg, d = pdx;
-            RowSimd.ForRows(rows, cols, (r0, r1) =>
-            {
-                for (int r = r0; r < r1; r++) SoftmaxBackwardRow(yy + (long)r * cols, g + (long)r * cols, d + (long)r * cols, cols);
-            });
-        }
+        fixed (float* py = y, pg = dy, pdx = dx) Backward(py, y.Length, pg, dy.Length, pdx, dx.Length, rows, cols, log: false);
     }
 
     /// <summary>dx += dy − exp(y) · rowsum(dy), where y is the log-softmax output. Throws ArgumentException when a buffer is too short.</summary>
     public static void LogSoftmaxRowsBackward(ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx, int rows, int cols)
     {
-        RowSimd.CheckRows(rows, cols, y.Length, "y", dy.Length, "dy");
-        RowSimd.CheckRows(rows, cols, dx.Length, "dx", dx.Length, "dx");
-        fixed (float* py = y, pg = dy, pdx = dx)
+        fixed (float* py = y, pg = dy, pdx = dx) Backward(py, y.Length, pg, dy.Length, pdx, dx.Length, rows, cols, log: true);
+    }
+
+    private static void Forward(ReadOnlySpan<float> src, Span<float> dst, int rows, int cols, bool log)
+    {
+        RowSimd.CheckRows(rows, cols, src.Length, "src", dst.Length, "dst");
+        fixed (float* ps = src, pd = dst)
         {
-            float* yy = py, g = pg, d = pdx;
+            float* s = ps, d = pd;
             RowSimd.ForRows(rows, cols, (r0, r1) =>
             {
-                for (int r = r0; r < r1; r++) LogSoftmaxBackwardRow(yy + (long)r * cols, g + (long)r * cols, d + (long)r * cols, cols);
+                for (int r = r0; r < r1; r++) SoftmaxRow(s + (long)r * cols, d + (long)r * cols, cols, log);
             });
         }
+    }
+
+    private static void Backward(float* y, int yLen, float* g, int gLen, float* d, int dLen, int rows, int cols, bool log)
+    {
+        RowSimd.CheckRows(rows, cols, yLen, "y", gLen, "dy");
+        RowSimd.CheckRows(rows, cols, dLen, "dx", dLen, "dx");
+        RowSimd.ForRows(rows, cols, (r0, r1) =>
+        {
+            for (int r = r0; r < r1; r++)
+            {
+                long o = (long)r * cols;
+                if (log) LogSoftmaxBackwardRow(y + o, g + o, d + o, cols);
+                else SoftmaxBackwardRow(y + o, g + o, d + o, cols);
+            }
+        });
     }
 
     private static void SoftmaxRow(float* x, float* y, int n, bool log)
