@@ -1,80 +1,116 @@
-// vitq compare: a grid of methods × bit settings × seeds on one model, evaluated on the same images
-// with the float accuracy re-measured in the same run; one table (mean ± std over seeds) written as
-// Markdown and JSON. Every finished cell is saved under OUT/cells/, so an interrupted comparison
-// resumes where it stopped.
+// vitq compare: a grid of data sources × methods × bit settings × seeds on one model, evaluated on the
+// same images with the float accuracy re-measured in the same run; one table (mean ± std over seeds)
+// written as Markdown and JSON.
+//
+// Data sources: real images (the --dataset's training split) or synthetic sets (gaussian, psaq, mimiq,
+// and mimiq-no-ihc: MimiQ synthesis without the inter-head coherency loss, the paper's ablation). A
+// synthetic set is made once per seed under OUT/sets/ and shared by every method and bit setting of that
+// seed. Each cell draws --calib-size images of its source with its seed: the calibration set of the
+// post-training methods, the distillation set of MimiQ fine-tuning.
+//
+// Every finished cell is saved under OUT/cells/, synthetic sets and fine-tuning checkpoints resume, so an
+// interrupted comparison continues where it stopped.
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using ViTQuant.Algorithms.DataFree;
 using ViTQuant.Algorithms.Metrics;
 using ViTQuant.IO;
 using ViTQuant.Models;
+using ViTQuant.Tensors;
 
 namespace ViTQuant.Cli;
 
 internal static class CompareCommand
 {
-    public sealed record Cell(string Method, string Bits, ulong Seed, double Top1, double? Top5, double Seconds);
+    public sealed record Cell(string Data, string Method, string Bits, ulong Seed, double Top1, double? Top5, double Seconds);
+
+    /// <summary>A synthetic set made in this comparison: how long it took, for the cost per 1,000 images.</summary>
+    public sealed record SetInfo(string Data, ulong Seed, int Images, int Iterations, double Seconds);
+
+    public static readonly string[] DataSourceNames = { "real", "gaussian", "psaq", "mimiq", "mimiq-no-ihc" };
 
     public static Command Create()
     {
         var model = DataSources.ModelOption();
         var methods = new Option<string>("--methods") { Description = "comma-separated: " + string.Join(", ", CompareMethods.Names), DefaultValueFactory = _ => "minmax,percentile,adfq" };
         var bits = new Option<string>("--bits") { Description = "comma-separated wXaY settings", DefaultValueFactory = _ => "w8a8,w6a6,w4a8,w4a4,w3a3" };
+        var data = new Option<string>("--data") { Description = "comma-separated data sources: " + string.Join(", ", DataSourceNames) + " (synthetic sets are made once per seed under OUT/sets)", DefaultValueFactory = _ => "real" };
         var seeds = new Option<int>("--seeds") { Description = "seeds per cell (0, 1, …)", DefaultValueFactory = _ => 3 };
-        var calibSize = new Option<int>("--calib-size") { Description = "calibration images per cell", DefaultValueFactory = _ => 1024 };
+        var calibSize = new Option<int>("--calib-size") { Description = "images per cell: calibration set, or MimiQ distillation set", DefaultValueFactory = _ => 1024 };
         var iters = new Option<int>("--iters") { Description = "ADFQ reconstruction iterations per unit", DefaultValueFactory = _ => 3000 };
+        var ftEpochs = new Option<int>("--ft-epochs") { Description = "MimiQ fine-tuning epochs over the cell's images", DefaultValueFactory = _ => 8 };
+        var synthCount = new Option<int>("--synth-count") { Description = "images per synthetic set", DefaultValueFactory = _ => 1024 };
+        var synthIters = new Option<int?>("--synth-iters") { Description = "synthesis iterations per batch (default: the spec's, 2000 mimiq, 1000 psaq)" };
         var evalSet = DataSources.DatasetOption();
         var split = DataSources.SplitOption("test");
         var limit = new Option<int?>("--limit") { Description = "evaluate on the first N images only" };
         var threads = CommonOptions.Threads();
-        var outDir = new Option<string>("--out") { Description = "folder for compare.md, compare.json and the per-cell results", Required = true };
+        var outDir = new Option<string>("--out") { Description = "folder for compare.md, compare.json, the per-cell results and the synthetic sets", Required = true };
         var json = CommonOptions.Json();
-        var cmd = new Command("compare", "run a grid of quantization methods and bit widths and print one table")
-            { model, methods, bits, seeds, calibSize, iters, evalSet, split, limit, threads, outDir, json };
+        var cmd = new Command("compare", "run a grid of data sources, quantization methods and bit widths and print one table")
+            { model, methods, bits, data, seeds, calibSize, iters, ftEpochs, synthCount, synthIters, evalSet, split, limit, threads, outDir, json };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
             var sw = Stopwatch.StartNew();
-            var ms = r.GetValue(methods)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-            foreach (var m in ms) if (!CompareMethods.Names.Contains(m)) throw new ViTQuantException($"--methods: unknown method '{m}' ({string.Join(", ", CompareMethods.Names)})");
+            var ms = SplitList(r.GetValue(methods)!, "--methods", CompareMethods.Names);
+            var ds = SplitList(r.GetValue(data)!, "--data", DataSourceNames);
             var bs = r.GetValue(bits)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(ParseBits).ToList();
-            int nSeeds = r.GetValue(seeds);
+            if (bs.Count == 0) throw new ViTQuantException("--bits: no bit settings given");
+            int nSeeds = r.GetValue(seeds), calibN = r.GetValue(calibSize), nSynth = r.GetValue(synthCount);
             if (nSeeds < 1) throw new ViTQuantException($"--seeds must be at least 1, got {nSeeds}");
-            string dir = r.GetValue(outDir)!;
+            if (calibN < 1) throw new ViTQuantException($"--calib-size must be at least 1, got {calibN}");
+            if (nSynth < 1) throw new ViTQuantException($"--synth-count must be at least 1, got {nSynth}");
+            if (r.GetValue(synthIters) is < 1) throw new ViTQuantException($"--synth-iters must be at least 1, got {r.GetValue(synthIters)}");
+            var budget = new MethodBudget(r.GetValue(iters), r.GetValue(ftEpochs));
+            if (budget.AdfqIterations < 1) throw new ViTQuantException($"--iters must be at least 1, got {budget.AdfqIterations}");
+            if (budget.FineTuneEpochs < 1) throw new ViTQuantException($"--ft-epochs must be at least 1, got {budget.FineTuneEpochs}");
+            string dir = r.GetValue(outDir)!, spec = r.GetValue(evalSet)!;
             Directory.CreateDirectory(Path.Combine(dir, "cells"));
 
             var fp = DataSources.LoadModel(r.GetValue(model));
-            var evalDs = DataSources.Limit(DataSources.Open(r.GetValue(evalSet)!, r.GetValue(split)!, fp.Config), r.GetValue(limit));
+            var evalDs = DataSources.Limit(DataSources.Open(spec, r.GetValue(split)!, fp.Config), r.GetValue(limit));
             var fpRes = QuantizeCommand.Evaluate("float", fp, null, evalDs);
+            var sets = new List<SetInfo>();
             var cells = new List<Cell>();
-            foreach (var (w, a) in bs)
-                foreach (var m in ms)
-                    for (ulong seed = 0; seed < (ulong)nSeeds; seed++)
-                    {
-                        string bitsName = $"w{w}a{a}", file = Path.Combine(dir, "cells", $"{m}-{bitsName}-s{seed}.json");
-                        if (File.Exists(file))
+            for (ulong seed = 0; seed < (ulong)nSeeds; seed++)
+                foreach (var d in ds)
+                {
+                    List<Tensor>? images = null; // loaded when the first unfinished cell of (seed, source) needs them
+                    foreach (var (w, a) in bs)
+                        foreach (var m in ms)
                         {
-                            cells.Add(JsonSerializer.Deserialize<Cell>(File.ReadAllText(file)) ?? throw new ViTQuantException($"{file}: unreadable cell result"));
-                            Console.Error.WriteLine($"{m} {bitsName} seed {seed}: {cells[^1].Top1:F2}% (from {file})");
-                            continue;
+                            string bitsName = $"w{w}a{a}", cellName = $"{d}+{m}-{bitsName}-s{seed}", file = Path.Combine(dir, "cells", cellName + ".json");
+                            if (File.Exists(file))
+                            {
+                                cells.Add(JsonSerializer.Deserialize<Cell>(File.ReadAllText(file)) ?? throw new ViTQuantException($"{file}: unreadable cell result"));
+                                Console.Error.WriteLine($"{d}+{m} {bitsName} seed {seed}: {cells[^1].Top1:F2}% (from {file})");
+                                continue;
+                            }
+                            var t = Stopwatch.StartNew();
+                            images ??= Images(d, fp, spec, calibN, nSynth, r.GetValue(synthIters), seed, dir, sets);
+                            string resume = Path.Combine(dir, "cells", cellName + ".resume.safetensors");
+                            var (qModel, hooks) = CompareMethods.Run(m, fp, w, a, images, seed, budget, resume);
+                            var res = QuantizeCommand.Evaluate($"{d}+{m} {bitsName} seed {seed}", qModel, hooks, evalDs);
+                            var cell = new Cell(d, m, bitsName, seed, res.Top1, res.Top5, t.Elapsed.TotalSeconds);
+                            AtomicFile.WriteAllText(file, JsonSerializer.Serialize(cell));
+                            File.Delete(resume);
+                            cells.Add(cell);
+                            Console.Error.WriteLine($"{d}+{m} {bitsName} seed {seed}: {res.Top1:F2}% ({cell.Seconds:F0} s)");
                         }
-                        var t = Stopwatch.StartNew();
-                        var calib = Calibration.Load("fashion-mnist", r.GetValue(calibSize), fp.Config, seed);
-                        var (qModel, hooks) = CompareMethods.Run(m, fp, w, a, calib, seed, r.GetValue(iters));
-                        var res = QuantizeCommand.Evaluate($"{m} {bitsName} seed {seed}", qModel, hooks, evalDs);
-                        var cell = new Cell(m, bitsName, seed, res.Top1, res.Top5, t.Elapsed.TotalSeconds);
-                        AtomicFile.WriteAllText(file, JsonSerializer.Serialize(cell));
-                        cells.Add(cell);
-                        Console.Error.WriteLine($"{m} {bitsName} seed {seed}: {res.Top1:F2}% ({cell.Seconds:F0} s)");
-                    }
-            var md = Markdown(fp.Config, fpRes, cells, bs.Select(b => $"w{b.W}a{b.A}").ToList(), ms, nSeeds, evalDs.Count);
+                }
+            var bitNames = bs.Select(b => $"w{b.W}a{b.A}").ToList();
+            var md = Markdown(fp.Config, fpRes, cells, bitNames, ds, ms, nSeeds, evalDs.Count, calibN);
             AtomicFile.WriteAllText(Path.Combine(dir, "compare.md"), md);
             var summary = new
             {
-                model = fp.Config.Architecture, eval_count = evalDs.Count, fp_top1 = fpRes.Top1, seeds = nSeeds,
-                calib_size = r.GetValue(calibSize), adfq_iters = r.GetValue(iters), cells, seconds = sw.Elapsed.TotalSeconds,
+                model = fp.Config.Architecture, eval_count = evalDs.Count, fp_top1 = fpRes.Top1, seeds = nSeeds, data = ds, methods = ms, bits = bitNames,
+                calib_size = calibN, adfq_iters = budget.AdfqIterations, ft_epochs = budget.FineTuneEpochs, synth_count = nSynth,
+                synth_iters = r.GetValue(synthIters), synthetic_sets = sets, cells, seconds = sw.Elapsed.TotalSeconds,
+                peak_memory_mb = Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0,
             };
             AtomicFile.WriteAllText(Path.Combine(dir, "compare.json"), JsonSerializer.Serialize(summary, new JsonSerializerOptions { WriteIndented = true }));
             Console.Error.Write(md);
@@ -82,6 +118,43 @@ internal static class CompareCommand
             return 0;
         });
         return cmd;
+    }
+
+    private static string[] SplitList(string value, string flag, string[] known)
+    {
+        var items = value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Distinct().ToArray();
+        if (items.Length == 0) throw new ViTQuantException($"{flag}: nothing given ({string.Join(", ", known)})");
+        foreach (var i in items)
+            if (!known.Contains(i)) throw new ViTQuantException($"{flag}: unknown value '{i}' ({string.Join(", ", known)})");
+        return items;
+    }
+
+    /// <summary>
+    /// The cell images of one source and seed: real training images, or a subset of the seed's synthetic
+    /// set, made (resumably) under OUT/sets/ when missing.
+    /// </summary>
+    private static List<Tensor> Images(string source, VisionTransformer fp, string spec, int count, int synthCount, int? synthIters,
+        ulong seed, string dir, List<SetInfo> made)
+    {
+        if (source == "real") return Calibration.Load(spec, count, fp.Config, seed);
+        string setsDir = Path.Combine(dir, "sets"), path = Path.Combine(setsDir, $"{source}-s{seed}.safetensors");
+        if (!File.Exists(path))
+        {
+            Directory.CreateDirectory(setsDir);
+            string method = source == "mimiq-no-ihc" ? "mimiq" : source;
+            var settings = SynthesisSettings.For(method) with { Count = synthCount, Seed = seed };
+            if (source == "mimiq-no-ihc") settings = settings with { LambdaIhc = 0 };
+            if (method != "gaussian" && synthIters is int it) settings = settings with { Iterations = it };
+            settings = settings.Validated();
+            var t = Stopwatch.StartNew();
+            Progress.Run($"synthesize {source} seed {seed}", Math.Max(1L, (long)settings.BatchCount * settings.Iterations), rep =>
+                SynthesisRunner.Run(fp, settings, path, resume: true,
+                    progress: pr => rep.Update(pr.StepsDone, $"batch {pr.Batch + 1}/{pr.BatchCount} {pr.Losses.Describe()}")));
+            made.Add(new SetInfo(source, seed, synthCount, settings.Iterations, t.Elapsed.TotalSeconds));
+            Console.Error.WriteLine($"synthesized {source} seed {seed}: {synthCount} images in {t.Elapsed.TotalSeconds:F0} s "
+                + $"({1000 * t.Elapsed.TotalSeconds / synthCount:F0} s per 1,000 images)");
+        }
+        return Calibration.Load(path, count, fp.Config, seed);
     }
 
     public static (int W, int A) ParseBits(string s)
@@ -93,26 +166,29 @@ internal static class CompareCommand
         return (w, a);
     }
 
-    private static string Markdown(ViTConfig c, EvalResult fp, List<Cell> cells, List<string> bits, string[] methods, int seeds, int count)
+    /// <summary>One row per (data source, method); a lone "real" source labels rows by method only.</summary>
+    private static string Markdown(ViTConfig c, EvalResult fp, List<Cell> cells, List<string> bits, string[] data, string[] methods, int seeds, int count, int calibN)
     {
         var inv = CultureInfo.InvariantCulture;
         var sb = new StringBuilder();
-        sb.AppendLine($"Top-1 (%) of {c.Architecture} on {count} evaluation images, fake-quant simulation; mean ± std over {seeds} seed(s). Float: {fp.Top1.ToString("F2", inv)}.");
+        sb.AppendLine($"Top-1 (%) of {c.Architecture} on {count} evaluation images, fake-quant simulation; mean ± std over {seeds} seed(s); "
+            + $"{calibN} images per cell. Float: {fp.Top1.ToString("F2", inv)}.");
         sb.AppendLine();
-        sb.AppendLine("| method | " + string.Join(" | ", bits) + " |");
+        sb.AppendLine("| data + method | " + string.Join(" | ", bits) + " |");
         sb.AppendLine("|---|" + string.Concat(bits.Select(_ => "---|")));
-        foreach (var m in methods)
-        {
-            sb.Append($"| {m} |");
-            foreach (var b in bits)
+        foreach (var d in data)
+            foreach (var m in methods)
             {
-                var v = cells.Where(x => x.Method == m && x.Bits == b).Select(x => x.Top1).ToArray();
-                if (v.Length == 0) { sb.Append(" – |"); continue; }
-                double mean = v.Average(), sd = v.Length > 1 ? Math.Sqrt(v.Sum(x => (x - mean) * (x - mean)) / (v.Length - 1)) : 0;
-                sb.Append(v.Length > 1 ? $" {mean.ToString("F2", inv)} ± {sd.ToString("F2", inv)} |" : $" {mean.ToString("F2", inv)} |");
+                sb.Append(data is ["real"] ? $"| {m} |" : $"| {d}+{m} |");
+                foreach (var b in bits)
+                {
+                    var v = cells.Where(x => x.Data == d && x.Method == m && x.Bits == b).Select(x => x.Top1).ToArray();
+                    if (v.Length == 0) { sb.Append(" – |"); continue; }
+                    double mean = v.Average(), sd = v.Length > 1 ? Math.Sqrt(v.Sum(x => (x - mean) * (x - mean)) / (v.Length - 1)) : 0;
+                    sb.Append(v.Length > 1 ? $" {mean.ToString("F2", inv)} ± {sd.ToString("F2", inv)} |" : $" {mean.ToString("F2", inv)} |");
+                }
+                sb.AppendLine();
             }
-            sb.AppendLine();
-        }
         return sb.ToString();
     }
 }

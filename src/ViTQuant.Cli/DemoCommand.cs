@@ -68,6 +68,7 @@ internal static class DemoCommand
             }
             double Eval(string title, VisionTransformer m, IModelHooks? hooks) => QuantizeCommand.Evaluate(title, m, hooks, test).Top1;
             var synthSeconds = new Dictionary<string, double>();
+            var budget = new MethodBudget(p.AdfqIterations, p.FineTuneEpochs);
             List<Tensor> Synth(string method, int iterations)
             {
                 var path = Path.Combine(dir, $"{method}.safetensors");
@@ -85,7 +86,7 @@ internal static class DemoCommand
             }
             double MinMax(List<Tensor> calib, string title)
             {
-                var (m, hooks) = CompareMethods.Run("minmax", fp, w, a, calib, s, iters: 0);
+                var (m, hooks) = CompareMethods.Run("minmax", fp, w, a, calib, s, budget);
                 return Eval(title, m, hooks);
             }
 
@@ -98,18 +99,14 @@ internal static class DemoCommand
             rows.Add(Cached("mimiq+minmax", () => MinMax(mimiqData, "mimiq+minmax")));
             rows.Add(Cached("mimiq", () =>
             {
-                var set = SyntheticSet.Load(Path.Combine(dir, "mimiq.safetensors"), c);
-                var opts = new MimiqOptions { WeightBits = w, ActivationBits = a, Epochs = p.FineTuneEpochs, Seed = s }.Validated();
-                var trainer = new MimiqTrainer(fp, Batches(set.ImagesFor(c), 64), set.Labels, opts);
-                var result = Progress.Run("mimiq fine-tune", trainer.TotalSteps, rep =>
-                {
-                    trainer.OnStep = st => rep.Update((long)st.Epoch * st.StepsPerEpoch + st.Step + 1, $"loss {st.Loss:F4} (kd {st.Kd:F4}, had {st.Had:F4})");
-                    return trainer.Run(Path.Combine(dir, "mimiq-finetune.resume.safetensors"));
-                });
-                QuantizedCheckpoint.Freeze(result.Student);
-                return Eval("mimiq", result.Student.Model, result.Student);
+                var (m, hooks) = CompareMethods.Run("mimiq", fp, w, a, mimiqData, s, budget, Path.Combine(dir, "mimiq-finetune.resume.safetensors"));
+                return Eval("mimiq", m, hooks);
             }));
-            rows.Add(Cached("real+adfq", () => AdfqRow(fp, w, a, p, s, test)));
+            rows.Add(Cached("real+adfq", () =>
+            {
+                var (m, hooks) = CompareMethods.Run("adfq", fp, w, a, Calibration.Load("fashion-mnist", p.CalibImages, c, s), s, budget);
+                return Eval("real+adfq", m, hooks);
+            }));
 
             double seconds = sw.Elapsed.TotalSeconds;
             var e = Console.Error;
@@ -145,11 +142,5 @@ internal static class DemoCommand
             list.Add(Tensor.FromArray(images.Data.AsSpan(i * per, b * per), shape));
         }
         return list;
-    }
-
-    private static double AdfqRow(VisionTransformer fp, int w, int a, Preset p, ulong seed, IImageDataset test)
-    {
-        var (model, hooks) = CompareMethods.Run("adfq", fp, w, a, Calibration.Load("fashion-mnist", p.CalibImages, fp.Config, seed), seed, p.AdfqIterations);
-        return QuantizeCommand.Evaluate("real+adfq", model, hooks, test).Top1;
     }
 }

@@ -12,7 +12,8 @@ internal static class TrainCommand
 {
     public static Command Create()
     {
-        var arch = new Option<string>("--arch") { Description = "architecture to train from scratch", DefaultValueFactory = _ => "vit_fmnist" };
+        var arch = new Option<string?>("--arch") { Description = "architecture to train from scratch (default vit_fmnist)" };
+        var init = new Option<string?>("--init") { Description = "start from this model's weights and architecture instead of a fresh initialisation (a second schedule, fine-tuning)" };
         var dataset = DataSources.DatasetOption();
         var epochs = new Option<int>("--epochs") { DefaultValueFactory = _ => 20 };
         var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 128 };
@@ -32,7 +33,7 @@ internal static class TrainCommand
         var resume = new Option<bool>("--resume") { Description = "continue from OUT.resume.safetensors after its last finished epoch" };
         var json = CommonOptions.Json();
         var cmd = new Command("train", "train a ViT classifier (AdamW, cosine schedule, label smoothing, resumable)")
-            { arch, dataset, epochs, batch, lr, minLr, wd, warmup, smoothing, clip, pad, noFlip, limit, seed, threads, outOpt, resume, json };
+            { arch, init, dataset, epochs, batch, lr, minLr, wd, warmup, smoothing, clip, pad, noFlip, limit, seed, threads, outOpt, resume, json };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
@@ -47,14 +48,16 @@ internal static class TrainCommand
             if (File.Exists(outPath) || Directory.Exists(outPath)) throw new ViTQuantException($"--out {outPath} already exists; choose another path or delete it");
             if (File.Exists(resumePath) && !r.GetValue(resume))
                 throw new ViTQuantException($"{resumePath} exists from an interrupted run; pass --resume to continue it or delete it");
-            var modelCfg = ViTConfig.FromArchitecture(r.GetValue(arch)!);
-            var model = new VisionTransformer(modelCfg, cfg.Seed);
+            string? initPath = r.GetValue(init);
+            if (initPath != null && r.GetValue(arch) != null) throw new ViTQuantException("--arch and --init exclude each other: --init takes the architecture of its model");
+            var model = initPath != null ? ModelIO.Load(initPath) : new VisionTransformer(ViTConfig.FromArchitecture(r.GetValue(arch) ?? "vit_fmnist"), cfg.Seed);
+            var modelCfg = model.Config;
             string spec = r.GetValue(dataset)!;
             var train = DataSources.Limit(DataSources.Open(spec, "train", modelCfg), r.GetValue(limit));
             // --limit caps validation too: a smoke run must not spend its time validating on 5k images.
             IImageDataset? val = spec == "fashion-mnist" ? DataSources.Limit(DataSources.Open(spec, "val", modelCfg), r.GetValue(limit)) : null;
             var trainer = new Trainer(model, train, val, cfg);
-            Console.Error.WriteLine($"training {modelCfg.Architecture} ({model.ParameterCount():N0} params) on {spec}: {train.Count} images, "
+            Console.Error.WriteLine($"training {modelCfg.Architecture} ({model.ParameterCount():N0} params{(initPath != null ? ", from " + initPath : "")}) on {spec}: {train.Count} images, "
                 + $"{cfg.Epochs} epochs × {trainer.StepsPerEpoch} steps, batch {cfg.BatchSize}, lr {cfg.Lr}, seed {cfg.Seed}, threads {Kernels.Parallelism.Threads}");
             var sw = System.Diagnostics.Stopwatch.StartNew();
             long stepsThisRun = 0; // a resumed run starts mid-way: its rate counts only its own steps
@@ -73,6 +76,7 @@ internal static class TrainCommand
                 ["vitq.history"] = JsonSerializer.Serialize(trainer.History),
                 ["vitq.train_dataset"] = spec,
             };
+            if (initPath != null) meta["vitq.init_from"] = Path.GetFileName(initPath);
             ModelIO.Save(model, outPath, meta);
             File.Delete(resumePath);
             var last = trainer.History[^1];

@@ -56,19 +56,7 @@ public class CliTests
     {
         using var dir = new TempDir();
         var model = ModelIO.Load(OddDir);
-        var classes = model.Config.ClassNames!;
-        // 3 images per class, 24×22 RGB (resize + centre crop to 20×20 on the way in), deterministic pixels
-        for (int c = 0; c < classes.Length; c++)
-        {
-            Directory.CreateDirectory(Path.Combine(dir.Path, classes[c]));
-            for (int i = 0; i < 3; i++)
-            {
-                var px = new byte[24 * 22 * 3];
-                long seed = c * 3 + i;
-                for (int k = 0; k < px.Length; k++) px[k] = (byte)(HashInit.SplitMix64(((ulong)seed << 32) + (ulong)k) >> 56);
-                PngWriter.Write(Path.Combine(dir.Path, classes[c], $"img{i}.png"), 24, 22, px, PngColor.Rgb8);
-            }
-        }
+        WriteOddPngFolder(dir.Path, model.Config.ClassNames!);
         var r = Run("eval", "--model", OddDir, "--dataset", "folder:" + dir.Path, "--batch", "8", "--json");
         var j = ParseJsonStdout(r);
 
@@ -101,6 +89,58 @@ public class CliTests
         Assert.Equal(loss / 21, j.GetProperty("loss").GetDouble(), 1e-4);
         Assert.Equal(JsonValueKind.Null, j.GetProperty("top5").ValueKind); // 7 classes: no top-5
         Assert.Equal("vit_tiny_patch16_224", j.GetProperty("model").GetString());
+    }
+
+    /// <summary>3 images per class, 24×22 RGB (resize + centre crop to 20×20 on the way in), deterministic pixels.</summary>
+    private static void WriteOddPngFolder(string root, string[] classes)
+    {
+        for (int c = 0; c < classes.Length; c++)
+        {
+            Directory.CreateDirectory(Path.Combine(root, classes[c]));
+            for (int i = 0; i < 3; i++)
+            {
+                var px = new byte[24 * 22 * 3];
+                long seed = c * 3 + i;
+                for (int k = 0; k < px.Length; k++) px[k] = (byte)(HashInit.SplitMix64(((ulong)seed << 32) + (ulong)k) >> 56);
+                PngWriter.Write(Path.Combine(root, classes[c], $"img{i}.png"), 24, 22, px, PngColor.Rgb8);
+            }
+        }
+    }
+
+    [Fact]
+    public void Compare_DataSourcesByMethods_WritesTableResumesAndMatchesQuantize()
+    {
+        using var dir = new TempDir();
+        string images = dir.File("images"), outDir = dir.File("cmp");
+        WriteOddPngFolder(images, ModelIO.Load(OddDir).Config.ClassNames!);
+        string[] args =
+        {
+            "compare", "--model", OddDir, "--dataset", "folder:" + images, "--data", "real,gaussian", "--methods", "minmax,adfq-no-recon,mimiq",
+            "--bits", "w6a6", "--seeds", "1", "--calib-size", "8", "--synth-count", "8", "--ft-epochs", "1", "--out", outDir, "--json",
+        };
+        var j = ParseJsonStdout(Run(args));
+        var cells = j.GetProperty("cells").EnumerateArray().ToList();
+        Assert.Equal(6, cells.Count); // 2 sources × 3 methods × 1 bit setting × 1 seed
+        Assert.True(File.Exists(Path.Combine(outDir, "sets", "gaussian-s0.safetensors")));
+        Assert.Equal("gaussian", j.GetProperty("synthetic_sets")[0].GetProperty("Data").GetString());
+        var md = File.ReadAllText(Path.Combine(outDir, "compare.md"));
+        Assert.Contains("| real+minmax |", md);
+        Assert.Contains("| gaussian+mimiq |", md);
+        Assert.Empty(Directory.GetFiles(Path.Combine(outDir, "cells"), "*.resume.safetensors"));
+
+        // a real-data min–max cell is exactly what `vitq quantize` gives with the same images and seed
+        var q = ParseJsonStdout(Run("quantize", "--model", OddDir, "--dataset", "folder:" + images, "--calib", "folder:" + images,
+            "--calib-size", "8", "--wbits", "6", "--abits", "6", "--out", dir.File("q.safetensors"), "--json"));
+        var realMinmax = cells.Single(c => c.GetProperty("Data").GetString() == "real" && c.GetProperty("Method").GetString() == "minmax");
+        Assert.Equal(q.GetProperty("quant_top1").GetDouble(), realMinmax.GetProperty("Top1").GetDouble(), 9);
+
+        // a second run reads every cell back instead of recomputing it
+        var again = Run(args);
+        Assert.Equal(6, again.StderrLines.Count(l => l.Contains("(from ")));
+        Assert.Equal(j.GetProperty("cells").ToString(), ParseJsonStdout(again).GetProperty("cells").ToString());
+
+        AssertUserError(Run("compare", "--model", OddDir, "--data", "imagenet", "--out", outDir), "--data", "imagenet");
+        AssertUserError(Run("compare", "--model", OddDir, "--methods", "adfq-no-magic", "--out", outDir), "--methods", "adfq-no-magic");
     }
 
     [Fact]
@@ -203,5 +243,13 @@ public class CliTests
         byte[] before = File.ReadAllBytes(outPath);
         AssertUserError(Run("train", "--epochs", "1", "--limit", "64", "--batch", "64", "--out", outPath), outPath, "already exists");
         Assert.Equal(before, File.ReadAllBytes(outPath));
+
+        // --init continues from the trained weights: with a vanishing learning rate the result evaluates as its start
+        string second = dir.File("second.safetensors");
+        AssertSuccess(Run("train", "--init", outPath, "--epochs", "1", "--limit", "64", "--batch", "64", "--lr", "1e-12", "--min-lr", "0", "--out", second));
+        Assert.Equal("fmnist.safetensors", SafeTensorsFile.Read(second).Metadata["vitq.init_from"]);
+        var ej2 = ParseJsonStdout(Run("eval", "--model", second, "--limit", "256", "--json"));
+        Assert.Equal(ej.GetProperty("loss").GetDouble(), ej2.GetProperty("loss").GetDouble(), 4);
+        AssertUserError(Run("train", "--init", outPath, "--arch", "vit_fmnist", "--out", dir.File("x.safetensors")), "--init");
     }
 }

@@ -15,7 +15,10 @@ public sealed record LayerReport(string Point, string Kind, string Quantizer, do
 
 public static class QuantReport
 {
+    /// <summary>Per quantization point, the damage on one batch, most damaged first.</summary>
     /// <param name="floatModel">the original model (the quantized model may hold frozen, quantized weights).</param>
+    /// <param name="qm">the quantized model, calibrated (and possibly frozen).</param>
+    /// <param name="batch">normalised images [B, C, H, W].</param>
     public static List<LayerReport> Build(VisionTransformer floatModel, QuantizedModel qm, Tensor batch)
     {
         var rows = new List<LayerReport>();
