@@ -81,7 +81,7 @@ internal static class AnalyzeCommand
             var summary = new
             {
                 data = spec, model = cfg.Architecture, count = report.Count, blocks = report.Blocks, heads = report.Heads,
-                mean = report.Mean, std = report.Std,
+                mean = report.Mean, std = report.Std, coherence_mean = report.CoherenceMean, coherence_std = report.CoherenceStd,
                 per_block = report.PerBlockMean.Select((m, l) => new { block = l, mean = m, std = report.PerBlockStd[l] }),
                 grid = new { block = blk, query = q, images = gridImages.Shape[0] },
                 files = new { json = jsonPath, histogram = histPath, attention_maps = gridPath },
@@ -89,12 +89,13 @@ internal static class AnalyzeCommand
             AtomicFile.WriteAllText(jsonPath, JsonSerializer.Serialize(new
             {
                 summary.data, summary.model, summary.count, summary.blocks, summary.heads, summary.mean, summary.std,
-                summary.per_block, summary.grid, per_image = report.PerImage,
+                summary.coherence_mean, summary.coherence_std, summary.per_block, summary.grid, per_image = report.PerImage,
             }, new JsonSerializerOptions { WriteIndented = true }));
 
             Console.Error.WriteLine($"inter-head attention similarity of {what} on {cfg.Architecture}: {report.Mean:F4} ± {report.Std:F4} over {report.Count} images");
             for (int l = 0; l < report.Blocks; l++)
                 Console.Error.WriteLine($"  block {l}: {report.PerBlockMean[l]:F4} ± {report.PerBlockStd[l]:F4}");
+            Console.Error.WriteLine($"coherence (mean SSIM², what L_IHC raises): {report.CoherenceMean:F4} ± {report.CoherenceStd:F4}");
             Console.Error.WriteLine($"wrote {jsonPath}, {histPath}, {gridPath}");
             if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(summary));
             return 0;

@@ -88,6 +88,28 @@ public class DataFreeLossTests
     }
 
     [Fact]
+    public void SimilarityIsSignedButCoherenceCountsInvertedHeadsAsAligned()
+    {
+        // Two heads, head 1 = −head 0: L_IHC is 0 (SSIM² = 1 everywhere) while the signed similarity is near −1.
+        int B = 1, H = 2, N = 8, pre = 1;
+        var s = Tensor.Randn(new Rng(9), 1f, B, H, N, N);
+        for (int q = 0; q < N; q++)
+            for (int k = 0; k < N; k++) s[0, 1, q, k] = -s[0, 0, q, k];
+        var ssim = InterHeadCoherence.SsimMatrices(s, pre);
+        double expectSigned = 0;
+        for (int n = 0; n < N - pre; n++) expectSigned += ssim[n * 4 + 1];
+        expectSigned /= N - pre;
+        double signed = Algorithms.Metrics.AttentionSimilarity.LayerPerImage(s, pre)[0];
+        double coherence = Algorithms.Metrics.AttentionSimilarity.LayerPerImage(s, pre, squared: true)[0];
+        Assert.Equal(expectSigned, signed, 9);
+        Assert.True(signed < -0.5, $"signed similarity {signed}");
+        Assert.True(coherence > 0.25 && coherence <= 1, $"coherence {coherence}");
+        double expectSq = 0;
+        for (int n = 0; n < N - pre; n++) expectSq += ssim[n * 4 + 1] * ssim[n * 4 + 1];
+        Assert.Equal(expectSq / (N - pre), coherence, 9);
+    }
+
+    [Fact]
     public void IhcIgnoresPrefixRowsAndColumns()
     {
         int B = 2, H = 3, N = 6;

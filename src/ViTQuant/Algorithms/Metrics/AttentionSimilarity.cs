@@ -6,6 +6,10 @@
 // exactly the SSIM inside MimiQ's L_IHC (InterHeadCoherence), without the 1 − x² around it. Real images
 // score high; Gaussian noise and earlier synthetic sets score lower; MimiQ synthesis raises it.
 // Reported: mean ± std (sample, n − 1) over images, and the same per block.
+//
+// Second statistic, the coherence: the same mean over SSIM_ij² — the quantity L_IHC = mean(1 − SSIM²)
+// actually raises. It counts anti-aligned heads (SSIM → −1) as aligned, as the loss does, so a set can
+// gain coherence without gaining signed similarity; the two are reported side by side for that reason.
 using ViTQuant.Algorithms.DataFree;
 using ViTQuant.Models;
 using ViTQuant.Tensors;
@@ -15,16 +19,17 @@ namespace ViTQuant.Algorithms.Metrics;
 /// <summary>The attention-similarity statistic of an image set, overall and per block.</summary>
 public sealed record AttentionSimilarityReport(
     int Count, int Blocks, int Heads, double Mean, double Std,
-    IReadOnlyList<double> PerImage, IReadOnlyList<double> PerBlockMean, IReadOnlyList<double> PerBlockStd);
+    IReadOnlyList<double> PerImage, IReadOnlyList<double> PerBlockMean, IReadOnlyList<double> PerBlockStd,
+    double CoherenceMean, double CoherenceStd);
 
 /// <summary>Measures how alike the heads' attention maps are for the same query patch (file header).</summary>
 public static class AttentionSimilarity
 {
     /// <summary>
-    /// Per image, the mean SSIM over query patches and head pairs i ≠ j of one layer's logits [B, H, N, N].
-    /// Throws ArgumentException when H &lt; 2 (no pairs) or the logits are malformed.
+    /// Per image, the mean SSIM (<paramref name="squared"/>: SSIM²) over query patches and head pairs i ≠ j of
+    /// one layer's logits [B, H, N, N]. Throws ArgumentException when H &lt; 2 (no pairs) or the logits are malformed.
     /// </summary>
-    public static double[] LayerPerImage(Tensor logits, int prefixTokens)
+    public static double[] LayerPerImage(Tensor logits, int prefixTokens, bool squared = false)
     {
         var ssim = InterHeadCoherence.SsimMatrices(logits, prefixTokens);
         int B = logits.Shape[0], H = logits.Shape[1], P = logits.Shape[2] - prefixTokens;
@@ -37,7 +42,11 @@ public static class AttentionSimilarity
             for (int n = 0; n < P; n++)
                 for (int i = 0; i < H; i++)
                     for (int j = 0; j < H; j++)
-                        if (i != j) s += ssim[(long)(b * P + n) * h2 + i * H + j];
+                        if (i != j)
+                        {
+                            double v = ssim[(long)(b * P + n) * h2 + i * H + j];
+                            s += squared ? v * v : v;
+                        }
             r[b] = s / ((double)P * H * (H - 1));
         }
         return r;
@@ -57,6 +66,7 @@ public static class AttentionSimilarity
         var perBlock = new List<double>[c.Depth];
         for (int l = 0; l < c.Depth; l++) perBlock[l] = new List<double>();
         var perImage = new List<double>();
+        var coherence = new List<double>();
         using var noGrad = Autograd.NoGrad();
         foreach (var x in batches)
         {
@@ -66,13 +76,16 @@ public static class AttentionSimilarity
             var taps = Synthesis.BlockTaps(rec, c.Depth, "attn.logits");
             int B = x.Shape[0];
             var sum = new double[B];
+            var sumSq = new double[B];
             for (int l = 0; l < c.Depth; l++)
             {
                 var v = LayerPerImage(taps[l], c.NumPrefixTokens);
+                var v2 = LayerPerImage(taps[l], c.NumPrefixTokens, squared: true);
                 perBlock[l].AddRange(v);
-                for (int b = 0; b < B; b++) sum[b] += v[b];
+                for (int b = 0; b < B; b++) { sum[b] += v[b]; sumSq[b] += v2[b]; }
             }
             foreach (double s in sum) perImage.Add(s / c.Depth);
+            foreach (double s in sumSq) coherence.Add(s / c.Depth);
             progress?.Invoke(perImage.Count);
         }
         if (perImage.Count == 0) throw new ViTQuantException("attention similarity: the image set is empty");
@@ -80,7 +93,8 @@ public static class AttentionSimilarity
         var bm = new double[c.Depth];
         var bs = new double[c.Depth];
         for (int l = 0; l < c.Depth; l++) (bm[l], bs[l]) = MeanStd(perBlock[l]);
-        return new AttentionSimilarityReport(perImage.Count, c.Depth, c.NumHeads, mean, std, perImage, bm, bs);
+        var (cm, cs) = MeanStd(coherence);
+        return new AttentionSimilarityReport(perImage.Count, c.Depth, c.NumHeads, mean, std, perImage, bm, bs, cm, cs);
     }
 
     /// <summary>
