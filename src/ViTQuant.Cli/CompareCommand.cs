@@ -42,6 +42,7 @@ internal static class CompareCommand
         var calibSize = new Option<int>("--calib-size") { Description = "images per cell: calibration set, or MimiQ distillation set", DefaultValueFactory = _ => 1024 };
         var iters = new Option<int>("--iters") { Description = "ADFQ reconstruction iterations per unit", DefaultValueFactory = _ => 3000 };
         var ftEpochs = new Option<int>("--ft-epochs") { Description = "MimiQ fine-tuning epochs over the cell's images", DefaultValueFactory = _ => 8 };
+        var ftLr = new Option<float>("--ft-lr") { Description = "MimiQ fine-tuning peak learning rate (raise it for short runs)", DefaultValueFactory = _ => Algorithms.Qat.MimiqOptions.DefaultLr };
         var synthCount = new Option<int>("--synth-count") { Description = "images per synthetic set", DefaultValueFactory = _ => 1024 };
         var synthIters = new Option<int?>("--synth-iters") { Description = "synthesis iterations per batch (default: the spec's, 2000 mimiq, 1000 psaq)" };
         var evalSet = DataSources.DatasetOption();
@@ -51,7 +52,7 @@ internal static class CompareCommand
         var outDir = new Option<string>("--out") { Description = "folder for compare.md, compare.json, the per-cell results and the synthetic sets", Required = true };
         var json = CommonOptions.Json();
         var cmd = new Command("compare", "run a grid of data sources, quantization methods and bit widths and print one table")
-            { model, methods, bits, data, seeds, calibSize, iters, ftEpochs, synthCount, synthIters, evalSet, split, limit, threads, outDir, json };
+            { model, methods, bits, data, seeds, calibSize, iters, ftEpochs, ftLr, synthCount, synthIters, evalSet, split, limit, threads, outDir, json };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
@@ -65,7 +66,7 @@ internal static class CompareCommand
             if (calibN < 1) throw new ViTQuantException($"--calib-size must be at least 1, got {calibN}");
             if (nSynth < 1) throw new ViTQuantException($"--synth-count must be at least 1, got {nSynth}");
             if (r.GetValue(synthIters) is < 1) throw new ViTQuantException($"--synth-iters must be at least 1, got {r.GetValue(synthIters)}");
-            var budget = new MethodBudget(r.GetValue(iters), r.GetValue(ftEpochs));
+            var budget = new MethodBudget(r.GetValue(iters), r.GetValue(ftEpochs), r.GetValue(ftLr));
             if (budget.AdfqIterations < 1) throw new ViTQuantException($"--iters must be at least 1, got {budget.AdfqIterations}");
             if (budget.FineTuneEpochs < 1) throw new ViTQuantException($"--ft-epochs must be at least 1, got {budget.FineTuneEpochs}");
             string dir = r.GetValue(outDir)!, spec = r.GetValue(evalSet)!;
@@ -108,7 +109,7 @@ internal static class CompareCommand
             var summary = new
             {
                 model = fp.Config.Architecture, eval_count = evalDs.Count, fp_top1 = fpRes.Top1, seeds = nSeeds, data = ds, methods = ms, bits = bitNames,
-                calib_size = calibN, adfq_iters = budget.AdfqIterations, ft_epochs = budget.FineTuneEpochs, synth_count = nSynth,
+                calib_size = calibN, adfq_iters = budget.AdfqIterations, ft_epochs = budget.FineTuneEpochs, ft_lr = budget.FineTuneLr, synth_count = nSynth,
                 synth_iters = r.GetValue(synthIters), synthetic_sets = sets, cells, seconds = sw.Elapsed.TotalSeconds,
                 peak_memory_mb = Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0,
             };

@@ -10,8 +10,8 @@ using ViTQuant.Tensors;
 
 namespace ViTQuant.Cli;
 
-/// <summary>How long the iterative methods run: ADFQ iterations per unit, MimiQ fine-tuning epochs.</summary>
-internal sealed record MethodBudget(int AdfqIterations, int FineTuneEpochs);
+/// <summary>How long the iterative methods run: ADFQ iterations per unit, MimiQ fine-tuning epochs and peak learning rate.</summary>
+internal sealed record MethodBudget(int AdfqIterations, int FineTuneEpochs, float FineTuneLr = MimiqOptions.DefaultLr);
 
 internal static class CompareMethods
 {
@@ -34,7 +34,7 @@ internal static class CompareMethods
         List<Tensor> images, ulong seed, MethodBudget budget, string? resumePath = null)
     {
         if (!Names.Contains(method)) throw new ViTQuantException($"unknown method '{method}' ({string.Join(", ", Names)})");
-        if (FineTunes(method)) return FineTune(method, fp, w, a, images, seed, budget.FineTuneEpochs, resumePath);
+        if (FineTunes(method)) return FineTune(method, fp, w, a, images, seed, budget, resumePath);
         var adfq = method.StartsWith("adfq", StringComparison.Ordinal) ? new AdfqOptions
         {
             Iterations = budget.AdfqIterations, Seed = seed,
@@ -56,14 +56,14 @@ internal static class CompareMethods
     }
 
     private static (VisionTransformer, IModelHooks) FineTune(string method, VisionTransformer fp, int w, int a,
-        List<Tensor> images, ulong seed, int epochs, string? resumePath)
+        List<Tensor> images, ulong seed, MethodBudget budget, string? resumePath)
     {
         var distance = method switch
         {
             "mimiq-had-off" => HadDistance.Off, "mimiq-had-mse" => HadDistance.Mse,
             "mimiq-had-l1" => HadDistance.L1, "mimiq-had-kl" => HadDistance.Kl, _ => HadDistance.Ssim,
         };
-        var opts = new MimiqOptions { WeightBits = w, ActivationBits = a, Epochs = epochs, Distance = distance, Seed = seed }.Validated();
+        var opts = new MimiqOptions { WeightBits = w, ActivationBits = a, Epochs = budget.FineTuneEpochs, Lr = budget.FineTuneLr, Distance = distance, Seed = seed }.Validated();
         var trainer = new MimiqTrainer(fp, images, null, opts);
         var result = Progress.Run($"{method} fine-tune w{w}a{a}", trainer.TotalSteps, rep =>
         {
