@@ -51,11 +51,15 @@ internal static class DemoCommand
             };
             var (w, a) = CompareCommand.ParseBits(r.GetValue(bits)!);
             ulong s = r.GetValue(seed);
-            string dir = Path.Combine(r.GetValue(outDir)!, $"{p.Name}-w{w}a{a}-s{s}");
-            Directory.CreateDirectory(dir);
             var sw = Stopwatch.StartNew();
             var fp = DataSources.LoadModel(r.GetValue(model));
             var c = fp.Config;
+            // Finished rows are reused only by a run that would recompute them identically: same model
+            // weights, preset sizes and evaluation limit (the key), bits and seed (the name).
+            string key = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(
+                $"{SyntheticSet.ModelFingerprint(fp)}|{p}|{r.GetValue(limit)}")))[..8].ToLowerInvariant();
+            string dir = Path.Combine(r.GetValue(outDir)!, $"{p.Name}-w{w}a{a}-s{s}-{key}");
+            Directory.CreateDirectory(dir);
             var test = DataSources.Limit(DataSources.Open("fashion-mnist", "test", c), r.GetValue(limit));
             Console.Error.WriteLine($"demo ({p.Name} preset) on {c.Architecture}, w{w}a{a}, seed {s}, {test.Count} test images; work folder {dir}");
 
