@@ -81,7 +81,8 @@ internal static class TrainCommand
             File.Delete(resumePath);
             var last = trainer.History[^1];
             Console.Error.WriteLine($"wrote {outPath} after {sw.Elapsed.TotalMinutes:F1} min; final val top-1 {last.ValTop1?.ToString("F2") ?? "n/a"}%");
-            if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(new { out_path = outPath, history = trainer.History, seconds = sw.Elapsed.TotalSeconds }));
+            if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(new { out_path = outPath, history = trainer.History, seconds = sw.Elapsed.TotalSeconds,
+                peak_memory_mb = System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0 }));
             return 0;
         });
         return cmd;

@@ -70,9 +70,61 @@ public sealed class VisionTransformer : Module
     /// <summary>Token features after the last block (before the final norm), [B, N, D].</summary>
     public Tensor ForwardFeatures(Tensor x, IModelHooks? hooks = null)
     {
+        var h = Embed(x, hooks);
+        foreach (var b in Blocks) h = b.Forward(h, hooks);
+        return h;
+    }
+
+    /// <summary>
+    /// Logits [B, classes] exactly as <see cref="Forward"/> computes them, for inference: gradients are
+    /// off, and each stage (embedding, each block's attention and MLP halves, the head) runs in its own nested
+    /// <see cref="TensorArena"/> scope whose temporaries go back to the pool as soon as the stage is done;
+    /// only the stage's result is copied out. Memory is then one block's temporaries instead of the
+    /// whole network's (inside one scope, Forward keeps every op output until the scope ends, because a
+    /// backward pass might need it). The result belongs to the caller's scope (fresh outside one).
+    /// Hooks must not keep the tensors they are shown beyond the call (copying them is fine: observers,
+    /// fake quantizers); taps that are kept, as distillation's TapRecorder does, need <see cref="Forward"/>.
+    /// Throws ArgumentException on a wrong input shape.
+    /// </summary>
+    public Tensor Infer(Tensor x, IModelHooks? hooks = null)
+    {
+        CheckInput(x);
+        using var _ = Autograd.NoGrad();
         var c = Config;
-        if (x.Rank != 4 || x.Shape[1] != c.InChans || x.Shape[2] != c.ImageSize || x.Shape[3] != c.ImageSize)
-            throw new ArgumentException($"model expects images [B, {c.InChans}, {c.ImageSize}, {c.ImageSize}], got {Tensor.ShapeString(x.Shape)}");
+        int[] tokens = { x.Shape[0], c.NumTokens, c.EmbedDim };
+        // The residual stream ping-pongs between two buffers of the caller's scope.
+        Tensor cur = Tensor.Output(tokens), next = Tensor.Output(tokens);
+        Stage(cur, () => Embed(x, hooks));
+        foreach (var b in Blocks)
+        {
+            var attnIn = cur;
+            Stage(next, () => b.ForwardAttention(attnIn, hooks));
+            (cur, next) = (next, cur);
+            var mlpIn = cur;
+            Stage(next, () => b.ForwardMlp(mlpIn, hooks));
+            (cur, next) = (next, cur);
+        }
+        var feats = cur;
+        var logits = Tensor.Output(x.Shape[0], c.NumClasses);
+        Stage(logits, () => ForwardHead(feats, hooks));
+        return logits;
+    }
+
+    /// <summary>Runs f in a nested arena scope and copies its result (dst's shape) into dst, which outlives the scope.</summary>
+    private static void Stage(Tensor dst, Func<Tensor> f)
+    {
+        using var scope = TensorArena.Scope();
+        var y = f();
+        if (!y.Shape.AsSpan().SequenceEqual(dst.Shape))
+            throw new InvalidOperationException($"stage produced {Tensor.ShapeString(y.Shape)}, expected {Tensor.ShapeString(dst.Shape)}");
+        y.Span.CopyTo(dst.Span);
+    }
+
+    /// <summary>Patch embedding, prefix tokens and position embedding: the first block's input [B, N, D].</summary>
+    private Tensor Embed(Tensor x, IModelHooks? hooks)
+    {
+        var c = Config;
+        CheckInput(x);
         var xin = hooks?.Activation("patch_embed.proj", x) ?? x;
         var w = hooks?.Weight("patch_embed.proj", PatchWeight) ?? PatchWeight;
         var tokens = Ops.PatchEmbed(xin, w, PatchBias, c.PatchSize); // [B, Np, D]
@@ -81,9 +133,14 @@ public sealed class VisionTransformer : Module
             var prefix = DistToken != null ? Ops.Concat(new[] { ClsToken!, DistToken }, 1) : ClsToken!;
             tokens = Ops.PrependTokens(tokens, prefix);
         }
-        var h = Ops.Add(tokens, PosEmbed);
-        foreach (var b in Blocks) h = b.Forward(h, hooks);
-        return h;
+        return Ops.Add(tokens, PosEmbed);
+    }
+
+    private void CheckInput(Tensor x)
+    {
+        var c = Config;
+        if (x.Rank != 4 || x.Shape[1] != c.InChans || x.Shape[2] != c.ImageSize || x.Shape[3] != c.ImageSize)
+            throw new ArgumentException($"model expects images [B, {c.InChans}, {c.ImageSize}, {c.ImageSize}], got {Tensor.ShapeString(x.Shape)}");
     }
 
     /// <summary>Final norm, pooling and head(s) on block output [B, N, D].</summary>
@@ -169,11 +226,13 @@ public sealed class Block : Module
         RegisterModule("mlp", mlp);
     }
 
-    public Tensor Forward(Tensor x, IModelHooks? hooks)
-    {
-        x = Ops.Add(x, Attention(Norm1.Forward(x), hooks));
-        return Ops.Add(x, Mlp(Norm2.Forward(x), hooks));
-    }
+    public Tensor Forward(Tensor x, IModelHooks? hooks) => ForwardMlp(ForwardAttention(x, hooks), hooks);
+
+    /// <summary>The attention half of the block: x + attn(norm1(x)), tokens [B, N, D].</summary>
+    public Tensor ForwardAttention(Tensor x, IModelHooks? hooks) => Ops.Add(x, Attention(Norm1.Forward(x), hooks));
+
+    /// <summary>The MLP half of the block: x + mlp(norm2(x)), tokens [B, N, D].</summary>
+    public Tensor ForwardMlp(Tensor x, IModelHooks? hooks) => Ops.Add(x, Mlp(Norm2.Forward(x), hooks));
 
     /// <summary>The attention module (qkv → q·kᵀ → softmax → ·v → proj) on normalised tokens [B, N, D].</summary>
     public Tensor Attention(Tensor x, IModelHooks? hooks)

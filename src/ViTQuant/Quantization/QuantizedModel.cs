@@ -27,7 +27,11 @@ public sealed class QuantizedModel : IModelHooks
     public QuantPlan Plan { get; }
     public QuantMode Mode { get; set; } = QuantMode.Calibrate;
 
-    /// <summary>Hooks that receive the model's taps (attention maps) while this model runs.</summary>
+    /// <summary>
+    /// Hooks that receive the model's taps (attention maps) while this model runs. Calibration and
+    /// evaluation run <see cref="VisionTransformer.Infer"/>, which recycles each stage's tensors: an
+    /// observer there must copy what it keeps.
+    /// </summary>
     public IModelHooks? Observer { get; set; }
 
     /// <summary>
@@ -65,7 +69,7 @@ public sealed class QuantizedModel : IModelHooks
         using (Autograd.NoGrad())
             foreach (var x in batches)
             {
-                using (TensorArena.Scope()) Model.Forward(x, this);
+                using (TensorArena.Scope()) Model.Infer(x, this); // quantizers copy what they observe, so stages can recycle
                 seen += x.Shape[0];
                 progress?.Invoke(seen);
             }

@@ -96,10 +96,16 @@ public static class Autograd
                 node.BackwardFn(g);
                 if (OpProfiler.Enabled) OpProfiler.Backward(node.OpName, t0);
             }
-            // Free the graph as we go: intermediate gradients and closures are not needed any more.
+            // Free the graph as we go: intermediate gradients and closures are not needed any more
+            // (every consumer of t ran before this node, and closures only accumulate into GradSpan
+            // buffers, never keep g), so t's gradient buffer goes straight back to the arena.
             node.BackwardFn = null;
             node.Parents = Array.Empty<Tensor>();
-            if (!t.RetainsGrad) t.Grad = null;
+            if (!t.RetainsGrad && t.Grad is { } done)
+            {
+                t.Grad = null;
+                TensorArena.Release(done.Data);
+            }
         }
     }
 

@@ -6,6 +6,16 @@
 // non-leaf GradSpan) come from exact-size free lists and all go back to them when the scope ends.
 // Steps repeat the same shapes, so after the first step nothing new is allocated.
 //
+// A scope keeps every buffer it rented until it ends (a backward pass may need any of them), except
+// intermediate gradients, which Autograd.Backward releases as soon as their node has run. Inference
+// therefore nests one scope per stage (VisionTransformer.Infer) so that only one stage's temporaries
+// are alive at a time.
+//
+// Bounded: the free lists belong to the thread whose scopes filled them, and a free list that neither
+// of the last two outermost scopes on that thread asked for is dropped when an outermost scope ends
+// (its buffers go back to the GC). Repeating steps keep their buffers; shapes of a finished phase
+// (another batch size, the last partial batch, an evaluation between training epochs) do not pile up.
+//
 // Rules: the scope belongs to the thread that opened it (work on other threads — the data loader's
 // producer, parallel bodies — allocates normally); tensors created by ops inside a scope must not be
 // used after it ends (copy out what you keep: ToArray(), Item()); leaves (parameters, inputs, their
@@ -14,9 +24,13 @@ namespace ViTQuant.Tensors;
 
 public sealed class TensorArena : IDisposable
 {
+    /// <summary>Outermost scopes a free list may go unused before it is dropped.</summary>
+    internal const int KeepGenerations = 2;
+
     [ThreadStatic] private static TensorArena? _current;
-    private static readonly Dictionary<int, Stack<float[]>> Free = new();
-    private static long _pooledFloats;
+    [ThreadStatic] private static Dictionary<int, FreeList>? _free;
+    [ThreadStatic] private static long _pooledFloats;
+    [ThreadStatic] private static int _generation; // outermost scopes ended on this thread
 
     private readonly TensorArena? _parent;
     private readonly List<float[]> _rented = new();
@@ -30,24 +44,24 @@ public sealed class TensorArena : IDisposable
     /// <summary>True when op outputs on this thread are being recycled.</summary>
     public static bool IsActive => _current != null;
 
-    /// <summary>Floats currently held in free lists (for benchmark reports).</summary>
-    public static long PooledFloats => Interlocked.Read(ref _pooledFloats);
+    /// <summary>Floats currently held in this thread's free lists (for benchmark and memory reports).</summary>
+    public static long PooledFloats => _pooledFloats;
 
     /// <summary>A zero-filled array of exactly n floats: recycled inside a scope, fresh otherwise.</summary>
     internal static float[] Rent(int n)
     {
         var scope = _current;
         if (scope == null || n < 1024) return new float[n]; // small buffers: the gen-0 allocator is cheaper
-        float[]? a = null;
-        lock (Free)
+        var free = _free ??= new Dictionary<int, FreeList>();
+        if (!free.TryGetValue(n, out var list)) free[n] = list = new FreeList();
+        list.LastUsed = _generation;
+        float[] a;
+        if (list.Items.Count > 0)
         {
-            if (Free.TryGetValue(n, out var stack) && stack.Count > 0)
-            {
-                a = stack.Pop();
-                _pooledFloats -= n;
-            }
+            a = list.Items.Pop();
+            _pooledFloats -= n;
+            Array.Clear(a);
         }
-        if (a != null) Array.Clear(a);
         else a = GC.AllocateArray<float>(n);
         scope._rented.Add(a);
         return a;
@@ -59,25 +73,64 @@ public sealed class TensorArena : IDisposable
         if (_current != this) throw new InvalidOperationException("TensorArena scopes must be disposed in reverse order of creation, on the thread that opened them");
         _disposed = true;
         _current = _parent;
-        lock (Free)
-        {
-            foreach (var a in _rented)
-            {
-                if (!Free.TryGetValue(a.Length, out var stack)) Free[a.Length] = stack = new Stack<float[]>();
-                stack.Push(a);
-                _pooledFloats += a.Length;
-            }
-        }
+        foreach (var a in _rented) Return(a);
         _rented.Clear();
+        if (_parent == null) EndGeneration();
     }
 
-    /// <summary>Drops every recycled buffer (memory goes back to the GC).</summary>
+    /// <summary>
+    /// Hands back, before its scope ends, a buffer that nothing references any more (Autograd.Backward:
+    /// an intermediate gradient once its node has run). A no-op for arrays no open scope on this thread
+    /// rented (fresh allocations, small buffers).
+    /// </summary>
+    internal static void Release(float[] a)
+    {
+        if (a.Length < 1024) return;
+        for (var s = _current; s != null; s = s._parent)
+        {
+            int i = s._rented.LastIndexOf(a); // reference equality; recent rentals are found first
+            if (i < 0) continue;
+            s._rented.RemoveAt(i);
+            Return(a);
+            return;
+        }
+    }
+
+    private static void Return(float[] a)
+    {
+        var free = _free ??= new Dictionary<int, FreeList>();
+        if (!free.TryGetValue(a.Length, out var list)) free[a.Length] = list = new FreeList { LastUsed = _generation }; // after a Trim
+        list.Items.Push(a);
+        _pooledFloats += a.Length;
+    }
+
+    /// <summary>After an outermost scope: drops the free lists the last KeepGenerations outermost scopes did not use.</summary>
+    private static void EndGeneration()
+    {
+        int gen = ++_generation;
+        var free = _free;
+        if (free == null) return;
+        List<int>? stale = null;
+        foreach (var (n, list) in free)
+            if (gen - list.LastUsed > KeepGenerations) (stale ??= new List<int>()).Add(n);
+        if (stale == null) return;
+        foreach (int n in stale)
+        {
+            _pooledFloats -= (long)n * free[n].Items.Count;
+            free.Remove(n);
+        }
+    }
+
+    /// <summary>Drops every recycled buffer of this thread (memory goes back to the GC).</summary>
     public static void Trim()
     {
-        lock (Free)
-        {
-            Free.Clear();
-            _pooledFloats = 0;
-        }
+        _free?.Clear();
+        _pooledFloats = 0;
+    }
+
+    private sealed class FreeList
+    {
+        public readonly Stack<float[]> Items = new();
+        public int LastUsed; // generation of the last outermost scope that asked for this size
     }
 }

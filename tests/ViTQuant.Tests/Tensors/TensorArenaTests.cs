@@ -86,4 +86,30 @@ public class TensorArenaTests
         }
         Assert.Equal(Run(false), Run(true));
     }
+
+    [Fact]
+    public void FreeListsUnusedByTheLastTwoOutermostScopesAreDropped()
+    {
+        float[] kept;
+        using (TensorArena.Scope()) kept = Tensor.Output(1031, 3).Data; // a size no other step here uses
+        using (TensorArena.Scope()) Tensor.Output(64, 64);
+        using (TensorArena.Scope())
+        {
+            using (TensorArena.Scope()) Tensor.Output(64, 64); // nested scopes do not count as steps
+            Assert.Same(kept, Tensor.Output(1031, 3).Data); // one step without it: still pooled
+        }
+        using (TensorArena.Scope()) Tensor.Output(64, 64);
+        using (TensorArena.Scope()) Tensor.Output(64, 64);
+        using (TensorArena.Scope()) Assert.NotSame(kept, Tensor.Output(1031, 3).Data); // two steps without it: dropped
+    }
+
+    [Fact]
+    public void PoolHoldsOnlyWhatTheLastTwoStepsUsedWhateverTheShapesBefore()
+    {
+        // Every step a new shape (e.g. a different batch size per phase): without eviction the pool would
+        // keep all 100 of them.
+        for (int i = 0; i < 100; i++)
+            using (TensorArena.Scope()) Tensor.Output(2000 + i);
+        Assert.Equal(2098 + 2099, TensorArena.PooledFloats);
+    }
 }

@@ -16,6 +16,7 @@ public static class Evaluator
     /// <summary>
     /// Runs the model without gradients over every batch. Top-5 is reported only when the model has
     /// more than 10 classes. progress(done) is called after each batch with the images seen so far.
+    /// The forward is <see cref="VisionTransformer.Infer"/>: hooks must not keep the tensors they are shown.
     /// </summary>
     public static EvalResult Evaluate(VisionTransformer model, IEnumerable<(Tensor Images, int[] Labels)> batches,
         IModelHooks? hooks = null, Action<int>? progress = null)
@@ -28,7 +29,7 @@ public static class Evaluator
         foreach (var (x, y) in batches)
         {
             using var arena = TensorArena.Scope();
-            var logits = model.Forward(x, hooks);
+            var logits = model.Infer(x, hooks); // one stage's temporaries at a time, not the whole network's
             int B = y.Length, K = logits.Shape[1];
             lossSum += Ops.CrossEntropy(logits, y).Item() * B;
             for (int b = 0; b < B; b++)

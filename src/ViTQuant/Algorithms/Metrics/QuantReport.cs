@@ -19,29 +19,33 @@ public static class QuantReport
     /// <param name="floatModel">the original model (the quantized model may hold frozen, quantized weights).</param>
     /// <param name="qm">the quantized model, calibrated (and possibly frozen).</param>
     /// <param name="batch">normalised images [B, C, H, W].</param>
+    /// <remarks>
+    /// Memory: the float pass keeps a copy of each activation point's input only; the quantized pass
+    /// compares at each point as it goes. Both run block by block (VisionTransformer.Infer), so no
+    /// whole-network set of activations is ever held.
+    /// </remarks>
     public static List<LayerReport> Build(VisionTransformer floatModel, QuantizedModel qm, Tensor batch)
     {
         var rows = new List<LayerReport>();
-        var fp = new Recorder(null);
-        var q = new Recorder(qm);
-        using (Autograd.NoGrad())
+        var fp = new FloatRecorder();
+        var q = new Comparer(qm, fp.Inputs);
+        using (TensorArena.Scope())
         {
-            floatModel.Forward(batch, fp);
-            qm.Model.Forward(batch, q);
+            floatModel.Infer(batch, fp);
+            qm.Model.Infer(batch, q);
         }
         var fpWeights = floatModel.NamedParameters().ToDictionary(p => p.Name, p => p.Param);
         foreach (var (point, quant) in qm.ActivationQuantizers)
         {
-            if (!fp.Seen.TryGetValue(point, out var f) || !q.Seen.TryGetValue(point, out var pair)) continue;
-            rows.Add(new LayerReport(point, "activation", quant.Spec.ToString(), Sqnr(f.Input, pair.Output), Sqnr(pair.Input, pair.Output),
-                Cosine(f.Input, pair.Output), (quant as IReportsOutliers)?.OutlierFraction));
+            if (!q.Activations.TryGetValue(point, out var a)) continue;
+            rows.Add(new LayerReport(point, "activation", quant.Spec.ToString(), a.Sqnr, a.LocalSqnr, a.Cosine, (quant as IReportsOutliers)?.OutlierFraction));
         }
         foreach (var (layer, quant) in qm.WeightQuantizers)
         {
             if (!q.Weights.TryGetValue(layer, out var w)) continue;
             var original = fpWeights[layer + ".weight"];
-            double s = Sqnr(original, w.Output);
-            rows.Add(new LayerReport(layer, "weight", quant.Spec.ToString(), s, s, Cosine(original, w.Output), null));
+            double s = Sqnr(original, w);
+            rows.Add(new LayerReport(layer, "weight", quant.Spec.ToString(), s, s, Cosine(original, w), null));
         }
         rows.Sort((a, b) => a.Sqnr.CompareTo(b.Sqnr));
         return rows;
@@ -71,30 +75,55 @@ public static class QuantReport
         return aa == 0 || bb == 0 ? (aa == bb ? 1 : 0) : ab / Math.Sqrt(aa * bb);
     }
 
-    /// <summary>Records each point's input and the tensor passed on (after the inner hooks).</summary>
-    private sealed class Recorder : IModelHooks
+    /// <summary>The float pass: a copy of each activation point's input (the tensors themselves are recycled block by block).</summary>
+    private sealed class FloatRecorder : IModelHooks
     {
-        private readonly IModelHooks? _inner;
-        public readonly Dictionary<string, (Tensor Input, Tensor Output)> Seen = new();
-        public readonly Dictionary<string, (Tensor Input, Tensor Output)> Weights = new();
-
-        public Recorder(IModelHooks? inner) => _inner = inner;
+        public readonly Dictionary<string, Tensor> Inputs = new();
 
         public Tensor Activation(string point, Tensor x)
         {
-            var y = _inner?.Activation(point, x) ?? x;
-            Seen[point] = (x, y);
+            Inputs[point] = x.Clone();
+            return x;
+        }
+
+        public Tensor Weight(string layer, Tensor w) => w;
+        public void Tap(string name, Tensor t) { }
+        public bool WantsTap(string name) => false;
+    }
+
+    /// <summary>
+    /// The quantized pass: at each activation point, x̂ (after the quantized model's hooks) against the float
+    /// input there and against its own input; each weight's quantized value (kept: cached or frozen, never recycled).
+    /// </summary>
+    private sealed class Comparer : IModelHooks
+    {
+        private readonly IModelHooks _inner;
+        private readonly Dictionary<string, Tensor> _fp;
+        public readonly Dictionary<string, (double Sqnr, double LocalSqnr, double Cosine)> Activations = new();
+        public readonly Dictionary<string, Tensor> Weights = new();
+
+        public Comparer(IModelHooks inner, Dictionary<string, Tensor> fpInputs)
+        {
+            _inner = inner;
+            _fp = fpInputs;
+        }
+
+        public Tensor Activation(string point, Tensor x)
+        {
+            var y = _inner.Activation(point, x);
+            if (_fp.TryGetValue(point, out var f)) Activations[point] = (Sqnr(f, y), Sqnr(x, y), Cosine(f, y));
+            else Activations.Remove(point);
             return y;
         }
 
         public Tensor Weight(string layer, Tensor w)
         {
-            var y = _inner?.Weight(layer, w) ?? w;
-            Weights[layer] = (w, y);
+            var y = _inner.Weight(layer, w);
+            Weights[layer] = ReferenceEquals(y, w) ? w : y.Clone();
             return y;
         }
 
-        public void Tap(string name, Tensor t) => _inner?.Tap(name, t);
-        public bool WantsTap(string name) => _inner?.WantsTap(name) ?? false;
+        public void Tap(string name, Tensor t) => _inner.Tap(name, t);
+        public bool WantsTap(string name) => _inner.WantsTap(name);
     }
 }

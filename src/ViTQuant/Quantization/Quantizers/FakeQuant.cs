@@ -90,7 +90,7 @@ internal static class FakeQuant
         float outlierThreshold, out long outliers, string opName = "fake_quant")
     {
         int n = x.Size;
-        var y = new Tensor(x.Shape);
+        var y = Tensor.Output(x.Shape); // an op output: recycled with the caller's arena scope
         float[] xd = x.Data, yd = y.Data, sd = scale.Data;
         var counts = new long[Chunks(n)];
         ForSegments(n, layout, (c, start, end, g) =>

@@ -171,7 +171,7 @@ public sealed class LogGrid
     {
         var grid = new LogGrid(delta.Item(), bits, sqrtTwoBase);
         int n = x.Size, levels = grid.Levels;
-        var y = new Tensor(x.Shape);
+        var y = Tensor.Output(x.Shape); // an op output: recycled with the caller's arena scope
         float[] xd = x.Data, yd = y.Data, vals = grid.Values;
         var layout = new GroupLayout(1, Math.Max(1, n));
         ViTQuant.Quantization.FakeQuant.ForSegments(n, layout, (_, start, end, _) =>

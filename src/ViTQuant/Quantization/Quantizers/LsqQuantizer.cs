@@ -122,7 +122,7 @@ public sealed class LsqQuantizer : Quantizer
     internal static Tensor Apply(Tensor x, GroupLayout layout, Tensor alpha, Tensor zero, int qmin, int qmax)
     {
         int n = x.Size;
-        var y = new Tensor(x.Shape);
+        var y = Tensor.Output(x.Shape); // an op output: recycled with the caller's arena scope
         float[] xd = x.Data, yd = y.Data, ad = alpha.Data, zd = zero.Data;
         FakeQuant.ForSegments(n, layout, (_, start, end, g) =>
         {
