@@ -8,10 +8,8 @@ using System.Text.Json;
 using ViTQuant.Algorithms.DataFree;
 using ViTQuant.Algorithms.Metrics;
 using ViTQuant.Algorithms.Qat;
-using ViTQuant.Data;
 using ViTQuant.IO;
 using ViTQuant.Models;
-using ViTQuant.Quantization;
 using ViTQuant.Tensors;
 
 namespace ViTQuant.Cli;

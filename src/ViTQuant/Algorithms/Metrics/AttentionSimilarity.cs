@@ -31,25 +31,36 @@ public static class AttentionSimilarity
     /// </summary>
     public static double[] LayerPerImage(Tensor logits, int prefixTokens, bool squared = false)
     {
+        var (signed, sq) = LayerBoth(logits, prefixTokens);
+        return squared ? sq : signed;
+    }
+
+    /// <summary>Both per-image means of <see cref="LayerPerImage"/> from one pass over the SSIM matrices.</summary>
+    private static (double[] Signed, double[] Squared) LayerBoth(Tensor logits, int prefixTokens)
+    {
         var ssim = InterHeadCoherence.SsimMatrices(logits, prefixTokens);
         int B = logits.Shape[0], H = logits.Shape[1], P = logits.Shape[2] - prefixTokens;
         if (H < 2) throw new ArgumentException($"attention similarity needs at least 2 heads, the logits have {H}");
-        var r = new double[B];
+        var signed = new double[B];
+        var squared = new double[B];
         int h2 = H * H;
+        double pairs = (double)P * H * (H - 1);
         for (int b = 0; b < B; b++)
         {
-            double s = 0;
+            double s = 0, s2 = 0;
             for (int n = 0; n < P; n++)
                 for (int i = 0; i < H; i++)
                     for (int j = 0; j < H; j++)
                         if (i != j)
                         {
                             double v = ssim[(long)(b * P + n) * h2 + i * H + j];
-                            s += squared ? v * v : v;
+                            s += v;
+                            s2 += v * v;
                         }
-            r[b] = s / ((double)P * H * (H - 1));
+            signed[b] = s / pairs;
+            squared[b] = s2 / pairs;
         }
-        return r;
+        return (signed, squared);
     }
 
     /// <summary>
@@ -79,8 +90,7 @@ public static class AttentionSimilarity
             var sumSq = new double[B];
             for (int l = 0; l < c.Depth; l++)
             {
-                var v = LayerPerImage(taps[l], c.NumPrefixTokens);
-                var v2 = LayerPerImage(taps[l], c.NumPrefixTokens, squared: true);
+                var (v, v2) = LayerBoth(taps[l], c.NumPrefixTokens);
                 perBlock[l].AddRange(v);
                 for (int b = 0; b < B; b++) { sum[b] += v[b]; sumSq[b] += v2[b]; }
             }
