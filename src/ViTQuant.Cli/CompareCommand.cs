@@ -9,7 +9,9 @@
 // post-training methods, the distillation set of MimiQ fine-tuning.
 //
 // Every finished cell is saved under OUT/cells/, synthetic sets and fine-tuning checkpoints resume, so an
-// interrupted comparison continues where it stopped.
+// interrupted comparison continues where it stopped. OUT/grid.json records what every cell depends on
+// besides its name (model, evaluation set, budgets); a resume with other settings is refused rather than
+// mixing two experiments in one table. More data sources, methods, bits or seeds may be added to a grid.
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
@@ -74,6 +76,8 @@ internal static class CompareCommand
 
             var fp = DataSources.LoadModel(r.GetValue(model));
             var evalDs = DataSources.Limit(DataSources.Open(spec, r.GetValue(split)!, fp.Config), r.GetValue(limit));
+            CheckGrid(dir, new GridKey(GridFormat, SyntheticSet.ModelFingerprint(fp), spec, r.GetValue(split)!, r.GetValue(limit), calibN,
+                budget.AdfqIterations, budget.FineTuneEpochs, budget.FineTuneLr, nSynth, r.GetValue(synthIters)));
             var fpRes = QuantizeCommand.Evaluate("float", fp, null, evalDs);
             var sets = new List<SetInfo>();
             var cells = new List<Cell>();
@@ -103,8 +107,18 @@ internal static class CompareCommand
                             Console.Error.WriteLine($"{d}+{m} {bitsName} seed {seed}: {res.Top1:F2}% ({cell.Seconds:F0} s)");
                         }
                 }
-            var bitNames = bs.Select(b => $"w{b.W}a{b.A}").ToList();
-            var md = Markdown(fp.Config, fpRes, cells, bitNames, ds, ms, nSeeds, evalDs.Count, calibN);
+            // The table covers every cell in the folder (grid.json guarantees one model and one budget), so a
+            // grid grown over several invocations still gets one table: requested rows first, then the rest.
+            foreach (var f in Directory.EnumerateFiles(Path.Combine(dir, "cells"), "*.json").Order(StringComparer.Ordinal))
+            {
+                var cell = JsonSerializer.Deserialize<Cell>(File.ReadAllText(f)) ?? throw new ViTQuantException($"{f}: unreadable cell result");
+                if (!cells.Any(x => (x.Data, x.Method, x.Bits, x.Seed) == (cell.Data, cell.Method, cell.Bits, cell.Seed))) cells.Add(cell);
+            }
+            var bitNames = bs.Select(b => $"w{b.W}a{b.A}").Concat(cells.Select(x => x.Bits).Order(StringComparer.Ordinal)).Distinct().ToList();
+            ds = ds.Concat(DataSourceNames.Where(n => cells.Any(x => x.Data == n))).Distinct().ToArray();
+            ms = ms.Concat(CompareMethods.Names.Where(n => cells.Any(x => x.Method == n))).Distinct().ToArray();
+            int maxSeeds = cells.GroupBy(x => (x.Data, x.Method, x.Bits)).Max(g => g.Count());
+            var md = Markdown(fp.Config, fpRes, cells, bitNames, ds, ms, maxSeeds, evalDs.Count, calibN);
             AtomicFile.WriteAllText(Path.Combine(dir, "compare.md"), md);
             var summary = new
             {
@@ -119,6 +133,49 @@ internal static class CompareCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>
+    /// What a cell's result depends on besides its own name (data, method, bits, seed). A cell is only
+    /// reused under the same key; GridFormat changes when a method's meaning changes (format 2: MimiQ's
+    /// LSQ steps start from a percentile search, mimiq-init-spec is the old start; ADFQ-ViT quantizes
+    /// post-softmax values on a uniform grid below 4 bits).
+    /// </summary>
+    private sealed record GridKey(string Format, string Model, string Eval, string Split, int? Limit, int CalibSize,
+        int AdfqIters, int FtEpochs, float FtLr, int SynthCount, int? SynthIters);
+
+    private const string GridFormat = "vitq-compare/2";
+
+    /// <summary>
+    /// Records the grid's key in OUT/grid.json, or checks it against the one there: resuming with another
+    /// model or budget would mix cells of two experiments in one table. Throws ViTQuantException then, and
+    /// for a folder with cells but no key (written by an older vitq, whose cells may mean something else).
+    /// </summary>
+    private static void CheckGrid(string dir, GridKey key)
+    {
+        string path = Path.Combine(dir, "grid.json");
+        string json = JsonSerializer.Serialize(key, new JsonSerializerOptions { WriteIndented = true });
+        if (File.Exists(path))
+        {
+            GridKey? old;
+            try { old = JsonSerializer.Deserialize<GridKey>(File.ReadAllText(path)); }
+            catch (JsonException e) { throw new ViTQuantException($"{path}: unreadable ({e.Message})"); }
+            if (old != key)
+                throw new ViTQuantException($"{dir} holds a grid of other settings ({Differences(old, key)}); use another --out or the same settings to resume it");
+            return;
+        }
+        if (Directory.EnumerateFiles(Path.Combine(dir, "cells"), "*.json").Any())
+            throw new ViTQuantException($"{dir} holds cells of an older vitq without grid.json; their methods may differ, use another --out");
+        AtomicFile.WriteAllText(path, json);
+    }
+
+    private static string Differences(GridKey? old, GridKey now)
+    {
+        if (old == null) return "empty grid.json";
+        var diffs = typeof(GridKey).GetProperties()
+            .Where(p => !Equals(p.GetValue(old), p.GetValue(now)))
+            .Select(p => $"{p.Name} {p.GetValue(old) ?? "none"} there, {p.GetValue(now) ?? "none"} now");
+        return string.Join("; ", diffs);
     }
 
     private static string[] SplitList(string value, string flag, string[] known)
@@ -172,7 +229,7 @@ internal static class CompareCommand
     {
         var inv = CultureInfo.InvariantCulture;
         var sb = new StringBuilder();
-        sb.AppendLine($"Top-1 (%) of {c.Architecture} on {count} evaluation images, fake-quant simulation; mean ± std over {seeds} seed(s); "
+        sb.AppendLine($"Top-1 (%) of {c.Architecture} on {count} evaluation images, fake-quant simulation; mean ± std over the seeds run (at most {seeds}); "
             + $"{calibN} images per cell. Float: {fp.Top1.ToString("F2", inv)}.");
         sb.AppendLine();
         sb.AppendLine("| data + method | " + string.Join(" | ", bits) + " |");

@@ -1,7 +1,8 @@
 // The quantization methods `vitq compare` (and `vitq demo`) run, each turning a float model and a set of
 // images (calibration data, or distillation data for MimiQ) into a model plus the hooks that evaluate
-// it, with integer-grid weights. The "-no-…" and "-had-…" names are the ablations of the two papers:
-// ADFQ-ViT with one component removed, MimiQ fine-tuning with another L_HAD distance (or none).
+// it, with integer-grid weights. The "-no-…", "-had-…" and "-init-…" names are ablations: ADFQ-ViT with
+// one component removed, MimiQ fine-tuning with another L_HAD distance (or none), or with its LSQ steps
+// started by the spec's 2·mean|x|/√q_max rule instead of our percentile search (MimiqOptions).
 using ViTQuant.Algorithms.Ptq;
 using ViTQuant.Algorithms.Qat;
 using ViTQuant.Models;
@@ -19,7 +20,7 @@ internal static class CompareMethods
     {
         "minmax", "percentile",
         "adfq", "adfq-no-per-patch", "adfq-no-shift-log", "adfq-no-attn-kl", "adfq-no-recon",
-        "mimiq", "mimiq-had-off", "mimiq-had-mse", "mimiq-had-l1", "mimiq-had-kl",
+        "mimiq", "mimiq-had-off", "mimiq-had-mse", "mimiq-had-l1", "mimiq-had-kl", "mimiq-init-spec",
     };
 
     /// <summary>True for the methods whose result depends on the seed beyond the choice of images.</summary>
@@ -63,7 +64,11 @@ internal static class CompareMethods
             "mimiq-had-off" => HadDistance.Off, "mimiq-had-mse" => HadDistance.Mse,
             "mimiq-had-l1" => HadDistance.L1, "mimiq-had-kl" => HadDistance.Kl, _ => HadDistance.Ssim,
         };
-        var opts = new MimiqOptions { WeightBits = w, ActivationBits = a, Epochs = budget.FineTuneEpochs, Lr = budget.FineTuneLr, Distance = distance, Seed = seed }.Validated();
+        var opts = new MimiqOptions
+        {
+            WeightBits = w, ActivationBits = a, Epochs = budget.FineTuneEpochs, Lr = budget.FineTuneLr, Distance = distance, Seed = seed,
+            LsqInit = method == "mimiq-init-spec" ? LsqInit.Spec : MimiqOptions.DefaultLsqInit,
+        }.Validated();
         var trainer = new MimiqTrainer(fp, images, null, opts);
         var result = Progress.Run($"{method} fine-tune w{w}a{a}", trainer.TotalSteps, rep =>
         {

@@ -22,7 +22,7 @@ namespace ViTQuant.Cli;
 /// <summary>Parsed fine-tuning settings of `vitq quantize --method mimiq` (the shared flags included).</summary>
 internal sealed record MimiqCliOptions(
     string Data, int? DataSize, int Epochs, int Batch, float Lr, float Temperature, float KdWeight, float HadWeight,
-    string Distance, float CeWeight, double? CropScale, bool NoAugment, bool Resume,
+    string Distance, float CeWeight, double? CropScale, bool NoAugment, bool Resume, string LsqInit,
     int WeightBits, int ActivationBits, bool FirstLast8Bit, ulong Seed, string OutPath);
 
 /// <summary>
@@ -46,18 +46,19 @@ internal sealed class MimiqFlags
     public readonly Option<float> CeWeight = new("--ce-weight") { Description = "mimiq: weight of cross-entropy to the set's labels (0 = off)", DefaultValueFactory = _ => 0f };
     public readonly Option<double?> CropScale = new("--crop-scale") { Description = "mimiq: smallest random-resized-crop area (default 0.5 below 64 px, else 0.08)" };
     public readonly Option<bool> NoAugment = new("--no-augment") { Description = "mimiq: fine-tune on the images as they are" };
+    public readonly Option<string> LsqInit = new("--lsq-init") { Description = "mimiq: start of the LSQ activation steps: spec (2·mean|x|/√q_max), minmax, percentile or mse (range search on the first batch)", DefaultValueFactory = _ => MimiqOptions.DefaultLsqInit.ToString().ToLowerInvariant() };
     public readonly Option<bool> Resume = new("--resume") { Description = "mimiq: continue from OUT.resume.safetensors after its last finished epoch" };
 
     public void AddTo(Command cmd)
     {
-        foreach (var o in new Option[] { Data, DataSize, Epochs, Batch, Lr, Temperature, KdWeight, HadWeight, Distance, CeWeight, CropScale, NoAugment, Resume })
+        foreach (var o in new Option[] { Data, DataSize, Epochs, Batch, Lr, Temperature, KdWeight, HadWeight, Distance, CeWeight, CropScale, NoAugment, LsqInit, Resume })
             cmd.Options.Add(o);
     }
 
     public MimiqCliOptions Read(ParseResult r, int wbits, int abits, bool firstLast8Bit, ulong seed, string outPath) => new(
         r.GetValue(Data)!, r.GetValue(DataSize), r.GetValue(Epochs), r.GetValue(Batch), r.GetValue(Lr), r.GetValue(Temperature),
         r.GetValue(KdWeight), r.GetValue(HadWeight), r.GetValue(Distance)!, r.GetValue(CeWeight), r.GetValue(CropScale),
-        r.GetValue(NoAugment), r.GetValue(Resume), wbits, abits, firstLast8Bit, seed, outPath);
+        r.GetValue(NoAugment), r.GetValue(Resume), r.GetValue(LsqInit)!, wbits, abits, firstLast8Bit, seed, outPath);
 }
 
 internal static class MimiqFineTune
@@ -76,6 +77,7 @@ internal static class MimiqFineTune
         };
         var opts = new MimiqOptions
         {
+            LsqInit = ParseLsqInit(o.LsqInit),
             WeightBits = o.WeightBits, ActivationBits = o.ActivationBits, FirstLast8Bit = o.FirstLast8Bit, Epochs = o.Epochs,
             BatchSize = o.Batch, Lr = o.Lr, Temperature = o.Temperature, KdWeight = o.KdWeight, HadWeight = o.HadWeight,
             Distance = distance, CeWeight = o.CeWeight, CropScaleMin = o.CropScale, Augment = !o.NoAugment, Seed = o.Seed,
@@ -104,7 +106,7 @@ internal static class MimiqFineTune
         {
             data = o.Data, images = count, labelled = labels != null, epochs = opts.Epochs, steps = result.Steps, batch = opts.BatchSize,
             lr = opts.Lr, temperature = opts.Temperature, kd_weight = opts.KdWeight, had_weight = opts.HadWeight,
-            had_distance = o.Distance, ce_weight = opts.CeWeight, augment = opts.Augment, crop_scale = opts.CropScaleFor(c.ImageSize),
+            had_distance = o.Distance, ce_weight = opts.CeWeight, lsq_init = o.LsqInit, augment = opts.Augment, crop_scale = opts.CropScaleFor(c.ImageSize),
             fine_tune_seconds = sw.Elapsed.TotalSeconds,
             history = result.History.Select(h => new { epoch = h.Epoch, loss = h.Loss, kd = h.Kd, had = h.Had, ce = h.Ce, seconds = h.Seconds }),
         };
@@ -112,6 +114,13 @@ internal static class MimiqFineTune
         var reportBatch = Tensor.FromArray(images[0].Data.AsSpan(0, nReport * per), nReport, c.InChans, c.ImageSize, c.ImageSize);
         return new MimiqFineTuneResult(result.Student, resumePath, summary, reportBatch);
     }
+
+    /// <summary>Parses --lsq-init; throws ViTQuantException naming the flag for an unknown value.</summary>
+    internal static LsqInit ParseLsqInit(string s) => s switch
+    {
+        "spec" => LsqInit.Spec, "minmax" => LsqInit.MinMax, "percentile" => LsqInit.Percentile, "mse" => LsqInit.Mse,
+        _ => throw new ViTQuantException($"--lsq-init: unknown initialisation '{s}' (spec, minmax, percentile, mse)"),
+    };
 
     /// <summary>The distillation images as normalised tensors for the model, with labels when the source has them.</summary>
     internal static (List<Tensor> Images, int[]? Labels) LoadImages(string spec, int? size, ViTConfig c, ulong seed)

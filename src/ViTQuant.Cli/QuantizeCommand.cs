@@ -163,10 +163,11 @@ internal sealed class AdfqFlags
     public readonly Option<bool> NoPerPatch = new("--no-per-patch") { Description = "adfq: per-tensor uniform quantizers on the qkv and fc1 inputs" };
     public readonly Option<bool> NoShiftLog = new("--no-shift-log") { Description = "adfq: per-tensor uniform quantizer on the fc2 input" };
     public readonly Option<string> ShiftLogBase = new("--shift-log-base") { Description = "adfq: log base of the fc2-input Shift-Log quantizer, 2 or sqrt2", DefaultValueFactory = _ => "sqrt2" };
+    public readonly Option<string> SoftmaxQuant = new("--softmax-quant") { Description = "adfq: post-softmax quantizer: auto (log-sqrt2 from 4 bits, uniform below), log-sqrt2 (the spec's), log2 or uniform (percentile, learned step)", DefaultValueFactory = _ => "auto" };
     public readonly Option<float> Fc1Alpha = new("--fc1-alpha") { Description = "adfq: outlier threshold of the fc1-input per-patch quantizer", DefaultValueFactory = _ => 5f };
     public readonly Option<float> QDropProb = new("--qdrop-prob") { Description = "adfq: probability that a unit input element is taken from the float network (0 disables QDrop)", DefaultValueFactory = _ => 0.5f };
 
-    public IEnumerable<Option> All => new Option[] { Iters, NoRecon, NoAttnKl, NoPerPatch, NoShiftLog, ShiftLogBase, Fc1Alpha, QDropProb };
+    public IEnumerable<Option> All => new Option[] { Iters, NoRecon, NoAttnKl, NoPerPatch, NoShiftLog, ShiftLogBase, SoftmaxQuant, Fc1Alpha, QDropProb };
 
     /// <summary>The options the flags describe; ViTQuantException names a bad flag.</summary>
     public AdfqOptions Read(ParseResult r, ulong seed)
@@ -177,8 +178,17 @@ internal sealed class AdfqFlags
             "2" => false,
             var b => throw new ViTQuantException($"--shift-log-base: '{b}' is not 2 or sqrt2"),
         };
+        QuantKind? probs = r.GetValue(SoftmaxQuant) switch
+        {
+            "auto" => null,
+            "log-sqrt2" => QuantKind.LogSqrt2,
+            "log2" => QuantKind.Log2,
+            "uniform" => QuantKind.Uniform,
+            var q => throw new ViTQuantException($"--softmax-quant: '{q}' is not auto, log-sqrt2, log2 or uniform"),
+        };
         return new AdfqOptions
         {
+            Probs = probs,
             Iterations = r.GetValue(Iters), Seed = seed, QDropProbability = r.GetValue(QDropProb),
             Reconstruct = !r.GetValue(NoRecon), AttentionKl = !r.GetValue(NoAttnKl),
             PerPatch = !r.GetValue(NoPerPatch), ShiftLog = !r.GetValue(NoShiftLog), ShiftLogSqrtTwoBase = sqrt2, Fc1Alpha = r.GetValue(Fc1Alpha),

@@ -73,6 +73,11 @@ public sealed record QuantSpec
     /// calibrated once (MimiQ's weight quantizer during fine-tuning, where the weights keep changing).
     /// </summary>
     public bool Dynamic { get; init; }
+    /// <summary>
+    /// Lsq activations only: initialise α and z from the <see cref="Range"/> search (with
+    /// <see cref="LpNorm"/>) on the observed sample instead of LSQ's 2·mean|x|/√q_max rule.
+    /// </summary>
+    public bool RangeInit { get; init; }
 
     public QuantSpec Validated()
     {
@@ -88,6 +93,8 @@ public sealed record QuantSpec
             throw new ViTQuantException($"{Kind} quantizers have no learnable step");
         if (Dynamic && (Kind != QuantKind.Uniform || Range != RangeMethod.MinMax || AdaRound || Learnable))
             throw new ViTQuantException("a dynamic range is only supported by uniform min–max quantizers without AdaRound or a learned step");
+        if (RangeInit && Kind != QuantKind.Lsq)
+            throw new ViTQuantException($"a range-searched initial step is an LSQ option; {Kind} quantizers calibrate their range anyway");
         return this;
     }
 
@@ -97,6 +104,7 @@ public sealed record QuantSpec
                              + (Learnable ? " learned-step" : "") + (AdaRound ? " adaround" : ""),
         QuantKind.PerPatchOutlier => $"per-patch-outlier{Bits} α={OutlierThreshold}",
         QuantKind.ShiftLog => $"shift-log{Bits} base {(SqrtTwoBase ? "√2" : "2")}",
+        QuantKind.Lsq when RangeInit => $"{Kind}{Bits} {Granularity} init {Range}",
         _ => $"{Kind}{Bits} {Granularity}",
     };
 }

@@ -139,6 +139,21 @@ public class CliTests
         Assert.Equal(6, again.StderrLines.Count(l => l.Contains("(from ")));
         Assert.Equal(j.GetProperty("cells").ToString(), ParseJsonStdout(again).GetProperty("cells").ToString());
 
+        // a later invocation adds a cell; the table still covers every cell of the folder
+        var more = args.ToArray();
+        more[Array.IndexOf(more, "--data") + 1] = "real";
+        more[Array.IndexOf(more, "--methods") + 1] = "percentile";
+        Assert.Equal(7, ParseJsonStdout(Run(more)).GetProperty("cells").GetArrayLength());
+        md = File.ReadAllText(Path.Combine(outDir, "compare.md"));
+        Assert.Contains("| real+percentile |", md);
+        Assert.Contains("| gaussian+mimiq |", md);
+
+        // resuming with another budget would mix two experiments in one table: refused, nothing touched
+        var other = args.ToArray();
+        other[Array.IndexOf(other, "--ft-epochs") + 1] = "2";
+        AssertUserError(Run(other), outDir, "FtEpochs 1 there, 2 now");
+        Assert.Equal(7, Directory.GetFiles(Path.Combine(outDir, "cells"), "*.json").Length);
+
         AssertUserError(Run("compare", "--model", OddDir, "--data", "imagenet", "--out", outDir), "--data", "imagenet");
         AssertUserError(Run("compare", "--model", OddDir, "--methods", "adfq-no-magic", "--out", outDir), "--methods", "adfq-no-magic");
     }

@@ -201,5 +201,16 @@ public class AdfqLossTests
         Assert.Equal(5f, alpha.ActivationSpec("blocks.1.attn.qkv")!.OutlierThreshold);
         Assert.Equal(QuantKind.ShiftLog, alpha.ActivationSpec("blocks.1.mlp.fc2")!.Kind);
         Assert.False(alpha.ActivationSpec("blocks.1.mlp.fc2")!.SqrtTwoBase);
+
+        Assert.Equal(QuantKind.LogSqrt2, preset.ActivationSpec("blocks.3.attn.probs")!.Kind);
+        // auto: the spec's log√2 from 4 bits up, uniform percentile below
+        Assert.Equal(QuantKind.LogSqrt2, new AdfqOptions().CreatePlan(4, 4).ActivationSpec("blocks.3.attn.probs")!.Kind);
+        Assert.Equal(QuantKind.Uniform, new AdfqOptions().CreatePlan(4, 3).ActivationSpec("blocks.3.attn.probs")!.Kind);
+        Assert.Equal(QuantKind.LogSqrt2, new AdfqOptions { Probs = QuantKind.LogSqrt2 }.CreatePlan(3, 3).ActivationSpec("blocks.3.attn.probs")!.Kind);
+        var log2 = new AdfqOptions { Probs = QuantKind.Log2 }.CreatePlan(3, 3).ActivationSpec("blocks.3.attn.probs")!;
+        Assert.Equal((QuantKind.Log2, 3), (log2.Kind, log2.Bits));
+        var uniform = new AdfqOptions { Probs = QuantKind.Uniform }.CreatePlan(3, 3).ActivationSpec("blocks.3.attn.probs")!;
+        Assert.Equal((QuantKind.Uniform, RangeMethod.Percentile, true, 3), (uniform.Kind, uniform.Range, uniform.Learnable, uniform.Bits));
+        Assert.Throws<ViTQuantException>(() => new AdfqOptions { Probs = QuantKind.ShiftLog });
     }
 }

@@ -14,9 +14,9 @@ public class MimiqFineTuneCliTests
 {
     private static ViTConfig Tiny => ViTConfig.FashionMnistDefault() with { EmbedDim = 32, Depth = 2, NumHeads = 4, MlpRatio = 2f };
 
-    private static MimiqCliOptions Opts(string data, string outPath, int? size = null, string distance = "ssim", bool resume = false) =>
+    private static MimiqCliOptions Opts(string data, string outPath, int? size = null, string distance = "ssim", bool resume = false, string lsqInit = "percentile") =>
         new(data, size, Epochs: 1, Batch: 8, Lr: 1e-3f, Temperature: 5f, KdWeight: 1f, HadWeight: 10f, Distance: distance, CeWeight: 0f,
-            CropScale: null, NoAugment: false, Resume: resume, WeightBits: 4, ActivationBits: 4, FirstLast8Bit: false, Seed: 3, OutPath: outPath);
+            CropScale: null, NoAugment: false, Resume: resume, LsqInit: lsqInit, WeightBits: 4, ActivationBits: 4, FirstLast8Bit: false, Seed: 3, OutPath: outPath);
 
     [Fact]
     public void SetFileIsRenormalisedSubsetAndFineTunedWithItsLabels()
@@ -73,6 +73,7 @@ public class MimiqFineTuneCliTests
         using var dir = new TempDir();
         var teacher = new VisionTransformer(c, 1);
         Assert.Contains("--had-distance", Assert.Throws<ViTQuantException>(() => MimiqFineTune.Run(teacher, Opts("gaussian", dir.File("a"), 4, "cosine"))).Message);
+        Assert.Contains("--lsq-init", Assert.Throws<ViTQuantException>(() => MimiqFineTune.Run(teacher, Opts("gaussian", dir.File("a"), 4, lsqInit: "median"))).Message);
         Assert.Contains("--data-size", Assert.Throws<ViTQuantException>(() => MimiqFineTune.LoadImages("gaussian", 0, c, 1)).Message);
         Assert.Contains("--data", Assert.Throws<ViTQuantException>(() => MimiqFineTune.LoadImages(dir.File("missing.safetensors"), null, c, 1)).Message);
         var wrong = dir.File("wrong.safetensors");

@@ -58,6 +58,25 @@ public class MimiqTrainerTests
         foreach (var (name, t) in teacher.StateDict()) Assert.Equal(teacherBefore[name], t.ToArray());
     }
 
+    [Fact]
+    public void PercentileStartIsCloserToTheTeacherThanTheSpecsMeanAbsStart()
+    {
+        var teacher = Teacher(13);
+        var train = Images(16, 4);
+        var heldOut = Images(32, 5);
+        double Start(LsqInit init)
+        {
+            var opts = new MimiqOptions { WeightBits = 4, ActivationBits = 4, BatchSize = 16, Augment = false, LsqInit = init, Seed = 2 };
+            var trainer = new MimiqTrainer(teacher, new[] { train }, null, opts);
+            var acts = trainer.Student.Plan.Activations.Where(r => r.Spec != null).Select(r => r.Spec!).ToList();
+            Assert.All(acts, a => Assert.Equal(init != LsqInit.Spec, a.RangeInit));
+            trainer.Initialize();
+            return LogitKl(teacher, trainer.Student, heldOut);
+        }
+        double spec = Start(LsqInit.Spec), pct = Start(LsqInit.Percentile);
+        Assert.True(pct < 0.8 * spec, $"held-out logit KL at the start: spec {spec:G4}, percentile {pct:G4}");
+    }
+
     [Theory]
     [InlineData(HadDistance.Mse)]
     [InlineData(HadDistance.L1)]

@@ -38,6 +38,31 @@ public class LsqQuantizerTests
         Assert.Equal(2, u.LearnableParameters().Count());
     }
 
+    [Theory]
+    [InlineData(RangeMethod.MinMax, 4)]
+    [InlineData(RangeMethod.Percentile, 4)]
+    [InlineData(RangeMethod.LpSearch, 3)]
+    public void RangeInitStartsOnTheSearchedUniformGrid(RangeMethod range, int bits)
+    {
+        // The range-searched start must be exactly the asymmetric uniform grid the PTQ baselines pick: same
+        // levels, so the same output for every value (signed data: LSQ's z is the uniform z shifted by q_min).
+        var x = Tensor.Randn(new Rng(7), 1f, 4000);
+        for (int i = 0; i < 40; i++) x.Data[i * 100] *= 8; // outliers, so the searches differ from min–max
+        var u = Calibrated(new UniformQuantizer(new QuantSpec { Bits = bits, Range = range }), x);
+        var l = Calibrated(new LsqQuantizer(Spec(bits) with { RangeInit = true, Range = range }), x);
+        Assert.True(l.Signed);
+        Assert.Equal(u.Forward(x).ToArray(), l.Forward(x).ToArray());
+        if (range != RangeMethod.MinMax) // clipped below the extremes (min–max: the full range)
+            Assert.True(l.Alpha!.Item() * ((1 << bits) - 1) < x.ToArray().Max() - x.ToArray().Min());
+
+        var pos = Tensor.FromArray(x.ToArray().Select(MathF.Abs).ToArray(), x.Size); // unsigned data: z = 0 on [0, 2^b − 1]
+        var lu = Calibrated(new LsqQuantizer(Spec(bits) with { RangeInit = true, Range = range }), pos);
+        Assert.False(lu.Signed);
+        Assert.Equal(0f, lu.ZeroPoint!.Item());
+        Assert.Equal(Calibrated(new UniformQuantizer(new QuantSpec { Bits = bits, Range = range }), pos).Forward(pos).ToArray(), lu.Forward(pos).ToArray());
+        Assert.Throws<ViTQuantException>(() => new QuantSpec { RangeInit = true }.Validated()); // uniform quantizers have no LSQ start
+    }
+
     [Fact]
     public void WeightInitialisationIsPerChannelMinMax()
     {

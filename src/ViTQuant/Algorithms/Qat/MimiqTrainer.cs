@@ -5,7 +5,8 @@
 //   teacher  the float model, evaluation mode, never updated (run under NoGrad)
 //   student  QuantizedModel(preset "mimiq") on a clone of the teacher: per-channel symmetric min–max
 //            weights re-quantized from their current values at every step, LSQ activations initialised
-//            on ONE batch (the first batch of epoch 0, augmented as training sees it), then every
+//            on ONE batch (the first batch of epoch 0, augmented as training sees it; a percentile range
+//            search by default, the spec's mean-|x| rule with LsqInit.Spec: MimiqOptions), then every
 //            parameter trained: weights, biases, LayerNorm affine, tokens and position embedding, LSQ α, z
 //   loss     L = α_KD·T²·KL(softmax(z_T/T) ‖ softmax(z_Q/T)) + γ·L_HAD (+ λ_CE·CE(z_Q, labels))
 //   update   SGD, Nesterov momentum 0.9, weight decay 0, lr cosine-decayed to 0 over all steps
@@ -110,7 +111,20 @@ public sealed class MimiqTrainer
         if (Options.Augment) _augment = new MimiqAugmentation(c, Options.CropScaleFor(c.ImageSize));
         StepsPerEpoch = (_where.Length + Options.BatchSize - 1) / Options.BatchSize;
         _schedule = new CosineWithWarmup(Options.Lr, 0, TotalSteps, 0);
-        Student = new QuantizedModel(teacher.Clone(), QuantPresets.Create("mimiq", Options.WeightBits, Options.ActivationBits, Options.FirstLast8Bit));
+        Student = new QuantizedModel(teacher.Clone(), Plan(Options));
+    }
+
+    /// <summary>The student's quantization plan: the "mimiq" preset with the activation init of <paramref name="o"/>.</summary>
+    public static QuantPlan Plan(MimiqOptions o)
+    {
+        var plan = QuantPresets.Create("mimiq", o.WeightBits, o.ActivationBits, o.FirstLast8Bit);
+        if (o.LsqInit == LsqInit.Spec) return plan;
+        var range = o.LsqInit switch { LsqInit.MinMax => RangeMethod.MinMax, LsqInit.Percentile => RangeMethod.Percentile, _ => RangeMethod.LpSearch };
+        return plan with
+        {
+            Activations = plan.Activations.Select(r => r.Spec is { Kind: QuantKind.Lsq } s
+                ? r with { Spec = s with { RangeInit = true, Range = range, LpNorm = 2f } } : r).ToList(),
+        };
     }
 
     /// <summary>

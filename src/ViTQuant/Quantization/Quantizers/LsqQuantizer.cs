@@ -15,6 +15,12 @@
 //                signed else [0, 2^b − 1]; α = 2·mean|x|/√q_max per group, z = 0. mean|x| runs over all
 //                observed batches — observe exactly one batch to reproduce the MimiQ code's first-batch
 //                initialisation. Spec.Symmetric is not used (the data decide).
+//                With Spec.RangeInit the step and zero point instead come from the Spec.Range search
+//                (min–max, percentile or Lp/MSE, RangeSearch) on a sample of the observed values: the
+//                searched asymmetric grid q ∈ [0, 2^b − 1] with zero point z is the same set of levels as
+//                the LSQ grid [q_min, q_max] with zero point z + q_min, so that is the z stored. The
+//                spec's rule puts α at 2·mean|x|/√q_max, which on tensors with outlier channels clips far
+//                more than a range search would; a range-searched start gives fine-tuning a better point.
 //   weights      from min–max per group: symmetric → signed grid, α = 2·max|w|/(2^b − 1), z = 0;
 //                asymmetric → [0, 2^b − 1], α = (max − min)/(2^b − 1), z = round(−min/α) (range widened
 //                to contain 0, as RangeSearch.FromRange).
@@ -28,6 +34,7 @@ public sealed class LsqQuantizer : Quantizer
 {
     private readonly bool _isWeight;
     private readonly MinMaxObserver _minMax;
+    private readonly ReservoirObserver? _sample; // RangeInit activations only
     private double[]? _absSum;
     private long[]? _absCount;
     private bool? _signed;
@@ -42,6 +49,7 @@ public sealed class LsqQuantizer : Quantizer
         if (Spec.Kind != QuantKind.Lsq) throw new ArgumentException($"LsqQuantizer needs an Lsq spec, got {Spec.Kind}", nameof(spec));
         _isWeight = isWeight;
         _minMax = new MinMaxObserver(Spec.Granularity);
+        if (Spec.RangeInit && !isWeight && Spec.Range != RangeMethod.MinMax) _sample = new ReservoirObserver(Spec.Granularity);
     }
 
     /// <summary>True for the signed grid. Throws InvalidOperationException before the first batch (activations).</summary>
@@ -62,6 +70,7 @@ public sealed class LsqQuantizer : Quantizer
         var layout = GroupLayout.For(Spec.Granularity, x.Shape, "calibration batch");
         bool first = _minMax.Groups == 0;
         _minMax.Observe(x.Span, layout);
+        _sample?.Observe(x.Span, layout);
         if (first && !_isWeight) _signed = _minMax.GlobalMin < 0;
         _absSum ??= new double[layout.Groups];
         _absCount ??= new long[layout.Groups];
@@ -88,6 +97,13 @@ public sealed class LsqQuantizer : Quantizer
                 var p = RangeSearch.FromRange(_minMax.Min[g], _minMax.Max[g], Spec.Bits, Spec.Symmetric);
                 alpha[g] = p.Scale;
                 zero[g] = p.ZeroPoint;
+            }
+            else if (Spec.RangeInit)
+            {
+                var sorted = _sample?.SortedSample(g) ?? Array.Empty<float>();
+                var p = RangeSearch.Search(Spec.Range, sorted, _minMax.Min[g], _minMax.Max[g], Spec.Bits, symmetric: false, Spec.LpNorm);
+                alpha[g] = p.Scale;
+                zero[g] = p.ZeroPoint + QMin;
             }
             else
             {
