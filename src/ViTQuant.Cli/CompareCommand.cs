@@ -237,6 +237,7 @@ internal static class CompareCommand
         foreach (var d in data)
             foreach (var m in methods)
             {
+                if (!cells.Any(x => x.Data == d && x.Method == m)) continue; // a pair no invocation asked for
                 sb.Append(data is ["real"] ? $"| {m} |" : $"| {d}+{m} |");
                 foreach (var b in bits)
                 {

@@ -147,6 +147,7 @@ public class CliTests
         md = File.ReadAllText(Path.Combine(outDir, "compare.md"));
         Assert.Contains("| real+percentile |", md);
         Assert.Contains("| gaussian+mimiq |", md);
+        Assert.DoesNotContain("| gaussian+percentile |", md); // no invocation asked for that pair
 
         // resuming with another budget would mix two experiments in one table: refused, nothing touched
         var other = args.ToArray();
