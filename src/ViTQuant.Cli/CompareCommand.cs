@@ -80,7 +80,6 @@ internal static class CompareCommand
                 budget.AdfqIterations, budget.FineTuneEpochs, budget.FineTuneLr, nSynth, r.GetValue(synthIters)));
             var fpRes = QuantizeCommand.Evaluate("float", fp, null, evalDs);
             var sets = new List<SetInfo>();
-            var cells = new List<Cell>();
             for (ulong seed = 0; seed < (ulong)nSeeds; seed++)
                 foreach (var d in ds)
                 {
@@ -91,8 +90,7 @@ internal static class CompareCommand
                             string bitsName = $"w{w}a{a}", cellName = $"{d}+{m}-{bitsName}-s{seed}", file = Path.Combine(dir, "cells", cellName + ".json");
                             if (File.Exists(file))
                             {
-                                cells.Add(JsonSerializer.Deserialize<Cell>(File.ReadAllText(file)) ?? throw new ViTQuantException($"{file}: unreadable cell result"));
-                                Console.Error.WriteLine($"{d}+{m} {bitsName} seed {seed}: {cells[^1].Top1:F2}% (from {file})");
+                                Console.Error.WriteLine($"{d}+{m} {bitsName} seed {seed}: {ReadCell(file).Top1:F2}% (from {file})");
                                 continue;
                             }
                             var t = Stopwatch.StartNew();
@@ -103,17 +101,12 @@ internal static class CompareCommand
                             var cell = new Cell(d, m, bitsName, seed, res.Top1, res.Top5, t.Elapsed.TotalSeconds);
                             AtomicFile.WriteAllText(file, JsonSerializer.Serialize(cell));
                             File.Delete(resume);
-                            cells.Add(cell);
                             Console.Error.WriteLine($"{d}+{m} {bitsName} seed {seed}: {res.Top1:F2}% ({cell.Seconds:F0} s)");
                         }
                 }
             // The table covers every cell in the folder (grid.json guarantees one model and one budget), so a
             // grid grown over several invocations still gets one table: requested rows first, then the rest.
-            foreach (var f in Directory.EnumerateFiles(Path.Combine(dir, "cells"), "*.json").Order(StringComparer.Ordinal))
-            {
-                var cell = JsonSerializer.Deserialize<Cell>(File.ReadAllText(f)) ?? throw new ViTQuantException($"{f}: unreadable cell result");
-                if (!cells.Any(x => (x.Data, x.Method, x.Bits, x.Seed) == (cell.Data, cell.Method, cell.Bits, cell.Seed))) cells.Add(cell);
-            }
+            var cells = Directory.EnumerateFiles(Path.Combine(dir, "cells"), "*.json").Order(StringComparer.Ordinal).Select(ReadCell).ToList();
             var bitNames = bs.Select(b => $"w{b.W}a{b.A}").Concat(cells.Select(x => x.Bits).Order(StringComparer.Ordinal)).Distinct().ToList();
             ds = ds.Concat(DataSourceNames.Where(n => cells.Any(x => x.Data == n))).Distinct().ToArray();
             ms = ms.Concat(CompareMethods.Names.Where(n => cells.Any(x => x.Method == n))).Distinct().ToArray();
@@ -176,6 +169,12 @@ internal static class CompareCommand
             .Where(p => !Equals(p.GetValue(old), p.GetValue(now)))
             .Select(p => $"{p.Name} {p.GetValue(old) ?? "none"} there, {p.GetValue(now) ?? "none"} now");
         return string.Join("; ", diffs);
+    }
+
+    private static Cell ReadCell(string file)
+    {
+        try { return JsonSerializer.Deserialize<Cell>(File.ReadAllText(file)) ?? throw new ViTQuantException($"{file}: unreadable cell result"); }
+        catch (JsonException e) { throw new ViTQuantException($"{file}: unreadable cell result ({e.Message})"); }
     }
 
     private static string[] SplitList(string value, string flag, string[] known)
