@@ -26,6 +26,7 @@ internal static class TrainCommand
         var clip = new Option<float>("--clip-norm") { Description = "global gradient-norm clip (0 = off)", DefaultValueFactory = _ => 1f };
         var pad = new Option<int>("--crop-padding") { Description = "random-crop padding in pixels (0 = no crop)", DefaultValueFactory = _ => 2 };
         var noFlip = new Option<bool>("--no-flip") { Description = "disable random horizontal flips" };
+        var ema = new Option<float>("--ema") { Description = "keep an exponential moving average of the weights with this decay (e.g. 0.999), validate it each epoch and write it as the model (0 = off)" };
         var limit = new Option<int?>("--limit") { Description = "train on the first N training images and validate on at most N (smoke tests)" };
         var seed = CommonOptions.Seed();
         var threads = CommonOptions.Threads();
@@ -33,7 +34,7 @@ internal static class TrainCommand
         var resume = new Option<bool>("--resume") { Description = "continue from OUT.resume.safetensors after its last finished epoch" };
         var json = CommonOptions.Json();
         var cmd = new Command("train", "train a ViT classifier (AdamW, cosine schedule, label smoothing, resumable)")
-            { arch, init, dataset, epochs, batch, lr, minLr, wd, warmup, smoothing, clip, pad, noFlip, limit, seed, threads, outOpt, resume, json };
+            { arch, init, dataset, epochs, batch, lr, minLr, wd, warmup, smoothing, clip, pad, noFlip, ema, limit, seed, threads, outOpt, resume, json };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
@@ -43,6 +44,7 @@ internal static class TrainCommand
                 WeightDecay = r.GetValue(wd), WarmupEpochs = r.GetValue(warmup) ?? Math.Min(1, Math.Max(0, r.GetValue(epochs) - 1)),
                 LabelSmoothing = r.GetValue(smoothing),
                 ClipNorm = r.GetValue(clip), Seed = r.GetValue(seed), CropPadding = r.GetValue(pad), Flip = !r.GetValue(noFlip),
+                EmaDecay = r.GetValue(ema),
             }.Validated();
             string outPath = r.GetValue(outOpt)!, resumePath = outPath + ".resume.safetensors";
             if (File.Exists(outPath) || Directory.Exists(outPath)) throw new ViTQuantException($"--out {outPath} already exists; choose another path or delete it");
@@ -66,7 +68,7 @@ internal static class TrainCommand
                 trainer.OnStep = (e, s, n, loss, acc) => rep.Update((long)e * n + s,
                     $"epoch {e + 1}/{cfg.Epochs} loss {loss:F4} acc {acc:F1}% {++stepsThisRun * cfg.BatchSize / Math.Max(rep.Elapsed, 1e-9):F0} img/s");
                 trainer.OnEpoch = st => Console.Error.WriteLine($"epoch {st.Epoch}: train loss {st.TrainLoss:F4}, train top-1 {st.TrainTop1:F2}%"
-                    + (st.ValTop1 is double v ? $", val top-1 {v:F2}%" : "") + $" ({st.Seconds:F0} s)");
+                    + (st.ValTop1 is double v ? $", val top-1 {v:F2}%" : "") + (st.EmaValTop1 is double ev ? $", EMA val top-1 {ev:F2}%" : "") + $" ({st.Seconds:F0} s)");
                 trainer.Run(resumePath);
                 return 0;
             });
@@ -77,10 +79,13 @@ internal static class TrainCommand
                 ["vitq.train_dataset"] = spec,
             };
             if (initPath != null) meta["vitq.init_from"] = Path.GetFileName(initPath);
+            // With --ema the written model is the average; the last live weights stay in no file.
+            if (trainer.Ema != null) { trainer.Ema.Swap(); meta["vitq.weights"] = $"ema {cfg.EmaDecay}"; }
             ModelIO.Save(model, outPath, meta);
             File.Delete(resumePath);
             var last = trainer.History[^1];
-            Console.Error.WriteLine($"wrote {outPath} after {sw.Elapsed.TotalMinutes:F1} min; final val top-1 {last.ValTop1?.ToString("F2") ?? "n/a"}%");
+            double? finalVal = trainer.Ema != null ? last.EmaValTop1 : last.ValTop1;
+            Console.Error.WriteLine($"wrote {outPath}{(trainer.Ema != null ? " (EMA weights)" : "")} after {sw.Elapsed.TotalMinutes:F1} min; final val top-1 {finalVal?.ToString("F2") ?? "n/a"}%");
             if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(new { out_path = outPath, history = trainer.History, seconds = sw.Elapsed.TotalSeconds,
                 peak_memory_mb = System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0 }));
             return 0;

@@ -260,10 +260,12 @@ public class CliTests
         AssertUserError(Run("train", "--epochs", "1", "--limit", "64", "--batch", "64", "--out", outPath), outPath, "already exists");
         Assert.Equal(before, File.ReadAllBytes(outPath));
 
-        // --init continues from the trained weights: with a vanishing learning rate the result evaluates as its start
+        // --init continues from the trained weights: with a vanishing learning rate the result (here the
+        // weight average, which starts at the initial weights) evaluates as its start
         string second = dir.File("second.safetensors");
-        AssertSuccess(Run("train", "--init", outPath, "--epochs", "1", "--limit", "64", "--batch", "64", "--lr", "1e-12", "--min-lr", "0", "--out", second));
+        AssertSuccess(Run("train", "--init", outPath, "--epochs", "1", "--limit", "64", "--batch", "64", "--lr", "1e-12", "--min-lr", "0", "--ema", "0.9", "--out", second));
         Assert.Equal("fmnist.safetensors", SafeTensorsFile.Read(second).Metadata["vitq.init_from"]);
+        Assert.Equal("ema 0.9", SafeTensorsFile.Read(second).Metadata["vitq.weights"]);
         var ej2 = ParseJsonStdout(Run("eval", "--model", second, "--limit", "256", "--json"));
         Assert.Equal(ej.GetProperty("loss").GetDouble(), ej2.GetProperty("loss").GetDouble(), 4);
         AssertUserError(Run("train", "--init", outPath, "--arch", "vit_fmnist", "--out", dir.File("x.safetensors")), "--init");

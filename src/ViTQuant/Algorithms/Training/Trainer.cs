@@ -1,6 +1,7 @@
 // Supervised training of a ViT classifier: AdamW, linear warm-up then cosine decay (per step),
 // label-smoothed cross-entropy, global gradient-norm clipping, validation after every epoch, and a
-// resumable checkpoint written atomically at the end of every epoch.
+// resumable checkpoint written atomically at the end of every epoch. Optionally an exponential moving
+// average of the weights (WeightEma) is kept, validated beside the live weights and checkpointed with them.
 //
 // Determinism: batch order and augmentation depend only on (seed, epoch, sample index) (DataLoader),
 // and the model init on the seed, so a run resumed from an epoch checkpoint continues exactly as an
@@ -31,6 +32,8 @@ public sealed record TrainConfig
     /// <summary>Random crop (zero padding, pixels) and horizontal flip; 0 padding disables the crop.</summary>
     public int CropPadding { get; init; } = 2;
     public bool Flip { get; init; } = true;
+    /// <summary>Decay of the weight EMA, updated after every step; 0 keeps no average.</summary>
+    public float EmaDecay { get; init; }
 
     public TrainConfig Validated()
     {
@@ -43,12 +46,14 @@ public sealed record TrainConfig
         if (!(LabelSmoothing >= 0 && LabelSmoothing < 1)) Fail($"label smoothing must be in [0, 1), got {LabelSmoothing}");
         if (!(ClipNorm >= 0)) Fail($"clip norm must be >= 0 (0 = off), got {ClipNorm}");
         if (CropPadding < 0) Fail($"crop padding must be >= 0, got {CropPadding}");
+        if (!(EmaDecay >= 0 && EmaDecay < 1)) Fail($"--ema decay must be in [0, 1) (0 = off), got {EmaDecay}");
         return this;
     }
 }
 
-/// <summary>Per-epoch record of a training run.</summary>
-public sealed record EpochStats(int Epoch, double TrainLoss, double TrainTop1, double? ValTop1, double? ValLoss, double Seconds);
+/// <summary>Per-epoch record of a training run; the EMA fields are set when a weight average is kept.</summary>
+public sealed record EpochStats(int Epoch, double TrainLoss, double TrainTop1, double? ValTop1, double? ValLoss, double Seconds,
+    double? EmaValTop1 = null, double? EmaValLoss = null);
 
 public sealed class Trainer
 {
@@ -60,6 +65,9 @@ public sealed class Trainer
     private readonly DataLoader? _val;
     private readonly List<EpochStats> _history = new();
     private int _startEpoch;
+
+    /// <summary>The weight average, when <see cref="TrainConfig.EmaDecay"/> &gt; 0.</summary>
+    public WeightEma? Ema { get; }
 
     /// <summary>Step callback: (epoch, stepInEpoch, stepsPerEpoch, running loss, running top-1 %).</summary>
     public Action<int, int, int, double, double>? OnStep { get; set; }
@@ -92,6 +100,7 @@ public sealed class Trainer
         _opt = new AdamW(new[] { new ParamGroup(decay, weightDecay: cfg.WeightDecay), new ParamGroup(noDecay, weightDecay: 0f) }, lr: cfg.Lr, weightDecay: cfg.WeightDecay);
         int steps = cfg.Epochs * _train.BatchCount;
         _schedule = new CosineWithWarmup(cfg.Lr, cfg.WarmupEpochs * _train.BatchCount, steps, cfg.MinLr, cfg.MinLr);
+        if (cfg.EmaDecay > 0) Ema = new WeightEma(model, cfg.EmaDecay);
     }
 
     /// <summary>
@@ -116,6 +125,7 @@ public sealed class Trainer
                 loss.Backward();
                 if (_cfg.ClipNorm > 0) GradClip.ClipGradNorm(_model.Parameters(), _cfg.ClipNorm);
                 _opt.Step();
+                Ema?.Update();
                 float l = loss.Item();
                 if (!float.IsFinite(l)) throw new ViTQuantException($"training diverged: loss {l} at epoch {epoch + 1} step {step + 1} (lower --lr)");
                 var pred = Ops.ArgMax(logits.Detach(), 1);
@@ -124,18 +134,21 @@ public sealed class Trainer
                 OnStep?.Invoke(epoch, step, _train.BatchCount, lossSum / seen, 100.0 * correct / seen);
             }
             _model.Eval();
-            EvalResult? v = _val != null ? Evaluator.Evaluate(_model, _val.Epoch(0).Select(b => (b.Images, b.Labels))) : null;
-            var stats = new EpochStats(epoch + 1, lossSum / seen, 100.0 * correct / seen, v?.Top1, v?.Loss, sw.Elapsed.TotalSeconds);
+            EvalResult? v = Validate(), ev = Ema != null ? Ema.WithAveraged(Validate) : null;
+            var stats = new EpochStats(epoch + 1, lossSum / seen, 100.0 * correct / seen, v?.Top1, v?.Loss, sw.Elapsed.TotalSeconds, ev?.Top1, ev?.Loss);
             _history.Add(stats);
             if (resumePath != null) SaveResume(resumePath, epoch + 1);
             OnEpoch?.Invoke(stats);
         }
     }
 
+    private EvalResult? Validate() => _val != null ? Evaluator.Evaluate(_model, _val.Epoch(0).Select(b => (b.Images, b.Labels))) : null;
+
     private void SaveResume(string path, int epochsDone)
     {
         var tensors = _model.StateDict().Select(kv => ("model." + kv.Key, kv.Value))
-            .Concat(_opt.SaveState().Select(s => ("optim." + s.Name, s.Value)));
+            .Concat(_opt.SaveState().Select(s => ("optim." + s.Name, s.Value)))
+            .Concat(Ema?.State().Select(s => ("ema." + s.Name, s.Value)) ?? []);
         var meta = new Dictionary<string, string>
         {
             ["vitq.format"] = "vitq-train-resume/1",
@@ -159,13 +172,16 @@ public sealed class Trainer
             throw new ViTQuantException($"{path}: checkpoint was written with different training settings; use the same flags to resume");
         var model = new Dictionary<string, Tensor>();
         var optim = new Dictionary<string, Tensor>();
+        var ema = new Dictionary<string, Tensor>();
         foreach (var n in f.Names)
         {
             if (n.StartsWith("model.")) model[n[6..]] = f.GetTensor(n);
             else if (n.StartsWith("optim.")) optim[n[6..]] = f.GetTensor(n);
+            else if (n.StartsWith("ema.")) ema[n[4..]] = f.GetTensor(n);
         }
         _model.LoadStateDict(model, strict: true);
         _opt.LoadState(optim);
+        Ema?.LoadState(ema);
         _startEpoch = int.Parse(f.Metadata["vitq.epochs_done"]);
         _history.AddRange(JsonSerializer.Deserialize<List<EpochStats>>(f.Metadata["vitq.history"]) ?? new());
     }
