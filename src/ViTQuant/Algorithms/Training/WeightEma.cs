@@ -1,13 +1,15 @@
 // Exponential moving average of a model's parameters (timm's ModelEma, Polyak averaging):
 // after every optimiser step  ema ← d·ema + (1 − d)·θ.  The average of the weights along the end of a
 // noisy trajectory usually generalises better than its last point; with d = 0.999 and ~430 steps per
-// epoch it averages over the last ~2–3 epochs.
+// epoch it averages over the last ~2–3 epochs. Only parameters are averaged: a ViT has no buffers
+// (no batch-norm statistics) that would need the average too.
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using ViTQuant.Nn;
 using ViTQuant.Tensors;
 
 namespace ViTQuant.Algorithms.Training;
 
+/// <summary>A moving average of a model's parameters, kept beside the live weights (file header).</summary>
 public sealed class WeightEma
 {
     private readonly (string Name, Tensor Live, float[] Shadow)[] _params;
