@@ -39,9 +39,8 @@ public sealed class WeightEma
     {
         foreach (var (_, live, shadow) in _params)
         {
-            var tmp = live.Span.ToArray();
-            shadow.CopyTo(live.Span);
-            tmp.CopyTo(shadow, 0);
+            var l = live.Span;
+            for (int i = 0; i < shadow.Length; i++) (l[i], shadow[i]) = (shadow[i], l[i]);
         }
     }
 
