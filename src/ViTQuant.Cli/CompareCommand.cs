@@ -3,7 +3,8 @@
 // written as Markdown and JSON.
 //
 // Data sources: real images (the --dataset's training split) or synthetic sets (gaussian, psaq, mimiq,
-// and mimiq-no-ihc: MimiQ synthesis without the inter-head coherency loss, the paper's ablation). A
+// mimiq-no-ihc: MimiQ synthesis without the inter-head coherency loss, the paper's ablation; and
+// mimiq-signed: L_IHC as mean(1 − SSIM), this project's ablation of the spec's 1 − SSIM²). A
 // synthetic set is made once per seed under OUT/sets/ and shared by every method and bit setting of that
 // seed. Each cell draws --calib-size images of its source with its seed: the calibration set of the
 // post-training methods, the distillation set of MimiQ fine-tuning.
@@ -32,7 +33,7 @@ internal static class CompareCommand
     /// <summary>A synthetic set made in this comparison: how long it took, for the cost per 1,000 images.</summary>
     public sealed record SetInfo(string Data, ulong Seed, int Images, int Iterations, double Seconds);
 
-    public static readonly string[] DataSourceNames = { "real", "gaussian", "psaq", "mimiq", "mimiq-no-ihc" };
+    public static readonly string[] DataSourceNames = { "real", "gaussian", "psaq", "mimiq", "mimiq-no-ihc", "mimiq-signed" };
 
     public static Command Create()
     {
@@ -198,9 +199,10 @@ internal static class CompareCommand
         if (!File.Exists(path))
         {
             Directory.CreateDirectory(setsDir);
-            string method = source == "mimiq-no-ihc" ? "mimiq" : source;
+            string method = source.StartsWith("mimiq", StringComparison.Ordinal) ? "mimiq" : source;
             var settings = SynthesisSettings.For(method) with { Count = synthCount, Seed = seed };
             if (source == "mimiq-no-ihc") settings = settings with { LambdaIhc = 0 };
+            if (source == "mimiq-signed") settings = settings with { IhcSigned = true };
             if (method != "gaussian" && synthIters is int it) settings = settings with { Iterations = it };
             settings = settings.Validated();
             var t = Stopwatch.StartNew();

@@ -21,12 +21,13 @@ internal static class SynthesizeCommand
         var lambdaIhc = new Option<float?>("--lambda-ihc") { Description = "MimiQ weight of the inter-head coherency loss (default 1)" };
         var lambdaCe = new Option<float?>("--lambda-ce") { Description = "MimiQ weight of the cross-entropy to random labels (default 1)" };
         var lambdaTv = new Option<float?>("--lambda-tv") { Description = "MimiQ weight of the total-variation prior (default 2.5e-5)" };
+        var ihcSigned = new Option<bool>("--ihc-signed") { Description = "ablation: MimiQ's L_IHC as mean(1 − SSIM) instead of the spec's mean(1 − SSIM²)" };
         var threads = CommonOptions.Threads();
         var outOpt = new Option<string>("--out") { Description = "the set to write (.safetensors); never overwritten", Required = true };
         var resume = new Option<bool>("--resume") { Description = "continue an interrupted run from the shards in OUT.shards" };
         var json = CommonOptions.Json();
         var cmd = new Command("synthesize", "make a synthetic calibration/fine-tuning set without real data")
-            { model, method, count, iterations, batch, seed, lambdaIhc, lambdaCe, lambdaTv, threads, outOpt, resume, json };
+            { model, method, count, iterations, batch, seed, lambdaIhc, lambdaCe, lambdaTv, ihcSigned, threads, outOpt, resume, json };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
@@ -41,11 +42,12 @@ internal static class SynthesizeCommand
                 settings = settings with { Iterations = it };
             }
             float? li = r.GetValue(lambdaIhc), lc = r.GetValue(lambdaCe), lt = r.GetValue(lambdaTv);
-            if (m != "mimiq" && (li != null || lc != null || lt != null))
-                throw new ViTQuantException($"--lambda-ihc/--lambda-ce/--lambda-tv apply to --method mimiq only, not {m}");
+            if (m != "mimiq" && (li != null || lc != null || lt != null || r.GetValue(ihcSigned)))
+                throw new ViTQuantException($"--lambda-ihc/--lambda-ce/--lambda-tv/--ihc-signed apply to --method mimiq only, not {m}");
             settings = settings with
             {
                 LambdaIhc = li ?? settings.LambdaIhc, LambdaCe = lc ?? settings.LambdaCe, LambdaTv = lt ?? settings.LambdaTv,
+                IhcSigned = r.GetValue(ihcSigned),
             };
             settings = settings.Validated();
 

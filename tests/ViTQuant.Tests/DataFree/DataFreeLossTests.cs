@@ -129,6 +129,30 @@ public class DataFreeLossTests
     }
 
     [Fact]
+    public void SignedIhcMatchesItsReferenceAndItsGradientChecks()
+    {
+        var s = Tensor.Randn(new Rng(33), 2f, 2, 4, 17, 17);
+        double fast = InterHeadCoherence.LayerLoss(s, 1, signed: true).Item();
+        double reference = InterHeadCoherence.ReferenceLayerLoss(s.Data, s.Shape, 1, signed: true);
+        Assert.True(Math.Abs(fast - reference) <= 1e-6, $"fast {fast} vs reference {reference}");
+        // The two forms differ on the same input (1 − S vs 1 − S²), so the flag is not ignored.
+        Assert.True(Math.Abs(fast - InterHeadCoherence.ReferenceLayerLoss(s.Data, s.Shape, 1)) > 1e-3);
+        var g = GradCheck.Rand(new Rng(22), 2, 3, 5, 5);
+        GradCheck.Check(t => InterHeadCoherence.Loss(new[] { t[0] }, 1, signed: true), new[] { g }, h: 1e-3, atol: 1e-3, rtol: 2e-2, maxProbesPerInput: 150);
+    }
+
+    [Fact]
+    public void SignedIhcPenalisesInvertedHeadsWhereTheSquaredFormDoesNot()
+    {
+        // Head 1 is head 0 reflected (1 − u after min–max): SSIM < 0, so 1 − SSIM > 1 while 1 − SSIM² < 1.
+        var s = Tensor.Randn(new Rng(5), 1f, 1, 2, 10, 10);
+        for (int n = 0; n < 10; n++)
+            for (int k = 0; k < 10; k++) s.Data[(10 + n) * 10 + k] = -s.Data[n * 10 + k];
+        double squared = InterHeadCoherence.LayerLoss(s, 0).Item(), signed = InterHeadCoherence.LayerLoss(s, 0, signed: true).Item();
+        Assert.True(signed > squared + 0.2, $"signed {signed}, squared {squared}");
+    }
+
+    [Fact]
     public void IhcOverLayersIsTheMeanOfTheLayersAndDifferentiable()
     {
         var rng = new Rng(8);

@@ -129,6 +129,12 @@ public class SynthesisTests
         Assert.Throws<ViTQuantException>(() => (ok with { Method = "dreaming" }).Validated());
         Assert.Throws<ViTQuantException>(() => SynthesisSettings.For("dreaming"));
         Assert.Equal(ok, SynthesisSettings.FromJson(ok.ToJson(), "test"));
+        // The signed-L_IHC ablation round-trips, is MimiQ-only, and leaves the spec form's JSON as older
+        // builds wrote it (so their shards still resume).
+        var signed = ok with { IhcSigned = true };
+        Assert.Equal(signed, SynthesisSettings.FromJson(signed.ToJson(), "test"));
+        Assert.DoesNotContain("IhcSigned", ok.ToJson());
+        Assert.Throws<ViTQuantException>(() => (SynthesisSettings.For("psaq") with { IhcSigned = true }).Validated());
         Assert.Equal(3, (ok with { Count = 33, BatchSize = 16 }).BatchCount);
     }
 }

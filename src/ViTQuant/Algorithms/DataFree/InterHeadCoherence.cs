@@ -7,10 +7,13 @@
 //     μ_h = mean u_h,  q_h = mean u_h²,  p_ij = mean u_i·u_j,  σ_h² = q_h − μ_h²,  σ_ij = p_ij − μ_i μ_j
 //     SSIM_ij = A·Bn / (C·D),  A = 2μ_iμ_j + C1, Bn = 2σ_ij + C2, C = μ_i² + μ_j² + C1, D = σ_i² + σ_j² + C2
 //   L = mean over (b, n, i, j), i = j included, of 1 − SSIM_ij²; a list of layers averages the layers.
+//   Ablation (not the spec): the signed form 1 − SSIM_ij. The square's gradient −2·SSIM vanishes at
+//   SSIM = 0, where noise-like images start, and rewards anti-aligned heads as much as aligned ones;
+//   the signed form pushes with a constant force towards SSIM = +1.
 // The spec views u_h as an h_p×w_p map, but a global (single-window) SSIM only uses whole-map means,
 // so the grid shape never enters the arithmetic; any P works.
 //
-// Backward, per (b, n), with w_ij = ∂L/∂SSIM_ij = −2·SSIM_ij·ḡ/count:
+// Backward, per (b, n), with w_ij = ∂L/∂SSIM_ij = −2·SSIM_ij·ḡ/count (signed form: −ḡ/count):
 //   ∂S/∂μ_i|direct = S(2μ_j/A − 2μ_i/C),  ∂S/∂σ_ij = 2S/Bn,  ∂S/∂σ_i² = ∂S/∂σ_j² = −S/D,
 //   carried to the raw moments (μ, q, p) through σ_ij = p_ij − μ_iμ_j and σ_h² = q_h − μ_h², then
 //   ∂/∂u_h[k] = gμ_h/P + 2·gq_h·u_h[k]/P + Σ_j (gp_hj + gp_jh)·u_j[k]/P.
@@ -39,14 +42,14 @@ public static class InterHeadCoherence
     /// (every layer has the same number of terms, so this is the mean over (l, b, n, i, j)).
     /// Throws ArgumentException for an empty list or a tensor that <see cref="LayerLoss"/> rejects.
     /// </summary>
-    public static Tensor Loss(IReadOnlyList<Tensor> layerLogits, int prefixTokens)
+    public static Tensor Loss(IReadOnlyList<Tensor> layerLogits, int prefixTokens, bool signed = false)
     {
         ArgumentNullException.ThrowIfNull(layerLogits);
         if (layerLogits.Count == 0) throw new ArgumentException("inter-head coherence: no attention layers given");
         Tensor? sum = null;
         foreach (var l in layerLogits)
         {
-            var term = LayerLoss(l, prefixTokens);
+            var term = LayerLoss(l, prefixTokens, signed);
             sum = sum == null ? term : Ops.Add(sum, term);
         }
         return layerLogits.Count == 1 ? sum! : Ops.Scale(sum!, 1f / layerLogits.Count);
@@ -54,11 +57,12 @@ public static class InterHeadCoherence
 
     /// <summary>
     /// L_IHC of one attention layer: the mean over images, query patches and all head pairs (i = j
-    /// included) of 1 − SSIM², from unscaled logits [B, H, N, N] with <paramref name="prefixTokens"/>
-    /// leading non-patch tokens dropped on both axes. Differentiable in the logits; returns shape [].
-    /// Throws ArgumentException when the logits are not [B, H, N, N] or fewer than 2 patch tokens remain.
+    /// included) of 1 − SSIM² (<paramref name="signed"/>: 1 − SSIM), from unscaled logits [B, H, N, N]
+    /// with <paramref name="prefixTokens"/> leading non-patch tokens dropped on both axes. Differentiable
+    /// in the logits; returns shape []. Throws ArgumentException when the logits are not [B, H, N, N] or
+    /// fewer than 2 patch tokens remain.
     /// </summary>
-    public static Tensor LayerLoss(Tensor logits, int prefixTokens)
+    public static Tensor LayerLoss(Tensor logits, int prefixTokens, bool signed = false)
     {
         var g = Geometry.Of(logits, prefixTokens, "inter-head coherence");
         int items = g.B * g.P;
@@ -75,7 +79,7 @@ public static class InterHeadCoherence
                     for (int j = 0; j < g.H; j++)
                     {
                         double v = w.Ssim(i, j);
-                        acc += 1 - v * v;
+                        acc += 1 - (signed ? v : v * v);
                     }
                 partial[it] = acc;
             }
@@ -97,7 +101,7 @@ public static class InterHeadCoherence
                 for (int it = start; it < end; it++)
                 {
                     w.Load(s, g, it);
-                    w.Backward(scale, gs, g, it);
+                    w.Backward(scale, signed, gs, g, it);
                 }
             });
         });
@@ -131,7 +135,7 @@ public static class InterHeadCoherence
     /// Reference twin of <see cref="LayerLoss"/>'s forward: the spec's formulas evaluated literally in
     /// double (maps normalised, then μ, σ², σ_ij as means over the map for every pair separately).
     /// </summary>
-    public static double ReferenceLayerLoss(float[] logits, int[] shape, int prefixTokens)
+    public static double ReferenceLayerLoss(float[] logits, int[] shape, int prefixTokens, bool signed = false)
     {
         int B = shape[0], H = shape[1], N = shape[2], P = N - prefixTokens;
         double sum = 0;
@@ -151,7 +155,7 @@ public static class InterHeadCoherence
                     for (int j = 0; j < H; j++)
                     {
                         double v = ReferenceSsim(maps[i], maps[j]);
-                        sum += 1 - v * v;
+                        sum += 1 - (signed ? v : v * v);
                     }
             }
         return sum / ((double)B * P * H * H);
@@ -253,8 +257,8 @@ public static class InterHeadCoherence
             return a * bn / (c * d);
         }
 
-        /// <summary>Accumulates scale·∂Σ_ij(1 − SSIM_ij²)/∂logits for the loaded item into gs.</summary>
-        public void Backward(double scale, float[] gs, Geometry g, int item)
+        /// <summary>Accumulates scale·∂Σ_ij(1 − SSIM_ij²)/∂logits (signed: 1 − SSIM_ij) for the loaded item into gs.</summary>
+        public void Backward(double scale, bool signed, float[] gs, Geometry g, int item)
         {
             int H = _h, P = _p;
             Array.Clear(_gmu); Array.Clear(_gq); Array.Clear(_gp);
@@ -265,7 +269,7 @@ public static class InterHeadCoherence
                     double a = 2 * mi * mj + C1, bn = 2 * (_pp[i * H + j] - mi * mj) + C2;
                     double c = mi * mi + mj * mj + C1, d = (_q[i] - mi * mi) + (_q[j] - mj * mj) + C2;
                     double ss = a * bn / (c * d);
-                    double w = -2 * ss * scale;            // ∂(1 − S²)/∂S times the upstream factor
+                    double w = (signed ? -1 : -2 * ss) * scale; // ∂(1 − S²)/∂S (or ∂(1 − S)/∂S) times the upstream factor
                     double dSig = w * 2 * ss / bn;         // through σ_ij = p_ij − μ_i μ_j
                     double dVar = -w * ss / d;             // through σ_i² = q_i − μ_i² (and the same for j)
                     _gp[i * H + j] += dSig;

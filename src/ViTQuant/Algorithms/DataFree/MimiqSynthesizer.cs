@@ -31,6 +31,9 @@ public sealed class MimiqSynthesizer : IImageSynthesizer
     public float LambdaCe { get; }
     public float LambdaTv { get; }
 
+    /// <summary>Ablation: L_IHC as mean(1 − SSIM) instead of the spec's mean(1 − SSIM²).</summary>
+    public bool IhcSigned { get; init; }
+
     /// <summary>Apply the per-iteration augmentation (on in the spec; off only for ablations and tests).</summary>
     public bool Augment { get; init; } = true;
 
@@ -111,7 +114,7 @@ public sealed class MimiqSynthesizer : IImageSynthesizer
                         var weighted = Ops.Scale(term, lambda);
                         total = total == null ? weighted : Ops.Add(total, weighted);
                     }
-                    if (LambdaIhc > 0) AddTerm(InterHeadCoherence.Loss(Synthesis.BlockTaps(want, c.Depth, "attn.logits"), c.NumPrefixTokens), LambdaIhc, out ihc);
+                    if (LambdaIhc > 0) AddTerm(InterHeadCoherence.Loss(Synthesis.BlockTaps(want, c.Depth, "attn.logits"), c.NumPrefixTokens, IhcSigned), LambdaIhc, out ihc);
                     if (LambdaCe > 0) AddTerm(Ops.CrossEntropy(logits, labels), LambdaCe, out ce);
                     if (LambdaTv > 0) AddTerm(TotalVariation.Loss(x, TotalVariation.MimiqDiagonalWeight), LambdaTv, out tv);
                     double totalValue = total!.Item();

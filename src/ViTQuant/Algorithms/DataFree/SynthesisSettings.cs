@@ -42,6 +42,13 @@ public sealed record SynthesisSettings
     /// <summary>MimiQ weight of the total-variation prior.</summary>
     public float LambdaTv { get; init; } = 2.5e-5f;
 
+    /// <summary>
+    /// Ablation, not the spec: MimiQ's L_IHC as mean(1 − SSIM) instead of mean(1 − SSIM²). Left out of
+    /// the JSON when false, so settings and shards of the spec's form read as before.
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public bool IhcSigned { get; init; }
+
     /// <summary>Attempts per batch before giving up when the optimisation keeps producing NaN.</summary>
     public int MaxAttempts { get; init; } = 5;
 
@@ -71,6 +78,7 @@ public sealed record SynthesisSettings
         if (MaxAttempts < 1) Fail($"max attempts must be at least 1, got {MaxAttempts}");
         foreach (var (name, v) in new[] { ("--lambda-ihc", LambdaIhc), ("--lambda-ce", LambdaCe), ("--lambda-tv", LambdaTv) })
             if (!(v >= 0) || float.IsInfinity(v)) Fail($"{name} must be a finite value >= 0, got {v.ToString(CultureInfo.InvariantCulture)}");
+        if (IhcSigned && Method != "mimiq") Fail($"the signed L_IHC applies to mimiq only, not {Method}");
         if (Method == "mimiq" && LambdaIhc == 0 && LambdaCe == 0 && LambdaTv == 0) Fail("all MimiQ loss weights are 0; nothing to optimise");
         if (AlgorithmVersion != CurrentAlgorithmVersion) Fail($"recipe version {AlgorithmVersion} is not this build's {CurrentAlgorithmVersion}");
         return this;

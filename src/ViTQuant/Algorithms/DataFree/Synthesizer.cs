@@ -57,7 +57,7 @@ public static class Synthesis
     {
         "gaussian" => new GaussianSynthesizer(),
         "psaq" => new PsaqSynthesizer(s.Iterations),
-        "mimiq" => new MimiqSynthesizer(s.Iterations, s.LambdaIhc, s.LambdaCe, s.LambdaTv),
+        "mimiq" => new MimiqSynthesizer(s.Iterations, s.LambdaIhc, s.LambdaCe, s.LambdaTv) { IhcSigned = s.IhcSigned },
         _ => throw new ViTQuantException($"unknown synthesis method '{s.Method}'"),
     };
 
