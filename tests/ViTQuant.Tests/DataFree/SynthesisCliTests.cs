@@ -54,7 +54,7 @@ public sealed class SynthesisCliTests : IDisposable
     {
         string set = _dir.File("mimiq.safetensors");
         var (code, stdout, stderr) = Vitq("synthesize", "--model", _model, "--method", "mimiq", "--count", "3", "--batch", "2",
-            "--iterations", "2", "--seed", "4", "--lambda-tv", "0.001", "--threads", "1", "--out", set, "--json");
+            "--iterations", "2", "--seed", "4", "--lambda-tv", "0.001", "--ihc-signed", "--threads", "1", "--out", set, "--json");
         Assert.True(code == 0, stderr);
         using (var doc = JsonDocument.Parse(stdout))
         {
@@ -66,6 +66,7 @@ public sealed class SynthesisCliTests : IDisposable
         var loaded = SyntheticSet.Load(set, ModelIO.Load(_model).Config);
         Assert.Equal(0.001f, loaded.Settings.LambdaTv);
         Assert.Equal(4UL, loaded.Settings.Seed);
+        Assert.True(loaded.Settings.IhcSigned);
 
         string outDir = _dir.File("analysis");
         (code, stdout, stderr) = Vitq("analyze", "--model", _model, "--data", set, "--out", outDir, "--grid-images", "2", "--json");
@@ -118,6 +119,7 @@ public sealed class SynthesisCliTests : IDisposable
         Fails("already exists", "synthesize", "--model", _model, "--method", "gaussian", "--count", "2", "--out", set);
         Fails("unknown method", "synthesize", "--model", _model, "--method", "dream", "--count", "2", "--out", _dir.File("x.safetensors"));
         Fails("--method mimiq only", "synthesize", "--model", _model, "--method", "psaq", "--count", "2", "--lambda-ihc", "2", "--out", _dir.File("x.safetensors"));
+        Fails("--method mimiq only", "synthesize", "--model", _model, "--method", "gaussian", "--count", "2", "--ihc-signed", "--out", _dir.File("x.safetensors"));
         Fails("--count must be at least 1", "synthesize", "--model", _model, "--method", "mimiq", "--count", "0", "--out", _dir.File("x.safetensors"));
         Fails("same file", "synthesize", "--model", _model, "--method", "gaussian", "--count", "1", "--out", _model);
 
