@@ -21,8 +21,9 @@ internal static class DemoCommand
 
     // The quick preset fine-tunes for only 32 steps (64 images × 8 epochs, batch 16), too few for the
     // default rate; its rate was picked on the validation split (never the test set): 3e-3 with the spec's
-    // LSQ start, 1e-3 since LSQ starts from a percentile search (on the 89.99 % model, 89.00 vs 88.38 % at
-    // 3e-3 on the 5,000 validation images); see docs/results/README.md.
+    // LSQ start, 1e-3 since LSQ starts from a percentile search (89.99 % model: 89.00 vs 88.38 % at 3e-3).
+    // Re-checked on the shipped model, 1e-3 ties 3e-4 and leads 3e-3 on 128 images, while on the preset's
+    // 64 images 3e-3 leads by 0.34, inside one run's noise; see docs/results/README.md.
     public static readonly Preset Quick = new("quick", SynthImages: 64, SynthBatch: 32, MimiqIterations: 200, PsaqIterations: 200, FineTuneEpochs: 8, FineTuneLr: QuickFineTuneLr, AdfqIterations: 100, CalibImages: 256);
     public static readonly Preset Paper = new("paper", SynthImages: 10_000, SynthBatch: 16, MimiqIterations: 2000, PsaqIterations: 1000, FineTuneEpochs: 100, FineTuneLr: MimiqOptions.DefaultLr, AdfqIterations: 3000, CalibImages: 1024);
     private const float QuickFineTuneLr = 1e-3f;
