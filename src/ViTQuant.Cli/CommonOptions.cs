@@ -14,6 +14,16 @@ internal static class CommonOptions
 
     public static Option<ulong> Seed(ulong def = 0) => new("--seed") { Description = "random seed", DefaultValueFactory = _ => def };
 
+    /// <summary>
+    /// Which engine runs a model: our float/fake-quant simulation, our integer runtime, or ONNX Runtime on an
+    /// exported file. eval, infer and bench take it.
+    /// </summary>
+    public static Option<string> Engine() => new Option<string>("--engine")
+    {
+        Description = "sim (our float / fake-quant simulation), int8 (our integer runtime, quantized models), onnx (ONNX Runtime on a .onnx file)",
+        DefaultValueFactory = _ => "sim",
+    }.AcceptOnlyFromAmong("sim", "int8", "onnx");
+
     public static void ApplyThreads(int threads)
     {
         if (threads < 1) throw new ViTQuantException($"--threads must be at least 1, got {threads}");

@@ -19,18 +19,28 @@ public static class Evaluator
     /// The forward is <see cref="VisionTransformer.Infer"/>: hooks must not keep the tensors they are shown.
     /// </summary>
     public static EvalResult Evaluate(VisionTransformer model, IEnumerable<(Tensor Images, int[] Labels)> batches,
-        IModelHooks? hooks = null, Action<int>? progress = null)
+        IModelHooks? hooks = null, Action<int>? progress = null) =>
+        Evaluate(x => model.Infer(x, hooks), model.Config.NumClasses, batches, progress); // one stage's temporaries at a time
+
+    /// <summary>
+    /// The same measurement for any engine that maps a batch of images to logits [B, classes] (the float or
+    /// fake-quantized model, the integer runtime, ONNX Runtime). Each batch runs in its own arena scope.
+    /// </summary>
+    public static EvalResult Evaluate(Func<Tensor, Tensor> logitsOf, int numClasses, IEnumerable<(Tensor Images, int[] Labels)> batches,
+        Action<int>? progress = null)
     {
         var sw = Stopwatch.StartNew();
         int count = 0, correct1 = 0, correct5 = 0;
         double lossSum = 0;
-        bool top5 = model.Config.NumClasses > 10;
+        bool top5 = numClasses > 10;
         using var _ = Autograd.NoGrad();
         foreach (var (x, y) in batches)
         {
             using var arena = TensorArena.Scope();
-            var logits = model.Infer(x, hooks); // one stage's temporaries at a time, not the whole network's
+            var logits = logitsOf(x);
             int B = y.Length, K = logits.Shape[1];
+            if (logits.Rank != 2 || logits.Shape[0] != B || K != numClasses)
+                throw new InvalidOperationException($"engine returned logits {Tensor.ShapeString(logits.Shape)} for {B} images of {numClasses} classes");
             lossSum += Ops.CrossEntropy(logits, y).Item() * B;
             for (int b = 0; b < B; b++)
             {
