@@ -18,6 +18,18 @@ public class OnnxExportTests
 {
     internal static ViTConfig Tiny => ViTConfig.FashionMnistDefault() with { EmbedDim = 32, Depth = 2, NumHeads = 4, MlpRatio = 2f };
 
+    /// <summary>
+    /// A tiny random model with timm-scale weights ×8 (std ≈ 0.16), so that its logits depend on the input
+    /// and activations spread over many quantization levels (at init scale every logit is nearly the bias).
+    /// </summary>
+    internal static VisionTransformer LivelyTiny(ulong seed = 5)
+    {
+        var m = new VisionTransformer(Tiny, seed);
+        foreach (var (name, p) in m.NamedParameters())
+            if (name.EndsWith(".weight") && p.Rank >= 2) for (int i = 0; i < p.Size; i++) p.Data[i] *= 8f;
+        return m;
+    }
+
     internal static List<Tensor> Batches(int n, int batch, ulong seed)
     {
         var rng = new Rng(seed);
