@@ -39,7 +39,11 @@ public sealed class OnnxEngine : IDisposable
         options ??= new OnnxEngineOptions();
         if (!File.Exists(path)) throw new ViTQuantException($"{path}: ONNX model not found");
         _path = path;
-        using var so = new SessionOptions { GraphOptimizationLevel = options.OptimizationLevel, InterOpNumThreads = 1 };
+        // Warnings off: saving an optimised graph warns that NCHWc layouts are machine-specific, on every run.
+        using var so = new SessionOptions
+        {
+            GraphOptimizationLevel = options.OptimizationLevel, InterOpNumThreads = 1, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+        };
         if (options.Threads > 0) so.IntraOpNumThreads = options.Threads;
         if (options.OptimizedModelPath != null) so.OptimizedModelFilePath = options.OptimizedModelPath;
         try { _session = new InferenceSession(path, so); }

@@ -27,6 +27,15 @@ public sealed record OnnxExportOptions
 
     public WeightStorage WeightStorage { get; init; } = WeightStorage.Int8;
 
+    /// <summary>
+    /// Add the float residue b − b_q·s_x·Δ_c of an int32-quantized bias after its layer (default), so the
+    /// export computes the simulation's bias up to float rounding; off, the bias is rounded to the integer
+    /// grid as ONNX Runtime's own quantizer writes it (one Add less per layer, and the rounding — up to
+    /// ½·s_x·Δ_c per channel — moves values across later quantizers' rounding boundaries: 7 % of the shipped
+    /// model's predictions change at minmax W4A4).
+    /// </summary>
+    public bool ExactBias { get; init; } = true;
+
     /// <summary>Throws ViTQuantException naming the unsupported setting and what to use instead.</summary>
     public OnnxExportOptions Validated()
     {
