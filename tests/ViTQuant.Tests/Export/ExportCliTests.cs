@@ -39,6 +39,24 @@ public class ExportCliTests
     }
 
     [Fact]
+    public void EvalWithOnnxEngineAgreesWithTheSimulation()
+    {
+        using var dir = new TinyModels.TempDir();
+        string q = OnnxQuantizedModelTests.QuantizedCheckpointFile("percentile", 8, 8, dir.Path), onnx = dir.File("q.onnx");
+        AssertSuccess(Run("export", "--model", q, "--out", onnx));
+        var sim = JsonDocument.Parse(Run("eval", "--model", q, "--limit", "96", "--json").Stdout).RootElement;
+        var r = Run("eval", "--engine", "onnx", "--model", onnx, "--limit", "96", "--agree-with", q, "--json");
+        AssertSuccess(r);
+        var j = JsonDocument.Parse(r.Stdout).RootElement;
+        Assert.Equal("onnx", j.GetProperty("engine").GetString());
+        Assert.Equal(96, j.GetProperty("count").GetInt32());
+        Assert.Equal(sim.GetProperty("top1").GetDouble(), j.GetProperty("sim_top1").GetDouble());
+        Assert.True(j.GetProperty("agreement_percent").GetDouble() >= 98, r.Stdout);
+        Assert.True(Math.Abs(j.GetProperty("top1").GetDouble() - sim.GetProperty("top1").GetDouble()) <= 2.1, r.Stdout);
+        Assert.Contains("predictions agree on", r.Stderr);
+    }
+
+    [Fact]
     public void Int4StorageNeedsOpset21AndComputesTheSameLogits()
     {
         using var dir = new TinyModels.TempDir();
