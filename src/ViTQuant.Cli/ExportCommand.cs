@@ -18,8 +18,12 @@ internal static class ExportCommand
             Description = "quantized weights as int8 (exact for any bit width; what ORT fuses into integer kernels) or int4 (weights of ≤ 4 bits two per byte; needs --opset 21)",
             DefaultValueFactory = _ => "int8",
         }.AcceptOnlyFromAmong("int8", "int4");
+        var lsqQdq = new Option<bool>("--lsq-qdq")
+        {
+            Description = "export LSQ (MimiQ) grids with a learned offset as QDQ too: integer kernels in ORT, equal to the simulation except where x/α + ⌊z⌉ rounds across a half-integer in float (default: exact float subgraph)",
+        };
         var json = CommonOptions.Json();
-        var cmd = new Command("export", "write a model (float → ONNX, quantized checkpoint → QDQ ONNX) for ONNX Runtime") { model, outOpt, opset, storage, json };
+        var cmd = new Command("export", "write a model (float → ONNX, quantized checkpoint → QDQ ONNX) for ONNX Runtime") { model, outOpt, opset, storage, lsqQdq, json };
         cmd.SetAction(r =>
         {
             string outPath = r.GetValue(outOpt)!;
@@ -27,6 +31,7 @@ internal static class ExportCommand
             {
                 Opset = r.GetValue(opset),
                 WeightStorage = r.GetValue(storage) == "int4" ? WeightStorage.Int4 : WeightStorage.Int8,
+                LsqAsQdq = r.GetValue(lsqQdq),
             };
             var res = OnnxExporter.ExportFile(r.GetValue(model), outPath, options);
             static string Mb(long b) => $"{b / 1048576.0:F2} MB";

@@ -36,6 +36,14 @@ public sealed record OnnxExportOptions
     /// </summary>
     public bool ExactBias { get; init; } = true;
 
+    /// <summary>
+    /// Per-tensor LSQ grids whose learned offset ⌊z⌉ is not 0 (MimiQ's range-searched initialisation gives
+    /// most points one) become QDQ with zero point ⌊z⌉, which ORT runs as integer kernels, instead of the
+    /// exact float subgraph. LSQ rounds fl(x/α + ⌊z⌉), QuantizeLinear round(x/α) + ⌊z⌉: they differ where the
+    /// float sum crosses a half-integer (rare; one level). Off by default: the default export is exact.
+    /// </summary>
+    public bool LsqAsQdq { get; init; }
+
     /// <summary>Throws ViTQuantException naming the unsupported setting and what to use instead.</summary>
     public OnnxExportOptions Validated()
     {
@@ -97,6 +105,6 @@ public sealed record OnnxExportResult
     public required long Int8WeightBytes { get; init; }
     /// <summary>As <see cref="Int8WeightBytes"/>, but weights of at most 4 bits packed two per byte.</summary>
     public required long Int4WeightBytes { get; init; }
-    /// <summary>Activation point → how it was exported ("uniform8 QDQ uint8", "log_sqrt2 … (float subgraph)", …).</summary>
+    /// <summary>Activation point → how it was exported ("uniform 8-bit QDQ uint8", "log√2 4-bit (float subgraph)", …).</summary>
     public required IReadOnlyDictionary<string, string> Points { get; init; }
 }

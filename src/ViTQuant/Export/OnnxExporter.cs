@@ -155,7 +155,7 @@ public static class OnnxExporter
         public Emitter(VisionTransformer m, QuantizedModel? q, IReadOnlyDictionary<string, WeightCodes>? codes, OnnxExportOptions o)
         {
             (_m, _c, _q, _codes, _o) = (m, m.Config, q, codes, o);
-            _ops = new OnnxQuantOps(G);
+            _ops = new OnnxQuantOps(G, o.LsqAsQdq);
         }
 
         public string Forward(string x)

@@ -9,7 +9,10 @@
 // a few ulps of the integers q_min − z and q_max − z, so round() lands on them, and every x outside
 // [lo, hi] then quantizes to the same clamped level as in the simulation. LSQ rounds after adding its
 // offset, round(clamp(x/α + ⌊z⌉)); with ⌊z⌉ = 0 that is clamp(round(x/α)), the QDQ rule; with ⌊z⌉ ≠ 0
-// the float sum x/α + ⌊z⌉ can round across a half-way point, so that case uses the exact subgraph.
+// the float sum x/α + ⌊z⌉ can round across a half-way point, so that case uses the exact subgraph —
+// unless LsqAsQdq asks for QDQ with zero point ⌊z⌉ (integer kernels; it differs from the simulation only
+// where fl(x/α + ⌊z⌉) lands on the other side of a half-integer than x/α + ⌊z⌉: about one element in
+// 10⁵–10⁶, each moved by one level).
 //
 // Everything else is an exact subgraph of standard float ops in the simulation's own operation order:
 //     uniform per token      Div(Δ_t) → Round → Add(z_t) → Clip(q_min, q_max) → Sub(z_t) → Mul(Δ_t)   (FakeQuant.UniformSpan)
@@ -31,8 +34,10 @@ internal readonly record struct QuantOut(string Value, float? Scale, string Form
 internal sealed class OnnxQuantOps
 {
     private readonly OnnxGraph _g;
+    private readonly bool _lsqAsQdq;
 
-    public OnnxQuantOps(OnnxGraph g) => _g = g;
+    /// <param name="lsqAsQdq">export per-tensor LSQ grids with an offset ⌊z⌉ ≠ 0 as QDQ too (OnnxExportOptions.LsqAsQdq).</param>
+    public OnnxQuantOps(OnnxGraph g, bool lsqAsQdq = false) => (_g, _lsqAsQdq) = (g, lsqAsQdq);
 
     /// <summary>
     /// The subgraph of activation quantizer <paramref name="q"/> at <paramref name="point"/> applied to
@@ -47,34 +52,35 @@ internal sealed class OnnxQuantOps
                     throw new ViTQuantException($"activation point {point}: a dynamic-range uniform quantizer has no static ONNX form; calibrate the activation ranges (a static range method) and export again");
                 var grids = Enumerable.Range(0, u.Groups).Select(u.Params).ToArray();
                 if (u.Spec.Granularity == Granularity.PerTensor) return Qdq(point, x, grids[0], "uniform");
-                if (u.Spec.Granularity == Granularity.PerToken) return new(UniformPerToken(point, x, grids), null, $"uniform{u.Spec.Bits} per token (float subgraph)");
+                if (u.Spec.Granularity == Granularity.PerToken) return new(UniformPerToken(point, x, grids), null, $"uniform {u.Spec.Bits}-bit per token (float subgraph)");
                 throw new ViTQuantException($"activation point {point}: per-channel activation quantization has no ONNX export (its groups are batch rows); use a per-tensor or per-token plan");
             case LsqQuantizer l:
             {
                 float[] alpha = l.Alpha!.Span.ToArray().Select(a => RangeSearch.SafeScale(a)).ToArray();
                 float[] rz = l.ZeroPoint!.Span.ToArray().Select(z => MathF.Round(z)).ToArray();
-                if (l.Spec.Granularity == Granularity.PerTensor && rz[0] == 0f)
-                    return Qdq(point, x, new UniformParams(alpha[0], 0f, l.QMin, l.QMax), "lsq");
+                bool fits = rz[0] >= (l.QMin < 0 ? -128 : 0) && rz[0] <= (l.QMin < 0 ? 127 : 255);
+                if (l.Spec.Granularity == Granularity.PerTensor && (rz[0] == 0f || (_lsqAsQdq && fits)))
+                    return Qdq(point, x, new UniformParams(alpha[0], rz[0], l.QMin, l.QMax), rz[0] == 0f ? "lsq" : "lsq (offset as zero point)");
                 if (l.Spec.Granularity == Granularity.PerChannel)
                     throw new ViTQuantException($"activation point {point}: per-channel activation quantization has no ONNX export; use a per-tensor or per-token plan");
                 return new(Lsq(point, x, alpha, rz, l.QMin, l.QMax, l.Spec.Granularity == Granularity.PerToken), null,
-                    $"lsq{l.Spec.Bits} offset {string.Join(",", rz.Distinct().Take(3))} (float subgraph)");
+                    $"lsq {l.Spec.Bits}-bit with offset (float subgraph)");
             }
             case PerPatchOutlierQuantizer p:
             {
                 var tokens = Enumerable.Range(0, p.Scale!.Size).Select(p.Params).ToArray();
                 string inl = UniformPerToken(point, x, tokens);
                 string big = _g.Node("Greater", point, new[] { _g.Node("Abs", point, new[] { x }), _g.Scalar($"{point}.alpha", p.Threshold) });
-                return new(_g.Node("Where", point, new[] { big, x, inl }), null, $"per-patch outlier{p.Spec.Bits} α={p.Threshold} (float subgraph)");
+                return new(_g.Node("Where", point, new[] { big, x, inl }), null, $"per-patch outlier {p.Spec.Bits}-bit α={p.Threshold} (float subgraph)");
             }
             case LogQuantizer lg:
-                return new(LogLevels(point, x, lg.Grid, 0f), null, $"{lg.Spec.Kind}{lg.Spec.Bits} (float subgraph)");
+                return new(LogLevels(point, x, lg.Grid, 0f), null, $"{(lg.SqrtTwoBase ? "log√2" : "log2")} {lg.Spec.Bits}-bit (float subgraph)");
             case ShiftLogQuantizer sl:
             {
                 var grid = new LogGrid(sl.Delta!.Item(), sl.Spec.Bits, sl.Spec.SqrtTwoBase);
                 string shifted = _g.Node("Sub", point, new[] { x, _g.Scalar($"{point}.shift", sl.Shift) });
                 shifted = _g.Node("Add", point, new[] { shifted, _g.Scalar($"{point}.eps", ShiftLogQuantizer.Epsilon) });
-                return new(LogLevels(point, shifted, grid, sl.Offset, alwaysAddOffset: true), null, $"shift-log{sl.Spec.Bits} (float subgraph)");
+                return new(LogLevels(point, shifted, grid, sl.Offset, alwaysAddOffset: true), null, $"shift-log {sl.Spec.Bits}-bit (float subgraph)");
             }
             default:
                 throw new ViTQuantException($"activation point {point}: {q.Spec} quantizers have no ONNX export");
@@ -99,7 +105,7 @@ internal sealed class OnnxQuantOps
         string qv = _g.Node("QuantizeLinear", point, new[] { v, s, z });
         string dq = _g.Node("DequantizeLinear", point, new[] { qv, s, z });
         int bits = (int)Math.Round(Math.Log2(p.QMax - p.QMin + 1));
-        return new(dq, p.Scale, $"{kind}{bits} QDQ {(signed ? "int8" : "uint8")}{(v != x ? " + Clip" : "")}");
+        return new(dq, p.Scale, $"{kind} {bits}-bit QDQ {(signed ? "int8" : "uint8")}{(v != x ? " + Clip" : "")}");
     }
 
     /// <summary>FakeQuant.UniformSpan per token: Div → Round → Add z → Clip → Sub z → Mul, with [N, 1] parameters.</summary>
