@@ -22,8 +22,12 @@ internal static class ExportCommand
         {
             Description = "export LSQ (MimiQ) grids with a learned offset as QDQ too: integer kernels in ORT, equal to the simulation except where x/α + ⌊z⌉ rounds across a half-integer in float (default: exact float subgraph)",
         };
+        var roundedBias = new Option<bool>("--rounded-bias")
+        {
+            Description = "keep the bias on the int32 grid only (s_x·Δ_w), as ORT's own quantizer writes it: one Add less per layer, but not the simulation's bias (default: add the float residue)",
+        };
         var json = CommonOptions.Json();
-        var cmd = new Command("export", "write a model (float → ONNX, quantized checkpoint → QDQ ONNX) for ONNX Runtime") { model, outOpt, opset, storage, lsqQdq, json };
+        var cmd = new Command("export", "write a model (float → ONNX, quantized checkpoint → QDQ ONNX) for ONNX Runtime") { model, outOpt, opset, storage, lsqQdq, roundedBias, json };
         cmd.SetAction(r =>
         {
             string outPath = r.GetValue(outOpt)!;
@@ -32,6 +36,7 @@ internal static class ExportCommand
                 Opset = r.GetValue(opset),
                 WeightStorage = r.GetValue(storage) == "int4" ? WeightStorage.Int4 : WeightStorage.Int8,
                 LsqAsQdq = r.GetValue(lsqQdq),
+                ExactBias = !r.GetValue(roundedBias),
             };
             var res = OnnxExporter.ExportFile(r.GetValue(model), outPath, options);
             static string Mb(long b) => $"{b / 1048576.0:F2} MB";
