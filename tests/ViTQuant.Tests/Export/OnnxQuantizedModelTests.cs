@@ -98,12 +98,14 @@ public class OnnxQuantizedModelTests
         Assert.True(agree >= x.Shape[0] - 1, $"{method} w{w}a{a}: argmax agrees on {agree}/{x.Shape[0]}");
     }
 
-    [Fact]
-    public void OrtRunsTheLinearLayersOfAMinMaxW8A8ExportAsIntegerKernels()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void OrtRunsTheLinearLayersOfAMinMaxW8A8ExportAsIntegerKernels(bool exactBias)
     {
         using var dir = new TinyModels.TempDir();
         string ckpt = QuantizedCheckpointFile("minmax", 8, 8, dir.Path), onnx = dir.File("q.onnx"), opt = dir.File("q.ort.onnx");
-        OnnxExporter.ExportFile(ckpt, onnx, new OnnxExportOptions());
+        OnnxExporter.ExportFile(ckpt, onnx, new OnnxExportOptions { ExactBias = exactBias });
         using (var e = new OnnxEngine(onnx, new OnnxEngineOptions { Threads = 1, OptimizedModelPath = opt }))
             e.Run(OnnxExportTests.Batches(1, 2, 3)[0]);
         var ops = OnnxEngine.OpTypeCounts(opt);
@@ -115,5 +117,8 @@ public class OnnxQuantizedModelTests
         int intMatMul = ops.Where(kv => kv.Key.EndsWith("QLinearMatMul") || kv.Key.EndsWith("MatMulIntegerToFloat")).Sum(kv => kv.Value);
         Assert.True(intMatMul == 2 * c.Depth, $"expected {2 * c.Depth} integer attention products, got: {all}");
         Assert.DoesNotContain(ops.Keys, k => k is "Gemm" or "MatMul" or "FusedGemm" or "com.microsoft.FusedGemm" or "com.microsoft.FusedMatMul");
+        // the exact bias adds its float residue after qkv, proj, fc2 and head (fc1's joins GELU as BiasGelu)
+        int adds = ops.GetValueOrDefault("Add");
+        Assert.True(exactBias ? adds > 2 * c.Depth : adds == 2 * c.Depth + 1, $"Add×{adds}: {all}");
     }
 }
