@@ -34,6 +34,8 @@ internal static class BenchCommand
             if (r.GetValue(engine) == "onnx")
             {
                 if (a != null && r.GetValue(model) != null) throw new ViTQuantException("give --model or --arch, not both");
+                if (r.GetValue(model) is string om && om.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+                    throw new ViTQuantException($"--model {om}: bench --engine onnx exports the model itself; give the .safetensors model or quantized checkpoint");
                 var fm = a != null ? new VisionTransformer(ViTConfig.FromArchitecture(a), r.GetValue(seed)) : DataSources.LoadAny(r.GetValue(model)).Model;
                 var ort = OnnxCli.Bench(fm, a == null ? r.GetValue(model) : null, B, n, r.GetValue(threads), r.GetValue(seed));
                 if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(ort));

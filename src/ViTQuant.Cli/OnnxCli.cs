@@ -127,7 +127,8 @@ internal static class OnnxCli
             var (fpProto, _) = OnnxExporter.Build(model, null, null, new OnnxExportOptions());
             AtomicFile.Write(fp, s => Google.Protobuf.MessageExtensions.WriteTo(fpProto, s));
             string qdqSource;
-            if (checkpoint != null && SafeTensorsFile.Read(checkpoint) is var f && QuantizedCheckpoint.IsQuantized(f))
+            if (checkpoint != null && File.Exists(checkpoint) && checkpoint.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)
+                && SafeTensorsFile.Read(checkpoint) is var f && QuantizedCheckpoint.IsQuantized(f))
             {
                 OnnxExporter.ExportFile(checkpoint, q, new OnnxExportOptions());
                 OnnxExporter.ExportFile(checkpoint, qr, rounded);
