@@ -57,6 +57,22 @@ public class ExportCliTests
     }
 
     [Fact]
+    public void BenchWithOnnxEngineReportsFloatAndQdqSpeedAndOrtsKernels()
+    {
+        using var dir = new TinyModels.TempDir();
+        string q = OnnxQuantizedModelTests.QuantizedCheckpointFile("minmax", 8, 8, dir.Path);
+        var r = Run("bench", "--engine", "onnx", "--model", q, "--batch", "2", "--iters", "1", "--threads", "1", "--json");
+        AssertSuccess(r);
+        var j = JsonDocument.Parse(r.Stdout).RootElement;
+        foreach (var k in new[] { "ort_float_forward_img_per_s", "ort_qdq_forward_img_per_s", "ort_qdq_rounded_bias_forward_img_per_s" })
+            Assert.True(j.GetProperty(k).GetDouble() > 0, k);
+        Assert.True(j.GetProperty("ort_qdq_ops").GetProperty("com.microsoft.QGemm").GetInt32() > 0, r.Stdout);
+        Assert.True(j.GetProperty("onnx_qdq_bytes").GetInt64() < j.GetProperty("onnx_float_bytes").GetInt64());
+        AssertUserError(Run("bench", "--engine", "onnx", "--model", dir.File("m.onnx")), "exports the model itself");
+        AssertUserError(Run("infer", "--engine", "onnx", "--model", dir.File("m.onnx"), "--input", q, "--output", dir.File("o.safetensors"), "--taps"), "--taps needs --engine sim");
+    }
+
+    [Fact]
     public void Int4StorageNeedsOpset21AndComputesTheSameLogits()
     {
         using var dir = new TinyModels.TempDir();
