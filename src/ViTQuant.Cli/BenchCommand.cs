@@ -22,7 +22,8 @@ internal static class BenchCommand
         var threads = CommonOptions.Threads();
         var seed = CommonOptions.Seed();
         var json = CommonOptions.Json();
-        var cmd = new Command("bench", "measure forward / training / input-gradient throughput and GEMM speed") { model, arch, batch, iters, threads, seed, json };
+        var engine = CommonOptions.Engine();
+        var cmd = new Command("bench", "measure forward / training / input-gradient throughput and GEMM speed") { model, arch, batch, iters, threads, seed, json, engine };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
@@ -30,6 +31,18 @@ internal static class BenchCommand
             if (B < 1) throw new ViTQuantException($"--batch must be at least 1, got {B}");
             if (n < 1) throw new ViTQuantException($"--iters must be at least 1, got {n}");
             var a = r.GetValue(arch);
+            if (r.GetValue(engine) == "onnx")
+            {
+                if (a != null && r.GetValue(model) != null) throw new ViTQuantException("give --model or --arch, not both");
+                if (r.GetValue(model) is string om && om.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+                    throw new ViTQuantException($"--model {om}: bench --engine onnx exports the model itself; give the .safetensors model or quantized checkpoint");
+                var fm = a != null ? new VisionTransformer(ViTConfig.FromArchitecture(a), r.GetValue(seed)) : DataSources.LoadAny(r.GetValue(model)).Model;
+                var ort = OnnxCli.Bench(fm, a == null ? r.GetValue(model) : null, B, n, r.GetValue(threads), r.GetValue(seed));
+                if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(ort));
+                OnnxCli.PrintBench(ort);
+                return 0;
+            }
+            if (r.GetValue(engine) == "int8") throw new ViTQuantException("--engine int8: the integer runtime is not part of this build; use --engine sim or onnx");
             var m = a != null ? new VisionTransformer(ViTConfig.FromArchitecture(a), r.GetValue(seed)) : ModelIO.Load(r.GetValue(model));
             var result = Run(m, B, n, r.GetValue(seed));
             if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(result));

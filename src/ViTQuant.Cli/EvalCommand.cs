@@ -17,12 +17,19 @@ internal static class EvalCommand
         var batch = new Option<int>("--batch") { Description = "images per batch", DefaultValueFactory = _ => 256 };
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
-        var cmd = new Command("eval", "measure a model's accuracy on a dataset") { model, dataset, split, limit, batch, threads, json };
+        var engine = CommonOptions.Engine();
+        var agreeWith = new Option<string?>("--agree-with") { Description = "--engine onnx: also run this model (the export's source) in the simulation and report prediction agreement" };
+        var cmd = new Command("eval", "measure a model's accuracy on a dataset") { model, dataset, split, limit, batch, threads, json, engine, agreeWith };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
             int B = r.GetValue(batch);
             if (B < 1) throw new ViTQuantException($"--batch must be at least 1, got {B}");
+            if (r.GetValue(engine) == "onnx")
+                return OnnxCli.Eval(r.GetValue(model), r.GetValue(dataset)!, r.GetValue(split)!, r.GetValue(limit), B, r.GetValue(threads), r.GetValue(json), r.GetValue(agreeWith));
+            if (r.GetValue(agreeWith) != null) throw new ViTQuantException("--agree-with compares an exported model with its source: use it with --engine onnx");
+            if (r.GetValue(engine) == "int8") throw new ViTQuantException("--engine int8: the integer runtime is not part of this build; use --engine sim or onnx");
+            OnnxCli.RefuseOnnxFile(r.GetValue(model));
             var (m, quant) = DataSources.LoadAny(r.GetValue(model));
             var ds = DataSources.Limit(DataSources.Open(r.GetValue(dataset)!, r.GetValue(split)!, m.Config), r.GetValue(limit));
             var loader = new DataLoader(ds, B, mean: m.Config.Mean, std: m.Config.Std);

@@ -16,23 +16,27 @@ internal static class InferCommand
         var output = new Option<string>("--output") { Description = "safetensors file to write (logits, optional taps)", Required = true };
         var taps = new Option<bool>("--taps") { Description = "also write blocks.{i}.attn.probs for every block" };
         var threads = CommonOptions.Threads();
-        var cmd = new Command("infer", "run a model on a tensor file and write logits (and attention maps)") { model, input, output, taps, threads };
+        var engine = CommonOptions.Engine();
+        var cmd = new Command("infer", "run a model on a tensor file and write logits (and attention maps)") { model, input, output, taps, threads, engine };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
             string inPath = r.GetValue(input)!, outPath = r.GetValue(output)!;
             AtomicFile.EnsureNotSameFile(inPath, outPath);
+            if (r.GetValue(model) is string mp) AtomicFile.EnsureNotSameFile(mp, outPath);
+            if (r.GetValue(engine) == "int8") throw new ViTQuantException("--engine int8: the integer runtime is not part of this build; use --engine sim or onnx");
+            if (r.GetValue(engine) == "onnx")
+            {
+                if (r.GetValue(taps)) throw new ViTQuantException("--taps needs --engine sim (an ONNX model outputs logits only)");
+                var (ol, oc) = OnnxCli.Infer(r.GetValue(model), r.GetValue(threads), cfg => ReadPixels(inPath, cfg));
+                SafeTensorsWriter.Write(outPath, new[] { ("logits", ol) }, new Dictionary<string, string> { ["vitq.model"] = oc.Architecture, ["vitq.engine"] = "onnx" });
+                Console.Error.WriteLine($"wrote {outPath}: logits {Tensor.ShapeString(ol.Shape)} (onnx)");
+                return 0;
+            }
+            OnnxCli.RefuseOnnxFile(r.GetValue(model));
             var (m, quant) = DataSources.LoadAny(r.GetValue(model));
-            var f = SafeTensorsFile.Read(inPath);
-            if (!f.Contains("pixel_values")) throw new ViTQuantException($"{inPath}: no tensor named 'pixel_values'");
-            // Integer pixels are almost surely raw 0..255 values: converting them silently gives garbage logits.
-            string dtype = f.Info("pixel_values").DType;
-            if (!(dtype.StartsWith('F') || dtype == "BF16"))
-                throw new ViTQuantException($"{inPath}: pixel_values has dtype {dtype}; infer expects normalised floating-point pixels (F32, F16, BF16 or F64)");
-            var x = f.GetTensor("pixel_values");
+            var x = ReadPixels(inPath, m.Config);
             var c = m.Config;
-            if (x.Rank != 4 || x.Shape[1] != c.InChans || x.Shape[2] != c.ImageSize || x.Shape[3] != c.ImageSize)
-                throw new ViTQuantException($"{inPath}: pixel_values has shape {Tensor.ShapeString(x.Shape)}, the model expects [B, {c.InChans}, {c.ImageSize}, {c.ImageSize}]");
             var rec = new TapRecorder(n => r.GetValue(taps) && n.EndsWith(".attn.probs"), quant);
             Tensor logits;
             using (Autograd.NoGrad()) logits = m.Forward(x, rec);
@@ -44,5 +48,20 @@ internal static class InferCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>pixel_values [B, C, H, W] (floating point, normalised) from a safetensors file, checked against the model.</summary>
+    private static Tensor ReadPixels(string inPath, ViTConfig c)
+    {
+        var f = SafeTensorsFile.Read(inPath);
+        if (!f.Contains("pixel_values")) throw new ViTQuantException($"{inPath}: no tensor named 'pixel_values'");
+        // Integer pixels are almost surely raw 0..255 values: converting them silently gives garbage logits.
+        string dtype = f.Info("pixel_values").DType;
+        if (!(dtype.StartsWith('F') || dtype == "BF16"))
+            throw new ViTQuantException($"{inPath}: pixel_values has dtype {dtype}; infer expects normalised floating-point pixels (F32, F16, BF16 or F64)");
+        var x = f.GetTensor("pixel_values");
+        if (x.Rank != 4 || x.Shape[1] != c.InChans || x.Shape[2] != c.ImageSize || x.Shape[3] != c.ImageSize)
+            throw new ViTQuantException($"{inPath}: pixel_values has shape {Tensor.ShapeString(x.Shape)}, the model expects [B, {c.InChans}, {c.ImageSize}, {c.ImageSize}]");
+        return x;
     }
 }

@@ -13,6 +13,7 @@ root.Subcommands.Add(EvalCommand.Create());
 root.Subcommands.Add(InferCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(QuantizeCommand.Create());
+root.Subcommands.Add(ExportCommand.Create());
 root.Subcommands.Add(SynthesizeCommand.Create());
 root.Subcommands.Add(AnalyzeCommand.Create());
 root.Subcommands.Add(CompareCommand.Create());

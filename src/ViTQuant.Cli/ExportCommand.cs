@@ -1,0 +1,58 @@
+// vitq export: a float model as plain ONNX, a quantized checkpoint as QDQ ONNX (Export/OnnxExporter.cs),
+// for ONNX Runtime (`vitq eval --engine onnx`) or any other ONNX consumer.
+using System.CommandLine;
+using System.Text.Json;
+using ViTQuant.Export;
+
+namespace ViTQuant.Cli;
+
+internal static class ExportCommand
+{
+    public static Command Create()
+    {
+        var model = DataSources.ModelOption();
+        var outOpt = new Option<string>("--out") { Description = "ONNX file to write (.onnx); must not exist", Required = true };
+        var opset = new Option<int>("--opset") { Description = $"ONNX opset ({OnnxExportOptions.MinOpset}–{OnnxExportOptions.MaxOpset})", DefaultValueFactory = _ => OnnxExportOptions.MinOpset };
+        var storage = new Option<string>("--weight-storage")
+        {
+            Description = "quantized weights as int8 (exact for any bit width; what ORT fuses into integer kernels) or int4 (weights of ≤ 4 bits two per byte; needs --opset 21)",
+            DefaultValueFactory = _ => "int8",
+        }.AcceptOnlyFromAmong("int8", "int4");
+        var lsqQdq = new Option<bool>("--lsq-qdq")
+        {
+            Description = "export LSQ (MimiQ) grids with a learned offset as QDQ too: integer kernels in ORT, equal to the simulation except where x/α + ⌊z⌉ rounds across a half-integer in float (default: exact float subgraph)",
+        };
+        var roundedBias = new Option<bool>("--rounded-bias")
+        {
+            Description = "keep the bias on the int32 grid only (s_x·Δ_w), as ORT's own quantizer writes it: one Add less per layer, but not the simulation's bias (default: add the float residue)",
+        };
+        var json = CommonOptions.Json();
+        var cmd = new Command("export", "write a model (float → ONNX, quantized checkpoint → QDQ ONNX) for ONNX Runtime") { model, outOpt, opset, storage, lsqQdq, roundedBias, json };
+        cmd.SetAction(r =>
+        {
+            string outPath = r.GetValue(outOpt)!;
+            var options = new OnnxExportOptions
+            {
+                Opset = r.GetValue(opset),
+                WeightStorage = r.GetValue(storage) == "int4" ? WeightStorage.Int4 : WeightStorage.Int8,
+                LsqAsQdq = r.GetValue(lsqQdq),
+                ExactBias = !r.GetValue(roundedBias),
+            };
+            var res = OnnxExporter.ExportFile(r.GetValue(model), outPath, options);
+            static string Mb(long b) => $"{b / 1048576.0:F2} MB";
+            Console.Error.WriteLine($"wrote {res.Path}: {(res.Quantized ? "QDQ" : "float32")} ONNX, opset {res.Opset}, {res.FileBytes:N0} bytes");
+            Console.Error.WriteLine($"weights: float32 {Mb(res.FloatWeightBytes)}" + (res.Quantized ? $", int8 {Mb(res.Int8WeightBytes)}, int4 {Mb(res.Int4WeightBytes)} (equivalent sizes)" : ""));
+            foreach (var group in res.Points.GroupBy(kv => kv.Value).OrderBy(g => g.Key))
+                Console.Error.WriteLine($"  {group.Count(),3} × {group.Key}  (e.g. {group.First().Key})");
+            if (r.GetValue(json))
+                Console.WriteLine(JsonSerializer.Serialize(new
+                {
+                    path = res.Path, file_bytes = res.FileBytes, opset = res.Opset, quantized = res.Quantized,
+                    float_weight_bytes = res.FloatWeightBytes, int8_weight_bytes = res.Int8WeightBytes, int4_weight_bytes = res.Int4WeightBytes,
+                    weight_storage = r.GetValue(storage), points = res.Points,
+                }));
+            return 0;
+        });
+        return cmd;
+    }
+}

@@ -1,0 +1,203 @@
+// The ONNX Runtime engine behind `--engine onnx` of eval, infer and bench. A model for eval/infer is an
+// .onnx file written by `vitq export`; its config (image size, normalisation, classes) comes from the
+// file's metadata_props, so the dataset is prepared exactly as for the model it came from.
+using System.Diagnostics;
+using System.Text.Json;
+using ViTQuant.Algorithms.Metrics;
+using ViTQuant.Data;
+using ViTQuant.Export;
+using ViTQuant.IO;
+using ViTQuant.Models;
+using ViTQuant.Onnx;
+using ViTQuant.Quantization;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Cli;
+
+internal static class OnnxCli
+{
+    /// <summary>Opens the .onnx model of --engine onnx. Throws ViTQuantException for a missing path or another file kind.</summary>
+    public static OnnxEngine Open(string? modelPath, int threads)
+    {
+        if (modelPath == null || !modelPath.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+            throw new ViTQuantException($"--engine onnx needs --model FILE.onnx (write one with 'vitq export --model M --out FILE.onnx'), got {(modelPath == null ? "no --model" : modelPath)}");
+        return new OnnxEngine(modelPath, new OnnxEngineOptions { Threads = threads });
+    }
+
+    /// <summary>Our simulation cannot read .onnx files: says which engine can.</summary>
+    public static void RefuseOnnxFile(string? modelPath)
+    {
+        if (modelPath != null && modelPath.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+            throw new ViTQuantException($"--model {modelPath} is an ONNX file: run it with --engine onnx");
+    }
+
+    /// <summary>
+    /// vitq eval --engine onnx: accuracy of the .onnx model on a dataset. With <paramref name="agreeWith"/>
+    /// (our .safetensors model or quantized checkpoint) the simulation runs on the same batches and the
+    /// result adds its accuracy and the fraction of images where both predict the same class.
+    /// </summary>
+    public static int Eval(string? modelPath, string dataset, string split, int? limit, int batch, int threads, bool json, string? agreeWith)
+    {
+        using var engine = Open(modelPath, threads);
+        var c = engine.Config;
+        var ds = DataSources.Limit(DataSources.Open(dataset, split, c), limit);
+        var loader = new DataLoader(ds, batch, mean: c.Mean, std: c.Std);
+        (VisionTransformer Model, QuantizedModel? Quant)? sim = null;
+        if (agreeWith != null)
+        {
+            sim = DataSources.LoadAny(agreeWith);
+            if (sim.Value.Model.Config.ToJson() != c.ToJson())
+                throw new ViTQuantException($"--agree-with {agreeWith}: its model config differs from {modelPath}'s; compare a model with its own export");
+        }
+        int simCorrect = 0, agree = 0;
+        var simPredictions = new List<int>();
+        var batches = loader.Epoch(0).Select(b => (b.Images, b.Labels));
+        var res = Progress.Run("eval (onnx)", ds.Count, rep => Evaluator.Evaluate(x =>
+        {
+            var logits = engine.Run(x);
+            if (sim is var (m, q))
+            {
+                // The labels are not visible here; predictions are compared now, the sim's accuracy below.
+                var s = m.Infer(x, q);
+                var po = Predictions(logits);
+                var ps = Predictions(s);
+                for (int i = 0; i < po.Length; i++) if (po[i] == ps[i]) agree++;
+                simPredictions.AddRange(ps);
+            }
+            return logits;
+        }, c.NumClasses, batches, n => { rep.Update(n, $"{n / Math.Max(rep.Elapsed, 1e-9):F0} img/s"); }));
+        double? simTop1 = null, agreement = null;
+        if (sim != null)
+        {
+            for (int i = 0; i < ds.Count; i++) if (simPredictions[i] == ds.Label(i)) simCorrect++;
+            simTop1 = 100.0 * simCorrect / ds.Count;
+            agreement = 100.0 * agree / ds.Count;
+        }
+        Console.Error.WriteLine($"{c.Architecture} (onnx: {Path.GetFileName(modelPath)}) on {dataset} ({split}, {res.Count} images): top-1 {res.Top1:F2}%"
+            + (res.Top5 is double t5 ? $", top-5 {t5:F2}%" : "") + $", loss {res.Loss:F4}, {res.ImagesPerSecond:F0} img/s ({res.Seconds:F1} s)");
+        if (sim != null)
+            Console.Error.WriteLine($"simulation ({agreeWith}): top-1 {simTop1:F2}%; predictions agree on {agreement:F2}% of images ({agree}/{ds.Count}); accuracy difference {res.Top1 - simTop1:+0.00;-0.00;0.00} pt");
+        if (json)
+            Console.WriteLine(JsonSerializer.Serialize(new
+            {
+                top1 = res.Top1, top5 = res.Top5, loss = res.Loss, count = res.Count, images_per_s = res.ImagesPerSecond,
+                seconds = res.Seconds, model = c.Architecture, dataset, split, engine = "onnx",
+                sim_top1 = simTop1, agreement_percent = agreement,
+            }));
+        return 0;
+    }
+
+    private static int[] Predictions(Tensor logits)
+    {
+        int B = logits.Shape[0], K = logits.Shape[1];
+        var p = new int[B];
+        for (int b = 0; b < B; b++)
+        {
+            var row = logits.Data.AsSpan(b * K, K);
+            int best = 0;
+            for (int k = 1; k < K; k++) if (row[k] > row[best]) best = k;
+            p[b] = best;
+        }
+        return p;
+    }
+
+    /// <summary>vitq infer --engine onnx: logits of the .onnx model for pixel_values (already checked by the caller).</summary>
+    public static (Tensor Logits, ViTConfig Config) Infer(string? modelPath, int threads, Func<ViTConfig, Tensor> pixels)
+    {
+        using var engine = Open(modelPath, threads);
+        var c = engine.Config;
+        return (engine.Run(pixels(c)), c);
+    }
+
+    /// <summary>
+    /// ORT forward throughput of a model's float export and of a QDQ export: <paramref name="checkpoint"/>
+    /// when it is a quantized checkpoint, else minmax W8A8 calibrated on two random batches (speed only).
+    /// Both files go to a temporary folder that is deleted afterwards. Kept apart from BenchCommand so that
+    /// the engines' numbers can be put side by side.
+    /// </summary>
+    public static Dictionary<string, object> Bench(VisionTransformer model, string? checkpoint, int B, int iters, int threads, ulong seed)
+    {
+        var c = model.Config;
+        var dir = Path.Combine(Path.GetTempPath(), "vitq-bench-onnx-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            string fp = Path.Combine(dir, "float.onnx"), q = Path.Combine(dir, "qdq.onnx"), qr = Path.Combine(dir, "qdq-rounded-bias.onnx");
+            var rounded = new OnnxExportOptions { ExactBias = false };
+            var (fpProto, _) = OnnxExporter.Build(model, null, null, new OnnxExportOptions());
+            AtomicFile.Write(fp, s => Google.Protobuf.MessageExtensions.WriteTo(fpProto, s));
+            string qdqSource;
+            if (checkpoint != null && File.Exists(checkpoint) && checkpoint.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)
+                && SafeTensorsFile.Read(checkpoint) is var f && QuantizedCheckpoint.IsQuantized(f))
+            {
+                OnnxExporter.ExportFile(checkpoint, q, new OnnxExportOptions());
+                OnnxExporter.ExportFile(checkpoint, qr, rounded);
+                qdqSource = $"{Path.GetFileName(checkpoint)}";
+            }
+            else
+            {
+                var qm = new QuantizedModel(model.Clone(), QuantPresets.Create("minmax", 8, 8));
+                var rng = new Rng(seed + 1);
+                qm.Calibrate(Enumerable.Range(0, 2).Select(_ => Tensor.Randn(rng, 1f, B, c.InChans, c.ImageSize, c.ImageSize)).ToList());
+                var codes = QuantizedCheckpoint.Freeze(qm);
+                var weights = codes.ToDictionary(kv => kv.Key, kv => new WeightCodes(
+                    kv.Value.Signed?.Select(v => (int)v).ToArray() ?? kv.Value.Unsigned!.Select(v => (int)v).ToArray(),
+                    qm.Model.NamedParameters().First(p => p.Name == kv.Key + ".weight").Param.Shape.ToArray(),
+                    kv.Value.Grid.Scale, kv.Value.Grid.ZeroPoint, kv.Value.Signed != null, 8));
+                var (qProto, _) = OnnxExporter.Build(qm.Model, qm, weights, new OnnxExportOptions());
+                AtomicFile.Write(q, s => Google.Protobuf.MessageExtensions.WriteTo(qProto, s));
+                var (rProto, _) = OnnxExporter.Build(qm.Model, qm, weights, rounded);
+                AtomicFile.Write(qr, s => Google.Protobuf.MessageExtensions.WriteTo(rProto, s));
+                qdqSource = "minmax w8a8 on random calibration (speed only)";
+            }
+            var x = Tensor.Randn(new Rng(seed), 1f, B, c.InChans, c.ImageSize, c.ImageSize);
+            double Measure(string path, string? optimized = null)
+            {
+                using var e = new OnnxEngine(path, new OnnxEngineOptions { Threads = threads, OptimizedModelPath = optimized });
+                var first = e.Run(x);
+                if (first.Span.ToArray().Any(v => !float.IsFinite(v))) throw new InvalidOperationException($"{path}: ORT produced non-finite logits");
+                var t = new double[iters];
+                for (int i = 0; i < iters; i++)
+                {
+                    var sw = Stopwatch.StartNew();
+                    e.Run(x);
+                    t[i] = sw.Elapsed.TotalSeconds;
+                }
+                Array.Sort(t);
+                return B / t[iters / 2];
+            }
+            string optimizedQdq = Path.Combine(dir, "qdq.ort.onnx");
+            double qdqSpeed = Measure(q, optimizedQdq);
+            return new Dictionary<string, object>
+            {
+                ["architecture"] = c.Architecture,
+                ["batch"] = B,
+                ["threads"] = threads,
+                ["ort_float_forward_img_per_s"] = Measure(fp),
+                ["ort_qdq_forward_img_per_s"] = qdqSpeed,
+                // the same QDQ graph with the bias only on the int32 grid (no residue Add; not exact)
+                ["ort_qdq_rounded_bias_forward_img_per_s"] = Measure(qr),
+                // what ORT made of the QDQ graph: integer kernels (QGemm, QLinearMatMul, …) or float ones
+                ["ort_qdq_ops"] = OnnxEngine.OpTypeCounts(optimizedQdq),
+                ["ort_qdq_source"] = qdqSource,
+                ["onnx_float_bytes"] = new FileInfo(fp).Length,
+                ["onnx_qdq_bytes"] = new FileInfo(q).Length,
+            };
+        }
+        finally
+        {
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    public static void PrintBench(Dictionary<string, object> r)
+    {
+        var e = Console.Error;
+        e.WriteLine($"ONNX Runtime, {r["architecture"]}, batch {r["batch"]}, threads {r["threads"]}");
+        e.WriteLine($"ORT float forward {(double)r["ort_float_forward_img_per_s"],10:F1} img/s  ({(long)r["onnx_float_bytes"]:N0} bytes)");
+        e.WriteLine($"ORT QDQ forward   {(double)r["ort_qdq_forward_img_per_s"],10:F1} img/s  ({(long)r["onnx_qdq_bytes"]:N0} bytes; {r["ort_qdq_source"]})");
+        e.WriteLine($"  rounded bias    {(double)r["ort_qdq_rounded_bias_forward_img_per_s"],10:F1} img/s  (bias on the int32 grid only, as ORT's quantizer writes it; not exact)");
+        var ops = (SortedDictionary<string, int>)r["ort_qdq_ops"];
+        e.WriteLine($"ORT's optimised QDQ graph: {string.Join(", ", ops.Select(kv => $"{kv.Key}×{kv.Value}"))}");
+    }
+}

@@ -1,0 +1,110 @@
+// Options, weight codes and the report of an ONNX export.
+using ViTQuant.IO;
+using ViTQuant.Models;
+using ViTQuant.Quantization;
+
+namespace ViTQuant.Export;
+
+/// <summary>How quantized weights are stored in the QDQ file.</summary>
+public enum WeightStorage
+{
+    /// <summary>int8 (uint8 for asymmetric grids) holding the codes, whatever their bit width: exact, and what ORT fuses into integer kernels.</summary>
+    Int8,
+    /// <summary>Weights of at most 4 bits as int4/uint4 (two per byte; needs opset 21); wider grids stay 8-bit.</summary>
+    Int4,
+}
+
+/// <summary>Export settings, validated on construction of the exporter.</summary>
+public sealed record OnnxExportOptions
+{
+    /// <summary>Oldest opset we write: LayerNormalization is opset 17.</summary>
+    public const int MinOpset = 17;
+
+    /// <summary>Newest opset we write (int4 types are opset 21).</summary>
+    public const int MaxOpset = 21;
+
+    public int Opset { get; init; } = MinOpset;
+
+    public WeightStorage WeightStorage { get; init; } = WeightStorage.Int8;
+
+    /// <summary>
+    /// Add the float residue b − b_q·s_x·Δ_c of an int32-quantized bias after its layer (default), so the
+    /// export computes the simulation's bias up to float rounding; off, the bias is rounded to the integer
+    /// grid as ONNX Runtime's own quantizer writes it (one Add less per layer, and the rounding — up to
+    /// ½·s_x·Δ_c per channel — moves values across later quantizers' rounding boundaries: 7 % of the shipped
+    /// model's predictions change at minmax W4A4).
+    /// </summary>
+    public bool ExactBias { get; init; } = true;
+
+    /// <summary>
+    /// Per-tensor LSQ grids whose learned offset ⌊z⌉ is not 0 (MimiQ's range-searched initialisation gives
+    /// most points one) become QDQ with zero point ⌊z⌉, which ORT runs as integer kernels, instead of the
+    /// exact float subgraph. LSQ rounds fl(x/α + ⌊z⌉), QuantizeLinear round(x/α) + ⌊z⌉: they differ where the
+    /// float sum crosses a half-integer (rare; one level). Off by default: the default export is exact.
+    /// </summary>
+    public bool LsqAsQdq { get; init; }
+
+    /// <summary>Throws ViTQuantException naming the unsupported setting and what to use instead.</summary>
+    public OnnxExportOptions Validated()
+    {
+        if (Opset < MinOpset)
+            throw new ViTQuantException($"--opset {Opset} is too old: the export needs LayerNormalization (opset 17); use --opset {MinOpset}–{MaxOpset}");
+        if (Opset > MaxOpset)
+            throw new ViTQuantException($"--opset {Opset} is not supported; use --opset {MinOpset}–{MaxOpset}");
+        if (WeightStorage == WeightStorage.Int4 && Opset < 21)
+            throw new ViTQuantException($"int4 weight storage needs opset 21 (int4 types), got --opset {Opset}; use --opset 21, or int8 storage (exact for 4-bit codes too)");
+        return this;
+    }
+
+    /// <summary>The ONNX IR version that goes with the opset (opset 17–18: IR 8, 19–20: IR 9, 21: IR 10).</summary>
+    public long IrVersion => Opset switch { <= 18 => 8, <= 20 => 9, _ => 10 };
+}
+
+/// <summary>One quantized weight as stored in a quantized checkpoint: codes with per-channel step and zero point.</summary>
+public sealed record WeightCodes(int[] Codes, int[] Shape, float[] Scale, float[] ZeroPoint, bool Signed, int Bits)
+{
+    /// <summary>
+    /// Reads every quantized weight of a "vitq-quant/1" file (the layers its plan quantizes). Throws
+    /// ViTQuantException naming the tensor when codes, scales or zero points are missing or inconsistent.
+    /// </summary>
+    public static Dictionary<string, WeightCodes> FromCheckpoint(SafeTensorsFile f, ViTConfig config, QuantPlan plan)
+    {
+        var result = new Dictionary<string, WeightCodes>();
+        foreach (var layer in QuantPlan.WeightLayers(config))
+        {
+            if (plan.WeightSpec(layer) is not QuantSpec spec) continue;
+            string name = layer + ".weight";
+            foreach (var part in new[] { ".codes", ".scale", ".zero_point" })
+                if (!f.Contains(name + part)) throw new ViTQuantException($"{f.Path}: missing {name + part}");
+            string dtype = f.Info(name + ".codes").DType;
+            if (dtype is not ("I8" or "U8")) throw new ViTQuantException($"{f.Path}: {name}.codes has dtype {dtype}, expected I8 or U8");
+            var codes = f.GetTensor(name + ".codes");
+            var scale = f.GetTensor(name + ".scale").ToArray();
+            var zero = f.GetTensor(name + ".zero_point").ToArray();
+            if (scale.Length != zero.Length || scale.Length == 0 || codes.Size % scale.Length != 0
+                || (scale.Length != 1 && scale.Length != codes.Shape[0]))
+                throw new ViTQuantException($"{f.Path}: {name}: {scale.Length} scales / {zero.Length} zero points do not fit codes {Tensor(codes.Shape)}");
+            result[layer] = new WeightCodes(codes.Span.ToArray().Select(v => (int)v).ToArray(), codes.Shape.ToArray(), scale, zero, dtype == "I8", spec.Bits);
+        }
+        return result;
+    }
+
+    private static string Tensor(int[] shape) => ViTQuant.Tensors.Tensor.ShapeString(shape);
+}
+
+/// <summary>What an export wrote: sizes and how each quantization point was expressed.</summary>
+public sealed record OnnxExportResult
+{
+    public required string Path { get; init; }
+    public required long FileBytes { get; init; }
+    public required int Opset { get; init; }
+    public required bool Quantized { get; init; }
+    /// <summary>Every parameter as float32.</summary>
+    public required long FloatWeightBytes { get; init; }
+    /// <summary>Quantized weights at one byte each plus their per-channel scales, everything else float32.</summary>
+    public required long Int8WeightBytes { get; init; }
+    /// <summary>As <see cref="Int8WeightBytes"/>, but weights of at most 4 bits packed two per byte.</summary>
+    public required long Int4WeightBytes { get; init; }
+    /// <summary>Activation point → how it was exported ("uniform 8-bit QDQ uint8", "log√2 4-bit (float subgraph)", …).</summary>
+    public required IReadOnlyDictionary<string, string> Points { get; init; }
+}

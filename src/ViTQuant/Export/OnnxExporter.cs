@@ -1,0 +1,347 @@
+// ONNX export of a ViT/DeiT: the forward of VisionTransformer.cs written once more as an ONNX graph,
+// float or QDQ (DESIGN.md: Export depends on Models and Quantization only; no ONNX Runtime here).
+//
+//   pixel_values [batch, C, H, W] → Conv(P×P, stride P) → Reshape [B, D, Np] → Transpose [B, Np, D]
+//   → Concat(prefix tokens expanded to B) → Add pos_embed → depth × block → head → logits [batch, K]
+//   block: x + proj(attn(LN1(x))), x + fc2(GELU(fc1(LN2(x))))
+//   linear on tokens: Reshape [B·N, in] → Gemm(transB = 1, weight [out, in], bias) → Reshape [B, N, out]
+//   attention: qkv → Reshape [B, N, 3, H, dh] → Transpose [3, B, H, N, dh] → Gather 0/1/2 → q, k, v;
+//              MatMul(q, kᵀ) · dh^-½ → Softmax → MatMul(·, v) → Transpose/Reshape [B, N, D]
+// Quantized checkpoints add, at the plan's points:
+//   weights      the checkpoint's integer codes as int8/uint8 initializers [out, in] (int4 with opset 21
+//                on request) → DequantizeLinear(axis 0, per-channel Δ, z): (code − z)·Δ in float, exactly
+//                the weights the simulation loads;
+//   activations  OnnxQuantOps (QDQ where the grid has that form, exact float subgraphs otherwise);
+//   bias         when the layer's input is a per-tensor QDQ value (scale s_x) and its weight is quantized
+//                (Δ_c): int32 codes b_q = round(b_c / (s_x·Δ_c)) → DequantizeLinear(scale s_x·Δ_c), the layout
+//                ORT's QDQ fusion turns into QGemm (../shared/spec/onnx-runtime-int8.md: a float bias is
+//                fused into a float Gemm first), plus (ExactBias, the default) a float Add of the residue
+//                b_c − b_q·s_x·Δ_c after the layer, so the bias is the simulation's up to float rounding.
+//                Without the residue the bias moves by up to ½·s_x·Δ_c, which shifts values across later
+//                quantizers' rounding boundaries (on the shipped model at minmax W4A4: 92.9 % prediction
+//                agreement with the simulation instead of 99.95 %).
+// The model config, plan and method travel in metadata_props (vitq.config, vitq.plan, vitq.method).
+using Google.Protobuf;
+using ViTQuant.Export.OnnxProto;
+using ViTQuant.IO;
+using ViTQuant.Models;
+using ViTQuant.Nn;
+using ViTQuant.Quantization;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Export;
+
+/// <summary>Writes ViT models and quantized checkpoints as ONNX files that ONNX Runtime runs.</summary>
+public static class OnnxExporter
+{
+    public const string FormatValue = "vitq-onnx/1";
+    public const string MethodKey = "vitq.method";
+    public const string InputName = "pixel_values";
+    public const string OutputName = "logits";
+
+    /// <summary>
+    /// Exports the model file at <paramref name="modelPath"/> (null: the shipped default; a quantized
+    /// checkpoint gives a QDQ graph) to <paramref name="outPath"/>, atomically. Throws ViTQuantException when
+    /// the output exists or is the input, the options are invalid, or the plan has a point with no export.
+    /// </summary>
+    public static OnnxExportResult ExportFile(string? modelPath, string outPath, OnnxExportOptions options)
+    {
+        options = options.Validated();
+        if (modelPath != null) AtomicFile.EnsureNotSameFile(modelPath, outPath);
+        if (File.Exists(outPath) || Directory.Exists(outPath))
+            throw new ViTQuantException($"--out {outPath} already exists; choose another path or delete it");
+        VisionTransformer model;
+        QuantizedModel? quant = null;
+        Dictionary<string, WeightCodes>? codes = null;
+        if (modelPath != null && File.Exists(modelPath) && modelPath.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)
+            && SafeTensorsFile.Read(modelPath) is var f && QuantizedCheckpoint.IsQuantized(f))
+        {
+            quant = QuantizedCheckpoint.Load(f);
+            model = quant.Model;
+            codes = WeightCodes.FromCheckpoint(f, model.Config, quant.Plan);
+        }
+        else model = ModelIO.Load(modelPath);
+        var (proto, points) = Build(model, quant, codes, options, modelPath);
+        AtomicFile.Write(outPath, s => proto.WriteTo(s));
+        return Report(outPath, model, quant, options, points);
+    }
+
+    /// <summary>
+    /// The ONNX model of a float model (<paramref name="quant"/> null) or of a quantized one, whose weight
+    /// codes are <paramref name="codes"/> (every layer its plan quantizes). Throws ViTQuantException for
+    /// invalid options or a quantizer with no exact export.
+    /// </summary>
+    public static (ModelProto Model, IReadOnlyDictionary<string, string> Points) Build(VisionTransformer model, QuantizedModel? quant,
+        IReadOnlyDictionary<string, WeightCodes>? codes, OnnxExportOptions options, string? source = null)
+    {
+        options = options.Validated();
+        if (quant != null && !ReferenceEquals(quant.Model, model)) throw new ArgumentException("quant must wrap model", nameof(quant));
+        if (quant != null)
+            foreach (var layer in QuantPlan.WeightLayers(model.Config))
+                if (quant.Plan.WeightSpec(layer) != null && (codes == null || !codes.ContainsKey(layer)))
+                    throw new ViTQuantException($"weight {layer}: the plan quantizes it but no integer codes were given (export a saved quantized checkpoint)");
+        var em = new Emitter(model, quant, codes, options);
+        var logits = em.Forward(InputName);
+        var g = em.G.Graph;
+        var c = model.Config;
+        g.Input.Add(OnnxGraph.FloatValue(InputName, "batch", c.InChans, c.ImageSize, c.ImageSize));
+        g.Node.Add(new NodeProto { OpType = "Identity", Name = "logits#node", Input = { logits }, Output = { OutputName } });
+        g.Output.Add(OnnxGraph.FloatValue(OutputName, "batch", c.NumClasses));
+        var m = new ModelProto
+        {
+            IrVersion = options.IrVersion,
+            ProducerName = "vitq",
+            ProducerVersion = typeof(OnnxExporter).Assembly.GetName().Version?.ToString() ?? "0",
+            Graph = g,
+            DocString = quant == null ? $"{c.Architecture} (float32)" : $"{c.Architecture} quantized ({quant.Plan.Name} W{quant.Plan.WeightBits}A{quant.Plan.ActivationBits}), QDQ",
+        };
+        m.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = options.Opset });
+        void Meta(string k, string v) => m.MetadataProps.Add(new StringStringEntryProto { Key = k, Value = v });
+        Meta(ModelIO.FormatKey, FormatValue);
+        Meta(ModelIO.ConfigKey, c.ToJson());
+        if (quant != null)
+        {
+            Meta(QuantizedCheckpoint.PlanKey, quant.Plan.ToJson());
+            Meta(MethodKey, quant.Plan.Name);
+        }
+        if (source != null) Meta("vitq.source", Path.GetFileName(source));
+        return (m, em.Points);
+    }
+
+    private static OnnxExportResult Report(string path, VisionTransformer model, QuantizedModel? quant, OnnxExportOptions o, IReadOnlyDictionary<string, string> points)
+    {
+        long total = model.ParameterCount(), qWeights = 0, q4Weights = 0, scales = 0;
+        if (quant != null)
+        {
+            var named = model.NamedParameters().ToDictionary(p => p.Name, p => p.Param);
+            foreach (var layer in QuantPlan.WeightLayers(model.Config))
+                if (quant.Plan.WeightSpec(layer) is QuantSpec s)
+                {
+                    var w = named[layer + ".weight"];
+                    qWeights += w.Size;
+                    if (s.Bits <= 4) q4Weights += w.Size;
+                    scales += w.Shape[0];
+                }
+        }
+        long rest = (total - qWeights) * 4 + scales * 4;
+        return new OnnxExportResult
+        {
+            Path = path,
+            FileBytes = new FileInfo(path).Length,
+            Opset = o.Opset,
+            Quantized = quant != null,
+            FloatWeightBytes = total * 4,
+            Int8WeightBytes = rest + qWeights,
+            Int4WeightBytes = rest + (qWeights - q4Weights) + (q4Weights + 1) / 2,
+            Points = points,
+        };
+    }
+
+    /// <summary>Emits the forward; one instance per export.</summary>
+    private sealed class Emitter
+    {
+        private readonly VisionTransformer _m;
+        private readonly ViTConfig _c;
+        private readonly QuantizedModel? _q;
+        private readonly IReadOnlyDictionary<string, WeightCodes>? _codes;
+        private readonly OnnxExportOptions _o;
+        private readonly OnnxQuantOps _ops;
+        private readonly Dictionary<string, float[]> _weightScales = new();
+
+        public OnnxGraph G { get; } = new();
+
+        public Dictionary<string, string> Points { get; } = new();
+
+        public Emitter(VisionTransformer m, QuantizedModel? q, IReadOnlyDictionary<string, WeightCodes>? codes, OnnxExportOptions o)
+        {
+            (_m, _c, _q, _codes, _o) = (m, m.Config, q, codes, o);
+            _ops = new OnnxQuantOps(G, o.LsqAsQdq);
+        }
+
+        public string Forward(string x)
+        {
+            var h = Embed(x);
+            for (int i = 0; i < _c.Depth; i++) h = Block(i, h);
+            return Head(h);
+        }
+
+        private string F(string stem, Tensor t) => G.Floats(stem, t.Span, t.Shape.Select(d => (long)d).ToArray());
+
+        private string Node(string op, string stem, params string[] inputs) => G.Node(op, stem, inputs);
+
+        private QuantOut Act(string point, string x)
+        {
+            if (_q == null || !_q.ActivationQuantizers.TryGetValue(point, out var qz)) return new(x, null, "float");
+            var r = _ops.Apply(point, qz, x);
+            Points[point] = r.Form;
+            return r;
+        }
+
+        /// <summary>The weight as the graph sees it: a DequantizeLinear of the codes, or the float initializer.</summary>
+        private string Weight(string layer, Tensor w)
+        {
+            if (_codes == null || !_codes.TryGetValue(layer, out var wc)) return F($"{layer}.weight", w);
+            if (!wc.Shape.AsSpan().SequenceEqual(w.Shape)) throw new ViTQuantException($"weight {layer}: codes {Tensor.ShapeString(wc.Shape)} do not match the model's {Tensor.ShapeString(w.Shape)}");
+            long[] dims = wc.Shape.Select(d => (long)d).ToArray();
+            bool int4 = _o.WeightStorage == WeightStorage.Int4 && wc.Bits <= 4;
+            string codes = int4 ? G.Nibbles($"{layer}.weight_codes", wc.Codes, wc.Signed, dims) : G.Bytes($"{layer}.weight_codes", wc.Codes, wc.Signed, dims);
+            int ch = wc.Scale.Length;
+            int[] zp = wc.ZeroPoint.Select(z => (int)z).ToArray();
+            if (wc.ZeroPoint.Any(z => z != MathF.Round(z))) throw new ViTQuantException($"weight {layer}: zero points are not integers");
+            string s = ch == 1 ? G.Scalar($"{layer}.weight_scale", wc.Scale[0]) : G.Floats($"{layer}.weight_scale", wc.Scale, ch);
+            long[] zdims = ch == 1 ? Array.Empty<long>() : new long[] { ch };
+            string z = int4 ? G.Nibbles($"{layer}.weight_zero_point", zp, wc.Signed, zdims) : G.Bytes($"{layer}.weight_zero_point", zp, wc.Signed, zdims);
+            _weightScales[layer] = wc.Scale;
+            return ch == 1 ? Node("DequantizeLinear", layer, codes, s, z) : G.Node("DequantizeLinear", layer, new[] { codes, s, z }, OnnxGraph.Int("axis", 0));
+        }
+
+        /// <summary>
+        /// The bias: int32 codes through DequantizeLinear (scale s_x·Δ_c) when the fused integer form applies,
+        /// else float. In the int32 case <paramref name="remainder"/> is the float residue b − b_q·s_x·Δ_c,
+        /// added after the layer, so the sum is the simulation's bias up to float rounding; null otherwise.
+        /// </summary>
+        private string Bias(string layer, Tensor b, float? inputScale, out string? remainder)
+        {
+            remainder = null;
+            if (inputScale is float sx && _weightScales.TryGetValue(layer, out var sw))
+            {
+                int n = b.Size;
+                var scale = new float[n];
+                var q = new int[n];
+                var rest = new float[n];
+                bool fits = true;
+                for (int i = 0; i < n; i++)
+                {
+                    scale[i] = sx * sw[sw.Length == 1 ? 0 : i];
+                    double v = Math.Round(b.Data[i] / (double)scale[i], MidpointRounding.ToEven);
+                    if (!(scale[i] > 0) || Math.Abs(v) > int.MaxValue) { fits = false; break; }
+                    q[i] = (int)v;
+                    rest[i] = b.Data[i] - (float)q[i] * scale[i];
+                }
+                if (fits)
+                {
+                    string codes = G.Int32s($"{layer}.bias_codes", q, n);
+                    string s = G.Floats($"{layer}.bias_scale", scale, n);
+                    string z = G.Int32s($"{layer}.bias_zero_point", new int[n], n);
+                    if (_o.ExactBias && rest.Any(r => r != 0f)) remainder = G.Floats($"{layer}.bias_remainder", rest, n);
+                    return G.Node("DequantizeLinear", layer, new[] { codes, s, z }, OnnxGraph.Int("axis", 0));
+                }
+            }
+            return F($"{layer}.bias", b);
+        }
+
+        /// <summary>Linear on [B, N, in] (tokens) or [B, in] through a Gemm with transB = 1.</summary>
+        private string Linear(string layer, Linear lin, string x, bool tokens)
+        {
+            var a = Act(layer, x);
+            string w = Weight(layer, lin.Weight);
+            string b = Bias(layer, lin.Bias!, a.Scale, out var rest);
+            string y;
+            if (!tokens) y = G.Node("Gemm", layer, new[] { a.Value, w, b }, OnnxGraph.Int("transB", 1));
+            else
+            {
+                string flat = Node("Reshape", layer, a.Value, G.Int64Vector($"{layer}.flat_shape", -1, lin.InFeatures));
+                string g = G.Node("Gemm", layer, new[] { flat, w, b }, OnnxGraph.Int("transB", 1));
+                y = Node("Reshape", layer, g, G.Int64Vector($"{layer}.out_shape", -1, _c.NumTokens, lin.OutFeatures));
+            }
+            return rest == null ? y : Node("Add", $"{layer}.bias_remainder", y, rest);
+        }
+
+        private string LayerNorm(string stem, Nn.LayerNorm ln, string x) =>
+            G.Node("LayerNormalization", stem, new[] { x, F($"{stem}.weight", ln.Weight), F($"{stem}.bias", ln.Bias) },
+                OnnxGraph.Int("axis", -1), OnnxGraph.Float("epsilon", ln.Eps));
+
+        private string Embed(string x)
+        {
+            int D = _c.EmbedDim, P = _c.PatchSize;
+            var a = Act("patch_embed.proj", x);
+            string w = Weight("patch_embed.proj", _m.PatchWeight);
+            string b = Bias("patch_embed.proj", _m.PatchBias, a.Scale, out var rest);
+            string conv = G.Node("Conv", "patch_embed.proj", new[] { a.Value, w, b }, OnnxGraph.Ints("kernel_shape", P, P), OnnxGraph.Ints("strides", P, P));
+            if (rest != null) conv = Node("Add", "patch_embed.proj.bias_remainder", conv, Node("Reshape", "patch_embed", rest, G.Int64Vector("patch_embed.bias_shape", D, 1, 1)));
+            string seq = Node("Reshape", "patch_embed", conv, G.Int64Vector("patch_embed.seq_shape", 0, D, -1));
+            string t = G.Node("Transpose", "patch_embed", new[] { seq }, OnnxGraph.Ints("perm", 0, 2, 1));
+            if (_c.NumPrefixTokens > 0)
+            {
+                var prefixData = _m.DistToken != null ? _m.ClsToken!.ToArray().Concat(_m.DistToken.ToArray()).ToArray() : _m.ClsToken!.ToArray();
+                string prefix = G.Floats("prefix_tokens", prefixData, 1, _c.NumPrefixTokens, D);
+                string batch = G.Node("Slice", "prefix", new[] { Node("Shape", "prefix", x), G.Int64Vector("prefix.s0", 0), G.Int64Vector("prefix.s1", 1) });
+                string shape = G.Node("Concat", "prefix", new[] { batch, G.Int64Vector("prefix.rest", _c.NumPrefixTokens, D) }, OnnxGraph.Int("axis", 0));
+                string expanded = Node("Expand", "prefix", prefix, shape);
+                t = G.Node("Concat", "prefix", new[] { expanded, t }, OnnxGraph.Int("axis", 1));
+            }
+            return Node("Add", "pos_embed", t, F("pos_embed", _m.PosEmbed));
+        }
+
+        private string Block(int i, string x)
+        {
+            var blk = _m.Blocks[i];
+            string p = $"blocks.{i}";
+            int N = _c.NumTokens, H = _c.NumHeads, dh = _c.HeadDim, D = _c.EmbedDim;
+            // attention half
+            string h = LayerNorm($"{p}.norm1", blk.Norm1, x);
+            string qkv = Linear($"{p}.attn.qkv", blk.Qkv, h, tokens: true);
+            string r = Node("Reshape", $"{p}.attn", qkv, G.Int64Vector($"{p}.attn.qkv_shape", 0, N, 3, H, dh));
+            string t = G.Node("Transpose", $"{p}.attn", new[] { r }, OnnxGraph.Ints("perm", 2, 0, 3, 1, 4)); // [3, B, H, N, dh]
+            string Pick(int s) => G.Node("Gather", $"{p}.attn", new[] { t, G.Int64s($"{p}.attn.index{s}", new long[] { s }) }, OnnxGraph.Int("axis", 0));
+            string q = Act($"{p}.attn.q", Pick(0)).Value;
+            // k is quantized after the transpose when its quantizer is elementwise per tensor, so that its
+            // DequantizeLinear feeds the MatMul directly (the QDQ pattern ORT fuses); per-token grids index
+            // tokens along dim −2 and must see k as [B, H, N, dh].
+            string k = Pick(1), kT;
+            bool perToken = _q != null && _q.ActivationQuantizers.TryGetValue($"{p}.attn.k", out var kq) && kq.Spec.Granularity == Granularity.PerToken;
+            if (perToken) kT = G.Node("Transpose", $"{p}.attn", new[] { Act($"{p}.attn.k", k).Value }, OnnxGraph.Ints("perm", 0, 1, 3, 2));
+            else kT = Act($"{p}.attn.k", G.Node("Transpose", $"{p}.attn", new[] { k }, OnnxGraph.Ints("perm", 0, 1, 3, 2))).Value;
+            string v = Pick(2);
+            string logits = Node("MatMul", $"{p}.attn.logits", q, kT);
+            string scaled = Node("Mul", $"{p}.attn", logits, G.Scalar($"{p}.attn.scale", 1f / MathF.Sqrt(dh)));
+            string probs = G.Node("Softmax", $"{p}.attn", new[] { scaled }, OnnxGraph.Int("axis", -1));
+            probs = Act($"{p}.attn.probs", probs).Value;
+            v = Act($"{p}.attn.v", v).Value;
+            string o = Node("MatMul", $"{p}.attn.out", probs, v); // [B, H, N, dh]
+            string merged = Node("Reshape", $"{p}.attn", G.Node("Transpose", $"{p}.attn", new[] { o }, OnnxGraph.Ints("perm", 0, 2, 1, 3)),
+                G.Int64Vector($"{p}.attn.merge_shape", 0, N, D));
+            x = Node("Add", $"{p}.attn.residual", x, Linear($"{p}.attn.proj", blk.Proj, merged, tokens: true));
+            // MLP half
+            h = LayerNorm($"{p}.norm2", blk.Norm2, x);
+            string f1 = Linear($"{p}.mlp.fc1", blk.Fc1, h, tokens: true);
+            string act = Gelu($"{p}.mlp", f1);
+            return Node("Add", $"{p}.mlp.residual", x, Linear($"{p}.mlp.fc2", blk.Fc2, act, tokens: true));
+        }
+
+        /// <summary>Exact (erf) GELU: the Gelu op from opset 20, else ½·x·(1 + erf(x/√2)).</summary>
+        private string Gelu(string stem, string x)
+        {
+            if (_o.Opset >= 20) return Node("Gelu", stem, x);
+            string e = Node("Erf", stem, Node("Div", stem, x, G.Scalar($"{stem}.sqrt2", MathF.Sqrt(2f))));
+            string half = Node("Mul", stem, x, G.Scalar($"{stem}.half", 0.5f));
+            return Node("Mul", stem, half, Node("Add", stem, e, G.Scalar($"{stem}.one", 1f)));
+        }
+
+        private string Head(string h)
+        {
+            string pooled, distPooled = "";
+            if (_c.GlobalPool == "avg")
+            {
+                string patches = G.Node("Slice", "pool", new[] { h, G.Int64Vector("pool.start", _c.NumPrefixTokens), G.Int64Vector("pool.end", _c.NumTokens), G.Int64Vector("pool.axes", 1) });
+                string mean = _o.Opset >= 18
+                    ? G.Node("ReduceMean", "pool", new[] { patches, G.Int64Vector("pool.mean_axes", 1) }, OnnxGraph.Int("keepdims", 0))
+                    : G.Node("ReduceMean", "pool", new[] { patches }, OnnxGraph.Ints("axes", 1), OnnxGraph.Int("keepdims", 0));
+                pooled = LayerNorm("fc_norm", _m.FcNorm!, mean);
+            }
+            else
+            {
+                string n = LayerNorm("norm", _m.Norm, h);
+                pooled = G.Node("Gather", "pool", new[] { n, G.Int64s("pool.cls", new long[] { 0 }) }, OnnxGraph.Int("axis", 1));
+                if (_c.Distilled) distPooled = G.Node("Gather", "pool", new[] { n, G.Int64s("pool.dist", new long[] { 1 }) }, OnnxGraph.Int("axis", 1));
+            }
+            string logits = Linear("head", _m.Head, pooled, tokens: false);
+            if (_c.Distilled)
+            {
+                string d = Linear("head_dist", _m.HeadDist!, distPooled, tokens: false);
+                logits = Node("Mul", "head", Node("Add", "head", logits, d), G.Scalar("head.half", 0.5f));
+            }
+            return logits;
+        }
+    }
+}
