@@ -22,7 +22,8 @@ internal static class BenchCommand
         var threads = CommonOptions.Threads();
         var seed = CommonOptions.Seed();
         var json = CommonOptions.Json();
-        var cmd = new Command("bench", "measure forward / training / input-gradient throughput and GEMM speed") { model, arch, batch, iters, threads, seed, json };
+        var engine = CommonOptions.Engine();
+        var cmd = new Command("bench", "measure forward / training / input-gradient throughput and GEMM speed") { model, arch, batch, iters, threads, seed, json, engine };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
@@ -30,6 +31,15 @@ internal static class BenchCommand
             if (B < 1) throw new ViTQuantException($"--batch must be at least 1, got {B}");
             if (n < 1) throw new ViTQuantException($"--iters must be at least 1, got {n}");
             var a = r.GetValue(arch);
+            if (r.GetValue(engine) == "int8")
+            {
+                var (qmodel, quant) = a != null ? (new VisionTransformer(ViTConfig.FromArchitecture(a), r.GetValue(seed)), null) : DataSources.LoadAny(r.GetValue(model));
+                var ir = Int8Cli.Bench(qmodel, quant, B, n, r.GetValue(seed));
+                if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(ir));
+                Int8Cli.Print(ir);
+                return 0;
+            }
+            if (r.GetValue(engine) == "onnx") throw new ViTQuantException("--engine onnx is not available in this build (use sim or int8)");
             var m = a != null ? new VisionTransformer(ViTConfig.FromArchitecture(a), r.GetValue(seed)) : ModelIO.Load(r.GetValue(model));
             var result = Run(m, B, n, r.GetValue(seed));
             if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(result));

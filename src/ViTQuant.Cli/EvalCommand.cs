@@ -17,7 +17,8 @@ internal static class EvalCommand
         var batch = new Option<int>("--batch") { Description = "images per batch", DefaultValueFactory = _ => 256 };
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
-        var cmd = new Command("eval", "measure a model's accuracy on a dataset") { model, dataset, split, limit, batch, threads, json };
+        var engine = CommonOptions.Engine();
+        var cmd = new Command("eval", "measure a model's accuracy on a dataset") { model, dataset, split, limit, batch, threads, json, engine };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
@@ -26,15 +27,16 @@ internal static class EvalCommand
             var (m, quant) = DataSources.LoadAny(r.GetValue(model));
             var ds = DataSources.Limit(DataSources.Open(r.GetValue(dataset)!, r.GetValue(split)!, m.Config), r.GetValue(limit));
             var loader = new DataLoader(ds, B, mean: m.Config.Mean, std: m.Config.Std);
+            var logitsOf = Int8Cli.LogitsOf(r.GetValue(engine)!, m, quant, r.GetValue(model));
             var res = Progress.Run("eval", ds.Count, rep =>
-                Evaluator.Evaluate(m, loader.Epoch(0).Select(b => (b.Images, b.Labels)), quant, progress: n => rep.Update(n, $"{n / Math.Max(rep.Elapsed, 1e-9):F0} img/s")));
+                Evaluator.Evaluate(logitsOf, m.Config.NumClasses, loader.Epoch(0).Select(b => (b.Images, b.Labels)), progress: n => rep.Update(n, $"{n / Math.Max(rep.Elapsed, 1e-9):F0} img/s")));
             Console.Error.WriteLine($"{m.Config.Architecture} on {r.GetValue(dataset)} ({r.GetValue(split)}, {res.Count} images): top-1 {res.Top1:F2}%"
                 + (res.Top5 is double t5 ? $", top-5 {t5:F2}%" : "") + $", loss {res.Loss:F4}, {res.ImagesPerSecond:F0} img/s ({res.Seconds:F1} s)");
             if (r.GetValue(json))
                 Console.WriteLine(JsonSerializer.Serialize(new
                 {
                     top1 = res.Top1, top5 = res.Top5, loss = res.Loss, count = res.Count, images_per_s = res.ImagesPerSecond,
-                    seconds = res.Seconds, model = m.Config.Architecture, dataset = r.GetValue(dataset), split = r.GetValue(split),
+                    seconds = res.Seconds, engine = r.GetValue(engine), model = m.Config.Architecture, dataset = r.GetValue(dataset), split = r.GetValue(split),
                 }));
             return 0;
         });

@@ -16,7 +16,8 @@ internal static class InferCommand
         var output = new Option<string>("--output") { Description = "safetensors file to write (logits, optional taps)", Required = true };
         var taps = new Option<bool>("--taps") { Description = "also write blocks.{i}.attn.probs for every block" };
         var threads = CommonOptions.Threads();
-        var cmd = new Command("infer", "run a model on a tensor file and write logits (and attention maps)") { model, input, output, taps, threads };
+        var engine = CommonOptions.Engine();
+        var cmd = new Command("infer", "run a model on a tensor file and write logits (and attention maps)") { model, input, output, taps, threads, engine };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
@@ -35,7 +36,12 @@ internal static class InferCommand
                 throw new ViTQuantException($"{inPath}: pixel_values has shape {Tensor.ShapeString(x.Shape)}, the model expects [B, {c.InChans}, {c.ImageSize}, {c.ImageSize}]");
             var rec = new TapRecorder(n => r.GetValue(taps) && n.EndsWith(".attn.probs"), quant);
             Tensor logits;
-            using (Autograd.NoGrad()) logits = m.Forward(x, rec);
+            if (r.GetValue(engine) != "sim")
+            {
+                if (r.GetValue(taps)) throw new ViTQuantException($"--taps records attention maps of the simulation; it cannot be combined with --engine {r.GetValue(engine)}");
+                logits = Int8Cli.LogitsOf(r.GetValue(engine)!, m, quant, r.GetValue(model))(x);
+            }
+            else using (Autograd.NoGrad()) logits = m.Forward(x, rec);
             var outs = new List<(string, Tensor)> { ("logits", logits) };
             for (int i = 0; i < c.Depth; i++)
                 if (rec.Taps.TryGetValue($"blocks.{i}.attn.probs", out var p)) outs.Add(($"blocks.{i}.attn.probs", p));
