@@ -57,6 +57,10 @@ internal static class Int8Cli
         var fp = onTheFly ? model : quant.Model;
         double tInt = Median(iters, () => engine.Forward(x));
         double tFloat = Median(iters, () => { using var _ = Autograd.NoGrad(); fp.Infer(x); });
+        // One profiled pass: where the int8 forward spends its time.
+        engine.Profile = true;
+        engine.Forward(x);
+        engine.Profile = false;
         return new Dictionary<string, object>
         {
             ["architecture"] = c.Architecture,
@@ -72,6 +76,7 @@ internal static class Int8Cli
             ["float_forward_img_per_s"] = B / tFloat,
             ["speedup_vs_float"] = tFloat / tInt,
             ["gemm_backend"] = Gemm.Describe(),
+            ["stage_ms"] = engine.StageSeconds.ToDictionary(kv => kv.Key, kv => Math.Round(kv.Value * 1e3, 2)),
             ["layers"] = plan.Layers.Select(l => new Dictionary<string, string> { ["name"] = l.Name, ["mode"] = l.Mode == Int8Mode.Integer ? "int" : "float", ["detail"] = l.Detail }).ToList(),
         };
     }
@@ -82,6 +87,7 @@ internal static class Int8Cli
         e.WriteLine($"{r["architecture"]}: batch {r["batch"]}, threads {r["threads"]}, int8 kernel {r["int8_kernel"]}, plan {r["plan"]}, {(double)r["integer_mac_fraction"]:P1} of GEMM MACs integer");
         e.WriteLine($"int8 forward  {(double)r["forward_img_per_s"],10:F1} img/s");
         e.WriteLine($"float forward {(double)r["float_forward_img_per_s"],10:F1} img/s   (int8 {(double)r["speedup_vs_float"]:F2}×, float GEMM {r["gemm_backend"]})");
+        e.WriteLine("int8 stages (ms, one profiled batch): " + string.Join(", ", ((Dictionary<string, double>)r["stage_ms"]).Select(kv => $"{kv.Key} {kv.Value:F1}")));
     }
 
     private static double Median(int iters, Action a)

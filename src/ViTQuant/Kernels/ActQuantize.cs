@@ -85,10 +85,12 @@ public static unsafe class ActQuantize
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<int> Code512(Vector512<float> v, Vector512<float> s, Vector512<float> z, Vector512<float> lo, Vector512<float> hi, bool lsq)
     {
+        // Native min/max and conversion: the values are finite and already integral in [q_min − z, q_max − z],
+        // where the IEEE-exact forms (NaN/±0 fix-ups, saturation) give the same integers at twice the cost.
         Vector512<float> c = lsq
-            ? Vector512.Round(Vector512.Min(Vector512.Max(v / s + z, lo), hi))
-            : Vector512.Min(Vector512.Max(Vector512.Round(v / s) + z, lo), hi);
-        return Vector512.ConvertToInt32(c - z);
+            ? Vector512.Round(Vector512.MinNative(Vector512.MaxNative(v / s + z, lo), hi))
+            : Vector512.MinNative(Vector512.MaxNative(Vector512.Round(v / s) + z, lo), hi);
+        return Vector512.ConvertToInt32Native(c - z);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -111,9 +113,11 @@ public static unsafe class ActQuantize
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> Code256(Vector256<float> v, Vector256<float> s, Vector256<float> z, Vector256<float> lo, Vector256<float> hi, bool lsq)
     {
+        // Native min/max and conversion: the values are finite and already integral in [q_min − z, q_max − z],
+        // where the IEEE-exact forms (NaN/±0 fix-ups, saturation) give the same integers at twice the cost.
         Vector256<float> c = lsq
-            ? Vector256.Round(Vector256.Min(Vector256.Max(v / s + z, lo), hi))
-            : Vector256.Min(Vector256.Max(Vector256.Round(v / s) + z, lo), hi);
-        return Vector256.ConvertToInt32(c - z);
+            ? Vector256.Round(Vector256.MinNative(Vector256.MaxNative(v / s + z, lo), hi))
+            : Vector256.MinNative(Vector256.MaxNative(Vector256.Round(v / s) + z, lo), hi);
+        return Vector256.ConvertToInt32Native(c - z);
     }
 }

@@ -55,11 +55,25 @@ public sealed class PackedB
 
     internal PackedB(int k, int n, short[] data) { K = k; N = n; Data = data; }
 
-    /// <summary>Packs B given as W [N, K] row-major (a linear layer's weight: row c = output channel c).</summary>
-    public static PackedB FromRowsOfColumns(ReadOnlySpan<short> w, int n, int k, int ldw)
+    /// <summary>Packs B given as W [N, K] row-major (a linear layer's weight, or k [tokens, dh]: row c = column c of B), into a new or reused PackedB.</summary>
+    public static PackedB FromRowsOfColumns(ReadOnlySpan<short> w, int n, int k, int ldw, PackedB? reuse = null)
     {
-        var pb = Alloc(k, n, null);
-        PackNK(w, n, k, ldw, pb.Data);
+        if (ldw < k || (n > 0 && w.Length < (long)(n - 1) * ldw + k)) throw new ArgumentException($"W has {w.Length} values for {n}×{k} with stride {ldw}");
+        var pb = Alloc(k, n, reuse);
+        int kp = pb.Kp, NR = Int8Gemm.NR;
+        var dst = pb.Data.AsSpan();
+        if ((k & 1) != 0 || n % NR != 0) dst.Clear(); // zero padding; full panels of even K are overwritten entirely
+        // One k pair of a column is two adjacent int16 in both layouts: move them as one int32.
+        var d32 = System.Runtime.InteropServices.MemoryMarshal.Cast<short, int>(dst);
+        int pairs = k >> 1;
+        for (int c = 0; c < n; c++)
+        {
+            int baseIdx = (c / NR) * kp * NR / 2 + c % NR;
+            var row = w.Slice(c * ldw, k);
+            var r32 = System.Runtime.InteropServices.MemoryMarshal.Cast<short, int>(row[..(2 * pairs)]);
+            for (int p = 0; p < pairs; p++) d32[baseIdx + p * NR] = r32[p];
+            if ((k & 1) != 0) dst[2 * (baseIdx + pairs * NR)] = row[k - 1];
+        }
         return pb;
     }
 
@@ -68,41 +82,30 @@ public sealed class PackedB
     {
         if (reuse != null && reuse.K == k && reuse.N == n) return reuse;
         int kp = (k + 1) & ~1, panels = (n + Int8Gemm.NR - 1) / Int8Gemm.NR;
-        return new PackedB(k, n, new short[(long)panels * kp * Int8Gemm.NR > int.MaxValue ? throw new ArgumentException("B too large") : panels * kp * Int8Gemm.NR]);
+        long size = (long)panels * kp * Int8Gemm.NR;
+        if (size > Array.MaxLength) throw new ArgumentException($"B [{k}, {n}] is too large to pack");
+        return new PackedB(k, n, new short[size]);
     }
 
-    /// <summary>Packs W[n, k] (row stride ldw) into dst (zero padding included).</summary>
-    internal static void PackNK(ReadOnlySpan<short> w, int n, int k, int ldw, short[] dst)
+    /// <summary>Packs B[k, n] given row-major with row stride ldb into a new or reused PackedB.</summary>
+    public static PackedB FromRows(ReadOnlySpan<short> b, int k, int n, int ldb, PackedB? reuse = null)
     {
-        int kp = (k + 1) & ~1, NR = Int8Gemm.NR;
-        Array.Clear(dst);
-        for (int c = 0; c < n; c++)
-        {
-            int panel = c / NR, cc = c % NR;
-            int baseIdx = panel * kp * NR + 2 * cc;
-            var row = w.Slice(c * ldw, k);
-            for (int kk = 0; kk < k; kk++) dst[baseIdx + (kk >> 1) * 2 * NR + (kk & 1)] = row[kk];
-        }
-    }
-
-    /// <summary>Packs B[k, n] given row-major with row stride ldb into dst (zero padding included).</summary>
-    internal static void PackKN(ReadOnlySpan<short> b, int k, int n, int ldb, short[] dst)
-    {
-        int kp = (k + 1) & ~1, NR = Int8Gemm.NR;
-        Array.Clear(dst);
+        if (ldb < n || (k > 0 && b.Length < (long)(k - 1) * ldb + n)) throw new ArgumentException($"B has {b.Length} values for {k}×{n} with stride {ldb}");
+        var pb = Alloc(k, n, reuse);
+        int kp = pb.Kp, NR = Int8Gemm.NR;
+        var dst = pb.Data.AsSpan();
+        if ((k & 1) != 0 || n % NR != 0) dst.Clear();
         for (int kk = 0; kk < k; kk++)
         {
             var row = b.Slice(kk * ldb, n);
             int off = (kk >> 1) * 2 * NR + (kk & 1);
-            for (int c = 0; c < n; c++) dst[(c / NR) * kp * NR + off + 2 * (c % NR)] = row[c];
+            for (int panel = 0, c = 0; c < n; panel++)
+            {
+                var d = dst.Slice(panel * kp * NR + off);
+                int end = Math.Min(n, c + NR);
+                for (int cc = 0; c < end; c++, cc += 2) d[cc] = row[c];
+            }
         }
-    }
-
-    /// <summary>Packs B[k, n] (row-major, stride ldb) into a new or reused PackedB.</summary>
-    public static PackedB FromRows(ReadOnlySpan<short> b, int k, int n, int ldb, PackedB? reuse = null)
-    {
-        var pb = Alloc(k, n, reuse);
-        PackKN(b, k, n, ldb, pb.Data);
         return pb;
     }
 }

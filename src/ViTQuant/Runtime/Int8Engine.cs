@@ -37,6 +37,22 @@ public sealed class Int8Engine
 
     public Int8Plan Plan => _p;
 
+    /// <summary>When true, Forward adds each stage's wall time (seconds) to <see cref="StageSeconds"/> (bench profiles).</summary>
+    public bool Profile { get; set; }
+
+    /// <summary>Accumulated wall time per stage (embed, layernorm, qkv, attention, proj, fc1, gelu, fc2, residual, head) while Profile is on.</summary>
+    public Dictionary<string, double> StageSeconds { get; } = new();
+
+    private long _t0;
+
+    private void Mark(string stage)
+    {
+        if (!Profile) return;
+        long now = System.Diagnostics.Stopwatch.GetTimestamp();
+        StageSeconds[stage] = StageSeconds.GetValueOrDefault(stage) + (now - _t0) / (double)System.Diagnostics.Stopwatch.Frequency;
+        _t0 = now;
+    }
+
     private sealed class Arena
     {
         public float[] X = null!, H = null!, Qkv = null!, Ctx = null!, Y = null!, Mlp = null!, Patches = null!, Mean = null!, Rstd = null!, Pooled = null!, Logits = null!, Logits2 = null!;
@@ -84,21 +100,33 @@ public sealed class Int8Engine
         var c = _p.Config;
         var a = ArenaFor(B);
         int N = c.NumTokens, D = c.EmbedDim, rows = B * N;
+        _t0 = System.Diagnostics.Stopwatch.GetTimestamp();
         Embed(img, B, a);
+        Mark("embed");
         foreach (var blk in _p.Blocks)
         {
             LayerNormKernel.LayerNormRows(a.X, blk.Ln1W, blk.Ln1B, a.H, a.Mean, a.Rstd, rows, D, c.LayerNormEps);
+            Mark("layernorm");
             Linear(blk.Qkv, a.H, rows, a.Qkv, a, new[] { B, N, D });
+            Mark("qkv");
             Attention(blk.Attn, B, a);
+            Mark("attention");
             Linear(blk.Proj, a.Ctx, rows, a.Y, a, new[] { B, N, D });
+            Mark("proj");
             TensorPrimitives.Add(a.X.AsSpan(0, rows * D), a.Y.AsSpan(0, rows * D), a.X.AsSpan(0, rows * D));
             LayerNormKernel.LayerNormRows(a.X, blk.Ln2W, blk.Ln2B, a.H, a.Mean, a.Rstd, rows, D, c.LayerNormEps);
+            Mark("layernorm");
             Linear(blk.Fc1, a.H, rows, a.Mlp, a, new[] { B, N, D });
+            Mark("fc1");
             GeluKernel.Gelu(a.Mlp.AsSpan(0, rows * c.MlpHidden), a.Mlp.AsSpan(0, rows * c.MlpHidden));
+            Mark("gelu");
             Linear(blk.Fc2, a.Mlp, rows, a.Y, a, new[] { B, N, c.MlpHidden });
+            Mark("fc2");
             TensorPrimitives.Add(a.X.AsSpan(0, rows * D), a.Y.AsSpan(0, rows * D), a.X.AsSpan(0, rows * D));
+            Mark("residual");
         }
         Head(B, a, logits);
+        Mark("head");
     }
 
     /// <summary>Patch embedding as an im2col float GEMM, prefix tokens, position embedding.</summary>
@@ -199,8 +227,7 @@ public sealed class Int8Engine
             int ldq = (dh + 1) & ~1;
             ActQuantize.Rows(qkv.AsSpan(qOff), ld, N, dh, s.Q16, ldq, at.Q);
             ActQuantize.Rows(qkv.AsSpan(kOff), ld, N, dh, s.K16, ldq, at.K);
-            s.Kb = PackedB.Alloc(dh, N, s.Kb);
-            PackedB.PackNK(s.K16, N, dh, ldq, s.Kb.Data);
+            s.Kb = PackedB.FromRowsOfColumns(s.K16, N, dh, ldq, s.Kb);
             Int8Gemm.Gemm(s.Q16, ldq, N, s.Kb, _qkScale, _zerosN, logits, N);
         }
         else
