@@ -25,9 +25,9 @@ internal static class EvalCommand
             int B = r.GetValue(batch);
             if (B < 1) throw new ViTQuantException($"--batch must be at least 1, got {B}");
             var (m, quant) = DataSources.LoadAny(r.GetValue(model));
+            var logitsOf = Int8Cli.LogitsOf(r.GetValue(engine)!, m, quant, r.GetValue(model));
             var ds = DataSources.Limit(DataSources.Open(r.GetValue(dataset)!, r.GetValue(split)!, m.Config), r.GetValue(limit));
             var loader = new DataLoader(ds, B, mean: m.Config.Mean, std: m.Config.Std);
-            var logitsOf = Int8Cli.LogitsOf(r.GetValue(engine)!, m, quant, r.GetValue(model));
             var res = Progress.Run("eval", ds.Count, rep =>
                 Evaluator.Evaluate(logitsOf, m.Config.NumClasses, loader.Epoch(0).Select(b => (b.Images, b.Labels)), progress: n => rep.Update(n, $"{n / Math.Max(rep.Elapsed, 1e-9):F0} img/s")));
             Console.Error.WriteLine($"{m.Config.Architecture} on {r.GetValue(dataset)} ({r.GetValue(split)}, {res.Count} images): top-1 {res.Top1:F2}%"

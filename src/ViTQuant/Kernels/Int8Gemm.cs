@@ -119,7 +119,8 @@ public static unsafe class Int8Gemm
     /// <summary>Environment variable that caps the path (scalar, avx2, avx512), for tests and comparisons.</summary>
     public const string PathVariable = "VITQ_INT8_KERNEL";
 
-    private static IntGemmPath? _forced = ParseEnv();
+    private static IntGemmPath? _forced;
+    private static bool _envRead; // read lazily: a bad value must surface as a ViTQuantException, not a type-initializer failure
 
     /// <summary>True when this CPU (and .NET) can run the path.</summary>
     public static bool IsSupported(IntGemmPath p) => p switch
@@ -142,16 +143,29 @@ public static unsafe class Int8Gemm
     /// </summary>
     public static IntGemmPath Path
     {
-        get => _forced ?? Best;
+        get
+        {
+            if (!_envRead)
+            {
+                _forced = ParseEnv();
+                _envRead = true;
+            }
+            return _forced ?? Best;
+        }
         set
         {
             if (!IsSupported(value)) throw new InvalidOperationException($"int8 GEMM path {value} is not supported by this CPU");
             _forced = value;
+            _envRead = true;
         }
     }
 
     /// <summary>Forgets a forced path (back to the environment variable or <see cref="Best"/>).</summary>
-    public static void ResetPath() => _forced = ParseEnv();
+    public static void ResetPath()
+    {
+        _forced = null;
+        _envRead = false;
+    }
 
     private static IntGemmPath? ParseEnv()
     {
