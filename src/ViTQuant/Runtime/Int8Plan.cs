@@ -98,7 +98,7 @@ public sealed class Int8Plan
     /// <summary>Bytes of the stored weight codes (1 per weight, ½ at ≤ 4 bits) plus float weights kept in float.</summary>
     public long WeightBytes { get; private set; }
 
-    /// <summary>Fraction of linear-layer MACs that run as integers (attention products included).</summary>
+    /// <summary>Fraction of the GEMM MACs (patch embedding, linear layers, attention products) that run as integers.</summary>
     public double IntegerMacFraction { get; private set; }
 
     /// <summary>
@@ -128,6 +128,7 @@ public sealed class Int8Plan
         long N = c.NumTokens;
         p._layers.Add(new("patch_embed.proj", Int8Mode.Float, p.PatchInputQ == null ? "float image input (the plan keeps it float)" : $"input {p.PatchInputQ.Spec} fake-quantized, float GEMM"));
         p.WeightBytes += p.PatchW.Length * 4L;
+        macsAll += (long)c.NumPatches * c.EmbedDim * c.InChans * c.PatchSize * c.PatchSize; // the float patch embedding
         Int8Linear L(string name, Nn.Linear lin, long rows)
         {
             var l = CompileLinear(qm, name, lin);

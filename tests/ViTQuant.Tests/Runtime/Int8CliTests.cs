@@ -53,7 +53,7 @@ public class Int8CliTests
         var bj = JsonDocument.Parse(b.Stdout).RootElement;
         Assert.True(bj.GetProperty("forward_img_per_s").GetDouble() > 0);
         Assert.True(bj.GetProperty("float_forward_img_per_s").GetDouble() > 0);
-        Assert.Equal(1.0, bj.GetProperty("integer_mac_fraction").GetDouble());
+        Assert.InRange(bj.GetProperty("integer_mac_fraction").GetDouble(), 0.8, 0.999); // all but the float patch embedding
         Assert.Equal("minmax", bj.GetProperty("plan").GetString());
         Assert.Contains(bj.GetProperty("layers").EnumerateArray(), l => l.GetProperty("name").GetString() == "blocks.1.attn.probs·v" && l.GetProperty("mode").GetString() == "int");
     }

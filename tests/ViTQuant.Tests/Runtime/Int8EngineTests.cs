@@ -86,6 +86,27 @@ public class Int8EngineTests
         finally { Int8Gemm.ResetPath(); }
     }
 
+    [Theory]
+    [InlineData("minmax", 8, 8)]
+    [InlineData("percentile", 4, 4)]
+    [InlineData("mimiq", 4, 4)]
+    public void EqualsAnIndependentIntegerReferenceBitForBit(string method, int w, int a)
+    {
+        var qm = Frozen(method, w, a);
+        var x = Batches(1, 3, 6)[0];
+        var want = IntegerReference.Logits(qm, x);
+        foreach (var p in Int8Gemm.SupportedPaths)
+        {
+            try
+            {
+                Int8Gemm.Path = p;
+                var got = new Int8Engine(Int8Plan.Compile(qm)).Forward(x).Span.ToArray();
+                Assert.Equal(want.Select(BitConverter.SingleToInt32Bits), got.Select(BitConverter.SingleToInt32Bits));
+            }
+            finally { Int8Gemm.ResetPath(); }
+        }
+    }
+
     [Fact]
     public void BatchSizesAndRepeatedCallsAgree()
     {
