@@ -10,7 +10,8 @@
 // int16 pairs) is not used: 2·255·128 = 65280 overflows int16 for 8-bit operands, so it is exact only for
 // 7-bit weights or split activations, which costs as much as the int16 form. So every SIMD path here
 // multiplies int16-widened operands with vpmaddwd: exact for any codes in [−32768, 32767] whose K-sums fit
-// int32 (|a|, |b| ≤ 255 and K ≤ 33000 here). Signed operands also absorb both zero points for free: the
+// int32 (|a|, |b| ≤ 255 and K ≤ 33000 here). Where the VEX AVX-VNNI exists (AvxVnni.IsSupported: Alder Lake,
+// Zen 5) its int16 form vpdpwssd fuses the multiply-add and the accumulation on the same layout. Signed operands also absorb both zero points for free: the
 // runtime stores a − z_a and b − z_b directly, so no column-sum compensation is needed.
 //
 // Packed B (built once per weight, PackB*): ⌈N/32⌉ panels of 32 columns; within a panel, for each k pair
@@ -19,8 +20,9 @@
 // vpmaddwd of that row with the broadcast pair (A[m, 2p], A[m, 2p+1]) gives each column's two products
 // summed, in column order. A is row-major int16 [M, lda] with lda ≥ Kp and A[m, K] = 0 when K is odd.
 //
-// Paths (IntGemmPath): Avx512 (8 rows × 32 columns, 16 zmm accumulators), Avx2 (4 rows × 16 columns,
-// 8 ymm), Scalar (the same packed walk in plain C#); the reference twin (Reference) multiplies unpacked
+// Paths (IntGemmPath): Avx512 (4 rows × 32 columns, 8 zmm accumulators), AvxVnni (vpdpwssd, the AVX2 tile
+// with multiply and add fused; not testable on the Zen 4 machines here, which lack the VEX form), Avx2 (4 rows
+// × 16 columns, 8 ymm), Scalar (the same packed walk in plain C#); the reference twin (Reference) multiplies unpacked
 // row-major B with a triple loop. All paths give identical bits: the int32 sums are exact and the
 // epilogue is one fused multiply-add per element everywhere. Tests run every path this CPU supports.
 using System.Runtime.CompilerServices;
@@ -34,8 +36,10 @@ public enum IntGemmPath
 {
     /// <summary>Plain C# over the packed layout (runs everywhere).</summary>
     Scalar,
-    /// <summary>AVX2 vpmaddwd, 4 rows × 16 columns per micro-tile.</summary>
+    /// <summary>AVX2 vpmaddwd + vpaddd, 4 rows × 16 columns per micro-tile.</summary>
     Avx2,
+    /// <summary>AVX-VNNI vpdpwssd (VEX, 256-bit: the AVX2 tile with the multiply-add fused), for CPUs without AVX-512.</summary>
+    AvxVnni,
     /// <summary>AVX-512BW vpmaddwd, 8 rows × 32 columns per micro-tile.</summary>
     Avx512,
 }
@@ -116,7 +120,7 @@ public static unsafe class Int8Gemm
     /// <summary>Columns per packed panel.</summary>
     public const int NR = 32;
 
-    /// <summary>Environment variable that caps the path (scalar, avx2, avx512), for tests and comparisons.</summary>
+    /// <summary>Environment variable that forces a path (scalar, avx2, avxvnni, avx512), for tests and comparisons.</summary>
     public const string PathVariable = "VITQ_INT8_KERNEL";
 
     private static IntGemmPath? _forced;
@@ -127,12 +131,16 @@ public static unsafe class Int8Gemm
     {
         IntGemmPath.Scalar => true,
         IntGemmPath.Avx2 => Avx2.IsSupported && Fma.IsSupported,
+        IntGemmPath.AvxVnni => AvxVnni.IsSupported && Avx2.IsSupported && Fma.IsSupported,
         IntGemmPath.Avx512 => Avx512BW.IsSupported && Avx512F.IsSupported,
         _ => false,
     };
 
     /// <summary>The fastest supported path.</summary>
-    public static IntGemmPath Best => IsSupported(IntGemmPath.Avx512) ? IntGemmPath.Avx512 : IsSupported(IntGemmPath.Avx2) ? IntGemmPath.Avx2 : IntGemmPath.Scalar;
+    public static IntGemmPath Best =>
+        IsSupported(IntGemmPath.Avx512) ? IntGemmPath.Avx512 :
+        IsSupported(IntGemmPath.AvxVnni) ? IntGemmPath.AvxVnni :
+        IsSupported(IntGemmPath.Avx2) ? IntGemmPath.Avx2 : IntGemmPath.Scalar;
 
     /// <summary>Every path this machine supports, slowest first.</summary>
     public static IReadOnlyList<IntGemmPath> SupportedPaths => Enum.GetValues<IntGemmPath>().Where(IsSupported).ToArray();
@@ -172,15 +180,23 @@ public static unsafe class Int8Gemm
         var v = Environment.GetEnvironmentVariable(PathVariable);
         if (string.IsNullOrWhiteSpace(v)) return null;
         if (!Enum.TryParse<IntGemmPath>(v, ignoreCase: true, out var p) || !Enum.IsDefined(p))
-            throw new ViTQuantException($"{PathVariable}={v}: expected scalar, avx2 or avx512");
+            throw new ViTQuantException($"{PathVariable}={v}: expected scalar, avx2, avxvnni or avx512");
         if (!IsSupported(p)) throw new ViTQuantException($"{PathVariable}={v}: this CPU does not support that path (supported: {string.Join(", ", SupportedPaths)})");
         return p;
     }
 
     /// <summary>For `vitq info`: the path in use and every supported path.</summary>
     public static string Describe() =>
-        $"{Path} (int16 vpmaddwd{(Path == IntGemmPath.Scalar ? ", scalar" : "")}); supported: {string.Join(", ", SupportedPaths)}; " +
+        $"{Path} ({Instruction(Path)}); supported: {string.Join(", ", SupportedPaths)}; " +
         $"CPU AVX512-VNNI {Avx512Vnni()}, AVX-VNNI {AvxVnni.IsSupported} (no .NET 10 API emits EVEX vpdpbusd)";
+
+    private static string Instruction(IntGemmPath p) => p switch
+    {
+        IntGemmPath.Avx512 => "zmm vpmaddwd on int16 pairs",
+        IntGemmPath.AvxVnni => "ymm vpdpwssd on int16 pairs",
+        IntGemmPath.Avx2 => "ymm vpmaddwd on int16 pairs",
+        _ => "scalar int32",
+    };
 
     private static bool Avx512Vnni()
     {
@@ -229,7 +245,8 @@ public static unsafe class Int8Gemm
                         switch (p)
                         {
                             case IntGemmPath.Avx512: Tile8x32(A + (nint)r * lda, lda, rows, bp, kp, S + col0, Bi + col0, C + (nint)r * ldc + col0, ldc, cols); break;
-                            case IntGemmPath.Avx2: Tile4x32Avx2(A + (nint)r * lda, lda, rows, bp, kp, S + col0, Bi + col0, C + (nint)r * ldc + col0, ldc, cols); break;
+                            case IntGemmPath.AvxVnni: Tile4x32Avx2<VnniMadd>(A + (nint)r * lda, lda, rows, bp, kp, S + col0, Bi + col0, C + (nint)r * ldc + col0, ldc, cols); break;
+                            case IntGemmPath.Avx2: Tile4x32Avx2<Avx2Madd>(A + (nint)r * lda, lda, rows, bp, kp, S + col0, Bi + col0, C + (nint)r * ldc + col0, ldc, cols); break;
                             default: TileScalar(A + (nint)r * lda, lda, rows, bp, kp, S + col0, Bi + col0, C + (nint)r * ldc + col0, ldc, cols); break;
                         }
                     }
@@ -328,11 +345,29 @@ public static unsafe class Int8Gemm
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Madd(Vector256<int> acc, short* a, Vector256<short> b) =>
-        Avx2.Add(acc, Avx2.MultiplyAddAdjacent(Vector256.Create(*(int*)a).AsInt16(), b));
+    /// <summary>acc + pairwise int16 products of the broadcast A pair and B, summed into int32 lanes.</summary>
+    private interface IMadd256
+    {
+        static abstract Vector256<int> Madd(Vector256<int> acc, short* a, Vector256<short> b);
+    }
 
-    private static void Tile4x32Avx2(short* a, int lda, int rows, short* bp, int kp, float* scale, float* bias, float* c, int ldc, int cols)
+    private struct Avx2Madd : IMadd256
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Madd(Vector256<int> acc, short* a, Vector256<short> b) =>
+            Avx2.Add(acc, Avx2.MultiplyAddAdjacent(Vector256.Create(*(int*)a).AsInt16(), b));
+    }
+
+    private struct VnniMadd : IMadd256
+    {
+        // vpdpwssd: the same sum without saturation (exact here), one instruction instead of two.
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Madd(Vector256<int> acc, short* a, Vector256<short> b) =>
+            AvxVnni.MultiplyWideningAndAdd(acc, Vector256.Create(*(int*)a).AsInt16(), b);
+    }
+
+    private static void Tile4x32Avx2<TM>(short* a, int lda, int rows, short* bp, int kp, float* scale, float* bias, float* c, int ldc, int cols)
+        where TM : struct, IMadd256
     {
         short* a0 = a, a1 = rows > 1 ? a + lda : a, a2 = rows > 2 ? a + 2 * lda : a, a3 = rows > 3 ? a + 3 * lda : a;
         int* acc = stackalloc int[4 * 16];
@@ -347,10 +382,10 @@ public static unsafe class Int8Gemm
             {
                 var b0 = Avx.LoadVector256(b);
                 var b1 = Avx.LoadVector256(b + 16);
-                c00 = Madd(c00, a0 + p, b0); c01 = Madd(c01, a0 + p, b1);
-                c10 = Madd(c10, a1 + p, b0); c11 = Madd(c11, a1 + p, b1);
-                c20 = Madd(c20, a2 + p, b0); c21 = Madd(c21, a2 + p, b1);
-                c30 = Madd(c30, a3 + p, b0); c31 = Madd(c31, a3 + p, b1);
+                c00 = TM.Madd(c00, a0 + p, b0); c01 = TM.Madd(c01, a0 + p, b1);
+                c10 = TM.Madd(c10, a1 + p, b0); c11 = TM.Madd(c11, a1 + p, b1);
+                c20 = TM.Madd(c20, a2 + p, b0); c21 = TM.Madd(c21, a2 + p, b1);
+                c30 = TM.Madd(c30, a3 + p, b0); c31 = TM.Madd(c31, a3 + p, b1);
             }
             c00.Store(acc); c01.Store(acc + 8); c10.Store(acc + 16); c11.Store(acc + 24);
             c20.Store(acc + 32); c21.Store(acc + 40); c30.Store(acc + 48); c31.Store(acc + 56);

@@ -234,7 +234,7 @@ public sealed class Int8Plan
         for (int o = 0; o < outF; o++) scale[o] = ag.Scale * grid!.Scale[grid.Scale.Length == 1 ? 0 : o];
         l.Scale = Int8Gemm.PadToPanels(scale, outF);
         l.BiasPadded = Int8Gemm.PadToPanels(bias, outF);
-        l.Detail = $"W{qm.Plan.WeightSpec(name)!.Bits} per-{(grid.Scale.Length == 1 ? "tensor" : "channel")}, input {inQ!.Spec} (z={ag.Zero})";
+        l.Detail = $"W{qm.Plan.WeightSpec(name)!.Bits} per-{(grid.Scale.Length == 1 ? "tensor" : "channel")}, input {inQ!.Spec} (z={ag.Zero + 0f})";
         return l;
     }
 
