@@ -84,6 +84,8 @@ internal static class Int8Cli
     public static void Print(Dictionary<string, object> r)
     {
         var e = Console.Error;
+        e.WriteLine("layer                     mode   detail");
+        foreach (var l in (List<Dictionary<string, string>>)r["layers"]) e.WriteLine($"  {l["name"],-24}{l["mode"],-7}{l["detail"]}");
         e.WriteLine($"{r["architecture"]}: batch {r["batch"]}, threads {r["threads"]}, int8 kernel {r["int8_kernel"]}, plan {r["plan"]}, {(double)r["integer_mac_fraction"]:P1} of GEMM MACs integer");
         e.WriteLine($"int8 forward  {(double)r["forward_img_per_s"],10:F1} img/s");
         e.WriteLine($"float forward {(double)r["float_forward_img_per_s"],10:F1} img/s   (int8 {(double)r["speedup_vs_float"]:F2}×, float GEMM {r["gemm_backend"]})");

@@ -79,6 +79,20 @@ public static unsafe class ActQuantize
             var b = Code512(Vector512.Load(x + j + 16), s, z, lo, hi, g.LsqOrder);
             Vector512.Narrow(a, b).Store(d + j);
         }
+        if (j + 16 <= n)
+        {
+            var a = Code512(Vector512.Load(x + j), s, z, lo, hi, g.LsqOrder);
+            Vector512.Narrow(a, a).GetLower().Store(d + j);
+            j += 16;
+        }
+        if (j + 8 <= n)
+        {
+            // One 8-wide step, so at most 7 values of a row take the scalar path (token counts like 197 are odd).
+            var a = Code256(Vector256.Load(x + j), Vector256.Create(g.Scale), Vector256.Create(g.Zero),
+                Vector256.Create((float)g.QMin), Vector256.Create((float)g.QMax), g.LsqOrder);
+            Vector256.Narrow(a, a).GetLower().Store(d + j);
+            j += 8;
+        }
         return j;
     }
 
@@ -106,6 +120,12 @@ public static unsafe class ActQuantize
             var a = Code256(Vector256.Load(x + j), s, z, lo, hi, g.LsqOrder);
             var b = Code256(Vector256.Load(x + j + 8), s, z, lo, hi, g.LsqOrder);
             Vector256.Narrow(a, b).Store(d + j);
+        }
+        if (j + 8 <= n)
+        {
+            var a = Code256(Vector256.Load(x + j), s, z, lo, hi, g.LsqOrder);
+            Vector256.Narrow(a, a).GetLower().Store(d + j);
+            j += 8;
         }
         return j;
     }

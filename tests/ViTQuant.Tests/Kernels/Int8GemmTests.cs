@@ -86,8 +86,15 @@ public class Int8GemmTests
     [MemberData(nameof(PathsAndOrders))]
     public void QuantizedCodesReproduceTheSimulationExactly(IntGemmPath path, bool lsq)
     {
+        // Row lengths that reach every vector step (32, 16, 8 wide) and the scalar tail.
+        foreach (int cols in new[] { 77, 61, 197 })
+            CheckCodes(path, lsq, cols);
+    }
+
+    private static void CheckCodes(IntGemmPath path, bool lsq, int cols)
+    {
         var rng = new Rng(3);
-        int rows = 7, cols = 77, ldx = 80, ldd = 78;
+        int rows = 7, ldx = cols + 3, ldd = cols + 1;
         var x = Enumerable.Range(0, rows * ldx).Select(_ => (rng.NextFloat() - 0.4f) * 6f).ToArray();
         // Values on exact rounding ties too (x/Δ = k + ½).
         for (int i = 0; i < 20; i++) x[i * 3] = (i - 10 + 0.5f) * 0.05f;
