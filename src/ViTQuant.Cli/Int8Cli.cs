@@ -55,8 +55,8 @@ internal static class Int8Cli
         if (logits.Span.ToArray().Any(v => !float.IsFinite(v))) throw new InvalidOperationException("int8 forward produced non-finite logits");
         // The float baseline: the float weights of the same model (for a checkpoint, its frozen weights).
         var fp = onTheFly ? model : quant.Model;
-        double tInt = Median(iters, () => engine.Forward(x));
-        double tFloat = Median(iters, () => { using var _ = Autograd.NoGrad(); fp.Infer(x); });
+        // Interleaved, so that both engines see the same machine load (medians of each).
+        var (tInt, tFloat) = MedianPair(iters, () => engine.Forward(x), () => { using var _ = Autograd.NoGrad(); fp.Infer(x); });
         // One profiled pass: where the int8 forward spends its time.
         engine.Profile = true;
         engine.Forward(x);
@@ -92,17 +92,26 @@ internal static class Int8Cli
         e.WriteLine("int8 stages (ms, one profiled batch): " + string.Join(", ", ((Dictionary<string, double>)r["stage_ms"]).Select(kv => $"{kv.Key} {kv.Value:F1}")));
     }
 
-    private static double Median(int iters, Action a)
+    private static (double A, double B) MedianPair(int iters, Action a, Action b)
     {
         a(); // warm-up (also allocates the engine's buffers for this batch size)
-        var t = new double[iters];
+        using (TensorArena.Scope()) b();
+        var ta = new double[iters];
+        var tb = new double[iters];
         for (int i = 0; i < iters; i++)
         {
-            var sw = Stopwatch.StartNew();
-            using (TensorArena.Scope()) a();
-            t[i] = sw.Elapsed.TotalSeconds;
+            ta[i] = Time(a);
+            tb[i] = Time(b);
         }
-        Array.Sort(t);
-        return t[iters / 2];
+        Array.Sort(ta);
+        Array.Sort(tb);
+        return (ta[iters / 2], tb[iters / 2]);
+    }
+
+    private static double Time(Action a)
+    {
+        var sw = Stopwatch.StartNew();
+        using (TensorArena.Scope()) a();
+        return sw.Elapsed.TotalSeconds;
     }
 }
