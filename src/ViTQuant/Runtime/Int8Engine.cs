@@ -57,6 +57,8 @@ public sealed class Int8Engine
     {
         public float[] X = null!, H = null!, Qkv = null!, Ctx = null!, Y = null!, Mlp = null!, Patches = null!, Mean = null!, Rstd = null!, Pooled = null!, Logits = null!, Logits2 = null!;
         public short[] A16 = null!;
+        /// <summary>q, k, v codes of the whole batch [B·N, 3D] (even head widths), quantised once per block.</summary>
+        public short[] Qkv16 = null!;
     }
 
     private sealed class AttnScratch
@@ -78,6 +80,7 @@ public sealed class Int8Engine
             Mlp = new float[rows * Hd], Patches = new float[B * c.NumPatches * Math.Max(cpp, D)], Mean = new float[rows], Rstd = new float[rows],
             Pooled = new float[2 * B * D], Logits = new float[B * c.NumClasses], Logits2 = new float[B * c.NumClasses],
             A16 = new short[rows * (Math.Max(D, Hd) + 2)],
+            Qkv16 = new short[rows * 3 * D],
         };
         _arenas[B] = a;
         return a;
@@ -196,11 +199,24 @@ public sealed class Int8Engine
         if (at.QkInteger) Array.Fill(_qkScale, at.Q.Scale * at.K.Scale * attnScale, 0, N);
         if (at.PvInteger) Array.Fill(_pvScale, at.P.Scale * at.V.Scale, 0, dh);
         float[] qkv = a.Qkv, ctx = a.Ctx;
+        // With an even head width every head's slice of the batch-wide code buffer is a ready GEMM operand
+        // (no odd-K pad), so q, k and v are quantised in three wide passes instead of three per head.
+        short[]? qkv16 = dh % 2 == 0 ? a.Qkv16 : null;
+        if (qkv16 != null)
+        {
+            int rows = B * N;
+            if (at.QkInteger)
+            {
+                ActQuantize.Rows(qkv, 3 * D, rows, D, qkv16, 3 * D, at.Q);
+                ActQuantize.Rows(qkv.AsSpan(D), 3 * D, rows, D, qkv16.AsSpan(D), 3 * D, at.K);
+            }
+            if (at.PvInteger) ActQuantize.Rows(qkv.AsSpan(2 * D), 3 * D, rows, D, qkv16.AsSpan(2 * D), 3 * D, at.V);
+        }
         Parallelism.For(0, B * H, t =>
         {
             int b = t / H, h = t % H;
             if (!_scratch.TryTake(out var s)) s = NewScratch();
-            try { AttendHead(at, b, h, qkv, ctx, s, attnScale); }
+            try { AttendHead(at, b, h, qkv, qkv16, ctx, s, attnScale); }
             finally { _scratch.Add(s); }
         });
     }
@@ -211,18 +227,23 @@ public sealed class Int8Engine
         int N = c.NumTokens, dh = c.HeadDim;
         return new AttnScratch
         {
-            Q16 = new short[N * (dh + 1)], K16 = new short[N * (dh + 1)], V16 = new short[N * dh], P16 = new short[N * (N + 1)],
+            Q16 = new short[N * (dh + 1)], K16 = new short[N * (dh + 1)], V16 = new short[N * (dh + 1)], P16 = new short[N * (N + 1)],
             Logits = new float[N * N], Fq = new float[N * dh], Fk = new float[N * dh], Fv = new float[N * dh],
         };
     }
 
-    private void AttendHead(Int8Attention at, int b, int h, float[] qkv, float[] ctx, AttnScratch s, float attnScale)
+    private void AttendHead(Int8Attention at, int b, int h, float[] qkv, short[]? qkv16, float[] ctx, AttnScratch s, float attnScale)
     {
         var c = _p.Config;
         int N = c.NumTokens, D = c.EmbedDim, dh = c.HeadDim, ld = 3 * D;
         int qOff = b * N * ld + h * dh, kOff = qOff + D, vOff = qOff + 2 * D;
         var logits = s.Logits;
-        if (at.QkInteger)
+        if (at.QkInteger && qkv16 != null)
+        {
+            s.Kb = PackedB.FromRowsOfColumns(qkv16.AsSpan(kOff), N, dh, ld, s.Kb);
+            Int8Gemm.Gemm(qkv16.AsSpan(qOff), ld, N, s.Kb, _qkScale, _zerosN, logits, N);
+        }
+        else if (at.QkInteger)
         {
             int ldq = (dh + 1) & ~1;
             ActQuantize.Rows(qkv.AsSpan(qOff), ld, N, dh, s.Q16, ldq, at.Q);
@@ -243,8 +264,13 @@ public sealed class Int8Engine
         {
             int ldp = (N + 1) & ~1;
             ActQuantize.Rows(logits, N, N, N, s.P16, ldp, at.P);
-            ActQuantize.Rows(qkv.AsSpan(vOff), ld, N, dh, s.V16, dh, at.V);
-            s.Vb = PackedB.FromRows(s.V16, N, dh, dh, s.Vb);
+            if (qkv16 != null) s.Vb = PackedB.FromRows(qkv16.AsSpan(vOff), N, dh, ld, s.Vb);
+            else
+            {
+                int ldv = (dh + 1) & ~1; // room for the odd-width pad the quantiser writes (unused as a B operand)
+                ActQuantize.Rows(qkv.AsSpan(vOff), ld, N, dh, s.V16, ldv, at.V);
+                s.Vb = PackedB.FromRows(s.V16, N, dh, ldv, s.Vb);
+            }
             Int8Gemm.Gemm(s.P16, ldp, N, s.Vb, _pvScale, _zerosDh, outSpan, D);
         }
         else

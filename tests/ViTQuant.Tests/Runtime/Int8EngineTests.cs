@@ -19,9 +19,9 @@ public class Int8EngineTests
     }
 
     /// <summary>A calibrated, frozen tiny model quantized with a preset.</summary>
-    internal static QuantizedModel Frozen(string method, int w, int a, ulong seed = 5)
+    internal static QuantizedModel Frozen(string method, int w, int a, ulong seed = 5, ViTConfig? config = null)
     {
-        var qm = new QuantizedModel(new VisionTransformer(Tiny, seed), QuantPresets.Create(method, w, a));
+        var qm = new QuantizedModel(new VisionTransformer(config ?? Tiny, seed), QuantPresets.Create(method, w, a));
         qm.Calibrate(Batches(2, 16, 1));
         QuantizedCheckpoint.Freeze(qm);
         return qm;
@@ -105,6 +105,17 @@ public class Int8EngineTests
             }
             finally { Int8Gemm.ResetPath(); }
         }
+    }
+
+    [Fact]
+    public void OddHeadWidthsTakeThePaddedPerHeadPathAndStillMatchTheReference()
+    {
+        // dh = 15: head slices of the batch-wide q/k/v codes would lack the zero pad, so each head is quantised on its own.
+        var qm = Frozen("minmax", 8, 8, config: Tiny with { EmbedDim = 30, NumHeads = 2 });
+        var x = Batches(1, 2, 8)[0];
+        var want = IntegerReference.Logits(qm, x);
+        var got = new Int8Engine(Int8Plan.Compile(qm)).Forward(x).Span.ToArray();
+        Assert.Equal(want.Select(BitConverter.SingleToInt32Bits), got.Select(BitConverter.SingleToInt32Bits));
     }
 
     [Fact]
