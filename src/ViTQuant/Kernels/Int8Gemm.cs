@@ -47,8 +47,9 @@ public enum IntGemmPath
 /// <summary>B packed for <see cref="Int8Gemm"/> (file header layout): built once, read by every path.</summary>
 public sealed class PackedB
 {
-    /// <summary>Reduction length and column count of the logical B [K, N].</summary>
+    /// <summary>Reduction length of the logical B [K, N].</summary>
     public int K { get; }
+    /// <summary>Column count of the logical B [K, N].</summary>
     public int N { get; }
     /// <summary>K rounded up to even; the row stride A needs at least.</summary>
     public int Kp => (K + 1) & ~1;

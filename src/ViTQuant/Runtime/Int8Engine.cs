@@ -24,6 +24,7 @@ public sealed class Int8Engine
     private readonly ConcurrentBag<AttnScratch> _scratch = new();
     private readonly float[] _qkScale, _pvScale, _zerosN, _zerosDh;
 
+    /// <summary>An engine for a compiled plan; buffers are allocated on the first call for each batch size.</summary>
     public Int8Engine(Int8Plan plan)
     {
         _p = plan ?? throw new ArgumentNullException(nameof(plan));
@@ -35,6 +36,7 @@ public sealed class Int8Engine
         _pvScale = new float[_zerosDh.Length];
     }
 
+    /// <summary>The compiled plan this engine runs.</summary>
     public Int8Plan Plan => _p;
 
     /// <summary>When true, Forward adds each stage's wall time (seconds) to <see cref="StageSeconds"/> (bench profiles).</summary>

@@ -42,10 +42,14 @@ public sealed record Int8LayerInfo(string Name, Int8Mode Mode, string Detail);
 public sealed class Int8Linear
 {
     internal Int8Linear(string name, int inF, int outF) { Name = name; In = inF; Out = outF; }
+    /// <summary>The layer's point name (e.g. blocks.0.mlp.fc1).</summary>
     public string Name { get; }
+    /// <summary>Input and output features.</summary>
     public int In { get; }
     public int Out { get; }
+    /// <summary>Integer or float execution.</summary>
     public Int8Mode Mode { get; internal set; }
+    /// <summary>The input grid and weight bits, or why the layer runs in float.</summary>
     public string Detail { get; internal set; } = "";
     /// <summary>Integer mode: weight panels, Δ_x·Δ_c and bias padded to whole panels, the input grid.</summary>
     internal PackedB? Packed;
@@ -78,6 +82,7 @@ internal sealed class Int8Block
 /// <summary>A quantized model compiled for the integer runtime (file header).</summary>
 public sealed class Int8Plan
 {
+    /// <summary>The model's configuration.</summary>
     public ViTConfig Config { get; }
     internal float[] PatchW = null!, PatchB = null!, Pos = null!, NormW = null!, NormB = null!;
     internal float[]? Cls, Dist;
