@@ -235,11 +235,12 @@ public sealed class Int8Plan
         l.Mode = Int8Mode.Integer;
         l.Grid = ag;
         l.Packed = PackedB.FromRowsOfColumns(k, outF, inF, inF);
+        var g = grid!; // non-null: why == null above
         var scale = new float[outF];
-        for (int o = 0; o < outF; o++) scale[o] = ag.Scale * grid!.Scale[grid.Scale.Length == 1 ? 0 : o];
+        for (int o = 0; o < outF; o++) scale[o] = ag.Scale * g.Scale[g.Scale.Length == 1 ? 0 : o];
         l.Scale = Int8Gemm.PadToPanels(scale, outF);
         l.BiasPadded = Int8Gemm.PadToPanels(bias, outF);
-        l.Detail = $"W{qm.Plan.WeightSpec(name)!.Bits} per-{(grid.Scale.Length == 1 ? "tensor" : "channel")}, input {inQ!.Spec} (z={ag.Zero + 0f})";
+        l.Detail = $"W{qm.Plan.WeightSpec(name)!.Bits} per-{(g.Scale.Length == 1 ? "tensor" : "channel")}, input {inQ!.Spec} (z={ag.Zero + 0f})";
         return l;
     }
 
