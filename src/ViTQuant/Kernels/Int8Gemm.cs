@@ -56,9 +56,25 @@ public sealed class PackedB
     /// <summary>Number of 32-column panels.</summary>
     public int Panels => (N + Int8Gemm.NR - 1) / Int8Gemm.NR;
     /// <summary>The packed values (Panels·Kp·32 int16).</summary>
-    public short[] Data { get; }
+    public Span<short> Data => _buf.AsSpan(_offset, _length);
 
-    internal PackedB(int k, int n, short[] data) { K = k; N = n; Data = data; }
+    // A pinned array (never moved by the GC) with the data starting on a 64-byte boundary: every zmm load of
+    // a panel row then reads one cache line. Unaligned, half of them straddle two lines, and the kernel's
+    // speed swung by 2–4× from one allocation to the next.
+    private readonly short[] _buf;
+    private readonly int _offset, _length;
+
+    internal PackedB(int k, int n, int length)
+    {
+        K = k;
+        N = n;
+        _length = length;
+        _buf = GC.AllocateArray<short>(length + 32, pinned: true);
+        unsafe
+        {
+            fixed (short* p = _buf) _offset = (int)((64 - ((nint)p & 63)) & 63) / 2;
+        }
+    }
 
     /// <summary>Packs B given as W [N, K] row-major (a linear layer's weight, or k [tokens, dh]: row c = column c of B), into a new or reused PackedB.</summary>
     public static PackedB FromRowsOfColumns(ReadOnlySpan<short> w, int n, int k, int ldw, PackedB? reuse = null)
@@ -66,7 +82,7 @@ public sealed class PackedB
         if (ldw < k || (n > 0 && w.Length < (long)(n - 1) * ldw + k)) throw new ArgumentException($"W has {w.Length} values for {n}×{k} with stride {ldw}");
         var pb = Alloc(k, n, reuse);
         int kp = pb.Kp, NR = Int8Gemm.NR;
-        var dst = pb.Data.AsSpan();
+        var dst = pb.Data;
         if ((k & 1) != 0 || n % NR != 0) dst.Clear(); // zero padding; full panels of even K are overwritten entirely
         // One k pair of a column is two adjacent int16 in both layouts: move them as one int32.
         var d32 = System.Runtime.InteropServices.MemoryMarshal.Cast<short, int>(dst);
@@ -89,7 +105,7 @@ public sealed class PackedB
         int kp = (k + 1) & ~1, panels = (n + Int8Gemm.NR - 1) / Int8Gemm.NR;
         long size = (long)panels * kp * Int8Gemm.NR;
         if (size > Array.MaxLength) throw new ArgumentException($"B [{k}, {n}] is too large to pack");
-        return new PackedB(k, n, new short[size]);
+        return new PackedB(k, n, (int)size);
     }
 
     /// <summary>Packs B[k, n] given row-major with row stride ldb into a new or reused PackedB.</summary>
@@ -98,7 +114,7 @@ public sealed class PackedB
         if (ldb < n || (k > 0 && b.Length < (long)(k - 1) * ldb + n)) throw new ArgumentException($"B has {b.Length} values for {k}×{n} with stride {ldb}");
         var pb = Alloc(k, n, reuse);
         int kp = pb.Kp, NR = Int8Gemm.NR;
-        var dst = pb.Data.AsSpan();
+        var dst = pb.Data;
         if ((k & 1) != 0 || n % NR != 0) dst.Clear();
         for (int kk = 0; kk < k; kk++)
         {

@@ -47,7 +47,7 @@ public class Int8GemmTests
             // The weight layout ([N, K], a linear layer's) packs to the same panels.
             var w = new short[n * k];
             for (int i = 0; i < k; i++) for (int j = 0; j < n; j++) w[j * k + i] = b[i * n + j];
-            Assert.Equal(pb.Data, PackedB.FromRowsOfColumns(w, n, k, k).Data);
+            Assert.Equal(pb.Data.ToArray(), PackedB.FromRowsOfColumns(w, n, k, k).Data.ToArray());
         }
     }
 
