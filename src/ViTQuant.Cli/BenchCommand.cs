@@ -42,7 +42,14 @@ internal static class BenchCommand
                 OnnxCli.PrintBench(ort);
                 return 0;
             }
-            if (r.GetValue(engine) == "int8") throw new ViTQuantException("--engine int8: the integer runtime is not part of this build; use --engine sim or onnx");
+            if (r.GetValue(engine) == "int8")
+            {
+                var (qmodel, quant) = a != null ? (new VisionTransformer(ViTConfig.FromArchitecture(a), r.GetValue(seed)), null) : DataSources.LoadAny(r.GetValue(model));
+                var ir = Int8Cli.Bench(qmodel, quant, B, n, r.GetValue(seed));
+                if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(ir));
+                Int8Cli.Print(ir);
+                return 0;
+            }
             var m = a != null ? new VisionTransformer(ViTConfig.FromArchitecture(a), r.GetValue(seed)) : ModelIO.Load(r.GetValue(model));
             var result = Run(m, B, n, r.GetValue(seed));
             if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(result));

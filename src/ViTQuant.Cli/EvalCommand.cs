@@ -28,20 +28,20 @@ internal static class EvalCommand
             if (r.GetValue(engine) == "onnx")
                 return OnnxCli.Eval(r.GetValue(model), r.GetValue(dataset)!, r.GetValue(split)!, r.GetValue(limit), B, r.GetValue(threads), r.GetValue(json), r.GetValue(agreeWith));
             if (r.GetValue(agreeWith) != null) throw new ViTQuantException("--agree-with compares an exported model with its source: use it with --engine onnx");
-            if (r.GetValue(engine) == "int8") throw new ViTQuantException("--engine int8: the integer runtime is not part of this build; use --engine sim or onnx");
             OnnxCli.RefuseOnnxFile(r.GetValue(model));
             var (m, quant) = DataSources.LoadAny(r.GetValue(model));
+            var logitsOf = Int8Cli.LogitsOf(r.GetValue(engine)!, m, quant, r.GetValue(model));
             var ds = DataSources.Limit(DataSources.Open(r.GetValue(dataset)!, r.GetValue(split)!, m.Config), r.GetValue(limit));
             var loader = new DataLoader(ds, B, mean: m.Config.Mean, std: m.Config.Std);
             var res = Progress.Run("eval", ds.Count, rep =>
-                Evaluator.Evaluate(m, loader.Epoch(0).Select(b => (b.Images, b.Labels)), quant, progress: n => rep.Update(n, $"{n / Math.Max(rep.Elapsed, 1e-9):F0} img/s")));
+                Evaluator.Evaluate(logitsOf, m.Config.NumClasses, loader.Epoch(0).Select(b => (b.Images, b.Labels)), progress: n => rep.Update(n, $"{n / Math.Max(rep.Elapsed, 1e-9):F0} img/s")));
             Console.Error.WriteLine($"{m.Config.Architecture} on {r.GetValue(dataset)} ({r.GetValue(split)}, {res.Count} images): top-1 {res.Top1:F2}%"
                 + (res.Top5 is double t5 ? $", top-5 {t5:F2}%" : "") + $", loss {res.Loss:F4}, {res.ImagesPerSecond:F0} img/s ({res.Seconds:F1} s)");
             if (r.GetValue(json))
                 Console.WriteLine(JsonSerializer.Serialize(new
                 {
                     top1 = res.Top1, top5 = res.Top5, loss = res.Loss, count = res.Count, images_per_s = res.ImagesPerSecond,
-                    seconds = res.Seconds, model = m.Config.Architecture, dataset = r.GetValue(dataset), split = r.GetValue(split),
+                    seconds = res.Seconds, engine = r.GetValue(engine), model = m.Config.Architecture, dataset = r.GetValue(dataset), split = r.GetValue(split),
                 }));
             return 0;
         });

@@ -24,7 +24,6 @@ internal static class InferCommand
             string inPath = r.GetValue(input)!, outPath = r.GetValue(output)!;
             AtomicFile.EnsureNotSameFile(inPath, outPath);
             if (r.GetValue(model) is string mp) AtomicFile.EnsureNotSameFile(mp, outPath);
-            if (r.GetValue(engine) == "int8") throw new ViTQuantException("--engine int8: the integer runtime is not part of this build; use --engine sim or onnx");
             if (r.GetValue(engine) == "onnx")
             {
                 if (r.GetValue(taps)) throw new ViTQuantException("--taps needs --engine sim (an ONNX model outputs logits only)");
@@ -39,7 +38,12 @@ internal static class InferCommand
             var c = m.Config;
             var rec = new TapRecorder(n => r.GetValue(taps) && n.EndsWith(".attn.probs"), quant);
             Tensor logits;
-            using (Autograd.NoGrad()) logits = m.Forward(x, rec);
+            if (r.GetValue(engine) != "sim")
+            {
+                if (r.GetValue(taps)) throw new ViTQuantException($"--taps records attention maps of the simulation; it cannot be combined with --engine {r.GetValue(engine)}");
+                logits = Int8Cli.LogitsOf(r.GetValue(engine)!, m, quant, r.GetValue(model))(x);
+            }
+            else using (Autograd.NoGrad()) logits = m.Forward(x, rec);
             var outs = new List<(string, Tensor)> { ("logits", logits) };
             for (int i = 0; i < c.Depth; i++)
                 if (rec.Taps.TryGetValue($"blocks.{i}.attn.probs", out var p)) outs.Add(($"blocks.{i}.attn.probs", p));

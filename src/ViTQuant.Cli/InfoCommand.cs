@@ -29,6 +29,7 @@ internal static class InfoCommand
     {
         ["gemm_backend"] = Gemm.Describe(),
         ["simd"] = $"Vector<float> {Vector<float>.Count * 32} bit; AVX2 {Avx2.IsSupported}, FMA {Fma.IsSupported}, AVX-512F {Avx512F.IsSupported}",
+        ["int8_kernel"] = Int8Gemm.Describe(),
         ["threads"] = Parallelism.Threads,
         ["cores"] = Environment.ProcessorCount,
         ["runtime"] = System.Runtime.InteropServices.RuntimeInformation.FrameworkDescription,

@@ -51,6 +51,7 @@ public static class QuantizedCheckpoint
                 w.Data[i] = (code - zp) * scale;
             }
             codes[layer] = (s8, u8, grid);
+            qm.RecordWeightGrid(layer, grid);
         }
         qm.DisableWeightQuantizers();
         return codes;
@@ -96,6 +97,7 @@ public static class QuantizedCheckpoint
         var model = new VisionTransformer(ViTConfig.FromJson(cfgJson, src));
         var plan = QuantPlan.FromJson(planJson, src);
         var state = new Dictionary<string, Tensor>();
+        var grids = new Dictionary<string, AffineGrid>();
         var problems = new List<string>();
         foreach (var (name, t) in model.StateDict())
         {
@@ -118,6 +120,8 @@ public static class QuantizedCheckpoint
             var w = new Tensor(t.Shape);
             for (int i = 0; i < w.Size; i++) w.Data[i] = (codes.Data[i] - zp.Data[i / per]) * scale.Data[i / per];
             state[name] = w;
+            var (qmin, qmax) = RangeSearch.IntRange(plan.WeightSpec(layer)!.Bits, f.Info(name + ".codes").DType == "I8");
+            grids[layer] = new AffineGrid(scale.ToArray(), zp.ToArray(), qmin, qmax);
         }
         if (problems.Count > 0) throw new ViTQuantException($"{src}: checkpoint does not match its plan: {string.Join("; ", problems)}");
         try { model.LoadStateDict(state, strict: true); }
@@ -125,6 +129,7 @@ public static class QuantizedCheckpoint
 
         var qm = new QuantizedModel(model, plan);
         qm.DisableWeightQuantizers();
+        foreach (var (layer, grid) in grids) qm.RecordWeightGrid(layer, grid);
         foreach (var (point, q) in qm.ActivationQuantizers)
         {
             var prefix = $"quant.act.{point}.";

@@ -92,6 +92,17 @@ public sealed class QuantizedModel : IModelHooks
     /// <summary>True after <see cref="DisableWeightQuantizers"/>: the model's weights are the quantized ones.</summary>
     public bool WeightsFrozen => _weightsFrozen;
 
+    private readonly Dictionary<string, AffineGrid> _weightGrids = new();
+
+    /// <summary>
+    /// The integer grid of every frozen quantized weight (QuantizedCheckpoint.Freeze and Load record them):
+    /// the layer's weight is exactly (k − z_c)·Δ_c for integer codes k, which is what the integer runtime needs.
+    /// Empty before Freeze.
+    /// </summary>
+    public IReadOnlyDictionary<string, AffineGrid> WeightGrids => _weightGrids;
+
+    internal void RecordWeightGrid(string layer, AffineGrid grid) => _weightGrids[layer] = grid;
+
     public Tensor Weight(string layer, Tensor w)
     {
         if (Mode == QuantMode.Float || _weightsFrozen || !_weightQ.TryGetValue(layer, out var q)) return w;

@@ -1,0 +1,329 @@
+// The integer runtime's forward pass over a compiled Int8Plan (Int8Plan.cs has the per-layer math).
+//
+// Buffers (B images, N tokens, D width, Hd MLP width, H heads, dh head width), allocated once per batch
+// size and reused by every call (the engine is not re-entrant: calls are serialised by a lock):
+//   x [B·N, D] residual stream   h [B·N, D] LayerNorm output   qkv [B·N, 3D]   ctx [B·N, D] heads merged
+//   y [B·N, D] projection output  mlp [B·N, Hd]   a16 [B·N, max(D, Hd) + 1] int16 GEMM operand
+//   per attention task (B·H of them, pooled): q16/k16/v16 [N, dh+1], logits [N, N], p16 [N, N+1], packed k/v.
+// Order (timm pre-norm, as VisionTransformer): embed → per block x += proj(attn(LN1 x)), x += fc2(gelu(fc1(LN2 x)))
+// → final norm on the class (and distillation) token → head(s).
+using System.Collections.Concurrent;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+using ViTQuant.Kernels;
+using ViTQuant.Quantization;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Runtime;
+
+/// <summary>Runs a compiled <see cref="Int8Plan"/> (file header).</summary>
+public sealed class Int8Engine
+{
+    private readonly Int8Plan _p;
+    private readonly object _lock = new();
+    private readonly Dictionary<int, Arena> _arenas = new();
+    private readonly ConcurrentBag<AttnScratch> _scratch = new();
+    private readonly float[] _qkScale, _pvScale, _zerosN, _zerosDh;
+
+    /// <summary>An engine for a compiled plan; buffers are allocated on the first call for each batch size.</summary>
+    public Int8Engine(Int8Plan plan)
+    {
+        _p = plan ?? throw new ArgumentNullException(nameof(plan));
+        var c = plan.Config;
+        int N = c.NumTokens, dh = c.HeadDim;
+        _zerosN = Int8Gemm.PadToPanels(new float[N], N);
+        _zerosDh = Int8Gemm.PadToPanels(new float[dh], dh);
+        _qkScale = new float[_zerosN.Length];
+        _pvScale = new float[_zerosDh.Length];
+    }
+
+    /// <summary>The compiled plan this engine runs.</summary>
+    public Int8Plan Plan => _p;
+
+    /// <summary>When true, Forward adds each stage's wall time (seconds) to <see cref="StageSeconds"/> (bench profiles).</summary>
+    public bool Profile { get; set; }
+
+    /// <summary>Accumulated wall time per stage (embed, layernorm, qkv, attention, proj, fc1, gelu, fc2, residual, head) while Profile is on.</summary>
+    public Dictionary<string, double> StageSeconds { get; } = new();
+
+    private long _t0;
+
+    private void Mark(string stage)
+    {
+        if (!Profile) return;
+        long now = System.Diagnostics.Stopwatch.GetTimestamp();
+        StageSeconds[stage] = StageSeconds.GetValueOrDefault(stage) + (now - _t0) / (double)System.Diagnostics.Stopwatch.Frequency;
+        _t0 = now;
+    }
+
+    private sealed class Arena
+    {
+        public float[] X = null!, H = null!, Qkv = null!, Ctx = null!, Y = null!, Mlp = null!, Patches = null!, Mean = null!, Rstd = null!, Pooled = null!, Logits = null!, Logits2 = null!;
+        public short[] A16 = null!;
+        /// <summary>q, k, v codes of the whole batch [B·N, 3D] (even head widths), quantised once per block.</summary>
+        public short[] Qkv16 = null!;
+    }
+
+    private sealed class AttnScratch
+    {
+        public short[] Q16 = null!, K16 = null!, V16 = null!, P16 = null!;
+        public float[] Logits = null!, Fq = null!, Fk = null!, Fv = null!;
+        public PackedB? Kb, Vb;
+    }
+
+    private Arena ArenaFor(int B)
+    {
+        if (_arenas.TryGetValue(B, out var a)) return a;
+        var c = _p.Config;
+        int N = c.NumTokens, D = c.EmbedDim, Hd = c.MlpHidden, cpp = c.InChans * c.PatchSize * c.PatchSize;
+        int rows = B * N;
+        a = new Arena
+        {
+            X = new float[rows * D], H = new float[rows * D], Qkv = new float[rows * 3 * D], Ctx = new float[rows * D], Y = new float[rows * D],
+            Mlp = new float[rows * Hd], Patches = new float[B * c.NumPatches * Math.Max(cpp, D)], Mean = new float[rows], Rstd = new float[rows],
+            Pooled = new float[2 * B * D], Logits = new float[B * c.NumClasses], Logits2 = new float[B * c.NumClasses],
+            A16 = new short[rows * (Math.Max(D, Hd) + 2)],
+            Qkv16 = new short[rows * 3 * D],
+        };
+        _arenas[B] = a;
+        return a;
+    }
+
+    /// <summary>Logits [B, classes] for normalised images [B, C, H, W]. Throws ViTQuantException on a wrong shape.</summary>
+    public Tensor Forward(Tensor images)
+    {
+        var c = _p.Config;
+        if (images.Rank != 4 || images.Shape[1] != c.InChans || images.Shape[2] != c.ImageSize || images.Shape[3] != c.ImageSize)
+            throw new ViTQuantException($"model expects images [B, {c.InChans}, {c.ImageSize}, {c.ImageSize}], got {Tensor.ShapeString(images.Shape)}");
+        int B = images.Shape[0];
+        var logits = new Tensor(B, c.NumClasses);
+        lock (_lock) Run(images.Span, B, logits.Span);
+        return logits;
+    }
+
+    private void Run(ReadOnlySpan<float> img, int B, Span<float> logits)
+    {
+        var c = _p.Config;
+        var a = ArenaFor(B);
+        int N = c.NumTokens, D = c.EmbedDim, rows = B * N;
+        _t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+        Embed(img, B, a);
+        Mark("embed");
+        foreach (var blk in _p.Blocks)
+        {
+            LayerNormKernel.LayerNormRows(a.X, blk.Ln1W, blk.Ln1B, a.H, a.Mean, a.Rstd, rows, D, c.LayerNormEps);
+            Mark("layernorm");
+            Linear(blk.Qkv, a.H, rows, a.Qkv, a, new[] { B, N, D });
+            Mark("qkv");
+            Attention(blk.Attn, B, a);
+            Mark("attention");
+            Linear(blk.Proj, a.Ctx, rows, a.Y, a, new[] { B, N, D });
+            Mark("proj");
+            TensorPrimitives.Add(a.X.AsSpan(0, rows * D), a.Y.AsSpan(0, rows * D), a.X.AsSpan(0, rows * D));
+            LayerNormKernel.LayerNormRows(a.X, blk.Ln2W, blk.Ln2B, a.H, a.Mean, a.Rstd, rows, D, c.LayerNormEps);
+            Mark("layernorm");
+            Linear(blk.Fc1, a.H, rows, a.Mlp, a, new[] { B, N, D });
+            Mark("fc1");
+            GeluKernel.Gelu(a.Mlp.AsSpan(0, rows * c.MlpHidden), a.Mlp.AsSpan(0, rows * c.MlpHidden));
+            Mark("gelu");
+            Linear(blk.Fc2, a.Mlp, rows, a.Y, a, new[] { B, N, c.MlpHidden });
+            Mark("fc2");
+            TensorPrimitives.Add(a.X.AsSpan(0, rows * D), a.Y.AsSpan(0, rows * D), a.X.AsSpan(0, rows * D));
+            Mark("residual");
+        }
+        Head(B, a, logits);
+        Mark("head");
+    }
+
+    /// <summary>Patch embedding as an im2col float GEMM, prefix tokens, position embedding.</summary>
+    private void Embed(ReadOnlySpan<float> img, int B, Arena a)
+    {
+        var c = _p.Config;
+        int C = c.InChans, S = c.ImageSize, P = c.PatchSize, G = c.GridSize, Np = c.NumPatches, D = c.EmbedDim, N = c.NumTokens, pre = c.NumPrefixTokens;
+        int cpp = C * P * P;
+        float[] src;
+        if (_p.PatchInputQ != null)
+        {
+            // The plan quantizes the image itself: its fake-quantized values, exactly as the simulation.
+            using var _ = Autograd.NoGrad();
+            src = _p.PatchInputQ.Forward(Tensor.FromArray(img, B, C, S, S)).ToArray();
+        }
+        else src = img.ToArray();
+        // im2col: row (b, gy, gx), column (ch, py, px), the flattened conv weight's order.
+        Parallelism.For(0, B * Np, r =>
+        {
+            int b = r / Np, gy = r % Np / G, gx = r % G;
+            int o = r * cpp;
+            for (int ch = 0; ch < C; ch++)
+                for (int py = 0; py < P; py++)
+                    Array.Copy(src, ((b * C + ch) * S + gy * P + py) * S + gx * P, a.Patches, o + (ch * P + py) * P, P);
+        });
+        var tok = a.Y; // [B·Np, D]
+        Gemm.Sgemm(false, true, B * Np, D, cpp, 1f, a.Patches, cpp, _p.PatchW, cpp, 0f, tok, D);
+        for (int b = 0; b < B; b++)
+        {
+            var xb = a.X.AsSpan(b * N * D, N * D);
+            if (_p.Cls != null) _p.Cls.AsSpan().CopyTo(xb[..D]);
+            if (_p.Dist != null) _p.Dist.AsSpan().CopyTo(xb.Slice(D, D));
+            for (int t = 0; t < Np; t++)
+                TensorPrimitives.Add(tok.AsSpan((b * Np + t) * D, D), _p.PatchB, xb.Slice((pre + t) * D, D));
+            TensorPrimitives.Add(xb, _p.Pos.AsSpan(0, N * D), xb);
+        }
+    }
+
+    /// <summary>y[rows, Out] = layer(x[rows, In]) (integer or float mode); shape is x's logical shape for fake quantizers.</summary>
+    private void Linear(Int8Linear l, float[] x, int rows, float[] y, Arena a, int[] shape)
+    {
+        if (l.Mode == Int8Mode.Integer)
+        {
+            int lda = l.Packed!.Kp;
+            ActQuantize.Rows(x, l.In, rows, l.In, a.A16, lda, l.Grid);
+            Int8Gemm.Gemm(a.A16, lda, rows, l.Packed, l.Scale, l.BiasPadded, y, l.Out);
+            return;
+        }
+        float[] xin = x;
+        if (l.InputQuantizer != null) xin = FakeQuant(l.InputQuantizer, x, rows * l.In, shape);
+        Gemm.Sgemm(false, true, rows, l.Out, l.In, 1f, xin, l.In, l.Weight!, l.In, 0f, y, l.Out);
+        for (int r = 0; r < rows; r++) TensorPrimitives.Add(y.AsSpan(r * l.Out, l.Out), l.Bias, y.AsSpan(r * l.Out, l.Out));
+    }
+
+    /// <summary>The plan's quantizer applied to the first n values of x viewed as shape (a fresh array).</summary>
+    private static float[] FakeQuant(Quantizer q, float[] x, int n, int[] shape)
+    {
+        using var _ = Autograd.NoGrad();
+        return q.Forward(Tensor.FromArray(x.AsSpan(0, n), shape)).ToArray();
+    }
+
+    private void Attention(Int8Attention at, int B, Arena a)
+    {
+        var c = _p.Config;
+        int N = c.NumTokens, D = c.EmbedDim, H = c.NumHeads, dh = c.HeadDim;
+        float attnScale = 1f / MathF.Sqrt(dh);
+        if (at.QkInteger) Array.Fill(_qkScale, at.Q.Scale * at.K.Scale * attnScale, 0, N);
+        if (at.PvInteger) Array.Fill(_pvScale, at.P.Scale * at.V.Scale, 0, dh);
+        float[] qkv = a.Qkv, ctx = a.Ctx;
+        // With an even head width every head's slice of the batch-wide code buffer is a ready GEMM operand
+        // (no odd-K pad), so q, k and v are quantised in three wide passes instead of three per head.
+        short[]? qkv16 = dh % 2 == 0 ? a.Qkv16 : null;
+        if (qkv16 != null)
+        {
+            int rows = B * N;
+            if (at.QkInteger)
+            {
+                ActQuantize.Rows(qkv, 3 * D, rows, D, qkv16, 3 * D, at.Q);
+                ActQuantize.Rows(qkv.AsSpan(D), 3 * D, rows, D, qkv16.AsSpan(D), 3 * D, at.K);
+            }
+            if (at.PvInteger) ActQuantize.Rows(qkv.AsSpan(2 * D), 3 * D, rows, D, qkv16.AsSpan(2 * D), 3 * D, at.V);
+        }
+        Parallelism.For(0, B * H, t =>
+        {
+            int b = t / H, h = t % H;
+            if (!_scratch.TryTake(out var s)) s = NewScratch();
+            try { AttendHead(at, b, h, qkv, qkv16, ctx, s, attnScale); }
+            finally { _scratch.Add(s); }
+        });
+    }
+
+    private AttnScratch NewScratch()
+    {
+        var c = _p.Config;
+        int N = c.NumTokens, dh = c.HeadDim;
+        return new AttnScratch
+        {
+            Q16 = new short[N * (dh + 1)], K16 = new short[N * (dh + 1)], V16 = new short[N * (dh + 1)], P16 = new short[N * (N + 1)],
+            Logits = new float[N * N], Fq = new float[N * dh], Fk = new float[N * dh], Fv = new float[N * dh],
+        };
+    }
+
+    private void AttendHead(Int8Attention at, int b, int h, float[] qkv, short[]? qkv16, float[] ctx, AttnScratch s, float attnScale)
+    {
+        var c = _p.Config;
+        int N = c.NumTokens, D = c.EmbedDim, dh = c.HeadDim, ld = 3 * D;
+        int qOff = b * N * ld + h * dh, kOff = qOff + D, vOff = qOff + 2 * D;
+        var logits = s.Logits;
+        if (at.QkInteger && qkv16 != null)
+        {
+            s.Kb = PackedB.FromRowsOfColumns(qkv16.AsSpan(kOff), N, dh, ld, s.Kb);
+            Int8Gemm.Gemm(qkv16.AsSpan(qOff), ld, N, s.Kb, _qkScale, _zerosN, logits, N);
+        }
+        else if (at.QkInteger)
+        {
+            int ldq = (dh + 1) & ~1;
+            ActQuantize.Rows(qkv.AsSpan(qOff), ld, N, dh, s.Q16, ldq, at.Q);
+            ActQuantize.Rows(qkv.AsSpan(kOff), ld, N, dh, s.K16, ldq, at.K);
+            s.Kb = PackedB.FromRowsOfColumns(s.K16, N, dh, ldq, s.Kb);
+            Int8Gemm.Gemm(s.Q16, ldq, N, s.Kb, _qkScale, _zerosN, logits, N);
+        }
+        else
+        {
+            var q = Slice(qkv, qOff, ld, N, dh, s.Fq, at.Qq);
+            var k = Slice(qkv, kOff, ld, N, dh, s.Fk, at.Kq);
+            Gemm.Sgemm(false, true, N, N, dh, 1f, q, dh, k, dh, 0f, logits, N);
+            TensorPrimitives.Multiply(logits.AsSpan(0, N * N), attnScale, logits.AsSpan(0, N * N));
+        }
+        SoftmaxKernel.SoftmaxRows(logits, logits, N, N);
+        var outSpan = ctx.AsSpan(b * N * D + h * dh);
+        if (at.PvInteger)
+        {
+            int ldp = (N + 1) & ~1;
+            ActQuantize.Rows(logits, N, N, N, s.P16, ldp, at.P);
+            if (qkv16 != null) s.Vb = PackedB.FromRows(qkv16.AsSpan(vOff), N, dh, ld, s.Vb);
+            else
+            {
+                int ldv = (dh + 1) & ~1; // room for the odd-width pad the quantiser writes (unused as a B operand)
+                ActQuantize.Rows(qkv.AsSpan(vOff), ld, N, dh, s.V16, ldv, at.V);
+                s.Vb = PackedB.FromRows(s.V16, N, dh, ldv, s.Vb);
+            }
+            Int8Gemm.Gemm(s.P16, ldp, N, s.Vb, _pvScale, _zerosDh, outSpan, D);
+        }
+        else
+        {
+            float[] probs = logits;
+            if (at.Pq != null) probs = FakeQuant(at.Pq, logits, N * N, new[] { 1, 1, N, N });
+            var v = Slice(qkv, vOff, ld, N, dh, s.Fv, at.Vq);
+            Gemm.Sgemm(false, false, N, dh, N, 1f, probs, N, v, dh, 0f, outSpan, D);
+        }
+    }
+
+    /// <summary>One head's q, k or v [N, dh] copied out of qkv (fake-quantized when the plan says so).</summary>
+    private static float[] Slice(float[] qkv, int off, int ld, int N, int dh, float[] dst, Quantizer? q)
+    {
+        for (int n = 0; n < N; n++) Array.Copy(qkv, off + n * ld, dst, n * dh, dh);
+        return q == null ? dst : FakeQuant(q, dst, N * dh, new[] { 1, 1, N, dh });
+    }
+
+    /// <summary>Final norm, pooling and the head(s).</summary>
+    private void Head(int B, Arena a, Span<float> logits)
+    {
+        var c = _p.Config;
+        int N = c.NumTokens, D = c.EmbedDim, K = c.NumClasses;
+        var pooled = a.Pooled;
+        if (c.GlobalPool == "avg")
+        {
+            var mean = new float[B * D];
+            for (int b = 0; b < B; b++)
+            {
+                var m = mean.AsSpan(b * D, D);
+                for (int t = c.NumPrefixTokens; t < N; t++) TensorPrimitives.Add(m, a.X.AsSpan((b * N + t) * D, D), m);
+                TensorPrimitives.Divide(m, c.NumPatches, m);
+            }
+            LayerNormKernel.LayerNormRows(mean, _p.NormW, _p.NormB, pooled, a.Mean, a.Rstd, B, D, c.LayerNormEps);
+        }
+        else
+        {
+            int tokens = c.Distilled ? 2 : 1;
+            var sel = new float[B * tokens * D];
+            for (int b = 0; b < B; b++)
+                for (int t = 0; t < tokens; t++) a.X.AsSpan((b * N + t) * D, D).CopyTo(sel.AsSpan((t * B + b) * D, D));
+            LayerNormKernel.LayerNormRows(sel, _p.NormW, _p.NormB, pooled, a.Mean, a.Rstd, B * tokens, D, c.LayerNormEps);
+        }
+        Linear(_p.Head, pooled, B, a.Logits, a, new[] { B, D });
+        if (_p.HeadDist != null)
+        {
+            var dist = pooled.AsSpan(B * D, B * D).ToArray();
+            Linear(_p.HeadDist, dist, B, a.Logits2, a, new[] { B, D });
+            TensorPrimitives.Add(a.Logits.AsSpan(0, B * K), a.Logits2.AsSpan(0, B * K), a.Logits.AsSpan(0, B * K));
+            TensorPrimitives.Multiply(a.Logits.AsSpan(0, B * K), 0.5f, a.Logits.AsSpan(0, B * K));
+        }
+        a.Logits.AsSpan(0, B * K).CopyTo(logits);
+    }
+}
