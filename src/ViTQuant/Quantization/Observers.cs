@@ -1,4 +1,4 @@
-// Streaming calibration statistics with bounded memory, whatever the number of batches.
+// Streaming calibration statistics, whatever the number of batches.
 //
 // A quantizer splits a tensor into groups that share one set of quantization parameters:
 //   per tensor   one group;
@@ -10,14 +10,17 @@
 //
 // Two observers keep the statistics:
 //   MinMaxObserver     exact running min and max per group (two floats per group).
-//   ReservoirObserver  a uniform random sample per group of at most `capacity` values (Vitter's
-//                      reservoir sampling, Li's "Algorithm L", which skips ahead geometrically instead of
-//                      drawing a random number per value). Memory is capacity × groups floats however
-//                      many batches are observed. The sample is used for quantiles and for the MSE / Lp
-//                      range searches. Approximation: while a group has seen at most `capacity` values
-//                      the sample IS the data and quantiles are exact; beyond that they are the
-//                      quantiles of a uniform sample of that size (for 4096 values the 0.999 quantile
-//                      is one of the ~4 largest; the 2^20 per-tensor default resolves 0.99999).
+//   ReservoirObserver  the observed values per group, for quantiles and the MSE / Lp range searches.
+//                      Default (capacity 0 = Exact): EVERY value is kept, so quantiles and search
+//                      errors are exact over the whole calibration set, as in the published ADFQ-ViT
+//                      code (which takes torch.quantile over the whole calibration batch). Memory is
+//                      4 bytes per observed value (QuantizedModel.Calibrate bounds it by calibrating
+//                      the blocks in separate passes). A positive capacity is a deliberate option: a
+//                      uniform random sample of at most that many values per group (Vitter's
+//                      reservoir sampling, Li's "Algorithm L", which skips ahead geometrically instead
+//                      of drawing a random number per value); quantiles are then those of the sample
+//                      once a group has seen more values than the capacity. Its size is part of the
+//                      spec (QuantSpec.SampleSize) and printed with it.
 //                      Determinism: the same seed and the same sequence of tensors give the same sample
 //                      (each group has its own generator derived from the seed and the group index).
 using ViTQuant.Tensors;
@@ -122,43 +125,32 @@ public sealed class MinMaxObserver
 }
 
 /// <summary>
-/// A bounded uniform random sample of the observed values per group (reservoir sampling). At most
-/// <see cref="CapacityPerGroup"/> values are stored per group whatever the number of batches; while a
-/// group has seen no more than that, its sample is exactly its data (in arrival order).
+/// The observed values per group: all of them (capacity <see cref="Exact"/>, the default) or a uniform
+/// random sample of at most <see cref="CapacityPerGroup"/> values (reservoir sampling). While a group
+/// has seen no more values than the capacity, its sample is exactly its data (in arrival order).
 /// </summary>
 public sealed class ReservoirObserver
 {
-    /// <summary>Per-tensor default: 2^20 values (4 MiB) — resolves the 0.99999 quantile.</summary>
-    public const int DefaultTensorCapacity = 1 << 20;
-
-    /// <summary>Per-token default: 4096 values per token position.</summary>
-    public const int DefaultTokenCapacity = 4096;
-
-    /// <summary>Per-channel default: 16384 values per channel (a whole weight row of every ViT/DeiT/Swin layer).</summary>
-    public const int DefaultChannelCapacity = 1 << 14;
+    /// <summary>Capacity meaning "keep every value" (the largest array a group can hold).</summary>
+    public static readonly int Exact = Array.MaxLength;
 
     private readonly ulong _seed;
     private Reservoir[]? _groups;
 
     /// <param name="granularity">how tensors split into groups.</param>
-    /// <param name="capacityPerGroup">values kept per group; 0 picks the default for the granularity.</param>
+    /// <param name="capacityPerGroup">values kept per group; 0 keeps every value (exact statistics).</param>
     /// <param name="seed">seed of the sampling (same seed and same batches give the same sample).</param>
     /// <exception cref="ArgumentOutOfRangeException">when capacityPerGroup is negative.</exception>
     public ReservoirObserver(Granularity granularity, int capacityPerGroup = 0, ulong seed = 0)
     {
-        if (capacityPerGroup < 0) throw new ArgumentOutOfRangeException(nameof(capacityPerGroup), "capacity must be positive (0 = default)");
+        if (capacityPerGroup < 0) throw new ArgumentOutOfRangeException(nameof(capacityPerGroup), "capacity must be positive (0 = every value)");
         Granularity = granularity;
-        CapacityPerGroup = capacityPerGroup > 0 ? capacityPerGroup : DefaultCapacity(granularity);
+        CapacityPerGroup = capacityPerGroup > 0 ? Math.Min(capacityPerGroup, Exact) : Exact;
         _seed = seed;
     }
 
-    /// <summary>The default per-group capacity of a granularity.</summary>
-    public static int DefaultCapacity(Granularity granularity) => granularity switch
-    {
-        Granularity.PerTensor => DefaultTensorCapacity,
-        Granularity.PerChannel => DefaultChannelCapacity,
-        _ => DefaultTokenCapacity,
-    };
+    /// <summary>True when every observed value is kept (no sampling).</summary>
+    public bool KeepsEverything => CapacityPerGroup == Exact;
 
     public Granularity Granularity { get; }
 
@@ -169,6 +161,12 @@ public sealed class ReservoirObserver
 
     /// <summary>Values stored over all groups (never more than Groups × CapacityPerGroup).</summary>
     public long StoredCount => _groups?.Sum(r => (long)r.Count) ?? 0;
+
+    /// <summary>Values seen over all groups (stored or not).</summary>
+    public long SeenCount => _groups?.Sum(r => r.SeenCount) ?? 0;
+
+    /// <summary>Frees the stored values (after calibration: they can be gigabytes). Observing starts afresh.</summary>
+    public void Clear() => _groups = null;
 
     /// <summary>Values the group has seen (stored or not).</summary>
     public long Seen(int group) => Group(group).SeenCount;
@@ -241,13 +239,15 @@ public sealed class ReservoirObserver
 
         public void Add(ReadOnlySpan<float> run)
         {
+            if (_k == Exact && SeenCount + run.Length > _k)
+                throw new ViTQuantException($"a calibration group would hold more than {Exact} values; calibrate on fewer images or set a sample size");
             int i = 0;
             if (Count < _k)
             {
                 int take = Math.Min(_k - Count, run.Length);
                 if (Count + take > Buffer.Length)
                 {
-                    var grown = new float[Math.Min(_k, Math.Max(Count + take, 2 * Buffer.Length))];
+                    var grown = new float[(int)Math.Min(_k, Math.Max((long)Count + take, 2L * Buffer.Length))];
                     Buffer.AsSpan(0, Count).CopyTo(grown);
                     Buffer = grown;
                 }

@@ -36,7 +36,7 @@ public sealed class AdaRoundQuantizer : Quantizer
         if (Spec.Kind != QuantKind.Uniform || Spec.Dynamic) throw new ArgumentException($"AdaRound needs a calibrated Uniform spec, got {Spec}", nameof(spec));
         (QMin, QMax) = RangeSearch.IntRange(Spec.Bits, Spec.Symmetric);
         _minMax = new MinMaxObserver(Spec.Granularity);
-        if (Spec.Range != RangeMethod.MinMax) _sample = new ReservoirObserver(Spec.Granularity, 0, seed);
+        if (Spec.Range != RangeMethod.MinMax) _sample = new ReservoirObserver(Spec.Granularity, Spec.SampleSize, seed);
     }
 
     public int QMin { get; }
@@ -83,6 +83,7 @@ public sealed class AdaRoundQuantizer : Quantizer
             float[] sorted = _sample != null ? _sample.SortedSample(g) : Array.Empty<float>();
             grids[g] = RangeSearch.Search(Spec.Range, sorted, min[g], max[g], Spec.Bits, Spec.Symmetric, Spec.LpNorm);
         });
+        FinishStatistics(_minMax, _sample);
         _scale = grids.Select(p => p.Scale).ToArray();
         _zero = grids.Select(p => p.ZeroPoint).ToArray();
         var v = new Tensor(_observed.Shape);
