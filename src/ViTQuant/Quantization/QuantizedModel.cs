@@ -15,6 +15,11 @@ public enum QuantMode
     Quantize,
     /// <summary>Everything passes through in float (the same forward as the plain model).</summary>
     Float,
+    /// <summary>
+    /// Weights are fake-quantized (AdaRound with its hard rounding), activations pass through unobserved:
+    /// the stream the activation quantizers are calibrated on, for inspection.
+    /// </summary>
+    WeightsOnly,
 }
 
 public sealed class QuantizedModel : IModelHooks
@@ -139,6 +144,9 @@ public sealed class QuantizedModel : IModelHooks
             q.Observe(w);
             q.Calibrate();
         }
+        // Activations are calibrated with the weights on their grid; AdaRound's initial soft rounding
+        // would reproduce the float weight, so its hard (nearest) rounding stands in until reconstruction.
+        if (Mode is QuantMode.Calibrate or QuantMode.WeightsOnly && q is AdaRoundQuantizer a && !a.HardRounding) return a.ForwardHard(w);
         bool cacheable = CacheWeights && !Autograd.Needs(w) && !q.LearnableParameters().Any(p => p.RequiresGrad);
         if (!cacheable) return q.Forward(w);
         if (!_weightCache.TryGetValue(layer, out var cached))
@@ -151,7 +159,7 @@ public sealed class QuantizedModel : IModelHooks
 
     public Tensor Activation(string point, Tensor x)
     {
-        if (Mode == QuantMode.Float || !_actQ.TryGetValue(point, out var q)) return x;
+        if (Mode is QuantMode.Float or QuantMode.WeightsOnly || !_actQ.TryGetValue(point, out var q)) return x;
         if (Mode == QuantMode.Calibrate)
         {
             if (_pass < 0 || PassOf(point) == _pass) q.Observe(x);
