@@ -60,7 +60,7 @@ internal static class InferCommand
             SafeTensorsWriter.Write(outPath, outs, new Dictionary<string, string> { ["vitq.model"] = c.Architecture });
             int maps = outs.Count - 1 - pointRec.Recorded.Count;
             Console.Error.WriteLine($"wrote {outPath}: logits {Tensor.ShapeString(logits.Shape)}" + (maps > 0 ? $", {maps} attention maps" : "")
-                + (pointRec.Recorded.Count > 0 ? $", {pointRec.Recorded.Count} quantization-point tensors (input.POINT" + (quant != null ? ", quantized.POINT)" : ")") : ""));
+                + (pointRec.Recorded.Count > 0 ? $", {pointRec.Recorded.Count} quantization-point tensors (input.POINT" + (pointRec.Recorded.Any(t => t.Name.StartsWith("quantized.")) ? ", quantized.POINT)" : ")") : ""));
             return 0;
         });
         return cmd;

@@ -36,9 +36,10 @@ internal static class QuantizeCommand
         var outOpt = new Option<string>("--out") { Description = "quantized checkpoint to write (.safetensors)", Required = true };
         var json = CommonOptions.Json();
         var blocksPerPass = new Option<int>("--calib-blocks-per-pass") { Description = "calibrate this many blocks per pass over the calibration set (0: all in one pass); bounds the memory of exact statistics", DefaultValueFactory = _ => 0 };
+        var sample = new Option<int>("--calib-sample") { Description = "keep a random sample of at most N values per quantization group for the quantiles and range searches instead of every value (0: exact statistics)", DefaultValueFactory = _ => 0 };
         var adfq = new AdfqFlags();
         var cmd = new Command("quantize", "quantize a model after training and report the accuracy it keeps")
-            { model, method, wbits, abits, calib, calibSize, evalSet, split, limit, firstLast, seed, threads, outOpt, json, blocksPerPass };
+            { model, method, wbits, abits, calib, calibSize, evalSet, split, limit, firstLast, seed, threads, outOpt, json, blocksPerPass, sample };
         foreach (var o in adfq.All) cmd.Options.Add(o);
         var mimiq = new MimiqFlags();
         mimiq.AddTo(cmd);
@@ -53,6 +54,11 @@ internal static class QuantizeCommand
             AdfqOptions? adfqOpts = m == "adfq" ? adfq.Read(r, r.GetValue(seed)) : adfq.RefuseGiven(r, m);
             var plan = adfqOpts?.CreatePlan(r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast))
                        ?? QuantPresets.Create(m, r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast));
+            if (r.GetValue(sample) < 0) throw new ViTQuantException($"--calib-sample must be 0 (every value) or positive, got {r.GetValue(sample)}");
+            if (m == "mimiq" && (r.GetValue(sample) != 0 || r.GetValue(blocksPerPass) != 0))
+                throw new ViTQuantException("--calib-sample and --calib-blocks-per-pass apply to the post-training methods; mimiq initialises on its own images");
+            if (r.GetValue(sample) > 0)
+                plan = (plan with { Activations = plan.Activations.Select(a => a.Spec == null ? a : a with { Spec = a.Spec with { SampleSize = r.GetValue(sample) } }).ToArray() }).Validated();
             var fp = DataSources.LoadModel(r.GetValue(model));
             var c = fp.Config;
             var evalDs = DataSources.Limit(DataSources.Open(r.GetValue(evalSet)!, r.GetValue(split)!, c), r.GetValue(limit));
