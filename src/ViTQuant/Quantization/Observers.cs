@@ -174,17 +174,13 @@ public sealed class ReservoirObserver
     /// <summary>True while the group's sample holds every value it has seen (quantiles are then exact).</summary>
     public bool IsExact(int group) => Group(group).SeenCount <= CapacityPerGroup;
 
-    /// <summary>The group's current sample (a view: valid until the next Observe).</summary>
-    public ReadOnlySpan<float> Sample(int group)
-    {
-        var r = Group(group);
-        return r.Buffer.AsSpan(0, r.Count);
-    }
+    /// <summary>A copy of the group's sample (every value in arrival order when nothing was sampled away).</summary>
+    public float[] Sample(int group) => Group(group).ToArray();
 
     /// <summary>A sorted copy of the group's sample.</summary>
     public float[] SortedSample(int group)
     {
-        var s = Sample(group).ToArray();
+        var s = Sample(group);
         Array.Sort(s);
         return s;
     }
@@ -226,14 +222,36 @@ public sealed class ReservoirObserver
         private double _w;
         private long _next; // index (in the group's stream) of the next value that enters the sample
 
+        // Exact mode stores the values in chunks that grow with the group up to 2^16 values: no copies
+        // while a group grows and at most 2^16 values of slack per group (a doubling array peaks near 3×
+        // the data in growth copies and garbage), while small groups (a weight row) stay small.
+        private const int ChunkSize = 1 << 16;
+        private readonly List<float[]>? _chunks;
+        private int _lastFill; // values in the last chunk
+
         public Reservoir(int k, Rng rng)
         {
             _k = k;
             _rng = rng;
-            Buffer = new float[Math.Min(k, 1024)];
+            if (k == Exact) _chunks = new List<float[]>();
+            else Buffer = new float[Math.Min(k, 1024)];
         }
 
-        public float[] Buffer { get; private set; }
+        public float[] Buffer { get; private set; } = Array.Empty<float>();
+
+        public float[] ToArray()
+        {
+            if (_chunks == null) return Buffer.AsSpan(0, Count).ToArray();
+            var all = new float[Count];
+            int done = 0;
+            for (int c = 0; c < _chunks.Count; c++)
+            {
+                int len = c == _chunks.Count - 1 ? _lastFill : _chunks[c].Length;
+                _chunks[c].AsSpan(0, len).CopyTo(all.AsSpan(done));
+                done += len;
+            }
+            return all;
+        }
         public int Count { get; private set; }
         public long SeenCount { get; private set; }
 
@@ -241,6 +259,24 @@ public sealed class ReservoirObserver
         {
             if (_k == Exact && SeenCount + run.Length > _k)
                 throw new ViTQuantException($"a calibration group would hold more than {Exact} values; calibrate on fewer images or set a sample size");
+            if (_chunks != null)
+            {
+                for (int i0 = 0; i0 < run.Length;)
+                {
+                    if (_chunks.Count == 0 || _lastFill == _chunks[^1].Length)
+                    {
+                        _chunks.Add(new float[Math.Clamp(Math.Max(Count, run.Length - i0), 256, ChunkSize)]);
+                        _lastFill = 0;
+                    }
+                    int len = Math.Min(_chunks[^1].Length - _lastFill, run.Length - i0);
+                    run.Slice(i0, len).CopyTo(_chunks[^1].AsSpan(_lastFill));
+                    _lastFill += len;
+                    i0 += len;
+                    Count += len;
+                }
+                SeenCount += run.Length;
+                return;
+            }
             int i = 0;
             if (Count < _k)
             {
