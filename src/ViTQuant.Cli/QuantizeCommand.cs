@@ -35,9 +35,11 @@ internal static class QuantizeCommand
         var threads = CommonOptions.Threads();
         var outOpt = new Option<string>("--out") { Description = "quantized checkpoint to write (.safetensors)", Required = true };
         var json = CommonOptions.Json();
+        var blocksPerPass = new Option<int>("--calib-blocks-per-pass") { Description = "calibrate this many blocks per pass over the calibration set (0: all in one pass); bounds the memory of exact statistics", DefaultValueFactory = _ => 0 };
+        var sample = new Option<int>("--calib-sample") { Description = "keep a random sample of at most N values per quantization group for the quantiles and range searches instead of every value (0: exact statistics)", DefaultValueFactory = _ => 0 };
         var adfq = new AdfqFlags();
         var cmd = new Command("quantize", "quantize a model after training and report the accuracy it keeps")
-            { model, method, wbits, abits, calib, calibSize, evalSet, split, limit, firstLast, seed, threads, outOpt, json };
+            { model, method, wbits, abits, calib, calibSize, evalSet, split, limit, firstLast, seed, threads, outOpt, json, blocksPerPass, sample };
         foreach (var o in adfq.All) cmd.Options.Add(o);
         var mimiq = new MimiqFlags();
         mimiq.AddTo(cmd);
@@ -52,6 +54,11 @@ internal static class QuantizeCommand
             AdfqOptions? adfqOpts = m == "adfq" ? adfq.Read(r, r.GetValue(seed)) : adfq.RefuseGiven(r, m);
             var plan = adfqOpts?.CreatePlan(r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast))
                        ?? QuantPresets.Create(m, r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast));
+            if (r.GetValue(sample) < 0) throw new ViTQuantException($"--calib-sample must be 0 (every value) or positive, got {r.GetValue(sample)}");
+            if (m == "mimiq" && (r.GetValue(sample) != 0 || r.GetValue(blocksPerPass) != 0))
+                throw new ViTQuantException("--calib-sample and --calib-blocks-per-pass apply to the post-training methods; mimiq initialises on its own images");
+            if (r.GetValue(sample) > 0)
+                plan = (plan with { Activations = plan.Activations.Select(a => a.Spec == null ? a : a with { Spec = a.Spec with { SampleSize = r.GetValue(sample) } }).ToArray() }).Validated();
             var fp = DataSources.LoadModel(r.GetValue(model));
             var c = fp.Config;
             var evalDs = DataSources.Limit(DataSources.Open(r.GetValue(evalSet)!, r.GetValue(split)!, c), r.GetValue(limit));
@@ -61,13 +68,15 @@ internal static class QuantizeCommand
             var fpRes = Evaluate("float", fp, null, evalDs);
             QuantizedModel qm;
             MimiqFineTuneResult? ft = null;
+            List<PointCalibration> calibration;
             if (m == "mimiq")
                 qm = (ft = MimiqFineTune.Run(fp, mimiq.Read(r, r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast), r.GetValue(seed), outPath))).Student;
             else
             {
-                qm = new QuantizedModel(fp.Clone(), plan);
-                Progress.Run("calibrate", calibBatches.Sum(b => b.Shape[0]), rep => { qm.Calibrate(calibBatches, n => rep.Update(n)); return 0; });
+                qm = new QuantizedModel(fp.Clone(), plan) { CalibrationBlocksPerPass = r.GetValue(blocksPerPass) };
+                Progress.Run("calibrate", qm.CalibrationPasses * calibBatches.Sum(b => b.Shape[0]), rep => { qm.Calibrate(calibBatches, n => rep.Update(n)); return 0; });
             }
+            calibration = PointCalibration.Of(qm); // as calibrated, before any reconstruction learns the steps
             var units = adfqOpts != null ? Reconstruct(fp, qm, calibBatches, adfqOpts) : null;
             var codes = QuantizedCheckpoint.Freeze(qm);
             var qRes = Evaluate($"{m} w{plan.WeightBits}a{plan.ActivationBits}", qm.Model, qm, evalDs);
@@ -80,6 +89,13 @@ internal static class QuantizeCommand
                 method = m, bits = $"w{plan.WeightBits}a{plan.ActivationBits}", fp_top1 = fpRes.Top1, quant_top1 = qRes.Top1,
                 fp_top5 = fpRes.Top5, quant_top5 = qRes.Top5, eval_count = qRes.Count, calib = m == "mimiq" ? null : r.GetValue(calib), calib_size = calibBatches.Sum(b => b.Shape[0]),
                 fine_tune = ft?.Summary,
+                calibration_passes = m == "mimiq" ? 0 : qm.CalibrationPasses,
+                calibration = calibration.Select(p => new
+                {
+                    point = p.Point, role = p.Role, quantizer = p.Quantizer, values_seen = p.ValuesSeen, values_used = p.ValuesUsed,
+                    sample_size = p.SampleSize > 0 ? p.SampleSize : (int?)null,
+                    parameters = p.Parameters.Select(s => new { name = s.Name, count = s.Count, value = s.Value, min = s.Min, median = s.Median, max = s.Max }),
+                }),
                 seed = r.GetValue(seed), seconds, peak_memory_mb = peak, out_path = outPath,
                 layers = layers.Select(l => new { point = l.Point, kind = l.Kind, quantizer = l.Quantizer, sqnr_db = Finite(l.Sqnr), local_sqnr_db = Finite(l.LocalSqnr), cosine = l.Cosine, outlier_fraction = l.OutlierFraction }),
                 adfq = adfqOpts == null ? null : new
@@ -95,6 +111,7 @@ internal static class QuantizeCommand
             });
             if (ft != null) File.Delete(ft.ResumePath);
             if (adfqOpts != null) PrintUnits(adfqOpts, units!);
+            PrintCalibration(calibration);
             PrintReport(fpRes, qRes, layers, m, plan, seconds, peak, outPath);
             if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(summary));
             return 0;
@@ -122,6 +139,17 @@ internal static class QuantizeCommand
             }));
         }
         return results;
+    }
+
+    /// <summary>One line on how the calibration statistics were taken (exact or sampled, and how many values).</summary>
+    private static void PrintCalibration(List<PointCalibration> points)
+    {
+        if (points.Count == 0) return;
+        long seen = points.Sum(p => p.ValuesSeen), used = points.Sum(p => p.ValuesUsed);
+        var sampled = points.Where(p => p.SampleSize > 0).ToList();
+        Console.Error.WriteLine(sampled.Count == 0
+            ? $"calibration: exact statistics at {points.Count} points over {seen:N0} observed values (no sampling)"
+            : $"calibration: {sampled.Count} of {points.Count} points sampled (sizes {string.Join(", ", sampled.Select(p => p.SampleSize).Distinct())} per group): statistics used {used:N0} of {seen:N0} observed values");
     }
 
     private static void PrintUnits(AdfqOptions opts, List<AdfqUnitResult> units)

@@ -56,3 +56,40 @@ public sealed class TapRecorder : IModelHooks
         _inner?.Tap(name, t);
     }
 }
+
+/// <summary>
+/// Records the input of chosen activation quantization points ("input.{point}") and, when a quantizer
+/// sits there, its output ("quantized.{point}"), chaining another hooks object (a QuantizedModel) for
+/// the quantization itself. Copies what it keeps, so it also works under <see cref="VisionTransformer.Infer"/>.
+/// </summary>
+public sealed class PointRecorder : IModelHooks
+{
+    private readonly Func<string, bool> _want;
+    private readonly IModelHooks? _inner;
+
+    /// <param name="want">which activation points to record.</param>
+    /// <param name="inner">hooks that quantize (null: a float model, only inputs are recorded).</param>
+    public PointRecorder(Func<string, bool> want, IModelHooks? inner = null)
+    {
+        _want = want;
+        _inner = inner;
+    }
+
+    /// <summary>Recorded tensors by name, in forward order.</summary>
+    public List<(string Name, Tensor Value)> Recorded { get; } = new();
+
+    public Tensor Weight(string layer, Tensor w) => _inner?.Weight(layer, w) ?? w;
+    public bool WantsTap(string name) => _inner?.WantsTap(name) ?? false;
+    public void Tap(string name, Tensor t) => _inner?.Tap(name, t);
+
+    public Tensor Activation(string point, Tensor x)
+    {
+        var y = _inner?.Activation(point, x) ?? x;
+        if (_want(point))
+        {
+            Recorded.Add(($"input.{point}", x.Detach().Clone()));
+            if (!ReferenceEquals(y, x)) Recorded.Add(($"quantized.{point}", y.Detach().Clone()));
+        }
+        return y;
+    }
+}

@@ -1,4 +1,4 @@
-// Streaming calibration statistics with bounded memory, whatever the number of batches.
+// Streaming calibration statistics, whatever the number of batches.
 //
 // A quantizer splits a tensor into groups that share one set of quantization parameters:
 //   per tensor   one group;
@@ -10,14 +10,17 @@
 //
 // Two observers keep the statistics:
 //   MinMaxObserver     exact running min and max per group (two floats per group).
-//   ReservoirObserver  a uniform random sample per group of at most `capacity` values (Vitter's
-//                      reservoir sampling, Li's "Algorithm L", which skips ahead geometrically instead of
-//                      drawing a random number per value). Memory is capacity × groups floats however
-//                      many batches are observed. The sample is used for quantiles and for the MSE / Lp
-//                      range searches. Approximation: while a group has seen at most `capacity` values
-//                      the sample IS the data and quantiles are exact; beyond that they are the
-//                      quantiles of a uniform sample of that size (for 4096 values the 0.999 quantile
-//                      is one of the ~4 largest; the 2^20 per-tensor default resolves 0.99999).
+//   ReservoirObserver  the observed values per group, for quantiles and the MSE / Lp range searches.
+//                      Default (capacity 0 = Exact): EVERY value is kept, so quantiles and search
+//                      errors are exact over the whole calibration set, as in the published ADFQ-ViT
+//                      code (which takes torch.quantile over the whole calibration batch). Memory is
+//                      4 bytes per observed value (QuantizedModel.Calibrate bounds it by calibrating
+//                      the blocks in separate passes). A positive capacity is a deliberate option: a
+//                      uniform random sample of at most that many values per group (Vitter's
+//                      reservoir sampling, Li's "Algorithm L", which skips ahead geometrically instead
+//                      of drawing a random number per value); quantiles are then those of the sample
+//                      once a group has seen more values than the capacity. Its size is part of the
+//                      spec (QuantSpec.SampleSize) and printed with it.
 //                      Determinism: the same seed and the same sequence of tensors give the same sample
 //                      (each group has its own generator derived from the seed and the group index).
 using ViTQuant.Tensors;
@@ -122,43 +125,32 @@ public sealed class MinMaxObserver
 }
 
 /// <summary>
-/// A bounded uniform random sample of the observed values per group (reservoir sampling). At most
-/// <see cref="CapacityPerGroup"/> values are stored per group whatever the number of batches; while a
-/// group has seen no more than that, its sample is exactly its data (in arrival order).
+/// The observed values per group: all of them (capacity <see cref="Exact"/>, the default) or a uniform
+/// random sample of at most <see cref="CapacityPerGroup"/> values (reservoir sampling). While a group
+/// has seen no more values than the capacity, its sample is exactly its data (in arrival order).
 /// </summary>
 public sealed class ReservoirObserver
 {
-    /// <summary>Per-tensor default: 2^20 values (4 MiB) — resolves the 0.99999 quantile.</summary>
-    public const int DefaultTensorCapacity = 1 << 20;
-
-    /// <summary>Per-token default: 4096 values per token position.</summary>
-    public const int DefaultTokenCapacity = 4096;
-
-    /// <summary>Per-channel default: 16384 values per channel (a whole weight row of every ViT/DeiT/Swin layer).</summary>
-    public const int DefaultChannelCapacity = 1 << 14;
+    /// <summary>Capacity meaning "keep every value" (the largest array a group can hold).</summary>
+    public static readonly int Exact = Array.MaxLength;
 
     private readonly ulong _seed;
     private Reservoir[]? _groups;
 
     /// <param name="granularity">how tensors split into groups.</param>
-    /// <param name="capacityPerGroup">values kept per group; 0 picks the default for the granularity.</param>
+    /// <param name="capacityPerGroup">values kept per group; 0 keeps every value (exact statistics).</param>
     /// <param name="seed">seed of the sampling (same seed and same batches give the same sample).</param>
     /// <exception cref="ArgumentOutOfRangeException">when capacityPerGroup is negative.</exception>
     public ReservoirObserver(Granularity granularity, int capacityPerGroup = 0, ulong seed = 0)
     {
-        if (capacityPerGroup < 0) throw new ArgumentOutOfRangeException(nameof(capacityPerGroup), "capacity must be positive (0 = default)");
+        if (capacityPerGroup < 0) throw new ArgumentOutOfRangeException(nameof(capacityPerGroup), "capacity must be positive (0 = every value)");
         Granularity = granularity;
-        CapacityPerGroup = capacityPerGroup > 0 ? capacityPerGroup : DefaultCapacity(granularity);
+        CapacityPerGroup = capacityPerGroup > 0 ? Math.Min(capacityPerGroup, Exact) : Exact;
         _seed = seed;
     }
 
-    /// <summary>The default per-group capacity of a granularity.</summary>
-    public static int DefaultCapacity(Granularity granularity) => granularity switch
-    {
-        Granularity.PerTensor => DefaultTensorCapacity,
-        Granularity.PerChannel => DefaultChannelCapacity,
-        _ => DefaultTokenCapacity,
-    };
+    /// <summary>True when every observed value is kept (no sampling).</summary>
+    public bool KeepsEverything => CapacityPerGroup == Exact;
 
     public Granularity Granularity { get; }
 
@@ -170,23 +162,25 @@ public sealed class ReservoirObserver
     /// <summary>Values stored over all groups (never more than Groups × CapacityPerGroup).</summary>
     public long StoredCount => _groups?.Sum(r => (long)r.Count) ?? 0;
 
+    /// <summary>Values seen over all groups (stored or not).</summary>
+    public long SeenCount => _groups?.Sum(r => r.SeenCount) ?? 0;
+
+    /// <summary>Frees the stored values (after calibration: they can be gigabytes). Observing starts afresh.</summary>
+    public void Clear() => _groups = null;
+
     /// <summary>Values the group has seen (stored or not).</summary>
     public long Seen(int group) => Group(group).SeenCount;
 
     /// <summary>True while the group's sample holds every value it has seen (quantiles are then exact).</summary>
     public bool IsExact(int group) => Group(group).SeenCount <= CapacityPerGroup;
 
-    /// <summary>The group's current sample (a view: valid until the next Observe).</summary>
-    public ReadOnlySpan<float> Sample(int group)
-    {
-        var r = Group(group);
-        return r.Buffer.AsSpan(0, r.Count);
-    }
+    /// <summary>A copy of the group's sample (every value in arrival order when nothing was sampled away).</summary>
+    public float[] Sample(int group) => Group(group).ToArray();
 
     /// <summary>A sorted copy of the group's sample.</summary>
     public float[] SortedSample(int group)
     {
-        var s = Sample(group).ToArray();
+        var s = Sample(group);
         Array.Sort(s);
         return s;
     }
@@ -228,26 +222,68 @@ public sealed class ReservoirObserver
         private double _w;
         private long _next; // index (in the group's stream) of the next value that enters the sample
 
+        // Exact mode stores the values in chunks that grow with the group up to 2^16 values: no copies
+        // while a group grows and at most 2^16 values of slack per group (a doubling array peaks near 3×
+        // the data in growth copies and garbage), while small groups (a weight row) stay small.
+        private const int ChunkSize = 1 << 16;
+        private readonly List<float[]>? _chunks;
+        private int _lastFill; // values in the last chunk
+
         public Reservoir(int k, Rng rng)
         {
             _k = k;
             _rng = rng;
-            Buffer = new float[Math.Min(k, 1024)];
+            if (k == Exact) _chunks = new List<float[]>();
+            else Buffer = new float[Math.Min(k, 1024)];
         }
 
-        public float[] Buffer { get; private set; }
+        public float[] Buffer { get; private set; } = Array.Empty<float>();
+
+        public float[] ToArray()
+        {
+            if (_chunks == null) return Buffer.AsSpan(0, Count).ToArray();
+            var all = new float[Count];
+            int done = 0;
+            for (int c = 0; c < _chunks.Count; c++)
+            {
+                int len = c == _chunks.Count - 1 ? _lastFill : _chunks[c].Length;
+                _chunks[c].AsSpan(0, len).CopyTo(all.AsSpan(done));
+                done += len;
+            }
+            return all;
+        }
         public int Count { get; private set; }
         public long SeenCount { get; private set; }
 
         public void Add(ReadOnlySpan<float> run)
         {
+            if (_k == Exact && SeenCount + run.Length > _k)
+                throw new ViTQuantException($"a calibration group would hold more than {Exact} values; calibrate on fewer images or set a sample size");
+            if (_chunks != null)
+            {
+                for (int i0 = 0; i0 < run.Length;)
+                {
+                    if (_chunks.Count == 0 || _lastFill == _chunks[^1].Length)
+                    {
+                        _chunks.Add(new float[Math.Clamp(Math.Max(Count, run.Length - i0), 256, ChunkSize)]);
+                        _lastFill = 0;
+                    }
+                    int len = Math.Min(_chunks[^1].Length - _lastFill, run.Length - i0);
+                    run.Slice(i0, len).CopyTo(_chunks[^1].AsSpan(_lastFill));
+                    _lastFill += len;
+                    i0 += len;
+                    Count += len;
+                }
+                SeenCount += run.Length;
+                return;
+            }
             int i = 0;
             if (Count < _k)
             {
                 int take = Math.Min(_k - Count, run.Length);
                 if (Count + take > Buffer.Length)
                 {
-                    var grown = new float[Math.Min(_k, Math.Max(Count + take, 2 * Buffer.Length))];
+                    var grown = new float[(int)Math.Min(_k, Math.Max((long)Count + take, 2L * Buffer.Length))];
                     Buffer.AsSpan(0, Count).CopyTo(grown);
                     Buffer = grown;
                 }

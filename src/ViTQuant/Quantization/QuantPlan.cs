@@ -132,7 +132,8 @@ public static class QuantPresets
                 foreach (var l in new[] { "patch_embed.proj", "head", "head_dist" }) weights.Add(new(l, W(w, l)));
                 weights.Add(new("*", w));
                 var patch = new QuantSpec { Kind = QuantKind.PerPatchOutlier, Bits = abits, Granularity = Granularity.PerToken, OutlierThreshold = 5f, Range = RangeMethod.Percentile };
-                var qkv = new QuantSpec { Bits = abits, Range = RangeMethod.LpSearch, LpNorm = 2.4f };
+                // q, k, v: the published UniformAffineQuantizer searches the step and the zero point (p = 2.4).
+                var qkv = new QuantSpec { Bits = abits, Range = RangeMethod.LpZeroPointSearch, LpNorm = 2.4f };
                 var perc = new QuantSpec { Bits = abits, Range = RangeMethod.Percentile, Learnable = true }; // ADFQ learns these steps
                 acts.Add(new("blocks.*.attn.qkv", patch));
                 acts.Add(new("blocks.*.mlp.fc1", patch));
@@ -140,7 +141,8 @@ public static class QuantPresets
                 acts.Add(new("blocks.*.attn.q", qkv));
                 acts.Add(new("blocks.*.attn.k", qkv));
                 acts.Add(new("blocks.*.attn.v", qkv));
-                acts.Add(new("blocks.*.attn.probs", new QuantSpec { Kind = QuantKind.LogSqrt2, Bits = abits }));
+                // Post-softmax: the published LogSqrt2Quantizer picks Δ among quantile(p) by MSE, not Δ = max(p).
+                acts.Add(new("blocks.*.attn.probs", new QuantSpec { Kind = QuantKind.LogSqrt2, Bits = abits, Range = RangeMethod.Percentile }));
                 foreach (var l in new[] { "head", "head_dist" }) acts.Add(new(l, W(perc, l)));
                 acts.Add(new("*", perc));
                 break;

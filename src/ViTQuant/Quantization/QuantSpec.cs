@@ -42,6 +42,11 @@ public enum RangeMethod
     Percentile,
     /// <summary>Range grid search minimising the Lp error (p = LpNorm; 2 = MSE).</summary>
     LpSearch,
+    /// <summary>
+    /// Asymmetric grids: the step AND the zero point searched together by the Lp error (ADFQ-ViT's
+    /// published UniformAffineQuantizer 'mse' search for q, k, v); one-sided data searches the step only.
+    /// </summary>
+    LpZeroPointSearch,
 }
 
 /// <summary>
@@ -78,6 +83,12 @@ public sealed record QuantSpec
     /// <see cref="LpNorm"/>) on the observed sample instead of LSQ's 2·mean|x|/√q_max rule.
     /// </summary>
     public bool RangeInit { get; init; }
+    /// <summary>
+    /// Values kept per quantization group for the quantiles and range searches: 0 (default) keeps every
+    /// observed value (exact statistics over the whole calibration set); a positive size keeps a uniform
+    /// random sample of at most that many (a deliberate approximation, printed with the spec).
+    /// </summary>
+    public int SampleSize { get; init; }
 
     public QuantSpec Validated()
     {
@@ -86,6 +97,7 @@ public sealed record QuantSpec
             throw new ViTQuantException($"{Kind} quantizers are per tensor");
         if (Kind == QuantKind.PerPatchOutlier && (Granularity != Granularity.PerToken || !(OutlierThreshold > 0)))
             throw new ViTQuantException("the per-patch outlier quantizer is per token with a positive threshold");
+        if (SampleSize < 0) throw new ViTQuantException($"sample size must be 0 (every value) or positive, got {SampleSize}");
         if (!(LpNorm > 0)) throw new ViTQuantException($"Lp norm must be positive, got {LpNorm}");
         if (AdaRound && Kind != QuantKind.Uniform)
             throw new ViTQuantException($"AdaRound rounds a uniform weight grid; it cannot be combined with {Kind}");
@@ -98,7 +110,9 @@ public sealed record QuantSpec
         return this;
     }
 
-    public override string ToString() => Kind switch
+    public override string ToString() => Describe() + (SampleSize > 0 ? $" sample {SampleSize}/group" : "");
+
+    private string Describe() => Kind switch
     {
         QuantKind.Uniform => $"uniform{Bits} {(Symmetric ? "sym" : "asym")} {Granularity} {(Dynamic ? "dynamic " : "")}{Range}"
                              + (Learnable ? " learned-step" : "") + (AdaRound ? " adaround" : ""),

@@ -15,6 +15,11 @@ public enum QuantMode
     Quantize,
     /// <summary>Everything passes through in float (the same forward as the plain model).</summary>
     Float,
+    /// <summary>
+    /// Weights are fake-quantized (AdaRound with its hard rounding), activations pass through unobserved:
+    /// the stream the activation quantizers are calibrated on, for inspection.
+    /// </summary>
+    WeightsOnly,
 }
 
 public sealed class QuantizedModel : IModelHooks
@@ -59,22 +64,61 @@ public sealed class QuantizedModel : IModelHooks
     public Tensor Forward(Tensor x) => Model.Forward(x, this);
 
     /// <summary>
-    /// Observes every activation point over the batches (float activations), then fixes all
-    /// activation ranges and switches to Quantize mode. progress(images) after each batch.
+    /// Blocks whose activation points are observed in one pass over the calibration batches (0, the
+    /// default: every point in a single pass). Exact statistics keep every observed value until the
+    /// point is calibrated, 4 bytes each; smaller passes bound that memory to a few blocks at the cost of
+    /// one float forward over the calibration set per pass (the points not in a block go with pass 0).
+    /// </summary>
+    public int CalibrationBlocksPerPass
+    {
+        get => _blocksPerPass;
+        set => _blocksPerPass = value >= 0 ? value : throw new ViTQuantException($"blocks per calibration pass must be 0 (all) or positive, got {value}");
+    }
+
+    private int _blocksPerPass;
+    private int _pass = -1; // the pass being observed (-1: every point)
+
+    /// <summary>Number of passes <see cref="Calibrate"/> makes over the batches.</summary>
+    public int CalibrationPasses => _blocksPerPass == 0 ? 1 : (Model.Config.Depth + _blocksPerPass - 1) / _blocksPerPass;
+
+    private int PassOf(string point)
+    {
+        if (_blocksPerPass == 0 || !point.StartsWith("blocks.", StringComparison.Ordinal)) return 0;
+        int dot = point.IndexOf('.', 7);
+        return int.Parse(point.AsSpan(7, dot - 7)) / _blocksPerPass;
+    }
+
+    /// <summary>
+    /// Observes every activation point over the batches (float activations; the weights are already on
+    /// their grids), then fixes all activation ranges and switches to Quantize mode. With
+    /// <see cref="CalibrationBlocksPerPass"/> set, the batches are enumerated once per pass (they must be
+    /// re-enumerable) and each pass's points are calibrated, and their stored values freed, before the
+    /// next. progress(images) after each batch, counting every pass.
     /// </summary>
     public void Calibrate(IEnumerable<Tensor> batches, Action<int>? progress = null)
     {
         Mode = QuantMode.Calibrate;
-        int seen = 0;
-        using (Autograd.NoGrad())
-            foreach (var x in batches)
+        int seen = 0, passes = CalibrationPasses;
+        try
+        {
+            for (int pass = 0; pass < passes; pass++)
             {
-                using (TensorArena.Scope()) Model.Infer(x, this); // quantizers copy what they observe, so stages can recycle
-                seen += x.Shape[0];
-                progress?.Invoke(seen);
+                _pass = passes == 1 ? -1 : pass;
+                int images = 0;
+                using (Autograd.NoGrad())
+                    foreach (var x in batches)
+                    {
+                        using (TensorArena.Scope()) Model.Infer(x, this); // quantizers copy what they observe, so stages can recycle
+                        images += x.Shape[0];
+                        seen += x.Shape[0];
+                        progress?.Invoke(seen);
+                    }
+                if (images == 0) throw new ViTQuantException("calibration set is empty");
+                foreach (var (point, q) in _actQ)
+                    if (_pass < 0 || PassOf(point) == pass) q.Calibrate();
             }
-        if (seen == 0) throw new ViTQuantException("calibration set is empty");
-        foreach (var q in _actQ.Values) q.Calibrate();
+        }
+        finally { _pass = -1; }
         Mode = QuantMode.Quantize;
     }
 
@@ -111,6 +155,9 @@ public sealed class QuantizedModel : IModelHooks
             q.Observe(w);
             q.Calibrate();
         }
+        // Activations are calibrated with the weights on their grid; AdaRound's initial soft rounding
+        // would reproduce the float weight, so its hard (nearest) rounding stands in until reconstruction.
+        if (Mode is QuantMode.Calibrate or QuantMode.WeightsOnly && q is AdaRoundQuantizer a && !a.HardRounding) return a.ForwardHard(w);
         bool cacheable = CacheWeights && !Autograd.Needs(w) && !q.LearnableParameters().Any(p => p.RequiresGrad);
         if (!cacheable) return q.Forward(w);
         if (!_weightCache.TryGetValue(layer, out var cached))
@@ -123,10 +170,10 @@ public sealed class QuantizedModel : IModelHooks
 
     public Tensor Activation(string point, Tensor x)
     {
-        if (Mode == QuantMode.Float || !_actQ.TryGetValue(point, out var q)) return x;
+        if (Mode is QuantMode.Float or QuantMode.WeightsOnly || !_actQ.TryGetValue(point, out var q)) return x;
         if (Mode == QuantMode.Calibrate)
         {
-            q.Observe(x);
+            if (_pass < 0 || PassOf(point) == _pass) q.Observe(x);
             return x;
         }
         return q.Forward(x);

@@ -1,6 +1,7 @@
 // The quantizer contract. A Quantizer is a small stateful object (ranges, steps, zero points, learned
 // variables) created from a QuantSpec. Life cycle:
-//   1. Observe(x) on calibration batches (streaming: bounded memory whatever the number of batches);
+//   1. Observe(x) on calibration batches (min–max statistics take constant memory; quantile and search
+//      statistics keep every value, or a sample of Spec.SampleSize, until Calibrate frees them);
 //   2. Calibrate() turns the statistics into quantization parameters (IsCalibrated becomes true);
 //   3. Forward(x) fake-quantizes: quantize → clamp → dequantize, float out, with straight-through or
 //      learned-parameter gradients so it can sit inside a trained or reconstructed network.
@@ -35,6 +36,23 @@ public abstract class Quantizer
 
     /// <summary>Restores State(); throws ViTQuantException when names or shapes do not match.</summary>
     public abstract void LoadState(IReadOnlyDictionary<string, Tensor> state);
+
+    /// <summary>Values the last calibration observed (every element of every batch); 0 when loaded from a checkpoint.</summary>
+    public long ValuesSeen { get; private set; }
+
+    /// <summary>
+    /// Values the last calibration's statistic used: ValuesSeen for min–max and for exact quantiles and
+    /// searches, the number of sampled values when Spec.SampleSize is set; 0 when loaded from a checkpoint.
+    /// </summary>
+    public long ValuesUsed { get; private set; }
+
+    /// <summary>Records what the calibration saw and frees the stored values (they can be gigabytes).</summary>
+    protected void FinishStatistics(MinMaxObserver minMax, ReservoirObserver? sample)
+    {
+        ValuesSeen = minMax.Count;
+        ValuesUsed = sample?.StoredCount ?? minMax.Count;
+        sample?.Clear();
+    }
 
     protected void EnsureCalibrated()
     {

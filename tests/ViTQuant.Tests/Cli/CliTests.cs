@@ -6,6 +6,7 @@ using System.Text.Json;
 using ViTQuant.Data;
 using ViTQuant.IO;
 using ViTQuant.Models;
+using ViTQuant.Quantization;
 using ViTQuant.Tensors;
 using ViTQuant.Tests.Models;
 using ViTQuant.Tests.Nn;
@@ -203,6 +204,29 @@ public class CliTests
         string plain = dir.File("plain.safetensors");
         AssertSuccess(Run("infer", "--model", OddDir, "--input", input, "--output", plain));
         Assert.Equal(new[] { "logits" }, SafeTensorsFile.Read(plain).Names);
+    }
+
+    [Fact]
+    public void Infer_TapsAll_WritesEveryQuantizationPointInput()
+    {
+        using var dir = new TempDir();
+        string input = dir.File("in.safetensors"), output = dir.File("all.safetensors"), some = dir.File("some.safetensors");
+        var x = HashInit.Images(3, 2, 3, 20, 20);
+        SafeTensorsWriter.Write(input, new[] { ("pixel_values", x) });
+        AssertSuccess(Run("infer", "--model", OddDir, "--input", input, "--output", output, "--taps", "all"));
+        var o = SafeTensorsFile.Read(output);
+        var model = ModelIO.Load(OddDir);
+        var points = QuantPlan.ActivationPoints(model.Config).ToList();
+        foreach (var p in points) Assert.Contains($"input.{p}", o.Names);
+        Assert.Contains("blocks.0.attn.probs", o.Names); // the attention maps stay
+        Assert.DoesNotContain(o.Names, n => n.StartsWith("quantized.")); // a float model quantizes nothing
+        Assert.Equal(x.ToArray(), o.GetTensor("input.patch_embed.proj").ToArray());
+        Assert.Equal(o.GetTensor("blocks.1.attn.probs").ToArray(), o.GetTensor("input.blocks.1.attn.probs").ToArray());
+
+        AssertSuccess(Run("infer", "--model", OddDir, "--input", input, "--output", some, "--taps", "blocks.*.mlp.fc2, head"));
+        Assert.Equal(new[] { "logits", "input.blocks.0.mlp.fc2", "input.blocks.1.mlp.fc2", "input.head" }, SafeTensorsFile.Read(some).Names);
+        AssertUserError(Run("infer", "--model", OddDir, "--input", input, "--output", dir.File("bad.safetensors"), "--taps", "blocks.0.mlp.fc9"), "--taps", "blocks.0.mlp.fc9");
+        AssertUserError(Run("infer", "--model", OddDir, "--input", input, "--output", dir.File("bad.safetensors"), "--calibration-stream"), "--calibration-stream");
     }
 
     [Fact]

@@ -69,7 +69,7 @@ public class ExportCliTests
         Assert.True(j.GetProperty("ort_qdq_ops").GetProperty("com.microsoft.QGemm").GetInt32() > 0, r.Stdout);
         Assert.True(j.GetProperty("onnx_qdq_bytes").GetInt64() < j.GetProperty("onnx_float_bytes").GetInt64());
         AssertUserError(Run("bench", "--engine", "onnx", "--model", dir.File("m.onnx")), "exports the model itself");
-        AssertUserError(Run("infer", "--engine", "onnx", "--model", dir.File("m.onnx"), "--input", q, "--output", dir.File("o.safetensors"), "--taps"), "--taps needs --engine sim");
+        AssertUserError(Run("infer", "--engine", "onnx", "--model", dir.File("m.onnx"), "--input", q, "--output", dir.File("o.safetensors"), "--taps"), "--taps and --calibration-stream need --engine sim");
     }
 
     [Fact]

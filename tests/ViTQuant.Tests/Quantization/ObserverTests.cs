@@ -133,14 +133,28 @@ public class ObserverTests
     }
 
     [Fact]
-    public void DefaultCapacitiesAreTheDocumentedBounds()
+    public void ByDefaultEveryValueIsKeptAndClearFreesThem()
     {
-        Assert.Equal(1 << 20, new ReservoirObserver(Granularity.PerTensor).CapacityPerGroup);
-        Assert.Equal(4096, new ReservoirObserver(Granularity.PerToken).CapacityPerGroup);
-        Assert.Equal(1 << 14, new ReservoirObserver(Granularity.PerChannel).CapacityPerGroup);
         var obs = new ReservoirObserver(Granularity.PerToken);
+        Assert.True(obs.KeepsEverything);
         var rng = new Rng(2);
-        for (int b = 0; b < 12; b++) obs.Observe(Tensor.Randn(rng, 1f, 16, 4, 48)); // 9216 per token
-        Assert.Equal(4 * 4096, obs.StoredCount);
+        var all = new List<float>[4];
+        for (int t = 0; t < 4; t++) all[t] = new List<float>();
+        for (int b = 0; b < 12; b++)
+        {
+            var x = Tensor.Randn(rng, 1f, 16, 4, 48); // 9216 values per token in all, more than the old 4096 reservoir
+            obs.Observe(x);
+            for (int i = 0; i < x.Size; i++) all[i / 48 % 4].Add(x.Data[i]);
+        }
+        Assert.Equal(4 * 9216, obs.StoredCount);
+        Assert.Equal(4 * 9216, obs.SeenCount);
+        for (int t = 0; t < 4; t++)
+        {
+            Assert.True(obs.IsExact(t));
+            Assert.Equal(all[t].OrderBy(v => v).ToArray(), obs.SortedSample(t));
+        }
+        obs.Clear();
+        Assert.Equal(0, obs.Groups);
+        Assert.Equal(0, obs.StoredCount);
     }
 }

@@ -36,7 +36,7 @@ public sealed class AdaRoundQuantizer : Quantizer
         if (Spec.Kind != QuantKind.Uniform || Spec.Dynamic) throw new ArgumentException($"AdaRound needs a calibrated Uniform spec, got {Spec}", nameof(spec));
         (QMin, QMax) = RangeSearch.IntRange(Spec.Bits, Spec.Symmetric);
         _minMax = new MinMaxObserver(Spec.Granularity);
-        if (Spec.Range != RangeMethod.MinMax) _sample = new ReservoirObserver(Spec.Granularity, 0, seed);
+        if (Spec.Range != RangeMethod.MinMax) _sample = new ReservoirObserver(Spec.Granularity, Spec.SampleSize, seed);
     }
 
     public int QMin { get; }
@@ -83,6 +83,7 @@ public sealed class AdaRoundQuantizer : Quantizer
             float[] sorted = _sample != null ? _sample.SortedSample(g) : Array.Empty<float>();
             grids[g] = RangeSearch.Search(Spec.Range, sorted, min[g], max[g], Spec.Bits, Spec.Symmetric, Spec.LpNorm);
         });
+        FinishStatistics(_minMax, _sample);
         _scale = grids.Select(p => p.Scale).ToArray();
         _zero = grids.Select(p => p.ZeroPoint).ToArray();
         var v = new Tensor(_observed.Shape);
@@ -103,7 +104,20 @@ public sealed class AdaRoundQuantizer : Quantizer
     /// Soft (learned) or hard fake quantization of W (file header); gradient to V only, in soft mode.
     /// Throws InvalidOperationException before calibration and ViTQuantException when W's shape is not V's.
     /// </summary>
-    public override Tensor Forward(Tensor x)
+    public override Tensor Forward(Tensor x) => Apply(x, HardRounding);
+
+    /// <summary>
+    /// W on its grid with the hard rounding of the current V (at calibration: round to nearest), no
+    /// gradient: the weights the activation calibration runs with, as the published code calibrates its
+    /// activations before AdaRound replaces the nearest-rounding weight quantizer.
+    /// </summary>
+    public Tensor ForwardHard(Tensor x)
+    {
+        using var _ = Autograd.NoGrad();
+        return Apply(x, hard: true);
+    }
+
+    private Tensor Apply(Tensor x, bool hard)
     {
         EnsureCalibrated();
         if (!x.Shape.AsSpan().SequenceEqual(_v!.Shape))
@@ -111,7 +125,6 @@ public sealed class AdaRoundQuantizer : Quantizer
         int n = x.Size;
         var y = Tensor.Output(x.Shape); // an op output: recycled with the caller's arena scope
         float[] xd = x.Data, yd = y.Data, vd = _v.Data, sc = _scale!, zp = _zero!;
-        bool hard = HardRounding;
         var layout = _layout;
         float qmin = QMin, qmax = QMax;
         FakeQuant.ForSegments(n, layout, (_, start, end, g) =>

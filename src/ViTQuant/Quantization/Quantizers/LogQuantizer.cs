@@ -20,7 +20,7 @@ public sealed class LogQuantizer : Quantizer
     public LogQuantizer(QuantSpec spec, ulong seed = 0) : base(spec)
     {
         if (Spec.Kind is not (QuantKind.Log2 or QuantKind.LogSqrt2)) throw new ArgumentException($"LogQuantizer needs a Log2 or LogSqrt2 spec, got {Spec.Kind}", nameof(spec));
-        if (Spec.Range != RangeMethod.MinMax) _sample = new ReservoirObserver(Granularity.PerTensor, 0, seed);
+        if (Spec.Range != RangeMethod.MinMax) _sample = new ReservoirObserver(Granularity.PerTensor, Spec.SampleSize, seed);
     }
 
     /// <summary>True for base √2 (LogSqrt2).</summary>
@@ -52,6 +52,7 @@ public sealed class LogQuantizer : Quantizer
         if (_minMax.Groups == 0) throw new InvalidOperationException($"{Spec} quantizer calibrated before observing any batch");
         float max = _minMax.GlobalMax;
         float[] sorted = _sample?.SortedSample(0) ?? Array.Empty<float>();
+        FinishStatistics(_minMax, _sample);
         SetDelta(LogGrid.SearchDelta(Spec.Range, sorted, float.IsFinite(max) ? max : 0f, Spec.Bits, SqrtTwoBase, Spec.LpNorm));
     }
 

@@ -49,7 +49,7 @@ public sealed class LsqQuantizer : Quantizer
         if (Spec.Kind != QuantKind.Lsq) throw new ArgumentException($"LsqQuantizer needs an Lsq spec, got {Spec.Kind}", nameof(spec));
         _isWeight = isWeight;
         _minMax = new MinMaxObserver(Spec.Granularity);
-        if (Spec.RangeInit && !isWeight && Spec.Range != RangeMethod.MinMax) _sample = new ReservoirObserver(Spec.Granularity);
+        if (Spec.RangeInit && !isWeight && Spec.Range != RangeMethod.MinMax) _sample = new ReservoirObserver(Spec.Granularity, Spec.SampleSize);
     }
 
     /// <summary>True for the signed grid. Throws InvalidOperationException before the first batch (activations).</summary>
@@ -111,6 +111,7 @@ public sealed class LsqQuantizer : Quantizer
                 alpha[g] = RangeSearch.SafeScale((float)(2 * meanAbs / Math.Sqrt(QMax)));
             }
         }
+        FinishStatistics(_minMax, _sample);
         SetParams(alpha, zero);
     }
 

@@ -5,7 +5,9 @@
 //     x̂  = (clamp(round(x/Δ_t) + z_t, 0, 2^b − 1) − z_t)·Δ_t   for inliers (RangeSearch's rule)
 //     x̂[M] = x[M]                      outliers pass through bit-exactly
 // Calibration: outliers are set to 0 in the observed values (the inlier distribution is what the grid
-// must cover); per token the range method picks the grid on that token's sample — ADFQ uses
+// must cover); per token the range method picks the grid on ALL of that token's values over the
+// calibration set (the published torch.quantile over x[:, t, :]; QuantSpec.SampleSize opts into a
+// sample) — ADFQ uses
 // Percentile: (l, u) = (quantile(x_t, 1 − p), quantile(x_t, p)) over p ∈ {0.999, 0.9999, 0.99999}
 // by the MSE of the fake-quantized slice, Δ_t = (u − l)/(2^b − 1), z_t = round(−l/Δ_t) (the range is
 // widened to contain 0 as everywhere in RangeSearch; zeroed outliers keep 0 inside it anyway).
@@ -31,7 +33,7 @@ public sealed class PerPatchOutlierQuantizer : Quantizer, IReportsOutliers
     {
         if (Spec.Kind != QuantKind.PerPatchOutlier) throw new ArgumentException($"PerPatchOutlierQuantizer needs a PerPatchOutlier spec, got {Spec.Kind}", nameof(spec));
         (QMin, QMax) = RangeSearch.IntRange(Spec.Bits, Spec.Symmetric);
-        if (Spec.Range != RangeMethod.MinMax) _sample = new ReservoirObserver(Granularity.PerToken, 0, seed);
+        if (Spec.Range != RangeMethod.MinMax) _sample = new ReservoirObserver(Granularity.PerToken, Spec.SampleSize, seed);
     }
 
     public int QMin { get; }
@@ -88,6 +90,7 @@ public sealed class PerPatchOutlierQuantizer : Quantizer, IReportsOutliers
             float[] sorted = _sample != null ? _sample.SortedSample(t) : Array.Empty<float>();
             grids[t] = RangeSearch.Search(Spec.Range, sorted, min[t], max[t], Spec.Bits, Spec.Symmetric, Spec.LpNorm);
         });
+        FinishStatistics(_minMax, _sample);
         Set(grids.Select(g => g.Scale).ToArray(), grids.Select(g => g.ZeroPoint).ToArray());
     }
 

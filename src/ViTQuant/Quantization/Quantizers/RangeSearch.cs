@@ -18,6 +18,12 @@
 //     MinMax      [min, max] of all data (exact, from MinMaxObserver)
 //     Percentile  (lo, hi) = (quantile(1 − p), quantile(p)), p ∈ {0.999, 0.9999, 0.99999}, least MSE
 //     LpSearch    [α·min, α·max], α ∈ {0.01, 0.02, …, 1.00}, least mean |x − x̂|^p  (p = LpNorm)
+//     LpZeroPointSearch  (ADFQ-ViT's published UniformAffineQuantizer, scale_method 'mse')
+//                 data on both sides of 0, asymmetric: Δ_i = (max − min)·i/100/(2^b − 1), i = 1..100,
+//                 and for each Δ_i every zero point z ∈ [0, 2^b − 1] (i outer, z inner), least mean
+//                 |x − x̂|^p; the grid is (Δ_i, z) itself (its range [−zΔ, (2^b − 1 − z)Δ]).
+//                 one-sided data (min ≥ 0 or max ≤ 0) or symmetric grids: LpSearch (the published 1-D
+//                 search [0, α·max(|min|, max)] is LpSearch's range after widening to contain 0).
 // Ties keep the earlier candidate. Quantiles interpolate linearly between order statistics, as
 // torch.quantile does.
 using System.Numerics.Tensors;
@@ -139,6 +145,8 @@ public static class RangeSearch
         }
         min = FiniteOrZero(min);
         max = FiniteOrZero(max);
+        if (method == RangeMethod.LpZeroPointSearch && !symmetric && min < 0 && max > 0)
+            return SearchStepAndZeroPoint(sorted, min, max, bits, lpNorm);
         // LpSearch: score the 100 shrunk ranges in parallel, then take the first best in order.
         var errs = new double[LpCandidates];
         var grids = new UniformParams[LpCandidates];
@@ -151,6 +159,28 @@ public static class RangeSearch
         });
         int arg = 0;
         for (int k = 1; k < LpCandidates; k++) if (errs[k] < errs[arg]) arg = k;
+        return grids[arg];
+    }
+
+    /// <summary>The 2-D (step, zero point) search of LpZeroPointSearch (file header) on the observed values.</summary>
+    public static UniformParams SearchStepAndZeroPoint(ReadOnlySpan<float> values, float min, float max, int bits, float lpNorm)
+    {
+        var (qmin, qmax) = IntRange(bits, symmetric: false);
+        int zeros = qmax + 1, total = LpCandidates * zeros;
+        // Δ_i as the published code computes it in float32: (range / 100 · i) / (2^b − 1).
+        float range = max - min;
+        var errs = new double[total];
+        var grids = new UniformParams[total];
+        var data = values.ToArray();
+        Parallelism.For(0, total, c =>
+        {
+            int i = c / zeros + 1, z = c % zeros;
+            float step = SafeScale(range / LpCandidates * i / qmax);
+            grids[c] = new UniformParams(step, z, qmin, qmax);
+            errs[c] = Error(data, grids[c], lpNorm);
+        });
+        int arg = 0;
+        for (int c = 1; c < total; c++) if (errs[c] < errs[arg]) arg = c; // first best in (i, z) order
         return grids[arg];
     }
 

@@ -1,7 +1,8 @@
 // ADFQ-ViT's Shift-Log quantizer for post-GELU activations (spec adfq-vit.md §2).
 //
 //     x' = (x − m) + ε                 m = calibrated shift: the minimum observed (≈ −0.17 after GELU);
-//                                      ε = 1e-8 keeps x' > 0 at x = m (the code's constant), float ops
+//                                      ε = 1e-6 keeps x' > 0 at x = m (FC2Quantizer's constant in the
+//                                      published quant_layer.py: x − x.min() + 1e-6), float ops
 //     x̂' = LogGrid(Δ, b, B)(x')        levels Δ·B^(−q), q ≥ 2^b (and x' ≤ 0) flushed to 0
 //     x̂  = x̂' + c,  c = float(m − ε)   one float add, so the fold below is exact up to GEMM rounding
 // B = √2 (the code, Spec.SqrtTwoBase) or 2 (the paper's text). m is fixed after calibration (*choice*
@@ -19,8 +20,8 @@ namespace ViTQuant.Quantization;
 /// <summary>Shift-Log fake quantization: a calibrated shift, then a learnable-Δ log grid.</summary>
 public sealed class ShiftLogQuantizer : Quantizer
 {
-    /// <summary>ε added after the shift so the minimum itself maps to a positive value.</summary>
-    public const float Epsilon = 1e-8f;
+    /// <summary>ε added after the shift so the minimum itself maps to a positive value (1e-6, the published code's constant).</summary>
+    public const float Epsilon = 1e-6f;
 
     private readonly MinMaxObserver _minMax = new(Granularity.PerTensor);
     private readonly ReservoirObserver _sample;
@@ -33,7 +34,7 @@ public sealed class ShiftLogQuantizer : Quantizer
     public ShiftLogQuantizer(QuantSpec spec, ulong seed = 0) : base(spec)
     {
         if (Spec.Kind != QuantKind.ShiftLog) throw new ArgumentException($"ShiftLogQuantizer needs a ShiftLog spec, got {Spec.Kind}", nameof(spec));
-        _sample = new ReservoirObserver(Granularity.PerTensor, 0, seed);
+        _sample = new ReservoirObserver(Granularity.PerTensor, Spec.SampleSize, seed);
     }
 
     /// <summary>The calibrated shift m. Throws InvalidOperationException before calibration.</summary>
@@ -68,6 +69,7 @@ public sealed class ShiftLogQuantizer : Quantizer
         var shifted = _sample.SortedSample(0); // x ↦ (x − m) + ε is monotone in float, so the order holds
         for (int i = 0; i < shifted.Length; i++) shifted[i] = shifted[i] - m + Epsilon;
         float maxShifted = _minMax.GlobalMax - m + Epsilon;
+        FinishStatistics(_minMax, _sample);
         float delta = LogGrid.SearchDelta(Spec.Range, shifted, float.IsFinite(maxShifted) ? maxShifted : 0f, Spec.Bits, Spec.SqrtTwoBase, Spec.LpNorm);
         Set(m, delta);
     }

@@ -25,7 +25,7 @@ public sealed class UniformQuantizer : Quantizer
         if (Spec.Kind != QuantKind.Uniform) throw new ArgumentException($"UniformQuantizer needs a Uniform spec, got {Spec.Kind}", nameof(spec));
         (QMin, QMax) = RangeSearch.IntRange(Spec.Bits, Spec.Symmetric);
         _minMax = new MinMaxObserver(Spec.Granularity);
-        if (Spec.Range != RangeMethod.MinMax) _sample = new ReservoirObserver(Spec.Granularity, 0, seed);
+        if (Spec.Range != RangeMethod.MinMax) _sample = new ReservoirObserver(Spec.Granularity, Spec.SampleSize, seed);
         IsCalibrated = Spec.Dynamic;
     }
 
@@ -72,6 +72,7 @@ public sealed class UniformQuantizer : Quantizer
             float[] sorted = _sample != null ? _sample.SortedSample(g) : Array.Empty<float>();
             grids[g] = RangeSearch.Search(Spec.Range, sorted, min[g], max[g], Spec.Bits, Spec.Symmetric, Spec.LpNorm);
         });
+        FinishStatistics(_minMax, _sample);
         SetGrids(grids.Select(p => p.Scale).ToArray(), grids.Select(p => p.ZeroPoint).ToArray());
     }
 
