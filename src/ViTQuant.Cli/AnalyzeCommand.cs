@@ -35,14 +35,20 @@ internal static class AnalyzeCommand
         var threads = CommonOptions.Threads();
         var outOpt = new Option<string>("--out") { Description = "output folder (created if missing)", Required = true };
         var json = CommonOptions.Json();
+        var overwrite = OutputGuard.OverwriteOption();
         var cmd = new Command("analyze", "inter-head attention similarity of an image set: statistic, histogram and per-head attention maps")
-            { model, data, split, count, block, query, rows, batch, threads, outOpt, json };
+            { model, data, split, count, block, query, rows, batch, threads, outOpt, overwrite, json };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
             int B = r.GetValue(batch), gridRows = r.GetValue(rows);
             if (B < 1) throw new ViTQuantException($"--batch must be at least 1, got {B}");
             if (gridRows < 1) throw new ViTQuantException($"--grid-images must be at least 1, got {gridRows}");
+            string spec = r.GetValue(data)!, dir = r.GetValue(outOpt)!;
+            if (File.Exists(dir)) throw new ViTQuantException($"--out {dir} is a file; give a folder");
+            string jsonPath = Path.Combine(dir, JsonName), histPath = Path.Combine(dir, HistogramName), gridPath = Path.Combine(dir, GridName);
+            foreach (var o in new[] { jsonPath, histPath, gridPath })
+                OutputGuard.CheckFile(o, r.GetValue(overwrite), "--out", File.Exists(spec) ? spec : null, r.GetValue(model));
             var net = DataSources.LoadModel(r.GetValue(model));
             var cfg = net.Config;
             if (cfg.NumHeads < 2) throw new ViTQuantException($"--model: {cfg.Architecture} has one head; inter-head similarity needs at least 2");
@@ -57,15 +63,10 @@ internal static class AnalyzeCommand
                 _ => throw new ViTQuantException($"--query: unknown query '{q}' (cls or center)"),
             };
 
-            string spec = r.GetValue(data)!, dir = r.GetValue(outOpt)!;
             var (ds, what) = OpenData(spec, r.GetValue(split)!, cfg);
             int? n = r.GetValue(count);
             if (n is < 1) throw new ViTQuantException($"--count must be at least 1, got {n}");
             ds = ds.First(n ?? (ds is SyntheticSet ? ds.Count : 256));
-            if (File.Exists(dir)) throw new ViTQuantException($"--out {dir} is a file; give a folder");
-            string jsonPath = Path.Combine(dir, JsonName), histPath = Path.Combine(dir, HistogramName), gridPath = Path.Combine(dir, GridName);
-            if (File.Exists(spec))
-                foreach (var o in new[] { jsonPath, histPath, gridPath }) AtomicFile.EnsureNotSameFile(spec, o);
 
             var loader = new DataLoader(ds, B, mean: cfg.Mean, std: cfg.Std);
             Tensor? first = null;

@@ -73,7 +73,14 @@ internal static class CompareCommand
             if (budget.AdfqIterations < 1) throw new ViTQuantException($"--iters must be at least 1, got {budget.AdfqIterations}");
             if (budget.FineTuneEpochs < 1) throw new ViTQuantException($"--ft-epochs must be at least 1, got {budget.FineTuneEpochs}");
             string dir = r.GetValue(outDir)!, spec = r.GetValue(evalSet)!;
+            // The folder is this grid's resume state; a folder that holds something else is the user's, not ours.
+            if (File.Exists(dir)) throw new ViTQuantException($"--out {dir} is a file; give a folder");
+            if (Directory.Exists(dir) && !File.Exists(Path.Combine(dir, "grid.json")) && !Directory.Exists(Path.Combine(dir, "cells"))
+                && Directory.EnumerateFileSystemEntries(dir).Any())
+                throw new ViTQuantException($"--out {dir} already exists and is not a vitq compare folder (no grid.json); choose another folder");
+            foreach (var d in new[] { dir, Path.Combine(dir, "cells"), Path.Combine(dir, "sets") }) OutputGuard.RemoveStaleIn(d);
             Directory.CreateDirectory(Path.Combine(dir, "cells"));
+            Interrupt.Arm(addResume: false);
 
             var fp = DataSources.LoadModel(r.GetValue(model));
             var evalDs = DataSources.Limit(DataSources.Open(spec, r.GetValue(split)!, fp.Config), r.GetValue(limit));

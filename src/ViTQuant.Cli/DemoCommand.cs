@@ -61,6 +61,8 @@ internal static class DemoCommand
                 $"{SyntheticSet.ModelFingerprint(fp)}|{p}|{r.GetValue(limit)}")))[..8].ToLowerInvariant();
             string dir = Path.Combine(r.GetValue(outDir)!, $"{p.Name}-w{w}a{a}-s{s}-{key}");
             Directory.CreateDirectory(dir);
+            OutputGuard.RemoveStaleIn(dir);
+            Interrupt.Arm(addResume: false);
             var test = DataSources.Limit(DataSources.Open("fashion-mnist", "test", c), r.GetValue(limit));
             Console.Error.WriteLine($"demo ({p.Name} preset) on {c.Architecture}, w{w}a{a}, seed {s}, {test.Count} test images; work folder {dir}");
 

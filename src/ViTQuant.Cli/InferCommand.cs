@@ -16,12 +16,13 @@ internal static class InferCommand
         var output = new Option<string>("--output") { Description = "safetensors file to write (logits, optional taps)", Required = true };
         var taps = new Option<bool>("--taps") { Description = "also write blocks.{i}.attn.probs for every block" };
         var threads = CommonOptions.Threads();
-        var cmd = new Command("infer", "run a model on a tensor file and write logits (and attention maps)") { model, input, output, taps, threads };
+        var overwrite = OutputGuard.OverwriteOption();
+        var cmd = new Command("infer", "run a model on a tensor file and write logits (and attention maps)") { model, input, output, taps, threads, overwrite };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
             string inPath = r.GetValue(input)!, outPath = r.GetValue(output)!;
-            AtomicFile.EnsureNotSameFile(inPath, outPath);
+            OutputGuard.CheckFile(outPath, r.GetValue(overwrite), "--output", inPath, r.GetValue(model));
             var (m, quant) = DataSources.LoadAny(r.GetValue(model));
             var f = SafeTensorsFile.Read(inPath);
             if (!f.Contains("pixel_values")) throw new ViTQuantException($"{inPath}: no tensor named 'pixel_values'");

@@ -26,6 +26,7 @@ namespace ViTQuant.Cli
     {
         public static int Run(RootCommand root, string[] args)
         {
+            Interrupt.SetArguments(args);
             var parse = root.Parse(args);
             bool verbose = args.Contains("--verbose");
             // System.CommandLine's own handler would print every parse error plus the full help text

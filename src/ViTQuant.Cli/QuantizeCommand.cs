@@ -35,9 +35,11 @@ internal static class QuantizeCommand
         var threads = CommonOptions.Threads();
         var outOpt = new Option<string>("--out") { Description = "quantized checkpoint to write (.safetensors)", Required = true };
         var json = CommonOptions.Json();
+        var overwrite = OutputGuard.OverwriteOption();
         var adfq = new AdfqFlags();
         var cmd = new Command("quantize", "quantize a model after training and report the accuracy it keeps")
             { model, method, wbits, abits, calib, calibSize, evalSet, split, limit, firstLast, seed, threads, outOpt, json };
+        cmd.Options.Add(overwrite);
         foreach (var o in adfq.All) cmd.Options.Add(o);
         var mimiq = new MimiqFlags();
         mimiq.AddTo(cmd);
@@ -46,8 +48,9 @@ internal static class QuantizeCommand
             CommonOptions.ApplyThreads(r.GetValue(threads));
             var sw = Stopwatch.StartNew();
             string outPath = r.GetValue(outOpt)!, m = r.GetValue(method)!;
-            if (r.GetValue(model) is string mp) AtomicFile.EnsureNotSameFile(mp, outPath);
-            if (File.Exists(outPath)) throw new ViTQuantException($"--out {outPath} already exists; choose another path or delete it");
+            OutputGuard.CheckFile(outPath, r.GetValue(overwrite), "--out", r.GetValue(model));
+            OutputGuard.RemoveStale(outPath + ".resume.safetensors");
+            if (m == "mimiq") Interrupt.Arm(addResume: true);
             if (m is not ("minmax" or "percentile" or "adfq" or "mimiq")) throw new ViTQuantException($"--method: unknown method '{m}' (minmax, percentile, adfq, mimiq)");
             AdfqOptions? adfqOpts = m == "adfq" ? adfq.Read(r, r.GetValue(seed)) : adfq.RefuseGiven(r, m);
             var plan = adfqOpts?.CreatePlan(r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast))

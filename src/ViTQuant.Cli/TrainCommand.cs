@@ -32,9 +32,10 @@ internal static class TrainCommand
         var threads = CommonOptions.Threads();
         var outOpt = new Option<string>("--out") { Description = "where to write the trained model (.safetensors)", Required = true };
         var resume = new Option<bool>("--resume") { Description = "continue from OUT.resume.safetensors after its last finished epoch" };
+        var overwrite = OutputGuard.OverwriteOption();
         var json = CommonOptions.Json();
         var cmd = new Command("train", "train a ViT classifier (AdamW, cosine schedule, label smoothing, resumable)")
-            { arch, init, dataset, epochs, batch, lr, minLr, wd, warmup, smoothing, clip, pad, noFlip, ema, limit, seed, threads, outOpt, resume, json };
+            { arch, init, dataset, epochs, batch, lr, minLr, wd, warmup, smoothing, clip, pad, noFlip, ema, limit, seed, threads, outOpt, resume, overwrite, json };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
@@ -47,7 +48,8 @@ internal static class TrainCommand
                 EmaDecay = r.GetValue(ema),
             }.Validated();
             string outPath = r.GetValue(outOpt)!, resumePath = outPath + ".resume.safetensors";
-            if (File.Exists(outPath) || Directory.Exists(outPath)) throw new ViTQuantException($"--out {outPath} already exists; choose another path or delete it");
+            OutputGuard.CheckFile(outPath, r.GetValue(overwrite), "--out", r.GetValue(init));
+            OutputGuard.RemoveStale(resumePath);
             if (File.Exists(resumePath) && !r.GetValue(resume))
                 throw new ViTQuantException($"{resumePath} exists from an interrupted run; pass --resume to continue it or delete it");
             string? initPath = r.GetValue(init);
@@ -61,6 +63,7 @@ internal static class TrainCommand
             var trainer = new Trainer(model, train, val, cfg);
             Console.Error.WriteLine($"training {modelCfg.Architecture} ({model.ParameterCount():N0} params{(initPath != null ? ", from " + initPath : "")}) on {spec}: {train.Count} images, "
                 + $"{cfg.Epochs} epochs × {trainer.StepsPerEpoch} steps, batch {cfg.BatchSize}, lr {cfg.Lr}, seed {cfg.Seed}, threads {Kernels.Parallelism.Threads}");
+            Interrupt.Arm(addResume: true);
             var sw = System.Diagnostics.Stopwatch.StartNew();
             long stepsThisRun = 0; // a resumed run starts mid-way: its rate counts only its own steps
             Progress.Run("train", (long)cfg.Epochs * trainer.StepsPerEpoch, rep =>
