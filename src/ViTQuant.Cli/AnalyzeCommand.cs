@@ -112,7 +112,8 @@ internal static class AnalyzeCommand
             var set = SyntheticSet.Load(spec, cfg);
             return (set, $"{set.Settings.Method} set {Path.GetFileName(spec)}");
         }
-        return (DataSources.Open(spec, split, cfg), spec == "fashion-mnist" ? $"fashion-mnist {split}" : spec);
+        // The statistic uses images only: a folder's labels need not match the model's classes.
+        return (DataSources.Open(spec, split, cfg, "--data", labels: DataSources.FolderLabels.Unused), spec == "fashion-mnist" ? $"fashion-mnist {split}" : spec);
     }
 
     /// <summary>Histogram of the per-image statistic (20 bins over its range), with the mean marked.</summary>

@@ -54,8 +54,9 @@ internal static class CompareCommand
         var threads = CommonOptions.Threads();
         var outDir = new Option<string>("--out") { Description = "folder for compare.md, compare.json, the per-cell results and the synthetic sets", Required = true };
         var json = CommonOptions.Json();
+        var labels = DataSources.LabelsOption();
         var cmd = new Command("compare", "run a grid of data sources, quantization methods and bit widths and print one table")
-            { model, methods, bits, data, seeds, calibSize, iters, ftEpochs, ftLr, synthCount, synthIters, evalSet, split, limit, threads, outDir, json };
+            { model, methods, bits, data, seeds, calibSize, iters, ftEpochs, ftLr, synthCount, synthIters, evalSet, split, limit, threads, outDir, json, labels };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
@@ -83,7 +84,7 @@ internal static class CompareCommand
             Interrupt.Arm(addResume: false);
 
             var fp = DataSources.LoadModel(r.GetValue(model));
-            var evalDs = DataSources.Limit(DataSources.Open(spec, r.GetValue(split)!, fp.Config), r.GetValue(limit));
+            var evalDs = DataSources.Limit(DataSources.Open(spec, r.GetValue(split)!, fp.Config, labelsFile: r.GetValue(labels)), r.GetValue(limit));
             CheckGrid(dir, new GridKey(GridFormat, SyntheticSet.ModelFingerprint(fp), spec, r.GetValue(split)!, r.GetValue(limit), calibN,
                 budget.AdfqIterations, budget.FineTuneEpochs, budget.FineTuneLr, nSynth, r.GetValue(synthIters)));
             var fpRes = QuantizeCommand.Evaluate("float", fp, null, evalDs);
@@ -201,7 +202,7 @@ internal static class CompareCommand
     private static List<Tensor> Images(string source, VisionTransformer fp, string spec, int count, int synthCount, int? synthIters,
         ulong seed, string dir, List<SetInfo> made)
     {
-        if (source == "real") return Calibration.Load(spec, count, fp.Config, seed);
+        if (source == "real") return Calibration.Load(spec, count, fp.Config, seed, flag: "--dataset");
         string setsDir = Path.Combine(dir, "sets"), path = Path.Combine(setsDir, $"{source}-s{seed}.safetensors");
         if (!File.Exists(path))
         {

@@ -17,14 +17,15 @@ internal static class EvalCommand
         var batch = new Option<int>("--batch") { Description = "images per batch", DefaultValueFactory = _ => 256 };
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
-        var cmd = new Command("eval", "measure a model's accuracy on a dataset") { model, dataset, split, limit, batch, threads, json };
+        var labels = DataSources.LabelsOption();
+        var cmd = new Command("eval", "measure a model's accuracy on a dataset") { model, dataset, split, limit, batch, threads, json, labels };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
             int B = r.GetValue(batch);
             if (B < 1) throw new ViTQuantException($"--batch must be at least 1, got {B}");
             var (m, quant) = DataSources.LoadAny(r.GetValue(model));
-            var ds = DataSources.Limit(DataSources.Open(r.GetValue(dataset)!, r.GetValue(split)!, m.Config), r.GetValue(limit));
+            var ds = DataSources.Limit(DataSources.Open(r.GetValue(dataset)!, r.GetValue(split)!, m.Config, labelsFile: r.GetValue(labels)), r.GetValue(limit));
             var loader = new DataLoader(ds, B, mean: m.Config.Mean, std: m.Config.Std);
             var res = Progress.Run("eval", ds.Count, rep =>
                 Evaluator.Evaluate(m, loader.Epoch(0).Select(b => (b.Images, b.Labels)), quant, progress: n => rep.Update(n, $"{n / Math.Max(rep.Elapsed, 1e-9):F0} img/s")));

@@ -1,6 +1,13 @@
 // vitq infer: the interop contract. pixel_values [B, C, H, W] (normalised float32) in a safetensors
-// file → logits [B, K] (and, with --taps, blocks.{i}.attn.probs [B, heads, N, N]) in another.
+// file (or a synthetic set's `images`, written by vitq synthesize in the same normalised space) →
+// logits [B, K], the top-5 classes (top5_indices I32 [B, k], top5_probs F32 [B, k], class names in the
+// metadata) and, with --taps, blocks.{i}.attn.probs [B, heads, N, N] in another file. Without
+// --output nothing is written: the top-5 of the first images is printed (all of them with --json).
 using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using ViTQuant.Algorithms.DataFree;
+using ViTQuant.Algorithms.Metrics;
 using ViTQuant.IO;
 using ViTQuant.Models;
 using ViTQuant.Tensors;
@@ -9,41 +16,98 @@ namespace ViTQuant.Cli;
 
 internal static class InferCommand
 {
+    /// <summary>Images whose top-5 is printed on stderr.</summary>
+    private const int Shown = 8;
+
+    /// <summary>The input tensor names, the contract's first; synthetic sets use the second.</summary>
+    public static readonly string[] InputNames = { "pixel_values", "images" };
+
     public static Command Create()
     {
         var model = DataSources.ModelOption();
-        var input = new Option<string>("--input") { Description = "safetensors file with pixel_values [B, C, H, W] float32, already normalised", Required = true };
-        var output = new Option<string>("--output") { Description = "safetensors file to write (logits, optional taps)", Required = true };
-        var taps = new Option<bool>("--taps") { Description = "also write blocks.{i}.attn.probs for every block" };
+        var input = new Option<string>("--input") { Description = "safetensors file with pixel_values (or a synthetic set's images) [B, C, H, W] float32, already normalised", Required = true };
+        var output = new Option<string?>("--output") { Description = "safetensors file to write (logits, top-5, optional taps); without it the top-5 is only printed" };
+        var taps = new Option<bool>("--taps") { Description = "also write blocks.{i}.attn.probs for every block (needs --output)" };
         var threads = CommonOptions.Threads();
         var overwrite = OutputGuard.OverwriteOption();
-        var cmd = new Command("infer", "run a model on a tensor file and write logits (and attention maps)") { model, input, output, taps, threads, overwrite };
+        var json = CommonOptions.Json();
+        var cmd = new Command("infer", "run a model on a tensor file: top-5 classes, and logits (and attention maps) written to a file")
+            { model, input, output, taps, threads, overwrite, json };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
-            string inPath = r.GetValue(input)!, outPath = r.GetValue(output)!;
-            OutputGuard.CheckFile(outPath, r.GetValue(overwrite), "--output", inPath, r.GetValue(model));
+            string inPath = r.GetValue(input)!;
+            string? outPath = r.GetValue(output);
+            if (outPath == null && r.GetValue(taps)) throw new ViTQuantException("--taps needs --output (the attention maps are written to that file)");
+            if (outPath != null) OutputGuard.CheckFile(outPath, r.GetValue(overwrite), "--output", inPath, r.GetValue(model));
             var (m, quant) = DataSources.LoadAny(r.GetValue(model));
-            var f = SafeTensorsFile.Read(inPath);
-            if (!f.Contains("pixel_values")) throw new ViTQuantException($"{inPath}: no tensor named 'pixel_values'");
-            // Integer pixels are almost surely raw 0..255 values: converting them silently gives garbage logits.
-            string dtype = f.Info("pixel_values").DType;
-            if (!(dtype.StartsWith('F') || dtype == "BF16"))
-                throw new ViTQuantException($"{inPath}: pixel_values has dtype {dtype}; infer expects normalised floating-point pixels (F32, F16, BF16 or F64)");
-            var x = f.GetTensor("pixel_values");
             var c = m.Config;
-            if (x.Rank != 4 || x.Shape[1] != c.InChans || x.Shape[2] != c.ImageSize || x.Shape[3] != c.ImageSize)
-                throw new ViTQuantException($"{inPath}: pixel_values has shape {Tensor.ShapeString(x.Shape)}, the model expects [B, {c.InChans}, {c.ImageSize}, {c.ImageSize}]");
+            var x = ReadInput(inPath, c);
             var rec = new TapRecorder(n => r.GetValue(taps) && n.EndsWith(".attn.probs"), quant);
             Tensor logits;
             using (Autograd.NoGrad()) logits = m.Forward(x, rec);
-            var outs = new List<(string, Tensor)> { ("logits", logits) };
-            for (int i = 0; i < c.Depth; i++)
-                if (rec.Taps.TryGetValue($"blocks.{i}.attn.probs", out var p)) outs.Add(($"blocks.{i}.attn.probs", p));
-            SafeTensorsWriter.Write(outPath, outs, new Dictionary<string, string> { ["vitq.model"] = c.Architecture });
-            Console.Error.WriteLine($"wrote {outPath}: logits {Tensor.ShapeString(logits.Shape)}" + (outs.Count > 1 ? $" and {outs.Count - 1} attention maps" : ""));
+
+            int B = logits.Shape[0], K = logits.Shape[1], k = Math.Min(5, K);
+            var idx = new int[B * k];
+            var prob = new Tensor(B, k);
+            for (int b = 0; b < B; b++)
+            {
+                var (ii, pp) = TopK.Of(logits.Data.AsSpan(b * K, K), k);
+                ii.CopyTo(idx, b * k);
+                pp.CopyTo(prob.Data.AsSpan(b * k, k));
+            }
+            string Name(int cls) => c.ClassNames?[cls] ?? cls.ToString(CultureInfo.InvariantCulture);
+            for (int b = 0; b < Math.Min(B, Shown); b++)
+                Console.Error.WriteLine($"image {b}: " + string.Join(", ", Enumerable.Range(0, k).Select(j => $"{Name(idx[b * k + j])} {100 * prob.Data[b * k + j]:F1}%")));
+            if (B > Shown) Console.Error.WriteLine($"… {B - Shown} more image{(B - Shown > 1 ? "s" : "")}" + (outPath != null ? $" in {outPath}" : " (use --output or --json for all)"));
+
+            if (outPath != null)
+            {
+                var outs = new List<SafeTensorsEntry>
+                {
+                    SafeTensorsEntry.FromTensor("logits", logits),
+                    SafeTensorsEntry.FromInt32("top5_indices", idx, B, k),
+                    SafeTensorsEntry.FromTensor("top5_probs", prob),
+                };
+                for (int i = 0; i < c.Depth; i++)
+                    if (rec.Taps.TryGetValue($"blocks.{i}.attn.probs", out var p)) outs.Add(SafeTensorsEntry.FromTensor($"blocks.{i}.attn.probs", p));
+                var meta = new Dictionary<string, string> { ["vitq.model"] = c.Architecture };
+                if (c.ClassNames != null) meta["vitq.class_names"] = JsonSerializer.Serialize(c.ClassNames);
+                SafeTensorsWriter.Write(outPath, outs, meta);
+                Console.Error.WriteLine($"wrote {outPath}: logits {Tensor.ShapeString(logits.Shape)}, top-5"
+                    + (outs.Count > 3 ? $" and {outs.Count - 3} attention maps" : ""));
+            }
+            if (r.GetValue(json))
+                Console.WriteLine(JsonSerializer.Serialize(new
+                {
+                    model = c.Architecture, input = inPath, output = outPath, images = B, classes = K,
+                    top5 = Enumerable.Range(0, B).Select(b => Enumerable.Range(0, k).Select(j => new
+                    {
+                        index = idx[b * k + j], name = c.ClassNames?[idx[b * k + j]], probability = prob.Data[b * k + j],
+                    })),
+                }));
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>
+    /// The input batch in the model's normalised space: pixel_values, else a synthetic set's images (re-normalised
+    /// when the set was made for a model with another mean/std), else a bare images tensor. Throws ViTQuantException
+    /// naming the file for a missing tensor, integer pixels or a shape the model cannot take.
+    /// </summary>
+    internal static Tensor ReadInput(string inPath, ViTConfig c)
+    {
+        var f = SafeTensorsFile.Read(inPath);
+        string? name = InputNames.FirstOrDefault(f.Contains)
+            ?? throw new ViTQuantException($"{inPath}: no tensor named 'pixel_values' (or a synthetic set's 'images')");
+        // Integer pixels are almost surely raw 0..255 values: converting them silently gives garbage logits.
+        string dtype = f.Info(name).DType;
+        if (!(dtype.StartsWith('F') || dtype == "BF16"))
+            throw new ViTQuantException($"{inPath}: {name} has dtype {dtype}; infer expects normalised floating-point pixels (F32, F16, BF16 or F64)");
+        var x = name == "images" && f.Metadata.TryGetValue(SyntheticSet.FormatKey, out var fmt) && fmt == SyntheticSet.Format ? SyntheticSet.Load(inPath).ImagesFor(c) : f.GetTensor(name);
+        if (x.Rank != 4 || x.Shape[1] != c.InChans || x.Shape[2] != c.ImageSize || x.Shape[3] != c.ImageSize)
+            throw new ViTQuantException($"{inPath}: {name} has shape {Tensor.ShapeString(x.Shape)}, the model expects [B, {c.InChans}, {c.ImageSize}, {c.ImageSize}]");
+        return x;
     }
 }

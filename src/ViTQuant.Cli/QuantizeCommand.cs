@@ -36,10 +36,12 @@ internal static class QuantizeCommand
         var outOpt = new Option<string>("--out") { Description = "quantized checkpoint to write (.safetensors)", Required = true };
         var json = CommonOptions.Json();
         var overwrite = OutputGuard.OverwriteOption();
+        var labels = DataSources.LabelsOption();
         var adfq = new AdfqFlags();
         var cmd = new Command("quantize", "quantize a model after training and report the accuracy it keeps")
             { model, method, wbits, abits, calib, calibSize, evalSet, split, limit, firstLast, seed, threads, outOpt, json };
         cmd.Options.Add(overwrite);
+        cmd.Options.Add(labels);
         foreach (var o in adfq.All) cmd.Options.Add(o);
         var mimiq = new MimiqFlags();
         mimiq.AddTo(cmd);
@@ -57,7 +59,7 @@ internal static class QuantizeCommand
                        ?? QuantPresets.Create(m, r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast));
             var fp = DataSources.LoadModel(r.GetValue(model));
             var c = fp.Config;
-            var evalDs = DataSources.Limit(DataSources.Open(r.GetValue(evalSet)!, r.GetValue(split)!, c), r.GetValue(limit));
+            var evalDs = DataSources.Limit(DataSources.Open(r.GetValue(evalSet)!, r.GetValue(split)!, c, labelsFile: r.GetValue(labels)), r.GetValue(limit));
             // MimiQ needs no calibration data (data-free): it initialises LSQ on its own distillation images.
             var calibBatches = m == "mimiq" ? new List<Tensor>() : Calibration.Load(r.GetValue(calib)!, r.GetValue(calibSize), c, r.GetValue(seed));
 
@@ -210,13 +212,14 @@ internal sealed class AdfqFlags
 /// <summary>Calibration images as normalised batches of the model's input shape.</summary>
 internal static class Calibration
 {
-    public static List<Tensor> Load(string spec, int count, ViTConfig c, ulong seed, int batch = 64)
+    public static List<Tensor> Load(string spec, int count, ViTConfig c, ulong seed, int batch = 64, string flag = "--calib")
     {
         if (count < 1) throw new ViTQuantException($"--calib-size must be at least 1, got {count}");
         IImageDataset ds;
-        if (spec == "fashion-mnist" || spec.StartsWith("folder:")) ds = DataSources.Open(spec, "train", c);
+        // Calibration uses images only, so a folder's labels (and whether they match the model) do not matter.
+        if (spec == "fashion-mnist" || spec.StartsWith("folder:")) ds = DataSources.Open(spec, "train", c, flag, labels: DataSources.FolderLabels.Unused);
         else if (spec.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)) ds = Algorithms.DataFree.SyntheticSet.Load(spec, c);
-        else throw new ViTQuantException($"--calib: unknown calibration source '{spec}' (fashion-mnist, folder:PATH, or a synthetic set .safetensors)");
+        else throw new ViTQuantException($"{flag}: unknown calibration source '{spec}' (fashion-mnist, folder:PATH, or a synthetic set .safetensors)");
         if (count < ds.Count) ds = ds.RandomSubset(count, seed);
         var loader = new DataLoader(ds, batch, mean: c.Mean, std: c.Std);
         return loader.Epoch(0).Select(b => b.Images).ToList();
