@@ -66,6 +66,28 @@ internal static class DataSources
     }
 
     /// <summary>
+    /// What a report says about a quantized checkpoint: its method (as written by vitq quantize), bits, the plan's
+    /// quantizers per point kind and how many points stay in float. Null for a float model.
+    /// </summary>
+    public static object? QuantizationReport(string? path, Quantization.QuantizedModel? quant)
+    {
+        if (quant == null || path == null) return null;
+        var meta = IO.SafeTensorsFile.Read(path).Metadata;
+        var s = Quantization.PlanSummary.Of(quant.Plan, quant.Model.Config);
+        return new
+        {
+            method = meta.TryGetValue("vitq.method", out var m) ? m : s.Plan,
+            plan = s.Plan, weight_bits = s.WeightBits, activation_bits = s.ActivationBits,
+            quantizers = s.Quantizers.Select(q => new
+            {
+                target = q.Target, kind = q.Kind.ToString(), bits = q.Bits, granularity = q.Granularity.ToString(), range = q.Range.ToString(),
+                learnable = q.Learnable, points = q.Points.Count,
+            }),
+            float_weight_points = s.FloatWeightPoints, float_activation_points = s.FloatActivationPoints,
+        };
+    }
+
+    /// <summary>
     /// The dataset named by spec, shaped for the model (validated), or a ViTQuantException whose message names
     /// <paramref name="flag"/>. A folder's sub-folders are labelled as <paramref name="labels"/> says, by the
     /// names in <paramref name="labelsFile"/> when given.

@@ -29,13 +29,19 @@ internal static class EvalCommand
             var loader = new DataLoader(ds, B, mean: m.Config.Mean, std: m.Config.Std);
             var res = Progress.Run("eval", ds.Count, rep =>
                 Evaluator.Evaluate(m, loader.Epoch(0).Select(b => (b.Images, b.Labels)), quant, progress: n => rep.Update(n, $"{n / Math.Max(rep.Elapsed, 1e-9):F0} img/s")));
-            Console.Error.WriteLine($"{m.Config.Architecture} on {r.GetValue(dataset)} ({r.GetValue(split)}, {res.Count} images): top-1 {res.Top1:F2}%"
+            string? modelPath = r.GetValue(model);
+            string what = quant == null ? m.Config.Architecture
+                : $"{m.Config.Architecture} quantized w{quant.Plan.WeightBits}a{quant.Plan.ActivationBits} ({quant.Plan.Name}, fake-quant simulation)";
+            Console.Error.WriteLine($"{what} on {r.GetValue(dataset)} ({r.GetValue(split)}, {res.Count} images): top-1 {res.Top1:F2}%"
                 + (res.Top5 is double t5 ? $", top-5 {t5:F2}%" : "") + $", loss {res.Loss:F4}, {res.ImagesPerSecond:F0} img/s ({res.Seconds:F1} s)");
             if (r.GetValue(json))
                 Console.WriteLine(JsonSerializer.Serialize(new
                 {
                     top1 = res.Top1, top5 = res.Top5, loss = res.Loss, count = res.Count, images_per_s = res.ImagesPerSecond,
                     seconds = res.Seconds, model = m.Config.Architecture, dataset = r.GetValue(dataset), split = r.GetValue(split),
+                    // Which engine measured this (the lead wires --engine here after the deployment merge) and, for a
+                    // quantized checkpoint, what was quantized how: a quantized result must never read as a float one.
+                    engine = "sim", quantized = quant != null, quantization = DataSources.QuantizationReport(modelPath, quant),
                 }));
             return 0;
         });
