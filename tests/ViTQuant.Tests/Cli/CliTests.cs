@@ -103,7 +103,7 @@ public class CliTests
                 var px = new byte[24 * 22 * 3];
                 long seed = c * 3 + i;
                 for (int k = 0; k < px.Length; k++) px[k] = (byte)(HashInit.SplitMix64(((ulong)seed << 32) + (ulong)k) >> 56);
-                PngWriter.Write(Path.Combine(root, classes[c], $"img{i}.png"), 24, 22, px, PngColor.Rgb8);
+                File.WriteAllBytes(Path.Combine(root, classes[c], $"img{i}.png"), ViTQuant.Tests.IO.MiniPng.Encode(px, 24, 22, ViTQuant.Tests.IO.MiniPng.Rgb));
             }
         }
     }
