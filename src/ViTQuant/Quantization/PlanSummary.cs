@@ -6,8 +6,7 @@ using ViTQuant.Models;
 
 namespace ViTQuant.Quantization;
 
-/// <summary>One distinct quantizer of a plan and the model points it sits at.</summary>
-/// <param name="Target">"weight" or "activation".</param>
+/// <summary>One distinct quantizer of a plan and the model points it sits at; Target is "weight" or "activation".</summary>
 public sealed record PlanQuantizerUse(string Target, QuantKind Kind, int Bits, Granularity Granularity, RangeMethod Range,
     bool Learnable, IReadOnlyList<string> Points);
 
