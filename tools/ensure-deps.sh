@@ -3,6 +3,7 @@
 #   libopenblas0-pthread   SGEMM backend (a managed GEMM runs without it, slower)
 #   dataset-fashion-mnist  the default dataset (/usr/share/datasets/fashion-mnist)
 #   libturbojpeg0, libpng16-16  image decoding for image-folder datasets
+#   fonts-dejavu-core      the font ScottPlot (SkiaSharp) draws the vitq analyze figures' text with
 # Usage: tools/ensure-deps.sh [extra-package ...]
 set -euo pipefail
 need=()
@@ -11,6 +12,7 @@ have_lib libopenblas.so.0 || need+=(libopenblas0-pthread)
 [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
 have_lib libturbojpeg.so.0 || need+=(libturbojpeg0)
 have_lib libpng16.so.16 || need+=(libpng16-16)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ]; then

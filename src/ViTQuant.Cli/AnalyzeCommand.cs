@@ -35,14 +35,20 @@ internal static class AnalyzeCommand
         var threads = CommonOptions.Threads();
         var outOpt = new Option<string>("--out") { Description = "output folder (created if missing)", Required = true };
         var json = CommonOptions.Json();
+        var overwrite = OutputGuard.OverwriteOption();
         var cmd = new Command("analyze", "inter-head attention similarity of an image set: statistic, histogram and per-head attention maps")
-            { model, data, split, count, block, query, rows, batch, threads, outOpt, json };
+            { model, data, split, count, block, query, rows, batch, threads, outOpt, overwrite, json };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
             int B = r.GetValue(batch), gridRows = r.GetValue(rows);
             if (B < 1) throw new ViTQuantException($"--batch must be at least 1, got {B}");
             if (gridRows < 1) throw new ViTQuantException($"--grid-images must be at least 1, got {gridRows}");
+            string spec = r.GetValue(data)!, dir = r.GetValue(outOpt)!;
+            if (File.Exists(dir)) throw new ViTQuantException($"--out {dir} is a file; give a folder");
+            string jsonPath = Path.Combine(dir, JsonName), histPath = Path.Combine(dir, HistogramName), gridPath = Path.Combine(dir, GridName);
+            foreach (var o in new[] { jsonPath, histPath, gridPath })
+                OutputGuard.CheckFile(o, r.GetValue(overwrite), "--out", File.Exists(spec) ? spec : null, r.GetValue(model));
             var net = DataSources.LoadModel(r.GetValue(model));
             var cfg = net.Config;
             if (cfg.NumHeads < 2) throw new ViTQuantException($"--model: {cfg.Architecture} has one head; inter-head similarity needs at least 2");
@@ -57,15 +63,10 @@ internal static class AnalyzeCommand
                 _ => throw new ViTQuantException($"--query: unknown query '{q}' (cls or center)"),
             };
 
-            string spec = r.GetValue(data)!, dir = r.GetValue(outOpt)!;
             var (ds, what) = OpenData(spec, r.GetValue(split)!, cfg);
             int? n = r.GetValue(count);
             if (n is < 1) throw new ViTQuantException($"--count must be at least 1, got {n}");
             ds = ds.First(n ?? (ds is SyntheticSet ? ds.Count : 256));
-            if (File.Exists(dir)) throw new ViTQuantException($"--out {dir} is a file; give a folder");
-            string jsonPath = Path.Combine(dir, JsonName), histPath = Path.Combine(dir, HistogramName), gridPath = Path.Combine(dir, GridName);
-            if (File.Exists(spec))
-                foreach (var o in new[] { jsonPath, histPath, gridPath }) AtomicFile.EnsureNotSameFile(spec, o);
 
             var loader = new DataLoader(ds, B, mean: cfg.Mean, std: cfg.Std);
             Tensor? first = null;
@@ -76,8 +77,8 @@ internal static class AnalyzeCommand
             var gridImages = Ops.Narrow(first!, 0, 0, Math.Min(gridRows, first!.Shape[0]));
             var maps = AttentionSimilarity.HeadMaps(net, gridImages, blk, queryToken);
             string title = $"{what}: {report.Count} images";
-            DrawHistogram(report, title).SavePng(histPath);
-            DrawHeadGrid(gridImages, maps, cfg, $"block {blk}, query {q}").SavePng(gridPath);
+            Figures.Save(histPath, Figures.Histogram(report, $"{title} on {cfg.Architecture}"));
+            Figures.Save(gridPath, Figures.HeadGrid(gridImages, maps, cfg, $"{what} on {cfg.Architecture}, block {blk}, query token {q}"));
             var summary = new
             {
                 data = spec, model = cfg.Architecture, count = report.Count, blocks = report.Blocks, heads = report.Heads,
@@ -111,69 +112,7 @@ internal static class AnalyzeCommand
             var set = SyntheticSet.Load(spec, cfg);
             return (set, $"{set.Settings.Method} set {Path.GetFileName(spec)}");
         }
-        return (DataSources.Open(spec, split, cfg), spec == "fashion-mnist" ? $"fashion-mnist {split}" : spec);
-    }
-
-    /// <summary>Histogram of the per-image statistic (20 bins over its range), with the mean marked.</summary>
-    internal static Canvas DrawHistogram(AttentionSimilarityReport rep, string title)
-    {
-        const int W = 520, H = 320, left = 50, top = 40, plotW = 440, plotH = 220, bins = 20;
-        var c = new Canvas(W, H);
-        double lo = rep.PerImage.Min(), hi = rep.PerImage.Max();
-        if (hi - lo < 1e-6) { lo -= 0.05; hi += 0.05; }
-        var counts = new float[bins];
-        foreach (double v in rep.PerImage) counts[Math.Clamp((int)((v - lo) / (hi - lo) * bins), 0, bins - 1)]++;
-        c.DrawText(left, 10, "inter-head attention similarity", Rgb.Black);
-        c.DrawText(left, 22, $"{title}, mean {rep.Mean:F3} +- {rep.Std:F3}", Rgb.Gray);
-        c.DrawBars(left, top, plotW, plotH, counts, Rgb.Blue);
-        c.DrawLine(left, top + plotH, left + plotW, top + plotH, Rgb.Black);
-        c.DrawLine(left, top, left, top + plotH, Rgb.Black);
-        int meanX = left + (int)Math.Round((rep.Mean - lo) / (hi - lo) * plotW);
-        c.DrawLine(meanX, top, meanX, top + plotH, Rgb.Red);
-        for (int k = 0; k <= 4; k++)
-        {
-            double v = lo + (hi - lo) * k / 4;
-            int x = left + plotW * k / 4;
-            c.DrawLine(x, top + plotH, x, top + plotH + 3, Rgb.Black);
-            string s = v.ToString("F3");
-            c.DrawText(x - Canvas.TextWidth(s) / 2, top + plotH + 6, s, Rgb.Black);
-        }
-        string maxCount = counts.Max().ToString("F0");
-        c.DrawText(left - Canvas.TextWidth(maxCount) - 4, top, maxCount, Rgb.Black);
-        c.DrawText(left - 10, top + plotH - 3, "0", Rgb.Black);
-        c.DrawText(left + plotW / 2 - 60, top + plotH + 20, "per-image mean SSIM, heads i != j", Rgb.Black);
-        return c;
-    }
-
-    /// <summary>Rows: images; columns: the image, then each head's min–max normalised q·kᵀ map over the patch grid.</summary>
-    internal static Canvas DrawHeadGrid(Tensor images, float[] maps, ViTConfig cfg, string title)
-    {
-        int rows = images.Shape[0], heads = cfg.NumHeads, g = cfg.GridSize, P = g * g, S = cfg.ImageSize;
-        int cell = Math.Max(1, 64 / g), tile = g * cell, imgScale = Math.Max(1, tile / S), imgTile = S * imgScale;
-        int colW = Math.Max(tile, imgTile) + 8, top = 34, left = 8;
-        string heading = $"attention maps (q.k, min-max per head): {title}";
-        var c = new Canvas(Math.Max(left + colW * (heads + 1), Canvas.TextWidth(heading) + 2 * left), top + rows * (Math.Max(tile, imgTile) + 8) + 4);
-        c.DrawText(left, 6, heading, Rgb.Black);
-        c.DrawText(left, 20, "image", Rgb.Gray);
-        for (int h = 0; h < heads; h++) c.DrawText(left + colW * (h + 1), 20, $"head {h}", Rgb.Gray);
-        int C = cfg.InChans, plane = S * S;
-        for (int b = 0; b < rows; b++)
-        {
-            int y = top + b * (Math.Max(tile, imgTile) + 8);
-            for (int i = 0; i < S; i++)
-                for (int j = 0; j < S; j++)
-                {
-                    byte Px(int ch)
-                    {
-                        float v = images.Data[(b * C + ch) * plane + i * S + j] * cfg.Std[ch] + cfg.Mean[ch];
-                        return (byte)Math.Round(Math.Clamp(v, 0f, 1f) * 255);
-                    }
-                    var col = C >= 3 ? new Rgb(Px(0), Px(1), Px(2)) : new Rgb(Px(0), Px(0), Px(0));
-                    c.FillRect(left + j * imgScale, y + i * imgScale, imgScale, imgScale, col);
-                }
-            for (int h = 0; h < heads; h++)
-                c.DrawHeatmap(left + colW * (h + 1), y, maps.AsSpan((b * heads + h) * P, P), g, g, cell, 0f, 1f);
-        }
-        return c;
+        // The statistic uses images only: a folder's labels need not match the model's classes.
+        return (DataSources.Open(spec, split, cfg, "--data", labels: DataSources.FolderLabels.Unused), spec == "fashion-mnist" ? $"fashion-mnist {split}" : spec);
     }
 }

@@ -54,8 +54,9 @@ internal static class CompareCommand
         var threads = CommonOptions.Threads();
         var outDir = new Option<string>("--out") { Description = "folder for compare.md, compare.json, the per-cell results and the synthetic sets", Required = true };
         var json = CommonOptions.Json();
+        var labels = DataSources.LabelsOption();
         var cmd = new Command("compare", "run a grid of data sources, quantization methods and bit widths and print one table")
-            { model, methods, bits, data, seeds, calibSize, iters, ftEpochs, ftLr, synthCount, synthIters, evalSet, split, limit, threads, outDir, json };
+            { model, methods, bits, data, seeds, calibSize, iters, ftEpochs, ftLr, synthCount, synthIters, evalSet, split, limit, threads, outDir, json, labels };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
@@ -73,10 +74,17 @@ internal static class CompareCommand
             if (budget.AdfqIterations < 1) throw new ViTQuantException($"--iters must be at least 1, got {budget.AdfqIterations}");
             if (budget.FineTuneEpochs < 1) throw new ViTQuantException($"--ft-epochs must be at least 1, got {budget.FineTuneEpochs}");
             string dir = r.GetValue(outDir)!, spec = r.GetValue(evalSet)!;
+            // The folder is this grid's resume state; a folder that holds something else is the user's, not ours.
+            if (File.Exists(dir)) throw new ViTQuantException($"--out {dir} is a file; give a folder");
+            if (Directory.Exists(dir) && !File.Exists(Path.Combine(dir, "grid.json")) && !Directory.Exists(Path.Combine(dir, "cells"))
+                && Directory.EnumerateFileSystemEntries(dir).Any())
+                throw new ViTQuantException($"--out {dir} already exists and is not a vitq compare folder (no grid.json); choose another folder");
+            foreach (var d in new[] { dir, Path.Combine(dir, "cells"), Path.Combine(dir, "sets") }) OutputGuard.RemoveStaleIn(d);
             Directory.CreateDirectory(Path.Combine(dir, "cells"));
+            Interrupt.Arm(addResume: false);
 
             var fp = DataSources.LoadModel(r.GetValue(model));
-            var evalDs = DataSources.Limit(DataSources.Open(spec, r.GetValue(split)!, fp.Config), r.GetValue(limit));
+            var evalDs = DataSources.Limit(DataSources.Open(spec, r.GetValue(split)!, fp.Config, labelsFile: r.GetValue(labels)), r.GetValue(limit));
             CheckGrid(dir, new GridKey(GridFormat, SyntheticSet.ModelFingerprint(fp), spec, r.GetValue(split)!, r.GetValue(limit), calibN,
                 budget.AdfqIterations, budget.FineTuneEpochs, budget.FineTuneLr, nSynth, r.GetValue(synthIters)));
             var fpRes = QuantizeCommand.Evaluate("float", fp, null, evalDs);
@@ -194,7 +202,7 @@ internal static class CompareCommand
     private static List<Tensor> Images(string source, VisionTransformer fp, string spec, int count, int synthCount, int? synthIters,
         ulong seed, string dir, List<SetInfo> made)
     {
-        if (source == "real") return Calibration.Load(spec, count, fp.Config, seed);
+        if (source == "real") return Calibration.Load(spec, count, fp.Config, seed, flag: "--dataset");
         string setsDir = Path.Combine(dir, "sets"), path = Path.Combine(setsDir, $"{source}-s{seed}.safetensors");
         if (!File.Exists(path))
         {

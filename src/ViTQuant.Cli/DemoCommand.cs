@@ -61,16 +61,22 @@ internal static class DemoCommand
                 $"{SyntheticSet.ModelFingerprint(fp)}|{p}|{r.GetValue(limit)}")))[..8].ToLowerInvariant();
             string dir = Path.Combine(r.GetValue(outDir)!, $"{p.Name}-w{w}a{a}-s{s}-{key}");
             Directory.CreateDirectory(dir);
+            OutputGuard.RemoveStaleIn(dir);
+            Interrupt.Arm(addResume: false);
             var test = DataSources.Limit(DataSources.Open("fashion-mnist", "test", c), r.GetValue(limit));
             Console.Error.WriteLine($"demo ({p.Name} preset) on {c.Architecture}, w{w}a{a}, seed {s}, {test.Count} test images; work folder {dir}");
 
             var rows = new List<Row>();
+            string RowFile(string name) => Path.Combine(dir, $"row-{name.Replace('+', '_')}.json");
+            string SetFile(string method) => Path.Combine(dir, $"{method}.safetensors");
+            using var overall = new Overall(StepCosts(p, test.Count, c.Depth)
+                .Where(st => !File.Exists(st.Step.StartsWith("synthesize ") ? SetFile(st.Step["synthesize ".Length..]) : RowFile(st.Step))));
             Row Cached(string name, Func<double> run)
             {
-                var file = Path.Combine(dir, $"row-{name.Replace('+', '_')}.json");
+                var file = RowFile(name);
                 if (File.Exists(file)) return JsonSerializer.Deserialize<Row>(File.ReadAllText(file))!;
                 var t = Stopwatch.StartNew();
-                var row = new Row(name, run(), t.Elapsed.TotalSeconds);
+                var row = new Row(name, overall.Step(name, run), t.Elapsed.TotalSeconds);
                 AtomicFile.WriteAllText(file, JsonSerializer.Serialize(row));
                 return row;
             }
@@ -79,14 +85,14 @@ internal static class DemoCommand
             var budget = new MethodBudget(p.AdfqIterations, p.FineTuneEpochs, p.FineTuneLr);
             List<Tensor> Synth(string method, int iterations)
             {
-                var path = Path.Combine(dir, $"{method}.safetensors");
+                var path = SetFile(method);
                 if (!File.Exists(path))
                 {
                     var t = Stopwatch.StartNew();
                     var settings = SynthesisSettings.For(method) with { Count = p.SynthImages, BatchSize = p.SynthBatch, Iterations = Math.Max(1, iterations), Seed = s };
-                    Progress.Run($"synthesize {method}", Math.Max(1L, (long)settings.BatchCount * settings.Iterations), rep =>
+                    overall.Step($"synthesize {method}", () => Progress.Run($"synthesize {method}", Math.Max(1L, (long)settings.BatchCount * settings.Iterations), rep =>
                         SynthesisRunner.Run(fp, settings.Validated(), path, resume: true,
-                            progress: pr => rep.Update(pr.StepsDone, $"batch {pr.Batch + 1}/{pr.BatchCount} {pr.Losses.Describe()}")));
+                            progress: pr => rep.Update(pr.StepsDone, $"batch {pr.Batch + 1}/{pr.BatchCount} {pr.Losses.Describe()}"))));
                     synthSeconds[method] = t.Elapsed.TotalSeconds;
                 }
                 var set = SyntheticSet.Load(path, c);
@@ -135,6 +141,26 @@ internal static class DemoCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>
+    /// Estimated cost of each demo step in forward-image units, for the overall ETA: an evaluation is one
+    /// forward per test image (fake-quant about 1.5), calibration one per calibration image, synthesis and
+    /// fine-tuning a forward and a backward (about 3) per image and step, the fine-tuning teacher one more,
+    /// ADFQ reconstruction a block's forward and backward over a 32-image batch per iteration and block.
+    /// </summary>
+    internal static IEnumerable<(string Step, double Cost)> StepCosts(Preset p, int testImages, int depth)
+    {
+        double evalQ = 1.5 * testImages, synthCalib = p.SynthImages;
+        yield return ("fp", testImages);
+        yield return ("synthesize gaussian", 1);
+        yield return ("synthesize psaq", 3.0 * p.SynthImages * p.PsaqIterations);
+        yield return ("synthesize mimiq", 3.0 * p.SynthImages * p.MimiqIterations);
+        yield return ("gaussian+minmax", synthCalib + evalQ);
+        yield return ("psaq+minmax", synthCalib + evalQ);
+        yield return ("mimiq+minmax", synthCalib + evalQ);
+        yield return ("mimiq", 4.0 * p.SynthImages * p.FineTuneEpochs + evalQ);
+        yield return ("real+adfq", p.CalibImages + 3.0 * 32 * p.AdfqIterations * (depth + 2) / depth + evalQ);
     }
 
     /// <summary>Splits [N, C, H, W] into batches of at most `size` images (copies).</summary>

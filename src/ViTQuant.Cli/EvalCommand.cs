@@ -19,7 +19,8 @@ internal static class EvalCommand
         var json = CommonOptions.Json();
         var engine = CommonOptions.Engine();
         var agreeWith = new Option<string?>("--agree-with") { Description = "--engine onnx: also run this model (the export's source) in the simulation and report prediction agreement" };
-        var cmd = new Command("eval", "measure a model's accuracy on a dataset") { model, dataset, split, limit, batch, threads, json, engine, agreeWith };
+        var labels = DataSources.LabelsOption();
+        var cmd = new Command("eval", "measure a model's accuracy on a dataset") { model, dataset, split, limit, batch, threads, json, engine, agreeWith, labels };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
@@ -31,17 +32,24 @@ internal static class EvalCommand
             OnnxCli.RefuseOnnxFile(r.GetValue(model));
             var (m, quant) = DataSources.LoadAny(r.GetValue(model));
             var logitsOf = Int8Cli.LogitsOf(r.GetValue(engine)!, m, quant, r.GetValue(model));
-            var ds = DataSources.Limit(DataSources.Open(r.GetValue(dataset)!, r.GetValue(split)!, m.Config), r.GetValue(limit));
+            var ds = DataSources.Limit(DataSources.Open(r.GetValue(dataset)!, r.GetValue(split)!, m.Config, labelsFile: r.GetValue(labels)), r.GetValue(limit));
             var loader = new DataLoader(ds, B, mean: m.Config.Mean, std: m.Config.Std);
             var res = Progress.Run("eval", ds.Count, rep =>
                 Evaluator.Evaluate(logitsOf, m.Config.NumClasses, loader.Epoch(0).Select(b => (b.Images, b.Labels)), progress: n => rep.Update(n, $"{n / Math.Max(rep.Elapsed, 1e-9):F0} img/s")));
-            Console.Error.WriteLine($"{m.Config.Architecture} on {r.GetValue(dataset)} ({r.GetValue(split)}, {res.Count} images): top-1 {res.Top1:F2}%"
+            string? modelPath = r.GetValue(model);
+            string engineName = r.GetValue(engine) == "int8" ? "integer runtime" : "fake-quant simulation";
+            string what = quant == null ? m.Config.Architecture
+                : $"{m.Config.Architecture} quantized w{quant.Plan.WeightBits}a{quant.Plan.ActivationBits} ({quant.Plan.Name}, {engineName})";
+            Console.Error.WriteLine($"{what} on {r.GetValue(dataset)} ({r.GetValue(split)}, {res.Count} images): top-1 {res.Top1:F2}%"
                 + (res.Top5 is double t5 ? $", top-5 {t5:F2}%" : "") + $", loss {res.Loss:F4}, {res.ImagesPerSecond:F0} img/s ({res.Seconds:F1} s)");
             if (r.GetValue(json))
                 Console.WriteLine(JsonSerializer.Serialize(new
                 {
                     top1 = res.Top1, top5 = res.Top5, loss = res.Loss, count = res.Count, images_per_s = res.ImagesPerSecond,
-                    seconds = res.Seconds, engine = r.GetValue(engine), model = m.Config.Architecture, dataset = r.GetValue(dataset), split = r.GetValue(split),
+                    seconds = res.Seconds, model = m.Config.Architecture, dataset = r.GetValue(dataset), split = r.GetValue(split),
+                    // Which engine measured this and, for a quantized checkpoint, what was quantized how:
+                    // a quantized result must never read as a float one.
+                    engine = r.GetValue(engine), quantized = quant != null, quantization = DataSources.QuantizationReport(modelPath, quant),
                 }));
             return 0;
         });

@@ -27,10 +27,14 @@ internal static class ExportCommand
             Description = "keep the bias on the int32 grid only (s_x·Δ_w), as ORT's own quantizer writes it: one Add less per layer, but not the simulation's bias (default: add the float residue)",
         };
         var json = CommonOptions.Json();
-        var cmd = new Command("export", "write a model (float → ONNX, quantized checkpoint → QDQ ONNX) for ONNX Runtime") { model, outOpt, opset, storage, lsqQdq, roundedBias, json };
+        var overwrite = OutputGuard.OverwriteOption();
+        var threads = CommonOptions.Threads();
+        var cmd = new Command("export", "write a model (float → ONNX, quantized checkpoint → QDQ ONNX) for ONNX Runtime") { model, outOpt, opset, storage, lsqQdq, roundedBias, overwrite, threads, json };
         cmd.SetAction(r =>
         {
+            CommonOptions.ApplyThreads(r.GetValue(threads));
             string outPath = r.GetValue(outOpt)!;
+            OutputGuard.CheckFile(outPath, r.GetValue(overwrite), "--out", r.GetValue(model));
             var options = new OnnxExportOptions
             {
                 Opset = r.GetValue(opset),
@@ -38,7 +42,7 @@ internal static class ExportCommand
                 LsqAsQdq = r.GetValue(lsqQdq),
                 ExactBias = !r.GetValue(roundedBias),
             };
-            var res = OnnxExporter.ExportFile(r.GetValue(model), outPath, options);
+            var res = OnnxExporter.ExportFile(r.GetValue(model), outPath, options, r.GetValue(overwrite));
             static string Mb(long b) => $"{b / 1048576.0:F2} MB";
             Console.Error.WriteLine($"wrote {res.Path}: {(res.Quantized ? "QDQ" : "float32")} ONNX, opset {res.Opset}, {res.FileBytes:N0} bytes");
             Console.Error.WriteLine($"weights: float32 {Mb(res.FloatWeightBytes)}" + (res.Quantized ? $", int8 {Mb(res.Int8WeightBytes)}, int4 {Mb(res.Int4WeightBytes)} (equivalent sizes)" : ""));

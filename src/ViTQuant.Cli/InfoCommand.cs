@@ -13,16 +13,39 @@ internal static class InfoCommand
     {
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
-        var cmd = new Command("info", "print the engine backends (GEMM, SIMD width, threads)") { threads, json };
+        var model = new Option<string?>("--model") { Description = "also describe this model (our .safetensors, quantized or not, or a timm folder); 'default' for the shipped one" };
+        var cmd = new Command("info", "print the engine backends (GEMM, SIMD width, threads), and a model's configuration with --model") { threads, json, model };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
             var info = EngineInfo();
+            if (r.GetValue(model) is string mp) info["model"] = ModelInfo(mp == "default" ? null : mp);
             if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(info));
-            else foreach (var (k, v) in info) Console.WriteLine($"{k,-14} {v}");
+            else foreach (var (k, v) in info)
+                    if (v is Dictionary<string, object?> sub)
+                        foreach (var (k2, v2) in sub) Console.WriteLine($"{k2,-14} {(v2 is null ? "-" : v2 is string ? v2 : JsonSerializer.Serialize(v2))}");
+                    else Console.WriteLine($"{k,-14} {v}");
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>A model's configuration (and, for a quantized checkpoint, its quantization) for info's report.</summary>
+    private static Dictionary<string, object?> ModelInfo(string? path)
+    {
+        var (m, quant) = DataSources.LoadAny(path);
+        var c = m.Config;
+        return new Dictionary<string, object?>
+        {
+            ["model"] = path ?? "(shipped default)",
+            ["architecture"] = c.Architecture,
+            ["parameters"] = m.ParameterCount(),
+            ["input"] = $"{c.InChans}×{c.ImageSize}×{c.ImageSize}, patch {c.PatchSize}, mean [{string.Join(", ", c.Mean)}], std [{string.Join(", ", c.Std)}]",
+            ["shape"] = $"depth {c.Depth}, width {c.EmbedDim}, heads {c.NumHeads}, mlp {c.MlpHidden}, {c.NumTokens} tokens",
+            ["classes"] = c.NumClasses,
+            ["class_names"] = c.ClassNames,
+            ["quantization"] = DataSources.QuantizationReport(path, quant),
+        };
     }
 
     public static Dictionary<string, object> EngineInfo() => new()

@@ -27,6 +27,7 @@ namespace ViTQuant.Cli
     {
         public static int Run(RootCommand root, string[] args)
         {
+            Interrupt.SetArguments(args);
             var parse = root.Parse(args);
             bool verbose = args.Contains("--verbose");
             // System.CommandLine's own handler would print every parse error plus the full help text
@@ -35,7 +36,7 @@ namespace ViTQuant.Cli
             {
                 var cmd = parse.CommandResult.Command;
                 string help = ReferenceEquals(cmd, root) ? "vitq --help" : $"vitq {cmd.Name} --help";
-                var msgs = parse.Errors.Select(e => e.Message.ReplaceLineEndings(" ").Trim().TrimEnd('.'));
+                var msgs = parse.Errors.Select(e => PlainParseError(e.Message.ReplaceLineEndings(" ").Trim().TrimEnd('.')));
                 Console.Error.WriteLine($"vitq: error: {string.Join("; ", msgs)} (see '{help}')");
                 return 2;
             }
@@ -57,6 +58,33 @@ namespace ViTQuant.Cli
                 if (verbose) Console.Error.WriteLine(inner);
                 return 1;
             }
+        }
+
+        private static readonly System.Text.RegularExpressions.Regex CannotParse = new(
+            @"^Cannot parse argument '(?<value>.*)' for option '(?<option>[^']+)' as expected type '(?<type>[^']+)'$",
+            System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+
+        /// <summary>
+        /// System.CommandLine names the .NET type a value failed to convert to ("System.Int32"); a user needs the
+        /// option and what it takes in words. Other parse messages are already plain and pass through.
+        /// </summary>
+        internal static string PlainParseError(string message)
+        {
+            var m = CannotParse.Match(message);
+            if (!m.Success) return message;
+            string type = m.Groups["type"].Value;
+            // Nullable options report "System.Nullable`1[System.Int32]".
+            var inner = System.Text.RegularExpressions.Regex.Match(type, @"^System\.Nullable`1\[\[?(?<t>[^,\]]+)");
+            if (inner.Success) type = inner.Groups["t"].Value;
+            string expects = type switch
+            {
+                "System.Int32" or "System.Int64" or "System.Int16" => "a whole number",
+                "System.UInt64" or "System.UInt32" or "System.UInt16" or "System.Byte" => "a whole number, 0 or more",
+                "System.Single" or "System.Double" or "System.Decimal" => "a number (e.g. 0.001 or 1e-3)",
+                "System.Boolean" => "true or false",
+                _ => "another kind of value",
+            };
+            return $"{m.Groups["option"].Value} expects {expects}, got '{m.Groups["value"].Value}'";
         }
 
         /// <summary>Messages that embed a nested one (JSON parser, OS errors) may span lines; the contract is one line.</summary>

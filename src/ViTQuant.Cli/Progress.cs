@@ -1,6 +1,8 @@
 // Progress display for long work: a Spectre.Console bar (rate and ETA) on an interactive stderr, and
 // plain timestamped lines every few seconds when stderr is redirected (CI logs, pipes), so both a
-// person at a terminal and a log file see where the job is. Human output always goes to stderr.
+// person at a terminal and a log file see where the job is; both show the step's ETA. A job of several
+// steps (demo) declares them in an Overall plan, and every status then also shows the whole job's
+// progress and remaining time. Human output always goes to stderr.
 using System.Diagnostics;
 using Spectre.Console;
 
@@ -44,7 +46,7 @@ internal static class Progress
         else
         {
             var rep = new Reporter(total, (done, status) =>
-                Console.Error.WriteLine($"[{DateTime.Now:HH:mm:ss}] {title} {done}/{total} {status}"));
+                Console.Error.WriteLine($"[{DateTime.Now:HH:mm:ss}] {title} {done}/{total} {status}"), appendEta: true);
             var r = work(rep);
             rep.Flush();
             return r;
@@ -63,13 +65,35 @@ internal static class Progress
         private long _shownDone = -1;
         private readonly object _lock = new();
 
-        public Reporter(long total, Action<long, string> show)
+        private readonly bool _appendEta;
+
+        /// <param name="appendEta">Add the step's ETA to the status (plain lines; the interactive bar has its own column).</param>
+        public Reporter(long total, Action<long, string> show, bool appendEta = false)
         {
             _total = total;
             _show = show;
+            _appendEta = appendEta;
         }
 
         public double Elapsed => _sw.Elapsed.TotalSeconds;
+
+        private long _firstDone = -1;
+
+        /// <summary>
+        /// Seconds left for this step at the rate of this run (a resumed step starts part-way: its rate counts
+        /// only the items done since), or null before there is a rate.
+        /// </summary>
+        public double? Eta
+        {
+            get { lock (_lock) return EtaLocked(); }
+        }
+
+        private double? EtaLocked()
+        {
+            long doneHere = _done - Math.Max(0, _firstDone);
+            if (_firstDone < 0 || doneHere <= 0 || Elapsed < 1e-3) return null;
+            return (_total - _done) * Elapsed / doneHere;
+        }
 
         /// <summary>Items per second since the start.</summary>
         public double Rate => _done / Math.Max(1e-9, _sw.Elapsed.TotalSeconds);
@@ -78,7 +102,15 @@ internal static class Progress
         {
             lock (_lock)
             {
+                // The first report of a resumed step already counts the items done before it; Eta must not.
+                if (_firstDone < 0) _firstDone = done;
                 _done = done;
+                if (_appendEta && EtaLocked() is double eta) status = $"{status} ETA {Overall.Clock(eta)}";
+                if (Overall.Current is Overall o)
+                {
+                    o.Report(_total > 0 ? (double)done / _total : 1);
+                    status = $"{status} | {o.Describe()}";
+                }
                 _status = status;
                 double now = _sw.Elapsed.TotalSeconds;
                 bool interactive = !Console.IsErrorRedirected;

@@ -37,9 +37,13 @@ internal static class QuantizeCommand
         var json = CommonOptions.Json();
         var blocksPerPass = new Option<int>("--calib-blocks-per-pass") { Description = "calibrate this many blocks per pass over the calibration set (0: all in one pass); bounds the memory of exact statistics", DefaultValueFactory = _ => 0 };
         var sample = new Option<int>("--calib-sample") { Description = "keep a random sample of at most N values per quantization group for the quantiles and range searches instead of every value (0: exact statistics)", DefaultValueFactory = _ => 0 };
+        var overwrite = OutputGuard.OverwriteOption();
+        var labels = DataSources.LabelsOption();
         var adfq = new AdfqFlags();
         var cmd = new Command("quantize", "quantize a model after training and report the accuracy it keeps")
             { model, method, wbits, abits, calib, calibSize, evalSet, split, limit, firstLast, seed, threads, outOpt, json, blocksPerPass, sample };
+        cmd.Options.Add(overwrite);
+        cmd.Options.Add(labels);
         foreach (var o in adfq.All) cmd.Options.Add(o);
         var mimiq = new MimiqFlags();
         mimiq.AddTo(cmd);
@@ -48,8 +52,9 @@ internal static class QuantizeCommand
             CommonOptions.ApplyThreads(r.GetValue(threads));
             var sw = Stopwatch.StartNew();
             string outPath = r.GetValue(outOpt)!, m = r.GetValue(method)!;
-            if (r.GetValue(model) is string mp) AtomicFile.EnsureNotSameFile(mp, outPath);
-            if (File.Exists(outPath)) throw new ViTQuantException($"--out {outPath} already exists; choose another path or delete it");
+            OutputGuard.CheckFile(outPath, r.GetValue(overwrite), "--out", r.GetValue(model));
+            OutputGuard.RemoveStale(outPath + ".resume.safetensors");
+            if (m == "mimiq") Interrupt.Arm(addResume: true);
             if (m is not ("minmax" or "percentile" or "adfq" or "mimiq")) throw new ViTQuantException($"--method: unknown method '{m}' (minmax, percentile, adfq, mimiq)");
             AdfqOptions? adfqOpts = m == "adfq" ? adfq.Read(r, r.GetValue(seed)) : adfq.RefuseGiven(r, m);
             var plan = adfqOpts?.CreatePlan(r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast))
@@ -61,7 +66,7 @@ internal static class QuantizeCommand
                 plan = (plan with { Activations = plan.Activations.Select(a => a.Spec == null ? a : a with { Spec = a.Spec with { SampleSize = r.GetValue(sample) } }).ToArray() }).Validated();
             var fp = DataSources.LoadModel(r.GetValue(model));
             var c = fp.Config;
-            var evalDs = DataSources.Limit(DataSources.Open(r.GetValue(evalSet)!, r.GetValue(split)!, c), r.GetValue(limit));
+            var evalDs = DataSources.Limit(DataSources.Open(r.GetValue(evalSet)!, r.GetValue(split)!, c, labelsFile: r.GetValue(labels)), r.GetValue(limit));
             // MimiQ needs no calibration data (data-free): it initialises LSQ on its own distillation images.
             var calibBatches = m == "mimiq" ? new List<Tensor>() : Calibration.Load(r.GetValue(calib)!, r.GetValue(calibSize), c, r.GetValue(seed));
 
@@ -235,13 +240,14 @@ internal sealed class AdfqFlags
 /// <summary>Calibration images as normalised batches of the model's input shape.</summary>
 internal static class Calibration
 {
-    public static List<Tensor> Load(string spec, int count, ViTConfig c, ulong seed, int batch = 64)
+    public static List<Tensor> Load(string spec, int count, ViTConfig c, ulong seed, int batch = 64, string flag = "--calib")
     {
         if (count < 1) throw new ViTQuantException($"--calib-size must be at least 1, got {count}");
         IImageDataset ds;
-        if (spec == "fashion-mnist" || spec.StartsWith("folder:")) ds = DataSources.Open(spec, "train", c);
+        // Calibration uses images only, so a folder's labels (and whether they match the model) do not matter.
+        if (spec == "fashion-mnist" || spec.StartsWith("folder:")) ds = DataSources.Open(spec, "train", c, flag, labels: DataSources.FolderLabels.Unused);
         else if (spec.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)) ds = Algorithms.DataFree.SyntheticSet.Load(spec, c);
-        else throw new ViTQuantException($"--calib: unknown calibration source '{spec}' (fashion-mnist, folder:PATH, or a synthetic set .safetensors)");
+        else throw new ViTQuantException($"{flag}: unknown calibration source '{spec}' (fashion-mnist, folder:PATH, or a synthetic set .safetensors)");
         if (count < ds.Count) ds = ds.RandomSubset(count, seed);
         var loader = new DataLoader(ds, batch, mean: c.Mean, std: c.Std);
         return loader.Epoch(0).Select(b => b.Images).ToList();

@@ -25,9 +25,10 @@ internal static class SynthesizeCommand
         var threads = CommonOptions.Threads();
         var outOpt = new Option<string>("--out") { Description = "the set to write (.safetensors); never overwritten", Required = true };
         var resume = new Option<bool>("--resume") { Description = "continue an interrupted run from the shards in OUT.shards" };
+        var overwrite = OutputGuard.OverwriteOption();
         var json = CommonOptions.Json();
         var cmd = new Command("synthesize", "make a synthetic calibration/fine-tuning set without real data")
-            { model, method, count, iterations, batch, seed, lambdaIhc, lambdaCe, lambdaTv, ihcSigned, threads, outOpt, resume, json };
+            { model, method, count, iterations, batch, seed, lambdaIhc, lambdaCe, lambdaTv, ihcSigned, threads, outOpt, resume, overwrite, json };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
@@ -53,9 +54,8 @@ internal static class SynthesizeCommand
 
             string outPath = r.GetValue(outOpt)!;
             string? modelPath = r.GetValue(model);
-            if (modelPath != null) AtomicFile.EnsureNotSameFile(modelPath, outPath);
-            if (File.Exists(outPath) || Directory.Exists(outPath))
-                throw new ViTQuantException($"--out {outPath} already exists; choose another path or delete it");
+            OutputGuard.CheckFile(outPath, r.GetValue(overwrite), "--out", modelPath);
+            Interrupt.Arm(addResume: true);
             var net = DataSources.LoadModel(modelPath);
             var synth = Synthesis.Create(settings);
             long total = (long)settings.BatchCount * synth.Iterations;
@@ -63,7 +63,7 @@ internal static class SynthesizeCommand
                 + (m == "gaussian" ? "" : $", {settings.Iterations} iterations each") + $", seed {settings.Seed}, threads {Kernels.Parallelism.Threads}");
             var res = Progress.Run($"synthesize {m}", total, rep => SynthesisRunner.Run(net, settings, outPath, r.GetValue(resume),
                 p => rep.Update(p.StepsDone, $"batch {p.Batch + 1}/{p.BatchCount}{(p.Attempt > 0 ? $" (attempt {p.Attempt + 1})" : "")} {p.Losses.Describe()}"),
-                synthesizer: synth));
+                synthesizer: synth, overwrite: r.GetValue(overwrite)));
             string resumed = res.BatchesResumed > 0 ? $" ({res.BatchesResumed} batches resumed from shards)" : "";
             Console.Error.WriteLine($"wrote {outPath}: {settings.Count} images{resumed} in {res.Seconds:F1} s");
             foreach (var bi in res.Batches.Where(x => x.Losses.Total != null).TakeLast(3))

@@ -32,9 +32,11 @@ internal static class TrainCommand
         var threads = CommonOptions.Threads();
         var outOpt = new Option<string>("--out") { Description = "where to write the trained model (.safetensors)", Required = true };
         var resume = new Option<bool>("--resume") { Description = "continue from OUT.resume.safetensors after its last finished epoch" };
+        var overwrite = OutputGuard.OverwriteOption();
+        var labels = DataSources.LabelsOption();
         var json = CommonOptions.Json();
         var cmd = new Command("train", "train a ViT classifier (AdamW, cosine schedule, label smoothing, resumable)")
-            { arch, init, dataset, epochs, batch, lr, minLr, wd, warmup, smoothing, clip, pad, noFlip, ema, limit, seed, threads, outOpt, resume, json };
+            { arch, init, dataset, epochs, batch, lr, minLr, wd, warmup, smoothing, clip, pad, noFlip, ema, limit, seed, threads, outOpt, resume, overwrite, json, labels };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
@@ -47,20 +49,28 @@ internal static class TrainCommand
                 EmaDecay = r.GetValue(ema),
             }.Validated();
             string outPath = r.GetValue(outOpt)!, resumePath = outPath + ".resume.safetensors";
-            if (File.Exists(outPath) || Directory.Exists(outPath)) throw new ViTQuantException($"--out {outPath} already exists; choose another path or delete it");
+            OutputGuard.CheckFile(outPath, r.GetValue(overwrite), "--out", r.GetValue(init));
+            OutputGuard.RemoveStale(resumePath);
             if (File.Exists(resumePath) && !r.GetValue(resume))
                 throw new ViTQuantException($"{resumePath} exists from an interrupted run; pass --resume to continue it or delete it");
             string? initPath = r.GetValue(init);
             if (initPath != null && r.GetValue(arch) != null) throw new ViTQuantException("--arch and --init exclude each other: --init takes the architecture of its model");
-            var model = initPath != null ? ModelIO.Load(initPath) : new VisionTransformer(ViTConfig.FromArchitecture(r.GetValue(arch) ?? "vit_fmnist"), cfg.Seed);
-            var modelCfg = model.Config;
+            var initModel = initPath != null ? ModelIO.Load(initPath) : null;
+            var modelCfg = initModel?.Config ?? ViTConfig.FromArchitecture(r.GetValue(arch) ?? "vit_fmnist");
             string spec = r.GetValue(dataset)!;
-            var train = DataSources.Limit(DataSources.Open(spec, "train", modelCfg), r.GetValue(limit));
+            // A fresh model learns the folder's own classes (sorted sub-folder names, or --labels), and keeps
+            // their names; a model given by --init keeps its classes and the folder is matched to them by name.
+            var folderLabels = initModel == null && r.GetValue(labels) == null ? DataSources.FolderLabels.SortedFolders : DataSources.FolderLabels.ByModelNames;
+            var train = DataSources.Limit(DataSources.Open(spec, "train", modelCfg, labelsFile: r.GetValue(labels), labels: folderLabels), r.GetValue(limit));
+            if (initModel == null && spec != "fashion-mnist")
+                modelCfg = modelCfg with { ClassNames = train.NumClasses == modelCfg.NumClasses ? train.ClassNames.ToArray() : null };
+            var model = initModel ?? new VisionTransformer(modelCfg, cfg.Seed);
             // --limit caps validation too: a smoke run must not spend its time validating on 5k images.
             IImageDataset? val = spec == "fashion-mnist" ? DataSources.Limit(DataSources.Open(spec, "val", modelCfg), r.GetValue(limit)) : null;
             var trainer = new Trainer(model, train, val, cfg);
             Console.Error.WriteLine($"training {modelCfg.Architecture} ({model.ParameterCount():N0} params{(initPath != null ? ", from " + initPath : "")}) on {spec}: {train.Count} images, "
                 + $"{cfg.Epochs} epochs × {trainer.StepsPerEpoch} steps, batch {cfg.BatchSize}, lr {cfg.Lr}, seed {cfg.Seed}, threads {Kernels.Parallelism.Threads}");
+            Interrupt.Arm(addResume: true);
             var sw = System.Diagnostics.Stopwatch.StartNew();
             long stepsThisRun = 0; // a resumed run starts mid-way: its rate counts only its own steps
             Progress.Run("train", (long)cfg.Epochs * trainer.StepsPerEpoch, rep =>

@@ -1,7 +1,10 @@
 // A dataset of image files on disk, in torchvision's ImageFolder layout or listed in a labels file.
 //
 // Directory layout (ImageNet style):  root/<class>/**/*.jpg|jpeg|png
-//   classes  = the sub-directory names of root, sorted by ordinal string order (Python's sorted());
+//   classes  = with a model's class names: those names, each sub-directory labelled by the class whose
+//              normalised name it has (or by index when it is a number), so the folder order cannot
+//              silently permute labels; without names: the sub-directory names of root, sorted by
+//              ordinal string order (Python's sorted());
 //   images   = every file below a class directory, walked recursively, sorted by (directory, file
 //              name) ordinally as sorted(os.walk(...)) + sorted(fnames) do, so index i names the
 //              same file as torchvision's ImageFolder on the same tree.
@@ -54,17 +57,30 @@ public sealed class ImageFolder : IImageDataset
     }
 
     /// <summary>
-    /// Scans root/&lt;class&gt;/** for .jpg/.jpeg/.png files (see the file header for the order).
+    /// Scans root/&lt;class&gt;/** for .jpg/.jpeg/.png files (see the file header for the order); the classes
+    /// are the sub-directory names in sorted order (use the overload with class names for a model that has them).
     /// Throws ViTQuantException when root is missing, has no class directories, a class directory
     /// holds no images, or holds image files of a format that cannot be decoded (bmp, tiff, webp…).
     /// </summary>
-    public static ImageFolder FromDirectory(string root, EvalTransform transform)
+    public static ImageFolder FromDirectory(string root, EvalTransform transform) => FromDirectory(root, transform, null);
+
+    /// <summary>
+    /// As <see cref="FromDirectory(string, EvalTransform)"/>, but with <paramref name="classNames"/> (a model's
+    /// classes) each sub-directory is labelled by name, not by sort order: it maps to the class whose
+    /// <see cref="NormalizeClassName">normalised</see> name equals its own, else, when its name is a number, to
+    /// that class index. The dataset's classes are then <paramref name="classNames"/>. Throws ViTQuantException
+    /// listing the sub-directories that match no class (and the class names), or when two class names normalise
+    /// to the same key that a sub-directory uses.
+    /// </summary>
+    public static ImageFolder FromDirectory(string root, EvalTransform transform, IReadOnlyList<string>? classNames)
     {
         ArgumentNullException.ThrowIfNull(transform);
         if (!Directory.Exists(root)) throw new ViTQuantException($"image folder {root} does not exist");
         var classes = Directory.GetDirectories(root).Select(Path.GetFileName).Select(n => n!).ToArray();
         Array.Sort(classes, StringComparer.Ordinal);
         if (classes.Length == 0) throw new ViTQuantException($"image folder {root} has no class sub-directories (expected root/<class>/<image>)");
+        int[] folderLabel = classNames == null ? Enumerable.Range(0, classes.Length).ToArray() : MapFolders(root, classes, classNames);
+        string[] names = classNames?.ToArray() ?? classes;
         var paths = new List<string>();
         var labels = new List<int>();
         for (int c = 0; c < classes.Length; c++)
@@ -87,11 +103,60 @@ public sealed class ImageFolder : IImageDataset
                     throw new ViTQuantException($"{full}: {ext} images are not supported (only JPEG and PNG); convert or remove it");
                 if (Array.IndexOf(_decodable, ext) < 0) continue;
                 paths.Add(full);
-                labels.Add(c);
+                labels.Add(folderLabel[c]);
             }
             if (paths.Count == before) throw new ViTQuantException($"class directory {dir} contains no .jpg/.jpeg/.png images");
         }
-        return new ImageFolder(paths.ToArray(), labels.ToArray(), classes, transform);
+        return new ImageFolder(paths.ToArray(), labels.ToArray(), names, transform);
+    }
+
+    /// <summary>
+    /// The key class names and folder names are compared by: lower case, every run of characters that are
+    /// not letters or digits read as one '_', none at either end ("T-shirt/top", "t_shirt_top" and
+    /// "T-shirt top" all give "t_shirt_top").
+    /// </summary>
+    public static string NormalizeClassName(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        var b = new System.Text.StringBuilder(name.Length);
+        bool gap = false;
+        foreach (char ch in name.Trim())
+        {
+            if (char.IsLetterOrDigit(ch))
+            {
+                if (gap && b.Length > 0) b.Append('_');
+                b.Append(char.ToLowerInvariant(ch));
+                gap = false;
+            }
+            else gap = true;
+        }
+        return b.ToString();
+    }
+
+    /// <summary>The class index of each sub-directory (see the class-name overload of FromDirectory).</summary>
+    private static int[] MapFolders(string root, string[] folders, IReadOnlyList<string> classNames)
+    {
+        if (classNames.Count == 0) throw new ArgumentException("class name list is empty", nameof(classNames));
+        var byKey = new Dictionary<string, int>(StringComparer.Ordinal);
+        var ambiguous = new HashSet<string>(StringComparer.Ordinal);
+        for (int i = 0; i < classNames.Count; i++)
+            if (!byKey.TryAdd(NormalizeClassName(classNames[i]), i)) ambiguous.Add(NormalizeClassName(classNames[i]));
+        var map = new int[folders.Length];
+        var unmatched = new List<string>();
+        for (int f = 0; f < folders.Length; f++)
+        {
+            string key = NormalizeClassName(folders[f]);
+            if (ambiguous.Contains(key))
+                throw new ViTQuantException($"image folder {root}: sub-folder '{folders[f]}' matches several class names ({string.Join(", ", classNames.Where(n => NormalizeClassName(n) == key).Select(n => $"'{n}'"))})");
+            if (byKey.TryGetValue(key, out int k)) map[f] = k;
+            else if (folders[f].All(char.IsAsciiDigit) && int.TryParse(folders[f], out k) && k < classNames.Count) map[f] = k;
+            else { map[f] = -1; unmatched.Add(folders[f]); }
+        }
+        if (unmatched.Count > 0)
+            throw new ViTQuantException($"image folder {root}: sub-folder{(unmatched.Count > 1 ? "s" : "")} {string.Join(", ", unmatched.Select(u => $"'{u}'"))} "
+                + $"match{(unmatched.Count > 1 ? "" : "es")} none of the model's {classNames.Count} classes ({string.Join(", ", classNames.Select(n => $"'{n}'"))}) "
+                + "by name or index; rename the folder or give --labels FILE (one class name a line)");
+        return map;
     }
 
     /// <summary>

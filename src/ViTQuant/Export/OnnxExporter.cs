@@ -42,14 +42,16 @@ public static class OnnxExporter
     /// <summary>
     /// Exports the model file at <paramref name="modelPath"/> (null: the shipped default; a quantized
     /// checkpoint gives a QDQ graph) to <paramref name="outPath"/>, atomically. Throws ViTQuantException when
-    /// the output exists or is the input, the options are invalid, or the plan has a point with no export.
+    /// the output is the input or a folder, exists without <paramref name="overwrite"/>, the options are
+    /// invalid, or the plan has a point with no export.
     /// </summary>
-    public static OnnxExportResult ExportFile(string? modelPath, string outPath, OnnxExportOptions options)
+    public static OnnxExportResult ExportFile(string? modelPath, string outPath, OnnxExportOptions options, bool overwrite = false)
     {
         options = options.Validated();
         if (modelPath != null) AtomicFile.EnsureNotSameFile(modelPath, outPath);
-        if (File.Exists(outPath) || Directory.Exists(outPath))
-            throw new ViTQuantException($"--out {outPath} already exists; choose another path or delete it");
+        if (Directory.Exists(outPath)) throw new ViTQuantException($"--out {outPath} is a folder; give a file name");
+        if (File.Exists(outPath) && !overwrite)
+            throw new ViTQuantException($"--out {outPath} already exists; pass --overwrite to replace it, or choose another path");
         VisionTransformer model;
         QuantizedModel? quant = null;
         Dictionary<string, WeightCodes>? codes = null;

@@ -5,8 +5,10 @@
 // lives in the same directory (not /tmp) because a rename across file systems is a copy, not atomic.
 //
 // Limits: the directory entry itself is not fsync'ed (.NET cannot open a directory for fsync), so after
-// a power loss the rename may be lost while the data is intact; a crashed process can leave a
-// ".tmp-*" file behind. EnsureNotSameFile resolves symlinks but cannot see hard links.
+// a power loss the rename may be lost while the data is intact; a killed process (SIGKILL, power loss)
+// leaves its "<name>.tmp-<pid>-<random>" file behind. The writer's process id in the name lets the next
+// run of the same output tell such a leftover from the temporary of a live concurrent writer
+// (RemoveStaleTemporaries). EnsureNotSameFile resolves symlinks but cannot see hard links.
 using System.Security.Cryptography;
 using System.Text;
 
@@ -32,7 +34,7 @@ public static class AtomicFile
         string dest = ResolveDestination(path);
         if (Directory.Exists(dest)) throw new ViTQuantException($"{path}: is a directory, cannot write a file there");
         string dir = Path.GetDirectoryName(dest) ?? throw new ViTQuantException($"{path}: has no parent directory");
-        string tmp = dest + ".tmp-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6));
+        string tmp = TemporaryName(dest);
         try
         {
             Directory.CreateDirectory(dir);
@@ -146,6 +148,63 @@ public static class AtomicFile
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
         return full;
+    }
+
+    /// <summary>The temporary file name used for <paramref name="dest"/>: "dest.tmp-PID-RANDOM".</summary>
+    internal static string TemporaryName(string dest) =>
+        $"{dest}{TempMarker}{Environment.ProcessId}-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6))}";
+
+    private const string TempMarker = ".tmp-";
+
+    /// <summary>
+    /// Deletes the temporaries that killed writers of <paramref name="path"/> left beside it
+    /// ("NAME.tmp-PID-RANDOM" from a process that no longer runs, or a legacy "NAME.tmp-RANDOM" older than
+    /// <paramref name="legacyMinAge"/>, default one hour). Only files of exactly this output's name pattern are
+    /// considered; a temporary whose writer is still running (another process, or this one) is kept. Returns
+    /// the paths removed; files that cannot be deleted are skipped.
+    /// </summary>
+    public static IReadOnlyList<string> RemoveStaleTemporaries(string path, TimeSpan? legacyMinAge = null)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        string dest = ResolveDestination(path);
+        string? dir = Path.GetDirectoryName(dest);
+        var removed = new List<string>();
+        if (dir == null || !Directory.Exists(dir)) return removed;
+        string prefix = Path.GetFileName(dest) + TempMarker;
+        var minAge = legacyMinAge ?? TimeSpan.FromHours(1);
+        IEnumerable<string> candidates;
+        try { candidates = Directory.EnumerateFiles(dir).Where(f => Path.GetFileName(f).StartsWith(prefix, StringComparison.Ordinal)).ToList(); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return removed; }
+        foreach (var f in candidates)
+        {
+            string rest = Path.GetFileName(f)[prefix.Length..];
+            bool stale;
+            int dash = rest.IndexOf('-');
+            if (dash > 0 && int.TryParse(rest[..dash], out int pid) && IsHex(rest[(dash + 1)..], 12))
+                stale = !ProcessIsRunning(pid);
+            else if (IsHex(rest, 12)) // written before temporaries carried the writer's pid
+                stale = DateTime.UtcNow - File.GetLastWriteTimeUtc(f) >= minAge;
+            else continue; // some other file that merely starts with the same name: not ours to delete
+            if (!stale) continue;
+            try { File.Delete(f); removed.Add(f); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
+        return removed;
+    }
+
+    private static bool IsHex(string s, int length) => s.Length == length && s.All(char.IsAsciiHexDigitLower);
+
+    // A reused pid keeps a leftover alive until that process ends: erring towards keeping a file is safe.
+    private static bool ProcessIsRunning(int pid)
+    {
+        if (pid == Environment.ProcessId) return true;
+        if (OperatingSystem.IsLinux()) return Directory.Exists($"/proc/{pid}");
+        try
+        {
+            using var p = System.Diagnostics.Process.GetProcessById(pid);
+            return !p.HasExited;
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException) { return false; }
     }
 
     private static void TryDelete(string path)

@@ -93,7 +93,7 @@ public static class ModelIO
 
     /// <summary>
     /// Reads timm's config.json: architecture (+ model_args overrides), num_classes, global_pool,
-    /// pretrained_cfg (mean, std, crop_pct, interpolation) and label_names. model_args that only matter
+    /// pretrained_cfg (mean, std, crop_pct, interpolation) and label_names (or Hugging Face's id2label). model_args that only matter
     /// for training (dropout rates) are ignored; any other key the model cannot honour is an error.
     /// Throws ViTQuantException naming the file on unreadable or invalid JSON, a missing or unknown
     /// architecture, a value of the wrong JSON type, an unsupported model_args key, or an inconsistent result.
@@ -149,6 +149,21 @@ public static class ModelIO
             {
                 if (lnode is not JsonArray ln) throw new ViTQuantException($"{cfgPath}: 'label_names' must be an array of strings");
                 cfg = cfg with { ClassNames = ln.Select(x => x?.GetValue<string>() ?? throw new ViTQuantException($"{cfgPath}: null in 'label_names'")).ToArray() };
+            }
+            else if (o["id2label"] is JsonNode inode)
+            {
+                // Hugging Face's form: {"0": "tench", "1": "goldfish", …}; every index below num_classes once.
+                if (inode is not JsonObject id2) throw new ViTQuantException($"{cfgPath}: 'id2label' must be an object of index → name");
+                var names = new string?[cfg.NumClasses];
+                foreach (var (k, v) in id2)
+                {
+                    if (!int.TryParse(k, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int i) || i >= names.Length)
+                        throw new ViTQuantException($"{cfgPath}: 'id2label' key '{k}' is not a class index below {names.Length}");
+                    names[i] = v?.GetValue<string>() ?? throw new ViTQuantException($"{cfgPath}: null in 'id2label'");
+                }
+                int missing = Array.IndexOf(names, null);
+                if (missing >= 0) throw new ViTQuantException($"{cfgPath}: 'id2label' has no name for class {missing}");
+                cfg = cfg with { ClassNames = names.Select(n => n!).ToArray() };
             }
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException)

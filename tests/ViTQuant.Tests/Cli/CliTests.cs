@@ -41,7 +41,7 @@ public class CliTests
     {
         AssertUserError(Run("info", "--threads", "0"), "--threads must be at least 1, got 0");
         AssertUserError(Run("eval", "--bogus-flag"), "--bogus-flag", "vitq eval --help");
-        AssertUserError(Run("infer"), "--input", "--output");
+        AssertUserError(Run("infer"), "--input");
         AssertUserError(Run("train", "--epochs", "abc", "--out", "x.safetensors"), "abc", "--epochs");
         AssertUserError(Run("frobnicate"), "frobnicate");
         AssertUserError(Run());
@@ -73,14 +73,15 @@ public class CliTests
         }
         float[] logits;
         using (Autograd.NoGrad()) logits = model.Forward(x).ToArray();
-        int correct = 0;
+        int correct = 0, correct5 = 0;
         double loss = 0;
         for (int n = 0; n < ds.Count; n++)
         {
-            var row = logits.AsSpan(n * 7, 7);
+            var row = logits.AsSpan(n * 7, 7).ToArray();
             int label = ds.Label(n), arg = 0;
             for (int k = 1; k < 7; k++) if (row[k] > row[arg]) arg = k;
             if (arg == label) correct++;
+            if (Enumerable.Range(0, 7).Count(k => row[k] > row[label] || (row[k] == row[label] && k < label)) < 5) correct5++;
             double max = row[arg], sum = 0;
             foreach (float v in row) sum += Math.Exp(v - max);
             loss += Math.Log(sum) + max - row[label];
@@ -88,12 +89,12 @@ public class CliTests
         Assert.Equal(21, j.GetProperty("count").GetInt32());
         Assert.Equal(100.0 * correct / 21, j.GetProperty("top1").GetDouble(), 1e-9);
         Assert.Equal(loss / 21, j.GetProperty("loss").GetDouble(), 1e-4);
-        Assert.Equal(JsonValueKind.Null, j.GetProperty("top5").ValueKind); // 7 classes: no top-5
+        Assert.Equal(100.0 * correct5 / 21, j.GetProperty("top5").GetDouble(), 1e-9); // more than 5 classes: top-5 reported
         Assert.Equal("vit_tiny_patch16_224", j.GetProperty("model").GetString());
     }
 
     /// <summary>3 images per class, 24×22 RGB (resize + centre crop to 20×20 on the way in), deterministic pixels.</summary>
-    private static void WriteOddPngFolder(string root, string[] classes)
+    internal static void WriteOddPngFolder(string root, string[] classes)
     {
         for (int c = 0; c < classes.Length; c++)
         {
@@ -103,7 +104,7 @@ public class CliTests
                 var px = new byte[24 * 22 * 3];
                 long seed = c * 3 + i;
                 for (int k = 0; k < px.Length; k++) px[k] = (byte)(HashInit.SplitMix64(((ulong)seed << 32) + (ulong)k) >> 56);
-                PngWriter.Write(Path.Combine(root, classes[c], $"img{i}.png"), 24, 22, px, PngColor.Rgb8);
+                File.WriteAllBytes(Path.Combine(root, classes[c], $"img{i}.png"), ViTQuant.Tests.IO.MiniPng.Encode(px, 24, 22, ViTQuant.Tests.IO.MiniPng.Rgb));
             }
         }
     }
@@ -189,9 +190,9 @@ public class CliTests
         Assert.Equal("", r.Stdout);
 
         var o = SafeTensorsFile.Read(output);
-        Assert.Equal(new[] { "logits", "blocks.0.attn.probs", "blocks.1.attn.probs" }, o.Names);
+        Assert.Equal(new[] { "logits", "top5_indices", "top5_probs", "blocks.0.attn.probs", "blocks.1.attn.probs" }, o.Names);
         Assert.Equal("vit_tiny_patch16_224", o.Metadata["vitq.model"]);
-        foreach (var name in o.Names)
+        foreach (var name in o.Names.Where(n => !n.StartsWith("top5_")))
         {
             var ours = o.GetTensor(name);
             var torch = f.F32(name);
@@ -203,7 +204,7 @@ public class CliTests
         // without --taps only the logits are written
         string plain = dir.File("plain.safetensors");
         AssertSuccess(Run("infer", "--model", OddDir, "--input", input, "--output", plain));
-        Assert.Equal(new[] { "logits" }, SafeTensorsFile.Read(plain).Names);
+        Assert.Equal(new[] { "logits", "top5_indices", "top5_probs" }, SafeTensorsFile.Read(plain).Names);
     }
 
     [Fact]
@@ -224,7 +225,7 @@ public class CliTests
         Assert.Equal(o.GetTensor("blocks.1.attn.probs").ToArray(), o.GetTensor("input.blocks.1.attn.probs").ToArray());
 
         AssertSuccess(Run("infer", "--model", OddDir, "--input", input, "--output", some, "--taps", "blocks.*.mlp.fc2, head"));
-        Assert.Equal(new[] { "logits", "input.blocks.0.mlp.fc2", "input.blocks.1.mlp.fc2", "input.head" }, SafeTensorsFile.Read(some).Names);
+        Assert.Equal(new[] { "logits", "top5_indices", "top5_probs", "input.blocks.0.mlp.fc2", "input.blocks.1.mlp.fc2", "input.head" }, SafeTensorsFile.Read(some).Names);
         AssertUserError(Run("infer", "--model", OddDir, "--input", input, "--output", dir.File("bad.safetensors"), "--taps", "blocks.0.mlp.fc9"), "--taps", "blocks.0.mlp.fc9");
         AssertUserError(Run("infer", "--model", OddDir, "--input", input, "--output", dir.File("bad.safetensors"), "--calibration-stream"), "--calibration-stream");
     }
@@ -239,7 +240,7 @@ public class CliTests
         SafeTensorsWriter.Write(input, new[] { ("pixel_values", Tensor.Zeros(2, 3, 24, 24)) });
         AssertUserError(Run("infer", "--model", OddDir, "--input", input, "--output", output), input, "[2, 3, 24, 24]", "[B, 3, 20, 20]");
         string misnamed = dir.File("misnamed.safetensors");
-        SafeTensorsWriter.Write(misnamed, new[] { ("images", Tensor.Zeros(1, 3, 20, 20)) });
+        SafeTensorsWriter.Write(misnamed, new[] { ("x", Tensor.Zeros(1, 3, 20, 20)) });
         AssertUserError(Run("infer", "--model", OddDir, "--input", misnamed, "--output", output), "pixel_values");
         string ints = dir.File("ints.safetensors");
         SafeTensorsWriter.Write(ints, new[] { SafeTensorsEntry.FromInt32("pixel_values", new int[1200], 1, 3, 20, 20) });

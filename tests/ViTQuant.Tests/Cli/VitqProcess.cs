@@ -24,7 +24,7 @@ internal static class VitqProcess
     /// Runs vitq with <paramref name="args"/>; <paramref name="env"/> entries override (null: remove)
     /// environment variables. Kills the process tree and fails the test after <paramref name="timeoutSeconds"/>.
     /// </summary>
-    public static VitqResult Run(string[] args, IReadOnlyDictionary<string, string?>? env = null, int timeoutSeconds = 60)
+    public static VitqResult Run(string[] args, IReadOnlyDictionary<string, string?>? env = null, int timeoutSeconds = 60, string? workingDirectory = null)
     {
         Assert.True(File.Exists(DllPath), $"{DllPath} not found; the test project must reference ViTQuant.Cli");
         var psi = new ProcessStartInfo(DotnetHost)
@@ -34,6 +34,7 @@ internal static class VitqProcess
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
+        if (workingDirectory != null) psi.WorkingDirectory = workingDirectory;
         psi.ArgumentList.Add(DllPath);
         foreach (var a in args) psi.ArgumentList.Add(a);
         if (env != null)

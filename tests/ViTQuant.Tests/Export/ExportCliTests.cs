@@ -69,7 +69,7 @@ public class ExportCliTests
         Assert.True(j.GetProperty("ort_qdq_ops").GetProperty("com.microsoft.QGemm").GetInt32() > 0, r.Stdout);
         Assert.True(j.GetProperty("onnx_qdq_bytes").GetInt64() < j.GetProperty("onnx_float_bytes").GetInt64());
         AssertUserError(Run("bench", "--engine", "onnx", "--model", dir.File("m.onnx")), "exports the model itself");
-        AssertUserError(Run("infer", "--engine", "onnx", "--model", dir.File("m.onnx"), "--input", q, "--output", dir.File("o.safetensors"), "--taps"), "--taps and --calibration-stream need --engine sim");
+        AssertUserError(Run("infer", "--engine", "onnx", "--model", dir.File("m.onnx"), "--input", q, "--output", dir.File("o.safetensors"), "--taps"), "they need --engine sim, not onnx");
     }
 
     [Fact]
@@ -105,6 +105,8 @@ public class ExportCliTests
         File.WriteAllText(onnx, "keep me");
         AssertUserError(Run("export", "--model", st, "--out", onnx), "already exists");
         Assert.Equal("keep me", File.ReadAllText(onnx));
+        Assert.Equal(0, Run("export", "--model", st, "--out", onnx, "--overwrite").ExitCode);
+        Assert.NotEqual("keep me", File.ReadAllText(onnx));
         File.Delete(onnx);
         // a plan with a point that has no static form: a dynamic-range activation quantizer
         var plan = new QuantPlan

@@ -190,4 +190,24 @@ public class AtomicFileTests
         AtomicFile.EnsureNotSameFile(dir.File("x"), dir.File("z"));
         Assert.NotNull(AtomicFile.ResolvePath(dir.File("x")));
     }
+
+    [Fact]
+    public void TemporaryNameCarriesThePid_AndStaleOnesOfThisOutputOnlyAreRemoved()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("out.bin");
+        Assert.Matches($"^{System.Text.RegularExpressions.Regex.Escape(path)}\\.tmp-{Environment.ProcessId}-[0-9a-f]{{12}}$", AtomicFile.TemporaryName(path));
+        string legacyOld = path + ".tmp-00112233aabb", legacyNew = path + ".tmp-445566778899", live = AtomicFile.TemporaryName(path);
+        string otherOutput = dir.File("out.bin2.tmp-1-0123456789ab"), deadPidOfOther = dir.File("other.bin.tmp-999999999-0123456789ab");
+        foreach (var f in new[] { legacyOld, legacyNew, live, otherOutput, deadPidOfOther }) File.WriteAllBytes(f, new byte[] { 1 });
+        File.SetLastWriteTimeUtc(legacyOld, DateTime.UtcNow.AddHours(-2));
+        // pid 999999999 is above Linux's pid_max (4194304), so it names no running process
+        string deadPid = path + ".tmp-999999999-0123456789ab";
+        File.WriteAllBytes(deadPid, new byte[] { 1 });
+
+        var removed = AtomicFile.RemoveStaleTemporaries(path);
+        Assert.Equal(new[] { deadPid, legacyOld }.Order(), removed.Order());
+        foreach (var kept in new[] { legacyNew, live, otherOutput, deadPidOfOther }) Assert.True(File.Exists(kept), kept);
+        Assert.Empty(AtomicFile.RemoveStaleTemporaries(dir.File("missing", "x.bin")));
+    }
 }

@@ -6,7 +6,7 @@ using ViTQuant.IO;
 namespace ViTQuant.Tests.IO;
 
 /// <summary>
-/// A deliberately small PNG encoder for tests (independent of the library's PngWriter): one IDAT of
+/// A deliberately small PNG encoder for tests (the library only decodes PNG): one IDAT of
 /// zlib data, filter type 0 (None) or 2 (Up) per row, CRC-32 from its own table.
 /// </summary>
 internal static class MiniPng

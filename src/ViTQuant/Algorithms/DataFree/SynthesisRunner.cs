@@ -51,18 +51,19 @@ public static class SynthesisRunner
     /// Makes the set described by <paramref name="settings"/> for <paramref name="model"/> into
     /// <paramref name="outPath"/> (see file header). <paramref name="maxNewBatches"/> stops after that many
     /// newly made batches (time-boxing; tests use it to simulate an interruption). A custom
-    /// <paramref name="synthesizer"/> replaces the one the settings name. Throws ViTQuantException when
-    /// OUT exists, when a shard folder exists without <paramref name="resume"/>, when a shard is corrupt or
+    /// <paramref name="synthesizer"/> replaces the one the settings name; with <paramref name="overwrite"/> an
+    /// existing set at OUT is replaced (atomically, once the new one is complete). Throws ViTQuantException when
+    /// OUT is a folder or exists without <paramref name="overwrite"/>, when a shard folder exists without <paramref name="resume"/>, when a shard is corrupt or
     /// belongs to other settings or another model (naming the shard), or when a batch keeps diverging.
     /// </summary>
     public static SynthesisRunResult Run(VisionTransformer model, SynthesisSettings settings, string outPath, bool resume,
-        Action<SynthesisProgress>? progress = null, int? maxNewBatches = null, IImageSynthesizer? synthesizer = null)
+        Action<SynthesisProgress>? progress = null, int? maxNewBatches = null, IImageSynthesizer? synthesizer = null, bool overwrite = false)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(outPath);
         settings = settings.Validated();
         var sw = Stopwatch.StartNew();
-        if (File.Exists(outPath) || Directory.Exists(outPath))
+        if (Directory.Exists(outPath) || (File.Exists(outPath) && !overwrite))
             throw new ViTQuantException($"{outPath}: already exists; refusing to overwrite it");
         string dir = ShardDirectory(outPath);
         if (Directory.Exists(dir) && !resume)

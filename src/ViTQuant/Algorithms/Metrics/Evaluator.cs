@@ -15,7 +15,7 @@ public static class Evaluator
 {
     /// <summary>
     /// Runs the model without gradients over every batch. Top-5 is reported only when the model has
-    /// more than 10 classes. progress(done) is called after each batch with the images seen so far.
+    /// more than 5 classes (with 5 or fewer it is always 100 %). progress(done) is called after each batch with the images seen so far.
     /// The forward is <see cref="VisionTransformer.Infer"/>: hooks must not keep the tensors they are shown.
     /// </summary>
     public static EvalResult Evaluate(VisionTransformer model, IEnumerable<(Tensor Images, int[] Labels)> batches,
@@ -32,7 +32,7 @@ public static class Evaluator
         var sw = Stopwatch.StartNew();
         int count = 0, correct1 = 0, correct5 = 0;
         double lossSum = 0;
-        bool top5 = numClasses > 10;
+        bool top5 = numClasses > 5;
         using var _ = Autograd.NoGrad();
         foreach (var (x, y) in batches)
         {
