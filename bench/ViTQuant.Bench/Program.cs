@@ -1,14 +1,18 @@
 // Kernel micro-benchmarks. Whole-model throughput is `vitq bench`.
-//   dotnet run -c Release --project bench/ViTQuant.Bench -- gemm [--threads N] [--reps R]
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- gemm [--threads N] [--reps R] [--fastest]
 //       quick GFLOP/s table for every backend and shape (validated first, then timed)
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- profile [--arch A] [--batch B] [--threads T]
 //       per-op forward/backward time of the forward, training step and input gradient
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- ab [--arch A] [--batch B] [--threads T] [--rounds R]
+//       same-process A/B of the engine before and after the AVX-512 kernel and fused attention
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- --filter '*'
 //       BenchmarkDotNet
 using BenchmarkDotNet.Running;
 using ViTQuant.Bench;
 using ViTQuant.Kernels;
 
+if (args.Length > 0 && args[0] == "ab")
+    return ModelAb.Run(args[1..]);
 if (args.Length > 0 && args[0] == "profile")
     return ProfileCommand.Run(args[1..]);
 if (args.Length > 0 && args[0] == "gemm")
@@ -21,21 +25,23 @@ internal static class QuickGemm
     public static int Run(string[] args)
     {
         int reps = 9;
+        bool fastest = false; // --fastest: the fastest call instead of the median (for a loaded machine)
         for (int i = 0; i < args.Length; i++)
         {
             string? value = i + 1 < args.Length ? args[i + 1] : null;
             if (args[i] == "--threads" && int.TryParse(value, out int t) && t >= 1) { Parallelism.Threads = t; i++; }
             else if (args[i] == "--reps" && int.TryParse(value, out int r) && r >= 1) { reps = r; i++; }
+            else if (args[i] == "--fastest") fastest = true;
             else
             {
-                Console.Error.WriteLine($"gemm: unknown or invalid argument '{args[i]}' (expected --threads N, --reps R)");
+                Console.Error.WriteLine($"gemm: unknown or invalid argument '{args[i]}' (expected --threads N, --reps R, --fastest)");
                 return 2;
             }
         }
 
         // OpenBLAS and every managed kernel this CPU runs except the portable one (slow, for other CPUs).
         var backends = GemmBenchmark.AvailableVariants().Where(v => v != GemmVariant.ManagedPortable).ToArray();
-        Console.WriteLine($"threads: {Parallelism.Threads}; median of ≥ {reps} timed calls per variant after 2 warm-up calls, variants interleaved");
+        Console.WriteLine($"threads: {Parallelism.Threads}; {(fastest ? "fastest" : "median")} of ≥ {reps} timed calls per variant after 2 warm-up calls, variants interleaved");
         foreach (var be in backends) Console.WriteLine($"{be,-14} {GemmBenchmark.Describe(be)}");
         Console.WriteLine();
 
@@ -60,7 +66,7 @@ internal static class QuickGemm
         }
         if (!ok) return 1;
         Console.WriteLine("validation: all variants agree with the double reference and with each other");
-        var (peak, peakBy) = GemmBenchmark.MeasurePeak();
+        var (peak, peakBy) = GemmBenchmark.MeasurePeak(fastest: fastest);
         Console.WriteLine($"peak: {peak:F1} GFLOP/s ({peakBy} on {GemmBenchmark.PeakM}x{GemmBenchmark.PeakN}x{GemmBenchmark.PeakK}); each cell: GFLOP/s (fraction of peak)");
         Console.WriteLine();
 
@@ -73,7 +79,7 @@ internal static class QuickGemm
             // At least reps calls, and enough to fill about 0.2 s per variant at 100 GFLOP/s.
             double estimate = 2.0 * s.M * s.N * s.K / 100e9;
             int n = Math.Max(reps, (int)Math.Min(2000, 0.2 / estimate));
-            var g = GemmBenchmark.Compare(backends, s.M, s.N, s.K, n, s.TransA, s.TransB);
+            var g = GemmBenchmark.Compare(backends, s.M, s.N, s.K, n, s.TransA, s.TransB, fastest);
             foreach (var v in g) Console.Write($"{$"{v:F1} ({v / peak:P0})",20}");
             Console.WriteLine();
         }
