@@ -5,12 +5,16 @@
 //       per-op forward/backward time of the forward, training step and input gradient
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- ab [--arch A] [--batch B] [--threads T] [--rounds R]
 //       same-process A/B of the engine before and after the AVX-512 kernel and fused attention
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- attn [--threads T] [--reps R]
+//       fused attention kernel against the unfused op graph
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- --filter '*'
 //       BenchmarkDotNet
 using BenchmarkDotNet.Running;
 using ViTQuant.Bench;
 using ViTQuant.Kernels;
 
+if (args.Length > 0 && args[0] == "attn")
+    return AttentionBench.Run(args[1..]);
 if (args.Length > 0 && args[0] == "ab")
     return ModelAb.Run(args[1..]);
 if (args.Length > 0 && args[0] == "profile")

@@ -237,7 +237,8 @@ internal static unsafe partial class ManagedGemm
                             else
                             {
                                 Kernel(kernel, kc, aPanel, bPanel, tile, tc, 1f, 0f);
-                                MergeEdge(tile, tc, mr, nr, cTile, ldc, alpha, betaK);
+                                if (wide) MergeEdge512(tile, mr, nr, cTile, ldc, alpha, betaK);
+                                else MergeEdge(tile, tc, mr, nr, cTile, ldc, alpha, betaK);
                             }
                         }
                     }

@@ -87,6 +87,28 @@ internal static unsafe partial class ManagedGemm
         }
     }
 
+    // Edge tile: C[0..mr, 0..nr] = alpha·tile + beta·C (tile rows NR512 apart; beta = 0 does not read C),
+    // with masked loads and stores so the columns past nr are neither read nor written. The same
+    // arithmetic as MergeEdge (a product, then a sum; no FMA), so the result does not depend on which ran.
+    private static void MergeEdge512(float* tile, int mr, int nr, float* c, nint ldc, float alpha, float beta)
+    {
+        var va = Vector512.Create(alpha);
+        var vb = Vector512.Create(beta);
+        var lane = Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        var m0 = Vector512.LessThan(lane, Vector512.Create((float)Math.Min(nr, 16)));
+        var m1 = Vector512.LessThan(lane, Vector512.Create((float)(nr - 16)));
+        for (int r = 0; r < mr; r++, tile += NR512, c += ldc)
+        {
+            var t0 = Avx512F.LoadAlignedVector512(tile) * va;
+            if (beta != 0f) t0 += Avx512F.MaskLoad(c, m0, Vector512<float>.Zero) * vb;
+            Avx512F.MaskStore(c, m0, t0);
+            if (nr <= 16) continue;
+            var t1 = Avx512F.LoadAlignedVector512(tile + 16) * va;
+            if (beta != 0f) t1 += Avx512F.MaskLoad(c + 16, m1, Vector512<float>.Zero) * vb;
+            Avx512F.MaskStore(c + 16, m1, t1);
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void StoreRow512(float* c, Vector512<float> lo, Vector512<float> hi, Vector512<float> va, Vector512<float> vb)
     {
