@@ -1,7 +1,7 @@
 // Same-process A/B of the engine's speed changes on a whole model: every variant runs the forward
 // (no grad), the training step and the input gradient, in interleaved rounds (so slow drift in the
 // load of a shared machine falls on all variants alike); the median per variant is reported with its
-// ratio to the first (the engine before the change: OpenBLAS for top-level GEMMs, the AVX2 managed
+// ratio to the first, in wall time and in process CPU time (the engine before the change: OpenBLAS for top-level GEMMs, the AVX2 managed
 // kernel inside parallel bodies, unfused attention).
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- ab [--arch vit_fmnist] [--batch 64] [--threads 2] [--rounds 7]
 using System.Diagnostics;
@@ -63,9 +63,14 @@ internal static class ModelAb
             }),
         };
         Console.WriteLine($"{arch} batch {batch}, threads {Parallelism.Threads}, {rounds} interleaved rounds; ms per step, median (min)");
+        // Wall time, and the CPU time of the whole process over the same step: on a machine other
+        // processes load, wall time mostly measures the share of the cores this process got, while CPU
+        // time measures the work (spin-waiting threads included, which is real cost there too).
         var times = new List<double>[tasks.Length, variants.Count];
+        var cpu = new List<double>[tasks.Length, variants.Count];
         for (int t = 0; t < tasks.Length; t++)
-            for (int v = 0; v < variants.Count; v++) times[t, v] = new List<double>();
+            for (int v = 0; v < variants.Count; v++) { times[t, v] = new List<double>(); cpu[t, v] = new List<double>(); }
+        using var proc = Process.GetCurrentProcess();
         for (int r = -1; r < rounds; r++) // round -1 warms up every path
             for (int v = 0; v < variants.Count; v++)
             {
@@ -74,9 +79,12 @@ internal static class ModelAb
                 using var _ = ManagedGemm.ForceKernel(vr.Kernel);
                 for (int t = 0; t < tasks.Length; t++)
                 {
+                    var cpu0 = proc.TotalProcessorTime;
                     var sw = Stopwatch.StartNew();
                     using (TensorArena.Scope()) tasks[t].Step(vr);
                     if (r >= 0) times[t, v].Add(sw.Elapsed.TotalMilliseconds);
+                    proc.Refresh();
+                    if (r >= 0) cpu[t, v].Add((proc.TotalProcessorTime - cpu0).TotalMilliseconds);
                 }
             }
         Gemm.Backend = Gemm.DefaultBackend();
@@ -94,6 +102,17 @@ internal static class ModelAb
             Console.WriteLine();
         }
         Console.WriteLine("xN: speed relative to the first row (its median time / this median time)");
+        Console.WriteLine("CPU ms per step (whole process), median:");
+        for (int v = 0; v < variants.Count; v++)
+        {
+            Console.Write($"{variants[v].Name,-26}");
+            for (int t = 0; t < tasks.Length; t++)
+            {
+                double med = Median(cpu[t, v]), baseMed = Median(cpu[t, 0]);
+                Console.Write($"{$"{med:F1} x{baseMed / med:F2}",24}");
+            }
+            Console.WriteLine();
+        }
         return 0;
     }
 

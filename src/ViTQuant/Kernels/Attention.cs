@@ -21,8 +21,9 @@
 // the same single rounding (alpha·sum), and the softmax kernels are shared, so the fused path agrees
 // with the unfused one to float rounding (bit for bit on the kernels this file calls).
 //
-// Threads: the (b, h) items are split into contiguous chunks by Parallelism.ForChunks; every item is
-// computed by one thread with no cross-item sums, so results do not depend on the thread count.
+// Threads: the (b, h) items are handed out one at a time by Parallelism.For (dynamic scheduling, so a
+// core that other processes slow down takes fewer items); every item is computed by one thread with
+// no cross-item sums, so results do not depend on the thread count or on which thread ran what.
 // Reference* twins are scalar loops in double.
 namespace ViTQuant.Kernels;
 
@@ -42,22 +43,19 @@ public static unsafe class AttentionKernel
         {
             nint q = (nint)pq, p = (nint)pp, o = (nint)po;
             int N = tokens, H = heads, D = headDim, C = H * D, C3 = 3 * C;
-            Parallelism.ForChunks(batch * H, 1, (start, end) =>
+            Parallelism.For(0, batch * H, t =>
             {
-                for (int t = start; t < end; t++)
-                {
-                    int b = t / H, h = t % H;
-                    float* qb = (float*)q + (nint)b * N * C3 + h * D;
-                    float* pt = (float*)p + (nint)t * N * N;
-                    float* ob = (float*)o + (nint)b * N * C + h * D;
-                    var qs = new ReadOnlySpan<float>(qb, (N - 1) * C3 + D);
-                    var ks = new ReadOnlySpan<float>(qb + C, (N - 1) * C3 + D);
-                    var vs = new ReadOnlySpan<float>(qb + 2 * C, (N - 1) * C3 + D);
-                    var ps = new Span<float>(pt, N * N);
-                    Gemm.Sgemm(false, true, N, N, D, scale, qs, C3, ks, C3, 0f, ps, N);
-                    SoftmaxKernel.SoftmaxRows(ps, ps, N, N);
-                    Gemm.Sgemm(false, false, N, D, N, 1f, ps, N, vs, C3, 0f, new Span<float>(ob, (N - 1) * C + D), C);
-                }
+                int b = t / H, h = t % H;
+                float* qb = (float*)q + (nint)b * N * C3 + h * D;
+                float* pt = (float*)p + (nint)t * N * N;
+                float* ob = (float*)o + (nint)b * N * C + h * D;
+                var qs = new ReadOnlySpan<float>(qb, (N - 1) * C3 + D);
+                var ks = new ReadOnlySpan<float>(qb + C, (N - 1) * C3 + D);
+                var vs = new ReadOnlySpan<float>(qb + 2 * C, (N - 1) * C3 + D);
+                var ps = new Span<float>(pt, N * N);
+                Gemm.Sgemm(false, true, N, N, D, scale, qs, C3, ks, C3, 0f, ps, N);
+                SoftmaxKernel.SoftmaxRows(ps, ps, N, N);
+                Gemm.Sgemm(false, false, N, D, N, 1f, ps, N, vs, C3, 0f, new Span<float>(ob, (N - 1) * C + D), C);
             });
         }
     }
@@ -75,32 +73,29 @@ public static unsafe class AttentionKernel
         {
             nint q = (nint)pq, p = (nint)pp, g = (nint)pg, d = (nint)pd;
             int N = tokens, H = heads, D = headDim, C = H * D, C3 = 3 * C;
-            Parallelism.ForChunks(batch * H, 1, (start, end) =>
+            Parallelism.For(0, batch * H, t =>
             {
                 var (dP, dS) = Scratch(N * N);
-                for (int t = start; t < end; t++)
-                {
-                    int b = t / H, h = t % H;
-                    nint qOff = (nint)b * N * C3 + h * D;
-                    int span = (N - 1) * C3 + D;
-                    var qs = new ReadOnlySpan<float>((float*)q + qOff, span);
-                    var ks = new ReadOnlySpan<float>((float*)q + qOff + C, span);
-                    var vs = new ReadOnlySpan<float>((float*)q + qOff + 2 * C, span);
-                    var dq = new Span<float>((float*)d + qOff, span);
-                    var dk = new Span<float>((float*)d + qOff + C, span);
-                    var dv = new Span<float>((float*)d + qOff + 2 * C, span);
-                    var ps = new ReadOnlySpan<float>((float*)p + (nint)t * N * N, N * N);
-                    var gs = new ReadOnlySpan<float>((float*)g + (nint)b * N * C + h * D, (N - 1) * C + D);
-                    var dp = dP.AsSpan(0, N * N);
-                    var ds = dS.AsSpan(0, N * N);
-                    Gemm.Sgemm(false, true, N, N, D, 1f, gs, C, vs, C3, 0f, dp, N);   // dP = G·vᵀ
-                    Gemm.Sgemm(true, false, N, D, N, 1f, ps, N, gs, C, 1f, dv, C3);   // dv += Pᵀ·G
-                    ds.Clear();
-                    SoftmaxKernel.SoftmaxRowsBackward(ps, dp, ds, N, N);
-                    System.Numerics.Tensors.TensorPrimitives.Multiply(ds, scale, ds);
-                    Gemm.Sgemm(false, false, N, D, N, 1f, ds, N, ks, C3, 1f, dq, C3);  // dq += dS·k
-                    Gemm.Sgemm(true, false, N, D, N, 1f, ds, N, qs, C3, 1f, dk, C3);   // dk += dSᵀ·q
-                }
+                int b = t / H, h = t % H;
+                nint qOff = (nint)b * N * C3 + h * D;
+                int span = (N - 1) * C3 + D;
+                var qs = new ReadOnlySpan<float>((float*)q + qOff, span);
+                var ks = new ReadOnlySpan<float>((float*)q + qOff + C, span);
+                var vs = new ReadOnlySpan<float>((float*)q + qOff + 2 * C, span);
+                var dq = new Span<float>((float*)d + qOff, span);
+                var dk = new Span<float>((float*)d + qOff + C, span);
+                var dv = new Span<float>((float*)d + qOff + 2 * C, span);
+                var ps = new ReadOnlySpan<float>((float*)p + (nint)t * N * N, N * N);
+                var gs = new ReadOnlySpan<float>((float*)g + (nint)b * N * C + h * D, (N - 1) * C + D);
+                var dp = dP.AsSpan(0, N * N);
+                var ds = dS.AsSpan(0, N * N);
+                Gemm.Sgemm(false, true, N, N, D, 1f, gs, C, vs, C3, 0f, dp, N);   // dP = G·vᵀ
+                Gemm.Sgemm(true, false, N, D, N, 1f, ps, N, gs, C, 1f, dv, C3);   // dv += Pᵀ·G
+                ds.Clear();
+                SoftmaxKernel.SoftmaxRowsBackward(ps, dp, ds, N, N);
+                System.Numerics.Tensors.TensorPrimitives.Multiply(ds, scale, ds);
+                Gemm.Sgemm(false, false, N, D, N, 1f, ds, N, ks, C3, 1f, dq, C3);  // dq += dS·k
+                Gemm.Sgemm(true, false, N, D, N, 1f, ds, N, qs, C3, 1f, dk, C3);   // dk += dSᵀ·q
             });
         }
     }
