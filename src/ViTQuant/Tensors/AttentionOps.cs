@@ -17,9 +17,10 @@ public static partial class Ops
         if (qkv.Rank != 3 || heads < 1 || qkv.Shape[2] % (3 * heads) != 0 || qkv.Shape[2] == 0)
             throw new ArgumentException($"FusedAttention: expected [B, N, 3·heads·D] with heads={heads}, got {Tensor.ShapeString(qkv.Shape)}");
         int B = qkv.Shape[0], N = qkv.Shape[1], C = qkv.Shape[2] / 3, D = C / heads;
-        var y = Tensor.Output(B, N, C);
-        if (B == 0 || N == 0) return y;
-        var probs = Tensor.Output(B, heads, N, N); // [B, H, N, N], kept for the backward
+        if (B == 0 || N == 0) return Tensor.Output(B, N, C);
+        // The kernel writes every element of both (beta = 0 products), so no zero fill is needed.
+        var y = Tensor.OutputUninitialized(B, N, C);
+        var probs = Tensor.OutputUninitialized(B, heads, N, N); // [B, H, N, N], kept for the backward
         AttentionKernel.Forward(qkv.Span, B, N, heads, D, scale, probs.Span, y.Span);
         if (!Autograd.Needs(qkv)) return y;
         return Autograd.Record("attention", y, new[] { qkv }, g =>
