@@ -75,6 +75,9 @@ internal static class ModelAb
             for (int v = 0; v < variants.Count; v++)
             {
                 var vr = variants[v];
+                // OpenBLAS's idle workers spin for ~0.1 s after a call (GemmBenchmark's settle pause);
+                // let them stop so that one variant's spinning does not slow the next.
+                Thread.Sleep(150);
                 Gemm.Backend = vr.Backend;
                 using var _ = ManagedGemm.ForceKernel(vr.Kernel);
                 for (int t = 0; t < tasks.Length; t++)
