@@ -15,7 +15,8 @@ public sealed record GemmShape(string Name, int M, int N, int K, bool TransA, bo
     /// 1024³ (NN), then the ViT linear layers as the model calls them (x·Wᵀ with W stored
     /// [out, in], so B transposed): the Fashion-MNIST ViT (batch 64 × 50 tokens, width 128, MLP 512,
     /// qkv 384) and 224-px DeiT-Tiny (8 images × 197 tokens, width 192, MLP 768, qkv 576); last one
-    /// attention head of DeiT-Tiny (q·kᵀ and probs·v, 197 tokens, head size 64).
+    /// attention head of DeiT-Tiny (q·kᵀ and probs·v, 197 tokens, head size 64). The backward's weight
+    /// gradient gᵀ·x (A transposed, K = all rows) and input gradient g·W (NN) appear for qkv and fc1.
     /// </summary>
     public static readonly GemmShape[] All =
     {
@@ -26,6 +27,10 @@ public sealed record GemmShape(string Name, int M, int N, int K, bool TransA, bo
         new("deit-t qkv", 1576, 576, 192, false, true),
         new("deit-t fc1", 1576, 768, 192, false, true),
         new("deit-t fc2", 1576, 192, 768, false, true),
+        new("vit-fm dW qkv", 384, 128, 3200, true, false),
+        new("vit-fm dX fc1", 3200, 128, 512, false, false),
+        new("deit-t dW fc1", 768, 192, 1576, true, false),
+        new("deit-t dX fc1", 1576, 192, 768, false, false),
         new("deit-t q·kᵀ", 197, 197, 64, false, true),
         new("deit-t p·v", 197, 64, 197, false, false),
     };

@@ -1,12 +1,24 @@
 // Kernel micro-benchmarks. Whole-model throughput is `vitq bench`.
-//   dotnet run -c Release --project bench/ViTQuant.Bench -- gemm [--threads N] [--reps R]
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- gemm [--threads N] [--reps R] [--fastest]
 //       quick GFLOP/s table for every backend and shape (validated first, then timed)
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- profile [--arch A] [--batch B] [--threads T]
+//       per-op forward/backward time of the forward, training step and input gradient
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- ab [--arch A] [--batch B] [--threads T] [--rounds R]
+//       same-process A/B of the engine before and after the AVX-512 kernel and fused attention
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- attn [--threads T] [--reps R]
+//       fused attention kernel against the unfused op graph
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- --filter '*'
 //       BenchmarkDotNet
 using BenchmarkDotNet.Running;
 using ViTQuant.Bench;
 using ViTQuant.Kernels;
 
+if (args.Length > 0 && args[0] == "attn")
+    return AttentionBench.Run(args[1..]);
+if (args.Length > 0 && args[0] == "ab")
+    return ModelAb.Run(args[1..]);
+if (args.Length > 0 && args[0] == "profile")
+    return ProfileCommand.Run(args[1..]);
 if (args.Length > 0 && args[0] == "gemm")
     return QuickGemm.Run(args[1..]);
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
@@ -17,28 +29,28 @@ internal static class QuickGemm
     public static int Run(string[] args)
     {
         int reps = 9;
+        bool fastest = false; // --fastest: the fastest call instead of the median (for a loaded machine)
         for (int i = 0; i < args.Length; i++)
         {
             string? value = i + 1 < args.Length ? args[i + 1] : null;
             if (args[i] == "--threads" && int.TryParse(value, out int t) && t >= 1) { Parallelism.Threads = t; i++; }
             else if (args[i] == "--reps" && int.TryParse(value, out int r) && r >= 1) { reps = r; i++; }
+            else if (args[i] == "--fastest") fastest = true;
             else
             {
-                Console.Error.WriteLine($"gemm: unknown or invalid argument '{args[i]}' (expected --threads N, --reps R)");
+                Console.Error.WriteLine($"gemm: unknown or invalid argument '{args[i]}' (expected --threads N, --reps R, --fastest)");
                 return 2;
             }
         }
 
-        var backends = OpenBlas.IsAvailable
-            ? new[] { GemmBackend.OpenBlas, GemmBackend.Managed }
-            : new[] { GemmBackend.Managed };
-        Console.WriteLine($"threads: {Parallelism.Threads}; median of ≥ {reps} timed calls per backend after 2 warm-up calls, backends interleaved");
-        Console.WriteLine($"OpenBLAS: {(OpenBlas.IsAvailable ? $"{OpenBlas.LibraryName}, {OpenBlas.ConfigString}" : "not available")}");
-        Console.WriteLine($"managed:  {ManagedGemm.Describe()}");
+        // OpenBLAS and every managed kernel this CPU runs except the portable one (slow, for other CPUs).
+        var backends = GemmBenchmark.AvailableVariants().Where(v => v != GemmVariant.ManagedPortable).ToArray();
+        Console.WriteLine($"threads: {Parallelism.Threads}; {(fastest ? "fastest" : "median")} of ≥ {reps} timed calls per variant after 2 warm-up calls, variants interleaved");
+        foreach (var be in backends) Console.WriteLine($"{be,-14} {GemmBenchmark.Describe(be)}");
         Console.WriteLine();
 
-        // Validate before timing: every backend against a double reference on sampled rows, and
-        // against each other on the whole product.
+        // Validate before timing: every variant against a double reference on sampled rows, and
+        // against the first on the whole product.
         bool ok = true;
         foreach (var s in GemmShape.All)
         {
@@ -48,31 +60,31 @@ internal static class QuickGemm
                 double err = GemmBenchmark.ReferenceError(products[i], s.M, s.N, s.K, s.TransA, s.TransB);
                 if (err > 1e-5) { Console.WriteLine($"FAIL {s}: {backends[i]} error {err:E2} of Σ|a||b|"); ok = false; }
             }
-            if (products.Length == 2)
+            for (int i = 1; i < products.Length; i++)
             {
                 double maxAbs = products[0].Max(MathF.Abs), maxDiff = 0;
                 for (int j = 0; j < products[0].Length; j++)
-                    maxDiff = Math.Max(maxDiff, Math.Abs(products[0][j] - products[1][j]));
-                if (maxDiff > 1e-5 * Math.Max(1.0, maxAbs)) { Console.WriteLine($"FAIL {s}: backends differ by {maxDiff:E2}"); ok = false; }
+                    maxDiff = Math.Max(maxDiff, Math.Abs(products[0][j] - products[i][j]));
+                if (maxDiff > 1e-5 * Math.Max(1.0, maxAbs)) { Console.WriteLine($"FAIL {s}: {backends[i]} differs from {backends[0]} by {maxDiff:E2}"); ok = false; }
             }
         }
         if (!ok) return 1;
-        Console.WriteLine("validation: all backends agree with the double reference and with each other");
+        Console.WriteLine("validation: all variants agree with the double reference and with each other");
+        var (peak, peakBy) = GemmBenchmark.MeasurePeak(fastest: fastest);
+        Console.WriteLine($"peak: {peak:F1} GFLOP/s ({peakBy} on {GemmBenchmark.PeakM}x{GemmBenchmark.PeakN}x{GemmBenchmark.PeakK}); each cell: GFLOP/s (fraction of peak)");
         Console.WriteLine();
 
         Console.Write($"{"shape",-34}");
-        foreach (var be in backends) Console.Write($"{be + " GFLOP/s",18}");
-        if (backends.Length == 2) Console.Write($"{"managed/OpenBLAS",18}");
+        foreach (var be in backends) Console.Write($"{be,20}");
         Console.WriteLine();
         foreach (var s in GemmShape.All)
         {
             Console.Write($"{s.ToString(),-34}");
-            // At least reps calls, and enough to fill about 0.2 s per backend at 100 GFLOP/s.
+            // At least reps calls, and enough to fill about 0.2 s per variant at 100 GFLOP/s.
             double estimate = 2.0 * s.M * s.N * s.K / 100e9;
             int n = Math.Max(reps, (int)Math.Min(2000, 0.2 / estimate));
-            var g = GemmBenchmark.Compare(backends, s.M, s.N, s.K, n, s.TransA, s.TransB);
-            foreach (var v in g) Console.Write($"{v,18:F1}");
-            if (g.Length == 2) Console.Write($"{g[1] / g[0],18:F2}");
+            var g = GemmBenchmark.Compare(backends, s.M, s.N, s.K, n, s.TransA, s.TransB, fastest);
+            foreach (var v in g) Console.Write($"{$"{v:F1} ({v / peak:P0})",20}");
             Console.WriteLine();
         }
         return 0;

@@ -1,6 +1,8 @@
 // vitq bench: whole-model throughput of the engine (forward, training step, input gradient), GEMM
-// GFLOP/s per backend on the model's own linear shapes, managed allocations per training step and
-// peak memory. Validates before timing: the forward must be finite and the two GEMM backends must agree.
+// GFLOP/s per variant (OpenBLAS, managed kernels) on the model's own linear shapes with each one's
+// fraction of the machine's measured GEMM peak, managed allocations per training step and peak memory.
+// Validates before timing: the forward must be finite and every GEMM variant must match a double
+// reference on the shapes it is timed on.
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
@@ -115,24 +117,52 @@ internal static class BenchCommand
         foreach (var p in model.Parameters()) p.RequiresGrad = true;
         res["input_grad_img_per_s"] = B / ig;
 
-        // GEMM on 1024³ and on this model's largest linear shape, per backend.
+        // GEMM: every variant this machine runs (OpenBLAS, each managed kernel but the portable one) on
+        // this model's linear shapes as the forward and backward call them, each also as a fraction of
+        // the measured peak: the best variant's speed on a cache-resident, tile-aligned product
+        // (GemmBenchmark.MeasurePeak), which is what the micro-kernel reaches when nothing dilutes it.
+        var variants = GemmBenchmark.AvailableVariants().Where(v => v != GemmVariant.ManagedPortable).ToArray();
+        var (peak, peakBy) = GemmBenchmark.MeasurePeak();
+        res["gemm_peak_gflop_per_s"] = peak;
+        res["gemm_peak_variant"] = $"{peakBy} on {GemmBenchmark.PeakM}x{GemmBenchmark.PeakN}x{GemmBenchmark.PeakK}";
         var gemm = new Dictionary<string, double>();
-        int rows = B * c.NumTokens;
-        var shapes = new List<(string, int, int, int)> { ("1024x1024x1024", 1024, 1024, 1024), ($"qkv {rows}x{3 * c.EmbedDim}x{c.EmbedDim}", rows, 3 * c.EmbedDim, c.EmbedDim), ($"fc2 {rows}x{c.EmbedDim}x{c.MlpHidden}", rows, c.EmbedDim, c.MlpHidden) };
-        foreach (var (name, mm, nn, kk) in shapes)
-            foreach (var backend in new[] { GemmBackend.OpenBlas, GemmBackend.Managed })
-                if (backend == GemmBackend.Managed || OpenBlasAvailable())
-                    gemm[$"{backend} {name}"] = GemmBenchmark.Measure(backend, mm, nn, kk, 3);
+        var fraction = new Dictionary<string, double>();
+        int rows = B * c.NumTokens, D = c.EmbedDim, Hd = c.MlpHidden;
+        var shapes = new (string Name, int M, int N, int K, bool TA, bool TB)[]
+        {
+            ($"qkv {rows}x{3 * D}x{D}", rows, 3 * D, D, false, true),
+            ($"fc1 {rows}x{Hd}x{D}", rows, Hd, D, false, true),
+            ($"fc2 {rows}x{D}x{Hd}", rows, D, Hd, false, true),
+            ($"fc1 dX {rows}x{D}x{Hd}", rows, D, Hd, false, false),
+            ($"fc1 dW {Hd}x{D}x{rows}", Hd, D, rows, true, false),
+        };
+        foreach (var (name, mm, nn, kk, ta, tb) in shapes)
+        {
+            foreach (var v in variants)
+            {
+                double err = GemmBenchmark.ReferenceError(GemmBenchmark.Product(v, mm, nn, kk, ta, tb), mm, nn, kk, ta, tb);
+                if (!(err < 1e-5)) throw new InvalidOperationException($"GEMM {v} on {name} is off by {err:E2} of Σ|a·b| against the double reference");
+            }
+            var g = GemmBenchmark.Compare(variants, mm, nn, kk, 9, ta, tb);
+            for (int i = 0; i < variants.Length; i++)
+            {
+                gemm[$"{Short(variants[i])} {name}"] = g[i];
+                fraction[$"{Short(variants[i])} {name}"] = g[i] / peak;
+            }
+        }
         res["gemm_gflop_per_s"] = gemm;
+        res["gemm_fraction_of_peak"] = fraction;
         res["peak_memory_mb"] = Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024.0);
         return res;
     }
 
-    private static bool OpenBlasAvailable()
+    private static string Short(GemmVariant v) => v switch
     {
-        try { var b = Gemm.Backend; Gemm.Backend = GemmBackend.OpenBlas; Gemm.Backend = b; return true; }
-        catch (InvalidOperationException) { return false; }
-    }
+        GemmVariant.OpenBlas => "OpenBLAS",
+        GemmVariant.ManagedAvx512 => "managed AVX-512",
+        GemmVariant.ManagedAvx2 => "managed AVX2",
+        _ => "managed portable",
+    };
 
     private static double Median(int iters, Action a)
     {
@@ -156,7 +186,9 @@ internal static class BenchCommand
         e.WriteLine($"forward      {(double)r["forward_img_per_s"],10:F1} img/s  ({(double)r["forward_gflop_per_s"]:F1} GFLOP/s)");
         e.WriteLine($"train step   {(double)r["train_img_per_s"],10:F1} img/s  ({(double)r["train_alloc_mb_per_step"]:F1} MB allocated/step, {(double)r["train_gc_gen2_per_step"]:F2} gen2 GCs/step)");
         e.WriteLine($"input grad   {(double)r["input_grad_img_per_s"],10:F1} img/s");
-        foreach (var (k, v) in (Dictionary<string, double>)r["gemm_gflop_per_s"]) e.WriteLine($"GEMM {k,-40} {v,8:F1} GFLOP/s");
+        e.WriteLine($"GEMM peak    {(double)r["gemm_peak_gflop_per_s"],10:F1} GFLOP/s ({r["gemm_peak_variant"]})");
+        var frac = (Dictionary<string, double>)r["gemm_fraction_of_peak"];
+        foreach (var (k, v) in (Dictionary<string, double>)r["gemm_gflop_per_s"]) e.WriteLine($"GEMM {k,-44} {v,8:F1} GFLOP/s {frac[k],6:P0} of peak");
         e.WriteLine($"peak memory  {(double)r["peak_memory_mb"],10:F0} MB");
     }
 }

@@ -6,6 +6,9 @@ using System.Diagnostics;
 
 namespace ViTQuant.Kernels;
 
+/// <summary>What a GEMM benchmark can time: OpenBLAS, or the managed SGEMM with one micro-kernel.</summary>
+public enum GemmVariant { OpenBlas, ManagedAvx512, ManagedAvx2, ManagedPortable }
+
 public static class GemmBenchmark
 {
     /// <summary>
@@ -26,10 +29,73 @@ public static class GemmBenchmark
     /// and would otherwise steal the cores of whatever runs next. Throws as <see cref="Measure"/> does.
     /// </summary>
     public static double[] Compare(GemmBackend[] backends, int m, int n, int k, int reps, bool transA = false, bool transB = false)
+        => Compare(backends.Select(Variant).ToArray(), m, n, k, reps, transA, transB);
+
+    /// <summary>
+    /// The GEMM variants this machine runs: OpenBLAS when it loads, then each managed kernel the CPU
+    /// supports, fastest kernel first.
+    /// </summary>
+    public static GemmVariant[] AvailableVariants()
+    {
+        var list = new List<GemmVariant>();
+        if (OpenBlas.IsAvailable) list.Add(GemmVariant.OpenBlas);
+        if (ManagedGemm.Best >= GemmKernel.Avx512) list.Add(GemmVariant.ManagedAvx512);
+        if (ManagedGemm.Best >= GemmKernel.Avx2) list.Add(GemmVariant.ManagedAvx2);
+        list.Add(GemmVariant.ManagedPortable);
+        return list.ToArray();
+    }
+
+    /// <summary>A short description of a variant (library or kernel, tile and block sizes).</summary>
+    public static string Describe(GemmVariant v) => v switch
+    {
+        GemmVariant.OpenBlas => OpenBlas.IsAvailable ? $"OpenBLAS ({OpenBlas.ConfigString})" : "OpenBLAS (not loaded)",
+        GemmVariant.ManagedAvx512 => ManagedGemm.Describe(GemmKernel.Avx512),
+        GemmVariant.ManagedAvx2 => ManagedGemm.Describe(GemmKernel.Avx2),
+        _ => ManagedGemm.Describe(GemmKernel.Portable),
+    };
+
+    /// <summary>
+    /// The shape that defines "peak": a product whose packed operands stay cache-resident (A and B
+    /// 384 KB each, C 1 MB; each of two workers reads half of A and all of B) and whose sizes are
+    /// multiples of every tile, so no edge tiles or packing of odd panels dilute the micro-kernel's speed.
+    /// </summary>
+    public const int PeakM = 768, PeakN = 384, PeakK = 256;
+
+    /// <summary>
+    /// The measured peak of the machine: the best median GFLOP/s of any available variant on the
+    /// peak shape (<see cref="PeakM"/>×<see cref="PeakN"/>×<see cref="PeakK"/>, NN), with
+    /// Parallelism.Threads threads, and which variant reached it. GEMM speeds are reported as a fraction of it.
+    /// </summary>
+    public static (double Gflops, GemmVariant Variant) MeasurePeak(int reps = 30, bool fastest = false)
+    {
+        var variants = AvailableVariants().Where(v => v != GemmVariant.ManagedPortable).ToArray();
+        if (variants.Length == 0) variants = new[] { GemmVariant.ManagedPortable };
+        var g = Compare(variants, PeakM, PeakN, PeakK, reps, false, false, fastest);
+        int best = 0;
+        for (int i = 1; i < g.Length; i++) if (g[i] > g[best]) best = i;
+        return (g[best], variants[best]);
+    }
+
+    /// <summary>
+    /// Median GFLOP/s of each variant (OpenBLAS or one managed kernel), measured as the backend
+    /// overload of Compare measures backends. Throws as <see cref="Measure"/> does, and
+    /// InvalidOperationException for a variant that is not in <see cref="AvailableVariants"/>.
+    /// </summary>
+    public static double[] Compare(GemmVariant[] backends, int m, int n, int k, int reps, bool transA = false, bool transB = false)
+        => Compare(backends, m, n, k, reps, transA, transB, fastest: false);
+
+    /// <summary>
+    /// As the other variant overload; with <paramref name="fastest"/> the fastest timed call counts
+    /// instead of the median, which estimates the speed of an undisturbed core on a machine that other
+    /// processes load (a long call is more often preempted, which inflates the median of large shapes).
+    /// </summary>
+    public static double[] Compare(GemmVariant[] backends, int m, int n, int k, int reps, bool transA, bool transB, bool fastest)
     {
         CheckSizes(m, n, k);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(reps);
-        foreach (var be in backends) CheckBackend(be);
+        var available = AvailableVariants();
+        foreach (var be in backends)
+            if (!available.Contains(be)) throw new InvalidOperationException($"GEMM variant {be} is not available on this machine");
         var (a, b) = Inputs(m, n, k, 1);
         var c = new float[(long)m * n];
         int lda = transA ? m : k, ldb = transB ? k : n;
@@ -55,7 +121,7 @@ public static class GemmBenchmark
             var s = seconds[i];
             s.Sort();
             int cnt = s.Count;
-            double median = cnt % 2 == 1 ? s[cnt / 2] : 0.5 * (s[cnt / 2 - 1] + s[cnt / 2]);
+            double median = fastest ? s[0] : cnt % 2 == 1 ? s[cnt / 2] : 0.5 * (s[cnt / 2 - 1] + s[cnt / 2]);
             gflops[i] = 2.0 * m * n * k / median / 1e9;
         }
         return gflops;
@@ -72,8 +138,15 @@ public static class GemmBenchmark
     /// </summary>
     public static float[] Product(GemmBackend backend, int m, int n, int k, bool transA = false, bool transB = false, int seed = 1)
     {
-        CheckSizes(m, n, k);
         CheckBackend(backend);
+        return Product(Variant(backend), m, n, k, transA, transB, seed);
+    }
+
+    /// <summary>As the backend overload of Product, for one variant (which must be available).</summary>
+    public static float[] Product(GemmVariant backend, int m, int n, int k, bool transA = false, bool transB = false, int seed = 1)
+    {
+        CheckSizes(m, n, k);
+        if (!AvailableVariants().Contains(backend)) throw new InvalidOperationException($"GEMM variant {backend} is not available on this machine");
         var (a, b) = Inputs(m, n, k, seed);
         var c = new float[(long)m * n];
         Call(backend, transA, transB, m, n, k, a, transA ? m : k, b, transB ? k : n, c);
@@ -116,12 +189,24 @@ public static class GemmBenchmark
 
     private static void Call(GemmBackend backend, bool transA, bool transB, int m, int n, int k,
         float[] a, int lda, float[] b, int ldb, float[] c)
+        => Call(Variant(backend), transA, transB, m, n, k, a, lda, b, ldb, c);
+
+    private static void Call(GemmVariant v, bool transA, bool transB, int m, int n, int k,
+        float[] a, int lda, float[] b, int ldb, float[] c)
     {
-        if (backend == GemmBackend.OpenBlas)
+        if (v == GemmVariant.OpenBlas)
+        {
             OpenBlas.Sgemm(transA, transB, m, n, k, 1f, a, lda, b, ldb, 0f, c, n);
-        else
-            ManagedGemm.Sgemm(transA, transB, m, n, k, 1f, a, lda, b, ldb, 0f, c, n, parallel: true);
+            return;
+        }
+        var kernel = v switch { GemmVariant.ManagedAvx512 => GemmKernel.Avx512, GemmVariant.ManagedAvx2 => GemmKernel.Avx2, _ => GemmKernel.Portable };
+        int threads = (long)m * n * k >= ManagedGemm.ParallelMinMacs ? Parallelism.Threads : 1;
+        ManagedGemm.Run(transA, transB, m, n, k, 1f, a, lda, b, ldb, 0f, c, n, threads, kernel);
     }
+
+    // The managed backend is measured with the kernel top-level calls use.
+    private static GemmVariant Variant(GemmBackend backend) => backend == GemmBackend.OpenBlas ? GemmVariant.OpenBlas
+        : ManagedGemm.Current switch { GemmKernel.Avx512 => GemmVariant.ManagedAvx512, GemmKernel.Avx2 => GemmVariant.ManagedAvx2, _ => GemmVariant.ManagedPortable };
 
     // A holds M·K values and B K·N values; the storage order (and so which matrix the flags read
     // as transposed) does not change the count, only how the numbers are read.

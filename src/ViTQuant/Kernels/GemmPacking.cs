@@ -21,11 +21,31 @@ namespace ViTQuant.Kernels;
 
 internal static unsafe class GemmPacking
 {
+    /// <summary>Tile of the AVX2 and portable kernels (rows × columns of C per micro-kernel call).</summary>
     public const int MR = 6, NR = 16;
+
+    /// <summary>Tile of the AVX-512 kernel (ManagedGemm512.cs).</summary>
+    public const int MR512 = 12, NR512 = 32;
 
     /// <summary>Packs op(A)[ic .. ic+mc, pc .. pc+kc] into MR-row panels at dst.</summary>
     public static void PackA(bool transA, float* a, nint lda, int ic, int pc, int mc, int kc, float* dst)
+        => PackA(transA, a, lda, ic, pc, mc, kc, dst, MR);
+
+    /// <summary>Packs op(B)[pc .. pc+kc, jc .. jc+nc] into NR-column panels at dst.</summary>
+    public static void PackB(bool transB, float* b, nint ldb, int pc, int jc, int kc, int nc, float* dst)
+        => PackB(transB, b, ldb, pc, jc, kc, nc, dst, NR);
+
+    /// <summary>
+    /// Packs op(A)[ic .. ic+mc, pc .. pc+kc] into <paramref name="tileRows"/>-row panels at dst
+    /// (tileRows = MR or MR512).
+    /// </summary>
+    public static void PackA(bool transA, float* a, nint lda, int ic, int pc, int mc, int kc, float* dst, int tileRows)
     {
+        if (tileRows == MR512)
+        {
+            PackA12(transA, a, lda, ic, pc, mc, kc, dst);
+            return;
+        }
         for (int i0 = 0; i0 < mc; i0 += MR, dst += (nint)kc * MR)
         {
             int mr = Math.Min(MR, mc - i0);
@@ -84,30 +104,31 @@ internal static unsafe class GemmPacking
         }
     }
 
-    /// <summary>Packs op(B)[pc .. pc+kc, jc .. jc+nc] into NR-column panels at dst.</summary>
-    public static void PackB(bool transB, float* b, nint ldb, int pc, int jc, int kc, int nc, float* dst)
+    /// <summary>
+    /// Packs op(B)[pc .. pc+kc, jc .. jc+nc] into <paramref name="nr"/>-column panels at dst
+    /// (nr = NR or NR512, a multiple of 8).
+    /// </summary>
+    public static void PackB(bool transB, float* b, nint ldb, int pc, int jc, int kc, int nc, float* dst, int nr)
     {
-        for (int j0 = 0; j0 < nc; j0 += NR, dst += (nint)kc * NR)
+        for (int j0 = 0; j0 < nc; j0 += nr, dst += (nint)kc * nr)
         {
-            int nr = Math.Min(NR, nc - j0);
+            int cols = Math.Min(nr, nc - j0);
             if (!transB)
             {
-                // B is stored K×N: the NR values of one k are contiguous.
+                // B is stored K×N: the nr values of one k are contiguous.
                 float* src = b + (nint)pc * ldb + jc + j0;
-                if (nr == NR)
+                if (cols == nr)
                 {
                     float* d = dst;
-                    for (int p = 0; p < kc; p++, d += NR, src += ldb)
-                    {
-                        Vector256.Store(Vector256.Load(src), d);
-                        Vector256.Store(Vector256.Load(src + 8), d + 8);
-                    }
+                    for (int p = 0; p < kc; p++, d += nr, src += ldb)
+                        for (int v = 0; v < nr; v += 8)
+                            Vector256.Store(Vector256.Load(src + v), d + v);
                 }
                 else
                 {
                     for (int p = 0; p < kc; p++, src += ldb)
-                        for (int c = 0; c < NR; c++)
-                            dst[p * NR + c] = c < nr ? src[c] : 0f;
+                        for (int c = 0; c < nr; c++)
+                            dst[p * nr + c] = c < cols ? src[c] : 0f;
                 }
             }
             else
@@ -115,40 +136,96 @@ internal static unsafe class GemmPacking
                 // B is stored N×K: each output column is a contiguous row of B, so this is a
                 // transpose. Full panels go through 8×8 register transposes.
                 float* src = b + (nint)(jc + j0) * ldb + pc;
-                if (nr == NR && Avx.IsSupported)
-                    PackBTransposedFull(src, ldb, kc, dst);
+                if (cols == nr && Avx.IsSupported)
+                    PackBTransposedFull(src, ldb, kc, dst, nr);
                 else
                 {
-                    for (int c = 0; c < NR; c++)
+                    for (int c = 0; c < nr; c++)
                     {
                         float* row = src + c * ldb;
-                        if (c < nr) for (int p = 0; p < kc; p++) dst[p * NR + c] = row[p];
-                        else for (int p = 0; p < kc; p++) dst[p * NR + c] = 0f;
+                        if (c < cols) for (int p = 0; p < kc; p++) dst[p * nr + c] = row[p];
+                        else for (int p = 0; p < kc; p++) dst[p * nr + c] = 0f;
                     }
                 }
             }
         }
     }
 
-    // dst[p·NR + c] = src[c·ldb + p] for c < 16, p < kc. Two 8-row halves, 8 k-values at a time.
-    private static void PackBTransposedFull(float* src, nint ldb, int kc, float* dst)
+    // dst[p·nr + c] = src[c·ldb + p] for c < nr, p < kc. nr/8 groups of 8 rows, 8 k-values at a time.
+    private static void PackBTransposedFull(float* src, nint ldb, int kc, float* dst, int nr)
     {
         int p = 0;
         for (; p + 8 <= kc; p += 8)
         {
-            for (int half = 0; half < 2; half++)
+            for (int g = 0; g < nr; g += 8)
             {
-                float* s = src + half * 8 * ldb + p;
+                float* s = src + g * ldb + p;
                 Transpose8x8(
                     Avx.LoadVector256(s), Avx.LoadVector256(s + ldb),
                     Avx.LoadVector256(s + 2 * ldb), Avx.LoadVector256(s + 3 * ldb),
                     Avx.LoadVector256(s + 4 * ldb), Avx.LoadVector256(s + 5 * ldb),
                     Avx.LoadVector256(s + 6 * ldb), Avx.LoadVector256(s + 7 * ldb),
-                    dst + p * NR + half * 8, NR);
+                    dst + p * nr + g, nr);
             }
         }
         for (; p < kc; p++)
-            for (int c = 0; c < NR; c++) dst[p * NR + c] = src[c * ldb + p];
+            for (int c = 0; c < nr; c++) dst[p * nr + c] = src[c * ldb + p];
+    }
+
+    // PackA for the 12-row tile of the AVX-512 kernel. Same layout as PackA with MR512 rows per panel.
+    private static void PackA12(bool transA, float* a, nint lda, int ic, int pc, int mc, int kc, float* dst)
+    {
+        const int R = MR512;
+        for (int i0 = 0; i0 < mc; i0 += R, dst += (nint)kc * R)
+        {
+            int mr = Math.Min(R, mc - i0);
+            if (!transA)
+            {
+                float* src = a + (nint)(ic + i0) * lda + pc;
+                int p = 0;
+                if (mr == R && Avx.IsSupported)
+                {
+                    // 8 k-values at a time as two 8×8 transposes: first rows 8..11 (+ 4 zero rows) into
+                    // floats 8..15 of each 12-float column, whose last 4 spill into the next column's
+                    // first 4; then rows 0..7 into floats 0..7, which overwrites those spills. The spill
+                    // of the last column lands in the next column (written later) or the buffer's slack.
+                    var z = Vector256<float>.Zero;
+                    for (; p + 8 <= kc; p += 8)
+                    {
+                        float* s = src + p;
+                        Transpose8x8(Avx.LoadVector256(s + 8 * lda), Avx.LoadVector256(s + 9 * lda),
+                            Avx.LoadVector256(s + 10 * lda), Avx.LoadVector256(s + 11 * lda), z, z, z, z, dst + p * R + 8, R);
+                        Transpose8x8(Avx.LoadVector256(s), Avx.LoadVector256(s + lda),
+                            Avx.LoadVector256(s + 2 * lda), Avx.LoadVector256(s + 3 * lda),
+                            Avx.LoadVector256(s + 4 * lda), Avx.LoadVector256(s + 5 * lda),
+                            Avx.LoadVector256(s + 6 * lda), Avx.LoadVector256(s + 7 * lda), dst + p * R, R);
+                    }
+                }
+                for (; p < kc; p++)
+                    for (int r = 0; r < R; r++)
+                        dst[p * R + r] = r < mr ? src[r * lda + p] : 0f;
+            }
+            else
+            {
+                // A is stored K×M: the 12 values of one k are contiguous.
+                float* src = a + (nint)pc * lda + ic + i0;
+                if (mr == R)
+                {
+                    float* d = dst;
+                    for (int p = 0; p < kc; p++, d += R, src += lda)
+                    {
+                        Vector256.Store(Vector256.Load(src), d);
+                        Vector128.Store(Vector128.Load(src + 8), d + 8);
+                    }
+                }
+                else
+                {
+                    for (int p = 0; p < kc; p++, src += lda)
+                        for (int r = 0; r < R; r++)
+                            dst[p * R + r] = r < mr ? src[r] : 0f;
+                }
+            }
+        }
     }
 
     // Writes the transpose of the 8×8 block whose rows are r0..r7: column q goes to d + q·ld, in

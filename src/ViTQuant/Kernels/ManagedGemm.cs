@@ -31,8 +31,15 @@
 // more than they do. Range starts are multiples of the tile size, so every element of C is computed
 // by the same operations in the same order whatever the thread count: results are bit-identical.
 //
-// Without AVX2+FMA (other CPUs, or forced in tests) a portable kernel of the same shape runs on
-// Vector<float>; it owns the width ladder (any width dividing 16, else scalar).
+// Kernels (GemmKernel), chosen at run time, best first:
+//   Avx512    12×32 tile in 24 Vector512 accumulators (ManagedGemm512.cs), on CPUs with AVX-512F;
+//   Avx2      the 6×16 tile below, on CPUs with AVX2+FMA (and to test that path on AVX-512 machines);
+//   Portable  the same 6×16 tile on Vector<float>; it owns the width ladder (any width dividing 16,
+//             else scalar).
+// Tests and benchmarks pick a kernel with Run(..., kernel) or, for whole computations that reach GEMM
+// through other code, with ForceKernel(kernel) (an AsyncLocal scope, so it follows Parallel.For
+// workers); the environment variable VITQ_GEMM_KERNEL=avx2|portable caps the choice for a process.
+// The blocking constants of the AVX-512 kernel are in ManagedGemm512.cs.
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
@@ -40,20 +47,73 @@ using System.Runtime.Intrinsics.X86;
 
 namespace ViTQuant.Kernels;
 
-internal static unsafe class ManagedGemm
+/// <summary>Micro-kernels of the managed SGEMM, slowest first.</summary>
+internal enum GemmKernel { Portable, Avx2, Avx512 }
+
+internal static unsafe partial class ManagedGemm
 {
     private const int MR = GemmPacking.MR, NR = GemmPacking.NR;
     internal const int MC = 144, KC = 256, NC = 4080;
 
     // Below this many multiply-adds (≈ 25 µs on one core) a Parallel.For hand-off costs more than it saves.
-    private const long ParallelMinMacs = 1L << 21;
+    internal const long ParallelMinMacs = 1L << 21;
 
     private static readonly bool HasFma = Fma.IsSupported && Avx2.IsSupported;
 
+    /// <summary>The fastest kernel this CPU runs, capped by VITQ_GEMM_KERNEL (avx2 or portable) when set.</summary>
+    internal static GemmKernel Best { get; } = ChooseBest();
+
+    private static readonly AsyncLocal<GemmKernel?> Forced = new();
+
+    /// <summary>The kernel top-level calls use now: Best, or the one a ForceKernel scope set.</summary>
+    internal static GemmKernel Current => Forced.Value is { } k ? Supported(k) : Best;
+
+    private static GemmKernel ChooseBest()
+    {
+        var best = Avx512F.IsSupported && HasFma ? GemmKernel.Avx512 : HasFma ? GemmKernel.Avx2 : GemmKernel.Portable;
+        var cap = Environment.GetEnvironmentVariable("VITQ_GEMM_KERNEL")?.Trim().ToLowerInvariant() switch
+        {
+            "avx2" => GemmKernel.Avx2,
+            "portable" => GemmKernel.Portable,
+            _ => GemmKernel.Avx512,
+        };
+        return best < cap ? best : cap;
+    }
+
+    // A kernel the CPU cannot run falls back to the next slower one.
+    private static GemmKernel Supported(GemmKernel k) => k switch
+    {
+        GemmKernel.Avx512 when !(Avx512F.IsSupported && HasFma) => Supported(GemmKernel.Avx2),
+        GemmKernel.Avx2 when !HasFma => GemmKernel.Portable,
+        _ => k,
+    };
+
+    /// <summary>
+    /// Until the returned scope is disposed, managed GEMM calls from this flow of execution (including
+    /// Parallel.For workers it starts) use <paramref name="kernel"/>, or the next slower one the CPU
+    /// supports. For tests and A/B benchmarks.
+    /// </summary>
+    internal static IDisposable ForceKernel(GemmKernel kernel)
+    {
+        var previous = Forced.Value;
+        Forced.Value = kernel;
+        return new Restore(previous);
+    }
+
+    private sealed class Restore(GemmKernel? previous) : IDisposable
+    {
+        public void Dispose() => Forced.Value = previous;
+    }
+
     /// <summary>Kernel, tile and block sizes, for `vitq info` and benchmark output.</summary>
-    public static string Describe() => HasFma
-        ? $"blocked {MR}x{NR} AVX2+FMA, MC={MC} KC={KC} NC={NC}"
-        : $"blocked {MR}x{NR} portable Vector<float>[{Vector<float>.Count}], MC={MC} KC={KC} NC={NC}";
+    public static string Describe() => Describe(Current);
+
+    internal static string Describe(GemmKernel kernel) => Supported(kernel) switch
+    {
+        GemmKernel.Avx512 => $"blocked {MR512}x{NR512} AVX-512F, MC={MC} KC={KC512} NC={NC512}",
+        GemmKernel.Avx2 => $"blocked {MR}x{NR} AVX2+FMA, MC={MC} KC={KC} NC={NC}",
+        _ => $"blocked {MR}x{NR} portable Vector<float>[{Vector<float>.Count}], MC={MC} KC={KC} NC={NC}",
+    };
 
     /// <summary>
     /// C = alpha·op(A)·op(B) + beta·C (row-major, BLAS semantics: beta = 0 overwrites C, k = 0 or
@@ -66,17 +126,26 @@ internal static unsafe class ManagedGemm
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc, bool parallel)
     {
         int threads = parallel && (long)m * n * k >= ParallelMinMacs ? Parallelism.Threads : 1;
-        Run(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads, portable: !HasFma);
+        Run(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads, Current);
     }
 
     /// <summary>
     /// Sgemm with the worker count and kernel choice exposed, so tests can run any split (at any
-    /// size) and the portable kernel on any CPU. portable = false falls back to portable without
-    /// AVX2+FMA.
+    /// size) and the portable kernel on any CPU. portable = false means the AVX2 kernel (falling back
+    /// to portable without AVX2+FMA).
     /// </summary>
     internal static void Run(bool transA, bool transB, int m, int n, int k, float alpha,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc,
         int threads, bool portable)
+        => Run(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads, portable ? GemmKernel.Portable : GemmKernel.Avx2);
+
+    /// <summary>
+    /// Sgemm on the given worker count and kernel (a kernel the CPU lacks falls back to the next
+    /// slower one). Throws as <see cref="Sgemm"/> does.
+    /// </summary>
+    internal static void Run(bool transA, bool transB, int m, int n, int k, float alpha,
+        ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc,
+        int threads, GemmKernel kernel)
     {
         // Validated here as well as in Gemm.Sgemm: everything below uses raw pointers.
         Gemm.Validate(transA, transB, m, n, k, a.Length, lda, b.Length, ldb, c.Length, ldc);
@@ -86,25 +155,26 @@ internal static unsafe class ManagedGemm
             ScaleC(m, n, beta, c, ldc);
             return;
         }
-        portable |= !HasFma;
+        kernel = Supported(kernel);
         fixed (float* pa = a, pb = b, pc = c)
         {
             if (threads <= 1)
             {
-                Blocked(transA, transB, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, portable);
+                Blocked(transA, transB, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, kernel);
                 return;
             }
-            RunParallel(threads, transA, transB, m, n, k, alpha, (nint)pa, lda, (nint)pb, ldb, beta, (nint)pc, ldc, portable);
+            RunParallel(threads, transA, transB, m, n, k, alpha, (nint)pa, lda, (nint)pb, ldb, beta, (nint)pc, ldc, kernel);
         }
     }
 
     // Splits C into row ranges (when M is the larger side) or column ranges, one per worker.
     // The caller keeps a, b and c pinned for the duration.
     private static void RunParallel(int threads, bool transA, bool transB, int m, int n, int k, float alpha,
-        nint a, int lda, nint b, int ldb, float beta, nint c, int ldc, bool portable)
+        nint a, int lda, nint b, int ldb, float beta, nint c, int ldc, GemmKernel kernel)
     {
         bool splitRows = m >= n;
-        int unit = splitRows ? MR : NR, extent = splitRows ? m : n;
+        bool wide = kernel == GemmKernel.Avx512;
+        int unit = splitRows ? (wide ? MR512 : MR) : (wide ? NR512 : NR), extent = splitRows ? m : n;
         int units = (extent + unit - 1) / unit;
         int parts = Math.Min(threads, units);
         Parallelism.For(0, parts, t =>
@@ -116,54 +186,59 @@ internal static unsafe class ManagedGemm
             if (splitRows)
             {
                 float* aSub = transA ? pa + start : pa + (nint)start * lda;
-                Blocked(transA, transB, end - start, n, k, alpha, aSub, lda, pb, ldb, beta, pc + (nint)start * ldc, ldc, portable);
+                Blocked(transA, transB, end - start, n, k, alpha, aSub, lda, pb, ldb, beta, pc + (nint)start * ldc, ldc, kernel);
             }
             else
             {
                 float* bSub = transB ? pb + (nint)start * ldb : pb + start;
-                Blocked(transA, transB, m, end - start, k, alpha, pa, lda, bSub, ldb, beta, pc + start, ldc, portable);
+                Blocked(transA, transB, m, end - start, k, alpha, pa, lda, bSub, ldb, beta, pc + start, ldc, kernel);
             }
         });
     }
 
-    // The single-threaded blocked nest described in the file header. k ≥ 1, m, n ≥ 1.
+    // The single-threaded blocked nest described in the file header, for the kernel's tile and block sizes.
+    // k ≥ 1, m, n ≥ 1.
     private static void Blocked(bool transA, bool transB, int m, int n, int k, float alpha,
-        float* a, nint lda, float* b, nint ldb, float beta, float* c, nint ldc, bool portable)
+        float* a, nint lda, float* b, nint ldb, float beta, float* c, nint ldc, GemmKernel kernel)
     {
-        int kBlocks = (k + KC - 1) / KC;
+        bool wide = kernel == GemmKernel.Avx512;
+        int tr = wide ? MR512 : MR, tc = wide ? NR512 : NR;
+        int kcLimit = wide ? KC512 : KC, ncLimit = wide ? NC512 : NC;
+        int kBlocks = (k + kcLimit - 1) / kcLimit;
         int kcMax = (k + kBlocks - 1) / kBlocks;
-        int mcMax = Math.Min(MC, RoundUp(m, MR)), ncMax = Math.Min(NC, RoundUp(n, NR));
+        int mcMax = Math.Min(MC, RoundUp(m, tr)), ncMax = Math.Min(ncLimit, RoundUp(n, tc));
         GemmPacking.Buffers(mcMax * kcMax, ncMax * kcMax, out float* ap, out float* bp);
-        float* tile = stackalloc float[MR * NR + 8];
-        tile = (float*)(((nint)tile + 31) & ~(nint)31);
+        float* tile = stackalloc float[MR512 * NR512 + 16];
+        tile = (float*)(((nint)tile + 63) & ~(nint)63);
 
-        for (int jc = 0; jc < n; jc += NC)
+        for (int jc = 0; jc < n; jc += ncLimit)
         {
-            int nc = Math.Min(NC, n - jc);
+            int nc = Math.Min(ncLimit, n - jc);
             for (int kb = 0; kb < kBlocks; kb++)
             {
                 int pc = (int)((long)k * kb / kBlocks), kc = (int)((long)k * (kb + 1) / kBlocks) - pc;
                 float betaK = kb == 0 ? beta : 1f;
-                GemmPacking.PackB(transB, b, ldb, pc, jc, kc, nc, bp);
+                GemmPacking.PackB(transB, b, ldb, pc, jc, kc, nc, bp, tc);
                 for (int ic = 0; ic < m; ic += MC)
                 {
                     int mc = Math.Min(MC, m - ic);
-                    GemmPacking.PackA(transA, a, lda, ic, pc, mc, kc, ap);
-                    for (int jr = 0; jr < nc; jr += NR)
+                    GemmPacking.PackA(transA, a, lda, ic, pc, mc, kc, ap, tr);
+                    for (int jr = 0; jr < nc; jr += tc)
                     {
-                        int nr = Math.Min(NR, nc - jr);
-                        float* bPanel = bp + (nint)(jr / NR) * kc * NR;
-                        for (int ir = 0; ir < mc; ir += MR)
+                        int nr = Math.Min(tc, nc - jr);
+                        float* bPanel = bp + (nint)(jr / tc) * kc * tc;
+                        for (int ir = 0; ir < mc; ir += tr)
                         {
-                            int mr = Math.Min(MR, mc - ir);
-                            float* aPanel = ap + (nint)(ir / MR) * kc * MR;
+                            int mr = Math.Min(tr, mc - ir);
+                            float* aPanel = ap + (nint)(ir / tr) * kc * tr;
                             float* cTile = c + (ic + ir) * ldc + jc + jr;
-                            if (mr == MR && nr == NR)
-                                Kernel(portable, kc, aPanel, bPanel, cTile, ldc, alpha, betaK);
+                            if (mr == tr && nr == tc)
+                                Kernel(kernel, kc, aPanel, bPanel, cTile, ldc, alpha, betaK);
                             else
                             {
-                                Kernel(portable, kc, aPanel, bPanel, tile, NR, 1f, 0f);
-                                MergeEdge(tile, mr, nr, cTile, ldc, alpha, betaK);
+                                Kernel(kernel, kc, aPanel, bPanel, tile, tc, 1f, 0f);
+                                if (wide) MergeEdge512(tile, mr, nr, cTile, ldc, alpha, betaK);
+                                else MergeEdge(tile, tc, mr, nr, cTile, ldc, alpha, betaK);
                             }
                         }
                     }
@@ -173,18 +248,19 @@ internal static unsafe class ManagedGemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Kernel(bool portable, int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta)
+    private static void Kernel(GemmKernel kernel, int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta)
     {
-        if (!portable) KernelFma(kc, a, b, c, ldc, alpha, beta);
+        if (kernel == GemmKernel.Avx512) Kernel512(kc, a, b, c, ldc, alpha, beta);
+        else if (kernel == GemmKernel.Avx2) KernelFma(kc, a, b, c, ldc, alpha, beta);
         else KernelPortable(kc, a, b, c, ldc, alpha, beta);
     }
 
-    // C[0..mr, 0..nr] = alpha·tile + beta·C, where beta = 0 does not read C.
-    private static void MergeEdge(float* tile, int mr, int nr, float* c, nint ldc, float alpha, float beta)
+    // C[0..mr, 0..nr] = alpha·tile + beta·C (tile rows tileCols apart), where beta = 0 does not read C.
+    private static void MergeEdge(float* tile, int tileCols, int mr, int nr, float* c, nint ldc, float alpha, float beta)
     {
         for (int r = 0; r < mr; r++)
         {
-            float* t = tile + r * NR, cr = c + r * ldc;
+            float* t = tile + r * tileCols, cr = c + r * ldc;
             if (beta == 0f) for (int j = 0; j < nr; j++) cr[j] = alpha * t[j];
             else for (int j = 0; j < nr; j++) cr[j] = alpha * t[j] + beta * cr[j];
         }

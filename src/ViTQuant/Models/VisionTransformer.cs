@@ -6,7 +6,7 @@
 //   → head (DeiT distilled: (head(cls) + head_dist(dist)) / 2, timm's inference path).
 //   Block: x + proj(attn(norm1(x))), then + fc2(gelu(fc1(norm2(x)))).
 //   Attention: qkv = Linear(x) split into heads; logits = q·kᵀ; probs = softmax(logits·D^-½);
-//   out = probs·v, heads merged, proj.
+//   out = probs·v, heads merged, proj. Without hooks the split … merge middle is one fused op.
 using ViTQuant.Nn;
 using ViTQuant.Tensors;
 
@@ -234,9 +234,16 @@ public sealed class Block : Module
     /// <summary>The MLP half of the block: x + mlp(norm2(x)), tokens [B, N, D].</summary>
     public Tensor ForwardMlp(Tensor x, IModelHooks? hooks) => Ops.Add(x, Mlp(Norm2.Forward(x), hooks));
 
-    /// <summary>The attention module (qkv → q·kᵀ → softmax → ·v → proj) on normalised tokens [B, N, D].</summary>
+    /// <summary>
+    /// The attention module (qkv → q·kᵀ → softmax → ·v → proj) on normalised tokens [B, N, D].
+    /// Without hooks nothing can look at or change q, k, v or the probabilities, so the middle runs as
+    /// one fused op (Ops.FusedAttention, the same numbers within float rounding); with hooks (quantized
+    /// models, taps, observers) every intermediate is materialised and offered to them as before.
+    /// </summary>
     public Tensor Attention(Tensor x, IModelHooks? hooks)
     {
+        if (hooks == null)
+            return Proj.Forward(Ops.FusedAttention(Qkv.Forward(x), _heads, _scale));
         var p = _p;
         var qkv = Qkv.Forward(Act(hooks, $"{p}.attn.qkv", x), hooks?.Weight($"{p}.attn.qkv", Qkv.Weight));
         var (q, k, v) = Ops.SplitQkv(qkv, _heads);

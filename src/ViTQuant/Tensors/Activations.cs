@@ -76,7 +76,7 @@ public static partial class Ops
         if (beta != null && (beta.Rank != 1 || beta.Shape[0] != c))
             throw new ArgumentException($"layer_norm: beta has shape {Tensor.ShapeString(beta.Shape)}, expected [{c}] for x of shape {Tensor.ShapeString(x.Shape)}");
 
-        var y = Tensor.Output(x.Shape);
+        var y = Tensor.OutputUninitialized(x.Shape); // the kernel writes every row
         var mean = new float[rows];
         var rstd = new float[rows];
         LayerNormKernel.LayerNormRows(x.Span, gamma != null ? gamma.Span : default, beta != null ? beta.Span : default,
@@ -102,7 +102,7 @@ public static partial class Ops
     /// </summary>
     public static Tensor Gelu(Tensor x)
     {
-        var y = Tensor.Output(x.Shape);
+        var y = Tensor.OutputUninitialized(x.Shape); // the kernel writes every element
         GeluKernel.Gelu(x.Span, y.Span);
         if (!Autograd.Needs(x)) return y;
         return Autograd.Record("gelu", y, new[] { x }, g => GeluKernel.GeluBackward(x.Span, g.Span, x.GradSpan()));

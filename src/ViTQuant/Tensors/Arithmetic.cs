@@ -73,7 +73,7 @@ public static partial class Ops
     {
         if (Broadcast.SameShape(a.Shape, b.Shape))
         {
-            var y = Tensor.Output(a.Shape);
+            var y = Tensor.OutputUninitialized(a.Shape); // vec writes every element
             vec(a.Span, b.Span, y.Span);
             return y;
         }

@@ -109,7 +109,7 @@ public static partial class Ops
         int rows = inF == 0 ? Tensor.Numel(x.Shape.AsSpan(0, x.Rank - 1)) : x.Size / inF;
         var outShape = x.Shape.ToArray();
         outShape[^1] = outF;
-        var y = Tensor.Output(outShape);
+        var y = Tensor.OutputUninitialized(outShape); // DenseCore writes every row (bias or zeros, then the product)
         DenseCore.Forward(x.Span, rows, inF, w.Span, outF, b != null ? b.Span : default, y.Span);
 
         bool needs = b != null ? Autograd.Needs(x, w, b) : Autograd.Needs(x, w);

@@ -67,6 +67,12 @@ public sealed partial class Tensor
     /// </summary>
     public static Tensor Output(params int[] shape) => new(TensorArena.Rent(Numel(shape)), shape);
 
+    /// <summary>
+    /// An op output with undefined contents (recycled as <see cref="Output"/> is), for ops whose kernel
+    /// writes every element: it skips the zero fill, a full memory pass per output.
+    /// </summary>
+    internal static Tensor OutputUninitialized(params int[] shape) => new(TensorArena.RentUninitialized(Numel(shape)), shape);
+
     /// <summary>The values as a span of length Size.</summary>
     public Span<float> Span => Data.AsSpan(0, Size);
 

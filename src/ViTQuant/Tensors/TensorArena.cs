@@ -48,7 +48,15 @@ public sealed class TensorArena : IDisposable
     public static long PooledFloats => _pooledFloats;
 
     /// <summary>A zero-filled array of exactly n floats: recycled inside a scope, fresh otherwise.</summary>
-    internal static float[] Rent(int n)
+    internal static float[] Rent(int n) => Rent(n, clear: true);
+
+    /// <summary>
+    /// An array of exactly n floats whose contents are undefined (a recycled buffer keeps its old values),
+    /// for op outputs the kernel overwrites completely: it saves a memset pass over every such output.
+    /// </summary>
+    internal static float[] RentUninitialized(int n) => Rent(n, clear: false);
+
+    private static float[] Rent(int n, bool clear)
     {
         var scope = _current;
         if (scope == null || n < 1024) return new float[n]; // small buffers: the gen-0 allocator is cheaper
@@ -60,9 +68,9 @@ public sealed class TensorArena : IDisposable
         {
             a = list.Items.Pop();
             _pooledFloats -= n;
-            Array.Clear(a);
+            if (clear) Array.Clear(a);
         }
-        else a = GC.AllocateArray<float>(n);
+        else a = clear ? GC.AllocateArray<float>(n) : GC.AllocateUninitializedArray<float>(n);
         scope._rented.Add(a);
         return a;
     }

@@ -3,7 +3,7 @@ using ViTQuant.Tensors;
 
 namespace ViTQuant.Tests.Kernels;
 
-// Every fast SGEMM path (managed AVX2+FMA kernel, managed portable kernel, OpenBLAS, the dispatcher)
+// Every fast SGEMM path (managed AVX-512 kernel, AVX2+FMA kernel, portable kernel, OpenBLAS, the dispatcher)
 // against Gemm.Reference, which sums in double.
 //
 // Tolerance, per entry: |C − C_ref| ≤ (k + 4)·u·(|alpha|·Σ_p |op(A)[i,p]|·|op(B)[p,j]| + |beta|·|C0[i,j]|)
@@ -79,9 +79,12 @@ public class GemmTests
         }
 
         public float[] RunManaged(float alpha, float beta, int threads, bool portable)
+            => RunManaged(alpha, beta, threads, portable ? GemmKernel.Portable : GemmKernel.Avx2);
+
+        public float[] RunManaged(float alpha, float beta, int threads, GemmKernel kernel)
         {
             var c = (float[])C0.Clone();
-            ManagedGemm.Run(TransA, TransB, M, N, K, alpha, A, Lda, B, Ldb, beta, c, Ldc, threads, portable);
+            ManagedGemm.Run(TransA, TransB, M, N, K, alpha, A, Lda, B, Ldb, beta, c, Ldc, threads, kernel);
             return c;
         }
 
@@ -102,14 +105,17 @@ public class GemmTests
 
     private static readonly (bool TA, bool TB)[] Transposes = { (false, false), (false, true), (true, false), (true, true) };
 
-    // Every small size around the SIMD width (8), the micro-tile (6 × 16) and a few odd ones, all
-    // transpose combinations, both managed kernels, padded storage, 1 to 3 workers.
+    // Every small size around the SIMD width (8), the micro-tiles (6 × 16 and 12 × 32) and a few odd
+    // ones, all transpose combinations, every managed kernel (one the CPU lacks falls back to the next
+    // slower one, so on this machine each runs its own path), padded storage, 1 to 3 workers.
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void ManagedMatchesReferenceOnAllSmallShapes(bool portable)
+    [InlineData((int)GemmKernel.Portable)]
+    [InlineData((int)GemmKernel.Avx2)]
+    [InlineData((int)GemmKernel.Avx512)]
+    public void ManagedMatchesReferenceOnAllSmallShapes(int kernelId)
     {
-        int[] mn = { 1, 2, 5, 6, 7, 8, 9, 12, 15, 16, 17, 33 };
+        var kernel = (GemmKernel)kernelId;
+        int[] mn = { 1, 2, 5, 6, 7, 8, 9, 12, 13, 15, 16, 17, 31, 33 };
         int[] ks = { 1, 7, 8, 9, 16, 17, 33 };
         var rng = new Rng(11);
         foreach (var (ta, tb) in Transposes)
@@ -119,13 +125,14 @@ public class GemmTests
                     {
                         var pr = new Problem(rng, ta, tb, m, n, k, pad: (m + n + k) % 4);
                         int threads = 1 + (m + n + k) % 3;
-                        pr.AssertClose(pr.RunManaged(1.5f, -0.5f, threads, portable), 1.5f, -0.5f,
-                            $"managed portable={portable} threads={threads} {ta}/{tb} {m}x{n}x{k}");
+                        pr.AssertClose(pr.RunManaged(1.5f, -0.5f, threads, kernel), 1.5f, -0.5f,
+                            $"managed {kernel} threads={threads} {ta}/{tb} {m}x{n}x{k}");
                     }
     }
 
-    // Shapes that cross the cache blocks: M > MC (144), K > KC (256, so several K blocks with
-    // beta applied once), N > NC (4080), and the multi-threaded splits along M and along N.
+    // Shapes that cross the cache blocks: M > MC (144), K > KC (256 for AVX2, 192 for AVX-512, so
+    // several K blocks with beta applied once), N > NC (4080 / 4064), and the multi-threaded splits
+    // along M and along N, for the AVX2 and AVX-512 kernels.
     [Theory]
     [InlineData(100, 257, 33)]
     [InlineData(257, 100, 129)]
@@ -133,20 +140,41 @@ public class GemmTests
     [InlineData(150, 40, 600)]
     [InlineData(7, 4100, 20)]
     [InlineData(300, 17, 513)]
+    [InlineData(197, 197, 64)]
     public void ManagedMatchesReferenceAcrossBlocksAndThreads(int m, int n, int k)
     {
         var rng = new Rng(12);
-        foreach (var (ta, tb) in Transposes)
-        {
-            var pr = new Problem(rng, ta, tb, m, n, k, pad: 3);
-            var serial = pr.RunManaged(0.75f, 0.5f, 1, portable: false);
-            pr.AssertClose(serial, 0.75f, 0.5f, $"managed {ta}/{tb} {m}x{n}x{k}");
-            // Workers compute the same tiles in the same order, so the split changes no bit.
-            foreach (int threads in new[] { 2, 3 })
-                Assert.Equal(serial, pr.RunManaged(0.75f, 0.5f, threads, portable: false));
-        }
+        foreach (var kernel in new[] { GemmKernel.Avx2, GemmKernel.Avx512 })
+            foreach (var (ta, tb) in Transposes)
+            {
+                var pr = new Problem(rng, ta, tb, m, n, k, pad: 3);
+                var serial = pr.RunManaged(0.75f, 0.5f, 1, kernel);
+                pr.AssertClose(serial, 0.75f, 0.5f, $"managed {kernel} {ta}/{tb} {m}x{n}x{k}");
+                // Workers compute the same tiles in the same order, so the split changes no bit.
+                foreach (int threads in new[] { 2, 3 })
+                    Assert.Equal(serial, pr.RunManaged(0.75f, 0.5f, threads, kernel));
+            }
         var port = new Problem(rng, false, true, m, n, k, pad: 1);
         port.AssertClose(port.RunManaged(1f, 0f, 2, portable: true), 1f, 0f, $"portable {m}x{n}x{k}");
+    }
+
+    // The kernel a ForceKernel scope names is the one Gemm's top-level and in-parallel-body calls use,
+    // also on Parallel.For workers; a kernel the CPU lacks falls back, and the scope restores the choice.
+    [Fact]
+    public void ForceKernelSelectsThePathEverywhere()
+    {
+        var before = ManagedGemm.Current;
+        using (ManagedGemm.ForceKernel(GemmKernel.Avx2))
+        {
+            Assert.Equal(GemmKernel.Avx2 <= ManagedGemm.Best ? GemmKernel.Avx2 : ManagedGemm.Best, ManagedGemm.Current);
+            var seen = new GemmKernel[4];
+            Parallelism.For(0, 4, i => seen[i] = ManagedGemm.Current);
+            Assert.All(seen, k => Assert.Equal(ManagedGemm.Current, k));
+            Assert.Contains("6x16", ManagedGemm.Describe());
+        }
+        Assert.Equal(before, ManagedGemm.Current);
+        using (ManagedGemm.ForceKernel(GemmKernel.Avx512))
+            Assert.Equal(System.Runtime.Intrinsics.X86.Avx512F.IsSupported && ManagedGemm.Best == GemmKernel.Avx512 ? GemmKernel.Avx512 : ManagedGemm.Best, ManagedGemm.Current);
     }
 
     [Theory]
@@ -160,9 +188,10 @@ public class GemmTests
     {
         var rng = new Rng(13);
         foreach (var (ta, tb) in Transposes)
-            foreach (var (m, n, k) in new[] { (13, 37, 19), (6, 16, 300), (50, 50, 32) })
+            foreach (var (m, n, k) in new[] { (13, 37, 19), (6, 16, 300), (50, 50, 32), (12, 32, 200), (24, 64, 7) })
             {
                 var pr = new Problem(rng, ta, tb, m, n, k, pad: 2);
+                pr.AssertClose(pr.RunManaged(alpha, beta, 1, GemmKernel.Avx512), alpha, beta, $"avx512 a={alpha} b={beta}");
                 pr.AssertClose(pr.RunManaged(alpha, beta, 1, false), alpha, beta, $"fma a={alpha} b={beta}");
                 pr.AssertClose(pr.RunManaged(alpha, beta, 1, true), alpha, beta, $"portable a={alpha} b={beta}");
                 if (OpenBlas.IsAvailable)
@@ -181,7 +210,7 @@ public class GemmTests
         foreach (var (ta, tb) in Transposes)
         {
             var pr = new Problem(rng, ta, tb, 23, 41, k, pad: 1, nanC: true);
-            foreach (var c in new[] { pr.RunManaged(1f, 0f, 1, false), pr.RunManaged(1f, 0f, 2, true), pr.RunDispatcher(1f, 0f) })
+            foreach (var c in new[] { pr.RunManaged(1f, 0f, 1, GemmKernel.Avx512), pr.RunManaged(1f, 0f, 1, false), pr.RunManaged(1f, 0f, 2, true), pr.RunDispatcher(1f, 0f) })
             {
                 for (int i = 0; i < pr.M; i++)
                     for (int j = 0; j < pr.N; j++) Assert.False(float.IsNaN(c[i * pr.Ldc + j]), $"NaN left at C[{i},{j}], k={k}");
@@ -339,10 +368,19 @@ public class GemmTests
         }
     }
 
+    // Top-level calls go to the managed GEMM where its AVX-512 kernel runs (measured faster than
+    // OpenBLAS on every ViT shape), to OpenBLAS elsewhere when it loads.
+    [Fact]
+    public void DefaultBackendFollowsTheKernelThisCpuRuns()
+    {
+        var want = OpenBlas.IsAvailable && ManagedGemm.Best < GemmKernel.Avx512 ? GemmBackend.OpenBlas : GemmBackend.Managed;
+        Assert.Equal(want, Gemm.DefaultBackend());
+    }
+
     [Fact]
     public void DescribeNamesTheKernel()
     {
-        Assert.Contains("6x16", ManagedGemm.Describe());
+        Assert.Contains(ManagedGemm.Current == GemmKernel.Avx512 ? "12x32 AVX-512F" : "6x16", ManagedGemm.Describe());
         Assert.Contains(Gemm.Backend == GemmBackend.OpenBlas ? "OpenBLAS" : "managed", Gemm.Describe());
     }
 }

@@ -1,0 +1,65 @@
+// Fused attention kernel speed on the ViT shapes, forward and backward, against the unfused op
+// graph on the same inputs (interleaved rounds; fastest and median call reported).
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- attn [--threads T] [--reps R]
+using System.Diagnostics;
+using ViTQuant.Kernels;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Bench;
+
+internal static class AttentionBench
+{
+    public static int Run(string[] args)
+    {
+        int reps = 21;
+        for (int i = 0; i + 1 < args.Length; i += 2)
+        {
+            if (args[i] == "--threads") Parallelism.Threads = int.Parse(args[i + 1]);
+            else if (args[i] == "--reps") reps = int.Parse(args[i + 1]);
+            else { Console.Error.WriteLine($"attn: unknown argument '{args[i]}'"); return 2; }
+        }
+        Console.WriteLine($"threads {Parallelism.Threads}, {reps} interleaved calls; ms fastest / median; GEMM {Gemm.Describe()}");
+        foreach (var (name, B, N, H, D) in new[] { ("vit_fmnist b64", 64, 50, 4, 32), ("deit_tiny b8", 8, 197, 3, 64) })
+        {
+            int C = H * D;
+            var rng = new Rng(1);
+            var qkv = Tensor.Randn(rng, 1f, B, N, 3 * C);
+            var w = Tensor.Randn(rng, 1f, B, N, C);
+            float scale = 1f / MathF.Sqrt(D);
+            var probs = new float[B * H * N * N];
+            var o = new float[B * N * C];
+            var d = new float[B * N * 3 * C];
+            var cases = new (string, Action)[]
+            {
+                ("fused fwd", () => AttentionKernel.Forward(qkv.Span, B, N, H, D, scale, probs, o)),
+                ("fused bwd", () => AttentionKernel.Backward(qkv.Span, probs, w.Span, B, N, H, D, scale, d)),
+                ("unfused fwd", () => { using var _ = Autograd.NoGrad(); using var s = TensorArena.Scope(); Unfused(qkv, H, scale); }),
+                ("fused fwd+bwd", () => { using var s = TensorArena.Scope(); var x = qkv.Clone().RequireGrad(); Ops.Sum(Ops.Mul(Ops.FusedAttention(x, H, scale), w)).Backward(); }),
+                ("unfused fwd+bwd", () => { using var s = TensorArena.Scope(); var x = qkv.Clone().RequireGrad(); Ops.Sum(Ops.Mul(Unfused(x, H, scale), w)).Backward(); }),
+            };
+            var t = cases.Select(_ => new List<double>()).ToArray();
+            for (int r = -2; r < reps; r++)
+                for (int c = 0; c < cases.Length; c++)
+                {
+                    var sw = Stopwatch.StartNew();
+                    cases[c].Item2();
+                    if (r >= 0) t[c].Add(sw.Elapsed.TotalMilliseconds);
+                }
+            Console.Write($"{name,-16}");
+            for (int c = 0; c < cases.Length; c++)
+            {
+                t[c].Sort();
+                Console.Write($"  {cases[c].Item1} {t[c][0]:F2}/{t[c][t[c].Count / 2]:F2}");
+            }
+            Console.WriteLine();
+        }
+        return 0;
+    }
+
+    private static Tensor Unfused(Tensor qkv, int heads, float scale)
+    {
+        var (q, k, v) = Ops.SplitQkv(qkv, heads);
+        var probs = Ops.Softmax(Ops.Scale(Ops.MatMul(q, k, transB: true), scale), -1);
+        return Ops.MergeHeads(Ops.MatMul(probs, v));
+    }
+}

@@ -1,0 +1,202 @@
+// Fused multi-head self-attention on the packed qkv projection, forward and backward.
+//
+//   B images, N tokens, H heads, D head dim, C = H·D. qkv is [B, N, 3C] in timm's (3, H, D) inner
+//   order, so head h of image b reads q, k, v as N×D matrices with row stride 3C starting at
+//   qkv[b, 0, s·C + h·D] (s = 0, 1, 2). For each (b, h):
+//     P = softmax(scale · q·kᵀ)          [N, N]  (kept in probs[b, h] for the backward)
+//     O = P·v                            written straight into out[b, :, h·D ..] (row stride C)
+//   Backward, with G = dO (rows of dOut at h·D, stride C):
+//     dP = G·vᵀ,  dv += Pᵀ·G,  dS = scale · P ⊙ (dP − rowsum(P ⊙ dP)),  dq += dS·k,  dk += dSᵀ·q
+//   accumulated into dQkv at the same strided places.
+//
+// Why fused: the unfused graph (split qkv into heads, q·kᵀ, scale, softmax, ·v, merge heads) makes
+// five passes over [B, H, N, N] / [B, H, N, D] buffers and as many autograd nodes; at ViT sizes (50 or
+// 197 tokens) those copies cost as much as the products. Here each (image, head) does its two or five
+// small products through the managed GEMM on the strided views (the packing step reads them in place,
+// so no split or merge copy exists), with the scale folded into the first product's alpha and the
+// softmax in between, while the N×N tile is still in L1/L2.
+//
+// Same numbers as the unfused graph: the products are the same GEMM calls (same kernel, shapes,
+// operand order and transposes; inside a parallel body GEMM is always the managed kernel), the scale is
+// the same single rounding (alpha·sum), and the softmax kernels are shared, so the fused path agrees
+// with the unfused one to float rounding (bit for bit on the kernels this file calls).
+//
+// Threads: the (b, h) items are handed out one at a time by Parallelism.For (dynamic scheduling, so a
+// core that other processes slow down takes fewer items); every item is computed by one thread with
+// no cross-item sums, so results do not depend on the thread count or on which thread ran what.
+// Reference* twins are scalar loops in double.
+namespace ViTQuant.Kernels;
+
+/// <summary>Fused softmax(scale·q·kᵀ)·v over all images and heads of a packed qkv buffer.</summary>
+public static unsafe class AttentionKernel
+{
+    /// <summary>
+    /// out[b, n, h·D + d] = Σ_m P[b, h, n, m]·v[b, h, m, d] with P = softmax over m of scale·q·kᵀ, and
+    /// probs = P. qkv is [B, N, 3·H·D], probs [B, H, N, N], output [B, N, H·D] (overwritten).
+    /// Throws ArgumentException when a size is not positive or a buffer is too short.
+    /// </summary>
+    public static void Forward(ReadOnlySpan<float> qkv, int batch, int tokens, int heads, int headDim, float scale,
+        Span<float> probs, Span<float> output)
+    {
+        Check(batch, tokens, heads, headDim, qkv.Length, probs.Length, output.Length, output.Length, "output");
+        fixed (float* pq = qkv, pp = probs, po = output)
+        {
+            nint q = (nint)pq, p = (nint)pp, o = (nint)po;
+            int N = tokens, H = heads, D = headDim, C = H * D, C3 = 3 * C;
+            Parallelism.For(0, batch * H, t =>
+            {
+                int b = t / H, h = t % H;
+                float* qb = (float*)q + (nint)b * N * C3 + h * D;
+                float* pt = (float*)p + (nint)t * N * N;
+                float* ob = (float*)o + (nint)b * N * C + h * D;
+                var qs = new ReadOnlySpan<float>(qb, (N - 1) * C3 + D);
+                var ks = new ReadOnlySpan<float>(qb + C, (N - 1) * C3 + D);
+                var vs = new ReadOnlySpan<float>(qb + 2 * C, (N - 1) * C3 + D);
+                var ps = new Span<float>(pt, N * N);
+                Gemm.Sgemm(false, true, N, N, D, scale, qs, C3, ks, C3, 0f, ps, N);
+                SoftmaxKernel.SoftmaxRows(ps, ps, N, N);
+                Gemm.Sgemm(false, false, N, D, N, 1f, ps, N, vs, C3, 0f, new Span<float>(ob, (N - 1) * C + D), C);
+            });
+        }
+    }
+
+    /// <summary>
+    /// Accumulates the gradient of <see cref="Forward"/> into dQkv [B, N, 3·H·D] given the saved probs
+    /// [B, H, N, N] and dOut [B, N, H·D] (formulas in the file header).
+    /// Throws ArgumentException when a size is not positive or a buffer is too short.
+    /// </summary>
+    public static void Backward(ReadOnlySpan<float> qkv, ReadOnlySpan<float> probs, ReadOnlySpan<float> dOut,
+        int batch, int tokens, int heads, int headDim, float scale, Span<float> dQkv)
+    {
+        Check(batch, tokens, heads, headDim, qkv.Length, probs.Length, dOut.Length, dQkv.Length, "dQkv");
+        fixed (float* pq = qkv, pp = probs, pg = dOut, pd = dQkv)
+        {
+            nint q = (nint)pq, p = (nint)pp, g = (nint)pg, d = (nint)pd;
+            int N = tokens, H = heads, D = headDim, C = H * D, C3 = 3 * C;
+            Parallelism.For(0, batch * H, t =>
+            {
+                var (dP, dS) = Scratch(N * N);
+                int b = t / H, h = t % H;
+                nint qOff = (nint)b * N * C3 + h * D;
+                int span = (N - 1) * C3 + D;
+                var qs = new ReadOnlySpan<float>((float*)q + qOff, span);
+                var ks = new ReadOnlySpan<float>((float*)q + qOff + C, span);
+                var vs = new ReadOnlySpan<float>((float*)q + qOff + 2 * C, span);
+                var dq = new Span<float>((float*)d + qOff, span);
+                var dk = new Span<float>((float*)d + qOff + C, span);
+                var dv = new Span<float>((float*)d + qOff + 2 * C, span);
+                var ps = new ReadOnlySpan<float>((float*)p + (nint)t * N * N, N * N);
+                var gs = new ReadOnlySpan<float>((float*)g + (nint)b * N * C + h * D, (N - 1) * C + D);
+                var dp = dP.AsSpan(0, N * N);
+                var ds = dS.AsSpan(0, N * N);
+                Gemm.Sgemm(false, true, N, N, D, 1f, gs, C, vs, C3, 0f, dp, N);   // dP = G·vᵀ
+                Gemm.Sgemm(true, false, N, D, N, 1f, ps, N, gs, C, 1f, dv, C3);   // dv += Pᵀ·G
+                ds.Clear();
+                SoftmaxKernel.SoftmaxRowsBackward(ps, dp, ds, N, N);
+                System.Numerics.Tensors.TensorPrimitives.Multiply(ds, scale, ds);
+                Gemm.Sgemm(false, false, N, D, N, 1f, ds, N, ks, C3, 1f, dq, C3);  // dq += dS·k
+                Gemm.Sgemm(true, false, N, D, N, 1f, ds, N, qs, C3, 1f, dk, C3);   // dk += dSᵀ·q
+            });
+        }
+    }
+
+    /// <summary>Scalar double-precision twin of <see cref="Forward"/> (same arguments and layout).</summary>
+    public static void ReferenceForward(ReadOnlySpan<float> qkv, int batch, int tokens, int heads, int headDim, float scale,
+        Span<float> probs, Span<float> output)
+    {
+        Check(batch, tokens, heads, headDim, qkv.Length, probs.Length, output.Length, output.Length, "output");
+        int N = tokens, H = heads, D = headDim, C = H * D, C3 = 3 * C;
+        var row = new double[N];
+        for (int b = 0; b < batch; b++)
+            for (int h = 0; h < H; h++)
+                for (int i = 0; i < N; i++)
+                {
+                    int qi = (b * N + i) * C3 + h * D;
+                    double max = double.NegativeInfinity, sum = 0;
+                    for (int j = 0; j < N; j++)
+                    {
+                        int kj = (b * N + j) * C3 + C + h * D;
+                        double s = 0;
+                        for (int e = 0; e < D; e++) s += (double)qkv[qi + e] * qkv[kj + e];
+                        row[j] = s * scale;
+                        max = Math.Max(max, row[j]);
+                    }
+                    for (int j = 0; j < N; j++) sum += row[j] = Math.Exp(row[j] - max);
+                    int pr = ((b * H + h) * N + i) * N;
+                    for (int j = 0; j < N; j++) probs[pr + j] = (float)(row[j] /= sum);
+                    for (int e = 0; e < D; e++)
+                    {
+                        double o = 0;
+                        for (int j = 0; j < N; j++) o += row[j] * qkv[(b * N + j) * C3 + 2 * C + h * D + e];
+                        output[(b * N + i) * C + h * D + e] = (float)o;
+                    }
+                }
+    }
+
+    /// <summary>Scalar double-precision twin of <see cref="Backward"/> (accumulates into dQkv).</summary>
+    public static void ReferenceBackward(ReadOnlySpan<float> qkv, ReadOnlySpan<float> probs, ReadOnlySpan<float> dOut,
+        int batch, int tokens, int heads, int headDim, float scale, Span<float> dQkv)
+    {
+        Check(batch, tokens, heads, headDim, qkv.Length, probs.Length, dOut.Length, dQkv.Length, "dQkv");
+        int N = tokens, H = heads, D = headDim, C = H * D, C3 = 3 * C;
+        var dS = new double[N * N];
+        for (int b = 0; b < batch; b++)
+            for (int h = 0; h < H; h++)
+            {
+                int pb = (b * H + h) * N * N;
+                // Element (n, e) of this head's q, k, v (s = 0, 1, 2) and of dOut.
+                int At(int n, int s, int e) => (b * N + n) * C3 + s * C + h * D + e;
+                int AtG(int n, int e) => (b * N + n) * C + h * D + e;
+                for (int i = 0; i < N; i++)
+                {
+                    double dot = 0;
+                    var dP = new double[N];
+                    for (int j = 0; j < N; j++)
+                    {
+                        for (int e = 0; e < D; e++) dP[j] += (double)dOut[AtG(i, e)] * qkv[At(j, 2, e)];
+                        dot += probs[pb + i * N + j] * dP[j];
+                    }
+                    for (int j = 0; j < N; j++) dS[i * N + j] = scale * probs[pb + i * N + j] * (dP[j] - dot);
+                }
+                for (int n = 0; n < N; n++)
+                    for (int e = 0; e < D; e++)
+                    {
+                        double dq = 0, dk = 0, dv = 0;
+                        for (int m = 0; m < N; m++)
+                        {
+                            dq += dS[n * N + m] * qkv[At(m, 1, e)];
+                            dk += dS[m * N + n] * qkv[At(m, 0, e)];
+                            dv += (double)probs[pb + m * N + n] * dOut[AtG(m, e)];
+                        }
+                        int o = (b * N + n) * C3 + h * D + e;
+                        dQkv[o] += (float)dq;
+                        dQkv[o + C] += (float)dk;
+                        dQkv[o + 2 * C] += (float)dv;
+                    }
+            }
+    }
+
+    private static void Check(int batch, int tokens, int heads, int headDim, int qkvLen, int probsLen, int outLen, int gradLen, string gradName)
+    {
+        if (batch < 1 || tokens < 1 || heads < 1 || headDim < 1)
+            throw new ArgumentException($"attention sizes must be positive, got B={batch} N={tokens} H={heads} D={headDim}");
+        long C = (long)heads * headDim, rows = (long)batch * tokens;
+        if (qkvLen < rows * 3 * C) throw new ArgumentException($"attention: qkv has {qkvLen} elements, [{batch}, {tokens}, {3 * C}] needs {rows * 3 * C}");
+        if (probsLen < (long)batch * heads * tokens * tokens) throw new ArgumentException($"attention: probs has {probsLen} elements, [{batch}, {heads}, {tokens}, {tokens}] needs {(long)batch * heads * tokens * tokens}");
+        if (outLen < rows * C) throw new ArgumentException($"attention: output/dOut has {outLen} elements, [{batch}, {tokens}, {C}] needs {rows * C}");
+        if (gradLen < (gradName == "dQkv" ? rows * 3 * C : rows * C)) throw new ArgumentException($"attention: {gradName} has {gradLen} elements, too few for B={batch} N={tokens} C={C}");
+    }
+
+    // Per-thread N×N scratch for dP and dS: reused across calls, so a backward allocates nothing once warm.
+    [ThreadStatic] private static float[]? _dP, _dS;
+
+    private static (float[] DP, float[] DS) Scratch(int len)
+    {
+        if (_dP == null || _dP.Length < len)
+        {
+            _dP = new float[len];
+            _dS = new float[len];
+        }
+        return (_dP, _dS!);
+    }
+}

@@ -1,0 +1,29 @@
+// Fused multi-head self-attention as one autograd op over the packed qkv projection
+// (Kernels/Attention.cs has the math). B batch, N tokens, H heads, D head dim, C = H·D.
+using ViTQuant.Kernels;
+
+namespace ViTQuant.Tensors;
+
+public static partial class Ops
+{
+    /// <summary>
+    /// softmax(scale·q·kᵀ)·v for every image and head of qkv [B, N, 3·C] (timm's (3, H, D) inner
+    /// order), heads merged: the result is [B, N, C], equal within float rounding to SplitQkv →
+    /// MatMul(q, k, transB) → Scale → Softmax → MatMul(·, v) → MergeHeads, as one node whose backward
+    /// reuses the saved probabilities. Throws ArgumentException when qkv is not [B, N, 3·heads·D].
+    /// </summary>
+    public static Tensor FusedAttention(Tensor qkv, int heads, float scale)
+    {
+        if (qkv.Rank != 3 || heads < 1 || qkv.Shape[2] % (3 * heads) != 0 || qkv.Shape[2] == 0)
+            throw new ArgumentException($"FusedAttention: expected [B, N, 3·heads·D] with heads={heads}, got {Tensor.ShapeString(qkv.Shape)}");
+        int B = qkv.Shape[0], N = qkv.Shape[1], C = qkv.Shape[2] / 3, D = C / heads;
+        if (B == 0 || N == 0) return Tensor.Output(B, N, C);
+        // The kernel writes every element of both (beta = 0 products), so no zero fill is needed.
+        var y = Tensor.OutputUninitialized(B, N, C);
+        var probs = Tensor.OutputUninitialized(B, heads, N, N); // [B, H, N, N], kept for the backward
+        AttentionKernel.Forward(qkv.Span, B, N, heads, D, scale, probs.Span, y.Span);
+        if (!Autograd.Needs(qkv)) return y;
+        return Autograd.Record("attention", y, new[] { qkv }, g =>
+            AttentionKernel.Backward(qkv.Span, probs.Span, g.Span, B, N, heads, D, scale, qkv.GradSpan()));
+    }
+}

@@ -1,0 +1,232 @@
+using ViTQuant.Kernels;
+using ViTQuant.Models;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Tests.Kernels;
+
+// The fused attention (Kernels/Attention.cs, Ops.FusedAttention) against
+//   - its scalar double reference twin, forward and backward, on every GEMM kernel this CPU runs;
+//   - finite differences of a double-precision forward written here from the definition;
+//   - the unfused op composition (SplitQkv → MatMul → Scale → Softmax → MatMul → MergeHeads), values and gradients;
+//   - the model: hooks = null (fused) against a hook that changes nothing (unfused), logits and gradients.
+[Collection(ViTQuant.Tests.Tensors.ParallelismThreadsCollection.Name)]
+public class AttentionTests
+{
+    private static readonly GemmKernel[] Kernels = { GemmKernel.Avx512, GemmKernel.Avx2, GemmKernel.Portable };
+
+    // (B, N, H, D): the ViT shapes (50 tokens × 32 wide heads, DeiT-Tiny's 197 × 64) and odd ones
+    // that leave every GEMM edge tile partial.
+    public static IEnumerable<object[]> Shapes => new[]
+    {
+        new object[] { 2, 50, 4, 32 },
+        new object[] { 1, 197, 3, 64 },
+        new object[] { 3, 7, 2, 5 },
+        new object[] { 2, 13, 1, 17 },
+        new object[] { 1, 1, 2, 3 },
+    };
+
+    private static float[] Random(Rng rng, int n, float scale = 1f)
+    {
+        var x = new float[n];
+        for (int i = 0; i < n; i++) x[i] = scale * (2f * rng.NextFloat() - 1f);
+        return x;
+    }
+
+    private static void AssertClose(float[] want, float[] got, double tol, string what)
+    {
+        Assert.Equal(want.Length, got.Length);
+        double scale = Math.Max(1e-3, want.Max(v => Math.Abs((double)v)));
+        for (int i = 0; i < want.Length; i++)
+            if (!(Math.Abs(want[i] - got[i]) <= tol * scale))
+                Assert.Fail($"{what}: element {i} = {got[i]}, want {want[i]} (tolerance {tol * scale:E2})");
+    }
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void KernelMatchesReferenceOnEveryGemmKernel(int B, int N, int H, int D)
+    {
+        var rng = new Rng(21);
+        int C = H * D;
+        var qkv = Random(rng, B * N * 3 * C, 2f);
+        var dOut = Random(rng, B * N * C);
+        var dInit = Random(rng, B * N * 3 * C); // backward accumulates onto what is there
+        float scale = 1f / MathF.Sqrt(D);
+        var refP = new float[B * H * N * N];
+        var refO = new float[B * N * C];
+        AttentionKernel.ReferenceForward(qkv, B, N, H, D, scale, refP, refO);
+        var refD = (float[])dInit.Clone();
+        AttentionKernel.ReferenceBackward(qkv, refP, dOut, B, N, H, D, scale, refD);
+        foreach (var kernel in Kernels)
+            using (ManagedGemm.ForceKernel(kernel))
+            {
+                var p = new float[refP.Length];
+                var o = new float[refO.Length];
+                AttentionKernel.Forward(qkv, B, N, H, D, scale, p, o);
+                AssertClose(refP, p, 1e-5, $"{kernel} probs {B}x{N}x{H}x{D}");
+                AssertClose(refO, o, 1e-5, $"{kernel} output {B}x{N}x{H}x{D}");
+                var d = (float[])dInit.Clone();
+                AttentionKernel.Backward(qkv, p, dOut, B, N, H, D, scale, d);
+                AssertClose(refD, d, 1e-5, $"{kernel} dQkv {B}x{N}x{H}x{D}");
+            }
+    }
+
+    // L(qkv) = Σ w ⊙ attention(qkv), in double from the definition; central differences with h = 1e-4
+    // have O(h²) ≈ 1e-8 truncation error, so the float gradient must match to float rounding.
+    [Fact]
+    public void GradientMatchesDoublePrecisionFiniteDifferences()
+    {
+        const int B = 2, N = 6, H = 2, D = 4, C = H * D;
+        var rng = new Rng(22);
+        var qkvData = Random(rng, B * N * 3 * C, 1.5f);
+        var w = Random(rng, B * N * C);
+        float scale = 0.7f;
+
+        double Loss(double[] x)
+        {
+            double total = 0;
+            for (int b = 0; b < B; b++)
+                for (int h = 0; h < H; h++)
+                    for (int i = 0; i < N; i++)
+                    {
+                        var s = new double[N];
+                        double max = double.NegativeInfinity, sum = 0;
+                        for (int j = 0; j < N; j++)
+                        {
+                            for (int e = 0; e < D; e++) s[j] += x[(b * N + i) * 3 * C + h * D + e] * x[(b * N + j) * 3 * C + C + h * D + e];
+                            s[j] *= scale;
+                            max = Math.Max(max, s[j]);
+                        }
+                        for (int j = 0; j < N; j++) sum += s[j] = Math.Exp(s[j] - max);
+                        for (int e = 0; e < D; e++)
+                        {
+                            double o = 0;
+                            for (int j = 0; j < N; j++) o += s[j] / sum * x[(b * N + j) * 3 * C + 2 * C + h * D + e];
+                            total += w[(b * N + i) * C + h * D + e] * o;
+                        }
+                    }
+            return total;
+        }
+
+        var qkv = new Tensor((float[])qkvData.Clone(), B, N, 3 * C).RequireGrad();
+        Ops.Sum(Ops.Mul(Ops.FusedAttention(qkv, H, scale), new Tensor(w, B, N, C))).Backward();
+        var xd = qkvData.Select(v => (double)v).ToArray();
+        const double step = 1e-4;
+        for (int i = 0; i < xd.Length; i++)
+        {
+            double orig = xd[i];
+            xd[i] = orig + step; double lp = Loss(xd);
+            xd[i] = orig - step; double lm = Loss(xd);
+            xd[i] = orig;
+            double num = (lp - lm) / (2 * step), ana = qkv.Grad!.Data[i];
+            Assert.True(Math.Abs(num - ana) <= 1e-5 + 1e-4 * Math.Abs(num), $"element {i}: analytic {ana:G7} vs numeric {num:G7}");
+        }
+    }
+
+    private static Tensor Unfused(Tensor qkv, int heads, float scale)
+    {
+        var (q, k, v) = Ops.SplitQkv(qkv, heads);
+        var probs = Ops.Softmax(Ops.Scale(Ops.MatMul(q, k, transB: true), scale), -1);
+        return Ops.MergeHeads(Ops.MatMul(probs, v));
+    }
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void EqualsTheUnfusedCompositionWithGradients(int B, int N, int H, int D)
+    {
+        var rng = new Rng(23);
+        int C = H * D;
+        var data = Random(rng, B * N * 3 * C, 2f);
+        var w = new Tensor(Random(rng, B * N * C), B, N, C);
+        float scale = 1f / MathF.Sqrt(D);
+        foreach (int threads in new[] { 1, 2 })
+        {
+            int saved = Parallelism.Threads;
+            Parallelism.Threads = threads;
+            try
+            {
+                var a = new Tensor((float[])data.Clone(), B, N, 3 * C).RequireGrad();
+                var ya = Ops.FusedAttention(a, H, scale);
+                Ops.Sum(Ops.Mul(ya, w)).Backward();
+                var b = new Tensor((float[])data.Clone(), B, N, 3 * C).RequireGrad();
+                var yb = Unfused(b, H, scale);
+                Ops.Sum(Ops.Mul(yb, w)).Backward();
+                AssertClose(yb.ToArray(), ya.ToArray(), 1e-6, $"output threads={threads}");
+                AssertClose(b.Grad!.ToArray(), a.Grad!.ToArray(), 1e-6, $"dQkv threads={threads}");
+            }
+            finally { Parallelism.Threads = saved; }
+        }
+    }
+
+    // Same inputs, another thread count: every (image, head) is computed by one thread in one order.
+    [Fact]
+    public void ThreadCountDoesNotChangeAnyBit()
+    {
+        const int B = 3, N = 50, H = 4, D = 32, C = H * D;
+        var rng = new Rng(24);
+        var qkv = Random(rng, B * N * 3 * C);
+        var g = Random(rng, B * N * C);
+        (float[], float[]) Run(int threads)
+        {
+            int saved = Parallelism.Threads;
+            Parallelism.Threads = threads;
+            try
+            {
+                var p = new float[B * H * N * N];
+                var o = new float[B * N * C];
+                var d = new float[qkv.Length];
+                AttentionKernel.Forward(qkv, B, N, H, D, 0.25f, p, o);
+                AttentionKernel.Backward(qkv, p, g, B, N, H, D, 0.25f, d);
+                return (o, d);
+            }
+            finally { Parallelism.Threads = saved; }
+        }
+        var (o1, d1) = Run(1);
+        var (o2, d2) = Run(2);
+        var (o3, d3) = Run(3);
+        Assert.Equal(o1, o2);
+        Assert.Equal(o1, o3);
+        Assert.Equal(d1, d2);
+        Assert.Equal(d1, d3);
+    }
+
+    private sealed class PassThrough : IModelHooks { }
+
+    // The model uses the fused op only without hooks; a hook that changes nothing keeps the unfused
+    // graph. Both must give the same logits and the same input and weight gradients.
+    [Fact]
+    public void ModelForwardWithAndWithoutHooksAgree()
+    {
+        var cfg = ViTConfig.FashionMnistDefault() with { EmbedDim = 32, Depth = 2, NumHeads = 4, MlpRatio = 2f };
+        var model = new VisionTransformer(cfg, 5);
+        var rng = new Rng(25);
+        var x = Tensor.Randn(rng, 1f, 3, 1, 28, 28);
+        int[] labels = { 1, 4, 7 };
+        (float[] Logits, float[] Dx, float[] DQkvW) Run(IModelHooks? hooks)
+        {
+            model.ZeroGrad();
+            var xi = x.Clone().RequireGrad();
+            var logits = model.Forward(xi, hooks);
+            Ops.CrossEntropy(logits, labels).Backward();
+            return (logits.ToArray(), xi.Grad!.ToArray(), model.Blocks[0].Qkv.Weight.Grad!.ToArray());
+        }
+        var fused = Run(null);
+        var unfused = Run(new PassThrough());
+        AssertClose(unfused.Logits, fused.Logits, 1e-5, "logits");
+        AssertClose(unfused.Dx, fused.Dx, 1e-4, "input gradient");
+        AssertClose(unfused.DQkvW, fused.DQkvW, 1e-4, "qkv weight gradient");
+        using (Autograd.NoGrad())
+            AssertClose(model.Forward(x, new PassThrough()).ToArray(), model.Infer(x).ToArray(), 1e-5, "Infer (fused) vs Forward with hooks");
+    }
+
+    [Fact]
+    public void RejectsBadShapesAndBuffers()
+    {
+        Assert.Throws<ArgumentException>(() => Ops.FusedAttention(Tensor.Zeros(2, 3, 10), 2, 1f));
+        Assert.Throws<ArgumentException>(() => Ops.FusedAttention(Tensor.Zeros(2, 12), 2, 1f));
+        var p = new float[2 * 2 * 3 * 3];
+        Assert.Throws<ArgumentException>(() => AttentionKernel.Forward(new float[10], 2, 3, 2, 2, 1f, p, new float[24]));
+        Assert.Throws<ArgumentException>(() => AttentionKernel.Forward(new float[72], 2, 3, 2, 2, 1f, new float[5], new float[24]));
+        Assert.Throws<ArgumentException>(() => AttentionKernel.Backward(new float[72], p, new float[24], 2, 3, 2, 2, 1f, new float[24]));
+        Assert.Throws<ArgumentException>(() => AttentionKernel.Forward(new float[72], 0, 3, 2, 2, 1f, p, new float[24]));
+    }
+}
