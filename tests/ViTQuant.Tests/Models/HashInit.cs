@@ -6,6 +6,7 @@
 //   LayerNorm gains 1 + 0.1·r;  other 1-D tensors, cls/dist tokens and pos_embed 0.02·r;
 //   matrices and conv kernels r·sqrt(3 / fan_in) with fan_in = numel / shape[0];  images r.
 using ViTQuant.Models;
+using ViTQuant.Nn;
 using ViTQuant.Tensors;
 
 namespace ViTQuant.Tests.Models;
@@ -41,7 +42,7 @@ internal static class HashInit
     }
 
     /// <summary>Hashed values for every state-dict entry of the model, keyed and ordered as StateDict().</summary>
-    public static Dictionary<string, Tensor> State(VisionTransformer model, ulong seed)
+    public static Dictionary<string, Tensor> State(Module model, ulong seed)
     {
         var state = new Dictionary<string, Tensor>();
         long j = 0;

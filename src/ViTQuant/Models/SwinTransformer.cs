@@ -1,0 +1,338 @@
+// Swin Transformer exactly as current timm's SwinTransformer (swin_transformer.py), written once with named
+// quantization points and taps, like the ViT (ModelHooks.cs).
+//
+//   x [B, C, H, W] → patch_embed: conv P×P stride P → [B, G, G, D] (NHWC) → LayerNorm (patch_embed.norm)
+//   → stages s = 0…S−1: (s > 0) PatchMerging: zero-pad odd maps, 2×2 neighbours gathered in timm's order
+//     (reshape [B, H/2, 2, W/2, 2, C] → permute (0, 1, 3, 4, 2, 5) → [.., 4C]), LayerNorm(4C), Linear(4C → 2C,
+//     no bias); then Depths[s] blocks
+//   → norm (LayerNorm) → mean over H, W → head.fc.
+//   Block (x [B, H, W, C]): x + WindowAttention(norm1(x)), then x + mlp(norm2(x)), where the attention half
+//   rolls the map by −shift on both axes (odd blocks), zero-pads it to a multiple of the window M, splits
+//   it into M×M windows [B·nW, M², C], runs multi-head attention inside each window with the relative
+//   position bias (table [(2M−1)², heads] indexed by the pairwise offset) and, when shifted, the mask
+//   (−100 between tokens from different regions of the rolled map), merges the windows, crops and rolls back.
+//   Attention: qkv = Linear(x) split into heads; logits = q·kᵀ; probs = softmax(logits·dh^-½ + bias + mask);
+//   out = probs·v, heads merged, proj.
+// Point names: patch_embed.proj, layers.{s}.downsample.reduction, layers.{s}.blocks.{b}.attn.qkv / .q / .k /
+// .v / .probs / .proj, layers.{s}.blocks.{b}.mlp.fc1 / .fc2, head.fc (weights and inputs); taps
+// layers.{s}.blocks.{b}.attn.logits / .probs [B·nW, heads, M², M²], .attn.out, .mlp.act.
+using ViTQuant.Nn;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Models;
+
+/// <summary>A Swin Transformer classifier with timm's parameter names and math.</summary>
+public sealed class SwinTransformer : Module
+{
+    public SwinConfig Config { get; }
+    public Tensor PatchWeight { get; }
+    public Tensor PatchBias { get; }
+    public LayerNorm PatchNorm { get; }
+    public IReadOnlyList<SwinStage> Stages { get; }
+    public LayerNorm Norm { get; }
+    public Linear Head { get; }
+
+    /// <summary>Builds the model with timm's initialisation (truncated normal 0.02, zero biases) drawn from the seed.</summary>
+    public SwinTransformer(SwinConfig config, ulong seed = 0)
+    {
+        Config = config.Validated();
+        var rng = new Rng(seed);
+        int D = config.EmbedDim, P = config.PatchSize;
+        var pe = new Group();
+        var proj = new Group();
+        PatchWeight = proj.Param("weight", Init.TruncNormal(rng, 0.02f, D, config.InChans, P, P));
+        PatchBias = proj.Param("bias", Tensor.Zeros(D));
+        pe.Child("proj", proj);
+        PatchNorm = pe.Child("norm", new LayerNorm(D, config.LayerNormEps));
+        RegisterModule("patch_embed", pe);
+        var layers = new Group();
+        var stages = new List<SwinStage>();
+        for (int s = 0; s < config.NumStages; s++) stages.Add(layers.Child(s.ToString(), new SwinStage(config, s, rng)));
+        RegisterModule("layers", layers);
+        Stages = stages;
+        Norm = RegisterModule("norm", new LayerNorm(config.StageDim(config.NumStages - 1), config.LayerNormEps));
+        var head = new Group();
+        Head = head.Child("fc", new Linear(config.StageDim(config.NumStages - 1), config.NumClasses, bias: true, rng));
+        RegisterModule("head", head);
+    }
+
+    /// <summary>Logits [B, classes] for normalised images [B, C, H, W]. Throws ArgumentException on a wrong input shape.</summary>
+    public Tensor Forward(Tensor x, IModelHooks? hooks = null) => ForwardHead(ForwardFeatures(x, hooks), hooks);
+
+    /// <summary>The last stage's feature map before the final norm, [B, H, W, C].</summary>
+    public Tensor ForwardFeatures(Tensor x, IModelHooks? hooks = null)
+    {
+        var c = Config;
+        if (x.Rank != 4 || x.Shape[1] != c.InChans || x.Shape[2] != c.ImageSize || x.Shape[3] != c.ImageSize)
+            throw new ArgumentException($"model expects images [B, {c.InChans}, {c.ImageSize}, {c.ImageSize}], got {Tensor.ShapeString(x.Shape)}");
+        var xin = hooks?.Activation("patch_embed.proj", x) ?? x;
+        var w = hooks?.Weight("patch_embed.proj", PatchWeight) ?? PatchWeight;
+        var h = Ops.PatchEmbed(xin, w, PatchBias, c.PatchSize); // [B, G·G, D], row-major grid
+        h = Ops.Reshape(PatchNorm.Forward(h), x.Shape[0], c.GridSize, c.GridSize, c.EmbedDim);
+        foreach (var stage in Stages) h = stage.Forward(h, hooks);
+        return h;
+    }
+
+    /// <summary>Final norm, global average pooling and head.fc on the feature map [B, H, W, C].</summary>
+    public Tensor ForwardHead(Tensor h, IModelHooks? hooks = null)
+    {
+        var pooled = Ops.Mean(Norm.Forward(h), new[] { 1, 2 });
+        return Head.Forward(hooks?.Activation("head.fc", pooled) ?? pooled, hooks?.Weight("head.fc", Head.Weight));
+    }
+
+    /// <summary>An independent copy (same config, copied parameters).</summary>
+    public SwinTransformer Clone()
+    {
+        var copy = new SwinTransformer(Config);
+        copy.LoadStateDict(StateDict().ToDictionary(kv => kv.Key, kv => kv.Value.Clone()), strict: true);
+        return copy;
+    }
+
+    /// <summary>Multiply–accumulate count of one image's forward pass (linear layers, patch embedding, merging, window attention).</summary>
+    public long MacsPerImage()
+    {
+        var c = Config;
+        long G = c.GridSize;
+        long macs = G * G * c.EmbedDim * c.InChans * c.PatchSize * c.PatchSize;
+        for (int s = 0; s < c.NumStages; s++)
+        {
+            long A = c.ActualResolution(s), D = c.StageDim(s), M = c.StageWindow(s), Hd = c.MlpHidden(s);
+            if (s > 0) macs += A * A * 4 * (D / 2) * D;
+            long padded = (A + M - 1) / M * M, tokens = padded * padded;
+            macs += c.Depths[s] * (A * A * (3 * D * D + D * D + 2 * D * Hd) + tokens * M * M * D * 2);
+        }
+        return macs + (long)c.StageDim(c.NumStages - 1) * c.NumClasses;
+    }
+
+    /// <summary>A module that only groups parameters/children under a name (timm's nesting).</summary>
+    internal sealed class Group : Module
+    {
+        public Tensor Param(string name, Tensor t) => RegisterParameter(name, t);
+        public T Child<T>(string name, T m) where T : Module => RegisterModule(name, m);
+    }
+}
+
+/// <summary>One Swin stage: optional 2×2 patch merging, then its blocks (timm's SwinTransformerStage).</summary>
+public sealed class SwinStage : Module
+{
+    private readonly string _p;
+    public LayerNorm? MergeNorm { get; }
+    public Linear? Reduction { get; }
+    public IReadOnlyList<SwinBlock> Blocks { get; }
+
+    public SwinStage(SwinConfig c, int s, Rng rng)
+    {
+        _p = $"layers.{s}";
+        if (s > 0)
+        {
+            int inDim = c.StageDim(s - 1);
+            var ds = new SwinTransformer.Group();
+            MergeNorm = ds.Child("norm", new LayerNorm(4 * inDim, c.LayerNormEps));
+            Reduction = ds.Child("reduction", new Linear(4 * inDim, c.StageDim(s), bias: false, rng));
+            RegisterModule("downsample", ds);
+        }
+        var blocks = new SwinTransformer.Group();
+        var list = new List<SwinBlock>();
+        for (int b = 0; b < c.Depths[s]; b++) list.Add(blocks.Child(b.ToString(), new SwinBlock(c, s, b, rng)));
+        RegisterModule("blocks", blocks);
+        Blocks = list;
+    }
+
+    /// <summary>x [B, H, W, C_in] → [B, H', W', C_s].</summary>
+    public Tensor Forward(Tensor x, IModelHooks? hooks)
+    {
+        if (Reduction != null) x = Merge(x, hooks);
+        foreach (var b in Blocks) x = b.Forward(x, hooks);
+        return x;
+    }
+
+    /// <summary>timm's PatchMerging: pad odd maps with zeros, gather 2×2 neighbours, norm, reduce.</summary>
+    private Tensor Merge(Tensor x, IModelHooks? hooks)
+    {
+        x = SwinWindows.PadTo(x, 2);
+        int B = x.Shape[0], H = x.Shape[1], W = x.Shape[2], C = x.Shape[3];
+        var g = Ops.Permute(Ops.Reshape(x, B, H / 2, 2, W / 2, 2, C), 0, 1, 3, 4, 2, 5);
+        var merged = MergeNorm!.Forward(Ops.Reshape(g, B, H / 2, W / 2, 4 * C));
+        string name = $"{_p}.downsample.reduction";
+        return Reduction!.Forward(hooks?.Activation(name, merged) ?? merged, hooks?.Weight(name, Reduction.Weight));
+    }
+}
+
+/// <summary>One Swin block: (shifted) window attention and MLP, pre-norm with residuals.</summary>
+public sealed class SwinBlock : Module
+{
+    private readonly string _p;
+    private readonly int _heads, _window, _shift, _declared;
+    private readonly float _scale;
+    private readonly int[] _relIndex;      // [M²·M²] rows of the bias table, timm's relative_position_index
+    private readonly Tensor? _mask;        // [nW, 1, M², M²] of the declared (padded) map, or null without shift
+
+    public LayerNorm Norm1 { get; }
+    public Tensor RelativePositionBiasTable { get; }
+    public Linear Qkv { get; }
+    public Linear Proj { get; }
+    public LayerNorm Norm2 { get; }
+    public Linear Fc1 { get; }
+    public Linear Fc2 { get; }
+
+    /// <summary>Window side M and shift of this block (after timm's shrink to small maps).</summary>
+    public int Window => _window;
+    public int Shift => _shift;
+
+    public SwinBlock(SwinConfig c, int s, int b, Rng rng)
+    {
+        _p = $"layers.{s}.blocks.{b}";
+        int D = c.StageDim(s);
+        _heads = c.NumHeads[s];
+        _scale = 1f / MathF.Sqrt(D / _heads);
+        _window = c.StageWindow(s);
+        _shift = c.BlockShift(s, b);
+        _declared = c.DeclaredResolution(s);
+        Norm1 = RegisterModule("norm1", new LayerNorm(D, c.LayerNormEps));
+        var attn = new SwinTransformer.Group();
+        RelativePositionBiasTable = attn.Param("relative_position_bias_table", Init.TruncNormal(rng, 0.02f, (2 * _window - 1) * (2 * _window - 1), _heads));
+        Qkv = attn.Child("qkv", new Linear(D, 3 * D, bias: true, rng));
+        Proj = attn.Child("proj", new Linear(D, D, bias: true, rng));
+        RegisterModule("attn", attn);
+        Norm2 = RegisterModule("norm2", new LayerNorm(D, c.LayerNormEps));
+        var mlp = new SwinTransformer.Group();
+        Fc1 = mlp.Child("fc1", new Linear(D, c.MlpHidden(s), bias: true, rng));
+        Fc2 = mlp.Child("fc2", new Linear(c.MlpHidden(s), D, bias: true, rng));
+        RegisterModule("mlp", mlp);
+        _relIndex = SwinWindows.RelativePositionIndex(_window);
+        _mask = _shift > 0 ? SwinWindows.ShiftMask(_declared, _window, _shift) : null;
+    }
+
+    /// <summary>x [B, H, W, C] → same shape.</summary>
+    public Tensor Forward(Tensor x, IModelHooks? hooks) => ForwardMlp(ForwardAttention(x, hooks), hooks);
+
+    /// <summary>x + shifted-window attention of norm1(x).</summary>
+    public Tensor ForwardAttention(Tensor x, IModelHooks? hooks)
+    {
+        int B = x.Shape[0], H = x.Shape[1], W = x.Shape[2], C = x.Shape[3], M = _window;
+        var h = Norm1.Forward(x);
+        if (_shift > 0) h = Ops.Roll(Ops.Roll(h, -_shift, 1), -_shift, 2);
+        h = SwinWindows.PadTo(h, M);
+        int Hp = h.Shape[1], Wp = h.Shape[2];
+        if (_mask != null && _mask.Shape[0] != Hp / M * (Wp / M))
+            throw new ArgumentException($"{_p}: a {H}×{W} map has {Hp / M * (Wp / M)} windows of {M}×{M}, the shifted-window mask was built for {_mask.Shape[0]}");
+        var windows = SwinWindows.Partition(h, M);                 // [B·nW, M², C]
+        var o = Attention(windows, Hp / M * (Wp / M), hooks);     // [B·nW, M², C]
+        h = SwinWindows.Reverse(o, M, B, Hp, Wp);                 // [B, Hp, Wp, C]
+        if (Hp != H) h = Ops.Narrow(h, 1, 0, H);
+        if (Wp != W) h = Ops.Narrow(h, 2, 0, W);
+        if (_shift > 0) h = Ops.Roll(Ops.Roll(h, _shift, 1), _shift, 2);
+        return Ops.Add(x, h);
+    }
+
+    /// <summary>x + mlp(norm2(x)).</summary>
+    public Tensor ForwardMlp(Tensor x, IModelHooks? hooks)
+    {
+        var p = _p;
+        var n = Norm2.Forward(x);
+        var h = Fc1.Forward(Act(hooks, $"{p}.mlp.fc1", n), hooks?.Weight($"{p}.mlp.fc1", Fc1.Weight));
+        h = Ops.Gelu(h);
+        if (hooks != null && hooks.WantsTap($"{p}.mlp.act")) hooks.Tap($"{p}.mlp.act", h);
+        return Ops.Add(x, Fc2.Forward(Act(hooks, $"{p}.mlp.fc2", h), hooks?.Weight($"{p}.mlp.fc2", Fc2.Weight)));
+    }
+
+    /// <summary>Window attention on windows [B·nW, M², C] (timm's WindowAttention.forward, non-fused path).</summary>
+    private Tensor Attention(Tensor x, int windowsPerImage, IModelHooks? hooks)
+    {
+        var p = _p;
+        int Bw = x.Shape[0], N = x.Shape[1];
+        var qkv = Qkv.Forward(Act(hooks, $"{p}.attn.qkv", x), hooks?.Weight($"{p}.attn.qkv", Qkv.Weight));
+        var (q, k, v) = Ops.SplitQkv(qkv, _heads);                 // each [B·nW, heads, M², dh]
+        q = Act(hooks, $"{p}.attn.q", q);
+        k = Act(hooks, $"{p}.attn.k", k);
+        v = Act(hooks, $"{p}.attn.v", v);
+        var logits = Ops.MatMul(q, k, transB: true);               // [B·nW, heads, N, N]
+        if (hooks != null && hooks.WantsTap($"{p}.attn.logits")) hooks.Tap($"{p}.attn.logits", logits);
+        // bias [heads, N, N] = table[relative_position_index] permuted (2, 0, 1), as timm's _get_rel_pos_bias
+        var bias = Ops.Permute(Ops.Reshape(Ops.IndexSelect(RelativePositionBiasTable, 0, _relIndex), N, N, _heads), 2, 0, 1);
+        var scores = Ops.Add(Ops.Scale(logits, _scale), bias);
+        if (_mask != null)
+        {
+            var perImage = Ops.Reshape(scores, Bw / windowsPerImage, windowsPerImage, _heads, N, N);
+            scores = Ops.Reshape(Ops.Add(perImage, _mask), Bw, _heads, N, N);
+        }
+        var probs = Ops.Softmax(scores, -1);
+        probs = Act(hooks, $"{p}.attn.probs", probs);
+        if (hooks != null && hooks.WantsTap($"{p}.attn.probs")) hooks.Tap($"{p}.attn.probs", probs);
+        var o = Ops.MatMul(probs, v);                              // [B·nW, heads, N, dh]
+        if (hooks != null && hooks.WantsTap($"{p}.attn.out")) hooks.Tap($"{p}.attn.out", o);
+        var merged = Ops.MergeHeads(o);
+        return Proj.Forward(Act(hooks, $"{p}.attn.proj", merged), hooks?.Weight($"{p}.attn.proj", Proj.Weight));
+    }
+
+    private static Tensor Act(IModelHooks? hooks, string point, Tensor x) => hooks?.Activation(point, x) ?? x;
+}
+
+/// <summary>Window partition/reverse, padding, relative position index and shift mask (timm's helpers).</summary>
+internal static class SwinWindows
+{
+    /// <summary>Zero-pads x [B, H, W, C] at the bottom and right so H and W are multiples of m.</summary>
+    public static Tensor PadTo(Tensor x, int m)
+    {
+        int B = x.Shape[0], H = x.Shape[1], W = x.Shape[2], C = x.Shape[3];
+        int ph = (m - H % m) % m, pw = (m - W % m) % m;
+        if (ph > 0) x = Ops.Concat(new[] { x, Tensor.Zeros(B, ph, W, C) }, 1);
+        if (pw > 0) x = Ops.Concat(new[] { x, Tensor.Zeros(B, H + ph, pw, C) }, 2);
+        return x;
+    }
+
+    /// <summary>x [B, H, W, C] → windows [B·(H/m)·(W/m), m², C], windows in row-major order per image.</summary>
+    public static Tensor Partition(Tensor x, int m)
+    {
+        int B = x.Shape[0], H = x.Shape[1], W = x.Shape[2], C = x.Shape[3];
+        var t = Ops.Permute(Ops.Reshape(x, B, H / m, m, W / m, m, C), 0, 1, 3, 2, 4, 5);
+        return Ops.Reshape(t, B * (H / m) * (W / m), m * m, C);
+    }
+
+    /// <summary>windows [B·nW, m², C] → [B, H, W, C] (the inverse of <see cref="Partition"/>).</summary>
+    public static Tensor Reverse(Tensor windows, int m, int B, int H, int W)
+    {
+        int C = windows.Shape[2];
+        var t = Ops.Permute(Ops.Reshape(windows, B, H / m, W / m, m, m, C), 0, 1, 3, 2, 4, 5);
+        return Ops.Reshape(t, B, H, W, C);
+    }
+
+    /// <summary>timm's relative_position_index for an m×m window, flattened [m²·m²].</summary>
+    public static int[] RelativePositionIndex(int m)
+    {
+        int n = m * m;
+        var idx = new int[n * n];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++)
+            {
+                int dh = i / m - j / m + m - 1, dw = i % m - j % m + m - 1;
+                idx[i * n + j] = dh * (2 * m - 1) + dw;
+            }
+        return idx;
+    }
+
+    /// <summary>
+    /// timm's shifted-window attention mask for a declared r×r map (padded up to the window): regions
+    /// [0, −m), [−m, −shift), [−shift, end) on each axis get ids; pairs from different regions get −100.
+    /// Shape [nW, 1, m², m²] so it broadcasts over heads.
+    /// </summary>
+    public static Tensor ShiftMask(int r, int m, int shift)
+    {
+        int P = (r + m - 1) / m * m, n = m * m, nw = P / m;
+        int Region(int i) => i < P - m ? 0 : i < P - shift ? 1 : 2;
+        var mask = new Tensor(nw * nw, 1, n, n);
+        for (int wy = 0; wy < nw; wy++)
+            for (int wx = 0; wx < nw; wx++)
+            {
+                int w = wy * nw + wx;
+                for (int i = 0; i < n; i++)
+                    for (int j = 0; j < n; j++)
+                    {
+                        int ri = Region(wy * m + i / m) * 3 + Region(wx * m + i % m);
+                        int rj = Region(wy * m + j / m) * 3 + Region(wx * m + j % m);
+                        mask.Data[(w * n + i) * n + j] = ri == rj ? 0f : -100f;
+                    }
+            }
+        return mask;
+    }
+}
