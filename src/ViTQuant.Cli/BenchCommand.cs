@@ -47,7 +47,7 @@ internal static class BenchCommand
             if (r.GetValue(engine) == "int8")
             {
                 var (qmodel, quant) = a != null ? (new VisionTransformer(ViTConfig.FromArchitecture(a), r.GetValue(seed)), null) : DataSources.LoadAny(r.GetValue(model));
-                var ir = Int8Cli.Bench(qmodel, quant, B, n, r.GetValue(seed));
+                var ir = Int8Cli.Bench(qmodel, quant, a == null ? r.GetValue(model) : null, B, n, r.GetValue(threads), r.GetValue(seed));
                 if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(ir));
                 Int8Cli.Print(ir);
                 return 0;

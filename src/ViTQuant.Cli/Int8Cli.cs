@@ -36,16 +36,17 @@ internal static class Int8Cli
     /// their ratio. Without a quantized checkpoint the model is quantized on the fly (min–max W8A8, two random
     /// batches of calibration images).
     /// </summary>
-    public static Dictionary<string, object> Bench(VisionTransformer model, QuantizedModel? quant, int B, int iters, ulong seed)
+    public static Dictionary<string, object> Bench(VisionTransformer model, QuantizedModel? quant, string? checkpoint, int B, int iters, int threads, ulong seed)
     {
         var c = model.Config;
         var rng = new Rng(seed);
         bool onTheFly = quant == null;
+        Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)>? codes = null;
         if (quant == null)
         {
             quant = new QuantizedModel(model.Clone(), QuantPresets.Create("minmax", 8, 8));
             quant.Calibrate(Enumerable.Range(0, 2).Select(_ => Tensor.Randn(rng, 1f, Math.Min(B, 8), c.InChans, c.ImageSize, c.ImageSize)));
-            QuantizedCheckpoint.Freeze(quant);
+            codes = QuantizedCheckpoint.Freeze(quant);
         }
         var plan = Int8Plan.Compile(quant);
         var engine = new Int8Engine(plan);
@@ -54,8 +55,13 @@ internal static class Int8Cli
         if (logits.Span.ToArray().Any(v => !float.IsFinite(v))) throw new InvalidOperationException("int8 forward produced non-finite logits");
         // The float baseline: the float weights of the same model (for a checkpoint, its frozen weights).
         var fp = onTheFly ? model : quant.Model;
-        // Interleaved, so that both engines see the same machine load (medians of each).
-        var (tInt, tFloat) = MedianPair(iters, () => engine.Forward(x), () => { using var _ = Autograd.NoGrad(); fp.Infer(x); });
+        // ONNX Runtime on the float export and on the QDQ export of the same quantized model: the anchors the
+        // issue sets (≥ 2× our float, ≥ ORT float). All four are timed interleaved, so that every engine sees
+        // the same machine load (medians of each).
+        using var ort = new OnnxCli.OrtPair(fp, quant, codes, checkpoint, threads);
+        var ortLogits = ort.Qdq.Run(x);
+        var t = Medians(iters, () => engine.Forward(x), () => { using var _ = Autograd.NoGrad(); fp.Infer(x); }, () => ort.Float.Run(x), () => ort.Qdq.Run(x));
+        double tInt = t[0], tFloat = t[1], tOrtFloat = t[2], tOrtQdq = t[3];
         // One profiled pass: where the int8 forward spends its time.
         engine.Profile = true;
         engine.Forward(x);
@@ -74,6 +80,13 @@ internal static class Int8Cli
             ["forward_img_per_s"] = B / tInt,
             ["float_forward_img_per_s"] = B / tFloat,
             ["speedup_vs_float"] = tFloat / tInt,
+            ["ort_float_forward_img_per_s"] = B / tOrtFloat,
+            ["ort_qdq_forward_img_per_s"] = B / tOrtQdq,
+            ["speedup_vs_ort_float"] = tOrtFloat / tInt,
+            // the integer engine against ORT on the same QDQ graph: how far apart the two integer paths' logits are
+            ["max_abs_logit_diff_vs_ort_qdq"] = MaxAbsDiff(logits, ortLogits),
+            ["onnx_float_bytes"] = ort.FloatBytes,
+            ["onnx_qdq_bytes"] = ort.QdqBytes,
             ["gemm_backend"] = Gemm.Describe(),
             ["stage_ms"] = engine.StageSeconds.ToDictionary(kv => kv.Key, kv => Math.Round(kv.Value * 1e3, 2)),
             ["layers"] = plan.Layers.Select(l => new Dictionary<string, string> { ["name"] = l.Name, ["mode"] = l.Mode == Int8Mode.Integer ? "int" : "float", ["detail"] = l.Detail }).ToList(),
@@ -88,23 +101,26 @@ internal static class Int8Cli
         e.WriteLine($"{r["architecture"]}: batch {r["batch"]}, threads {r["threads"]}, int8 kernel {r["int8_kernel"]}, plan {r["plan"]}, {(double)r["integer_mac_fraction"]:P1} of GEMM MACs integer");
         e.WriteLine($"int8 forward  {(double)r["forward_img_per_s"],10:F1} img/s");
         e.WriteLine($"float forward {(double)r["float_forward_img_per_s"],10:F1} img/s   (int8 {(double)r["speedup_vs_float"]:F2}×, float GEMM {r["gemm_backend"]})");
+        e.WriteLine($"ORT float     {(double)r["ort_float_forward_img_per_s"],10:F1} img/s   (int8 {(double)r["speedup_vs_ort_float"]:F2}×; ONNX Runtime, same threads)");
+        e.WriteLine($"ORT QDQ       {(double)r["ort_qdq_forward_img_per_s"],10:F1} img/s   (ONNX Runtime on our QDQ export of the same checkpoint; logits within {(double)r["max_abs_logit_diff_vs_ort_qdq"]:G3} of int8)");
         e.WriteLine("int8 stages (ms, one profiled batch): " + string.Join(", ", ((Dictionary<string, double>)r["stage_ms"]).Select(kv => $"{kv.Key} {kv.Value:F1}")));
     }
 
-    private static (double A, double B) MedianPair(int iters, Action a, Action b)
+    /// <summary>Median seconds of each action over <paramref name="iters"/> rounds, the actions interleaved within a round.</summary>
+    private static double[] Medians(int iters, params Action[] actions)
     {
-        a(); // warm-up (also allocates the engine's buffers for this batch size)
-        using (TensorArena.Scope()) b();
-        var ta = new double[iters];
-        var tb = new double[iters];
+        foreach (var a in actions) Time(a); // warm-up (allocates each engine's buffers for this batch size)
+        var t = actions.Select(_ => new double[iters]).ToArray();
         for (int i = 0; i < iters; i++)
-        {
-            ta[i] = Time(a);
-            tb[i] = Time(b);
-        }
-        Array.Sort(ta);
-        Array.Sort(tb);
-        return (ta[iters / 2], tb[iters / 2]);
+            for (int k = 0; k < actions.Length; k++) t[k][i] = Time(actions[k]);
+        return t.Select(ts => { Array.Sort(ts); return ts[iters / 2]; }).ToArray();
+    }
+
+    private static double MaxAbsDiff(Tensor a, Tensor b)
+    {
+        double m = 0;
+        for (int i = 0; i < a.Size; i++) m = Math.Max(m, Math.Abs(a.Data[i] - b.Data[i]));
+        return m;
     }
 
     private static double Time(Action a)

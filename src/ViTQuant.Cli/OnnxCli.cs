@@ -139,15 +139,7 @@ internal static class OnnxCli
                 var qm = new QuantizedModel(model.Clone(), QuantPresets.Create("minmax", 8, 8));
                 var rng = new Rng(seed + 1);
                 qm.Calibrate(Enumerable.Range(0, 2).Select(_ => Tensor.Randn(rng, 1f, B, c.InChans, c.ImageSize, c.ImageSize)).ToList());
-                var codes = QuantizedCheckpoint.Freeze(qm);
-                var weights = codes.ToDictionary(kv => kv.Key, kv => new WeightCodes(
-                    kv.Value.Signed?.Select(v => (int)v).ToArray() ?? kv.Value.Unsigned!.Select(v => (int)v).ToArray(),
-                    qm.Model.NamedParameters().First(p => p.Name == kv.Key + ".weight").Param.Shape.ToArray(),
-                    kv.Value.Grid.Scale, kv.Value.Grid.ZeroPoint, kv.Value.Signed != null, 8));
-                var (qProto, _) = OnnxExporter.Build(qm.Model, qm, weights, new OnnxExportOptions());
-                AtomicFile.Write(q, s => Google.Protobuf.MessageExtensions.WriteTo(qProto, s));
-                var (rProto, _) = OnnxExporter.Build(qm.Model, qm, weights, rounded);
-                AtomicFile.Write(qr, s => Google.Protobuf.MessageExtensions.WriteTo(rProto, s));
+                WriteQdq(qm, QuantizedCheckpoint.Freeze(qm), q, qr);
                 qdqSource = "minmax w8a8 on random calibration (speed only)";
             }
             var x = Tensor.Randn(new Rng(seed), 1f, B, c.InChans, c.ImageSize, c.ImageSize);
@@ -187,6 +179,60 @@ internal static class OnnxCli
         finally
         {
             try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    /// <summary>
+    /// Writes the QDQ export of a frozen quantized model (<paramref name="codes"/>: what Freeze returned) with
+    /// the exact bias to <paramref name="exactPath"/> and, when given, with the rounded bias to <paramref name="roundedPath"/>.
+    /// </summary>
+    internal static void WriteQdq(QuantizedModel qm, Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)> codes, string exactPath, string? roundedPath = null)
+    {
+        var weights = codes.ToDictionary(kv => kv.Key, kv => new WeightCodes(
+            kv.Value.Signed?.Select(v => (int)v).ToArray() ?? kv.Value.Unsigned!.Select(v => (int)v).ToArray(),
+            qm.Model.NamedParameters().First(p => p.Name == kv.Key + ".weight").Param.Shape.ToArray(),
+            kv.Value.Grid.Scale, kv.Value.Grid.ZeroPoint, kv.Value.Signed != null, qm.Plan.WeightBits));
+        var (qProto, _) = OnnxExporter.Build(qm.Model, qm, weights, new OnnxExportOptions());
+        AtomicFile.Write(exactPath, s => Google.Protobuf.MessageExtensions.WriteTo(qProto, s));
+        if (roundedPath == null) return;
+        var (rProto, _) = OnnxExporter.Build(qm.Model, qm, weights, new OnnxExportOptions { ExactBias = false });
+        AtomicFile.Write(roundedPath, s => Google.Protobuf.MessageExtensions.WriteTo(rProto, s));
+    }
+
+    /// <summary>
+    /// ONNX Runtime sessions on the float export of <paramref name="floatModel"/> and on the QDQ export of the
+    /// same quantized model the integer engine runs (<paramref name="checkpoint"/> when the model came from a
+    /// file, else <paramref name="quant"/> with its frozen <paramref name="codes"/>), for timing side by side
+    /// with our engines. The files live in a temporary folder that Dispose deletes.
+    /// </summary>
+    internal sealed class OrtPair : IDisposable
+    {
+        private readonly string _dir;
+        public OnnxEngine Float { get; }
+        public OnnxEngine Qdq { get; }
+        public long FloatBytes { get; }
+        public long QdqBytes { get; }
+
+        public OrtPair(VisionTransformer floatModel, QuantizedModel quant, Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)>? codes, string? checkpoint, int threads)
+        {
+            _dir = Path.Combine(Path.GetTempPath(), "vitq-bench-ort-" + Guid.NewGuid().ToString("N"));
+            Directory.CreateDirectory(_dir);
+            string fp = Path.Combine(_dir, "float.onnx"), q = Path.Combine(_dir, "qdq.onnx");
+            var (fpProto, _) = OnnxExporter.Build(floatModel, null, null, new OnnxExportOptions());
+            AtomicFile.Write(fp, s => Google.Protobuf.MessageExtensions.WriteTo(fpProto, s));
+            if (codes != null) WriteQdq(quant, codes, q);
+            else OnnxExporter.ExportFile(checkpoint, q, new OnnxExportOptions());
+            FloatBytes = new FileInfo(fp).Length;
+            QdqBytes = new FileInfo(q).Length;
+            Float = new OnnxEngine(fp, new OnnxEngineOptions { Threads = threads });
+            Qdq = new OnnxEngine(q, new OnnxEngineOptions { Threads = threads });
+        }
+
+        public void Dispose()
+        {
+            Float.Dispose();
+            Qdq.Dispose();
+            try { Directory.Delete(_dir, recursive: true); } catch (IOException) { }
         }
     }
 

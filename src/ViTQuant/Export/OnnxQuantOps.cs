@@ -36,6 +36,7 @@ internal sealed class OnnxQuantOps
     private readonly OnnxGraph _g;
     private readonly bool _lsqAsQdq;
 
+    /// <param name="g">the graph the quantizer nodes are added to.</param>
     /// <param name="lsqAsQdq">export per-tensor LSQ grids with an offset ⌊z⌉ ≠ 0 as QDQ too (OnnxExportOptions.LsqAsQdq).</param>
     public OnnxQuantOps(OnnxGraph g, bool lsqAsQdq = false) => (_g, _lsqAsQdq) = (g, lsqAsQdq);
 

@@ -156,7 +156,7 @@ public static class GemmBenchmark
     /// <summary>
     /// Largest |C[i,j] − Σ_p op(A)[i,p]·op(B)[p,j]| / Σ_p |op(A)[i,p]|·|op(B)[p,j]| over up to
     /// <paramref name="sampleRows"/> evenly spaced rows of <paramref name="c"/> (the reference sum is
-    /// in double), for a C that <see cref="Product"/> made with the same sizes, flags and seed.
+    /// in double), for a C that Product made with the same sizes, flags and seed.
     /// The ratio is the error in units of the worst-case rounding scale; float32 GEMMs land near
     /// 1e-7 to 1e-6. Throws ArgumentException when c does not hold M·N values.
     /// </summary>
