@@ -9,9 +9,9 @@
 //   {layer}.weight.zero_point   F32, same shape as scale
 //   quant.act.{point}.{name}    activation quantizer state (Quantizer.State())
 //   other model tensors         F32 under their usual names
-// Metadata: vitq.format, vitq.config (model), vitq.plan, vitq.codes (JSON: layer → bits, q_min, q_max and
-// the weight's shape, since a packed U8 vector carries neither), plus whatever the writer adds (method,
-// calibration, report).
+// Metadata: vitq.format, vitq.config (model), vitq.plan, vitq.codes (JSON: layer → {"bits", "qmin", "qmax",
+// "shape"}, since a packed U8 vector carries neither the weight's shape nor its grid), plus whatever the
+// writer adds (method, calibration, report).
 // Format "vitq-quant/1" (read only): {layer}.weight.codes is I8 (signed grids) or U8 (unsigned) in the
 // weight's shape, one byte a code whatever the bit width; q_min/q_max follow from the plan's bits and the dtype.
 // Weights are rebuilt as (k − z)·Δ in both, so a model round-tripped through the file computes exactly what
