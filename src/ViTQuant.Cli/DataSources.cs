@@ -84,6 +84,9 @@ internal static class DataSources
                 learnable = q.Learnable, points = q.Points.Count,
             }),
             float_weight_points = s.FloatWeightPoints, float_activation_points = s.FloatActivationPoints,
+            // Which on-disk layout (vitq-quant/1: a byte a code; /2: packed) and what it costs.
+            format = meta.TryGetValue(ModelIO.FormatKey, out var fmt) ? fmt : null,
+            file_bytes = new FileInfo(path).Length,
         };
     }
 

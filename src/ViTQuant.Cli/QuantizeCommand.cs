@@ -89,6 +89,9 @@ internal static class QuantizeCommand
             var reportBatch = new DataLoader(evalDs, 128, mean: c.Mean, std: c.Std, prefetch: 0).Epoch(0).First().Images;
             var layers = QuantReport.Build(fp, qm, reportBatch);
             double seconds = sw.Elapsed.TotalSeconds, peak = Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0;
+            // The report travels inside the checkpoint, so it carries what the file stores but not the
+            // file's own size; that is added to the printed JSON once the file exists.
+            var storage = QuantizedCheckpoint.Storage(qm, codes);
             var summary = new
             {
                 method = m, bits = $"w{plan.WeightBits}a{plan.ActivationBits}", fp_top1 = fpRes.Top1, quant_top1 = qRes.Top1,
@@ -102,6 +105,8 @@ internal static class QuantizeCommand
                     parameters = p.Parameters.Select(s => new { name = s.Name, count = s.Count, value = s.Value, min = s.Min, median = s.Median, max = s.Max }),
                 }),
                 seed = r.GetValue(seed), seconds, peak_memory_mb = peak, out_path = outPath,
+                quantized_weights = storage.QuantizedWeights, code_bytes = storage.CodeBytes, weight_bytes = storage.WeightBytes,
+                bytes_per_weight = storage.BytesPerWeight,
                 layers = layers.Select(l => new { point = l.Point, kind = l.Kind, quantizer = l.Quantizer, sqnr_db = Finite(l.Sqnr), local_sqnr_db = Finite(l.LocalSqnr), cosine = l.Cosine, outlier_fraction = l.OutlierFraction }),
                 adfq = adfqOpts == null ? null : new
                 {
@@ -109,7 +114,7 @@ internal static class QuantizeCommand
                     units = units!.Select(u => new { unit = u.Unit.Name, iterations = u.Iterations, seconds = u.Seconds, last_loss = Finite(u.LastLoss), calibration_rec = Finite(u.CalibrationRec) }),
                 },
             };
-            QuantizedCheckpoint.Save(qm, codes, outPath, new Dictionary<string, string>
+            storage = QuantizedCheckpoint.Save(qm, codes, outPath, new Dictionary<string, string>
             {
                 ["vitq.method"] = m,
                 ["vitq.report"] = JsonSerializer.Serialize(summary),
@@ -117,8 +122,13 @@ internal static class QuantizeCommand
             if (ft != null) File.Delete(ft.ResumePath);
             if (adfqOpts != null) PrintUnits(adfqOpts, units!);
             PrintCalibration(calibration);
-            PrintReport(fpRes, qRes, layers, m, plan, seconds, peak, outPath);
-            if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(summary));
+            PrintReport(fpRes, qRes, layers, m, plan, seconds, peak, outPath, storage);
+            if (r.GetValue(json))
+            {
+                var node = JsonSerializer.SerializeToNode(summary)!.AsObject();
+                node["file_bytes"] = storage.FileBytes;
+                Console.WriteLine(node.ToJsonString());
+            }
             return 0;
         });
         return cmd;
@@ -173,7 +183,8 @@ internal static class QuantizeCommand
             Evaluator.Evaluate(model, loader.Epoch(0).Select(b => (b.Images, b.Labels)), hooks, n => rep.Update(n, $"{rep.Rate:F0} img/s")));
     }
 
-    private static void PrintReport(EvalResult fp, EvalResult q, List<LayerReport> layers, string method, QuantPlan plan, double seconds, double peak, string outPath)
+    private static void PrintReport(EvalResult fp, EvalResult q, List<LayerReport> layers, string method, QuantPlan plan, double seconds, double peak, string outPath,
+        CheckpointStorage storage)
     {
         var e = Console.Error;
         e.WriteLine($"method {method} w{plan.WeightBits}a{plan.ActivationBits} (fake-quant simulation), {q.Count} evaluation images");
@@ -184,6 +195,8 @@ internal static class QuantizeCommand
         foreach (var l in layers.Take(10))
             e.WriteLine($"    {l.Point,-26} {l.Kind,-10} {l.Sqnr,7:F1} {l.LocalSqnr,7:F1} {l.Cosine,8:F5}  {l.Quantizer}" + (l.OutlierFraction is double o ? $" (outliers {100 * o:F3}%)" : ""));
         e.WriteLine($"  wall time {seconds:F1} s, peak memory {peak:F0} MB; wrote {outPath}");
+        e.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"  checkpoint {storage.FileBytes:N0} bytes: {storage.QuantizedWeights:N0} quantized weights in {storage.WeightBytes:N0} bytes ({storage.CodeBytes:N0} of packed codes + scales), {storage.BytesPerWeight:F3} bytes a weight; {storage.FloatBytes:N0} bytes of float tensors"));
     }
 }
 

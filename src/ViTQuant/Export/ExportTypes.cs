@@ -64,27 +64,19 @@ public sealed record OnnxExportOptions
 public sealed record WeightCodes(int[] Codes, int[] Shape, float[] Scale, float[] ZeroPoint, bool Signed, int Bits)
 {
     /// <summary>
-    /// Reads every quantized weight of a "vitq-quant/1" file (the layers its plan quantizes). Throws
-    /// ViTQuantException naming the tensor when codes, scales or zero points are missing or inconsistent.
+    /// Reads every quantized weight of a quantized checkpoint of either format (the layers its plan
+    /// quantizes; QuantizedCheckpoint.ReadWeights unpacks them). Throws ViTQuantException naming the tensor
+    /// when codes, scales or zero points are missing or inconsistent.
     /// </summary>
     public static Dictionary<string, WeightCodes> FromCheckpoint(SafeTensorsFile f, ViTConfig config, QuantPlan plan)
     {
         var result = new Dictionary<string, WeightCodes>();
-        foreach (var layer in QuantPlan.WeightLayers(config))
+        foreach (var (layer, w) in QuantizedCheckpoint.ReadWeights(f, config, plan))
         {
-            if (plan.WeightSpec(layer) is not QuantSpec spec) continue;
-            string name = layer + ".weight";
-            foreach (var part in new[] { ".codes", ".scale", ".zero_point" })
-                if (!f.Contains(name + part)) throw new ViTQuantException($"{f.Path}: missing {name + part}");
-            string dtype = f.Info(name + ".codes").DType;
-            if (dtype is not ("I8" or "U8")) throw new ViTQuantException($"{f.Path}: {name}.codes has dtype {dtype}, expected I8 or U8");
-            var codes = f.GetTensor(name + ".codes");
-            var scale = f.GetTensor(name + ".scale").ToArray();
-            var zero = f.GetTensor(name + ".zero_point").ToArray();
-            if (scale.Length != zero.Length || scale.Length == 0 || codes.Size % scale.Length != 0
-                || (scale.Length != 1 && scale.Length != codes.Shape[0]))
-                throw new ViTQuantException($"{f.Path}: {name}: {scale.Length} scales / {zero.Length} zero points do not fit codes {Tensor(codes.Shape)}");
-            result[layer] = new WeightCodes(codes.Span.ToArray().Select(v => (int)v).ToArray(), codes.Shape.ToArray(), scale, zero, dtype == "I8", spec.Bits);
+            // The exporter writes one scale per output channel (axis 0) or one per tensor.
+            if (w.Grid.Scale.Length != 1 && w.Grid.Scale.Length != w.Shape[0])
+                throw new ViTQuantException($"{f.Path}: {layer}.weight: {w.Grid.Scale.Length} scales do not fit codes {Tensor(w.Shape)}");
+            result[layer] = new WeightCodes(w.Codes, w.Shape, w.Grid.Scale, w.Grid.ZeroPoint, w.Grid.QMin < 0, w.Bits);
         }
         return result;
     }

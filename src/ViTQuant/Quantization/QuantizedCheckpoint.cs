@@ -1,27 +1,46 @@
-// Quantized checkpoints (format "vitq-quant/1"): weights as integers plus scales, everything else of
-// the model in float32, the activation quantizers' calibrated state, and the plan in the metadata.
+// Quantized checkpoints: weights as integer codes plus scales, everything else of the model in float32,
+// the activation quantizers' calibrated state, and the plan in the metadata.
 //
-//   {layer}.weight.codes        I8 (signed grids) or U8 (unsigned), the weight's shape
+// Format "vitq-quant/2" (written since the weights became low-bit on disk):
+//   {layer}.weight.codes        U8 [⌈n·bits/8⌉]: the codes k − q_min ∈ [0, 2^bits) of the n weights in
+//                               row-major order, packed densely least significant bit first (CodePacking:
+//                               8 bits one a byte, 4 bits two a byte low nibble first, 3 bits eight in 3 bytes)
 //   {layer}.weight.scale        F32 [out channels] (or [1])
 //   {layer}.weight.zero_point   F32, same shape as scale
 //   quant.act.{point}.{name}    activation quantizer state (Quantizer.State())
 //   other model tensors         F32 under their usual names
-// Metadata: vitq.format, vitq.config (model), vitq.plan, plus whatever the writer adds (method,
-// calibration, accuracy). Weights are rebuilt as (code − z)·Δ, so a model round-tripped through the
-// file computes exactly what the writer evaluated after Freeze().
+// Metadata: vitq.format, vitq.config (model), vitq.plan, vitq.codes (JSON: layer → {"bits", "qmin", "qmax",
+// "shape"}, since a packed U8 vector carries neither the weight's shape nor its grid), plus whatever the
+// writer adds (method, calibration, report).
+// Format "vitq-quant/1" (read only): {layer}.weight.codes is I8 (signed grids) or U8 (unsigned) in the
+// weight's shape, one byte a code whatever the bit width; q_min/q_max follow from the plan's bits and the dtype.
+// Weights are rebuilt as (k − z)·Δ in both, so a model round-tripped through the file computes exactly what
+// the writer evaluated after Freeze().
+using System.Text.Json;
+using System.Text.Json.Serialization;
 using ViTQuant.IO;
 using ViTQuant.Models;
 using ViTQuant.Tensors;
 
 namespace ViTQuant.Quantization;
 
+/// <summary>Freezes, writes and reads quantized checkpoints (format in the file header).</summary>
 public static class QuantizedCheckpoint
 {
-    public const string Format = "vitq-quant/1";
+    /// <summary>The format written: packed low-bit codes.</summary>
+    public const string Format = "vitq-quant/2";
+
+    /// <summary>The first format (one byte a code), still read.</summary>
+    public const string FormatV1 = "vitq-quant/1";
+
+    /// <summary>Metadata key of the quantization plan (JSON).</summary>
     public const string PlanKey = "vitq.plan";
 
-    /// <summary>True when the file's metadata says it is a quantized checkpoint.</summary>
-    public static bool IsQuantized(SafeTensorsFile f) => f.Metadata.TryGetValue(ModelIO.FormatKey, out var v) && v == Format;
+    /// <summary>Metadata key of the packed codes' layout in format 2 (JSON: layer → bits, qmin, qmax, shape).</summary>
+    public const string CodesKey = "vitq.codes";
+
+    /// <summary>True when the file's metadata says it is a quantized checkpoint of a format this version reads.</summary>
+    public static bool IsQuantized(SafeTensorsFile f) => f.Metadata.TryGetValue(ModelIO.FormatKey, out var v) && v is Format or FormatV1;
 
     /// <summary>
     /// Replaces every quantized weight in the model by its integer-grid value and turns the weight
@@ -57,19 +76,53 @@ public static class QuantizedCheckpoint
         return codes;
     }
 
-    /// <summary>Writes a frozen quantized model atomically. Call <see cref="Freeze"/> first (its result is the codes argument).</summary>
-    public static void Save(QuantizedModel qm, Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)> codes,
-        string path, IReadOnlyDictionary<string, string>? extraMetadata = null)
+    /// <summary>
+    /// What <see cref="Save"/> writes for these codes, file size aside: the quantized weights, their packed
+    /// codes, scales and zero points, and the float tensors. Throws InvalidOperationException when a layer's
+    /// grid does not fit its plan's bit width.
+    /// </summary>
+    public static CheckpointStorage Storage(QuantizedModel qm, Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)> codes)
     {
-        var entries = new List<SafeTensorsEntry>();
+        long weights = 0, codeBytes = 0, scaleBytes = 0, floatBytes = 0;
         foreach (var (name, t) in qm.Model.StateDict())
         {
             string layer = name.EndsWith(".weight") ? name[..^".weight".Length] : "";
             if (codes.TryGetValue(layer, out var c))
             {
-                entries.Add(c.Signed != null ? SafeTensorsEntry.FromInt8(name + ".codes", c.Signed, t.Shape) : SafeTensorsEntry.FromUInt8(name + ".codes", c.Unsigned!, t.Shape));
+                weights += t.Size;
+                codeBytes += CodePacking.PackedLength(t.Size, BitsOf(qm, layer, c.Grid));
+                scaleBytes += 2L * 4 * c.Grid.Scale.Length;
+            }
+            else floatBytes += 4L * t.Size;
+        }
+        foreach (var (_, q) in qm.ActivationQuantizers)
+            foreach (var (_, v) in q.State()) floatBytes += 4L * v.Size;
+        return new CheckpointStorage(weights, codeBytes, scaleBytes, floatBytes, 0);
+    }
+
+    /// <summary>
+    /// Writes a frozen quantized model atomically in format <see cref="Format"/> and returns what it wrote,
+    /// the file size included. Call <see cref="Freeze"/> first (its result is the codes argument). Throws
+    /// InvalidOperationException when a layer's grid does not fit its plan's bit width.
+    /// </summary>
+    public static CheckpointStorage Save(QuantizedModel qm, Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)> codes,
+        string path, IReadOnlyDictionary<string, string>? extraMetadata = null)
+    {
+        var entries = new List<SafeTensorsEntry>();
+        var layout = new SortedDictionary<string, StoredLayout>(StringComparer.Ordinal);
+        foreach (var (name, t) in qm.Model.StateDict())
+        {
+            string layer = name.EndsWith(".weight") ? name[..^".weight".Length] : "";
+            if (codes.TryGetValue(layer, out var c))
+            {
+                int bits = BitsOf(qm, layer, c.Grid);
+                var cells = new int[t.Size];
+                for (int i = 0; i < cells.Length; i++) cells[i] = (c.Signed != null ? c.Signed[i] : c.Unsigned![i]) - c.Grid.QMin;
+                var packed = CodePacking.Pack(cells, bits);
+                entries.Add(SafeTensorsEntry.FromUInt8(name + ".codes", packed, packed.Length));
                 entries.Add(SafeTensorsEntry.FromTensor(name + ".scale", Tensor.FromArray(c.Grid.Scale, c.Grid.Scale.Length)));
                 entries.Add(SafeTensorsEntry.FromTensor(name + ".zero_point", Tensor.FromArray(c.Grid.ZeroPoint, c.Grid.ZeroPoint.Length)));
+                layout[layer] = new StoredLayout { Bits = bits, QMin = c.Grid.QMin, QMax = c.Grid.QMax, Shape = t.Shape.ToArray() };
             }
             else entries.Add(SafeTensorsEntry.FromTensor(name, t));
         }
@@ -80,14 +133,116 @@ public static class QuantizedCheckpoint
             [ModelIO.FormatKey] = Format,
             [ModelIO.ConfigKey] = qm.Model.Config.ToJson(),
             [PlanKey] = qm.Plan.ToJson(),
+            [CodesKey] = JsonSerializer.Serialize(layout),
         };
         if (extraMetadata != null) foreach (var (k, v) in extraMetadata) meta[k] = v;
         SafeTensorsWriter.Write(path, entries, meta);
+        return Storage(qm, codes) with { FileBytes = new FileInfo(path).Length };
     }
 
-    /// <summary>Loads a quantized checkpoint into a ready-to-run QuantizedModel (Quantize mode).</summary>
+    /// <summary>The plan's bit width for a layer; InvalidOperationException when its grid needs more cells than 2^bits.</summary>
+    private static int BitsOf(QuantizedModel qm, string layer, AffineGrid grid)
+    {
+        int bits = qm.Plan.WeightSpec(layer)?.Bits ?? throw new InvalidOperationException($"{layer}: the plan does not quantize this weight");
+        if (grid.QMin > grid.QMax || (long)grid.QMax - grid.QMin >= 1L << bits)
+            throw new InvalidOperationException($"{layer}: grid [{grid.QMin}, {grid.QMax}] does not fit {bits} bits");
+        return bits;
+    }
+
+    /// <summary>One weight's entry in the vitq.codes metadata.</summary>
+    private sealed class StoredLayout
+    {
+        [JsonPropertyName("bits")] public int Bits { get; set; }
+        [JsonPropertyName("qmin")] public int QMin { get; set; }
+        [JsonPropertyName("qmax")] public int QMax { get; set; }
+        [JsonPropertyName("shape")] public int[] Shape { get; set; } = Array.Empty<int>();
+    }
+
+    /// <summary>
+    /// Reads every weight the plan quantizes from a quantized checkpoint of either format, as integer codes
+    /// with their grid (the one reader behind <see cref="Load(SafeTensorsFile)"/> and the ONNX exporter).
+    /// Throws ViTQuantException naming the file and every missing or inconsistent tensor.
+    /// </summary>
+    public static Dictionary<string, StoredWeight> ReadWeights(SafeTensorsFile f, ViTConfig config, QuantPlan plan) =>
+        ReadWeights(f, new VisionTransformer(config, seed: 0), plan);
+
+    /// <summary>As <see cref="ReadWeights(SafeTensorsFile, ViTConfig, QuantPlan)"/>, the weight shapes taken from a model of the checkpoint's config.</summary>
+    internal static Dictionary<string, StoredWeight> ReadWeights(SafeTensorsFile f, VisionTransformer model, QuantPlan plan)
+    {
+        string src = f.Path;
+        var config = model.Config;
+        if (!IsQuantized(f)) throw new ViTQuantException($"{src}: not a quantized checkpoint");
+        bool v1 = f.Metadata[ModelIO.FormatKey] == FormatV1;
+        Dictionary<string, StoredLayout>? layout = null;
+        if (!v1)
+        {
+            if (!f.Metadata.TryGetValue(CodesKey, out var json)) throw new ViTQuantException($"{src}: {Format} checkpoint lacks its {CodesKey} metadata");
+            try { layout = JsonSerializer.Deserialize<Dictionary<string, StoredLayout>>(json); }
+            catch (JsonException e) { throw new ViTQuantException($"{src}: {CodesKey} metadata is not valid JSON: {e.Message}"); }
+            layout ??= new();
+        }
+        var shapes = model.StateDict().ToDictionary(kv => kv.Key, kv => kv.Value.Shape.ToArray());
+        var result = new Dictionary<string, StoredWeight>();
+        var problems = new List<string>();
+        foreach (var layer in QuantPlan.WeightLayers(config))
+        {
+            if (plan.WeightSpec(layer) is not QuantSpec spec || !shapes.TryGetValue(layer + ".weight", out var shape)) continue;
+            string name = layer + ".weight";
+            int before = problems.Count;
+            foreach (var part in new[] { ".codes", ".scale", ".zero_point" })
+                if (!f.Contains(name + part)) problems.Add($"missing {name + part}");
+            if (problems.Count > before) continue;
+            var scale = f.GetTensor(name + ".scale").ToArray();
+            var zp = f.GetTensor(name + ".zero_point").ToArray();
+            long n = SafeTensorsDType.Numel(shape);
+            if (scale.Length != zp.Length || scale.Length == 0 || n % scale.Length != 0)
+            {
+                problems.Add($"{name}: scale/zero_point sizes {scale.Length}/{zp.Length} do not fit {n} weights");
+                continue;
+            }
+            var info = f.Info(name + ".codes");
+            int[] codes;
+            int qmin, qmax, bits = spec.Bits;
+            if (v1)
+            {
+                if (info.DType is not ("I8" or "U8")) { problems.Add($"{name}.codes has dtype {info.DType}, expected I8 or U8"); continue; }
+                if (!info.Shape.AsSpan().SequenceEqual(shape)) { problems.Add($"{name}.codes has shape {Tensor.ShapeString(info.Shape)}, expected {Tensor.ShapeString(shape)}"); continue; }
+                var raw = f.GetRaw(name + ".codes");
+                codes = new int[raw.Length];
+                for (int i = 0; i < raw.Length; i++) codes[i] = info.DType == "I8" ? (sbyte)raw[i] : raw[i];
+                (qmin, qmax) = RangeSearch.IntRange(spec.Bits, info.DType == "I8");
+            }
+            else
+            {
+                if (!layout!.TryGetValue(layer, out var l)) { problems.Add($"{CodesKey} has no entry for {layer}"); continue; }
+                if (l.Bits != spec.Bits) { problems.Add($"{name}.codes are {l.Bits}-bit, the plan says {spec.Bits}"); continue; }
+                if (!l.Shape.AsSpan().SequenceEqual(shape)) { problems.Add($"{name}.codes hold shape {Tensor.ShapeString(l.Shape)}, expected {Tensor.ShapeString(shape)}"); continue; }
+                if (l.QMin > l.QMax || (long)l.QMax - l.QMin >= 1L << l.Bits) { problems.Add($"{name}: grid [{l.QMin}, {l.QMax}] does not fit {l.Bits} bits"); continue; }
+                long want = CodePacking.PackedLength(n, l.Bits);
+                if (info.DType != "U8" || info.Shape.Length != 1 || info.Numel != want)
+                {
+                    problems.Add($"{name}.codes is {info.DType} {Tensor.ShapeString(info.Shape)}, expected U8 [{want}] ({n} codes of {l.Bits} bits)");
+                    continue;
+                }
+                codes = CodePacking.Unpack(f.GetRaw(name + ".codes"), l.Bits, (int)n);
+                (qmin, qmax) = (l.QMin, l.QMax);
+                for (int i = 0; i < codes.Length; i++) codes[i] += qmin;
+            }
+            int bad = Array.FindIndex(codes, k => k < qmin || k > qmax);
+            if (bad >= 0) { problems.Add($"{name}.codes[{bad}] = {codes[bad]} is outside the grid [{qmin}, {qmax}]"); continue; }
+            result[layer] = new StoredWeight(codes, shape, new AffineGrid(scale, zp, qmin, qmax), bits);
+        }
+        if (problems.Count > 0) throw new ViTQuantException($"{src}: checkpoint does not match its plan: {string.Join("; ", problems)}");
+        return result;
+    }
+
+    /// <summary>Loads a quantized checkpoint (either format) into a ready-to-run QuantizedModel (Quantize mode).</summary>
     public static QuantizedModel Load(string path) => Load(SafeTensorsFile.Read(path));
 
+    /// <summary>
+    /// Loads a quantized checkpoint (either format) into a ready-to-run QuantizedModel (Quantize mode).
+    /// Throws ViTQuantException naming the file when it is not a quantized checkpoint or does not match its plan.
+    /// </summary>
     public static QuantizedModel Load(SafeTensorsFile f)
     {
         string src = f.Path;
@@ -96,40 +251,20 @@ public static class QuantizedCheckpoint
             throw new ViTQuantException($"{src}: quantized checkpoint lacks its model config or plan");
         var model = new VisionTransformer(ViTConfig.FromJson(cfgJson, src));
         var plan = QuantPlan.FromJson(planJson, src);
+        var weights = ReadWeights(f, model, plan);
         var state = new Dictionary<string, Tensor>();
-        var grids = new Dictionary<string, AffineGrid>();
-        var problems = new List<string>();
-        foreach (var (name, t) in model.StateDict())
+        foreach (var (name, _) in model.StateDict())
         {
             string layer = name.EndsWith(".weight") ? name[..^".weight".Length] : "";
-            bool quantized = name.EndsWith(".weight") && plan.WeightSpec(layer) != null && QuantPlan.WeightLayers(model.Config).Contains(layer);
-            if (!quantized)
-            {
-                if (f.Contains(name)) state[name] = f.GetTensor(name);
-                continue;
-            }
-            foreach (var part in new[] { ".codes", ".scale", ".zero_point" })
-                if (!f.Contains(name + part)) problems.Add($"missing {name + part}");
-            if (problems.Count > 0) continue;
-            var codes = f.GetTensor(name + ".codes");
-            var scale = f.GetTensor(name + ".scale");
-            var zp = f.GetTensor(name + ".zero_point");
-            if (!codes.Shape.AsSpan().SequenceEqual(t.Shape)) { problems.Add($"{name}.codes has shape {Tensor.ShapeString(codes.Shape)}, expected {Tensor.ShapeString(t.Shape)}"); continue; }
-            if (scale.Size != zp.Size || scale.Size == 0 || t.Size % scale.Size != 0) { problems.Add($"{name}: scale/zero_point sizes {scale.Size}/{zp.Size} do not fit {t.Size} weights"); continue; }
-            int per = t.Size / scale.Size;
-            var w = new Tensor(t.Shape);
-            for (int i = 0; i < w.Size; i++) w.Data[i] = (codes.Data[i] - zp.Data[i / per]) * scale.Data[i / per];
-            state[name] = w;
-            var (qmin, qmax) = RangeSearch.IntRange(plan.WeightSpec(layer)!.Bits, f.Info(name + ".codes").DType == "I8");
-            grids[layer] = new AffineGrid(scale.ToArray(), zp.ToArray(), qmin, qmax);
+            if (name.EndsWith(".weight") && weights.TryGetValue(layer, out var w)) state[name] = w.Dequantize();
+            else if (f.Contains(name)) state[name] = f.GetTensor(name);
         }
-        if (problems.Count > 0) throw new ViTQuantException($"{src}: checkpoint does not match its plan: {string.Join("; ", problems)}");
         try { model.LoadStateDict(state, strict: true); }
         catch (ViTQuantException e) { throw new ViTQuantException($"{src}: {e.Message}"); }
 
         var qm = new QuantizedModel(model, plan);
         qm.DisableWeightQuantizers();
-        foreach (var (layer, grid) in grids) qm.RecordWeightGrid(layer, grid);
+        foreach (var (layer, w) in weights) qm.RecordWeightGrid(layer, w.Grid);
         foreach (var (point, q) in qm.ActivationQuantizers)
         {
             var prefix = $"quant.act.{point}.";
@@ -140,4 +275,36 @@ public static class QuantizedCheckpoint
         qm.Mode = QuantMode.Quantize;
         return qm;
     }
+}
+
+/// <summary>One quantized weight as a checkpoint stores it: integer codes k on the grid, row-major in the weight's shape.</summary>
+/// <param name="Codes">k ∈ [Grid.QMin, Grid.QMax], one per weight.</param>
+/// <param name="Shape">the weight's shape.</param>
+/// <param name="Grid">per-channel step Δ and zero point z (channel = first dimension), the integer range.</param>
+/// <param name="Bits">the plan's bit width for the layer (the packed cell width in format 2).</param>
+public sealed record StoredWeight(int[] Codes, int[] Shape, AffineGrid Grid, int Bits)
+{
+    /// <summary>The float weight (k − z_c)·Δ_c, the same float expression Freeze writes into the model.</summary>
+    public Tensor Dequantize()
+    {
+        var w = new Tensor(Shape);
+        int per = w.Size / Grid.Scale.Length;
+        for (int i = 0; i < w.Size; i++) w.Data[i] = (Codes[i] - Grid.ZeroPoint[i / per]) * Grid.Scale[i / per];
+        return w;
+    }
+}
+
+/// <summary>What a quantized checkpoint holds, in bytes of tensor data (the JSON header aside).</summary>
+/// <param name="QuantizedWeights">weights stored as integer codes.</param>
+/// <param name="CodeBytes">their packed codes.</param>
+/// <param name="ScaleBytes">their per-channel scales and zero points (float32).</param>
+/// <param name="FloatBytes">everything else: float parameters and activation quantizer state.</param>
+/// <param name="FileBytes">the file's size (0 until written).</param>
+public sealed record CheckpointStorage(long QuantizedWeights, long CodeBytes, long ScaleBytes, long FloatBytes, long FileBytes)
+{
+    /// <summary>Codes plus scales and zero points: what the quantized weights cost.</summary>
+    public long WeightBytes => CodeBytes + ScaleBytes;
+
+    /// <summary><see cref="WeightBytes"/> per quantized weight (bits/8 plus the scales' share); 0 without quantized weights.</summary>
+    public double BytesPerWeight => QuantizedWeights == 0 ? 0 : (double)WeightBytes / QuantizedWeights;
 }

@@ -12,11 +12,12 @@
 // The patch embedding always runs in float (the presets keep the image input float; a plan that
 // quantizes it gets the fake-quantized image). Non-linear ops (LayerNorm, softmax, GELU, residuals) are float.
 //
-// Weight storage: the stored layout is the checkpoint's codes, one byte per weight, or two per byte
-// (low nibble first) when the layer has ≤ 4 bits (StoredCodes, StoredBytes). The kernel reads them
-// unpacked at compile time into int16 pairwise panels (PackedB): .NET 10 has no 512-bit VNNI, and
-// vpmaddwd on int16 is the exact fast form (Kernels/Int8Gemm.cs), so unpacking per panel at run time
-// would only add work.
+// Weight storage: the stored layout is the checkpoint's (Quantization/CodePacking): the codes k − q_min
+// packed densely least significant bit first at the layer's bit width — one byte a weight at 8 bits, two at
+// 4 (low nibble first), eight in three bytes at 3 (StoredCodes, WeightBytes); a checkpoint's
+// {layer}.weight.codes tensor holds the same bytes. The kernel reads them unpacked at compile time into
+// int16 pairwise panels (PackedB): .NET 10 has no 512-bit VNNI, and vpmaddwd on int16 is the exact fast
+// form (Kernels/Int8Gemm.cs), so unpacking per panel at run time would only add work.
 using ViTQuant.Kernels;
 using ViTQuant.Models;
 using ViTQuant.Quantization;
@@ -60,7 +61,7 @@ public sealed class Int8Linear
     internal float[]? Weight;
     internal float[] Bias = Array.Empty<float>();
     internal Quantizer? InputQuantizer;
-    /// <summary>The stored codes (file header layout), null when the weight is not quantized.</summary>
+    /// <summary>The stored codes, packed as the checkpoint's {layer}.weight.codes (file header); null when the weight is not quantized.</summary>
     public byte[]? StoredCodes { get; internal set; }
 }
 
@@ -100,7 +101,7 @@ public sealed class Int8Plan
 
     private Int8Plan(ViTConfig c, string planName) { Config = c; PlanName = planName; }
 
-    /// <summary>Bytes of the stored weight codes (1 per weight, ½ at ≤ 4 bits) plus float weights kept in float.</summary>
+    /// <summary>Bytes of the stored weight codes (bits/8 per weight, packed as in the checkpoint) plus float weights kept in float.</summary>
     public long WeightBytes { get; private set; }
 
     /// <summary>Fraction of the GEMM MACs (patch embedding, linear layers, attention products) that run as integers.</summary>
@@ -267,23 +268,20 @@ public sealed class Int8Plan
         return k;
     }
 
-    /// <summary>The checkpoint's codes (k + z − q_min ∈ [0, 2^bits)), one per byte or two per byte at ≤ 4 bits.</summary>
+    /// <summary>The checkpoint's codes (k + z − q_min ∈ [0, 2^bits)) packed as the checkpoint packs them (CodePacking).</summary>
     private static byte[] StoreCodes(float[] w, AffineGrid grid, int outF, int inF, int bits)
     {
-        bool nibbles = bits <= 4;
-        var codes = new byte[nibbles ? (w.Length + 1) / 2 : w.Length];
+        var cells = new int[w.Length];
         for (int o = 0; o < outF; o++)
         {
             int ch = grid.Scale.Length == 1 ? 0 : o;
             for (int i = 0; i < inF; i++)
             {
                 int idx = o * inF + i;
-                int code = Math.Clamp((int)MathF.Round(w[idx] / grid.Scale[ch] + grid.ZeroPoint[ch]), grid.QMin, grid.QMax) - grid.QMin;
-                if (nibbles) codes[idx >> 1] |= (byte)((code & 0xF) << (4 * (idx & 1)));
-                else codes[idx] = (byte)code;
+                cells[idx] = Math.Clamp((int)MathF.Round(w[idx] / grid.Scale[ch] + grid.ZeroPoint[ch]), grid.QMin, grid.QMax) - grid.QMin;
             }
         }
-        return codes;
+        return CodePacking.Pack(cells, bits);
     }
 
     /// <summary>The plan as a text table (one row per layer: name, mode, detail).</summary>

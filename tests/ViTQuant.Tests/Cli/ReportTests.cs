@@ -45,6 +45,8 @@ public class ReportTests
         var info = Json(Run("info", "--model", q, "--json")).GetProperty("model");
         Assert.Equal("vit_fmnist", info.GetProperty("architecture").GetString());
         Assert.Equal("percentile", info.GetProperty("quantization").GetProperty("method").GetString());
+        Assert.Equal("vitq-quant/2", info.GetProperty("quantization").GetProperty("format").GetString());
+        Assert.Equal(new FileInfo(q).Length, info.GetProperty("quantization").GetProperty("file_bytes").GetInt64());
         Assert.Equal("Ankle boot", info.GetProperty("class_names")[9].GetString());
         var plain = Run("info", "--model", "default");
         AssertSuccess(plain);

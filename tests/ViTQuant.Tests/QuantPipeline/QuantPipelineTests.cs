@@ -135,6 +135,13 @@ public class QuantPipelineTests
         var j = JsonDocument.Parse(r.Stdout).RootElement;
         Assert.Equal("w6a6", j.GetProperty("bits").GetString());
         Assert.Equal(300, j.GetProperty("eval_count").GetInt32());
+        // The file's size and what its quantized weights cost: 6-bit codes packed, plus per-channel scales.
+        Assert.Equal(new FileInfo(q).Length, j.GetProperty("file_bytes").GetInt64());
+        long weights = j.GetProperty("quantized_weights").GetInt64();
+        Assert.Equal((weights * 6 + 7) / 8, j.GetProperty("code_bytes").GetInt64(), 64.0); // rounded up per layer
+        Assert.InRange(j.GetProperty("code_bytes").GetInt64() / (double)weights, 0.75, 0.76);
+        Assert.Equal(j.GetProperty("weight_bytes").GetInt64() / (double)weights, j.GetProperty("bytes_per_weight").GetDouble(), 9);
+        Assert.Contains("bytes a weight", r.Stderr);
         var e = VitqProcess.Run("eval", "--model", q, "--limit", "300", "--json");
         Assert.True(e.ExitCode == 0, e.ToString());
         Assert.Equal(j.GetProperty("quant_top1").GetDouble(), JsonDocument.Parse(e.Stdout).RootElement.GetProperty("top1").GetDouble(), 9);
