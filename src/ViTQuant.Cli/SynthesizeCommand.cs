@@ -22,13 +22,15 @@ internal static class SynthesizeCommand
         var lambdaCe = new Option<float?>("--lambda-ce") { Description = "MimiQ weight of the cross-entropy to random labels (default 1)" };
         var lambdaTv = new Option<float?>("--lambda-tv") { Description = "MimiQ weight of the total-variation prior (default 2.5e-5)" };
         var ihcSigned = new Option<bool>("--ihc-signed") { Description = "ablation: MimiQ's L_IHC as mean(1 − SSIM) instead of the spec's mean(1 − SSIM²)" };
+        var init = new Option<string?>("--init") { Description = "ablation: where MimiQ's pixels start, normal (the spec: N(0, 1)) or black (the black level + N(0, 0.1²))" };
+        var augment = new Option<string?>("--augment") { Description = "ablation: MimiQ's augmentation, all (the spec), roll (no brightness/contrast jitter) or none" };
         var threads = CommonOptions.Threads();
         var outOpt = new Option<string>("--out") { Description = "the set to write (.safetensors); never overwritten", Required = true };
         var resume = new Option<bool>("--resume") { Description = "continue an interrupted run from the shards in OUT.shards" };
         var overwrite = OutputGuard.OverwriteOption();
         var json = CommonOptions.Json();
         var cmd = new Command("synthesize", "make a synthetic calibration/fine-tuning set without real data")
-            { model, method, count, iterations, batch, seed, lambdaIhc, lambdaCe, lambdaTv, ihcSigned, threads, outOpt, resume, overwrite, json };
+            { model, method, count, iterations, batch, seed, lambdaIhc, lambdaCe, lambdaTv, ihcSigned, init, augment, threads, outOpt, resume, overwrite, json };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
@@ -43,12 +45,16 @@ internal static class SynthesizeCommand
                 settings = settings with { Iterations = it };
             }
             float? li = r.GetValue(lambdaIhc), lc = r.GetValue(lambdaCe), lt = r.GetValue(lambdaTv);
-            if (m != "mimiq" && (li != null || lc != null || lt != null || r.GetValue(ihcSigned)))
-                throw new ViTQuantException($"--lambda-ihc/--lambda-ce/--lambda-tv/--ihc-signed apply to --method mimiq only, not {m}");
+            string? initMode = r.GetValue(init), augMode = r.GetValue(augment);
+            if (m != "mimiq" && (li != null || lc != null || lt != null || r.GetValue(ihcSigned) || initMode != null || augMode != null))
+                throw new ViTQuantException($"--lambda-ihc/--lambda-ce/--lambda-tv/--ihc-signed/--init/--augment apply to --method mimiq only, not {m}");
             settings = settings with
             {
                 LambdaIhc = li ?? settings.LambdaIhc, LambdaCe = lc ?? settings.LambdaCe, LambdaTv = lt ?? settings.LambdaTv,
                 IhcSigned = r.GetValue(ihcSigned),
+                // the spec's values are stored as null so the settings JSON of a spec run stays as before
+                Init = initMode == "normal" ? null : initMode,
+                Augment = augMode == "all" ? null : augMode,
             };
             settings = settings.Validated();
 

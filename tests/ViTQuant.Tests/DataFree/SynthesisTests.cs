@@ -136,5 +136,41 @@ public class SynthesisTests
         Assert.DoesNotContain("IhcSigned", ok.ToJson());
         Assert.Throws<ViTQuantException>(() => (SynthesisSettings.For("psaq") with { IhcSigned = true }).Validated());
         Assert.Equal(3, (ok with { Count = 33, BatchSize = 16 }).BatchCount);
+        // The init and augmentation ablations likewise: round-trip, MimiQ-only, absent from the spec's JSON.
+        var ablated = ok with { Init = "black", Augment = "roll" };
+        Assert.Equal(ablated, SynthesisSettings.FromJson(ablated.ToJson(), "test"));
+        Assert.DoesNotContain("Init", ok.ToJson());
+        Assert.DoesNotContain("Augment", ok.ToJson());
+        Assert.Throws<ViTQuantException>(() => (ok with { Init = "white" }).Validated());
+        Assert.Throws<ViTQuantException>(() => (ok with { Augment = "some" }).Validated());
+        Assert.Throws<ViTQuantException>(() => (SynthesisSettings.For("psaq") with { Augment = "none" }).Validated());
+    }
+
+    [Fact]
+    public void MimiqBlackInitStartsAtTheBlackLevelAndRollOnlyKeepsTheRollDraws()
+    {
+        var model = TinyModels.Model();
+        var (lo, hi) = Synthesis.ValidRange(model.Config)[0];
+        // One iteration at a tiny budget: most pixels stay near the black level the ablation starts from.
+        var black = new MimiqSynthesizer(iterations: 1, lambdaIhc: 1f, lambdaCe: 1f, lambdaTv: 0f) { BlackInit = true }
+            .Generate(model, 4, new Rng(5));
+        var spec = new MimiqSynthesizer(iterations: 1, lambdaIhc: 1f, lambdaCe: 1f, lambdaTv: 0f).Generate(model, 4, new Rng(5));
+        Assert.Equal(spec.Labels, black.Labels);
+        Assert.All(black.Images.Data, v => Assert.InRange(v, lo, hi));
+        double meanBlack = black.Images.Data.Average(), meanSpec = spec.Images.Data.Average();
+        Assert.True(meanBlack < lo + 0.5, $"black-init mean {meanBlack}, black level {lo}");
+        Assert.True(meanBlack < meanSpec - 0.3, $"black-init mean {meanBlack} vs spec {meanSpec}");
+        // --augment roll and none run, stay in range and differ from the spec's colour-jittered run.
+        foreach (var (aug, col) in new[] { (true, false), (false, false) })
+        {
+            var b = new MimiqSynthesizer(iterations: 3) { Augment = aug, ColorAugment = col }.Generate(model, 4, new Rng(5));
+            Assert.All(b.Images.Data, v => Assert.InRange(v, lo, hi));
+            Assert.Equal(spec.Labels, b.Labels);
+        }
+        var settings = SynthesisSettings.For("mimiq") with { Iterations = 2, Init = "black", Augment = "roll" };
+        var made = (MimiqSynthesizer)Synthesis.Create(settings);
+        Assert.True(made.BlackInit && made.Augment && !made.ColorAugment);
+        var none = (MimiqSynthesizer)Synthesis.Create(settings with { Init = null, Augment = "none" });
+        Assert.True(!none.BlackInit && !none.Augment);
     }
 }

@@ -37,6 +37,21 @@ public sealed class MimiqSynthesizer : IImageSynthesizer
     /// <summary>Apply the per-iteration augmentation (on in the spec; off only for ablations and tests).</summary>
     public bool Augment { get; init; } = true;
 
+    /// <summary>
+    /// Ablation (--augment roll): with <see cref="Augment"/> on, false keeps the roll and drops the offset
+    /// and colour jitter. The per-plane draws are still made, so the roll offsets stay those of the spec's run.
+    /// </summary>
+    public bool ColorAugment { get; init; } = true;
+
+    /// <summary>
+    /// Ablation (--init black): start from the model's black level (per channel (0 − mean_c)/std_c) plus
+    /// N(0, 0.1²) noise instead of the spec's N(0, 1); the same draws are made.
+    /// </summary>
+    public bool BlackInit { get; init; }
+
+    /// <summary>Standard deviation of the noise around the black level with <see cref="BlackInit"/>.</summary>
+    public const float BlackInitStd = 0.1f;
+
     /// <summary>Throws ViTQuantException for iterations &lt; 1 or a negative or non-finite weight.</summary>
     public MimiqSynthesizer(int iterations, float lambdaIhc = 1f, float lambdaCe = 1f, float lambdaTv = 2.5e-5f)
     {
@@ -51,7 +66,18 @@ public sealed class MimiqSynthesizer : IImageSynthesizer
         ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
         var c = model.Config;
         var labels = Synthesis.RandomLabels(rng, count, c.NumClasses);
-        var x = Tensor.Randn(rng, 1f, count, c.InChans, c.ImageSize, c.ImageSize);
+        var x = Tensor.Randn(rng, BlackInit ? BlackInitStd : 1f, count, c.InChans, c.ImageSize, c.ImageSize);
+        if (BlackInit)
+        {
+            var range = Synthesis.ValidRange(c);
+            int plane = c.ImageSize * c.ImageSize;
+            for (int p = 0; p < count * c.InChans; p++)
+            {
+                var s = x.Data.AsSpan(p * plane, plane);
+                System.Numerics.Tensors.TensorPrimitives.Add(s, range[p % c.InChans].Lo, s);
+            }
+            Synthesis.ClampToRange(x, range);
+        }
         var losses = Optimize(model, x, labels, rng, onIteration);
         return new SyntheticBatch(x, labels, losses);
     }
@@ -97,8 +123,7 @@ public sealed class MimiqSynthesizer : IImageSynthesizer
                         float o = rng.NextNormal() * decay;
                         float m = -1f + 2f * rng.NextFloat();
                         float s = MathF.Exp(-1f + 2f * rng.NextFloat());
-                        scale[p] = 1f / s;
-                        shift[p] = (o - m) / s;
+                        (scale[p], shift[p]) = ColorAugment ? (1f / s, (o - m) / s) : (1f, 0f);
                     }
                 }
                 using (TensorArena.Scope())

@@ -49,6 +49,26 @@ public sealed record SynthesisSettings
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
     public bool IhcSigned { get; init; }
 
+    /// <summary>
+    /// Ablation, not the spec: where MimiQ's pixels start. "normal" (the spec, null here): x ~ N(0, 1) in
+    /// normalised space; "black": the model's black level (pixel 0, the lower clamp bound) plus
+    /// N(0, 0.1²) in normalised units, so images start from the dark background that real Fashion-MNIST
+    /// images share. Left out of the JSON when null, so settings and shards of the spec's form read as before.
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public string? Init { get; init; }
+
+    /// <summary>
+    /// Ablation, not the spec: MimiQ's per-iteration augmentation. "all" (the spec, null here): roll,
+    /// decaying offset and colour jitter; "roll": the roll only (no brightness/contrast changes);
+    /// "none": no augmentation. Left out of the JSON when null.
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public string? Augment { get; init; }
+
+    /// <summary>Values of <see cref="Init"/> and <see cref="Augment"/>.</summary>
+    public static readonly string[] InitModes = { "normal", "black" }, AugmentModes = { "all", "roll", "none" };
+
     /// <summary>Attempts per batch before giving up when the optimisation keeps producing NaN.</summary>
     public int MaxAttempts { get; init; } = 5;
 
@@ -79,6 +99,9 @@ public sealed record SynthesisSettings
         foreach (var (name, v) in new[] { ("--lambda-ihc", LambdaIhc), ("--lambda-ce", LambdaCe), ("--lambda-tv", LambdaTv) })
             if (!(v >= 0) || float.IsInfinity(v)) Fail($"{name} must be a finite value >= 0, got {v.ToString(CultureInfo.InvariantCulture)}");
         if (IhcSigned && Method != "mimiq") Fail($"the signed L_IHC applies to mimiq only, not {Method}");
+        if (Init != null && !InitModes.Contains(Init)) Fail($"unknown --init '{Init}' (known: {string.Join(", ", InitModes)})");
+        if (Augment != null && !AugmentModes.Contains(Augment)) Fail($"unknown --augment '{Augment}' (known: {string.Join(", ", AugmentModes)})");
+        if ((Init != null || Augment != null) && Method != "mimiq") Fail($"--init/--augment apply to mimiq only, not {Method}");
         if (Method == "mimiq" && LambdaIhc == 0 && LambdaCe == 0 && LambdaTv == 0) Fail("all MimiQ loss weights are 0; nothing to optimise");
         if (AlgorithmVersion != CurrentAlgorithmVersion) Fail($"recipe version {AlgorithmVersion} is not this build's {CurrentAlgorithmVersion}");
         return this;

@@ -57,7 +57,12 @@ public static class Synthesis
     {
         "gaussian" => new GaussianSynthesizer(),
         "psaq" => new PsaqSynthesizer(s.Iterations),
-        "mimiq" => new MimiqSynthesizer(s.Iterations, s.LambdaIhc, s.LambdaCe, s.LambdaTv) { IhcSigned = s.IhcSigned },
+        "mimiq" => new MimiqSynthesizer(s.Iterations, s.LambdaIhc, s.LambdaCe, s.LambdaTv) {
+            IhcSigned = s.IhcSigned,
+            BlackInit = s.Init == "black",
+            Augment = s.Augment != "none",
+            ColorAugment = s.Augment is null or "all",
+        },
         _ => throw new ViTQuantException($"unknown synthesis method '{s.Method}'"),
     };
 
