@@ -49,7 +49,7 @@ internal static class AnalyzeCommand
             string jsonPath = Path.Combine(dir, JsonName), histPath = Path.Combine(dir, HistogramName), gridPath = Path.Combine(dir, GridName);
             foreach (var o in new[] { jsonPath, histPath, gridPath })
                 OutputGuard.CheckFile(o, r.GetValue(overwrite), "--out", File.Exists(spec) ? spec : null, r.GetValue(model));
-            var net = DataSources.LoadModel(r.GetValue(model));
+            var net = DataSources.LoadViT(r.GetValue(model), "vitq analyze");
             var cfg = net.Config;
             if (cfg.NumHeads < 2) throw new ViTQuantException($"--model: {cfg.Architecture} has one head; inter-head similarity needs at least 2");
             int blk = r.GetValue(block) ?? cfg.Depth - 1;

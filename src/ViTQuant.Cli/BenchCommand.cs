@@ -38,7 +38,7 @@ internal static class BenchCommand
                 if (a != null && r.GetValue(model) != null) throw new ViTQuantException("give --model or --arch, not both");
                 if (r.GetValue(model) is string om && om.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
                     throw new ViTQuantException($"--model {om}: bench --engine onnx exports the model itself; give the .safetensors model or quantized checkpoint");
-                var fm = a != null ? new VisionTransformer(ViTConfig.FromArchitecture(a), r.GetValue(seed)) : DataSources.LoadAny(r.GetValue(model)).Model;
+                var fm = a != null ? new VisionTransformer(ViTConfig.FromArchitecture(a), r.GetValue(seed)) : DataSources.LoadAny(r.GetValue(model)).Model.RequireViT("vitq bench");
                 var ort = OnnxCli.Bench(fm, a == null ? r.GetValue(model) : null, B, n, r.GetValue(threads), r.GetValue(seed));
                 if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(ort));
                 OnnxCli.PrintBench(ort);
@@ -46,13 +46,13 @@ internal static class BenchCommand
             }
             if (r.GetValue(engine) == "int8")
             {
-                var (qmodel, quant) = a != null ? (new VisionTransformer(ViTConfig.FromArchitecture(a), r.GetValue(seed)), null) : DataSources.LoadAny(r.GetValue(model));
+                var (qmodel, quant) = a != null ? ((VisionModel)new VisionTransformer(ViTConfig.FromArchitecture(a), r.GetValue(seed)), null) : DataSources.LoadAny(r.GetValue(model));
                 var ir = Int8Cli.Bench(qmodel, quant, a == null ? r.GetValue(model) : null, B, n, r.GetValue(threads), r.GetValue(seed));
                 if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(ir));
                 Int8Cli.Print(ir);
                 return 0;
             }
-            var m = a != null ? new VisionTransformer(ViTConfig.FromArchitecture(a), r.GetValue(seed)) : ModelIO.Load(r.GetValue(model));
+            var m = a != null ? new VisionTransformer(ViTConfig.FromArchitecture(a), r.GetValue(seed)) : ModelIO.LoadViT(r.GetValue(model), "vitq bench");
             var result = Run(m, B, n, r.GetValue(seed));
             if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(result));
             Print(result, m.Config);

@@ -83,7 +83,7 @@ internal static class CompareCommand
             Directory.CreateDirectory(Path.Combine(dir, "cells"));
             Interrupt.Arm(addResume: false);
 
-            var fp = DataSources.LoadModel(r.GetValue(model));
+            var fp = DataSources.LoadViT(r.GetValue(model), "vitq compare");
             var evalDs = DataSources.Limit(DataSources.Open(spec, r.GetValue(split)!, fp.Config, labelsFile: r.GetValue(labels)), r.GetValue(limit));
             CheckGrid(dir, new GridKey(GridFormat, SyntheticSet.ModelFingerprint(fp), spec, r.GetValue(split)!, r.GetValue(limit), calibN,
                 budget.AdfqIterations, budget.FineTuneEpochs, budget.FineTuneLr, nSynth, r.GetValue(synthIters)));

@@ -43,7 +43,8 @@ internal static class CompareMethods
             AttentionKl = method != "adfq-no-attn-kl", Reconstruct = method != "adfq-no-recon",
         } : null;
         var plan = adfq?.CreatePlan(w, a) ?? QuantPresets.Create(method, w, a);
-        var qm = new QuantizedModel(fp.Clone(), plan);
+        var student = fp.Clone();
+        var qm = new QuantizedModel(student, plan);
         Progress.Run($"calibrate {method}", images.Sum(b => b.Shape[0]), rep => { qm.Calibrate(images, n => rep.Update(n)); return 0; });
         if (adfq != null)
         {
@@ -53,7 +54,7 @@ internal static class CompareMethods
                 recon.Run(pr => rep.Update((long)pr.UnitIndex * per + pr.Iteration, $"{pr.Unit.Name} loss {pr.Loss:F4}")));
         }
         QuantizedCheckpoint.Freeze(qm);
-        return (qm.Model, qm);
+        return (student, qm);
     }
 
     private static (VisionTransformer, IModelHooks) FineTune(string method, VisionTransformer fp, int w, int a,
@@ -76,6 +77,6 @@ internal static class CompareMethods
             return trainer.Run(resumePath);
         });
         QuantizedCheckpoint.Freeze(result.Student);
-        return (result.Student.Model, result.Student);
+        return (result.Student.Model.RequireViT("MimiQ fine-tuning"), result.Student);
     }
 }

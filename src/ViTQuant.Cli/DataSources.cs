@@ -48,10 +48,14 @@ internal static class DataSources
         return names;
     }
 
-    public static VisionTransformer LoadModel(string? path) => ModelIO.Load(path);
+    /// <summary>A float model of either family (ViT/DeiT or Swin).</summary>
+    public static VisionModel LoadModel(string? path) => ModelIO.Load(path);
+
+    /// <summary>A float ViT/DeiT model; a Swin model is refused in one line naming the command that has no Swin path yet.</summary>
+    public static VisionTransformer LoadViT(string? path, string command) => ModelIO.LoadViT(path, command);
 
     /// <summary>A float model, or a quantized checkpoint as its model plus the hooks that fake-quantize it.</summary>
-    public static (VisionTransformer Model, Quantization.QuantizedModel? Quant) LoadAny(string? path)
+    public static (VisionModel Model, Quantization.QuantizedModel? Quant) LoadAny(string? path)
     {
         if (path != null && File.Exists(path) && path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
         {
@@ -95,7 +99,7 @@ internal static class DataSources
     /// <paramref name="flag"/>. A folder's sub-folders are labelled as <paramref name="labels"/> says, by the
     /// names in <paramref name="labelsFile"/> when given.
     /// </summary>
-    public static IImageDataset Open(string spec, string split, ViTConfig model, string flag = "--dataset", string? labelsFile = null,
+    public static IImageDataset Open(string spec, string split, IModelConfig model, string flag = "--dataset", string? labelsFile = null,
         FolderLabels labels = FolderLabels.ByModelNames)
     {
         IImageDataset ds;

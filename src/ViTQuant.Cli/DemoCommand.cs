@@ -53,7 +53,7 @@ internal static class DemoCommand
             var (w, a) = CompareCommand.ParseBits(r.GetValue(bits)!);
             ulong s = r.GetValue(seed);
             var sw = Stopwatch.StartNew();
-            var fp = DataSources.LoadModel(r.GetValue(model));
+            var fp = DataSources.LoadViT(r.GetValue(model), "vitq demo");
             var c = fp.Config;
             // Finished rows are reused only by a run that would recompute them identically: same model
             // weights, preset sizes and evaluation limit (the key), bits and seed (the name).

@@ -55,7 +55,7 @@ internal static class InferCommand
                 throw new ViTQuantException($"--taps and --calibration-stream record tensors of the simulation: they need --engine sim, not {eng}");
             if (outPath != null) OutputGuard.CheckFile(outPath, r.GetValue(overwrite), "--output", inPath, r.GetValue(model));
 
-            ViTConfig c;
+            IModelConfig c;
             Tensor logits;
             TapRecorder? rec = null;
             PointRecorder? pointRec = null;
@@ -105,8 +105,9 @@ internal static class InferCommand
                     SafeTensorsEntry.FromTensor("top5_probs", prob),
                 };
                 int maps = 0;
-                for (int i = 0; i < c.Depth && rec != null; i++)
-                    if (rec.Taps.TryGetValue($"blocks.{i}.attn.probs", out var p)) { outs.Add(SafeTensorsEntry.FromTensor($"blocks.{i}.attn.probs", p)); maps++; }
+                // forward order: blocks.{i}.attn.probs (ViT), layers.{s}.blocks.{b}.attn.probs (Swin, [B·windows, heads, M², M²])
+                foreach (var block in rec != null ? c.BlockPrefixes() : Array.Empty<string>())
+                    if (rec!.Taps.TryGetValue($"{block}.attn.probs", out var p)) { outs.Add(SafeTensorsEntry.FromTensor($"{block}.attn.probs", p)); maps++; }
                 var recorded = pointRec?.Recorded ?? new List<(string Name, Tensor Value)>();
                 outs.AddRange(recorded.Select(t => SafeTensorsEntry.FromTensor(t.Name, t.Value)));
                 var meta = new Dictionary<string, string> { ["vitq.model"] = c.Architecture, ["vitq.engine"] = eng };
@@ -135,7 +136,7 @@ internal static class InferCommand
     /// when the set was made for a model with another mean/std), else a bare images tensor. Throws ViTQuantException
     /// naming the file for a missing tensor, integer pixels or a shape the model cannot take.
     /// </summary>
-    internal static Tensor ReadInput(string inPath, ViTConfig c)
+    internal static Tensor ReadInput(string inPath, IModelConfig c)
     {
         var f = SafeTensorsFile.Read(inPath);
         string? name = InputNames.FirstOrDefault(f.Contains)
@@ -155,7 +156,7 @@ internal static class InferCommand
     /// point for "all", else the comma list (globs allowed). Throws ViTQuantException for a name that
     /// matches no point, listing the model's points.
     /// </summary>
-    internal static HashSet<string> PointsOf(string? value, ViTConfig c)
+    internal static HashSet<string> PointsOf(string? value, IModelConfig c)
     {
         var all = QuantPlan.ActivationPoints(c).ToList();
         if (string.IsNullOrWhiteSpace(value)) return new HashSet<string>();

@@ -41,7 +41,7 @@ internal static class InfoCommand
             ["architecture"] = c.Architecture,
             ["parameters"] = m.ParameterCount(),
             ["input"] = $"{c.InChans}×{c.ImageSize}×{c.ImageSize}, patch {c.PatchSize}, mean [{string.Join(", ", c.Mean)}], std [{string.Join(", ", c.Std)}]",
-            ["shape"] = $"depth {c.Depth}, width {c.EmbedDim}, heads {c.NumHeads}, mlp {c.MlpHidden}, {c.NumTokens} tokens",
+            ["shape"] = c.DescribeShape(),
             ["classes"] = c.NumClasses,
             ["class_names"] = c.ClassNames,
             ["quantization"] = DataSources.QuantizationReport(path, quant),

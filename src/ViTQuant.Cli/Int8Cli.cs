@@ -24,7 +24,7 @@ internal static class Int8Cli
     }
 
     /// <summary>Logits of a batch through the chosen engine (sim: the float or fake-quant model; int8: the runtime).</summary>
-    public static Func<Tensor, Tensor> LogitsOf(string engine, VisionTransformer m, QuantizedModel? quant, string? modelPath)
+    public static Func<Tensor, Tensor> LogitsOf(string engine, VisionModel m, QuantizedModel? quant, string? modelPath)
     {
         if (engine != "int8") return x => m.Infer(x, quant);
         var e = EngineFor(quant, modelPath);
@@ -36,7 +36,7 @@ internal static class Int8Cli
     /// their ratio. Without a quantized checkpoint the model is quantized on the fly (min–max W8A8, two random
     /// batches of calibration images).
     /// </summary>
-    public static Dictionary<string, object> Bench(VisionTransformer model, QuantizedModel? quant, string? checkpoint, int B, int iters, int threads, ulong seed)
+    public static Dictionary<string, object> Bench(VisionModel model, QuantizedModel? quant, string? checkpoint, int B, int iters, int threads, ulong seed)
     {
         var c = model.Config;
         var rng = new Rng(seed);
@@ -58,7 +58,7 @@ internal static class Int8Cli
         // ONNX Runtime on the float export and on the QDQ export of the same quantized model: the anchors the
         // issue sets (≥ 2× our float, ≥ ORT float). All four are timed interleaved, so that every engine sees
         // the same machine load (medians of each).
-        using var ort = new OnnxCli.OrtPair(fp, quant, codes, checkpoint, threads);
+        using var ort = new OnnxCli.OrtPair(fp.RequireViT("ONNX export"), quant, codes, checkpoint, threads);
         var ortLogits = ort.Qdq.Run(x);
         var t = Medians(iters, () => engine.Forward(x), () => { using var _ = Autograd.NoGrad(); fp.Infer(x); }, () => ort.Float.Run(x), () => ort.Qdq.Run(x));
         double tInt = t[0], tFloat = t[1], tOrtFloat = t[2], tOrtQdq = t[3];

@@ -42,7 +42,7 @@ internal static class OnnxCli
         var c = engine.Config;
         var ds = DataSources.Limit(DataSources.Open(dataset, split, c), limit);
         var loader = new DataLoader(ds, batch, mean: c.Mean, std: c.Std);
-        (VisionTransformer Model, QuantizedModel? Quant)? sim = null;
+        (VisionModel Model, QuantizedModel? Quant)? sim = null;
         if (agreeWith != null)
         {
             sim = DataSources.LoadAny(agreeWith);
@@ -136,7 +136,8 @@ internal static class OnnxCli
             }
             else
             {
-                var qm = new QuantizedModel(model.Clone(), QuantPresets.Create("minmax", 8, 8));
+                var student = model.Clone();
+                var qm = new QuantizedModel(student, QuantPresets.Create("minmax", 8, 8));
                 var rng = new Rng(seed + 1);
                 qm.Calibrate(Enumerable.Range(0, 2).Select(_ => Tensor.Randn(rng, 1f, B, c.InChans, c.ImageSize, c.ImageSize)).ToList());
                 WriteQdq(qm, QuantizedCheckpoint.Freeze(qm), q, qr);
@@ -192,10 +193,10 @@ internal static class OnnxCli
             kv.Value.Signed?.Select(v => (int)v).ToArray() ?? kv.Value.Unsigned!.Select(v => (int)v).ToArray(),
             qm.Model.NamedParameters().First(p => p.Name == kv.Key + ".weight").Param.Shape.ToArray(),
             kv.Value.Grid.Scale, kv.Value.Grid.ZeroPoint, kv.Value.Signed != null, qm.Plan.WeightBits));
-        var (qProto, _) = OnnxExporter.Build(qm.Model, qm, weights, new OnnxExportOptions());
+        var (qProto, _) = OnnxExporter.Build(qm.Model.RequireViT("ONNX export"), qm, weights, new OnnxExportOptions());
         AtomicFile.Write(exactPath, s => Google.Protobuf.MessageExtensions.WriteTo(qProto, s));
         if (roundedPath == null) return;
-        var (rProto, _) = OnnxExporter.Build(qm.Model, qm, weights, new OnnxExportOptions { ExactBias = false });
+        var (rProto, _) = OnnxExporter.Build(qm.Model.RequireViT("ONNX export"), qm, weights, new OnnxExportOptions { ExactBias = false });
         AtomicFile.Write(roundedPath, s => Google.Protobuf.MessageExtensions.WriteTo(rProto, s));
     }
 

@@ -65,6 +65,7 @@ internal static class QuantizeCommand
             if (r.GetValue(sample) > 0)
                 plan = (plan with { Activations = plan.Activations.Select(a => a.Spec == null ? a : a with { Spec = a.Spec with { SampleSize = r.GetValue(sample) } }).ToArray() }).Validated();
             var fp = DataSources.LoadModel(r.GetValue(model));
+            if (m is "adfq" or "mimiq") fp.RequireViT($"--method {m}"); // before any evaluation: one line, at once
             var c = fp.Config;
             var evalDs = DataSources.Limit(DataSources.Open(r.GetValue(evalSet)!, r.GetValue(split)!, c, labelsFile: r.GetValue(labels)), r.GetValue(limit));
             // MimiQ needs no calibration data (data-free): it initialises LSQ on its own distillation images.
@@ -75,14 +76,14 @@ internal static class QuantizeCommand
             MimiqFineTuneResult? ft = null;
             List<PointCalibration> calibration;
             if (m == "mimiq")
-                qm = (ft = MimiqFineTune.Run(fp, mimiq.Read(r, r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast), r.GetValue(seed), outPath))).Student;
+                qm = (ft = MimiqFineTune.Run(fp.RequireViT("--method mimiq"), mimiq.Read(r, r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast), r.GetValue(seed), outPath))).Student;
             else
             {
                 qm = new QuantizedModel(fp.Clone(), plan) { CalibrationBlocksPerPass = r.GetValue(blocksPerPass) };
                 Progress.Run("calibrate", qm.CalibrationPasses * calibBatches.Sum(b => b.Shape[0]), rep => { qm.Calibrate(calibBatches, n => rep.Update(n)); return 0; });
             }
             calibration = PointCalibration.Of(qm); // as calibrated, before any reconstruction learns the steps
-            var units = adfqOpts != null ? Reconstruct(fp, qm, calibBatches, adfqOpts) : null;
+            var units = adfqOpts != null ? Reconstruct(fp.RequireViT("--method adfq"), qm, calibBatches, adfqOpts) : null;
             var codes = QuantizedCheckpoint.Freeze(qm);
             var qRes = Evaluate($"{m} w{plan.WeightBits}a{plan.ActivationBits}", qm.Model, qm, evalDs);
             // Diagnostic only (no decision uses it): the damage report on the first evaluation images.
@@ -176,7 +177,7 @@ internal static class QuantizeCommand
             e.WriteLine(string.Create(CultureInfo.InvariantCulture, $"    {u.Unit.Name,-16} {u.Iterations,6} {u.Seconds,8:F1} {u.LastLoss,10:G4} {u.CalibrationRec,10:G4}"));
     }
 
-    internal static EvalResult Evaluate(string title, VisionTransformer model, IModelHooks? hooks, IImageDataset ds)
+    internal static EvalResult Evaluate(string title, VisionModel model, IModelHooks? hooks, IImageDataset ds)
     {
         var loader = new DataLoader(ds, 256, mean: model.Config.Mean, std: model.Config.Std);
         return Progress.Run($"eval {title}", ds.Count, rep =>
@@ -253,7 +254,7 @@ internal sealed class AdfqFlags
 /// <summary>Calibration images as normalised batches of the model's input shape.</summary>
 internal static class Calibration
 {
-    public static List<Tensor> Load(string spec, int count, ViTConfig c, ulong seed, int batch = 64, string flag = "--calib")
+    public static List<Tensor> Load(string spec, int count, IModelConfig c, ulong seed, int batch = 64, string flag = "--calib")
     {
         if (count < 1) throw new ViTQuantException($"--calib-size must be at least 1, got {count}");
         IImageDataset ds;

@@ -12,7 +12,7 @@ internal static class TrainCommand
 {
     public static Command Create()
     {
-        var arch = new Option<string?>("--arch") { Description = "architecture to train from scratch (default vit_fmnist)" };
+        var arch = new Option<string?>("--arch") { Description = "architecture to train from scratch (default vit_fmnist; swin_fmnist for our small Swin; any known ViT/DeiT/Swin name)" };
         var init = new Option<string?>("--init") { Description = "start from this model's weights and architecture instead of a fresh initialisation (a second schedule, fine-tuning)" };
         var dataset = DataSources.DatasetOption();
         var epochs = new Option<int>("--epochs") { DefaultValueFactory = _ => 20 };
@@ -35,7 +35,7 @@ internal static class TrainCommand
         var overwrite = OutputGuard.OverwriteOption();
         var labels = DataSources.LabelsOption();
         var json = CommonOptions.Json();
-        var cmd = new Command("train", "train a ViT classifier (AdamW, cosine schedule, label smoothing, resumable)")
+        var cmd = new Command("train", "train a ViT or Swin classifier (AdamW, cosine schedule, label smoothing, resumable)")
             { arch, init, dataset, epochs, batch, lr, minLr, wd, warmup, smoothing, clip, pad, noFlip, ema, limit, seed, threads, outOpt, resume, overwrite, json, labels };
         cmd.SetAction(r =>
         {
@@ -56,15 +56,23 @@ internal static class TrainCommand
             string? initPath = r.GetValue(init);
             if (initPath != null && r.GetValue(arch) != null) throw new ViTQuantException("--arch and --init exclude each other: --init takes the architecture of its model");
             var initModel = initPath != null ? ModelIO.Load(initPath) : null;
-            var modelCfg = initModel?.Config ?? ViTConfig.FromArchitecture(r.GetValue(arch) ?? "vit_fmnist");
+            var modelCfg = initModel?.Config ?? ModelConfigs.FromArchitecture(r.GetValue(arch) ?? "vit_fmnist");
             string spec = r.GetValue(dataset)!;
             // A fresh model learns the folder's own classes (sorted sub-folder names, or --labels), and keeps
             // their names; a model given by --init keeps its classes and the folder is matched to them by name.
             var folderLabels = initModel == null && r.GetValue(labels) == null ? DataSources.FolderLabels.SortedFolders : DataSources.FolderLabels.ByModelNames;
             var train = DataSources.Limit(DataSources.Open(spec, "train", modelCfg, labelsFile: r.GetValue(labels), labels: folderLabels), r.GetValue(limit));
             if (initModel == null && spec != "fashion-mnist")
-                modelCfg = modelCfg with { ClassNames = train.NumClasses == modelCfg.NumClasses ? train.ClassNames.ToArray() : null };
-            var model = initModel ?? new VisionTransformer(modelCfg, cfg.Seed);
+            {
+                var names = train.NumClasses == modelCfg.NumClasses ? train.ClassNames.ToArray() : null;
+                modelCfg = modelCfg switch
+                {
+                    ViTConfig v => v with { ClassNames = names },
+                    SwinConfig s => s with { ClassNames = names },
+                    _ => modelCfg,
+                };
+            }
+            var model = initModel ?? VisionModel.Create(modelCfg, cfg.Seed);
             // --limit caps validation too: a smoke run must not spend its time validating on 5k images.
             IImageDataset? val = spec == "fashion-mnist" ? DataSources.Limit(DataSources.Open(spec, "val", modelCfg), r.GetValue(limit)) : null;
             var trainer = new Trainer(model, train, val, cfg);

@@ -59,10 +59,10 @@ public static class OnnxExporter
             && SafeTensorsFile.Read(modelPath) is var f && QuantizedCheckpoint.IsQuantized(f))
         {
             quant = QuantizedCheckpoint.Load(f);
-            model = quant.Model;
+            model = quant.Model.RequireViT("vitq export");
             codes = WeightCodes.FromCheckpoint(f, model.Config, quant.Plan);
         }
-        else model = ModelIO.Load(modelPath);
+        else model = ModelIO.LoadViT(modelPath, "vitq export");
         var (proto, points) = Build(model, quant, codes, options, modelPath);
         AtomicFile.Write(outPath, s => proto.WriteTo(s));
         return Report(outPath, model, quant, options, points);

@@ -23,10 +23,11 @@ public static class ModelIO
     public static bool HasEmbeddedDefault => typeof(ModelIO).Assembly.GetManifestResourceInfo(EmbeddedResource) != null;
 
     /// <summary>
-    /// Loads a model: null → the embedded default; a folder → timm layout; a file → ours (config in
-    /// metadata) or timm (sibling config.json). Throws ViTQuantException naming the file on any problem.
+    /// Loads a model of either family (ViT/DeiT or Swin): null → the embedded default; a folder → timm layout;
+    /// a file → ours (config in metadata) or timm (sibling config.json). Throws ViTQuantException naming the
+    /// file on any problem (a missing or misshapen tensor is named).
     /// </summary>
-    public static VisionTransformer Load(string? path)
+    public static VisionModel Load(string? path)
     {
         if (path == null) return LoadDefault();
         if (Directory.Exists(path))
@@ -39,36 +40,42 @@ public static class ModelIO
         var file = SafeTensorsFile.Read(path);
         file.Metadata.TryGetValue(FormatKey, out var fmt);
         if (fmt == "vitq-train-resume/1") // a training run's epoch checkpoint: its model.* tensors
-            return Build(ViTConfig.FromJson(file.Metadata[ConfigKey], path), file, path, prefix: "model.");
+            return Build(ModelConfigs.FromJson(file.Metadata[ConfigKey], path), file, path, prefix: "model.");
         if (fmt != null && fmt != "vitq-float/1")
             throw new ViTQuantException($"{path}: is a '{fmt}' file, not a float model (quantized checkpoints work with eval and infer)");
         if (file.Metadata.TryGetValue(ConfigKey, out var json))
-            return Build(ViTConfig.FromJson(json, path), file, path);
+            return Build(ModelConfigs.FromJson(json, path), file, path);
         var cfgPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "config.json");
         if (!File.Exists(cfgPath))
             throw new ViTQuantException($"{path}: no '{ConfigKey}' metadata and no sibling config.json, cannot tell the architecture");
-        return Build(ParseTimmConfig(cfgPath), file, path);
+        return Build(ParseTimmModelConfig(cfgPath), file, path);
     }
 
-    public static VisionTransformer LoadDefault()
+    /// <summary>
+    /// Loads a ViT/DeiT model (see <see cref="Load"/>); a Swin checkpoint is refused in one line naming
+    /// <paramref name="feature"/>, the part of the toolkit that has no Swin path yet.
+    /// </summary>
+    public static VisionTransformer LoadViT(string? path, string feature) => Load(path).RequireViT(feature);
+
+    public static VisionModel LoadDefault()
     {
         using var s = typeof(ModelIO).Assembly.GetManifestResourceStream(EmbeddedResource)
             ?? throw new ViTQuantException("this build has no embedded default model; pass --model");
         var bytes = new byte[s.Length];
         s.ReadExactly(bytes);
         var file = SafeTensorsFile.Parse("<embedded default model>", bytes);
-        return Build(ViTConfig.FromJson(file.Metadata[ConfigKey], "<embedded default model>"), file, "<embedded default model>");
+        return Build(ModelConfigs.FromJson(file.Metadata[ConfigKey], "<embedded default model>"), file, "<embedded default model>");
     }
 
-    private static VisionTransformer LoadTimm(string stPath, string cfgPath)
+    private static VisionModel LoadTimm(string stPath, string cfgPath)
     {
         if (!File.Exists(cfgPath)) throw new ViTQuantException($"{cfgPath}: timm config.json not found");
-        return Build(ParseTimmConfig(cfgPath), SafeTensorsFile.Read(stPath), stPath);
+        return Build(ParseTimmModelConfig(cfgPath), SafeTensorsFile.Read(stPath), stPath);
     }
 
-    private static VisionTransformer Build(ViTConfig cfg, SafeTensorsFile file, string source, string prefix = "")
+    private static VisionModel Build(IModelConfig cfg, SafeTensorsFile file, string source, string prefix = "")
     {
-        var model = new VisionTransformer(cfg);
+        var model = VisionModel.Create(cfg);
         var state = new Dictionary<string, Tensor>();
         foreach (var name in file.Names)
             if (name.StartsWith(prefix, StringComparison.Ordinal)) state[name[prefix.Length..]] = file.GetTensor(name);
@@ -84,11 +91,36 @@ public static class ModelIO
     }
 
     /// <summary>Writes the model (float32) with its config in the metadata, atomically.</summary>
-    public static void Save(VisionTransformer model, string path, IReadOnlyDictionary<string, string>? extraMetadata = null)
+    public static void Save(VisionModel model, string path, IReadOnlyDictionary<string, string>? extraMetadata = null)
     {
         var meta = new Dictionary<string, string> { [FormatKey] = "vitq-float/1", [ConfigKey] = model.Config.ToJson() };
         if (extraMetadata != null) foreach (var (k, v) in extraMetadata) meta[k] = v;
         SafeTensorsWriter.Write(path, model.StateDict().Select(kv => (kv.Key, kv.Value)), meta);
+    }
+
+    /// <summary>
+    /// timm's config.json of either family: an architecture starting with "swin" is read by
+    /// <see cref="SwinConfig.FromTimmConfig"/>, anything else by <see cref="ParseTimmConfig"/>. Throws
+    /// ViTQuantException naming the file.
+    /// </summary>
+    public static IModelConfig ParseTimmModelConfig(string cfgPath)
+    {
+        string text;
+        try { text = File.ReadAllText(cfgPath); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new ViTQuantException($"{cfgPath}: cannot read file: {e.Message}"); }
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(text); }
+        catch (JsonException e) { throw new ViTQuantException($"{cfgPath}: not valid JSON ({e.Message})"); }
+        using (doc)
+        {
+            var root = doc.RootElement;
+            if (root.ValueKind == JsonValueKind.Object && root.TryGetProperty("architecture", out var a) && a.ValueKind == JsonValueKind.String
+                && a.GetString()!.StartsWith("swin", StringComparison.Ordinal))
+            {
+                return SwinConfig.FromTimmConfig(root, cfgPath);
+            }
+        }
+        return ParseTimmConfig(cfgPath);
     }
 
     /// <summary>

@@ -17,7 +17,7 @@ using System.Text.Json.Serialization;
 namespace ViTQuant.Models;
 
 /// <summary>Immutable Swin configuration. <see cref="Validated"/> throws ViTQuantException naming the setting.</summary>
-public sealed record SwinConfig
+public sealed record SwinConfig : IModelConfig
 {
     public string Architecture { get; init; } = "swin_custom";
     public int ImageSize { get; init; } = 224;
@@ -39,6 +39,43 @@ public sealed record SwinConfig
 
     [JsonIgnore] public int NumStages => Depths.Length;
     [JsonIgnore] public int GridSize => ImageSize / PatchSize;
+    [JsonIgnore] public string Family => "swin";
+
+    public string DescribeShape() =>
+        $"stages {NumStages}, depths [{string.Join(", ", Depths)}], widths [{string.Join(", ", Enumerable.Range(0, NumStages).Select(StageDim))}], "
+        + $"heads [{string.Join(", ", NumHeads)}], windows [{string.Join(", ", Enumerable.Range(0, NumStages).Select(StageWindow))}], "
+        + $"maps [{string.Join(", ", Enumerable.Range(0, NumStages).Select(ActualResolution))}]";
+
+    public IReadOnlyList<string> BlockPrefixes() =>
+        Enumerable.Range(0, NumStages).SelectMany(s => Enumerable.Range(0, Depths[s]).Select(b => $"layers.{s}.blocks.{b}")).ToArray();
+
+    /// <summary>Every weight layer in forward order: patch_embed.proj, per stage its merging reduction and blocks, head.fc.</summary>
+    public IEnumerable<string> WeightLayers()
+    {
+        yield return "patch_embed.proj";
+        for (int s = 0; s < NumStages; s++)
+        {
+            if (s > 0) yield return $"layers.{s}.downsample.reduction";
+            for (int b = 0; b < Depths[s]; b++)
+                foreach (var p in new[] { "attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2" })
+                    yield return $"layers.{s}.blocks.{b}.{p}";
+        }
+        yield return "head.fc";
+    }
+
+    /// <summary>Every activation point in forward order (a layer's input, and per block q, k, v and the window attention probabilities).</summary>
+    public IEnumerable<string> ActivationPoints()
+    {
+        yield return "patch_embed.proj";
+        for (int s = 0; s < NumStages; s++)
+        {
+            if (s > 0) yield return $"layers.{s}.downsample.reduction";
+            for (int b = 0; b < Depths[s]; b++)
+                foreach (var p in new[] { "attn.qkv", "attn.q", "attn.k", "attn.v", "attn.probs", "attn.proj", "mlp.fc1", "mlp.fc2" })
+                    yield return $"layers.{s}.blocks.{b}.{p}";
+        }
+        yield return "head.fc";
+    }
 
     /// <summary>Channels of stage s (D·2^s).</summary>
     public int StageDim(int s) => EmbedDim << s;
@@ -114,13 +151,27 @@ public sealed record SwinConfig
             "swin_tiny_patch4_window7_224" => Swin(96, new[] { 2, 2, 6, 2 }, new[] { 3, 6, 12, 24 }),
             "swin_small_patch4_window7_224" => Swin(96, new[] { 2, 2, 18, 2 }, new[] { 3, 6, 12, 24 }),
             "swin_base_patch4_window7_224" => Swin(128, new[] { 2, 2, 18, 2 }, new[] { 4, 8, 16, 32 }),
+            "swin_fmnist" => FashionMnist(),
             _ => throw new ViTQuantException($"unknown Swin architecture '{name}' (known: {string.Join(", ", KnownArchitectures)})"),
         }).Validated();
     }
 
     public static readonly string[] KnownArchitectures =
     {
-        "swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224", "swin_base_patch4_window7_224",
+        "swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224", "swin_base_patch4_window7_224", "swin_fmnist",
+    };
+
+    /// <summary>
+    /// Our small Swin for Fashion-MNIST: 28×28 grey images, patch 2 (14×14 grid), window 4, width 64, three stages
+    /// of two blocks (heads 2, 4, 8), MLP ratio 2. timm's rules give maps 14, 7, 4 (declared 3): stage 0 pads 14 → 16
+    /// for its windows, stage 1 pads 7 → 8, both shift by 2 on odd blocks; stage 2's window shrinks to 3, unshifted.
+    /// </summary>
+    public static SwinConfig FashionMnist() => new()
+    {
+        Architecture = "swin_fmnist", ImageSize = 28, PatchSize = 2, InChans = 1, NumClasses = 10, EmbedDim = 64,
+        Depths = new[] { 2, 2, 2 }, NumHeads = new[] { 2, 4, 8 }, WindowSize = 4, MlpRatio = 2f,
+        Mean = new[] { 0.2860f }, Std = new[] { 0.3530f }, CropPct = 1f,
+        ClassNames = ViTConfig.FashionMnistDefault().ClassNames,
     };
 
     /// <summary>
@@ -173,6 +224,8 @@ public sealed record SwinConfig
         {
             throw new ViTQuantException($"{source}: a value has the wrong JSON type ({e.Message})");
         }
+        // a grey-image model under ImageNet's three-channel statistics keeps the first channel's (as ModelIO does for ViT)
+        if (c.InChans == 1 && c.Mean.Length == 3 && c.Std.Length == 3) c = c with { Mean = c.Mean[..1], Std = c.Std[..1] };
         try { return c.Validated(); }
         catch (ViTQuantException e) { throw new ViTQuantException($"{source}: {e.Message}"); }
     }

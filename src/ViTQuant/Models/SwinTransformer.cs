@@ -22,9 +22,9 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Models;
 
 /// <summary>A Swin Transformer classifier with timm's parameter names and math.</summary>
-public sealed class SwinTransformer : Module
+public sealed class SwinTransformer : VisionModel
 {
-    public SwinConfig Config { get; }
+    public override SwinConfig Config { get; }
     public Tensor PatchWeight { get; }
     public Tensor PatchBias { get; }
     public LayerNorm PatchNorm { get; }
@@ -57,7 +57,7 @@ public sealed class SwinTransformer : Module
     }
 
     /// <summary>Logits [B, classes] for normalised images [B, C, H, W]. Throws ArgumentException on a wrong input shape.</summary>
-    public Tensor Forward(Tensor x, IModelHooks? hooks = null) => ForwardHead(ForwardFeatures(x, hooks), hooks);
+    public override Tensor Forward(Tensor x, IModelHooks? hooks = null) => ForwardHead(ForwardFeatures(x, hooks), hooks);
 
     /// <summary>The last stage's feature map before the final norm, [B, H, W, C].</summary>
     public Tensor ForwardFeatures(Tensor x, IModelHooks? hooks = null)
@@ -81,7 +81,7 @@ public sealed class SwinTransformer : Module
     }
 
     /// <summary>An independent copy (same config, copied parameters).</summary>
-    public SwinTransformer Clone()
+    public override SwinTransformer Clone()
     {
         var copy = new SwinTransformer(Config);
         copy.LoadStateDict(StateDict().ToDictionary(kv => kv.Key, kv => kv.Value.Clone()), strict: true);
@@ -89,7 +89,7 @@ public sealed class SwinTransformer : Module
     }
 
     /// <summary>Multiply–accumulate count of one image's forward pass (linear layers, patch embedding, merging, window attention).</summary>
-    public long MacsPerImage()
+    public override long MacsPerImage()
     {
         var c = Config;
         long G = c.GridSize;

@@ -7,7 +7,7 @@ using System.Text.Json.Serialization;
 namespace ViTQuant.Models;
 
 /// <summary>Immutable ViT/DeiT configuration. The constructor throws ViTQuantException on inconsistent values.</summary>
-public sealed record ViTConfig
+public sealed record ViTConfig : IModelConfig
 {
     public string Architecture { get; init; } = "vit_custom";
     public int ImageSize { get; init; } = 224;
@@ -35,6 +35,37 @@ public sealed record ViTConfig
     [JsonIgnore] public int NumTokens => NumPatches + NumPrefixTokens;
     [JsonIgnore] public int HeadDim => EmbedDim / NumHeads;
     [JsonIgnore] public int MlpHidden => (int)(EmbedDim * MlpRatio);
+    [JsonIgnore] public string Family => "vit";
+
+    public string DescribeShape() => $"depth {Depth}, width {EmbedDim}, heads {NumHeads}, mlp {MlpHidden}, {NumTokens} tokens";
+
+    public IReadOnlyList<string> BlockPrefixes() => Enumerable.Range(0, Depth).Select(i => $"blocks.{i}").ToArray();
+
+    /// <summary>Every weight layer of the model, in forward order.</summary>
+    public IEnumerable<string> WeightLayers()
+    {
+        yield return "patch_embed.proj";
+        for (int i = 0; i < Depth; i++)
+        {
+            yield return $"blocks.{i}.attn.qkv";
+            yield return $"blocks.{i}.attn.proj";
+            yield return $"blocks.{i}.mlp.fc1";
+            yield return $"blocks.{i}.mlp.fc2";
+        }
+        yield return "head";
+        if (Distilled) yield return "head_dist";
+    }
+
+    /// <summary>Every activation point of the model, in forward order.</summary>
+    public IEnumerable<string> ActivationPoints()
+    {
+        yield return "patch_embed.proj";
+        for (int i = 0; i < Depth; i++)
+            foreach (var p in new[] { "attn.qkv", "attn.q", "attn.k", "attn.v", "attn.probs", "attn.proj", "mlp.fc1", "mlp.fc2" })
+                yield return $"blocks.{i}.{p}";
+        yield return "head";
+        if (Distilled) yield return "head_dist";
+    }
 
     /// <summary>Throws ViTQuantException naming the first inconsistent field.</summary>
     public ViTConfig Validated()

@@ -13,9 +13,9 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Models;
 
 /// <summary>A ViT/DeiT classifier with timm's parameter names.</summary>
-public sealed class VisionTransformer : Module
+public sealed class VisionTransformer : VisionModel
 {
-    public ViTConfig Config { get; }
+    public override ViTConfig Config { get; }
     public Tensor PatchWeight { get; }
     public Tensor PatchBias { get; }
     public Tensor? ClsToken { get; }
@@ -61,7 +61,7 @@ public sealed class VisionTransformer : Module
     }
 
     /// <summary>Logits [B, classes] for normalised images [B, C, H, W]. Throws ArgumentException on a wrong input shape.</summary>
-    public Tensor Forward(Tensor x, IModelHooks? hooks = null)
+    public override Tensor Forward(Tensor x, IModelHooks? hooks = null)
     {
         var feats = ForwardFeatures(x, hooks);
         return ForwardHead(feats, hooks);
@@ -86,7 +86,7 @@ public sealed class VisionTransformer : Module
     /// fake quantizers); taps that are kept, as distillation's TapRecorder does, need <see cref="Forward"/>.
     /// Throws ArgumentException on a wrong input shape.
     /// </summary>
-    public Tensor Infer(Tensor x, IModelHooks? hooks = null)
+    public override Tensor Infer(Tensor x, IModelHooks? hooks = null)
     {
         CheckInput(x);
         using var _ = Autograd.NoGrad();
@@ -169,7 +169,7 @@ public sealed class VisionTransformer : Module
     }
 
     /// <summary>An independent copy (same config, copied parameters).</summary>
-    public VisionTransformer Clone()
+    public override VisionTransformer Clone()
     {
         var copy = new VisionTransformer(Config);
         copy.LoadStateDict(StateDict().ToDictionary(kv => kv.Key, kv => kv.Value.Clone()), strict: true);
@@ -177,7 +177,7 @@ public sealed class VisionTransformer : Module
     }
 
     /// <summary>Multiply–accumulate count of one image's forward pass (linear layers, patch embedding, attention matmuls).</summary>
-    public long MacsPerImage()
+    public override long MacsPerImage()
     {
         var c = Config;
         long N = c.NumTokens, D = c.EmbedDim, Hd = c.MlpHidden;

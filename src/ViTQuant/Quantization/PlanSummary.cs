@@ -15,7 +15,7 @@ public sealed record PlanSummary(string Plan, int WeightBits, int ActivationBits
     int FloatWeightPoints, int FloatActivationPoints)
 {
     /// <summary>Matches every weight layer and activation point of <paramref name="config"/> against <paramref name="plan"/>.</summary>
-    public static PlanSummary Of(QuantPlan plan, ViTConfig config)
+    public static PlanSummary Of(QuantPlan plan, IModelConfig config)
     {
         ArgumentNullException.ThrowIfNull(plan);
         ArgumentNullException.ThrowIfNull(config);

@@ -67,33 +67,11 @@ public sealed record QuantPlan
         catch (JsonException e) { throw new ViTQuantException($"{source}: quantization plan is not valid JSON ({e.Message})"); }
     }
 
-    /// <summary>Every weight layer of a model, in forward order.</summary>
-    public static IEnumerable<string> WeightLayers(ViTConfig c)
-    {
-        yield return "patch_embed.proj";
-        for (int i = 0; i < c.Depth; i++)
-        {
-            yield return $"blocks.{i}.attn.qkv";
-            yield return $"blocks.{i}.attn.proj";
-            yield return $"blocks.{i}.mlp.fc1";
-            yield return $"blocks.{i}.mlp.fc2";
-        }
-        yield return "head";
-        if (c.Distilled) yield return "head_dist";
-    }
+    /// <summary>Every weight layer of a model, in forward order (ViT: blocks.{i}.…; Swin: layers.{s}.blocks.{b}.…).</summary>
+    public static IEnumerable<string> WeightLayers(IModelConfig c) => c.WeightLayers();
 
     /// <summary>Every activation point of a model, in forward order.</summary>
-    public static IEnumerable<string> ActivationPoints(ViTConfig c)
-    {
-        yield return "patch_embed.proj";
-        for (int i = 0; i < c.Depth; i++)
-        {
-            foreach (var p in new[] { "attn.qkv", "attn.q", "attn.k", "attn.v", "attn.probs", "attn.proj", "mlp.fc1", "mlp.fc2" })
-                yield return $"blocks.{i}.{p}";
-        }
-        yield return "head";
-        if (c.Distilled) yield return "head_dist";
-    }
+    public static IEnumerable<string> ActivationPoints(IModelConfig c) => c.ActivationPoints();
 }
 
 /// <summary>The plans of the implemented methods (baselines.md, adfq-vit.md §4, mimiq.md §2).</summary>
@@ -110,7 +88,7 @@ public static class QuantPresets
     {
         if (wbits < 2 || wbits > 8) throw new ViTQuantException($"--wbits {wbits}: weight bits must be 2–8");
         if (abits < 2 || abits > 8) throw new ViTQuantException($"--abits {abits}: activation bits must be 2–8");
-        QuantSpec W(QuantSpec s, string layer) => firstLast8Bit && layer is "patch_embed.proj" or "head" or "head_dist" ? s with { Bits = 8 } : s;
+        QuantSpec W(QuantSpec s, string layer) => firstLast8Bit && layer is "patch_embed.proj" or "head" or "head_dist" or "head.fc" ? s with { Bits = 8 } : s;
         var weights = new List<QuantRule>();
         var acts = new List<QuantRule> { new("patch_embed.proj", null) }; // the image itself stays float
         switch (name)
@@ -120,16 +98,16 @@ public static class QuantPresets
             {
                 var w = new QuantSpec { Bits = wbits, Granularity = Granularity.PerChannel, Symmetric = true, Range = RangeMethod.MinMax };
                 var a = new QuantSpec { Bits = abits, Range = name == "minmax" ? RangeMethod.MinMax : RangeMethod.Percentile };
-                foreach (var l in new[] { "patch_embed.proj", "head", "head_dist" }) weights.Add(new(l, W(w, l)));
+                foreach (var l in new[] { "patch_embed.proj", "head", "head_dist", "head.fc" }) weights.Add(new(l, W(w, l)));
                 weights.Add(new("*", w));
-                foreach (var l in new[] { "head", "head_dist" }) acts.Add(new(l, W(a, l)));
+                foreach (var l in new[] { "head", "head_dist", "head.fc" }) acts.Add(new(l, W(a, l)));
                 acts.Add(new("*", a));
                 break;
             }
             case "adfq":
             {
                 var w = new QuantSpec { Bits = wbits, Granularity = Granularity.PerChannel, Range = RangeMethod.Percentile, AdaRound = true };
-                foreach (var l in new[] { "patch_embed.proj", "head", "head_dist" }) weights.Add(new(l, W(w, l)));
+                foreach (var l in new[] { "patch_embed.proj", "head", "head_dist", "head.fc" }) weights.Add(new(l, W(w, l)));
                 weights.Add(new("*", w));
                 var patch = new QuantSpec { Kind = QuantKind.PerPatchOutlier, Bits = abits, Granularity = Granularity.PerToken, OutlierThreshold = 5f, Range = RangeMethod.Percentile };
                 // q, k, v: the published UniformAffineQuantizer searches the step and the zero point (p = 2.4).
@@ -143,7 +121,7 @@ public static class QuantPresets
                 acts.Add(new("blocks.*.attn.v", qkv));
                 // Post-softmax: the published LogSqrt2Quantizer picks Δ among quantile(p) by MSE, not Δ = max(p).
                 acts.Add(new("blocks.*.attn.probs", new QuantSpec { Kind = QuantKind.LogSqrt2, Bits = abits, Range = RangeMethod.Percentile }));
-                foreach (var l in new[] { "head", "head_dist" }) acts.Add(new(l, W(perc, l)));
+                foreach (var l in new[] { "head", "head_dist", "head.fc" }) acts.Add(new(l, W(perc, l)));
                 acts.Add(new("*", perc));
                 break;
             }
@@ -151,10 +129,10 @@ public static class QuantPresets
             {
                 // Weights are re-quantized from their current values at every step of the fine-tuning.
                 var w = new QuantSpec { Bits = wbits, Granularity = Granularity.PerChannel, Symmetric = true, Range = RangeMethod.MinMax, Dynamic = true };
-                foreach (var l in new[] { "patch_embed.proj", "head", "head_dist" }) weights.Add(new(l, W(w, l)));
+                foreach (var l in new[] { "patch_embed.proj", "head", "head_dist", "head.fc" }) weights.Add(new(l, W(w, l)));
                 weights.Add(new("*", w));
                 var a = new QuantSpec { Kind = QuantKind.Lsq, Bits = abits };
-                foreach (var l in new[] { "head", "head_dist" }) acts.Add(new(l, W(a, l)));
+                foreach (var l in new[] { "head", "head_dist", "head.fc" }) acts.Add(new(l, W(a, l)));
                 acts.Add(new("*", a));
                 break;
             }

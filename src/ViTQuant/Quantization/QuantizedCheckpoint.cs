@@ -163,11 +163,11 @@ public static class QuantizedCheckpoint
     /// with their grid (the one reader behind <see cref="Load(SafeTensorsFile)"/> and the ONNX exporter).
     /// Throws ViTQuantException naming the file and every missing or inconsistent tensor.
     /// </summary>
-    public static Dictionary<string, StoredWeight> ReadWeights(SafeTensorsFile f, ViTConfig config, QuantPlan plan) =>
-        ReadWeights(f, new VisionTransformer(config, seed: 0), plan);
+    public static Dictionary<string, StoredWeight> ReadWeights(SafeTensorsFile f, IModelConfig config, QuantPlan plan) =>
+        ReadWeights(f, VisionModel.Create(config), plan);
 
-    /// <summary>As <see cref="ReadWeights(SafeTensorsFile, ViTConfig, QuantPlan)"/>, the weight shapes taken from a model of the checkpoint's config.</summary>
-    internal static Dictionary<string, StoredWeight> ReadWeights(SafeTensorsFile f, VisionTransformer model, QuantPlan plan)
+    /// <summary>As <see cref="ReadWeights(SafeTensorsFile, IModelConfig, QuantPlan)"/>, the weight shapes taken from a model of the checkpoint's config.</summary>
+    internal static Dictionary<string, StoredWeight> ReadWeights(SafeTensorsFile f, VisionModel model, QuantPlan plan)
     {
         string src = f.Path;
         var config = model.Config;
@@ -249,7 +249,7 @@ public static class QuantizedCheckpoint
         if (!IsQuantized(f)) throw new ViTQuantException($"{src}: not a quantized checkpoint");
         if (!f.Metadata.TryGetValue(ModelIO.ConfigKey, out var cfgJson) || !f.Metadata.TryGetValue(PlanKey, out var planJson))
             throw new ViTQuantException($"{src}: quantized checkpoint lacks its model config or plan");
-        var model = new VisionTransformer(ViTConfig.FromJson(cfgJson, src));
+        var model = VisionModel.Create(ModelConfigs.FromJson(cfgJson, src));
         var plan = QuantPlan.FromJson(planJson, src);
         var weights = ReadWeights(f, model, plan);
         var state = new Dictionary<string, Tensor>();

@@ -28,7 +28,7 @@ public sealed class QuantizedModel : IModelHooks
     private readonly Dictionary<string, Quantizer> _actQ = new();
     private readonly Dictionary<string, Tensor> _weightCache = new();
 
-    public VisionTransformer Model { get; }
+    public VisionModel Model { get; }
     public QuantPlan Plan { get; }
     public QuantMode Mode { get; set; } = QuantMode.Calibrate;
 
@@ -49,10 +49,11 @@ public sealed class QuantizedModel : IModelHooks
     public IReadOnlyDictionary<string, Quantizer> ActivationQuantizers => _actQ;
 
     /// <summary>Creates the plan's quantizers for every weight layer and activation point of the model.</summary>
-    public QuantizedModel(VisionTransformer model, QuantPlan plan, Func<QuantSpec, bool, Quantizer>? factory = null)
+    public QuantizedModel(VisionModel model, QuantPlan plan, Func<QuantSpec, bool, Quantizer>? factory = null)
     {
         Model = model;
         Plan = plan.Validated();
+        _blockPrefixes = model.Config.BlockPrefixes();
         factory ??= static (spec, isWeight) => QuantizerFactory.Create(spec, isWeight);
         foreach (var l in QuantPlan.WeightLayers(model.Config))
             if (plan.WeightSpec(l) is QuantSpec s) _weightQ[l] = factory(s, true);
@@ -79,13 +80,20 @@ public sealed class QuantizedModel : IModelHooks
     private int _pass = -1; // the pass being observed (-1: every point)
 
     /// <summary>Number of passes <see cref="Calibrate"/> makes over the batches.</summary>
-    public int CalibrationPasses => _blocksPerPass == 0 ? 1 : (Model.Config.Depth + _blocksPerPass - 1) / _blocksPerPass;
+    public int CalibrationPasses => _blocksPerPass == 0 ? 1 : (_blockPrefixes.Count + _blocksPerPass - 1) / _blocksPerPass;
 
+    private IReadOnlyList<string> _blockPrefixes = Array.Empty<string>();
+
+    /// <summary>The pass of a point: its block's index (in forward order, across Swin's stages) / blocks per pass; 0 outside blocks.</summary>
     private int PassOf(string point)
     {
-        if (_blocksPerPass == 0 || !point.StartsWith("blocks.", StringComparison.Ordinal)) return 0;
-        int dot = point.IndexOf('.', 7);
-        return int.Parse(point.AsSpan(7, dot - 7)) / _blocksPerPass;
+        if (_blocksPerPass == 0) return 0;
+        for (int i = 0; i < _blockPrefixes.Count; i++)
+        {
+            var p = _blockPrefixes[i];
+            if (point.Length > p.Length && point[p.Length] == '.' && point.StartsWith(p, StringComparison.Ordinal)) return i / _blocksPerPass;
+        }
+        return 0;
     }
 
     /// <summary>

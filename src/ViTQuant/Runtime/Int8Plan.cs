@@ -115,7 +115,7 @@ public sealed class Int8Plan
     public static Int8Plan Compile(QuantizedModel qm)
     {
         ArgumentNullException.ThrowIfNull(qm);
-        var m = qm.Model;
+        var m = qm.Model.RequireViT("the integer runtime (--engine int8)");
         var c = m.Config;
         if (qm.WeightQuantizers.Count == 0)
             throw new ViTQuantException($"the integer runtime needs a quantized model; plan '{qm.Plan.Name}' quantizes no weight (quantize it with `vitq quantize`, or use --engine sim)");

@@ -89,7 +89,7 @@ public sealed class SynthesisCliTests : IDisposable
     [Fact]
     public void ResumeFlagContinuesAnInterruptedRun()
     {
-        var model = ModelIO.Load(_model);
+        var model = (VisionTransformer)ModelIO.Load(_model);
         var settings = SynthesisSettings.For("psaq") with { Count = 4, BatchSize = 2, Iterations = 2, Seed = 0 };
         string set = _dir.File("psaq.safetensors");
         SynthesisRunner.Run(model, settings, set, resume: false, maxNewBatches: 1);

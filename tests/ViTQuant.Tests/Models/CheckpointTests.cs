@@ -46,13 +46,13 @@ public class CheckpointTests
     public void OwnFormat_RoundTrip_IdenticalLogitsConfigAndMetadata()
     {
         using var dir = new TempDir();
-        var original = ModelIO.Load(OddDir);
+        var original = (VisionTransformer)ModelIO.Load(OddDir);
         string path = dir.File("odd.safetensors");
         ModelIO.Save(original, path, new Dictionary<string, string> { ["vitq.note"] = "round trip" });
         // a sibling config.json of another architecture must not matter: our metadata wins
         File.WriteAllText(dir.File("config.json"), """{"architecture": "deit_tiny_patch16_224"}""");
 
-        var loaded = ModelIO.Load(path);
+        var loaded = (VisionTransformer)ModelIO.Load(path);
         Assert.Equal(original.Config.ToJson(), loaded.Config.ToJson());
         var x = OddImages();
         Assert.Equal(Logits(original, x), Logits(loaded, x)); // bit-identical
@@ -85,8 +85,8 @@ public class CheckpointTests
         File.Copy(Path.Combine(OddDir, "model.safetensors"), dir.File("weights.safetensors"));
         File.Copy(Path.Combine(OddDir, "config.json"), dir.File("config.json"));
         var x = OddImages();
-        var byFile = ModelIO.Load(dir.File("weights.safetensors"));
-        var byFolder = ModelIO.Load(OddDir);
+        var byFile = (VisionTransformer)ModelIO.Load(dir.File("weights.safetensors"));
+        var byFolder = (VisionTransformer)ModelIO.Load(OddDir);
         Assert.Equal(byFolder.Config.ToJson(), byFile.Config.ToJson());
         Assert.Equal(Logits(byFolder, x), Logits(byFile, x));
     }

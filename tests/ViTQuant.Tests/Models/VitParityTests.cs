@@ -109,7 +109,7 @@ public class VitParityTests
         var state = HashInit.State(template, ulong.Parse(f.Metadata["weight_seed"]));
         SafeTensorsWriter.Write(Path.Combine(dir.Path, "model.safetensors"), state.Select(kv => (kv.Key, kv.Value)), new Dictionary<string, string> { ["format"] = "pt" });
 
-        var model = ModelIO.Load(dir.Path);
+        var model = (VisionTransformer)ModelIO.Load(dir.Path);
         Assert.Equal(cfg.ToJson(), model.Config.ToJson());
         Assert.Equal(new[] { 0.485f, 0.456f, 0.406f }, model.Config.Mean);
         var x = HashInit.Images(ulong.Parse(f.Metadata["image_seed"]), 2, 3, 224, 224);
@@ -128,7 +128,7 @@ public class VitParityTests
     public void OddModel_TorchWrittenFolder_LoadsBitExactAndMatchesPyTorch()
     {
         var f = new FixtureFile(Path.Combine("vit_odd", "expected.safetensors"));
-        var model = ModelIO.Load(FixturePath("vit_odd"));
+        var model = (VisionTransformer)ModelIO.Load(FixturePath("vit_odd"));
         var c = model.Config;
         Assert.Equal((20, 4, 3, 66, 2, 6, 11, 198, 7, 26), (c.ImageSize, c.PatchSize, c.InChans, c.EmbedDim, c.Depth, c.NumHeads, c.HeadDim, c.MlpHidden, c.NumClasses, c.NumTokens));
         Assert.Equal(new[] { 0.5f, 0.4f, 0.3f }, c.Mean);
@@ -158,7 +158,7 @@ public class VitParityTests
     public void OddModel_Gradients_MatchPyTorch()
     {
         var f = new FixtureFile(Path.Combine("vit_odd", "expected.safetensors"));
-        var model = ModelIO.Load(FixturePath("vit_odd"));
+        var model = (VisionTransformer)ModelIO.Load(FixturePath("vit_odd"));
         var labels = JsonSerializer.Deserialize<int[]>(f.Metadata["grad_labels"])!;
         var x = HashInit.Images(ulong.Parse(f.Metadata["image_seed"]), 2, 3, 20, 20).RequireGrad();
         model.ZeroGrad();

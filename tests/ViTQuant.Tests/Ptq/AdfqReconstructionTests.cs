@@ -74,7 +74,7 @@ public class AdfqReconstructionTests
             var unit = all[u];
             var input = unit.Input(fp, h);
             var ofp = unit.Forward(fp, null, input);
-            errors[u] = AdfqLoss.Reconstruction(unit.Forward(qm.Model, qm, input), ofp).Item();
+            errors[u] = AdfqLoss.Reconstruction(unit.Forward((VisionTransformer)qm.Model, qm, input), ofp).Item();
             h = unit.Advance(fp, h, ofp)!;
         }
         return errors;
@@ -218,7 +218,7 @@ public class AdfqReconstructionTests
         var uncalibrated = new QuantizedModel(fp.Clone(), new AdfqOptions().CreatePlan(4, 4));
         Assert.Throws<InvalidOperationException>(() => new AdfqReconstruction(fp, uncalibrated, calib, new AdfqOptions()));
         var qm = Calibrated(fp, calib);
-        Assert.Throws<ArgumentException>(() => new AdfqReconstruction(qm.Model, qm, calib, new AdfqOptions()));
+        Assert.Throws<ArgumentException>(() => new AdfqReconstruction((VisionTransformer)qm.Model, qm, calib, new AdfqOptions()));
         Assert.Throws<ViTQuantException>(() => new AdfqReconstruction(fp, qm, new List<Tensor>(), new AdfqOptions()));
         Assert.Contains("[B, 1, 28, 28]", Assert.Throws<ViTQuantException>(() => new AdfqReconstruction(fp, qm, new List<Tensor> { Tensor.Zeros(2, 1, 14, 14) }, new AdfqOptions())).Message);
     }

@@ -160,7 +160,7 @@ public class MimiqTrainerTests
         Assert.Equal(frozen.ToArray(), after.ToArray());
         Assert.Equal("mimiq", loaded.Plan.Name);
         // Per output channel, symmetric 4-bit: at most 16 distinct values per row, codes in [−8, 7].
-        var w = loaded.Model.Blocks[0].Fc1.Weight;
+        var w = ((VisionTransformer)loaded.Model).Blocks[0].Fc1.Weight;
         for (int r = 0; r < w.Shape[0]; r++)
             Assert.True(w.Data.Skip(r * w.Shape[1]).Take(w.Shape[1]).Distinct().Count() <= 16);
         Assert.All(codes.Values, c => Assert.True(c.Signed != null && c.Signed.All(v => v >= -8 && v <= 7)));

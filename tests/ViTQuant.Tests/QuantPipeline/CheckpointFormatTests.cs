@@ -61,7 +61,7 @@ public class CheckpointFormatTests
         // On disk: a U8 vector of ⌈n·bits/8⌉ bytes per weight, and the sizes the storage record reports.
         var f = SafeTensorsFile.Read(path);
         Assert.Equal(QuantizedCheckpoint.Format, f.Metadata[ModelIO.FormatKey]);
-        long n = qm.Model.Head.Weight.Size;
+        long n = ((VisionTransformer)qm.Model).Head.Weight.Size;
         Assert.Equal("U8", f.Info("head.weight.codes").DType);
         Assert.Equal(new[] { (int)((n * bits + 7) / 8) }, f.Info("head.weight.codes").Shape);
         Assert.Equal(new FileInfo(path).Length, storage.FileBytes);

@@ -51,7 +51,7 @@ public class QuantPipelineTests
             using (Autograd.NoGrad()) after = loaded.Forward(x);
             Assert.Equal(before.ToArray(), after.ToArray());
             // Quantized weights really are integers on the grid: at most 2^w distinct values per row.
-            var head = loaded.Model.Head.Weight;
+            var head = ((VisionTransformer)loaded.Model).Head.Weight;
             for (int r = 0; r < head.Shape[0]; r++)
                 Assert.True(head.Data.Skip(r * head.Shape[1]).Take(head.Shape[1]).Distinct().Count() <= 1 << w);
         }

@@ -62,7 +62,7 @@ internal static class IntegerReference
 
     public static float[] Logits(QuantizedModel qm, Tensor images)
     {
-        var m = qm.Model;
+        var m = (ViTQuant.Models.VisionTransformer)qm.Model;
         var c = m.Config;
         int B = images.Shape[0], C = c.InChans, S = c.ImageSize, P = c.PatchSize, G = c.GridSize, Np = c.NumPatches;
         int N = c.NumTokens, D = c.EmbedDim, H = c.NumHeads, dh = c.HeadDim, Hd = c.MlpHidden, pre = c.NumPrefixTokens, cpp = C * P * P;

@@ -70,7 +70,7 @@ public sealed class SyntheticSet : IImageDataset
     /// requires the model's input shape and class count to fit. Throws ViTQuantException naming the file
     /// (and both shapes on a mismatch).
     /// </summary>
-    public static SyntheticSet Load(string path, ViTConfig? model = null)
+    public static SyntheticSet Load(string path, IModelConfig? model = null)
     {
         var file = SafeTensorsFile.Read(path);
         string Meta(string key) => file.Metadata.TryGetValue(key, out var v) ? v
@@ -92,7 +92,7 @@ public sealed class SyntheticSet : IImageDataset
     }
 
     /// <summary>Throws ViTQuantException unless the set's images and labels fit <paramref name="model"/>.</summary>
-    public void CheckFits(ViTConfig model)
+    public void CheckFits(IModelConfig model)
     {
         var s = Images.Shape;
         if (s[1] != model.InChans || s[2] != model.ImageSize || s[3] != model.ImageSize)
@@ -106,7 +106,7 @@ public sealed class SyntheticSet : IImageDataset
     /// The images in <paramref name="model"/>'s normalised space: the stored tensor when the two configs
     /// share mean and std, otherwise re-normalised through [0, 1] pixels. Throws as <see cref="CheckFits"/>.
     /// </summary>
-    public Tensor ImagesFor(ViTConfig model)
+    public Tensor ImagesFor(IModelConfig model)
     {
         CheckFits(model);
         if (model.Mean.SequenceEqual(_mean) && model.Std.SequenceEqual(_std)) return Images;

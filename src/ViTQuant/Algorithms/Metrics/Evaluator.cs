@@ -16,9 +16,9 @@ public static class Evaluator
     /// <summary>
     /// Runs the model without gradients over every batch. Top-5 is reported only when the model has
     /// more than 5 classes (with 5 or fewer it is always 100 %). progress(done) is called after each batch with the images seen so far.
-    /// The forward is <see cref="VisionTransformer.Infer"/>: hooks must not keep the tensors they are shown.
+    /// The forward is <see cref="VisionModel.Infer"/>: hooks must not keep the tensors they are shown.
     /// </summary>
-    public static EvalResult Evaluate(VisionTransformer model, IEnumerable<(Tensor Images, int[] Labels)> batches,
+    public static EvalResult Evaluate(VisionModel model, IEnumerable<(Tensor Images, int[] Labels)> batches,
         IModelHooks? hooks = null, Action<int>? progress = null) =>
         Evaluate(x => model.Infer(x, hooks), model.Config.NumClasses, batches, progress); // one stage's temporaries at a time
 

@@ -24,7 +24,7 @@ public static class QuantReport
     /// compares at each point as it goes. Both run block by block (VisionTransformer.Infer), so no
     /// whole-network set of activations is ever held.
     /// </remarks>
-    public static List<LayerReport> Build(VisionTransformer floatModel, QuantizedModel qm, Tensor batch)
+    public static List<LayerReport> Build(VisionModel floatModel, QuantizedModel qm, Tensor batch)
     {
         var rows = new List<LayerReport>();
         var fp = new FloatRecorder();

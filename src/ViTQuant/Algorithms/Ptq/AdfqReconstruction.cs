@@ -45,6 +45,7 @@ public sealed class AdfqReconstruction
 
     private readonly VisionTransformer _teacher;
     private readonly QuantizedModel _qm;
+    private readonly VisionTransformer _student; // qm.Model: the units run ViT blocks
     private readonly int _count;
     private SampleCache? _hFp, _hQ;
 
@@ -68,6 +69,7 @@ public sealed class AdfqReconstruction
             throw new InvalidOperationException("calibrate the quantized model (QuantizedModel.Calibrate) before reconstruction");
         _teacher = teacher;
         _qm = qm;
+        _student = qm.Model.RequireViT("ADFQ-ViT reconstruction");
         Options = options;
         Units = AdfqUnit.For(teacher.Config);
         var c = teacher.Config;
@@ -148,7 +150,7 @@ public sealed class AdfqReconstruction
             int n = Math.Min(Chunk, _count - start);
             using var scope = TensorArena.Scope();
             var xf = unit.Input(_teacher, _hFp!.Slice(start, n));
-            var xq = shared ? xf : unit.Input(_qm.Model, _hQ!.Slice(start, n));
+            var xq = shared ? xf : unit.Input(_student, _hQ!.Slice(start, n));
             var cap = new ProbsCapture(null, kl ? unit.ProbsPoint : null);
             var of = unit.Forward(_teacher, cap, xf);
             (xFp ??= SampleCache.Like(_count, xf)).Write(start, xf);
@@ -214,7 +216,7 @@ public sealed class AdfqReconstruction
                 var xq = c.XQ.Gather(idx);
                 var input = qdrop ? AdfqLoss.QDrop(xq, c.XFp.Gather(idx), o.QDropProbability, rng) : xq;
                 var cap = new ProbsCapture(_qm, kl ? unit.ProbsPoint : null);
-                var oq = unit.Forward(_qm.Model, cap, input);
+                var oq = unit.Forward(_student, cap, input);
                 var rec = AdfqLoss.Reconstruction(oq, c.OFp.Gather(idx));
                 var loss = rec;
                 float w = o.RoundWeightAt(t), beta = o.BetaAt(t), roundV = 0f, klV = 0f;
@@ -258,7 +260,7 @@ public sealed class AdfqReconstruction
             {
                 int n = Math.Min(Chunk, _count - start);
                 using var scope = TensorArena.Scope();
-                var oq = unit.Forward(_qm.Model, _qm, c.XQ.Slice(start, n));
+                var oq = unit.Forward(_student, _qm, c.XQ.Slice(start, n));
                 var of = c.OFp.Slice(start, n);
                 channels = of.Shape[^1];
                 for (int i = 0; i < of.Size; i++)
@@ -268,7 +270,7 @@ public sealed class AdfqReconstruction
                 }
                 if (unit.Kind == AdfqUnitKind.Head) continue;
                 var hf = unit.Advance(_teacher, unit.Kind == AdfqUnitKind.PatchEmbed ? of : _hFp!.Slice(start, n), of)!;
-                var hq = unit.Advance(_qm.Model, unit.Kind == AdfqUnitKind.PatchEmbed ? oq : _hQ!.Slice(start, n), oq)!;
+                var hq = unit.Advance(_student, unit.Kind == AdfqUnitKind.PatchEmbed ? oq : _hQ!.Slice(start, n), oq)!;
                 // Blocks rewrite their own rows (each chunk reads its rows before writing them back).
                 (inPlace ? _hFp! : (nextFp ??= SampleCache.Like(_count, hf))).Write(start, hf);
                 (inPlace ? _hQ! : (nextQ ??= SampleCache.Like(_count, hq))).Write(start, hq);

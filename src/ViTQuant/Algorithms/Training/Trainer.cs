@@ -1,4 +1,4 @@
-// Supervised training of a ViT classifier: AdamW, linear warm-up then cosine decay (per step),
+// Supervised training of a ViT or Swin classifier: AdamW, linear warm-up then cosine decay (per step),
 // label-smoothed cross-entropy, global gradient-norm clipping, validation after every epoch, and a
 // resumable checkpoint written atomically at the end of every epoch. Optionally an exponential moving
 // average of the weights (WeightEma) is kept, validated beside the live weights and checkpointed with them.
@@ -57,7 +57,7 @@ public sealed record EpochStats(int Epoch, double TrainLoss, double TrainTop1, d
 
 public sealed class Trainer
 {
-    private readonly VisionTransformer _model;
+    private readonly VisionModel _model;
     private readonly TrainConfig _cfg;
     private readonly AdamW _opt;
     private readonly ILrSchedule _schedule;
@@ -78,7 +78,7 @@ public sealed class Trainer
     public IReadOnlyList<EpochStats> History => _history;
     public int StepsPerEpoch => _train.BatchCount;
 
-    public Trainer(VisionTransformer model, IImageDataset train, IImageDataset? val, TrainConfig cfg)
+    public Trainer(VisionModel model, IImageDataset train, IImageDataset? val, TrainConfig cfg)
     {
         _model = model;
         _cfg = cfg.Validated();
@@ -92,11 +92,12 @@ public sealed class Trainer
         if (_train.BatchCount == 0) throw new ViTQuantException($"training set has {train.Count} images, fewer than one batch of {cfg.BatchSize}");
         if (val != null) _val = new DataLoader(val, 256, mean: c.Mean, std: c.Std);
 
-        // timm's no-weight-decay set: biases, norm scales, position embedding and prefix tokens.
+        // timm's no-weight-decay set: biases, norm scales, position embedding and prefix tokens (ViT), the
+        // relative position bias tables (Swin's no_weight_decay_keywords).
         var decay = new List<Tensor>();
         var noDecay = new List<Tensor>();
         foreach (var (name, p) in model.NamedParameters())
-            (p.Rank <= 1 || name is "pos_embed" or "cls_token" or "dist_token" ? noDecay : decay).Add(p);
+            (p.Rank <= 1 || name is "pos_embed" or "cls_token" or "dist_token" || name.EndsWith(".relative_position_bias_table", StringComparison.Ordinal) ? noDecay : decay).Add(p);
         _opt = new AdamW(new[] { new ParamGroup(decay, weightDecay: cfg.WeightDecay), new ParamGroup(noDecay, weightDecay: 0f) }, lr: cfg.Lr, weightDecay: cfg.WeightDecay);
         int steps = cfg.Epochs * _train.BatchCount;
         _schedule = new CosineWithWarmup(cfg.Lr, cfg.WarmupEpochs * _train.BatchCount, steps, cfg.MinLr, cfg.MinLr);

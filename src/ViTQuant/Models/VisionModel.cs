@@ -1,0 +1,118 @@
+// What the toolkit needs of a classifier, whichever architecture it is: ViT/DeiT (VisionTransformer) or
+// Swin (SwinTransformer). Both forwards are written once with named quantization points and taps
+// (ModelHooks.cs); plans, calibration, evaluation and `vitq infer --taps` only see those names.
+//
+//   IModelConfig   the config basics callers read (input geometry, preprocessing, classes, names), the
+//                  model's quantization points in forward order and its attention blocks; serialised as
+//                  JSON in our checkpoints ("vitq.config"), told apart by ModelConfigs.FromJson
+//   VisionModel    a Module with Forward(x, hooks), Infer, Clone, MacsPerImage; Create(config) builds either
+using System.Text.Json;
+using ViTQuant.Nn;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Models;
+
+/// <summary>The configuration of any of our model families (ViTConfig, SwinConfig).</summary>
+public interface IModelConfig
+{
+    string Architecture { get; }
+    int ImageSize { get; }
+    int PatchSize { get; }
+    int InChans { get; }
+    int NumClasses { get; }
+    float[] Mean { get; }
+    float[] Std { get; }
+    float CropPct { get; }
+    string Interpolation { get; }
+    string[]? ClassNames { get; }
+
+    /// <summary>"vit" (ViT/DeiT) or "swin".</summary>
+    string Family { get; }
+
+    /// <summary>One line on the network's shape for reports (depth, widths, heads, tokens or windows).</summary>
+    string DescribeShape();
+
+    /// <summary>Every weight layer (quantization point of a weight), in forward order.</summary>
+    IEnumerable<string> WeightLayers();
+
+    /// <summary>Every activation quantization point, in forward order.</summary>
+    IEnumerable<string> ActivationPoints();
+
+    /// <summary>The transformer blocks' name prefixes in forward order ("blocks.3", "layers.1.blocks.0").</summary>
+    IReadOnlyList<string> BlockPrefixes();
+
+    /// <summary>The config as JSON (what our checkpoints store under vitq.config).</summary>
+    string ToJson();
+}
+
+/// <summary>Configs of either family from our JSON.</summary>
+public static class ModelConfigs
+{
+    /// <summary>
+    /// Parses a config written by <see cref="IModelConfig.ToJson"/>: a Swin config (it has "Depths") or a ViT
+    /// one. Throws ViTQuantException starting with <paramref name="source"/> on invalid JSON or values.
+    /// </summary>
+    public static IModelConfig FromJson(string json, string source)
+    {
+        bool swin;
+        try
+        {
+            using var doc = JsonDocument.Parse(json);
+            swin = doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("Depths", out _);
+        }
+        catch (JsonException e) { throw new ViTQuantException($"{source}: model config is not valid JSON ({e.Message})"); }
+        return swin ? SwinConfig.FromJson(json, source) : ViTConfig.FromJson(json, source);
+    }
+
+    /// <summary>A known architecture of either family by name (ViT/DeiT names, Swin names, our Fashion-MNIST models).</summary>
+    public static IModelConfig FromArchitecture(string name)
+    {
+        if (SwinConfig.KnownArchitectures.Contains(name)) return SwinConfig.FromArchitecture(name);
+        if (ViTConfig.KnownArchitectures.Contains(name)) return ViTConfig.FromArchitecture(name);
+        throw new ViTQuantException($"unknown architecture '{name}' (known: {string.Join(", ", KnownArchitectures)})");
+    }
+
+    /// <summary>Every architecture name <see cref="FromArchitecture"/> knows.</summary>
+    public static IEnumerable<string> KnownArchitectures => ViTConfig.KnownArchitectures.Concat(SwinConfig.KnownArchitectures);
+}
+
+/// <summary>A classifier of any of our families: ViT/DeiT or Swin.</summary>
+public abstract class VisionModel : Module
+{
+    /// <summary>The model's validated configuration.</summary>
+    public abstract IModelConfig Config { get; }
+
+    /// <summary>Logits [B, classes] for normalised images [B, C, H, W]. Throws ArgumentException on a wrong input shape.</summary>
+    public abstract Tensor Forward(Tensor x, IModelHooks? hooks = null);
+
+    /// <summary>
+    /// Logits exactly as <see cref="Forward"/> computes them, gradients off; an architecture may recycle its
+    /// temporaries stage by stage (hooks must then copy what they keep). Throws ArgumentException on a wrong input shape.
+    /// </summary>
+    public virtual Tensor Infer(Tensor x, IModelHooks? hooks = null)
+    {
+        using var _ = Autograd.NoGrad();
+        return Forward(x, hooks);
+    }
+
+    /// <summary>An independent copy (same config, copied parameters).</summary>
+    public abstract VisionModel Clone();
+
+    /// <summary>Multiply–accumulate count of one image's forward pass.</summary>
+    public abstract long MacsPerImage();
+
+    /// <summary>
+    /// This model as a ViT/DeiT for a feature that has no Swin path yet; otherwise a ViTQuantException saying so
+    /// in one line (the CLI prints it as `vitq: error: …`).
+    /// </summary>
+    public VisionTransformer RequireViT(string feature) => this as VisionTransformer
+        ?? throw new ViTQuantException($"{feature} supports ViT/DeiT models only, not yet Swin ({Config.Architecture})");
+
+    /// <summary>A fresh model of the config's family with timm's initialisation drawn from the seed.</summary>
+    public static VisionModel Create(IModelConfig config, ulong seed = 0) => config switch
+    {
+        ViTConfig v => new VisionTransformer(v, seed),
+        SwinConfig s => new SwinTransformer(s, seed),
+        _ => throw new ArgumentException($"unknown model config type {config.GetType().Name}", nameof(config)),
+    };
+}

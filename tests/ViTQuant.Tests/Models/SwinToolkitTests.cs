@@ -1,0 +1,114 @@
+// Swin through the toolkit's model abstraction: loading (timm folder, our safetensors), the bad-input errors
+// at load time, PTQ (min–max/percentile plan points, calibration, quantized checkpoint round trip) and the
+// CLI (quantize → eval on the quantized checkpoint, infer --taps, refusal of the ViT-only features).
+using ViTQuant.IO;
+using ViTQuant.Models;
+using ViTQuant.Quantization;
+using ViTQuant.Tensors;
+using ViTQuant.Tests.Cli;
+
+namespace ViTQuant.Tests.Models;
+
+public class SwinToolkitTests
+{
+    private static readonly string OddDir = VitParityTests.FixturePath("swin_odd");
+
+    /// <summary>A seeded Fashion-MNIST-shaped Swin (swin_fmnist's geometry, narrower) for the CLI.</summary>
+    private static SwinTransformer Tiny() =>
+        new(SwinConfig.FashionMnist() with { EmbedDim = 8, NumHeads = new[] { 1, 2, 2 } }, seed: 5);
+
+    [Fact]
+    public void TimmFolder_LoadsAsSwin_AndOurFileRoundTripsBitExact()
+    {
+        var m = ModelIO.Load(OddDir);
+        var swin = Assert.IsType<SwinTransformer>(m);
+        Assert.Equal("swin", m.Config.Family);
+        Assert.Equal(new[] { "a", "b", "c", "d", "e" }, m.Config.ClassNames);
+        using var dir = new TempDir();
+        var path = Path.Combine(dir.Path, "s.safetensors");
+        ModelIO.Save(m, path);
+        var back = ModelIO.Load(path);
+        var x = Tensor.Randn(new Rng(2), 1f, 2, 1, 28, 28);
+        using var _ = Autograd.NoGrad();
+        Assert.Equal(swin.Forward(x).ToArray(), back.Forward(x).ToArray());
+        Assert.Equal(m.Forward(x).ToArray(), m.Infer(x).ToArray());
+    }
+
+    [Fact]
+    public void MissingTable_AndConfigTimmCannotRun_AreOneLineErrorsNamingIt()
+    {
+        using var dir = new TempDir();
+        var m = Tiny();
+        var path = Path.Combine(dir.Path, "s.safetensors");
+        SafeTensorsWriter.Write(path, m.StateDict().Where(kv => kv.Key != "layers.0.blocks.1.attn.relative_position_bias_table").Select(kv => (kv.Key, kv.Value)),
+            new Dictionary<string, string> { [ModelIO.ConfigKey] = m.Config.ToJson() });
+        var e = Assert.Throws<ViTQuantException>(() => ModelIO.Load(path));
+        Assert.Contains("layers.0.blocks.1.attn.relative_position_bias_table", e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+        // a timm folder whose 52 px / patch 4 / window 3 / 2 stages timm cannot run (see SwinParityTests)
+        var folder = Path.Combine(dir.Path, "bad");
+        Directory.CreateDirectory(folder);
+        File.WriteAllText(Path.Combine(folder, "config.json"), """
+            {"architecture": "swin_tiny_patch4_window7_224", "num_classes": 3,
+             "model_args": {"img_size": 52, "embed_dim": 8, "depths": [2, 2], "num_heads": [2, 2], "window_size": 3}}
+            """);
+        File.WriteAllBytes(Path.Combine(folder, "model.safetensors"), Array.Empty<byte>());
+        var e2 = Assert.Throws<ViTQuantException>(() => ModelIO.Load(folder));
+        Assert.Contains("config.json", e2.Message);
+        Assert.Contains("stage 1", e2.Message);
+    }
+
+    [Theory]
+    [InlineData("minmax")]
+    [InlineData("percentile")]
+    public void Ptq_CoversEverySwinPoint_AndTheCheckpointRoundTrips(string method)
+    {
+        var m = ModelIO.Load(OddDir);
+        var c = m.Config;
+        Assert.Contains("layers.1.downsample.reduction", c.WeightLayers());
+        Assert.Contains("layers.2.blocks.1.attn.probs", c.ActivationPoints());
+        Assert.Equal("head.fc", c.WeightLayers().Last());
+        var qm = new QuantizedModel(m.Clone(), QuantPresets.Create(method, 4, 4, firstLast8Bit: true)) { CalibrationBlocksPerPass = 2 };
+        Assert.Equal(3, qm.CalibrationPasses); // six blocks over three stages
+        Assert.Equal(c.WeightLayers().Count(), qm.WeightQuantizers.Count);
+        Assert.Equal(8, qm.WeightQuantizers["head.fc"].Spec.Bits);
+        var rng = new Rng(3);
+        var calib = Enumerable.Range(0, 2).Select(_ => Tensor.Randn(rng, 1f, 4, 1, 28, 28)).ToList();
+        qm.Calibrate(calib);
+        var codes = QuantizedCheckpoint.Freeze(qm);
+        using var dir = new TempDir();
+        var path = Path.Combine(dir.Path, "q.safetensors");
+        QuantizedCheckpoint.Save(qm, codes, path);
+        var loaded = QuantizedCheckpoint.Load(path);
+        Assert.IsType<SwinTransformer>(loaded.Model);
+        var x = Tensor.Randn(new Rng(4), 1f, 2, 1, 28, 28);
+        using var _ = Autograd.NoGrad();
+        Assert.Equal(qm.Model.Infer(x, qm).ToArray(), loaded.Model.Infer(x, loaded).ToArray());
+    }
+
+    [Fact]
+    public void Cli_QuantizeEvalInferInfo_OnSwin_AndViTOnlyFeaturesRefuse()
+    {
+        using var dir = new TempDir();
+        string model = Path.Combine(dir.Path, "swin.safetensors"), q = Path.Combine(dir.Path, "q.safetensors");
+        ModelIO.Save(Tiny(), model);
+        var r = VitqProcess.Run(new[] { "quantize", "--model", model, "--method", "minmax", "--wbits", "8", "--abits", "8", "--calib-size", "32",
+            "--limit", "64", "--threads", "1", "--out", q }, timeoutSeconds: 240);
+        VitqProcess.AssertSuccess(r);
+        VitqProcess.AssertSuccess(VitqProcess.Run("eval", "--model", q, "--limit", "64", "--threads", "1"));
+        var info = VitqProcess.Run("info", "--model", q, "--json");
+        VitqProcess.AssertSuccess(info);
+        Assert.Contains("swin_fmnist", info.Stdout);
+        var input = Path.Combine(dir.Path, "x.safetensors");
+        SafeTensorsWriter.Write(input, new[] { ("pixel_values", Tensor.Randn(new Rng(1), 1f, 2, 1, 28, 28)) }, new Dictionary<string, string>());
+        var outPath = Path.Combine(dir.Path, "y.safetensors");
+        VitqProcess.AssertSuccess(VitqProcess.Run("infer", "--model", q, "--input", input, "--output", outPath, "--taps", "--threads", "1"));
+        var y = SafeTensorsFile.Read(outPath);
+        // 14×14 map in 4×4 windows (padded to 16): 16 windows per image; M² = 16
+        Assert.Equal(new[] { 2 * 16, 1, 16, 16 }, y.GetTensor("layers.0.blocks.1.attn.probs").Shape);
+        Assert.Equal(6, y.Names.Count(n => n.EndsWith(".attn.probs")));
+        VitqProcess.AssertUserError(VitqProcess.Run("quantize", "--model", model, "--method", "adfq", "--threads", "1", "--out", Path.Combine(dir.Path, "a.safetensors")), "not yet Swin");
+        VitqProcess.AssertUserError(VitqProcess.Run("eval", "--model", q, "--engine", "int8", "--limit", "8", "--threads", "1"), "not yet Swin");
+        VitqProcess.AssertUserError(VitqProcess.Run("export", "--model", model, "--out", Path.Combine(dir.Path, "m.onnx")), "not yet Swin");
+    }
+}
