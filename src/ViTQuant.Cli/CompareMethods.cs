@@ -45,7 +45,7 @@ internal static class CompareMethods
         var plan = adfq?.CreatePlan(w, a) ?? QuantPresets.Create(method, w, a);
         var student = fp.Clone();
         var qm = new QuantizedModel(student, plan);
-        Progress.Run($"calibrate {method}", images.Sum(b => b.Shape[0]), rep => { qm.Calibrate(images, n => rep.Update(n)); return 0; });
+        Progress.Run($"{QuantizeCommand.CalibrateLabel(qm.PlanCalibration(images), qm)} {method}", qm.CalibrationPasses * images.Sum(b => b.Shape[0]), rep => { qm.Calibrate(images, n => rep.Update(n)); return 0; });
         if (adfq != null)
         {
             var recon = new AdfqReconstruction(fp, qm, images, adfq);

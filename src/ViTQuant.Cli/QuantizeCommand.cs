@@ -35,7 +35,7 @@ internal static class QuantizeCommand
         var threads = CommonOptions.Threads();
         var outOpt = new Option<string>("--out") { Description = "quantized checkpoint to write (.safetensors)", Required = true };
         var json = CommonOptions.Json();
-        var blocksPerPass = new Option<int>("--calib-blocks-per-pass") { Description = "calibrate this many blocks per pass over the calibration set (0: all in one pass); bounds the memory of exact statistics", DefaultValueFactory = _ => 0 };
+        var blocksPerPass = new Option<int>("--calib-blocks-per-pass") { Description = "calibrate this many blocks per pass over the calibration set (0: as many as fit in half the memory, one pass when all do); bounds the memory of exact statistics", DefaultValueFactory = _ => 0 };
         var sample = new Option<int>("--calib-sample") { Description = "keep a random sample of at most N values per quantization group for the quantiles and range searches instead of every value (0: exact statistics)", DefaultValueFactory = _ => 0 };
         var overwrite = OutputGuard.OverwriteOption();
         var labels = DataSources.LabelsOption();
@@ -80,7 +80,7 @@ internal static class QuantizeCommand
             else
             {
                 qm = new QuantizedModel(fp.Clone(), plan) { CalibrationBlocksPerPass = r.GetValue(blocksPerPass) };
-                Progress.Run("calibrate", qm.CalibrationPasses * calibBatches.Sum(b => b.Shape[0]), rep => { qm.Calibrate(calibBatches, n => rep.Update(n)); return 0; });
+                Progress.Run(CalibrateLabel(qm.PlanCalibration(calibBatches), qm), qm.CalibrationPasses * calibBatches.Sum(b => b.Shape[0]), rep => { qm.Calibrate(calibBatches, n => rep.Update(n)); return 0; });
             }
             calibration = PointCalibration.Of(qm); // as calibrated, before any reconstruction learns the steps
             var units = adfqOpts != null ? Reconstruct(fp.RequireViT("--method adfq"), qm, calibBatches, adfqOpts) : null;
@@ -99,6 +99,7 @@ internal static class QuantizeCommand
                 fp_top5 = fpRes.Top5, quant_top5 = qRes.Top5, eval_count = qRes.Count, calib = m == "mimiq" ? null : r.GetValue(calib), calib_size = calibBatches.Sum(b => b.Shape[0]),
                 fine_tune = ft?.Summary,
                 calibration_passes = m == "mimiq" ? 0 : qm.CalibrationPasses,
+                calibration_memory_mb = m == "mimiq" ? 0 : qm.CalibrationBytesPerPass / 1048576.0,
                 calibration = calibration.Select(p => new
                 {
                     point = p.Point, role = p.Role, quantizer = p.Quantizer, values_seen = p.ValuesSeen, values_used = p.ValuesUsed,
@@ -134,6 +135,10 @@ internal static class QuantizeCommand
         });
         return cmd;
     }
+
+    /// <summary>Progress label; names the passes when the statistics of one would not fit the memory budget.</summary>
+    internal static string CalibrateLabel(int passes, QuantizedModel qm) =>
+        passes == 1 ? "calibrate" : $"calibrate ({passes} passes of ≤ {qm.CalibrationBytesPerPass / 1048576.0:F0} MB statistics)";
 
     private static double? Finite(double v) => double.IsFinite(v) ? v : null;
 

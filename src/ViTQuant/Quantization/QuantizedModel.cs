@@ -65,10 +65,12 @@ public sealed class QuantizedModel : IModelHooks
     public Tensor Forward(Tensor x) => Model.Forward(x, this);
 
     /// <summary>
-    /// Blocks whose activation points are observed in one pass over the calibration batches (0, the
-    /// default: every point in a single pass). Exact statistics keep every observed value until the
-    /// point is calibrated, 4 bytes each; smaller passes bound that memory to a few blocks at the cost of
-    /// one float forward over the calibration set per pass (the points not in a block go with pass 0).
+    /// Blocks whose activation points are observed in one pass over the calibration batches; 0, the
+    /// default, chooses it from <see cref="CalibrationMemoryBudget"/> (one pass when everything fits).
+    /// Exact statistics keep every observed value until the point is calibrated, 4 bytes each (DeiT-Base
+    /// on 256 images: about 2 GB per block); smaller passes bound that memory to a few blocks at the cost
+    /// of one float forward over the calibration set per pass (the points not in a block go with pass 0).
+    /// Statistics, and so the calibrated model, do not depend on the number of passes.
     /// </summary>
     public int CalibrationBlocksPerPass
     {
@@ -77,36 +79,119 @@ public sealed class QuantizedModel : IModelHooks
     }
 
     private int _blocksPerPass;
+    private int _autoBlocksPerPass; // what PlanCalibration chose when _blocksPerPass is 0 (0: one pass)
     private int _pass = -1; // the pass being observed (-1: every point)
+    private Dictionary<string, long>? _counts; // values per point of the sizing forward (PlanCalibration)
 
-    /// <summary>Number of passes <see cref="Calibrate"/> makes over the batches.</summary>
-    public int CalibrationPasses => _blocksPerPass == 0 ? 1 : (_blockPrefixes.Count + _blocksPerPass - 1) / _blocksPerPass;
+    /// <summary>
+    /// Bytes the stored calibration values may take at once when <see cref="CalibrationBlocksPerPass"/>
+    /// is 0. Default: half the memory this process may use (the GC's limit, which honours containers).
+    /// </summary>
+    public long CalibrationMemoryBudget
+    {
+        get => _memoryBudget;
+        set => _memoryBudget = value > 0 ? value : throw new ViTQuantException($"the calibration memory budget must be positive, got {value} bytes");
+    }
+
+    private long _memoryBudget = Math.Max(1L << 30, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 2);
+
+    /// <summary>Bytes the stored values of the largest pass take, as estimated by <see cref="PlanCalibration"/> (0 before).</summary>
+    public long CalibrationBytesPerPass { get; private set; }
+
+    private int EffectiveBlocksPerPass => _blocksPerPass > 0 ? _blocksPerPass : _autoBlocksPerPass;
+
+    /// <summary>Number of passes <see cref="Calibrate"/> makes over the batches (with the automatic choice: after <see cref="PlanCalibration"/>).</summary>
+    public int CalibrationPasses => EffectiveBlocksPerPass == 0 ? 1 : (_blockPrefixes.Count + EffectiveBlocksPerPass - 1) / EffectiveBlocksPerPass;
+
+    /// <summary>
+    /// Sizes the calibration passes for these batches and returns their number: one forward of a single
+    /// image counts the values every activation point observes, which, times the images, is what exact
+    /// statistics store. With <see cref="CalibrationBlocksPerPass"/> 0 it picks the most blocks per pass
+    /// whose values fit <see cref="CalibrationMemoryBudget"/> (at least one block, however large).
+    /// <see cref="Calibrate"/> calls it; call it first to know the passes for a progress display.
+    /// </summary>
+    public int PlanCalibration(IEnumerable<Tensor> batches)
+    {
+        long images = 0;
+        Tensor? first = null;
+        foreach (var b in batches) { first ??= b; images += b.Shape[0]; }
+        if (first == null) throw new ViTQuantException("calibration set is empty");
+        var mode = Mode;
+        _counts = new Dictionary<string, long>();
+        try
+        {
+            Mode = QuantMode.Calibrate;
+            using (Autograd.NoGrad())
+            using (TensorArena.Scope())
+                Model.Infer(first.Narrow(0, 0, 1), this);
+        }
+        finally { Mode = mode; }
+        var counts = _counts;
+        _counts = null;
+        // Bytes per block (index -1: points outside the blocks, observed with pass 0).
+        var perBlock = new long[_blockPrefixes.Count];
+        long outside = 0;
+        foreach (var (point, n) in counts)
+        {
+            int b = BlockOf(point);
+            if (b < 0) outside += 4 * n * images;
+            else perBlock[b] += 4 * n * images;
+        }
+        int per = _blocksPerPass;
+        if (per == 0)
+        {
+            per = _blockPrefixes.Count;
+            // The largest window of `per` consecutive blocks must fit beside the outside points.
+            while (per > 1 && outside + MaxWindow(perBlock, per) > _memoryBudget) per--;
+            _autoBlocksPerPass = per >= _blockPrefixes.Count ? 0 : per;
+        }
+        CalibrationBytesPerPass = outside + MaxWindow(perBlock, Math.Max(1, Math.Min(per, perBlock.Length)));
+        return CalibrationPasses;
+    }
+
+    private static long MaxWindow(long[] perBlock, int per)
+    {
+        long best = 0;
+        for (int s = 0; s < perBlock.Length; s += per)
+        {
+            long sum = 0;
+            for (int i = s; i < Math.Min(perBlock.Length, s + per); i++) sum += perBlock[i];
+            best = Math.Max(best, sum);
+        }
+        return best;
+    }
 
     private IReadOnlyList<string> _blockPrefixes = Array.Empty<string>();
 
     /// <summary>The pass of a point: its block's index (in forward order, across Swin's stages) / blocks per pass; 0 outside blocks.</summary>
     private int PassOf(string point)
     {
-        if (_blocksPerPass == 0) return 0;
+        int per = EffectiveBlocksPerPass, b = BlockOf(point);
+        return per == 0 || b < 0 ? 0 : b / per;
+    }
+
+    /// <summary>Index of the block a point belongs to, -1 outside the blocks.</summary>
+    private int BlockOf(string point)
+    {
         for (int i = 0; i < _blockPrefixes.Count; i++)
         {
             var p = _blockPrefixes[i];
-            if (point.Length > p.Length && point[p.Length] == '.' && point.StartsWith(p, StringComparison.Ordinal)) return i / _blocksPerPass;
+            if (point.Length > p.Length && point[p.Length] == '.' && point.StartsWith(p, StringComparison.Ordinal)) return i;
         }
-        return 0;
+        return -1;
     }
 
     /// <summary>
     /// Observes every activation point over the batches (float activations; the weights are already on
-    /// their grids), then fixes all activation ranges and switches to Quantize mode. With
-    /// <see cref="CalibrationBlocksPerPass"/> set, the batches are enumerated once per pass (they must be
-    /// re-enumerable) and each pass's points are calibrated, and their stored values freed, before the
-    /// next. progress(images) after each batch, counting every pass.
+    /// their grids), then fixes all activation ranges and switches to Quantize mode. The batches are
+    /// enumerated once for <see cref="PlanCalibration"/> and once per pass (they must be re-enumerable);
+    /// each pass's points are calibrated, and their stored values freed, before the next.
+    /// progress(images) after each batch, counting every pass.
     /// </summary>
     public void Calibrate(IEnumerable<Tensor> batches, Action<int>? progress = null)
     {
+        int passes = PlanCalibration(batches), seen = 0;
         Mode = QuantMode.Calibrate;
-        int seen = 0, passes = CalibrationPasses;
         try
         {
             for (int pass = 0; pass < passes; pass++)
@@ -181,7 +266,8 @@ public sealed class QuantizedModel : IModelHooks
         if (Mode is QuantMode.Float or QuantMode.WeightsOnly || !_actQ.TryGetValue(point, out var q)) return x;
         if (Mode == QuantMode.Calibrate)
         {
-            if (_pass < 0 || PassOf(point) == _pass) q.Observe(x);
+            if (_counts != null) _counts[point] = _counts.GetValueOrDefault(point) + x.Size;
+            else if (_pass < 0 || PassOf(point) == _pass) q.Observe(x);
             return x;
         }
         return q.Forward(x);

@@ -41,6 +41,32 @@ public class CalibrationInspectionTests
     }
 
     [Fact]
+    public void AutomaticPassesFitTheMemoryBudgetAndKeepTheParameters()
+    {
+        var fp = new VisionTransformer(Tiny, seed: 7);
+        var calib = Batches(3, 8, 3);
+        var one = new QuantizedModel(fp.Clone(), QuantPresets.Create("adfq", 4, 4));
+        Assert.Equal(1, one.PlanCalibration(calib)); // the default budget holds this tiny model in one pass
+        one.Calibrate(calib);
+        // Every value a block's points observe over the 24 images, counted independently of the planner:
+        // per image, qkv/proj/fc1 inputs 50×32, q/k/v 3·4·50·8, probs 4·50·50, fc2 input 50·64.
+        long block = 4L * 24 * (3 * 50 * 32 + 3 * 4 * 50 * 8 + 4 * 50 * 50 + 50 * 64);
+        var auto = new QuantizedModel(fp.Clone(), QuantPresets.Create("adfq", 4, 4)) { CalibrationMemoryBudget = 2 * block + block / 2 };
+        int passes = auto.PlanCalibration(calib);
+        Assert.True(auto.CalibrationBytesPerPass <= auto.CalibrationMemoryBudget, $"{auto.CalibrationBytesPerPass} > budget");
+        Assert.True(auto.CalibrationBytesPerPass >= 2 * block, $"{auto.CalibrationBytesPerPass} < two blocks {2 * block}");
+        Assert.Equal(2, passes); // two blocks, then one
+        auto.Calibrate(calib);
+        var a = ActState(one);
+        var b = ActState(auto);
+        foreach (var k in a.Keys) Assert.Equal(a[k], b[k]);
+        // A budget below one block still calibrates, a block at a time.
+        var tight = new QuantizedModel(fp.Clone(), QuantPresets.Create("adfq", 4, 4)) { CalibrationMemoryBudget = 1 };
+        Assert.Equal(3, tight.PlanCalibration(calib));
+        Assert.Throws<ViTQuantException>(() => tight.CalibrationMemoryBudget = 0);
+    }
+
+    [Fact]
     public void SummariesReportParametersAndEveryObservedValue()
     {
         var fp = new VisionTransformer(Tiny, seed: 6);
