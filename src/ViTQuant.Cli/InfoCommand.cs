@@ -23,12 +23,22 @@ internal static class InfoCommand
             if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(info));
             else foreach (var (k, v) in info)
                     if (v is Dictionary<string, object?> sub)
-                        foreach (var (k2, v2) in sub) Console.WriteLine($"{k2,-14} {(v2 is null ? "-" : v2 is string ? v2 : JsonSerializer.Serialize(v2))}");
+                        foreach (var (k2, v2) in sub) Console.WriteLine($"{k2,-14} {Human(k2, v2)}");
                     else Console.WriteLine($"{k,-14} {v}");
             return 0;
         });
         return cmd;
     }
+
+    /// <summary>One value as the human report prints it: a long class list (ImageNet's 1,000) is cut to its first ten; --json has all.</summary>
+    private static string Human(string key, object? v) => v switch
+    {
+        null => "-",
+        string s => s,
+        IReadOnlyList<string> names when key == "class_names" && names.Count > 10 =>
+            $"{JsonSerializer.Serialize(names.Take(10))[..^1]}, … ({names.Count} in all; --json lists them)]",
+        _ => JsonSerializer.Serialize(v),
+    };
 
     /// <summary>A model's configuration (and, for a quantized checkpoint, its quantization) for info's report.</summary>
     private static Dictionary<string, object?> ModelInfo(string? path)
