@@ -35,7 +35,7 @@ internal static class QuantizeCommand
         var threads = CommonOptions.Threads();
         var outOpt = new Option<string>("--out") { Description = "quantized checkpoint to write (.safetensors)", Required = true };
         var json = CommonOptions.Json();
-        var blocksPerPass = new Option<int>("--calib-blocks-per-pass") { Description = "calibrate this many blocks per pass over the calibration set (0: as many as fit in half the memory, one pass when all do); bounds the memory of exact statistics", DefaultValueFactory = _ => 0 };
+        var blocksPerPass = new Option<int>("--calib-blocks-per-pass") { Description = "calibrate this many blocks per pass over the calibration set (0: as many as fit in a quarter of the memory, one pass when all do); bounds the memory of exact statistics", DefaultValueFactory = _ => 0 };
         var sample = new Option<int>("--calib-sample") { Description = "keep a random sample of at most N values per quantization group for the quantiles and range searches instead of every value (0: exact statistics)", DefaultValueFactory = _ => 0 };
         var overwrite = OutputGuard.OverwriteOption();
         var labels = DataSources.LabelsOption();

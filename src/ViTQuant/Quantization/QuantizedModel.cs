@@ -85,7 +85,9 @@ public sealed class QuantizedModel : IModelHooks
 
     /// <summary>
     /// Bytes the stored calibration values may take at once when <see cref="CalibrationBlocksPerPass"/>
-    /// is 0. Default: half the memory this process may use (the GC's limit, which honours containers).
+    /// is 0. Default: a quarter of the memory this process may use (the GC's limit, which honours
+    /// containers): measured on DeiT-Base, the process peaks near 1.7× the stored values (the model, the
+    /// forward's activations, and the sorted copy each point's search makes while it calibrates).
     /// </summary>
     public long CalibrationMemoryBudget
     {
@@ -93,7 +95,7 @@ public sealed class QuantizedModel : IModelHooks
         set => _memoryBudget = value > 0 ? value : throw new ViTQuantException($"the calibration memory budget must be positive, got {value} bytes");
     }
 
-    private long _memoryBudget = Math.Max(1L << 30, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 2);
+    private long _memoryBudget = Math.Max(1L << 30, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 4);
 
     /// <summary>Bytes the stored values of the largest pass take, as estimated by <see cref="PlanCalibration"/> (0 before).</summary>
     public long CalibrationBytesPerPass { get; private set; }
@@ -148,6 +150,8 @@ public sealed class QuantizedModel : IModelHooks
         CalibrationBytesPerPass = outside + MaxWindow(perBlock, Math.Max(1, Math.Min(per, perBlock.Length)));
         return CalibrationPasses;
     }
+
+    private const long BigCalibration = 256L << 20;
 
     private static long MaxWindow(long[] perBlock, int per)
     {
@@ -208,7 +212,15 @@ public sealed class QuantizedModel : IModelHooks
                     }
                 if (images == 0) throw new ViTQuantException("calibration set is empty");
                 foreach (var (point, q) in _actQ)
-                    if (_pass < 0 || PassOf(point) == pass) q.Calibrate();
+                    if (_pass < 0 || PassOf(point) == pass)
+                    {
+                        q.Calibrate();
+                        // The point's stored values (up to ~600 MB on DeiT-Base) are garbage now. The GC
+                        // would let such garbage pile up towards 90 % of the machine's memory before a full
+                        // collection (measured: 14.7 GB resident for 5.8 GB of statistics); collecting here
+                        // keeps the process near its live size. Skipped for small calibrations (no cost).
+                        if (CalibrationBytesPerPass > BigCalibration) GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: false);
+                    }
             }
         }
         finally { _pass = -1; }
