@@ -110,7 +110,7 @@ public static class OnnxExporter
         return (m, em.Points);
     }
 
-    private static OnnxExportResult Report(string path, VisionTransformer model, QuantizedModel? quant, OnnxExportOptions o, IReadOnlyDictionary<string, string> points)
+    internal static OnnxExportResult Report(string path, VisionTransformer model, QuantizedModel? quant, OnnxExportOptions o, IReadOnlyDictionary<string, string> points)
     {
         long total = model.ParameterCount(), qWeights = 0, q4Weights = 0, scales = 0;
         if (quant != null)

@@ -1,0 +1,73 @@
+// What Vitq.Quantize returns: a frozen quantized model (weights on their integer grids) that can be
+// evaluated, run, saved as a quantized checkpoint and exported to ONNX without going through a file.
+using Google.Protobuf;
+using ViTQuant.Export;
+using ViTQuant.IO;
+using ViTQuant.Models;
+using ViTQuant.Quantization;
+
+namespace ViTQuant.Api;
+
+/// <summary>A quantized model made by <see cref="Vitq.Quantize"/>, with the options that made it.</summary>
+public sealed class QuantizationResult
+{
+    private readonly FrozenModel _frozen;
+
+    internal QuantizationResult(FrozenModel frozen, QuantizeOptions options, double seconds)
+    {
+        _frozen = frozen;
+        Options = options;
+        Seconds = seconds;
+    }
+
+    /// <summary>The fake-quantized model: <c>Model.Model</c> is the network, <c>Model</c> its hooks (pass both to evaluate or infer).</summary>
+    public QuantizedModel Model => _frozen.Model;
+
+    /// <summary>The options it was made with (validated).</summary>
+    public QuantizeOptions Options { get; }
+
+    /// <summary>Wall time of the quantization, seconds.</summary>
+    public double Seconds { get; }
+
+    /// <summary>
+    /// Writes the quantized checkpoint (format vitq-quant/2; loads with <see cref="Vitq.LoadQuantized"/>,
+    /// <c>vitq eval --model</c>, <c>vitq export</c>) atomically: a temporary file beside
+    /// <paramref name="path"/> renamed over it, deleted if the write fails or is cancelled. Throws
+    /// ArgumentException naming <paramref name="path"/> when it is a folder or exists without
+    /// <paramref name="overwrite"/>, before anything is written.
+    /// </summary>
+    public CheckpointStorage Save(string path, bool overwrite = false, CancellationToken cancellationToken = default)
+    {
+        Vitq.CheckOutput(path, overwrite, nameof(path));
+        cancellationToken.ThrowIfCancellationRequested();
+        return QuantizedCheckpoint.Save(_frozen.Model, _frozen.Codes, path, new Dictionary<string, string> { ["vitq.method"] = Options.Method });
+    }
+
+    /// <summary>
+    /// Exports the model as an ONNX QDQ graph (ViT/DeiT only; the same graph <c>vitq export</c> writes from
+    /// the saved checkpoint), atomically. Throws ArgumentException for a bad <paramref name="path"/> as
+    /// <see cref="Save"/>, ViTQuantException for a Swin model or a quantizer with no exact export.
+    /// </summary>
+    public OnnxExportResult ExportOnnx(string path, OnnxExportOptions? options = null, bool overwrite = false, CancellationToken cancellationToken = default)
+    {
+        Vitq.CheckOutput(path, overwrite, nameof(path));
+        options = (options ?? new OnnxExportOptions()).Validated();
+        var model = _frozen.Model.Model.RequireViT("ONNX export");
+        var codes = new Dictionary<string, WeightCodes>();
+        var shapes = model.StateDict().ToDictionary(kv => kv.Key, kv => kv.Value.Shape.ToArray());
+        foreach (var (layer, c) in _frozen.Codes)
+        {
+            int bits = _frozen.Model.Plan.WeightSpec(layer)!.Bits;
+            int[] k = c.Signed != null ? c.Signed.Select(v => (int)v).ToArray() : c.Unsigned!.Select(v => (int)v).ToArray();
+            codes[layer] = new WeightCodes(k, shapes[layer + ".weight"], c.Grid.Scale, c.Grid.ZeroPoint, c.Grid.QMin < 0, bits);
+        }
+        var (proto, points) = OnnxExporter.Build(model, _frozen.Model, codes, options);
+        cancellationToken.ThrowIfCancellationRequested();
+        AtomicFile.Write(path, s =>
+        {
+            proto.WriteTo(s);
+            cancellationToken.ThrowIfCancellationRequested(); // AtomicFile deletes the temporary
+        });
+        return OnnxExporter.Report(path, model, _frozen.Model, options, points);
+    }
+}
