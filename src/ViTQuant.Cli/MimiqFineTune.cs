@@ -9,6 +9,7 @@
 //          images, the real-data baseline), folder:PATH, or gaussian (N(0, 1) images in the normalised
 //          space, the noise baseline). --data-size takes a seeded random subset (gaussian: the count).
 using System.CommandLine;
+using ViTQuant.Api;
 using System.Diagnostics;
 using ViTQuant.Algorithms.Qat;
 using ViTQuant.Data;
@@ -87,7 +88,8 @@ internal static class MimiqFineTune
             throw new ViTQuantException($"{resumePath} exists from an interrupted run; pass --resume to continue it or delete it");
 
         var c = teacher.Config;
-        var (images, labels) = LoadImages(o.Data, o.DataSize, c, o.Seed);
+        var distill = CalibrationData.LoadDistillation(o.Data, o.DataSize, c, o.Seed);
+        var (images, labels) = (distill.Batches.ToList(), distill.Labels);
         int count = images.Sum(t => t.Shape[0]);
         var trainer = new MimiqTrainer(teacher, images, labels, opts);
         Console.Error.WriteLine($"mimiq fine-tuning w{opts.WeightBits}a{opts.ActivationBits} on {o.Data}: {count} images, {opts.Epochs} epochs × {trainer.StepsPerEpoch} steps, "
@@ -121,65 +123,4 @@ internal static class MimiqFineTune
         "spec" => LsqInit.Spec, "minmax" => LsqInit.MinMax, "percentile" => LsqInit.Percentile, "mse" => LsqInit.Mse,
         _ => throw new ViTQuantException($"--lsq-init: unknown initialisation '{s}' (spec, minmax, percentile, mse)"),
     };
-
-    /// <summary>The distillation images as normalised tensors for the model, with labels when the source has them.</summary>
-    internal static (List<Tensor> Images, int[]? Labels) LoadImages(string spec, int? size, ViTConfig c, ulong seed)
-    {
-        if (size is < 1) throw new ViTQuantException($"--data-size must be at least 1, got {size}");
-        if (spec == "gaussian")
-        {
-            int n = size ?? 10_000;
-            return (new List<Tensor> { Tensor.Randn(new Rng(seed ^ 0x6A0551A9UL), 1f, n, c.InChans, c.ImageSize, c.ImageSize) }, null);
-        }
-        if (spec == "fashion-mnist" || spec.StartsWith("folder:", StringComparison.Ordinal))
-        {
-            var ds = DataSources.Open(spec, "train", c);
-            int n = Math.Min(size ?? 10_000, ds.Count);
-            if (n < ds.Count) ds = ds.RandomSubset(n, seed);
-            var batches = new DataLoader(ds, 256, mean: c.Mean, std: c.Std).Epoch(0).ToList();
-            return (batches.Select(b => b.Images).ToList(), batches.SelectMany(b => b.Labels).ToArray());
-        }
-        if (!File.Exists(spec)) throw new ViTQuantException($"--data: '{spec}' is neither a file nor fashion-mnist, folder:PATH or gaussian");
-        return LoadSetFile(spec, size, c, seed);
-    }
-
-    private static (List<Tensor>, int[]?) LoadSetFile(string path, int? size, ViTConfig c, ulong seed)
-    {
-        var f = SafeTensorsFile.Read(path);
-        if (!f.Contains("images")) throw new ViTQuantException($"{path}: no 'images' tensor (expected a synthetic set)");
-        var images = f.GetTensor("images");
-        if (images.Rank != 4 || images.Shape[1] != c.InChans || images.Shape[2] != c.ImageSize || images.Shape[3] != c.ImageSize || images.Shape[0] == 0)
-            throw new ViTQuantException($"{path}: images are {Tensor.ShapeString(images.Shape)}, the model ({c.Architecture}) expects [N, {c.InChans}, {c.ImageSize}, {c.ImageSize}]");
-        int n = images.Shape[0], per = images.Size / n;
-        int[]? labels = f.Contains("labels") ? f.GetInt32("labels") : null;
-        if (labels != null && labels.Length != n) throw new ViTQuantException($"{path}: {labels.Length} labels for {n} images");
-        if (f.Metadata.TryGetValue("vitq.model_config", out var genJson))
-        {
-            var gen = ViTConfig.FromJson(genJson, path);
-            if (gen.InChans != c.InChans) throw new ViTQuantException($"{path}: made for a {gen.InChans}-channel model, the teacher has {c.InChans}");
-            if (!gen.Mean.SequenceEqual(c.Mean) || !gen.Std.SequenceEqual(c.Std)) Renormalize(images, gen, c);
-        }
-        if (size is int k && k < n)
-        {
-            var pick = Enumerable.Range(0, n).ToArray();
-            new Rng(seed).Shuffle(pick.AsSpan());
-            pick = pick[..k];
-            Array.Sort(pick);
-            var sub = new Tensor(k, c.InChans, c.ImageSize, c.ImageSize);
-            for (int i = 0; i < k; i++) images.Data.AsSpan(pick[i] * per, per).CopyTo(sub.Data.AsSpan(i * per, per));
-            return (new List<Tensor> { sub }, labels != null ? pick.Select(i => labels[i]).ToArray() : null);
-        }
-        return (new List<Tensor> { images }, labels);
-    }
-
-    /// <summary>Maps images normalised for <paramref name="from"/> into the normalised space of <paramref name="to"/>.</summary>
-    private static void Renormalize(Tensor images, ViTConfig from, ViTConfig to)
-    {
-        int plane = to.ImageSize * to.ImageSize, ch = to.InChans;
-        for (int i = 0; i < images.Size; i++)
-        {
-            int k = i / plane % ch;
-            images.Data[i] = (images.Data[i] * from.Std[k] + from.Mean[k] - to.Mean[k]) / to.Std[k];
-        }
-    }
 }

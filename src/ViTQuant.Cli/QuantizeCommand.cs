@@ -4,6 +4,7 @@
 // unit) before the common freeze → evaluate → report → save. Its flags (--iters and the ablation
 // switches) are refused with the other methods so that an experiment never silently ignores one.
 using System.CommandLine;
+using ViTQuant.Api;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -69,7 +70,7 @@ internal static class QuantizeCommand
             var c = fp.Config;
             var evalDs = DataSources.Limit(DataSources.Open(r.GetValue(evalSet)!, r.GetValue(split)!, c, labelsFile: r.GetValue(labels)), r.GetValue(limit));
             // MimiQ needs no calibration data (data-free): it initialises LSQ on its own distillation images.
-            var calibBatches = m == "mimiq" ? new List<Tensor>() : Calibration.Load(r.GetValue(calib)!, r.GetValue(calibSize), c, r.GetValue(seed));
+            var calibBatches = m == "mimiq" ? new List<Tensor>() : CalibrationData.Load(r.GetValue(calib)!, r.GetValue(calibSize), c, r.GetValue(seed)).Batches.ToList();
 
             var fpRes = Evaluate("float", fp, null, evalDs);
             QuantizedModel qm;
@@ -248,22 +249,5 @@ internal sealed class AdfqFlags
         foreach (var o in All)
             if (r.GetResult(o) is { Implicit: false }) throw new ViTQuantException($"{o.Name} only applies to --method adfq (got --method {method})");
         return null;
-    }
-}
-
-/// <summary>Calibration images as normalised batches of the model's input shape.</summary>
-internal static class Calibration
-{
-    public static List<Tensor> Load(string spec, int count, IModelConfig c, ulong seed, int batch = 64, string flag = "--calib")
-    {
-        if (count < 1) throw new ViTQuantException($"--calib-size must be at least 1, got {count}");
-        IImageDataset ds;
-        // Calibration uses images only, so a folder's labels (and whether they match the model) do not matter.
-        if (spec == "fashion-mnist" || spec.StartsWith("folder:")) ds = DataSources.Open(spec, "train", c, flag, labels: DataSources.FolderLabels.Unused);
-        else if (spec.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)) ds = Algorithms.DataFree.SyntheticSet.Load(spec, c);
-        else throw new ViTQuantException($"{flag}: unknown calibration source '{spec}' (fashion-mnist, folder:PATH, or a synthetic set .safetensors)");
-        if (count < ds.Count) ds = ds.RandomSubset(count, seed);
-        var loader = new DataLoader(ds, batch, mean: c.Mean, std: c.Std);
-        return loader.Epoch(0).Select(b => b.Images).ToList();
     }
 }

@@ -32,6 +32,26 @@ public static class QuantizationMethods
     public static bool NeedsViT(string method) => method.StartsWith("adfq", StringComparison.Ordinal) || FineTunes(method);
 
     /// <summary>
+    /// As <see cref="Vitq.Quantize"/>, resumably: MimiQ fine-tuning checkpoints to <paramref name="resumePath"/>
+    /// after each epoch when it is given and continues from it when it exists (the caller deletes it once the
+    /// result is recorded; vitq compare and vitq demo keep one per cell). Throws as <see cref="Vitq.Quantize"/>.
+    /// </summary>
+    public static QuantizationResult Run(VisionModel model, CalibrationData data, QuantizeOptions options, string? resumePath = null,
+        IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(data);
+        ArgumentNullException.ThrowIfNull(options);
+        options = options.Validated();
+        Vitq.CheckFits(model.Config, data, nameof(data));
+        if (NeedsViT(options.Method)) model.RequireViT($"--method {options.Method}");
+        cancellationToken.ThrowIfCancellationRequested();
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var frozen = Run(model, data.BatchList, options, resumePath, new ProgressSink(progress, cancellationToken));
+        return new QuantizationResult(frozen, options, sw.Elapsed.TotalSeconds);
+    }
+
+    /// <summary>
     /// Quantizes <paramref name="fp"/> (not modified) with <paramref name="o"/>.Method on <paramref name="images"/>
     /// and freezes the weights onto their integer grids. MimiQ fine-tuning checkpoints to
     /// <paramref name="resumePath"/> after each epoch when given (the caller deletes it once the result is

@@ -64,16 +64,8 @@ public static class Vitq
     public static QuantizationResult Quantize(VisionModel model, CalibrationData data, QuantizeOptions options,
         IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
-        ArgumentNullException.ThrowIfNull(model);
-        ArgumentNullException.ThrowIfNull(data);
         ArgumentNullException.ThrowIfNull(options);
-        options = options.Validated();
-        CheckFits(model.Config, data, nameof(data));
-        if (QuantizationMethods.NeedsViT(options.Method)) model.RequireViT($"method {options.Method}");
-        cancellationToken.ThrowIfCancellationRequested();
-        var sw = System.Diagnostics.Stopwatch.StartNew();
-        var frozen = QuantizationMethods.Run(model, data.BatchList, options, resumePath: null, new ProgressSink(progress, cancellationToken));
-        return new QuantizationResult(frozen, options, sw.Elapsed.TotalSeconds);
+        return QuantizationMethods.Run(model, data, options, resumePath: null, progress, cancellationToken);
     }
 
     /// <summary>
@@ -183,7 +175,7 @@ public static class Vitq
         if (File.Exists(path) && !overwrite) throw new ArgumentException($"'{path}' already exists; pass overwrite: true to replace it", parameter);
     }
 
-    private static void CheckFits(IModelConfig c, CalibrationData data, string parameter)
+    internal static void CheckFits(IModelConfig c, CalibrationData data, string parameter)
     {
         foreach (var t in data.Batches)
             if (t.Rank != 4 || t.Shape[1] != c.InChans || t.Shape[2] != c.ImageSize || t.Shape[3] != c.ImageSize)
