@@ -1,4 +1,4 @@
-// `vitq quantize --method mimiq`: the fine-tuning half (spec mimiq.md §3). QuantizeCommand owns the
+// `vitq quantize --method mimiq`: the fine-tuning half (MimiQ paper). QuantizeCommand owns the
 // shared flags (--wbits, --abits, --first-last-8bit, --seed, --out) and the evaluation, freezing and
 // saving; this file owns the fine-tuning flags, loads the distillation images, runs MimiqTrainer with a
 // progress bar and hands back the fine-tuned student plus a summary for the report.
@@ -9,9 +9,9 @@
 //          images, the real-data baseline), folder:PATH, or gaussian (N(0, 1) images in the normalised
 //          space, the noise baseline). --data-size takes a seeded random subset (gaussian: the count).
 using System.CommandLine;
-using ViTQuant.Api;
 using System.Diagnostics;
 using ViTQuant.Algorithms.Qat;
+using ViTQuant.Api;
 using ViTQuant.Data;
 using ViTQuant.IO;
 using ViTQuant.Models;
@@ -30,7 +30,7 @@ internal sealed record MimiqCliOptions(
 /// The fine-tuned student, the resume file to delete once the output is saved, the report summary, and up
 /// to 64 distillation images (un-augmented) for the per-layer report, so a data-free run needs no real data.
 /// </summary>
-internal sealed record MimiqFineTuneResult(QuantizedModel Student, string ResumePath, object Summary, Tensor ReportBatch);
+internal sealed record MimiqFineTuneCliResult(QuantizedModel Student, string ResumePath, object Summary, Tensor ReportBatch);
 
 /// <summary>The fine-tuning flags; AddTo registers them on a command, Read collects them into <see cref="MimiqCliOptions"/>.</summary>
 internal sealed class MimiqFlags
@@ -66,19 +66,16 @@ internal static class MimiqFineTune
 {
     /// <summary>
     /// Loads the distillation images and fine-tunes a MimiQ student of <paramref name="teacher"/> (not
-    /// modified), resumably (OUT.resume.safetensors). Throws ViTQuantException for bad flags, unreadable
-    /// or mismatched data, a stale resume file without --resume, or a diverging loss.
+    /// modified) through the library (ViTQuant.Api.MimiqFineTuning), resumably (OUT.resume.safetensors).
+    /// Throws ViTQuantException for bad flags, unreadable or mismatched data, a stale resume file without
+    /// --resume, or a diverging loss.
     /// </summary>
-    public static MimiqFineTuneResult Run(VisionTransformer teacher, MimiqCliOptions o)
+    public static MimiqFineTuneCliResult Run(VisionTransformer teacher, MimiqCliOptions o)
     {
-        var distance = o.Distance switch
-        {
-            "ssim" => HadDistance.Ssim, "mse" => HadDistance.Mse, "l1" => HadDistance.L1, "kl" => HadDistance.Kl, "off" => HadDistance.Off,
-            _ => throw new ViTQuantException($"--had-distance: unknown distance '{o.Distance}' (ssim, mse, l1, kl, off)"),
-        };
+        var distance = MimiqFineTuning.ParseDistance(o.Distance);
         var opts = new MimiqOptions
         {
-            LsqInit = ParseLsqInit(o.LsqInit),
+            LsqInit = MimiqFineTuning.ParseLsqInit(o.LsqInit),
             WeightBits = o.WeightBits, ActivationBits = o.ActivationBits, FirstLast8Bit = o.FirstLast8Bit, Epochs = o.Epochs,
             BatchSize = o.Batch, Lr = o.Lr, Temperature = o.Temperature, KdWeight = o.KdWeight, HadWeight = o.HadWeight,
             Distance = distance, CeWeight = o.CeWeight, CropScaleMin = o.CropScale, Augment = !o.NoAugment, Seed = o.Seed,
@@ -88,39 +85,22 @@ internal static class MimiqFineTune
             throw new ViTQuantException($"{resumePath} exists from an interrupted run; pass --resume to continue it or delete it");
 
         var c = teacher.Config;
-        var distill = CalibrationData.LoadDistillation(o.Data, o.DataSize, c, o.Seed);
-        var (images, labels) = (distill.Batches.ToList(), distill.Labels);
-        int count = images.Sum(t => t.Shape[0]);
-        var trainer = new MimiqTrainer(teacher, images, labels, opts);
-        Console.Error.WriteLine($"mimiq fine-tuning w{opts.WeightBits}a{opts.ActivationBits} on {o.Data}: {count} images, {opts.Epochs} epochs × {trainer.StepsPerEpoch} steps, "
-            + $"batch {opts.BatchSize}, lr {opts.Lr}, T {opts.Temperature}, α_KD {opts.KdWeight}, γ {opts.HadWeight} ({distance}), CE {opts.CeWeight}, seed {opts.Seed}");
-        var sw = Stopwatch.StartNew();
-        long stepsThisRun = 0;
-        var result = Progress.Run("mimiq fine-tune", trainer.TotalSteps, rep =>
-        {
-            trainer.OnStep = s => rep.Update((long)s.Epoch * s.StepsPerEpoch + s.Step + 1,
-                $"epoch {s.Epoch + 1}/{opts.Epochs} loss {s.Loss:F4} (kd {s.Kd:F4}, had {s.Had:F4}{(opts.CeWeight > 0 ? $", ce {s.Ce:F4}" : "")}) lr {s.Lr:G3} "
-                + $"{++stepsThisRun / Math.Max(rep.Elapsed, 1e-9):F1} steps/s");
-            trainer.OnEpoch = e => Console.Error.WriteLine($"epoch {e.Epoch}: loss {e.Loss:F4} (kd {e.Kd:F4}, had {e.Had:F4}, ce {e.Ce:F4}) ({e.Seconds:F0} s)");
-            return trainer.Run(resumePath);
-        });
+        var data = CalibrationData.LoadDistillation(o.Data, o.DataSize, c, o.Seed);
+        var result = Progress.Staged(p => MimiqFineTuning.Run(teacher, data, opts, resumePath, p,
+            plan => Console.Error.WriteLine($"mimiq fine-tuning w{opts.WeightBits}a{opts.ActivationBits} on {o.Data}: {plan.Images} images, {opts.Epochs} epochs × {plan.StepsPerEpoch} steps, "
+                + $"batch {opts.BatchSize}, lr {opts.Lr}, T {opts.Temperature}, α_KD {opts.KdWeight}, γ {opts.HadWeight} ({distance}), CE {opts.CeWeight}, seed {opts.Seed}"),
+            e => Console.Error.WriteLine($"epoch {e.Epoch}: loss {e.Loss:F4} (kd {e.Kd:F4}, had {e.Had:F4}, ce {e.Ce:F4}) ({e.Seconds:F0} s)")));
         var summary = new
         {
-            data = o.Data, images = count, labelled = labels != null, epochs = opts.Epochs, steps = result.Steps, batch = opts.BatchSize,
+            data = o.Data, images = data.Count, labelled = data.Labels != null, epochs = opts.Epochs, steps = result.Steps, batch = opts.BatchSize,
             lr = opts.Lr, temperature = opts.Temperature, kd_weight = opts.KdWeight, had_weight = opts.HadWeight,
             had_distance = o.Distance, ce_weight = opts.CeWeight, lsq_init = o.LsqInit, augment = opts.Augment, crop_scale = opts.CropScaleFor(c.ImageSize),
-            fine_tune_seconds = sw.Elapsed.TotalSeconds,
+            fine_tune_seconds = result.Seconds,
             history = result.History.Select(h => new { epoch = h.Epoch, loss = h.Loss, kd = h.Kd, had = h.Had, ce = h.Ce, seconds = h.Seconds }),
         };
-        int nReport = Math.Min(64, images[0].Shape[0]), per = images[0].Size / images[0].Shape[0];
-        var reportBatch = Tensor.FromArray(images[0].Data.AsSpan(0, nReport * per), nReport, c.InChans, c.ImageSize, c.ImageSize);
-        return new MimiqFineTuneResult(result.Student, resumePath, summary, reportBatch);
+        var first = data.Batches[0];
+        int nReport = Math.Min(64, first.Shape[0]), per = first.Size / first.Shape[0];
+        var reportBatch = Tensor.FromArray(first.Data.AsSpan(0, nReport * per), nReport, c.InChans, c.ImageSize, c.ImageSize);
+        return new MimiqFineTuneCliResult(result.Student, resumePath, summary, reportBatch);
     }
-
-    /// <summary>Parses --lsq-init; throws ViTQuantException naming the flag for an unknown value.</summary>
-    internal static LsqInit ParseLsqInit(string s) => s switch
-    {
-        "spec" => LsqInit.Spec, "minmax" => LsqInit.MinMax, "percentile" => LsqInit.Percentile, "mse" => LsqInit.Mse,
-        _ => throw new ViTQuantException($"--lsq-init: unknown initialisation '{s}' (spec, minmax, percentile, mse)"),
-    };
 }

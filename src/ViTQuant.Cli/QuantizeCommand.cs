@@ -4,12 +4,12 @@
 // unit) before the common freeze → evaluate → report → save. Its flags (--iters and the ablation
 // switches) are refused with the other methods so that an experiment never silently ignores one.
 using System.CommandLine;
-using ViTQuant.Api;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using ViTQuant.Algorithms.Metrics;
 using ViTQuant.Algorithms.Ptq;
+using ViTQuant.Api;
 using ViTQuant.Data;
 using ViTQuant.IO;
 using ViTQuant.Models;
@@ -74,7 +74,7 @@ internal static class QuantizeCommand
 
             var fpRes = Evaluate("float", fp, null, evalDs);
             QuantizedModel qm;
-            MimiqFineTuneResult? ft = null;
+            MimiqFineTuneCliResult? ft = null;
             List<PointCalibration> calibration;
             if (m == "mimiq")
                 qm = (ft = MimiqFineTune.Run(fp.RequireViT("--method mimiq"), mimiq.Read(r, r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast), r.GetValue(seed), outPath))).Student;
