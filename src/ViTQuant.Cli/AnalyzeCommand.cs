@@ -4,10 +4,10 @@
 // one query token. Writes DIR/attention_similarity.json, DIR/similarity_histogram.png and
 // DIR/attention_heads.png.
 using System.CommandLine;
-using ViTQuant.Api;
 using System.Text.Json;
 using ViTQuant.Algorithms.DataFree;
 using ViTQuant.Algorithms.Metrics;
+using ViTQuant.Api;
 using ViTQuant.Data;
 using ViTQuant.IO;
 using ViTQuant.Models;

@@ -14,13 +14,13 @@
 // besides its name (model, evaluation set, budgets); a resume with other settings is refused rather than
 // mixing two experiments in one table. More data sources, methods, bits or seeds may be added to a grid.
 using System.CommandLine;
-using ViTQuant.Api;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using ViTQuant.Algorithms.DataFree;
 using ViTQuant.Algorithms.Metrics;
+using ViTQuant.Api;
 using ViTQuant.IO;
 using ViTQuant.Models;
 using ViTQuant.Tensors;

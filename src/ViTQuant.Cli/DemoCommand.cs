@@ -3,12 +3,12 @@
 // PTQ; MimiQ (its data + fine-tuning); real-data ADFQ-ViT for reference. Every artefact (synthetic
 // sets, fine-tuning checkpoint, finished rows) lives under --out, so an interrupted demo resumes.
 using System.CommandLine;
-using ViTQuant.Api;
 using System.Diagnostics;
 using System.Text.Json;
 using ViTQuant.Algorithms.DataFree;
 using ViTQuant.Algorithms.Metrics;
 using ViTQuant.Algorithms.Qat;
+using ViTQuant.Api;
 using ViTQuant.IO;
 using ViTQuant.Models;
 using ViTQuant.Tensors;

@@ -1,8 +1,8 @@
 // vitq train: train a ViT on Fashion-MNIST or an image folder, resumably.
 using System.CommandLine;
-using ViTQuant.Api;
 using System.Text.Json;
 using ViTQuant.Algorithms.Training;
+using ViTQuant.Api;
 using ViTQuant.Data;
 using ViTQuant.IO;
 using ViTQuant.Models;

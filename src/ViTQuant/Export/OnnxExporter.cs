@@ -1,5 +1,5 @@
 // ONNX export of a ViT/DeiT: the forward of VisionTransformer.cs written once more as an ONNX graph,
-// float or QDQ (DESIGN.md: Export depends on Models and Quantization only; no ONNX Runtime here).
+// float or QDQ (docs/ARCHITECTURE.md: Export depends on Models and Quantization only; no ONNX Runtime here).
 //
 //   pixel_values [batch, C, H, W] → Conv(P×P, stride P) → Reshape [B, D, Np] → Transpose [B, Np, D]
 //   → Concat(prefix tokens expanded to B) → Add pos_embed → depth × block → head → logits [batch, K]
@@ -14,7 +14,7 @@
 //   activations  OnnxQuantOps (QDQ where the grid has that form, exact float subgraphs otherwise);
 //   bias         when the layer's input is a per-tensor QDQ value (scale s_x) and its weight is quantized
 //                (Δ_c): int32 codes b_q = round(b_c / (s_x·Δ_c)) → DequantizeLinear(scale s_x·Δ_c), the layout
-//                ORT's QDQ fusion turns into QGemm (../shared/spec/onnx-runtime-int8.md: a float bias is
+//                ORT's QDQ fusion turns into QGemm (ONNX Runtime's QDQ fusion: a float bias is
 //                fused into a float Gemm first), plus (ExactBias, the default) a float Add of the residue
 //                b_c − b_q·s_x·Δ_c after the layer, so the bias is the simulation's up to float rounding.
 //                Without the residue the bias moves by up to ½·s_x·Δ_c, which shifts values across later
