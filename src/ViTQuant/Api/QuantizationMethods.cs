@@ -3,6 +3,7 @@
 // quantized model with integer-grid weights. The "-no-…", "-had-…" and "-init-…" names are ablations:
 // ADFQ-ViT with one component removed, MimiQ fine-tuning with another L_HAD distance (or none), or with
 // its LSQ steps started by the spec's 2·mean|x|/√q_max rule instead of our percentile search (MimiqOptions).
+using System.Globalization;
 using ViTQuant.Algorithms.Ptq;
 using ViTQuant.Algorithms.Qat;
 using ViTQuant.Models;
@@ -12,7 +13,16 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Api;
 
 /// <summary>A frozen quantized model and the integer codes of its weights (what a checkpoint stores).</summary>
-internal sealed record FrozenModel(QuantizedModel Model, Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)> Codes);
+internal sealed record FrozenModel(QuantizedModel Model, Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)> Codes,
+    IReadOnlyList<PointCalibration> Calibration, IReadOnlyList<AdfqUnitResult>? AdfqUnits)
+{
+    /// <summary>Freezes a calibrated or fine-tuned model, its calibration summary taken first.</summary>
+    public static FrozenModel Of(QuantizedModel qm)
+    {
+        var calibration = PointCalibration.Of(qm);
+        return new FrozenModel(qm, QuantizedCheckpoint.Freeze(qm), calibration, null);
+    }
+}
 
 /// <summary>The method registry: names, and running one method on a model.</summary>
 public static class QuantizationMethods
@@ -55,7 +65,7 @@ public static class QuantizationMethods
     /// Quantizes <paramref name="fp"/> (not modified) with <paramref name="o"/>.Method on <paramref name="images"/>
     /// and freezes the weights onto their integer grids. MimiQ fine-tuning checkpoints to
     /// <paramref name="resumePath"/> after each epoch when given (the caller deletes it once the result is
-    /// recorded). Reports stages "calibrate METHOD", "METHOD wXaY" (ADFQ-ViT reconstruction) and
+    /// recorded). Reports stages "calibrate METHOD", one "METHOD UNIT" per ADFQ-ViT reconstruction unit and
     /// "METHOD fine-tune wXaY"; cancellation is checked at every report.
     /// </summary>
     internal static FrozenModel Run(VisionModel fp, List<Tensor> images, QuantizeOptions o, string? resumePath, ProgressSink progress)
@@ -64,32 +74,40 @@ public static class QuantizationMethods
         if (!Names.Contains(method)) throw new ViTQuantException($"unknown method '{method}' ({string.Join(", ", Names)})");
         int w = o.WeightBits, a = o.ActivationBits;
         if (FineTunes(method)) return FineTune(fp.RequireViT($"--method {method}"), images, o, resumePath, progress);
-        var adfq = method.StartsWith("adfq", StringComparison.Ordinal) ? new AdfqOptions
+        var adfq = o.Adfq ?? (method.StartsWith("adfq", StringComparison.Ordinal) ? new AdfqOptions
         {
             Iterations = o.AdfqIterations, Seed = o.Seed,
             PerPatch = method != "adfq-no-per-patch", ShiftLog = method != "adfq-no-shift-log",
             AttentionKl = method != "adfq-no-attn-kl", Reconstruct = method != "adfq-no-recon",
-        } : null;
+        } : null);
         var teacher = adfq != null ? fp.RequireViT($"--method {method}") : null;
-        var plan = adfq?.CreatePlan(w, a) ?? QuantPresets.Create(method, w, a);
-        var student = fp.Clone();
-        var qm = new QuantizedModel(student, plan);
+        var plan = adfq?.CreatePlan(w, a, o.FirstLast8Bit) ?? QuantPresets.Create(method, w, a, o.FirstLast8Bit);
+        if (o.CalibrationSampleSize > 0)
+            plan = (plan with { Activations = plan.Activations.Select(r => r.Spec == null ? r : r with { Spec = r.Spec with { SampleSize = o.CalibrationSampleSize } }).ToArray() }).Validated();
+        var qm = new QuantizedModel(fp.Clone(), plan) { CalibrationBlocksPerPass = o.CalibrationBlocksPerPass };
         string calibrate = $"calibrate {method}";
-        long total = images.Sum(b => b.Shape[0]);
+        long total = qm.CalibrationPasses * images.Sum(b => (long)b.Shape[0]);
         progress.Report(calibrate, 0, total);
         qm.Calibrate(images, n => progress.Report(calibrate, n, total));
+        var calibration = PointCalibration.Of(qm); // as calibrated, before any reconstruction learns the steps
+        List<AdfqUnitResult>? units = null;
         if (adfq != null)
         {
             var recon = new AdfqReconstruction(teacher!, qm, images, adfq);
             int per = adfq.Reconstruct ? adfq.Iterations : 1;
-            string stage = $"{method} w{w}a{a}";
-            long steps = (long)recon.Units.Count * per;
-            progress.Report(stage, 0, steps);
-            recon.Run(pr => progress.Report(stage, (long)pr.UnitIndex * per + pr.Iteration + 1, steps, $"{pr.Unit.Name} loss {pr.Loss:F4}"));
-            progress.Report(stage, steps, steps);
+            units = new List<AdfqUnitResult>();
+            while (recon.CompletedUnits < recon.Units.Count)
+            {
+                string stage = $"{method} {recon.Units[recon.CompletedUnits].Name}";
+                progress.Report(stage, 0, per);
+                var res = recon.ReconstructNext(p => progress.Report(stage, p.Iteration + 1, per,
+                    string.Create(CultureInfo.InvariantCulture, $"loss {p.Loss:G4} (rec {p.Rec:G4}, round {p.Round:G4} β {p.Beta:F1}, kl {p.Kl:G4})")));
+                progress.Report(stage, per, per, string.Create(CultureInfo.InvariantCulture, $"calibration rec {res.CalibrationRec:G4}"));
+                units.Add(res);
+            }
         }
         progress.ThrowIfCancellationRequested();
-        return new FrozenModel(qm, QuantizedCheckpoint.Freeze(qm));
+        return new FrozenModel(qm, QuantizedCheckpoint.Freeze(qm), calibration, units);
     }
 
     private static FrozenModel FineTune(VisionTransformer fp, List<Tensor> images, QuantizeOptions o, string? resumePath, ProgressSink progress)
@@ -102,7 +120,7 @@ public static class QuantizationMethods
         };
         var opts = new MimiqOptions
         {
-            WeightBits = o.WeightBits, ActivationBits = o.ActivationBits, Epochs = o.FineTuneEpochs, Lr = o.FineTuneLr, Distance = distance, Seed = o.Seed,
+            WeightBits = o.WeightBits, ActivationBits = o.ActivationBits, FirstLast8Bit = o.FirstLast8Bit, Epochs = o.FineTuneEpochs, Lr = o.FineTuneLr, Distance = distance, Seed = o.Seed,
             LsqInit = method == "mimiq-init-spec" ? LsqInit.Spec : MimiqOptions.DefaultLsqInit,
         }.Validated();
         var trainer = new MimiqTrainer(fp, images, null, opts);
@@ -112,6 +130,6 @@ public static class QuantizationMethods
             $"loss {st.Loss:F4} (kd {st.Kd:F4}, had {st.Had:F4})");
         var result = trainer.Run(resumePath);
         progress.ThrowIfCancellationRequested();
-        return new FrozenModel(result.Student, QuantizedCheckpoint.Freeze(result.Student));
+        return FrozenModel.Of(result.Student);
     }
 }

@@ -29,6 +29,27 @@ public sealed class QuantizationResult
     /// <summary>Wall time of the quantization, seconds.</summary>
     public double Seconds { get; }
 
+    /// <summary>Every activation and weight quantizer's calibration statistics, as calibrated (before any reconstruction or freezing).</summary>
+    public IReadOnlyList<PointCalibration> Calibration => _frozen.Calibration;
+
+    /// <summary>ADFQ-ViT's per-unit reconstruction results, in order; null for the other methods.</summary>
+    public IReadOnlyList<Algorithms.Ptq.AdfqUnitResult>? AdfqUnits => _frozen.AdfqUnits;
+
+    /// <summary>What <see cref="Save"/> writes for the weights (quantized weights, packed code bytes, scales, float tensors), file size aside.</summary>
+    public CheckpointStorage Storage => QuantizedCheckpoint.Storage(_frozen.Model, _frozen.Codes);
+
+    /// <summary>
+    /// Freezes a quantized model made outside <see cref="Vitq.Quantize"/> — a MimiQ student from
+    /// <see cref="MimiqFineTuning.Run"/>, or a calibrated QuantizedModel — onto its integer grids, so it can be
+    /// saved and exported like any result. <paramref name="options"/> records how it was made (validated).
+    /// </summary>
+    public static QuantizationResult Freeze(QuantizedModel model, QuantizeOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(options);
+        return new QuantizationResult(FrozenModel.Of(model), options.Validated(), 0);
+    }
+
     /// <summary>
     /// Writes the quantized checkpoint (format vitq-quant/2; loads with <see cref="Vitq.LoadQuantized"/>,
     /// <c>vitq eval --model</c>, <c>vitq export</c>) atomically: a temporary file beside
@@ -36,11 +57,14 @@ public sealed class QuantizationResult
     /// ArgumentException naming <paramref name="path"/> when it is a folder or exists without
     /// <paramref name="overwrite"/>, before anything is written.
     /// </summary>
-    public CheckpointStorage Save(string path, bool overwrite = false, CancellationToken cancellationToken = default)
+    /// <remarks><paramref name="metadata"/> entries are added to the file's header (vitq quantize stores its report there).</remarks>
+    public CheckpointStorage Save(string path, bool overwrite = false, IReadOnlyDictionary<string, string>? metadata = null, CancellationToken cancellationToken = default)
     {
         Vitq.CheckOutput(path, overwrite, nameof(path));
         cancellationToken.ThrowIfCancellationRequested();
-        return QuantizedCheckpoint.Save(_frozen.Model, _frozen.Codes, path, new Dictionary<string, string> { ["vitq.method"] = Options.Method });
+        var meta = new Dictionary<string, string> { ["vitq.method"] = Options.Method };
+        if (metadata != null) foreach (var (k, v) in metadata) meta[k] = v;
+        return QuantizedCheckpoint.Save(_frozen.Model, _frozen.Codes, path, meta);
     }
 
     /// <summary>
