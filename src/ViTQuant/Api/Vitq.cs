@@ -9,6 +9,7 @@ using ViTQuant.Data;
 using ViTQuant.IO;
 using ViTQuant.Models;
 using ViTQuant.Quantization;
+using ViTQuant.Runtime;
 using ViTQuant.Tensors;
 
 namespace ViTQuant.Api;
@@ -78,9 +79,22 @@ public static class Vitq
         IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
+        return Evaluate(x => model.Infer(x, hooks), model.Config, data, batchSize, progress, cancellationToken); // Infer: one stage's temporaries at a time
+    }
+
+    /// <summary>
+    /// The same measurement for any engine that maps a batch of normalised images to logits [B, classes]: a
+    /// model's forward, <see cref="CompileInt8"/>'s engine, ONNX Runtime. <paramref name="config"/> gives the
+    /// input shape, preprocessing and class count. Throws as the model overload.
+    /// </summary>
+    public static EvalResult Evaluate(Func<Tensor, Tensor> engine, IModelConfig config, IImageDataset data, int batchSize = 256,
+        IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(engine);
+        ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(data);
         if (batchSize < 1) throw new ArgumentException($"is {batchSize}, expected at least 1", nameof(batchSize));
-        var c = model.Config;
+        var c = config;
         if (data.Channels != c.InChans || data.Height != c.ImageSize || data.Width != c.ImageSize)
             throw new ArgumentException($"images are {data.Channels}×{data.Height}×{data.Width}, the model ({c.Architecture}) expects {c.InChans}×{c.ImageSize}×{c.ImageSize}", nameof(data));
         if (data.Count == 0) throw new ArgumentException("the data set is empty", nameof(data));
@@ -88,7 +102,7 @@ public static class Vitq
         sink.Report("evaluate", 0, data.Count);
         var loader = new DataLoader(data, batchSize, mean: c.Mean, std: c.Std);
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        return Evaluator.Evaluate(model, loader.Epoch(0).Select(b => (b.Images, b.Labels)), hooks,
+        return Evaluator.Evaluate(engine, c.NumClasses, loader.Epoch(0).Select(b => (b.Images, b.Labels)),
             n => sink.Report("evaluate", n, data.Count, $"{n / Math.Max(sw.Elapsed.TotalSeconds, 1e-9):F0} img/s"));
     }
 
@@ -98,6 +112,18 @@ public static class Vitq
     {
         ArgumentNullException.ThrowIfNull(model);
         return Evaluate(model.Model, data, model, batchSize, progress, cancellationToken);
+    }
+
+    /// <summary>
+    /// The integer runtime for a quantized ViT/DeiT model: int8 GEMMs for every linear layer and both attention
+    /// products, compiled once from the model's plan and frozen weights. Its <c>Forward</c> maps normalised
+    /// images to logits (use it with the engine overload of Evaluate). Throws ViTQuantException for a Swin
+    /// model or a plan point with no integer form.
+    /// </summary>
+    public static Int8Engine CompileInt8(QuantizedModel model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        return new Int8Engine(Int8Plan.Compile(model));
     }
 
     /// <summary>

@@ -86,6 +86,20 @@ public class FacadeTests
     }
 
     [Fact]
+    public void Int8Engine_EvaluatesThroughTheEngineOverload_AgreeingWithTheSimulation()
+    {
+        var model = TinyModels.Model(seed: 4);
+        var q = Vitq.Quantize(model, CalibrationData.Gaussian(model.Config, 16, seed: 2), new QuantizeOptions { Method = "minmax", WeightBits = 8, ActivationBits = 8 });
+        var engine = Vitq.CompileInt8(q.Model);
+        var progress = new Recorder();
+        var int8 = Vitq.Evaluate(engine.Forward, model.Config, Images(), batchSize: 20, progress: progress);
+        var sim = Vitq.Evaluate(q.Model, Images(), batchSize: 20);
+        Assert.Equal(40, int8.Count);
+        Assert.Equal(40, progress.Reports.Last().Step);
+        Assert.InRange(Math.Abs(int8.Loss - sim.Loss), 0, 0.05 * Math.Max(1, sim.Loss));
+    }
+
+    [Fact]
     public void Cancel_DuringReconstruction_Throws_AndWritesNothing()
     {
         using var dir = new TinyModels.TempDir();
