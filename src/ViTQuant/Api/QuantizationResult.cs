@@ -1,6 +1,5 @@
 // What Vitq.Quantize returns: a frozen quantized model (weights on their integer grids) that can be
 // evaluated, run, saved as a quantized checkpoint and exported to ONNX without going through a file.
-using Google.Protobuf;
 using ViTQuant.Export;
 using ViTQuant.IO;
 using ViTQuant.Models;
@@ -85,13 +84,6 @@ public sealed class QuantizationResult
             int[] k = c.Signed != null ? c.Signed.Select(v => (int)v).ToArray() : c.Unsigned!.Select(v => (int)v).ToArray();
             codes[layer] = new WeightCodes(k, shapes[layer + ".weight"], c.Grid.Scale, c.Grid.ZeroPoint, c.Grid.QMin < 0, bits);
         }
-        var (proto, points) = OnnxExporter.Build(model, _frozen.Model, codes, options);
-        cancellationToken.ThrowIfCancellationRequested();
-        AtomicFile.Write(path, s =>
-        {
-            proto.WriteTo(s);
-            cancellationToken.ThrowIfCancellationRequested(); // AtomicFile deletes the temporary
-        });
-        return OnnxExporter.Report(path, model, _frozen.Model, options, points);
+        return OnnxExporter.Export(model, _frozen.Model, codes, path, options, cancellationToken);
     }
 }

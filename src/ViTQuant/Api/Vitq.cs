@@ -41,6 +41,19 @@ public static class Vitq
     }
 
     /// <summary>
+    /// Exports a float ViT/DeiT model as an ONNX graph (input pixel_values [batch, C, H, W], output logits),
+    /// atomically. Throws ArgumentException for a bad <paramref name="path"/> (before anything is written),
+    /// ViTQuantException for a Swin model. A quantized model exports through <see cref="QuantizationResult.ExportOnnx"/>.
+    /// </summary>
+    public static Export.OnnxExportResult ExportOnnx(VisionModel model, string path, Export.OnnxExportOptions? options = null, bool overwrite = false,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        CheckOutput(path, overwrite, nameof(path));
+        return Export.OnnxExporter.Export(model.RequireViT("ONNX export"), null, null, path, options ?? new Export.OnnxExportOptions(), cancellationToken);
+    }
+
+    /// <summary>
     /// An evaluation set for <paramref name="model"/>: <paramref name="spec"/> "fashion-mnist" (split train,
     /// val, test or train-full; from /usr/share/datasets/fashion-mnist or $VITQ_FASHION_MNIST_DIR) or
     /// "folder:PATH" (one sub-folder per class, labelled by the model's class names), the first

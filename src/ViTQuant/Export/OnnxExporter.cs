@@ -69,11 +69,32 @@ public static class OnnxExporter
     }
 
     /// <summary>
+    /// Writes the ONNX graph of an in-memory model — float (<paramref name="quant"/> null) or quantized, with
+    /// the integer <paramref name="codes"/> of every weight its plan quantizes — to <paramref name="outPath"/>,
+    /// atomically (a cancelled or failed write leaves no file and no temporary). Throws ViTQuantException for
+    /// invalid options or a quantizer with no exact export.
+    /// </summary>
+    public static OnnxExportResult Export(VisionTransformer model, QuantizedModel? quant, IReadOnlyDictionary<string, WeightCodes>? codes,
+        string outPath, OnnxExportOptions options, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(outPath);
+        options = options.Validated();
+        var (proto, points) = Build(model, quant, codes, options);
+        cancellationToken.ThrowIfCancellationRequested();
+        AtomicFile.Write(outPath, s =>
+        {
+            proto.WriteTo(s);
+            cancellationToken.ThrowIfCancellationRequested(); // AtomicFile deletes the temporary
+        });
+        return Report(outPath, model, quant, options, points);
+    }
+
+    /// <summary>
     /// The ONNX model of a float model (<paramref name="quant"/> null) or of a quantized one, whose weight
     /// codes are <paramref name="codes"/> (every layer its plan quantizes). Throws ViTQuantException for
     /// invalid options or a quantizer with no exact export.
     /// </summary>
-    public static (ModelProto Model, IReadOnlyDictionary<string, string> Points) Build(VisionTransformer model, QuantizedModel? quant,
+    internal static (ModelProto Model, IReadOnlyDictionary<string, string> Points) Build(VisionTransformer model, QuantizedModel? quant,
         IReadOnlyDictionary<string, WeightCodes>? codes, OnnxExportOptions options, string? source = null)
     {
         options = options.Validated();
