@@ -7,6 +7,7 @@ using System.CommandLine;
 using System.Text.Json;
 using ViTQuant.Algorithms.DataFree;
 using ViTQuant.Algorithms.Metrics;
+using ViTQuant.Api;
 using ViTQuant.Data;
 using ViTQuant.IO;
 using ViTQuant.Models;
@@ -113,6 +114,6 @@ internal static class AnalyzeCommand
             return (set, $"{set.Settings.Method} set {Path.GetFileName(spec)}");
         }
         // The statistic uses images only: a folder's labels need not match the model's classes.
-        return (DataSources.Open(spec, split, cfg, "--data", labels: DataSources.FolderLabels.Unused), spec == "fashion-mnist" ? $"fashion-mnist {split}" : spec);
+        return (DataSources.Open(spec, split, cfg, "--data", labels: FolderLabels.Unused), spec == "fashion-mnist" ? $"fashion-mnist {split}" : spec);
     }
 }

@@ -1,4 +1,4 @@
-// Flags shared by all verbs (DESIGN.md: the same names everywhere).
+// Flags shared by all verbs (docs/ARCHITECTURE.md: the same names everywhere).
 using System.CommandLine;
 using ViTQuant.Kernels;
 

@@ -20,6 +20,7 @@ using System.Text;
 using System.Text.Json;
 using ViTQuant.Algorithms.DataFree;
 using ViTQuant.Algorithms.Metrics;
+using ViTQuant.Api;
 using ViTQuant.IO;
 using ViTQuant.Models;
 using ViTQuant.Tensors;
@@ -38,7 +39,7 @@ internal static class CompareCommand
     public static Command Create()
     {
         var model = DataSources.ModelOption();
-        var methods = new Option<string>("--methods") { Description = "comma-separated: " + string.Join(", ", CompareMethods.Names), DefaultValueFactory = _ => "minmax,percentile,adfq" };
+        var methods = new Option<string>("--methods") { Description = "comma-separated: " + string.Join(", ", QuantizationMethods.Names), DefaultValueFactory = _ => "minmax,percentile,adfq" };
         var bits = new Option<string>("--bits") { Description = "comma-separated wXaY settings", DefaultValueFactory = _ => "w8a8,w6a6,w4a8,w4a4,w3a3" };
         var data = new Option<string>("--data") { Description = "comma-separated data sources: " + string.Join(", ", DataSourceNames) + " (synthetic sets are made once per seed under OUT/sets)", DefaultValueFactory = _ => "real" };
         var seeds = new Option<int>("--seeds") { Description = "seeds per cell (0, 1, …)", DefaultValueFactory = _ => 3 };
@@ -61,7 +62,7 @@ internal static class CompareCommand
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
             var sw = Stopwatch.StartNew();
-            var ms = SplitList(r.GetValue(methods)!, "--methods", CompareMethods.Names);
+            var ms = SplitList(r.GetValue(methods)!, "--methods", QuantizationMethods.Names.ToArray());
             var ds = SplitList(r.GetValue(data)!, "--data", DataSourceNames);
             var bs = r.GetValue(bits)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(ParseBits).ToList();
             if (bs.Count == 0) throw new ViTQuantException("--bits: no bit settings given");
@@ -70,7 +71,8 @@ internal static class CompareCommand
             if (calibN < 1) throw new ViTQuantException($"--calib-size must be at least 1, got {calibN}");
             if (nSynth < 1) throw new ViTQuantException($"--synth-count must be at least 1, got {nSynth}");
             if (r.GetValue(synthIters) is < 1) throw new ViTQuantException($"--synth-iters must be at least 1, got {r.GetValue(synthIters)}");
-            var budget = new MethodBudget(r.GetValue(iters), r.GetValue(ftEpochs), r.GetValue(ftLr));
+            // The budget of every cell; each cell sets its method, bits and seed.
+            var budget = new QuantizeOptions { AdfqIterations = r.GetValue(iters), FineTuneEpochs = r.GetValue(ftEpochs), FineTuneLr = r.GetValue(ftLr) };
             if (budget.AdfqIterations < 1) throw new ViTQuantException($"--iters must be at least 1, got {budget.AdfqIterations}");
             if (budget.FineTuneEpochs < 1) throw new ViTQuantException($"--ft-epochs must be at least 1, got {budget.FineTuneEpochs}");
             string dir = r.GetValue(outDir)!, spec = r.GetValue(evalSet)!;
@@ -92,7 +94,7 @@ internal static class CompareCommand
             for (ulong seed = 0; seed < (ulong)nSeeds; seed++)
                 foreach (var d in ds)
                 {
-                    List<Tensor>? images = null; // loaded when the first unfinished cell of (seed, source) needs them
+                    CalibrationData? images = null; // loaded when the first unfinished cell of (seed, source) needs them
                     foreach (var (w, a) in bs)
                         foreach (var m in ms)
                         {
@@ -105,7 +107,8 @@ internal static class CompareCommand
                             var t = Stopwatch.StartNew();
                             images ??= Images(d, fp, spec, calibN, nSynth, r.GetValue(synthIters), seed, dir, sets);
                             string resume = Path.Combine(dir, "cells", cellName + ".resume.safetensors");
-                            var (qModel, hooks) = CompareMethods.Run(m, fp, w, a, images, seed, budget, resume);
+                            var q = Progress.Staged(p => QuantizationMethods.Run(fp, images, budget with { Method = m, WeightBits = w, ActivationBits = a, Seed = seed }, resume, p));
+                            var (qModel, hooks) = (q.Model.Model, q.Model);
                             var res = QuantizeCommand.Evaluate($"{d}+{m} {bitsName} seed {seed}", qModel, hooks, evalDs);
                             var cell = new Cell(d, m, bitsName, seed, res.Top1, res.Top5, t.Elapsed.TotalSeconds);
                             AtomicFile.WriteAllText(file, JsonSerializer.Serialize(cell));
@@ -118,7 +121,7 @@ internal static class CompareCommand
             var cells = Directory.EnumerateFiles(Path.Combine(dir, "cells"), "*.json").Order(StringComparer.Ordinal).Select(ReadCell).ToList();
             var bitNames = bs.Select(b => $"w{b.W}a{b.A}").Concat(cells.Select(x => x.Bits).Order(StringComparer.Ordinal)).Distinct().ToList();
             ds = ds.Concat(DataSourceNames.Where(n => cells.Any(x => x.Data == n))).Distinct().ToArray();
-            ms = ms.Concat(CompareMethods.Names.Where(n => cells.Any(x => x.Method == n))).Distinct().ToArray();
+            ms = ms.Concat(QuantizationMethods.Names.Where(n => cells.Any(x => x.Method == n))).Distinct().ToArray();
             int maxSeeds = cells.GroupBy(x => (x.Data, x.Method, x.Bits)).Max(g => g.Count());
             var md = Markdown(fp.Config, fpRes, cells, bitNames, ds, ms, maxSeeds, evalDs.Count, calibN);
             AtomicFile.WriteAllText(Path.Combine(dir, "compare.md"), md);
@@ -199,10 +202,10 @@ internal static class CompareCommand
     /// The cell images of one source and seed: real training images, or a subset of the seed's synthetic
     /// set, made (resumably) under OUT/sets/ when missing.
     /// </summary>
-    private static List<Tensor> Images(string source, VisionTransformer fp, string spec, int count, int synthCount, int? synthIters,
+    private static CalibrationData Images(string source, VisionTransformer fp, string spec, int count, int synthCount, int? synthIters,
         ulong seed, string dir, List<SetInfo> made)
     {
-        if (source == "real") return Calibration.Load(spec, count, fp.Config, seed, flag: "--dataset");
+        if (source == "real") return CalibrationData.Load(spec, count, fp.Config, seed, flag: "--dataset");
         string setsDir = Path.Combine(dir, "sets"), path = Path.Combine(setsDir, $"{source}-s{seed}.safetensors");
         if (!File.Exists(path))
         {
@@ -221,7 +224,7 @@ internal static class CompareCommand
             Console.Error.WriteLine($"synthesized {source} seed {seed}: {synthCount} images in {t.Elapsed.TotalSeconds:F0} s "
                 + $"({1000 * t.Elapsed.TotalSeconds / synthCount:F0} s per 1,000 images)");
         }
-        return Calibration.Load(path, count, fp.Config, seed);
+        return CalibrationData.Load(path, count, fp.Config, seed);
     }
 
     public static (int W, int A) ParseBits(string s)

@@ -1,5 +1,7 @@
-// Resolving --dataset and --model flags into datasets and models, with one-line errors.
+// The --dataset, --model and --labels flags, resolved through the library (ViTQuant.Api.Datasets, ModelIO)
+// into datasets and models, with one-line errors.
 using System.CommandLine;
+using ViTQuant.Api;
 using ViTQuant.Data;
 using ViTQuant.Models;
 
@@ -27,26 +29,8 @@ internal static class DataSources
         Description = "class names, one a line in the model's output order, for labelling folder:PATH sub-folders (default: the model's own names)",
     };
 
-    /// <summary>How a folder dataset's sub-folders become labels.</summary>
-    public enum FolderLabels
-    {
-        /// <summary>By the model's class names (or --labels); sorted order, printed, when there are none.</summary>
-        ByModelNames,
-        /// <summary>Sorted order, printed: the classes are the folders' own (training a fresh model).</summary>
-        SortedFolders,
-        /// <summary>Labels are not used (calibration images): sorted order, silently.</summary>
-        Unused,
-    }
-
-    /// <summary>Reads a --labels file: one class name a line (blank lines skipped), exactly one per model output.</summary>
-    public static string[] ReadLabels(string path, int numClasses)
-    {
-        if (!File.Exists(path)) throw new ViTQuantException($"--labels: file {path} not found");
-        var names = File.ReadAllLines(path).Select(l => l.Trim()).Where(l => l.Length > 0).ToArray();
-        if (names.Length != numClasses)
-            throw new ViTQuantException($"--labels {path}: {names.Length} class names, but the model has {numClasses} classes (one name a line, in output order)");
-        return names;
-    }
+    /// <summary>Reads a --labels file (<see cref="Datasets.ReadLabels"/>).</summary>
+    public static string[] ReadLabels(string path, int numClasses) => Datasets.ReadLabels(path, numClasses);
 
     /// <summary>A float model of either family (ViT/DeiT or Swin).</summary>
     public static VisionModel LoadModel(string? path) => ModelIO.Load(path);
@@ -95,57 +79,12 @@ internal static class DataSources
     }
 
     /// <summary>
-    /// The dataset named by spec, shaped for the model (validated), or a ViTQuantException whose message names
-    /// <paramref name="flag"/>. A folder's sub-folders are labelled as <paramref name="labels"/> says, by the
-    /// names in <paramref name="labelsFile"/> when given.
+    /// The dataset named by spec, shaped for the model (<see cref="Datasets.Open"/>); the notice that a folder is
+    /// labelled by sorted sub-folder name goes to stderr.
     /// </summary>
     public static IImageDataset Open(string spec, string split, IModelConfig model, string flag = "--dataset", string? labelsFile = null,
-        FolderLabels labels = FolderLabels.ByModelNames)
-    {
-        IImageDataset ds;
-        if (spec == "fashion-mnist")
-        {
-            var s = split switch
-            {
-                "train" => FashionMnistSplit.Train,
-                "val" => FashionMnistSplit.Validation,
-                "test" => FashionMnistSplit.Test,
-                "train-full" => FashionMnistSplit.TrainFull,
-                _ => throw new ViTQuantException($"--split: unknown split '{split}' (train, val, test, train-full)"),
-            };
-            ds = FashionMnist.Load(s);
-        }
-        else if (spec.StartsWith("folder:"))
-        {
-            var root = spec["folder:".Length..];
-            if (root.Length == 0) throw new ViTQuantException($"{flag} folder: needs a path (folder:PATH, one sub-folder per class)");
-            if (!Directory.Exists(root)) throw new ViTQuantException($"{flag}: folder '{root}' not found");
-            var t = new EvalTransform(model.ImageSize, model.CropPct, model.InChans);
-            string[]? names = labelsFile != null ? ReadLabels(labelsFile, model.NumClasses)
-                : labels == FolderLabels.ByModelNames ? model.ClassNames : null;
-            if (labelsFile != null && labels == FolderLabels.Unused) names = null;
-            if (names != null) ds = ImageFolder.FromDirectory(root, t, names);
-            else
-            {
-                ds = ImageFolder.FromDirectory(root, t);
-                if (labels != FolderLabels.Unused)
-                    Console.Error.WriteLine($"{spec}: {(labels == FolderLabels.SortedFolders ? "classes" : "the model has no class names; labels")} by sorted sub-folder name: "
-                        + string.Join(", ", ds.ClassNames.Select((n, i) => $"{i} = {n}")));
-            }
-        }
-        else throw new ViTQuantException($"{flag}: unknown dataset '{spec}' (fashion-mnist or folder:PATH)");
+        FolderLabels labels = FolderLabels.ByModelNames) =>
+        Datasets.Open(spec, split, model, flag, labelsFile, labels, Console.Error.WriteLine);
 
-        if (ds.Channels != model.InChans || ds.Height != model.ImageSize || ds.Width != model.ImageSize)
-            throw new ViTQuantException($"{flag} {spec}: images are {ds.Channels}×{ds.Height}×{ds.Width} but the model ({model.Architecture}) expects {model.InChans}×{model.ImageSize}×{model.ImageSize}");
-        if (labels != FolderLabels.Unused && ds.NumClasses > model.NumClasses)
-            throw new ViTQuantException($"{flag} {spec}: {ds.NumClasses} classes but the model has {model.NumClasses} outputs");
-        return ds;
-    }
-
-    public static IImageDataset Limit(IImageDataset ds, int? limit)
-    {
-        if (limit is null) return ds;
-        if (limit < 1) throw new ViTQuantException($"--limit must be at least 1, got {limit}");
-        return limit.Value >= ds.Count ? ds : ds.First(limit.Value);
-    }
+    public static IImageDataset Limit(IImageDataset ds, int? limit) => Datasets.Limit(ds, limit);
 }

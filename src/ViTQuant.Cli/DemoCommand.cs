@@ -8,6 +8,7 @@ using System.Text.Json;
 using ViTQuant.Algorithms.DataFree;
 using ViTQuant.Algorithms.Metrics;
 using ViTQuant.Algorithms.Qat;
+using ViTQuant.Api;
 using ViTQuant.IO;
 using ViTQuant.Models;
 using ViTQuant.Tensors;
@@ -80,9 +81,14 @@ internal static class DemoCommand
                 AtomicFile.WriteAllText(file, JsonSerializer.Serialize(row));
                 return row;
             }
-            double Eval(string title, VisionTransformer m, IModelHooks? hooks) => QuantizeCommand.Evaluate(title, m, hooks, test).Top1;
+            double Eval(string title, VisionModel m, IModelHooks? hooks) => QuantizeCommand.Evaluate(title, m, hooks, test).Top1;
             var synthSeconds = new Dictionary<string, double>();
-            var budget = new MethodBudget(p.AdfqIterations, p.FineTuneEpochs, p.FineTuneLr);
+            var budget = new QuantizeOptions { WeightBits = w, ActivationBits = a, Seed = s, AdfqIterations = p.AdfqIterations, FineTuneEpochs = p.FineTuneEpochs, FineTuneLr = p.FineTuneLr };
+            (VisionModel, IModelHooks) Quantize(string method, List<Tensor> images, string? resume = null)
+            {
+                var q = Progress.Staged(pr => QuantizationMethods.Run(fp, CalibrationData.FromTensors(c, images), budget with { Method = method }, resume, pr));
+                return (q.Model.Model, q.Model);
+            }
             List<Tensor> Synth(string method, int iterations)
             {
                 var path = SetFile(method);
@@ -100,7 +106,7 @@ internal static class DemoCommand
             }
             double MinMax(List<Tensor> calib, string title)
             {
-                var (m, hooks) = CompareMethods.Run("minmax", fp, w, a, calib, s, budget);
+                var (m, hooks) = Quantize("minmax", calib);
                 return Eval(title, m, hooks);
             }
 
@@ -113,12 +119,12 @@ internal static class DemoCommand
             rows.Add(Cached("mimiq+minmax", () => MinMax(mimiqData, "mimiq+minmax")));
             rows.Add(Cached("mimiq", () =>
             {
-                var (m, hooks) = CompareMethods.Run("mimiq", fp, w, a, mimiqData, s, budget, Path.Combine(dir, "mimiq-finetune.resume.safetensors"));
+                var (m, hooks) = Quantize("mimiq", mimiqData, Path.Combine(dir, "mimiq-finetune.resume.safetensors"));
                 return Eval("mimiq", m, hooks);
             }));
             rows.Add(Cached("real+adfq", () =>
             {
-                var (m, hooks) = CompareMethods.Run("adfq", fp, w, a, Calibration.Load("fashion-mnist", p.CalibImages, c, s), s, budget);
+                var (m, hooks) = Quantize("adfq", CalibrationData.Load("fashion-mnist", p.CalibImages, c, s).Batches.ToList());
                 return Eval("real+adfq", m, hooks);
             }));
 

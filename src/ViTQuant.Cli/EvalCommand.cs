@@ -2,6 +2,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using ViTQuant.Algorithms.Metrics;
+using ViTQuant.Api;
 using ViTQuant.Data;
 
 namespace ViTQuant.Cli;
@@ -33,9 +34,7 @@ internal static class EvalCommand
             var (m, quant) = DataSources.LoadAny(r.GetValue(model));
             var logitsOf = Int8Cli.LogitsOf(r.GetValue(engine)!, m, quant, r.GetValue(model));
             var ds = DataSources.Limit(DataSources.Open(r.GetValue(dataset)!, r.GetValue(split)!, m.Config, labelsFile: r.GetValue(labels)), r.GetValue(limit));
-            var loader = new DataLoader(ds, B, mean: m.Config.Mean, std: m.Config.Std);
-            var res = Progress.Run("eval", ds.Count, rep =>
-                Evaluator.Evaluate(logitsOf, m.Config.NumClasses, loader.Epoch(0).Select(b => (b.Images, b.Labels)), progress: n => rep.Update(n, $"{n / Math.Max(rep.Elapsed, 1e-9):F0} img/s")));
+            var res = Progress.Staged(p => Vitq.Evaluate(logitsOf, m.Config, ds, B, p));
             string? modelPath = r.GetValue(model);
             string engineName = r.GetValue(engine) == "int8" ? "integer runtime" : "fake-quant simulation";
             string what = quant == null ? m.Config.Architecture

@@ -1,6 +1,7 @@
 // --engine int8 for eval, infer and bench: compiles the integer runtime from a quantized checkpoint, or
 // (bench without a checkpoint) from a min–max W8A8 plan calibrated on random images.
 using System.Diagnostics;
+using ViTQuant.Api;
 using ViTQuant.Kernels;
 using ViTQuant.Models;
 using ViTQuant.Quantization;
@@ -17,10 +18,11 @@ internal static class Int8Cli
         if (quant == null)
             throw new ViTQuantException($"--engine int8 needs a quantized checkpoint; {modelPath ?? "the shipped model"} is a float model " +
                 "(make one with `vitq quantize --method minmax --wbits 8 --abits 8 --out q.safetensors`, or use --engine sim)");
-        var plan = Int8Plan.Compile(quant);
+        var engine = Vitq.CompileInt8(quant);
+        var plan = engine.Plan;
         Console.Error.WriteLine($"int8 engine: plan '{plan.PlanName}', {plan.Layers.Count(l => l.Mode == Int8Mode.Integer)}/{plan.Layers.Count} layers integer " +
             $"({plan.IntegerMacFraction:P1} of GEMM MACs), kernel {Int8Gemm.Path}");
-        return new Int8Engine(plan);
+        return engine;
     }
 
     /// <summary>Logits of a batch through the chosen engine (sim: the float or fake-quant model; int8: the runtime).</summary>

@@ -1,4 +1,4 @@
-// `vitq quantize --method mimiq`: the fine-tuning half (spec mimiq.md §3). QuantizeCommand owns the
+// `vitq quantize --method mimiq`: the fine-tuning half (MimiQ paper). QuantizeCommand owns the
 // shared flags (--wbits, --abits, --first-last-8bit, --seed, --out) and the evaluation, freezing and
 // saving; this file owns the fine-tuning flags, loads the distillation images, runs MimiqTrainer with a
 // progress bar and hands back the fine-tuned student plus a summary for the report.
@@ -11,6 +11,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using ViTQuant.Algorithms.Qat;
+using ViTQuant.Api;
 using ViTQuant.Data;
 using ViTQuant.IO;
 using ViTQuant.Models;
@@ -29,7 +30,7 @@ internal sealed record MimiqCliOptions(
 /// The fine-tuned student, the resume file to delete once the output is saved, the report summary, and up
 /// to 64 distillation images (un-augmented) for the per-layer report, so a data-free run needs no real data.
 /// </summary>
-internal sealed record MimiqFineTuneResult(QuantizedModel Student, string ResumePath, object Summary, Tensor ReportBatch);
+internal sealed record MimiqFineTuneCliResult(QuantizedModel Student, string ResumePath, object Summary, Tensor ReportBatch);
 
 /// <summary>The fine-tuning flags; AddTo registers them on a command, Read collects them into <see cref="MimiqCliOptions"/>.</summary>
 internal sealed class MimiqFlags
@@ -65,19 +66,16 @@ internal static class MimiqFineTune
 {
     /// <summary>
     /// Loads the distillation images and fine-tunes a MimiQ student of <paramref name="teacher"/> (not
-    /// modified), resumably (OUT.resume.safetensors). Throws ViTQuantException for bad flags, unreadable
-    /// or mismatched data, a stale resume file without --resume, or a diverging loss.
+    /// modified) through the library (ViTQuant.Api.MimiqFineTuning), resumably (OUT.resume.safetensors).
+    /// Throws ViTQuantException for bad flags, unreadable or mismatched data, a stale resume file without
+    /// --resume, or a diverging loss.
     /// </summary>
-    public static MimiqFineTuneResult Run(VisionTransformer teacher, MimiqCliOptions o)
+    public static MimiqFineTuneCliResult Run(VisionTransformer teacher, MimiqCliOptions o)
     {
-        var distance = o.Distance switch
-        {
-            "ssim" => HadDistance.Ssim, "mse" => HadDistance.Mse, "l1" => HadDistance.L1, "kl" => HadDistance.Kl, "off" => HadDistance.Off,
-            _ => throw new ViTQuantException($"--had-distance: unknown distance '{o.Distance}' (ssim, mse, l1, kl, off)"),
-        };
+        var distance = MimiqFineTuning.ParseDistance(o.Distance);
         var opts = new MimiqOptions
         {
-            LsqInit = ParseLsqInit(o.LsqInit),
+            LsqInit = MimiqFineTuning.ParseLsqInit(o.LsqInit),
             WeightBits = o.WeightBits, ActivationBits = o.ActivationBits, FirstLast8Bit = o.FirstLast8Bit, Epochs = o.Epochs,
             BatchSize = o.Batch, Lr = o.Lr, Temperature = o.Temperature, KdWeight = o.KdWeight, HadWeight = o.HadWeight,
             Distance = distance, CeWeight = o.CeWeight, CropScaleMin = o.CropScale, Augment = !o.NoAugment, Seed = o.Seed,
@@ -87,99 +85,22 @@ internal static class MimiqFineTune
             throw new ViTQuantException($"{resumePath} exists from an interrupted run; pass --resume to continue it or delete it");
 
         var c = teacher.Config;
-        var (images, labels) = LoadImages(o.Data, o.DataSize, c, o.Seed);
-        int count = images.Sum(t => t.Shape[0]);
-        var trainer = new MimiqTrainer(teacher, images, labels, opts);
-        Console.Error.WriteLine($"mimiq fine-tuning w{opts.WeightBits}a{opts.ActivationBits} on {o.Data}: {count} images, {opts.Epochs} epochs × {trainer.StepsPerEpoch} steps, "
-            + $"batch {opts.BatchSize}, lr {opts.Lr}, T {opts.Temperature}, α_KD {opts.KdWeight}, γ {opts.HadWeight} ({distance}), CE {opts.CeWeight}, seed {opts.Seed}");
-        var sw = Stopwatch.StartNew();
-        long stepsThisRun = 0;
-        var result = Progress.Run("mimiq fine-tune", trainer.TotalSteps, rep =>
-        {
-            trainer.OnStep = s => rep.Update((long)s.Epoch * s.StepsPerEpoch + s.Step + 1,
-                $"epoch {s.Epoch + 1}/{opts.Epochs} loss {s.Loss:F4} (kd {s.Kd:F4}, had {s.Had:F4}{(opts.CeWeight > 0 ? $", ce {s.Ce:F4}" : "")}) lr {s.Lr:G3} "
-                + $"{++stepsThisRun / Math.Max(rep.Elapsed, 1e-9):F1} steps/s");
-            trainer.OnEpoch = e => Console.Error.WriteLine($"epoch {e.Epoch}: loss {e.Loss:F4} (kd {e.Kd:F4}, had {e.Had:F4}, ce {e.Ce:F4}) ({e.Seconds:F0} s)");
-            return trainer.Run(resumePath);
-        });
+        var data = CalibrationData.LoadDistillation(o.Data, o.DataSize, c, o.Seed);
+        var result = Progress.Staged(p => MimiqFineTuning.Run(teacher, data, opts, resumePath, p,
+            plan => Console.Error.WriteLine($"mimiq fine-tuning w{opts.WeightBits}a{opts.ActivationBits} on {o.Data}: {plan.Images} images, {opts.Epochs} epochs × {plan.StepsPerEpoch} steps, "
+                + $"batch {opts.BatchSize}, lr {opts.Lr}, T {opts.Temperature}, α_KD {opts.KdWeight}, γ {opts.HadWeight} ({distance}), CE {opts.CeWeight}, seed {opts.Seed}"),
+            e => Console.Error.WriteLine($"epoch {e.Epoch}: loss {e.Loss:F4} (kd {e.Kd:F4}, had {e.Had:F4}, ce {e.Ce:F4}) ({e.Seconds:F0} s)")));
         var summary = new
         {
-            data = o.Data, images = count, labelled = labels != null, epochs = opts.Epochs, steps = result.Steps, batch = opts.BatchSize,
+            data = o.Data, images = data.Count, labelled = data.Labels != null, epochs = opts.Epochs, steps = result.Steps, batch = opts.BatchSize,
             lr = opts.Lr, temperature = opts.Temperature, kd_weight = opts.KdWeight, had_weight = opts.HadWeight,
             had_distance = o.Distance, ce_weight = opts.CeWeight, lsq_init = o.LsqInit, augment = opts.Augment, crop_scale = opts.CropScaleFor(c.ImageSize),
-            fine_tune_seconds = sw.Elapsed.TotalSeconds,
+            fine_tune_seconds = result.Seconds,
             history = result.History.Select(h => new { epoch = h.Epoch, loss = h.Loss, kd = h.Kd, had = h.Had, ce = h.Ce, seconds = h.Seconds }),
         };
-        int nReport = Math.Min(64, images[0].Shape[0]), per = images[0].Size / images[0].Shape[0];
-        var reportBatch = Tensor.FromArray(images[0].Data.AsSpan(0, nReport * per), nReport, c.InChans, c.ImageSize, c.ImageSize);
-        return new MimiqFineTuneResult(result.Student, resumePath, summary, reportBatch);
-    }
-
-    /// <summary>Parses --lsq-init; throws ViTQuantException naming the flag for an unknown value.</summary>
-    internal static LsqInit ParseLsqInit(string s) => s switch
-    {
-        "spec" => LsqInit.Spec, "minmax" => LsqInit.MinMax, "percentile" => LsqInit.Percentile, "mse" => LsqInit.Mse,
-        _ => throw new ViTQuantException($"--lsq-init: unknown initialisation '{s}' (spec, minmax, percentile, mse)"),
-    };
-
-    /// <summary>The distillation images as normalised tensors for the model, with labels when the source has them.</summary>
-    internal static (List<Tensor> Images, int[]? Labels) LoadImages(string spec, int? size, ViTConfig c, ulong seed)
-    {
-        if (size is < 1) throw new ViTQuantException($"--data-size must be at least 1, got {size}");
-        if (spec == "gaussian")
-        {
-            int n = size ?? 10_000;
-            return (new List<Tensor> { Tensor.Randn(new Rng(seed ^ 0x6A0551A9UL), 1f, n, c.InChans, c.ImageSize, c.ImageSize) }, null);
-        }
-        if (spec == "fashion-mnist" || spec.StartsWith("folder:", StringComparison.Ordinal))
-        {
-            var ds = DataSources.Open(spec, "train", c);
-            int n = Math.Min(size ?? 10_000, ds.Count);
-            if (n < ds.Count) ds = ds.RandomSubset(n, seed);
-            var batches = new DataLoader(ds, 256, mean: c.Mean, std: c.Std).Epoch(0).ToList();
-            return (batches.Select(b => b.Images).ToList(), batches.SelectMany(b => b.Labels).ToArray());
-        }
-        if (!File.Exists(spec)) throw new ViTQuantException($"--data: '{spec}' is neither a file nor fashion-mnist, folder:PATH or gaussian");
-        return LoadSetFile(spec, size, c, seed);
-    }
-
-    private static (List<Tensor>, int[]?) LoadSetFile(string path, int? size, ViTConfig c, ulong seed)
-    {
-        var f = SafeTensorsFile.Read(path);
-        if (!f.Contains("images")) throw new ViTQuantException($"{path}: no 'images' tensor (expected a synthetic set)");
-        var images = f.GetTensor("images");
-        if (images.Rank != 4 || images.Shape[1] != c.InChans || images.Shape[2] != c.ImageSize || images.Shape[3] != c.ImageSize || images.Shape[0] == 0)
-            throw new ViTQuantException($"{path}: images are {Tensor.ShapeString(images.Shape)}, the model ({c.Architecture}) expects [N, {c.InChans}, {c.ImageSize}, {c.ImageSize}]");
-        int n = images.Shape[0], per = images.Size / n;
-        int[]? labels = f.Contains("labels") ? f.GetInt32("labels") : null;
-        if (labels != null && labels.Length != n) throw new ViTQuantException($"{path}: {labels.Length} labels for {n} images");
-        if (f.Metadata.TryGetValue("vitq.model_config", out var genJson))
-        {
-            var gen = ViTConfig.FromJson(genJson, path);
-            if (gen.InChans != c.InChans) throw new ViTQuantException($"{path}: made for a {gen.InChans}-channel model, the teacher has {c.InChans}");
-            if (!gen.Mean.SequenceEqual(c.Mean) || !gen.Std.SequenceEqual(c.Std)) Renormalize(images, gen, c);
-        }
-        if (size is int k && k < n)
-        {
-            var pick = Enumerable.Range(0, n).ToArray();
-            new Rng(seed).Shuffle(pick.AsSpan());
-            pick = pick[..k];
-            Array.Sort(pick);
-            var sub = new Tensor(k, c.InChans, c.ImageSize, c.ImageSize);
-            for (int i = 0; i < k; i++) images.Data.AsSpan(pick[i] * per, per).CopyTo(sub.Data.AsSpan(i * per, per));
-            return (new List<Tensor> { sub }, labels != null ? pick.Select(i => labels[i]).ToArray() : null);
-        }
-        return (new List<Tensor> { images }, labels);
-    }
-
-    /// <summary>Maps images normalised for <paramref name="from"/> into the normalised space of <paramref name="to"/>.</summary>
-    private static void Renormalize(Tensor images, ViTConfig from, ViTConfig to)
-    {
-        int plane = to.ImageSize * to.ImageSize, ch = to.InChans;
-        for (int i = 0; i < images.Size; i++)
-        {
-            int k = i / plane % ch;
-            images.Data[i] = (images.Data[i] * from.Std[k] + from.Mean[k] - to.Mean[k]) / to.Std[k];
-        }
+        var first = data.Batches[0];
+        int nReport = Math.Min(64, first.Shape[0]), per = first.Size / first.Shape[0];
+        var reportBatch = Tensor.FromArray(first.Data.AsSpan(0, nReport * per), nReport, c.InChans, c.ImageSize, c.ImageSize);
+        return new MimiqFineTuneCliResult(result.Student, resumePath, summary, reportBatch);
     }
 }

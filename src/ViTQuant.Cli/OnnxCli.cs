@@ -124,8 +124,7 @@ internal static class OnnxCli
         {
             string fp = Path.Combine(dir, "float.onnx"), q = Path.Combine(dir, "qdq.onnx"), qr = Path.Combine(dir, "qdq-rounded-bias.onnx");
             var rounded = new OnnxExportOptions { ExactBias = false };
-            var (fpProto, _) = OnnxExporter.Build(model, null, null, new OnnxExportOptions());
-            AtomicFile.Write(fp, s => Google.Protobuf.MessageExtensions.WriteTo(fpProto, s));
+            OnnxExporter.Export(model, null, null, fp, new OnnxExportOptions());
             string qdqSource;
             if (checkpoint != null && File.Exists(checkpoint) && checkpoint.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)
                 && SafeTensorsFile.Read(checkpoint) is var f && QuantizedCheckpoint.IsQuantized(f))
@@ -193,11 +192,9 @@ internal static class OnnxCli
             kv.Value.Signed?.Select(v => (int)v).ToArray() ?? kv.Value.Unsigned!.Select(v => (int)v).ToArray(),
             qm.Model.NamedParameters().First(p => p.Name == kv.Key + ".weight").Param.Shape.ToArray(),
             kv.Value.Grid.Scale, kv.Value.Grid.ZeroPoint, kv.Value.Signed != null, qm.Plan.WeightBits));
-        var (qProto, _) = OnnxExporter.Build(qm.Model.RequireViT("ONNX export"), qm, weights, new OnnxExportOptions());
-        AtomicFile.Write(exactPath, s => Google.Protobuf.MessageExtensions.WriteTo(qProto, s));
+        OnnxExporter.Export(qm.Model.RequireViT("ONNX export"), qm, weights, exactPath, new OnnxExportOptions());
         if (roundedPath == null) return;
-        var (rProto, _) = OnnxExporter.Build(qm.Model.RequireViT("ONNX export"), qm, weights, new OnnxExportOptions { ExactBias = false });
-        AtomicFile.Write(roundedPath, s => Google.Protobuf.MessageExtensions.WriteTo(rProto, s));
+        OnnxExporter.Export(qm.Model.RequireViT("ONNX export"), qm, weights, roundedPath, new OnnxExportOptions { ExactBias = false });
     }
 
     /// <summary>
@@ -219,8 +216,7 @@ internal static class OnnxCli
             _dir = Path.Combine(Path.GetTempPath(), "vitq-bench-ort-" + Guid.NewGuid().ToString("N"));
             Directory.CreateDirectory(_dir);
             string fp = Path.Combine(_dir, "float.onnx"), q = Path.Combine(_dir, "qdq.onnx");
-            var (fpProto, _) = OnnxExporter.Build(floatModel, null, null, new OnnxExportOptions());
-            AtomicFile.Write(fp, s => Google.Protobuf.MessageExtensions.WriteTo(fpProto, s));
+            OnnxExporter.Export(floatModel, null, null, fp, new OnnxExportOptions());
             if (codes != null) WriteQdq(quant, codes, q);
             else OnnxExporter.ExportFile(checkpoint, q, new OnnxExportOptions());
             FloatBytes = new FileInfo(fp).Length;

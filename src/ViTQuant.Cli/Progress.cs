@@ -5,6 +5,7 @@
 // progress and remaining time. Human output always goes to stderr.
 using System.Diagnostics;
 using Spectre.Console;
+using ViTQuant.Api;
 
 namespace ViTQuant.Cli;
 
@@ -51,6 +52,65 @@ internal static class Progress
             rep.Flush();
             return r;
         }
+    }
+
+    /// <summary>
+    /// Runs a library operation that reports <see cref="OperationProgress"/>: each new stage gets its own bar
+    /// (or, redirected, its own series of lines) titled by the stage, as <see cref="Run{T}"/> shows one step.
+    /// </summary>
+    public static T Staged<T>(Func<IProgress<OperationProgress>, T> work)
+    {
+        string? stage = null;
+        Reporter? rep = null;
+        if (!Console.IsErrorRedirected && Err.Profile.Capabilities.Interactive)
+        {
+            T result = default!;
+            ProgressTask? task = null;
+            Err.Progress()
+                .AutoClear(false)
+                .HideCompleted(false)
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(),
+                    new RemainingTimeColumn(), new ElapsedTimeColumn(), new SpinnerColumn())
+                .Start(ctx =>
+                {
+                    result = work(new Sink(p =>
+                    {
+                        if (p.Stage != stage)
+                        {
+                            if (task != null) task.Value = task.MaxValue;
+                            string title = stage = p.Stage;
+                            var t = task = ctx.AddTask(Markup.Escape(title), maxValue: Math.Max(1, p.Total));
+                            rep = new Reporter(p.Total, (done, status) =>
+                            {
+                                t.Value = done;
+                                t.Description = Markup.Escape(string.IsNullOrEmpty(status) ? title : $"{title} {status}");
+                            });
+                        }
+                        rep!.Update(p.Step, p.Message);
+                    }));
+                    if (task != null) task.Value = task.MaxValue;
+                });
+            return result;
+        }
+        var r = work(new Sink(p =>
+        {
+            if (p.Stage != stage)
+            {
+                rep?.Flush();
+                string title = stage = p.Stage;
+                long total = p.Total;
+                rep = new Reporter(total, (done, status) => Console.Error.WriteLine($"[{DateTime.Now:HH:mm:ss}] {title} {done}/{total} {status}"), appendEta: true);
+            }
+            rep!.Update(p.Step, p.Message);
+        }));
+        rep?.Flush();
+        return r;
+    }
+
+    /// <summary>Reports synchronously on the worker's thread (Progress&lt;T&gt; would post to the thread pool).</summary>
+    private sealed class Sink(Action<OperationProgress> report) : IProgress<OperationProgress>
+    {
+        public void Report(OperationProgress value) => report(value);
     }
 
     /// <summary>Thread-safe, throttled progress sink; also computes a rate for status lines.</summary>

@@ -9,6 +9,7 @@ using System.Globalization;
 using System.Text.Json;
 using ViTQuant.Algorithms.Metrics;
 using ViTQuant.Algorithms.Ptq;
+using ViTQuant.Api;
 using ViTQuant.Data;
 using ViTQuant.IO;
 using ViTQuant.Models;
@@ -62,6 +63,7 @@ internal static class QuantizeCommand
             if (r.GetValue(sample) < 0) throw new ViTQuantException($"--calib-sample must be 0 (every value) or positive, got {r.GetValue(sample)}");
             if (m == "mimiq" && (r.GetValue(sample) != 0 || r.GetValue(blocksPerPass) != 0))
                 throw new ViTQuantException("--calib-sample and --calib-blocks-per-pass apply to the post-training methods; mimiq initialises on its own images");
+            // The library applies the sample size again; validating the plan here fails a bad flag before any work.
             if (r.GetValue(sample) > 0)
                 plan = (plan with { Activations = plan.Activations.Select(a => a.Spec == null ? a : a with { Spec = a.Spec with { SampleSize = r.GetValue(sample) } }).ToArray() }).Validated();
             var fp = DataSources.LoadModel(r.GetValue(model));
@@ -69,22 +71,19 @@ internal static class QuantizeCommand
             var c = fp.Config;
             var evalDs = DataSources.Limit(DataSources.Open(r.GetValue(evalSet)!, r.GetValue(split)!, c, labelsFile: r.GetValue(labels)), r.GetValue(limit));
             // MimiQ needs no calibration data (data-free): it initialises LSQ on its own distillation images.
-            var calibBatches = m == "mimiq" ? new List<Tensor>() : Calibration.Load(r.GetValue(calib)!, r.GetValue(calibSize), c, r.GetValue(seed));
+            var calibData = m == "mimiq" ? null : CalibrationData.Load(r.GetValue(calib)!, r.GetValue(calibSize), c, r.GetValue(seed));
+            var options = new QuantizeOptions
+            {
+                Method = m, WeightBits = r.GetValue(wbits), ActivationBits = r.GetValue(abits), FirstLast8Bit = r.GetValue(firstLast), Seed = r.GetValue(seed),
+                CalibrationSampleSize = r.GetValue(sample), CalibrationBlocksPerPass = r.GetValue(blocksPerPass), Adfq = adfqOpts,
+            };
 
             var fpRes = Evaluate("float", fp, null, evalDs);
-            QuantizedModel qm;
-            MimiqFineTuneResult? ft = null;
-            List<PointCalibration> calibration;
-            if (m == "mimiq")
-                qm = (ft = MimiqFineTune.Run(fp.RequireViT("--method mimiq"), mimiq.Read(r, r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast), r.GetValue(seed), outPath))).Student;
-            else
-            {
-                qm = new QuantizedModel(fp.Clone(), plan) { CalibrationBlocksPerPass = r.GetValue(blocksPerPass) };
-                Progress.Run(CalibrateLabel(qm.PlanCalibration(calibBatches), qm), qm.CalibrationPasses * calibBatches.Sum(b => b.Shape[0]), rep => { qm.Calibrate(calibBatches, n => rep.Update(n)); return 0; });
-            }
-            calibration = PointCalibration.Of(qm); // as calibrated, before any reconstruction learns the steps
-            var units = adfqOpts != null ? Reconstruct(fp.RequireViT("--method adfq"), qm, calibBatches, adfqOpts) : null;
-            var codes = QuantizedCheckpoint.Freeze(qm);
+            MimiqFineTuneCliResult? ft = null;
+            var result = m == "mimiq"
+                ? QuantizationResult.Freeze((ft = MimiqFineTune.Run(fp.RequireViT("--method mimiq"), mimiq.Read(r, r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast), r.GetValue(seed), outPath))).Student, options)
+                : Progress.Staged(p => Vitq.Quantize(fp, calibData!, options, p));
+            var (qm, calibration, units) = (result.Model, result.Calibration, result.AdfqUnits);
             var qRes = Evaluate($"{m} w{plan.WeightBits}a{plan.ActivationBits}", qm.Model, qm, evalDs);
             // Diagnostic only (no decision uses it): the damage report on the first evaluation images.
             var reportBatch = new DataLoader(evalDs, 128, mean: c.Mean, std: c.Std, prefetch: 0).Epoch(0).First().Images;
@@ -92,11 +91,11 @@ internal static class QuantizeCommand
             double seconds = sw.Elapsed.TotalSeconds, peak = Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0;
             // The report travels inside the checkpoint, so it carries what the file stores but not the
             // file's own size; that is added to the printed JSON once the file exists.
-            var storage = QuantizedCheckpoint.Storage(qm, codes);
+            var storage = result.Storage;
             var summary = new
             {
                 method = m, bits = $"w{plan.WeightBits}a{plan.ActivationBits}", fp_top1 = fpRes.Top1, quant_top1 = qRes.Top1,
-                fp_top5 = fpRes.Top5, quant_top5 = qRes.Top5, eval_count = qRes.Count, calib = m == "mimiq" ? null : r.GetValue(calib), calib_size = calibBatches.Sum(b => b.Shape[0]),
+                fp_top5 = fpRes.Top5, quant_top5 = qRes.Top5, eval_count = qRes.Count, calib = m == "mimiq" ? null : r.GetValue(calib), calib_size = calibData?.Count ?? 0,
                 fine_tune = ft?.Summary,
                 calibration_passes = m == "mimiq" ? 0 : qm.CalibrationPasses,
                 calibration_memory_mb = m == "mimiq" ? 0 : qm.CalibrationBytesPerPass / 1048576.0,
@@ -116,11 +115,8 @@ internal static class QuantizeCommand
                     units = units!.Select(u => new { unit = u.Unit.Name, iterations = u.Iterations, seconds = u.Seconds, last_loss = Finite(u.LastLoss), calibration_rec = Finite(u.CalibrationRec) }),
                 },
             };
-            storage = QuantizedCheckpoint.Save(qm, codes, outPath, new Dictionary<string, string>
-            {
-                ["vitq.method"] = m,
-                ["vitq.report"] = JsonSerializer.Serialize(summary),
-            });
+            // The output was checked (and --overwrite honoured) before any work.
+            storage = result.Save(outPath, overwrite: true, new Dictionary<string, string> { ["vitq.report"] = JsonSerializer.Serialize(summary) });
             if (ft != null) File.Delete(ft.ResumePath);
             if (adfqOpts != null) PrintUnits(adfqOpts, units!);
             PrintCalibration(calibration);
@@ -136,34 +132,10 @@ internal static class QuantizeCommand
         return cmd;
     }
 
-    /// <summary>Progress label; names the passes when the statistics of one would not fit the memory budget.</summary>
-    internal static string CalibrateLabel(int passes, QuantizedModel qm) =>
-        passes == 1 ? "calibrate" : $"calibrate ({passes} passes of ≤ {qm.CalibrationBytesPerPass / 1048576.0:F0} MB statistics)";
-
     private static double? Finite(double v) => double.IsFinite(v) ? v : null;
 
-    /// <summary>ADFQ reconstruction with one progress bar per unit (its loss terms in the status).</summary>
-    private static List<AdfqUnitResult> Reconstruct(VisionTransformer fp, QuantizedModel qm, List<Tensor> calib, AdfqOptions opts)
-    {
-        var recon = new AdfqReconstruction(fp, qm, calib, opts);
-        var results = new List<AdfqUnitResult>();
-        int total = opts.Reconstruct ? opts.Iterations : 1;
-        while (recon.CompletedUnits < recon.Units.Count)
-        {
-            var unit = recon.Units[recon.CompletedUnits];
-            results.Add(Progress.Run($"adfq {unit.Name}", total, rep =>
-            {
-                var res = recon.ReconstructNext(p => rep.Update(p.Iteration + 1,
-                    string.Create(CultureInfo.InvariantCulture, $"loss {p.Loss:G4} (rec {p.Rec:G4}, round {p.Round:G4} β {p.Beta:F1}, kl {p.Kl:G4})")));
-                rep.Update(total, string.Create(CultureInfo.InvariantCulture, $"calibration rec {res.CalibrationRec:G4}"));
-                return res;
-            }));
-        }
-        return results;
-    }
-
     /// <summary>One line on how the calibration statistics were taken (exact or sampled, and how many values).</summary>
-    private static void PrintCalibration(List<PointCalibration> points)
+    private static void PrintCalibration(IReadOnlyList<PointCalibration> points)
     {
         if (points.Count == 0) return;
         long seen = points.Sum(p => p.ValuesSeen), used = points.Sum(p => p.ValuesUsed);
@@ -173,7 +145,7 @@ internal static class QuantizeCommand
             : $"calibration: {sampled.Count} of {points.Count} points sampled (sizes {string.Join(", ", sampled.Select(p => p.SampleSize).Distinct())} per group): statistics used {used:N0} of {seen:N0} observed values");
     }
 
-    private static void PrintUnits(AdfqOptions opts, List<AdfqUnitResult> units)
+    private static void PrintUnits(AdfqOptions opts, IReadOnlyList<AdfqUnitResult> units)
     {
         var e = Console.Error;
         e.WriteLine($"adfq reconstruction: {opts.Describe()}");
@@ -253,22 +225,5 @@ internal sealed class AdfqFlags
         foreach (var o in All)
             if (r.GetResult(o) is { Implicit: false }) throw new ViTQuantException($"{o.Name} only applies to --method adfq (got --method {method})");
         return null;
-    }
-}
-
-/// <summary>Calibration images as normalised batches of the model's input shape.</summary>
-internal static class Calibration
-{
-    public static List<Tensor> Load(string spec, int count, IModelConfig c, ulong seed, int batch = 64, string flag = "--calib")
-    {
-        if (count < 1) throw new ViTQuantException($"--calib-size must be at least 1, got {count}");
-        IImageDataset ds;
-        // Calibration uses images only, so a folder's labels (and whether they match the model) do not matter.
-        if (spec == "fashion-mnist" || spec.StartsWith("folder:")) ds = DataSources.Open(spec, "train", c, flag, labels: DataSources.FolderLabels.Unused);
-        else if (spec.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)) ds = Algorithms.DataFree.SyntheticSet.Load(spec, c);
-        else throw new ViTQuantException($"{flag}: unknown calibration source '{spec}' (fashion-mnist, folder:PATH, or a synthetic set .safetensors)");
-        if (count < ds.Count) ds = ds.RandomSubset(count, seed);
-        var loader = new DataLoader(ds, batch, mean: c.Mean, std: c.Std);
-        return loader.Epoch(0).Select(b => b.Images).ToList();
     }
 }

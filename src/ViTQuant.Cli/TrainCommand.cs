@@ -2,6 +2,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using ViTQuant.Algorithms.Training;
+using ViTQuant.Api;
 using ViTQuant.Data;
 using ViTQuant.IO;
 using ViTQuant.Models;
@@ -60,7 +61,7 @@ internal static class TrainCommand
             string spec = r.GetValue(dataset)!;
             // A fresh model learns the folder's own classes (sorted sub-folder names, or --labels), and keeps
             // their names; a model given by --init keeps its classes and the folder is matched to them by name.
-            var folderLabels = initModel == null && r.GetValue(labels) == null ? DataSources.FolderLabels.SortedFolders : DataSources.FolderLabels.ByModelNames;
+            var folderLabels = initModel == null && r.GetValue(labels) == null ? FolderLabels.SortedFolders : FolderLabels.ByModelNames;
             var train = DataSources.Limit(DataSources.Open(spec, "train", modelCfg, labelsFile: r.GetValue(labels), labels: folderLabels), r.GetValue(limit));
             if (initModel == null && spec != "fashion-mnist")
             {

@@ -2,7 +2,7 @@
 // (image size, channels, normalisation, classes) comes from the file's metadata_props, so a caller can
 // build the right dataset transform from the .onnx file alone. ORT's optimised graph can be saved and its
 // op types listed, to see whether the QDQ groups became integer kernels (QGemm, QLinearMatMul,
-// MatMulIntegerToFloat, …) or stayed float (../shared/spec/onnx-runtime-int8.md).
+// MatMulIntegerToFloat, …) or stayed float (ONNX Runtime's QDQ fusion rules).
 using Microsoft.ML.OnnxRuntime;
 using ViTQuant.Export;
 using ViTQuant.Export.OnnxProto;

@@ -15,10 +15,13 @@ public interface IImageDataset
     /// <summary>Number of images.</summary>
     int Count { get; }
 
+    /// <summary>Channels of every image.</summary>
     int Channels { get; }
 
+    /// <summary>Height of every image, pixels.</summary>
     int Height { get; }
 
+    /// <summary>Width of every image, pixels.</summary>
     int Width { get; }
 
     /// <summary>Number of classes; labels lie in [0, NumClasses).</summary>

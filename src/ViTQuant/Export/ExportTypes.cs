@@ -23,8 +23,10 @@ public sealed record OnnxExportOptions
     /// <summary>Newest opset we write (int4 types are opset 21).</summary>
     public const int MaxOpset = 21;
 
+    /// <summary>The ONNX opset to write, <see cref="MinOpset"/>–<see cref="MaxOpset"/>.</summary>
     public int Opset { get; init; } = MinOpset;
 
+    /// <summary>How quantized weights are stored in the graph (int8 codes, or int4 from opset 21).</summary>
     public WeightStorage WeightStorage { get; init; } = WeightStorage.Int8;
 
     /// <summary>
@@ -87,9 +89,16 @@ public sealed record WeightCodes(int[] Codes, int[] Shape, float[] Scale, float[
 /// <summary>What an export wrote: sizes and how each quantization point was expressed.</summary>
 public sealed record OnnxExportResult
 {
+    /// <summary>The file written.</summary>
     public required string Path { get; init; }
+
+    /// <summary>Its size in bytes.</summary>
     public required long FileBytes { get; init; }
+
+    /// <summary>The opset it declares.</summary>
     public required int Opset { get; init; }
+
+    /// <summary>True for a QDQ graph of a quantized model, false for a float graph.</summary>
     public required bool Quantized { get; init; }
     /// <summary>Every parameter as float32.</summary>
     public required long FloatWeightBytes { get; init; }

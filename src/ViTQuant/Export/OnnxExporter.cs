@@ -1,5 +1,5 @@
 // ONNX export of a ViT/DeiT: the forward of VisionTransformer.cs written once more as an ONNX graph,
-// float or QDQ (DESIGN.md: Export depends on Models and Quantization only; no ONNX Runtime here).
+// float or QDQ (docs/ARCHITECTURE.md: Export depends on Models and Quantization only; no ONNX Runtime here).
 //
 //   pixel_values [batch, C, H, W] → Conv(P×P, stride P) → Reshape [B, D, Np] → Transpose [B, Np, D]
 //   → Concat(prefix tokens expanded to B) → Add pos_embed → depth × block → head → logits [batch, K]
@@ -14,7 +14,7 @@
 //   activations  OnnxQuantOps (QDQ where the grid has that form, exact float subgraphs otherwise);
 //   bias         when the layer's input is a per-tensor QDQ value (scale s_x) and its weight is quantized
 //                (Δ_c): int32 codes b_q = round(b_c / (s_x·Δ_c)) → DequantizeLinear(scale s_x·Δ_c), the layout
-//                ORT's QDQ fusion turns into QGemm (../shared/spec/onnx-runtime-int8.md: a float bias is
+//                ORT's QDQ fusion turns into QGemm (ONNX Runtime's QDQ fusion: a float bias is
 //                fused into a float Gemm first), plus (ExactBias, the default) a float Add of the residue
 //                b_c − b_q·s_x·Δ_c after the layer, so the bias is the simulation's up to float rounding.
 //                Without the residue the bias moves by up to ½·s_x·Δ_c, which shifts values across later
@@ -69,11 +69,32 @@ public static class OnnxExporter
     }
 
     /// <summary>
+    /// Writes the ONNX graph of an in-memory model — float (<paramref name="quant"/> null) or quantized, with
+    /// the integer <paramref name="codes"/> of every weight its plan quantizes — to <paramref name="outPath"/>,
+    /// atomically (a cancelled or failed write leaves no file and no temporary). Throws ViTQuantException for
+    /// invalid options or a quantizer with no exact export.
+    /// </summary>
+    public static OnnxExportResult Export(VisionTransformer model, QuantizedModel? quant, IReadOnlyDictionary<string, WeightCodes>? codes,
+        string outPath, OnnxExportOptions options, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(outPath);
+        options = options.Validated();
+        var (proto, points) = Build(model, quant, codes, options);
+        cancellationToken.ThrowIfCancellationRequested();
+        AtomicFile.Write(outPath, s =>
+        {
+            proto.WriteTo(s);
+            cancellationToken.ThrowIfCancellationRequested(); // AtomicFile deletes the temporary
+        });
+        return Report(outPath, model, quant, options, points);
+    }
+
+    /// <summary>
     /// The ONNX model of a float model (<paramref name="quant"/> null) or of a quantized one, whose weight
     /// codes are <paramref name="codes"/> (every layer its plan quantizes). Throws ViTQuantException for
     /// invalid options or a quantizer with no exact export.
     /// </summary>
-    public static (ModelProto Model, IReadOnlyDictionary<string, string> Points) Build(VisionTransformer model, QuantizedModel? quant,
+    internal static (ModelProto Model, IReadOnlyDictionary<string, string> Points) Build(VisionTransformer model, QuantizedModel? quant,
         IReadOnlyDictionary<string, WeightCodes>? codes, OnnxExportOptions options, string? source = null)
     {
         options = options.Validated();
@@ -110,7 +131,7 @@ public static class OnnxExporter
         return (m, em.Points);
     }
 
-    private static OnnxExportResult Report(string path, VisionTransformer model, QuantizedModel? quant, OnnxExportOptions o, IReadOnlyDictionary<string, string> points)
+    internal static OnnxExportResult Report(string path, VisionTransformer model, QuantizedModel? quant, OnnxExportOptions o, IReadOnlyDictionary<string, string> points)
     {
         long total = model.ParameterCount(), qWeights = 0, q4Weights = 0, scales = 0;
         if (quant != null)

@@ -1,7 +1,7 @@
 // Named quantization points and attention taps.
 //
 // The ViT forward is written once and calls the hooks at every point a quantizer or an analysis may
-// want (DESIGN.md). With no hooks the calls are identities. Point names:
+// want (docs/ARCHITECTURE.md). With no hooks the calls are identities. Point names:
 //   weights:      patch_embed.proj, blocks.{i}.attn.qkv, blocks.{i}.attn.proj, blocks.{i}.mlp.fc1,
 //                 blocks.{i}.mlp.fc2, head, head_dist
 //   activations:  the same layer names for the layer's input, plus blocks.{i}.attn.q / .k / .v

@@ -12,10 +12,16 @@ using ViTQuant.Tensors;
 
 namespace ViTQuant.Models;
 
+/// <summary>Loading and saving float models: our .safetensors, timm folders, the embedded default.</summary>
 public static class ModelIO
 {
+    /// <summary>The metadata key of the model config (JSON) in our checkpoints.</summary>
     public const string ConfigKey = "vitq.config";
+
+    /// <summary>The metadata key of the file format ("vitq-float/1", "vitq-quant/2", …).</summary>
     public const string FormatKey = "vitq.format";
+
+    /// <summary>The file name of the shipped default model in the repository's models/ folder.</summary>
     public const string DefaultModelName = "vit_fmnist.safetensors";
     private const string EmbeddedResource = "ViTQuant.DefaultModel.safetensors";
 
@@ -57,6 +63,7 @@ public static class ModelIO
     /// </summary>
     public static VisionTransformer LoadViT(string? path, string feature) => Load(path).RequireViT(feature);
 
+    /// <summary>The default Fashion-MNIST ViT embedded in this assembly. Throws ViTQuantException when the build has none.</summary>
     public static VisionModel LoadDefault()
     {
         using var s = typeof(ModelIO).Assembly.GetManifestResourceStream(EmbeddedResource)

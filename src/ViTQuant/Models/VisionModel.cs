@@ -15,15 +15,34 @@ namespace ViTQuant.Models;
 /// <summary>The configuration of any of our model families (ViTConfig, SwinConfig).</summary>
 public interface IModelConfig
 {
+    /// <summary>The architecture name (timm's, e.g. "deit_tiny_patch16_224", or ours, "vit_fmnist").</summary>
     string Architecture { get; }
+
+    /// <summary>Input height and width in pixels (square inputs).</summary>
     int ImageSize { get; }
+
+    /// <summary>Patch side in pixels.</summary>
     int PatchSize { get; }
+
+    /// <summary>Input channels (1 for Fashion-MNIST, 3 for RGB).</summary>
     int InChans { get; }
+
+    /// <summary>Output classes (logits per image).</summary>
     int NumClasses { get; }
+
+    /// <summary>Per-channel mean subtracted from [0, 1] pixels before the model (normalisation).</summary>
     float[] Mean { get; }
+
+    /// <summary>Per-channel standard deviation pixels are divided by after the mean is subtracted.</summary>
     float[] Std { get; }
+
+    /// <summary>Centre-crop fraction of the evaluation transform (resize to ImageSize / CropPct, then crop).</summary>
     float CropPct { get; }
+
+    /// <summary>Resize interpolation of the evaluation transform ("bilinear", "bicubic").</summary>
     string Interpolation { get; }
+
+    /// <summary>Class names in output order, or null when the checkpoint has none.</summary>
     string[]? ClassNames { get; }
 
     /// <summary>"vit" (ViT/DeiT) or "swin".</summary>

@@ -1,4 +1,4 @@
-// Quantization plans: which quantizer sits at which named point of the model (DESIGN.md).
+// Quantization plans: which quantizer sits at which named point of the model (docs/ARCHITECTURE.md).
 //
 // A plan is data. Rules are (pattern, spec) pairs tried in order, first match wins; a null spec
 // keeps the point in float. Patterns are globs over point names ('*' any run of characters,

@@ -7,6 +7,7 @@ using ViTQuant.Tensors;
 
 namespace ViTQuant.Quantization;
 
+/// <summary>What a <see cref="QuantizedModel"/>'s hooks do to weights and activations.</summary>
 public enum QuantMode
 {
     /// <summary>Activations pass through unchanged and are observed; weights are quantized.</summary>
@@ -22,14 +23,23 @@ public enum QuantMode
     WeightsOnly,
 }
 
+/// <summary>
+/// A float model plus a quantization plan: pass it as the hooks of the model's forward (or use <see cref="Forward"/>)
+/// to run the model fake-quantized. Calibrate, then reconstruct or fine-tune, then freeze (QuantizedCheckpoint).
+/// </summary>
 public sealed class QuantizedModel : IModelHooks
 {
     private readonly Dictionary<string, Quantizer> _weightQ = new();
     private readonly Dictionary<string, Quantizer> _actQ = new();
     private readonly Dictionary<string, Tensor> _weightCache = new();
 
+    /// <summary>The network whose forward these hooks quantize (a copy owned by this object when made by the toolkit).</summary>
     public VisionModel Model { get; }
+
+    /// <summary>Which quantizer sits at which point (validated).</summary>
     public QuantPlan Plan { get; }
+
+    /// <summary>What the hooks do now; Calibrate until <see cref="Calibrate"/> finishes, then Quantize.</summary>
     public QuantMode Mode { get; set; } = QuantMode.Calibrate;
 
     /// <summary>
@@ -45,7 +55,10 @@ public sealed class QuantizedModel : IModelHooks
     /// </summary>
     public bool CacheWeights { get; set; } = true;
 
+    /// <summary>Weight layer name (e.g. "blocks.0.attn.qkv") → its weight quantizer.</summary>
     public IReadOnlyDictionary<string, Quantizer> WeightQuantizers => _weightQ;
+
+    /// <summary>Activation point name (e.g. "blocks.0.mlp.fc1") → its activation quantizer.</summary>
     public IReadOnlyDictionary<string, Quantizer> ActivationQuantizers => _actQ;
 
     /// <summary>Creates the plan's quantizers for every weight layer and activation point of the model.</summary>
@@ -227,6 +240,7 @@ public sealed class QuantizedModel : IModelHooks
         Mode = QuantMode.Quantize;
     }
 
+    /// <summary>Drops the cached fake-quantized weights (after changing weights or weight quantizers).</summary>
     public void InvalidateWeights() => _weightCache.Clear();
 
     /// <summary>Weights are used as they are from now on (they already hold quantized values: Freeze, checkpoint load).</summary>
@@ -252,6 +266,7 @@ public sealed class QuantizedModel : IModelHooks
 
     internal void RecordWeightGrid(string layer, AffineGrid grid) => _weightGrids[layer] = grid;
 
+    /// <summary>The hook for weight <paramref name="layer"/>: its fake-quantized value, or <paramref name="w"/> unchanged (Float mode, frozen weights, a layer the plan leaves in float).</summary>
     public Tensor Weight(string layer, Tensor w)
     {
         if (Mode == QuantMode.Float || _weightsFrozen || !_weightQ.TryGetValue(layer, out var q)) return w;
@@ -273,6 +288,7 @@ public sealed class QuantizedModel : IModelHooks
         return cached;
     }
 
+    /// <summary>The hook for activation <paramref name="point"/>: observed while calibrating, fake-quantized in Quantize mode, else unchanged.</summary>
     public Tensor Activation(string point, Tensor x)
     {
         if (Mode is QuantMode.Float or QuantMode.WeightsOnly || !_actQ.TryGetValue(point, out var q)) return x;
@@ -285,7 +301,10 @@ public sealed class QuantizedModel : IModelHooks
         return q.Forward(x);
     }
 
+    /// <summary>Forwards a tap (an attention map, …) to <see cref="Observer"/>.</summary>
     public void Tap(string name, Tensor t) => Observer?.Tap(name, t);
+
+    /// <summary>True when <see cref="Observer"/> wants tap <paramref name="name"/> (the forward then keeps the unfused graph).</summary>
     public bool WantsTap(string name) => Observer?.WantsTap(name) ?? false;
 
     /// <summary>Every learnable quantizer tensor (LSQ steps, AdaRound variables, learned Δ).</summary>

@@ -88,4 +88,16 @@ public class ReadmeTests
         }
         Assert.True(File.Exists(Path.Combine(dir.Path, "try", "analysis", "attention_heads.png")));
     }
+
+    [Fact]
+    public void UseFromCSharp_ShowsTheSampleVerbatim()
+    {
+        string readme = File.ReadAllText(ReadmePath());
+        string program = File.ReadAllText(Path.Combine(Path.GetDirectoryName(ReadmePath())!, "samples", "QuickStart", "Program.cs"));
+        int section = readme.IndexOf("\n## Use from C#", StringComparison.Ordinal);
+        Assert.True(section >= 0, "README has no '## Use from C#' section");
+        int start = readme.IndexOf("```csharp\n", section, StringComparison.Ordinal) + "```csharp\n".Length;
+        int end = readme.IndexOf("```", start, StringComparison.Ordinal);
+        Assert.Equal(program.ReplaceLineEndings("\n"), readme[start..end].ReplaceLineEndings("\n"));
+    }
 }

@@ -1,6 +1,7 @@
 // The CLI's fine-tuning helper (called by `vitq quantize --method mimiq`): loading a synthetic-set file
 // (with re-normalisation and subsetting) and gaussian images, running, the summary, the resume guard,
 // and one-line errors for bad flags and files.
+using ViTQuant.Api;
 using ViTQuant.Cli;
 using ViTQuant.IO;
 using ViTQuant.Models;
@@ -18,6 +19,13 @@ public class MimiqFineTuneCliTests
         new(data, size, Epochs: 1, Batch: 8, Lr: 1e-3f, Temperature: 5f, KdWeight: 1f, HadWeight: 10f, Distance: distance, CeWeight: 0f,
             CropScale: null, NoAugment: false, Resume: resume, LsqInit: lsqInit, WeightBits: 4, ActivationBits: 4, FirstLast8Bit: false, Seed: 3, OutPath: outPath);
 
+    /// <summary>The distillation images as --data reads them (the library's CalibrationData.LoadDistillation).</summary>
+    private static (IReadOnlyList<Tensor> Images, int[]? Labels) LoadImages(string spec, int? size, ViTConfig c, ulong seed)
+    {
+        var d = CalibrationData.LoadDistillation(spec, size, c, seed);
+        return (d.Batches, d.Labels);
+    }
+
     [Fact]
     public void SetFileIsRenormalisedSubsetAndFineTunedWithItsLabels()
     {
@@ -32,7 +40,7 @@ public class MimiqFineTuneCliTests
         SafeTensorsWriter.Write(path, new[] { SafeTensorsEntry.FromTensor("images", stored), SafeTensorsEntry.FromInt32("labels", labels, 12) },
             new Dictionary<string, string> { ["vitq.model_config"] = gen.ToJson() });
 
-        var (images, got) = MimiqFineTune.LoadImages(path, 5, c, seed: 2);
+        var (images, got) = LoadImages(path, 5, c, seed: 2);
         Assert.Equal(new[] { 5, 1, 28, 28 }, images[0].Shape);
         Assert.Equal(5, got!.Length);
         // Each picked image is some stored image, mapped into the teacher's normalisation.
@@ -63,7 +71,7 @@ public class MimiqFineTuneCliTests
     public void GaussianDataAndBadFlags()
     {
         var c = Tiny;
-        var (g, gl) = MimiqFineTune.LoadImages("gaussian", 7, c, seed: 1);
+        var (g, gl) = LoadImages("gaussian", 7, c, seed: 1);
         Assert.Null(gl);
         Assert.Equal(new[] { 7, 1, 28, 28 }, g[0].Shape);
         double mean = g[0].Span.ToArray().Average(v => (double)v), var = g[0].Span.ToArray().Average(v => (double)v * v) - mean * mean;
@@ -74,14 +82,14 @@ public class MimiqFineTuneCliTests
         var teacher = new VisionTransformer(c, 1);
         Assert.Contains("--had-distance", Assert.Throws<ViTQuantException>(() => MimiqFineTune.Run(teacher, Opts("gaussian", dir.File("a"), 4, "cosine"))).Message);
         Assert.Contains("--lsq-init", Assert.Throws<ViTQuantException>(() => MimiqFineTune.Run(teacher, Opts("gaussian", dir.File("a"), 4, lsqInit: "median"))).Message);
-        Assert.Contains("--data-size", Assert.Throws<ViTQuantException>(() => MimiqFineTune.LoadImages("gaussian", 0, c, 1)).Message);
-        Assert.Contains("--data", Assert.Throws<ViTQuantException>(() => MimiqFineTune.LoadImages(dir.File("missing.safetensors"), null, c, 1)).Message);
+        Assert.Contains("--data-size", Assert.Throws<ViTQuantException>(() => LoadImages("gaussian", 0, c, 1)).Message);
+        Assert.Contains("--data", Assert.Throws<ViTQuantException>(() => LoadImages(dir.File("missing.safetensors"), null, c, 1)).Message);
         var wrong = dir.File("wrong.safetensors");
         SafeTensorsWriter.Write(wrong, new[] { ("images", Tensor.Zeros(2, 3, 28, 28)) });
-        Assert.Contains("expects [N, 1, 28, 28]", Assert.Throws<ViTQuantException>(() => MimiqFineTune.LoadImages(wrong, null, c, 1)).Message);
+        Assert.Contains("expects [N, 1, 28, 28]", Assert.Throws<ViTQuantException>(() => LoadImages(wrong, null, c, 1)).Message);
         var noImages = dir.File("none.safetensors");
         SafeTensorsWriter.Write(noImages, new[] { ("pixels", Tensor.Zeros(2, 1, 28, 28)) });
-        Assert.Contains("no 'images'", Assert.Throws<ViTQuantException>(() => MimiqFineTune.LoadImages(noImages, null, c, 1)).Message);
+        Assert.Contains("no 'images'", Assert.Throws<ViTQuantException>(() => LoadImages(noImages, null, c, 1)).Message);
         Assert.Throws<ViTQuantException>(() => MimiqFineTune.Run(teacher, Opts("gaussian", dir.File("b"), 4) with { Epochs = 0 }));
     }
 }

@@ -1,4 +1,4 @@
-// MimiQ's inter-head coherency loss L_IHC (spec/mimiq.md §1) as a fused autograd op, with the
+// MimiQ's inter-head coherency loss L_IHC (MimiQ paper) as a fused autograd op, with the
 // double-precision reference twin it is tested against.
 //
 //   B images, Hh heads, N tokens (Np = N − prefix patch tokens), logits S = q·kᵀ [B, Hh, N, N] unscaled.

@@ -1,4 +1,4 @@
-// MimiQ synthesis (spec/mimiq.md §1): pixels optimised directly so that the heads' attention maps for
+// MimiQ synthesis (MimiQ paper): pixels optimised directly so that the heads' attention maps for
 // the same query patch agree, the model predicts the batch's random labels, and the image stays smooth.
 //
 //   L_G(x) = λ_IHC·L_IHC(x~) + λ_CE·CE(f(x~), y) + λ_TV·L_TV(x),   x~ = augment(x)

@@ -1,4 +1,4 @@
-// PSAQ-ViT's patch-similarity entropy (spec/baselines.md "psaq"; Li et al., ECCV 2022) as one fused
+// PSAQ-ViT's patch-similarity entropy (Li et al., ECCV 2022) as one fused
 // autograd op per attention layer, with its double-precision reference twin.
 //
 //   O = attn·V per head [B, Hh, N, dh]  →  F[b, n] = mean_h O[b, h, prefix + n]   (patch features, [B, P, dh])

@@ -1,4 +1,4 @@
-// PSAQ-ViT synthesis (spec/baselines.md "psaq"; Li et al., ECCV 2022, as its released generate_data.py):
+// PSAQ-ViT synthesis (Li et al., ECCV 2022, as its released generate_data.py):
 //
 //   loss = −Σ_blocks E_l(x~) + 1.0·CE(f(x~), y) + 0.05·|TV(x~) − v|,   x~ = jitter(x)
 //   E_l: PatchSimilarityEntropy of block l's attn·V;  TV with unit diagonal weights, on the jittered

@@ -4,7 +4,7 @@
 //     d1 = x[..., :, :-1] − x[..., :, 1:]        d2 = x[..., :-1, :] − x[..., 1:, :]
 //     d3 = x[..., 1:, :-1] − x[..., :-1, 1:]     d4 = x[..., :-1, :-1] − x[..., 1:, 1:]
 //   L = ‖d1‖ + ‖d2‖ + w_diag·(‖d3‖ + ‖d4‖)      (Frobenius norms)
-// MimiQ uses w_diag = 1/√2 (spec/mimiq.md); PSAQ-ViT's get_image_prior_losses uses w_diag = 1.
+// MimiQ uses w_diag = 1/√2 (MimiQ paper); PSAQ-ViT's get_image_prior_losses uses w_diag = 1.
 // Backward: ∂‖d‖/∂d = d/‖d‖ (0 when ‖d‖ = 0, as torch.norm), added to the first operand of each
 // difference and subtracted from the second. Sums of squares are accumulated per (b, c) plane in double
 // and combined in a fixed order, so the value does not depend on the thread count.

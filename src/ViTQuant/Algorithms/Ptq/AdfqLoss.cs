@@ -1,4 +1,4 @@
-// The loss terms of ADFQ-ViT's module-wise reconstruction (spec adfq-vit.md §3) and QDrop's input mix.
+// The loss terms of ADFQ-ViT's module-wise reconstruction (ADFQ-ViT paper) and QDrop's input mix.
 //
 //   L = Rec + w·Round + [attention units] (1/λ_r)·KL_attn
 //   Rec   = (1/(B·C))·Σ_b Σ_tokens Σ_c (O_q − O_fp)²      mean over batch and channels, sum over tokens

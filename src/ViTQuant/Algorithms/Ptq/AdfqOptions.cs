@@ -1,4 +1,4 @@
-// ADFQ-ViT reconstruction settings (spec adfq-vit.md §3) and the ablation switches, as one immutable
+// ADFQ-ViT reconstruction settings (ADFQ-ViT paper) and the ablation switches, as one immutable
 // record whose init accessors validate each value (torchao style: a bad value never makes it into an
 // options object). Five switches change the quantization plan rather than the optimisation
 // (PerPatch, ShiftLog, ShiftLogSqrtTwoBase, Probs, Fc1Alpha): build the plan with CreatePlan.

@@ -1,4 +1,4 @@
-// ADFQ-ViT's attention-score enhanced module-wise reconstruction (spec adfq-vit.md §3).
+// ADFQ-ViT's attention-score enhanced module-wise reconstruction (ADFQ-ViT paper).
 //
 // Units (AdfqUnit) are reconstructed in forward order. Two residual streams over the calibration set
 // are kept: the float network's (teacher) and the quantized network's with every earlier unit already

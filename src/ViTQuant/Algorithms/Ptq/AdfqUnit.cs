@@ -1,4 +1,4 @@
-// The units ADFQ-ViT reconstructs one after another (spec adfq-vit.md §3), and how each one reads the
+// The units ADFQ-ViT reconstructs one after another (ADFQ-ViT paper), and how each one reads the
 // residual stream and runs. LayerNorms and residual adds stay outside the units, as in the spec.
 //
 //   unit            input (from the stream h [B, N, D])        output                  stream after

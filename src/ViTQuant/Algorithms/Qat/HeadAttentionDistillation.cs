@@ -1,4 +1,4 @@
-// MimiQ's head-wise structural attention distillation L_HAD (spec mimiq.md §3) and its ablation
+// MimiQ's head-wise structural attention distillation L_HAD (MimiQ paper) and its ablation
 // distances, one fused autograd op per block.
 //
 // Input per block: the per-head attention output O = attn·V of the student and of the teacher,

@@ -1,4 +1,4 @@
-// Per-image augmentation of the distillation images (spec mimiq.md §3), torchvision's tensor semantics:
+// Per-image augmentation of the distillation images (MimiQ paper), torchvision's tensor semantics:
 //   1. RandomResizedCrop(size, scale = (s_min, 1), ratio = (3/4, 4/3)), bilinear, align_corners = False
 //      (the crop is never larger than the image, so the resize only upsamples and antialiasing is moot)
 //   2. RandomHorizontalFlip(p = 0.5)

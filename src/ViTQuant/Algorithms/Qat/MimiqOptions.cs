@@ -1,4 +1,4 @@
-// Settings of MimiQ's quantization-aware distillation (spec mimiq.md §2–3), an immutable record whose
+// Settings of MimiQ's quantization-aware distillation (MimiQ paper), an immutable record whose
 // every property validates when it is set (object initialiser or `with`), so an impossible setting
 // fails where it is written, with a message naming the flag.
 //

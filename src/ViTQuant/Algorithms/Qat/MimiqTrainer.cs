@@ -1,4 +1,4 @@
-// MimiQ's quantization-aware distillation (spec mimiq.md §2–3): a fake-quantized student learns to
+// MimiQ's quantization-aware distillation (MimiQ paper): a fake-quantized student learns to
 // imitate its own full-precision original on a set of images (synthetic or real — the trainer only sees
 // normalised tensors).
 //

@@ -1,4 +1,4 @@
-// ADFQ-ViT's per-patch outlier-aware quantizer for post-LayerNorm activations (spec adfq-vit.md §1).
+// ADFQ-ViT's per-patch outlier-aware quantizer for post-LayerNorm activations (ADFQ-ViT paper).
 //
 // Input [..., N, C]: one (Δ_t, z_t) per token position t, shared over the batch and the channels.
 //     M  = |x| > α                      recomputed every forward (α = Spec.OutlierThreshold)

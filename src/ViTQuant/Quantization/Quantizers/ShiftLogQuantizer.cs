@@ -1,4 +1,4 @@
-// ADFQ-ViT's Shift-Log quantizer for post-GELU activations (spec adfq-vit.md §2).
+// ADFQ-ViT's Shift-Log quantizer for post-GELU activations (ADFQ-ViT paper).
 //
 //     x' = (x − m) + ε                 m = calibrated shift: the minimum observed (≈ −0.17 after GELU);
 //                                      ε = 1e-6 keeps x' > 0 at x = m (FC2Quantizer's constant in the
