@@ -1,0 +1,123 @@
+// Where a no-grad forward goes, op by op: each op of one DeiT/ViT block (and the patch embedding and
+// head) timed alone on the model's shapes, fastest and median of many calls, ops interleaved round by
+// round (so a loaded machine slows all alike). The per-op profiler (profile) only sees recorded ops.
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- fwdops [--arch deit_tiny_patch16_224] [--batch 8] [--threads 1] [--reps 30]
+using System.Diagnostics;
+using ViTQuant.Kernels;
+using ViTQuant.Models;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Bench;
+
+internal static class ForwardOps
+{
+    private static void WithoutEpilogue(Action a)
+    {
+        DenseCore.BiasEpilogue = false;
+        try { a(); } finally { DenseCore.BiasEpilogue = true; }
+    }
+
+    public static int Run(string[] args)
+    {
+        string arch = "deit_tiny_patch16_224";
+        int batch = 8, reps = 30;
+        for (int i = 0; i + 1 < args.Length; i += 2)
+        {
+            switch (args[i])
+            {
+                case "--arch": arch = args[i + 1]; break;
+                case "--batch": batch = int.Parse(args[i + 1]); break;
+                case "--threads": Parallelism.Threads = int.Parse(args[i + 1]); break;
+                case "--reps": reps = int.Parse(args[i + 1]); break;
+                default: Console.Error.WriteLine($"fwdops: unknown argument '{args[i]}'"); return 2;
+            }
+        }
+        var model = new VisionTransformer(ViTConfig.FromArchitecture(arch), 1);
+        var c = model.Config;
+        var rng = new Rng(1);
+        var img = Tensor.Randn(rng, 1f, batch, c.InChans, c.ImageSize, c.ImageSize);
+        var blk = model.Blocks[0];
+        using var ng = Autograd.NoGrad();
+        var x = Tensor.Randn(rng, 1f, batch, c.NumTokens, c.EmbedDim);
+        var qkv = blk.Qkv.Forward(x);
+        var hid = blk.Fc1.Forward(x);
+        var heads = c.NumHeads;
+        float scale = 1f / MathF.Sqrt(c.HeadDim);
+        var ops = new (string Name, double Weight, Action Body)[]
+        {
+            ("patch_embed", 1, () => Ops.PatchEmbed(img, model.PatchWeight, model.PatchBias, c.PatchSize)),
+            ("layer_norm", 2 * c.Depth, () => blk.Norm1.Forward(x)),
+            ("qkv linear", c.Depth, () => blk.Qkv.Forward(x)),
+            ("fused attention", c.Depth, () => Ops.FusedAttention(qkv, heads, scale)),
+            ("proj linear", c.Depth, () => blk.Proj.Forward(x)),
+            ("add (residual)", 2 * c.Depth, () => Ops.Add(x, x)),
+            ("fc1 linear", c.Depth, () => blk.Fc1.Forward(x)),
+            ("gelu", c.Depth, () => Ops.Gelu(hid)),
+            ("fc2 linear", c.Depth, () => blk.Fc2.Forward(hid)),
+            ("qkv (bias pass)", 0, () => WithoutEpilogue(() => blk.Qkv.Forward(x))),
+            ("fc1 (bias pass)", 0, () => WithoutEpilogue(() => blk.Fc1.Forward(x))),
+            ("fc2 (bias pass)", 0, () => WithoutEpilogue(() => blk.Fc2.Forward(hid))),
+            ("whole forward", 0, () => model.Forward(img)),
+        };
+        var t = ops.Select(_ => new List<double>()).ToArray();
+        for (int r = -2; r < reps; r++)
+            for (int o = 0; o < ops.Length; o++)
+            {
+                if (o == ops.Length - 1 && r % 5 != 0) continue; // the whole forward less often
+                var sw = Stopwatch.StartNew();
+                using (TensorArena.Scope()) ops[o].Body();
+                if (r >= 0) t[o].Add(sw.Elapsed.TotalMilliseconds);
+            }
+        Console.WriteLine($"{arch} batch {batch} threads {Parallelism.Threads}, {reps} rounds; GEMM {Gemm.Describe()}");
+        Console.WriteLine($"{"op",-18} {"calls",6} {"min ms",9} {"med ms",9} {"fwd ms (min·calls)",20}");
+        double sum = 0;
+        for (int o = 0; o < ops.Length; o++)
+        {
+            var s = t[o].OrderBy(v => v).ToList();
+            double min = s[0], med = s[s.Count / 2];
+            if (ops[o].Weight > 0) sum += min * ops[o].Weight;
+            Console.WriteLine($"{ops[o].Name,-18} {ops[o].Weight,6} {min,9:F3} {med,9:F3} {(ops[o].Weight > 0 ? min * ops[o].Weight : 0),20:F2}");
+        }
+        Console.WriteLine($"sum of per-op minima × calls: {sum:F1} ms (whole forward min {t[^1].Min():F1} ms)");
+        return 0;
+    }
+}
+
+internal static class MicroOps
+{
+    public static int Run(string[] args)
+    {
+        var rng = new Random(1);
+        float[] Rand(int n) { var a = new float[n]; for (int i = 0; i < n; i++) a[i] = (float)(rng.NextDouble() * 4 - 2); return a; }
+        double Time(Action a, int reps)
+        {
+            a();
+            double best = double.MaxValue;
+            for (int r = 0; r < 15; r++)
+            {
+                var sw = Stopwatch.StartNew();
+                for (int i = 0; i < reps; i++) a();
+                best = Math.Min(best, sw.Elapsed.TotalMilliseconds / reps);
+            }
+            return best;
+        }
+        int big = 1576 * 768, small = 12 * 768;
+        var xb = Rand(big); var yb = new float[big];
+        var xs = Rand(small); var ys = new float[small];
+        double gb = Time(() => GeluKernel.Gelu(xb, yb), 3), gs = Time(() => GeluKernel.Gelu(xs, ys), 200);
+        Console.WriteLine($"gelu: {gb / big * 1e6:F3} ns/elem on {big} (L3), {gs / small * 1e6:F3} ns/elem on {small} (L1/L2)");
+        int rows = 1576, cols = 192;
+        var lx = Rand(rows * cols); var ly = new float[rows * cols]; var g = Rand(cols); var b = Rand(cols);
+        var m = new float[rows]; var rs = new float[rows];
+        double lb = Time(() => LayerNormKernel.LayerNormRows(lx, g, b, ly, m, rs, rows, cols, 1e-6f), 5);
+        double ls = Time(() => LayerNormKernel.LayerNormRows(lx.AsSpan(0, 32 * cols), g, b, ly.AsSpan(0, 32 * cols), m, rs, 32, cols, 1e-6f), 200);
+        Console.WriteLine($"layernorm: {lb / (rows * cols) * 1e6:F3} ns/elem on {rows}x{cols}, {ls / (32 * cols) * 1e6:F3} on 32x{cols}");
+        int N = 197;
+        var sx = Rand(N * N); var sy = new float[N * N];
+        double sm = Time(() => SoftmaxKernel.SoftmaxRows(sx, sy, N, N), 50);
+        Console.WriteLine($"softmax {N}x{N}: {sm * 1e3:F1} us ({sm / (N * N) * 1e6:F3} ns/elem)");
+        double cp = Time(() => xb.AsSpan().CopyTo(yb), 5);
+        Console.WriteLine($"copy {big} floats: {cp:F3} ms ({big * 8.0 / cp / 1e6:F1} GB/s)");
+        return 0;
+    }
+}
