@@ -106,6 +106,12 @@ internal static class MicroOps
         var xs = Rand(small); var ys = new float[small];
         double gb = Time(() => GeluKernel.Gelu(xb, yb), 3), gs = Time(() => GeluKernel.Gelu(xs, ys), 200);
         Console.WriteLine($"gelu: {gb / big * 1e6:F3} ns/elem on {big} (L3), {gs / small * 1e6:F3} ns/elem on {small} (L1/L2)");
+        var dyb = Rand(big);
+        double gbw = Time(() => GeluKernel.GeluBackward(xb, dyb, yb), 3);
+        GeluKernel.ForceDoublePath = true;
+        double gd = Time(() => GeluKernel.Gelu(xs, ys), 200), gdb = Time(() => GeluKernel.GeluBackward(xb, dyb, yb), 3);
+        GeluKernel.ForceDoublePath = false;
+        Console.WriteLine($"gelu double-lane path: {gd / small * 1e6:F3} ns/elem (L1/L2); backward {gbw / big * 1e6:F3} ns/elem, double-lane path {gdb / big * 1e6:F3}");
         int rows = 1576, cols = 192;
         var lx = Rand(rows * cols); var ly = new float[rows * cols]; var g = Rand(cols); var b = Rand(cols);
         var m = new float[rows]; var rs = new float[rows];

@@ -122,9 +122,54 @@ public class FusedKernelTests
         }
     }
 
+    // Both GELU paths this CPU can run: the 16-lane float one (AVX-512) and the double-lane one.
     [Theory]
     [MemberData(nameof(Sizes))]
     public void GeluMatchesReference(int rows, int cols)
+    {
+        GeluPathMatchesReference(rows, cols);
+        GeluKernel.ForceDoublePath = true;
+        try { GeluPathMatchesReference(rows, cols); }
+        finally { GeluKernel.ForceDoublePath = false; }
+    }
+
+    // Dense grid over [−12, 12] and the special values: each path against the double twins.
+    [Fact]
+    public void GeluIsAccurateOnADenseGridOnEveryPath()
+    {
+        int n = 240001;
+        var x = new float[n + 6];
+        for (int i = 0; i < n; i++) x[i] = -12f + 24f * i / (n - 1);
+        x[n] = 0f; x[n + 1] = 1e-30f; x[n + 2] = -1e-30f; x[n + 3] = 0.921875f * 1.41421356f; x[n + 4] = 4f * 1.41421356f; x[n + 5] = -5.6568542f;
+        foreach (bool forceDouble in new[] { false, true })
+        {
+            GeluKernel.ForceDoublePath = forceDouble;
+            try
+            {
+                var yF = new float[x.Length];
+                var yS = new float[x.Length];
+                GeluKernel.Gelu(x, yF);
+                GeluKernel.ReferenceGelu(x, yS);
+                AssertClose(yS, yF, 3e-7, 2e-6, $"gelu (double path {forceDouble})");
+                var dy = Enumerable.Repeat(1f, x.Length).ToArray();
+                var dF = new float[x.Length];
+                var dS = new float[x.Length];
+                GeluKernel.GeluBackward(x, dy, dF);
+                GeluKernel.ReferenceGeluBackward(x, dy, dS);
+                AssertClose(dS, dF, 1e-6, 2e-6, $"gelu backward (double path {forceDouble})");
+                var special = new[] { float.NaN, float.PositiveInfinity, float.NegativeInfinity, 0f };
+                var ys = new float[4];
+                GeluKernel.Gelu(special, ys);
+                Assert.True(float.IsNaN(ys[0]));
+                Assert.Equal(float.PositiveInfinity, ys[1]);
+                Assert.True(float.IsNaN(ys[2])); // −∞·Φ(−∞) = −∞·0, as the reference gives
+                Assert.Equal(0f, ys[3]);
+            }
+            finally { GeluKernel.ForceDoublePath = false; }
+        }
+    }
+
+    private static void GeluPathMatchesReference(int rows, int cols)
     {
         var x = RandomRows(rows, cols, 14, 3f);
         var yFast = new float[x.Length];
