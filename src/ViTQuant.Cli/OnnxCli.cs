@@ -167,7 +167,7 @@ internal static class OnnxCli
                 using var e = new OnnxEngine(fp, new OnnxEngineOptions { Threads = threads });
                 var first = e.Run(x);
                 if (first.Span.ToArray().Any(v => !float.IsFinite(v))) throw new InvalidOperationException($"{fp}: ORT produced non-finite logits");
-                void Ours() { using var _ = TensorArena.Scope(); using var __ = Autograd.NoGrad(); model.Forward(x); }
+                void Ours() { using var _ = TensorArena.Scope(); model.Infer(x); }
                 Ours();
                 var to = new double[iters];
                 var tr = new double[iters];

@@ -83,7 +83,7 @@ public static unsafe class GeluKernel
         }
         if (tail > 0)
         {
-            var m = TailMask(tail);
+            var m = RowSimd.TailMask512(tail);
             var v = Avx512F.MaskLoad(x + full, m, Vector512<float>.Zero);
             Avx512F.MaskStore(y + full, m, v * Cdf512(v, out _));
         }
@@ -100,16 +100,13 @@ public static unsafe class GeluKernel
         }
         if (tail > 0)
         {
-            var m = TailMask(tail);
+            var m = RowSimd.TailMask512(tail);
             var v = Avx512F.MaskLoad(x + full, m, Vector512<float>.Zero);
             var g = Avx512F.MaskLoad(dy + full, m, Vector512<float>.Zero);
             var d = Avx512F.MaskLoad(dx + full, m, Vector512<float>.Zero);
             Avx512F.MaskStore(dx + full, m, Vector512.FusedMultiplyAdd(g, GeluGrad512(v), d));
         }
     }
-
-    private static Vector512<float> TailMask(int count) =>
-        Vector512.LessThan(Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create((float)count));
 
     // Φ(x) + x·φ(x).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -129,7 +126,7 @@ public static unsafe class GeluKernel
         var a = Vector512.Abs(z);
         var h = z * z;
         var l = Vector512.FusedMultiplyAdd(a, a, -h);
-        ez2 = Exp512(-h) * (one - l);
+        ez2 = RowSimd.ExpNonPositive512(-h) * (one - l);
         // |z| ≤ 0.921875: ½ + ½·z·S(z²)
         var sp = Vector512.FusedMultiplyAdd(h, Vector512.Create(-0.0006024636072003096f), Vector512.Create(0.0050009013858077446f));
         sp = Vector512.FusedMultiplyAdd(sp, h, Vector512.Create(-0.02677296068620985f));
@@ -155,25 +152,6 @@ public static unsafe class GeluKernel
         var cdf = Vector512.ConditionalSelect(Vector512.LessThanOrEqual(a, Vector512.Create(0.921875f)), small, big);
         // NaN fails every comparison and ends up in big, whose arithmetic keeps it NaN.
         return Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(a, Vector512.Create(4f)), far, cdf);
-    }
-
-    /// <summary>e^x for x ≤ 0 on 16 lanes: RowSimd.ExpNonPositive's algorithm (≈2 ulp; 0 below −87.33).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Exp512(Vector512<float> x)
-    {
-        const float MinArg = -87.33654f;
-        var xc = Vector512.Max(x, Vector512.Create(MinArg));
-        var n = Vector512.Round(xc * Vector512.Create(1.44269504088896341f));
-        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), xc);
-        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(2.12194440e-4f), r);
-        var p = Vector512.FusedMultiplyAdd(Vector512.Create(1.9875691500e-4f), r, Vector512.Create(1.3981999507e-3f));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(8.3334519073e-3f));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(4.1665795894e-2f));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459e-1f));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201e-1f));
-        var e = Vector512.FusedMultiplyAdd(p, r * r, r + Vector512<float>.One);
-        var scale = ((Vector512.ConvertToInt32(n) + Vector512.Create(127)) << 23).AsSingle();
-        return Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(MinArg)), Vector512<float>.Zero, e * scale);
     }
 
     /// <summary>dx += dy·(Φ(x) + x·φ(x)). Throws ArgumentException when dy or dx is shorter than x.</summary>

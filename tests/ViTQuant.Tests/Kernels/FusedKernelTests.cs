@@ -46,9 +46,18 @@ public class FusedKernelTests
         }
     }
 
+    // Both widths of the softmax rows this CPU runs (16 lanes on AVX-512, 8 lanes elsewhere).
     [Theory]
     [MemberData(nameof(Sizes))]
     public void SoftmaxMatchesReference(int rows, int cols)
+    {
+        SoftmaxWidthMatchesReference(rows, cols);
+        RowSimd.ForceNarrow = true;
+        try { SoftmaxWidthMatchesReference(rows, cols); }
+        finally { RowSimd.ForceNarrow = false; }
+    }
+
+    private static void SoftmaxWidthMatchesReference(int rows, int cols)
     {
         var x = RandomRows(rows, cols, 1);
         var fast = new float[x.Length];
@@ -238,6 +247,24 @@ public class FusedKernelTests
                 for (int j = 0; j < 8; j++) maxRel = Math.Max(maxRel, Math.Abs(y[j] / Math.Exp(x[i + j]) - 1));
             }
         Assert.True(maxRel < 3.6e-7, $"max relative exp error {maxRel:G3}");
+        // The 16-lane twin (softmax rows and GELU on AVX-512) gives the same values lane for lane.
+        if (System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated)
+            fixed (float* px = x)
+                for (int i = 0; i + 16 <= n; i += 16)
+                {
+                    var w = RowSimd.ExpNonPositive512(System.Runtime.Intrinsics.Vector512.Load(px + i));
+                    var lo = RowSimd.ExpNonPositive(System.Runtime.Intrinsics.Vector256.Load(px + i));
+                    var hi = RowSimd.ExpNonPositive(System.Runtime.Intrinsics.Vector256.Load(px + i + 8));
+                    Assert.True(System.Runtime.Intrinsics.Vector512.GetLower(w) == lo && System.Runtime.Intrinsics.Vector512.GetUpper(w) == hi, $"ExpNonPositive512 differs from ExpNonPositive at {x[i]}");
+                }
+        if (System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated)
+        {
+            var s16 = RowSimd.ExpNonPositive512(System.Runtime.Intrinsics.Vector512.Create(0f, -1f, -88f, -1000f, float.NegativeInfinity, float.NaN, -1e-30f, -0.5f, 0f, 0f, 0f, 0f, 0f, 0f, 0f, 0f));
+            Assert.Equal(1f, s16[0]);
+            Assert.Equal(0f, s16[2]);
+            Assert.Equal(0f, s16[4]);
+            Assert.True(float.IsNaN(s16[5]));
+        }
         var special = RowSimd.ExpNonPositive(System.Runtime.Intrinsics.Vector256.Create(0f, -1f, -88f, -1000f, float.NegativeInfinity, float.NaN, -1e-30f, -0.5f));
         Assert.Equal(1f, special[0]);
         Assert.Equal(MathF.Exp(-1f), special[1], 1e-7f);
