@@ -58,6 +58,7 @@ internal static class ForwardOps
         var qkv = blk.Qkv.Forward(x);
         var hid = blk.Fc1.Forward(x);
         var heads = c.NumHeads;
+        var patches = Ops.PatchEmbed(img, model.PatchWeight, model.PatchBias, c.PatchSize);
         float scale = 1f / MathF.Sqrt(c.HeadDim);
         var ops = new (string Name, double Weight, Action Body)[]
         {
@@ -73,6 +74,9 @@ internal static class ForwardOps
             ("qkv (bias pass)", 0, () => WithoutEpilogue(() => blk.Qkv.Forward(x))),
             ("fc1 (bias pass)", 0, () => WithoutEpilogue(() => blk.Fc1.Forward(x))),
             ("fc2 (bias pass)", 0, () => WithoutEpilogue(() => blk.Fc2.Forward(hid))),
+            ("prepend tokens", 1, () => Ops.PrependTokens(patches, model.ClsToken!)),
+            ("+ pos_embed", 1, () => Ops.Add(x, model.PosEmbed)),
+            ("head", 1, () => model.ForwardHead(x)),
             ("whole Infer", 0, () => model.Infer(img)),
             ("whole forward", 0, () => model.Forward(img)),
         };
