@@ -153,3 +153,90 @@ internal static class MicroOps
         return 0;
     }
 }
+
+// Threads 1 vs 2 on the whole inference forward, alternating round by round: wall time and process CPU
+// time (all threads). CPU(2)/CPU(1) above 1 is work the second thread adds (duplicate packing, spinning,
+// hand-offs); wall(1)/wall(2) is the speed-up, meaningful only on an idle machine.
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- scaling [--arch A] [--batch B] [--rounds R]
+internal static class Scaling
+{
+    public static int Run(string[] args)
+    {
+        string arch = "deit_tiny_patch16_224";
+        int batch = 8, rounds = 15;
+        for (int i = 0; i + 1 < args.Length; i += 2)
+        {
+            switch (args[i])
+            {
+                case "--arch": arch = args[i + 1]; break;
+                case "--batch": batch = int.Parse(args[i + 1]); break;
+                case "--rounds": rounds = int.Parse(args[i + 1]); break;
+                default: Console.Error.WriteLine($"scaling: unknown argument '{args[i]}'"); return 2;
+            }
+        }
+        var model = new VisionTransformer(ViTConfig.FromArchitecture(arch), 1);
+        var c = model.Config;
+        var img = Tensor.Randn(new Rng(1), 1f, batch, c.InChans, c.ImageSize, c.ImageSize);
+        using var proc = Process.GetCurrentProcess();
+        var wall = new[] { new List<double>(), new List<double>() };
+        var cpu = new[] { new List<double>(), new List<double>() };
+        var main = new[] { new List<double>(), new List<double>() };
+        bool pool = Environment.GetEnvironmentVariable("VITQ_SPIN_POOL") == "1";
+        for (int r = -2; r < rounds; r++)
+            for (int t = 1; t <= 2; t++)
+            {
+                Parallelism.Threads = t;
+                Parallelism.UseSpinPool = pool;
+                Thread.Sleep(50);
+                proc.Refresh();
+                var c0 = proc.TotalProcessorTime;
+                double m0 = ForwardOps.ThreadCpuMs();
+                var sw = Stopwatch.StartNew();
+                using (TensorArena.Scope()) model.Infer(img);
+                double w = sw.Elapsed.TotalMilliseconds;
+                double m = ForwardOps.ThreadCpuMs() - m0;
+                proc.Refresh();
+                if (r >= 0) { wall[t - 1].Add(w); cpu[t - 1].Add((proc.TotalProcessorTime - c0).TotalMilliseconds); main[t - 1].Add(m); }
+            }
+        double Med(List<double> l) { var s = l.OrderBy(v => v).ToList(); return s[s.Count / 2]; }
+        Console.WriteLine($"{arch} batch {batch}, {rounds} rounds, Infer; ms median (min)");
+        for (int t = 0; t < 2; t++)
+            Console.WriteLine($"threads {t + 1}: wall {Med(wall[t]),8:F1} ({wall[t].Min(),7:F1})   process CPU {Med(cpu[t]),8:F1} ({cpu[t].Min(),7:F1})   calling thread CPU {Med(main[t]),8:F1}");
+        Console.WriteLine($"CPU(2)/CPU(1) = {Med(cpu[1]) / Med(cpu[0]):F3} (min-based {cpu[1].Min() / cpu[0].Min():F3}); wall(1)/wall(2) = {Med(wall[0]) / Med(wall[1]):F2}");
+        return 0;
+    }
+}
+
+// How late a Parallelism.For(0, 2) worker starts after the call, with the pool idle for `gap` µs before.
+internal static class HandOff
+{
+    public static int Run(string[] args)
+    {
+        Parallelism.Threads = 2;
+        foreach (bool pool in new[] { false, true })
+        foreach (int gapUs in new[] { 0, 20, 200, 2000 })
+        {
+            Parallelism.UseSpinPool = pool;
+            var lat = new List<double>();
+            var who = new List<int>();
+            for (int r = 0; r < 300; r++)
+            {
+                var sw0 = Stopwatch.StartNew();
+                while (sw0.Elapsed.TotalMilliseconds * 1000 < gapUs) { }
+                long t0 = Stopwatch.GetTimestamp();
+                long t1 = 0;
+                int caller = Environment.CurrentManagedThreadId, other = 0;
+                Parallelism.For(0, 2, i =>
+                {
+                    if (Environment.CurrentManagedThreadId != caller) { t1 = Stopwatch.GetTimestamp(); other = 1; }
+                    else { var s = Stopwatch.StartNew(); while (s.Elapsed.TotalMilliseconds < 0.3) { } } // 300 µs of work on the caller
+                });
+                if (other == 1) lat.Add((t1 - t0) * 1e6 / Stopwatch.Frequency);
+                who.Add(other);
+            }
+            lat.Sort();
+            Console.WriteLine($"{(pool ? "spin pool   " : "Parallel.For")} idle gap {gapUs,5} µs: worker took part in {who.Sum()}/{who.Count} calls; start latency µs median {(lat.Count > 0 ? lat[lat.Count / 2] : double.NaN):F1}, p90 {(lat.Count > 0 ? lat[lat.Count * 9 / 10] : double.NaN):F1}");
+        }
+        return 0;
+    }
+}

@@ -15,6 +15,10 @@ using BenchmarkDotNet.Running;
 using ViTQuant.Bench;
 using ViTQuant.Kernels;
 
+if (args.Length > 0 && args[0] == "handoff")
+    return HandOff.Run(args[1..]);
+if (args.Length > 0 && args[0] == "scaling")
+    return Scaling.Run(args[1..]);
 if (args.Length > 0 && args[0] == "micro")
     return MicroOps.Run(args[1..]);
 if (args.Length > 0 && args[0] == "fwdops")

@@ -4,6 +4,8 @@
 # our forward interleaved call by call with ORT's: the fairest ratio on a loaded machine). Same
 # architecture, batch and thread count; one after the other on this machine. Prints the ratios.
 #   tools/reference/bench_compare.sh [threads]
+# On a machine other processes load, wall-clock ratios mostly measure who got the cores; run it with
+# threads = 1 as well: the CPU-time lines then compare the work itself (one thread each, same shapes).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 threads=${1:-$(nproc)}
@@ -24,8 +26,14 @@ for k in ("forward_img_per_s", "train_img_per_s", "input_grad_img_per_s"):
         ort = r["ort_float_forward_img_per_s"]
         line += f" {ort:9.1f} {o[k]/ort:7.2f}x {r['vitq_float_forward_img_per_s']/ort:19.2f}x"
     print(line)
+cpu = [(k, o.get(k.replace("img_per_s", "cpu_s")), t.get(k.replace("img_per_s", "cpu_s"))) for k in ("forward_img_per_s", "train_img_per_s", "input_grad_img_per_s")]
+print("  process CPU s/step     " + "; ".join(f"{k.replace('_img_per_s', '')} vitq {a:.3f} torch {b:.3f} ({b / a:.2f}x less work)" for k, a, b in cpu if a and b))
+if r and r.get("threads") == 1 and r.get("vitq_float_forward_thread_cpu_s"):
+    print(f"  thread CPU s/forward   vitq {r['vitq_float_forward_thread_cpu_s']:.3f} ORT {r['ort_float_forward_thread_cpu_s']:.3f} "
+          f"({r['ort_float_forward_thread_cpu_s'] / r['vitq_float_forward_thread_cpu_s']:.2f}x ORT)")
 print(f"  forward GFLOP/s (vitq) {o['forward_gflop_per_s']:.1f}; peak memory {o['peak_memory_mb']:.0f} MB; "
       f"train alloc {o['train_alloc_mb_per_step']:.1f} MB/step")
-print("  (img/s, medians of each tool's own timing; the last column: our forward and ORT's timed alternately in one process)")
+print("  (img/s, medians of each tool's own timing; the last column: our forward and ORT's timed alternately in one process;")
+print("   CPU lines: medians of process CPU time per step, the load-robust ratio with threads = 1 on a shared machine)")
 PY
 done

@@ -45,9 +45,10 @@ public static unsafe class SoftmaxKernel
         fixed (float* ps = src, pd = dst)
         {
             float* s = ps, d = pd;
+            bool wide = !log && RowSimd.Wide; // read on the calling thread: ForceNarrow is thread-local
             RowSimd.ForRows(rows, cols, (r0, r1) =>
             {
-                if (!log && RowSimd.Wide) for (int r = r0; r < r1; r++) SoftmaxRow512(s + (long)r * cols, d + (long)r * cols, cols);
+                if (wide) for (int r = r0; r < r1; r++) SoftmaxRow512(s + (long)r * cols, d + (long)r * cols, cols);
                 else for (int r = r0; r < r1; r++) SoftmaxRow(s + (long)r * cols, d + (long)r * cols, cols, log);
             });
         }
