@@ -5,6 +5,10 @@
 //       per-op forward/backward time of the forward, training step and input gradient
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- ab [--arch A] [--batch B] [--threads T] [--rounds R]
 //       same-process A/B of the engine before and after the AVX-512 kernel and fused attention
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- fwdops [--arch A] [--batch B] [--threads T] [--reps R]
+//       no-grad forward op by op (fastest and median per op, interleaved)
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- cpubench [--arch A] [--batch B] [--iters N]
+//       one-thread CPU time per inference forward, training step, input gradient (JSON; before/after across builds)
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- attn [--threads T] [--reps R]
 //       fused attention kernel against the unfused op graph
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- --filter '*'
@@ -13,6 +17,16 @@ using BenchmarkDotNet.Running;
 using ViTQuant.Bench;
 using ViTQuant.Kernels;
 
+if (args.Length > 0 && args[0] == "handoff")
+    return HandOff.Run(args[1..]);
+if (args.Length > 0 && args[0] == "scaling")
+    return Scaling.Run(args[1..]);
+if (args.Length > 0 && args[0] == "micro")
+    return MicroOps.Run(args[1..]);
+if (args.Length > 0 && args[0] == "fwdops")
+    return ForwardOps.Run(args[1..]);
+if (args.Length > 0 && args[0] == "cpubench")
+    return CpuBench.Run(args[1..]);
 if (args.Length > 0 && args[0] == "attn")
     return AttentionBench.Run(args[1..]);
 if (args.Length > 0 && args[0] == "ab")

@@ -1,4 +1,4 @@
-// vitq bench: whole-model throughput of the engine (forward, training step, input gradient), GEMM
+// vitq bench: whole-model throughput of the engine (forward = inference, training step, input gradient), GEMM
 // GFLOP/s per variant (OpenBLAS, managed kernels) on the model's own linear shapes with each one's
 // fraction of the machine's measured GEMM peak, managed allocations per training step and peak memory.
 // Validates before timing: the forward must be finite and every GEMM variant must match a double
@@ -84,9 +84,14 @@ internal static class BenchCommand
             if (logits.Data.Take(logits.Size).Any(v => !float.IsFinite(v))) throw new InvalidOperationException("benchmark forward produced non-finite logits");
         }
 
-        double fwd = Median(iters, () => { using var _ = Autograd.NoGrad(); model.Forward(x); });
+        // Inference as evaluation runs it (Infer: no gradients, one stage's temporaries alive at a time, so
+        // buffers are recycled while still in cache, as PyTorch's allocator and ORT's memory plan do).
+        double fwd = Median(iters, () => model.Infer(x), out double fwdCpu);
         res["forward_img_per_s"] = B / fwd;
         res["forward_gflop_per_s"] = B / fwd * (double)res["gflop_per_image"];
+        // Process CPU seconds per step (all threads, medians): with --threads 1, the work itself, which the load
+        // of other processes on a shared machine leaves alone (bench_compare.sh compares it with PyTorch's).
+        res["forward_cpu_s"] = fwdCpu;
 
         var opt = new AdamW(model.Parameters(), lr: 1e-4f, weightDecay: 0.05f);
         void TrainStep()
@@ -99,8 +104,9 @@ internal static class BenchCommand
         using (TensorArena.Scope()) TrainStep();
         long alloc0 = GC.GetTotalAllocatedBytes(precise: true);
         int gc0 = GC.CollectionCount(0), gc2 = GC.CollectionCount(2);
-        double train = Median(iters, TrainStep);
+        double train = Median(iters, TrainStep, out double trainCpu);
         res["train_img_per_s"] = B / train;
+        res["train_cpu_s"] = trainCpu;
         res["train_alloc_mb_per_step"] = (GC.GetTotalAllocatedBytes(precise: true) - alloc0) / (1024.0 * 1024.0) / (iters + 1);
         res["train_gc_gen0_per_step"] = (double)(GC.CollectionCount(0) - gc0) / (iters + 1);
         res["train_gc_gen2_per_step"] = (double)(GC.CollectionCount(2) - gc2) / (iters + 1);
@@ -113,9 +119,10 @@ internal static class BenchCommand
             Ops.CrossEntropy(model.Forward(xi), labels).Backward();
         }
         using (TensorArena.Scope()) InputGrad();
-        double ig = Median(iters, InputGrad);
+        double ig = Median(iters, InputGrad, out double igCpu);
         foreach (var p in model.Parameters()) p.RequiresGrad = true;
         res["input_grad_img_per_s"] = B / ig;
+        res["input_grad_cpu_s"] = igCpu;
 
         // GEMM: every variant this machine runs (OpenBLAS, each managed kernel but the portable one) on
         // this model's linear shapes as the forward and backward call them, each also as a fraction of
@@ -164,17 +171,28 @@ internal static class BenchCommand
         _ => "managed portable",
     };
 
-    private static double Median(int iters, Action a)
+    private static double Median(int iters, Action a) => Median(iters, a, out _);
+
+    // Median wall seconds per call; cpuSeconds: the median process CPU seconds per call.
+    private static double Median(int iters, Action a, out double cpuSeconds)
     {
         using (TensorArena.Scope()) a(); // warm-up
         var t = new double[iters];
+        var c = new double[iters];
+        using var proc = Process.GetCurrentProcess();
         for (int i = 0; i < iters; i++)
         {
+            proc.Refresh();
+            var c0 = proc.TotalProcessorTime;
             var sw = Stopwatch.StartNew();
             using (TensorArena.Scope()) a();
             t[i] = sw.Elapsed.TotalSeconds;
+            proc.Refresh();
+            c[i] = (proc.TotalProcessorTime - c0).TotalSeconds;
         }
         Array.Sort(t);
+        Array.Sort(c);
+        cpuSeconds = c[iters / 2];
         return t[iters / 2];
     }
 

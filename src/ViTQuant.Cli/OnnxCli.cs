@@ -158,6 +158,42 @@ internal static class OnnxCli
                 Array.Sort(t);
                 return B / t[iters / 2];
             }
+            // Our float forward and ORT's on the same export, interleaved call by call (so the load of a
+            // shared machine falls on both alike), with a pause before each call so that one engine's
+            // spinning idle workers do not slow the other.
+            (double Ours, double Ort, double OursCpu, double OrtCpu) Interleaved()
+            {
+                using var e = new OnnxEngine(fp, new OnnxEngineOptions { Threads = threads });
+                var first = e.Run(x);
+                if (first.Span.ToArray().Any(v => !float.IsFinite(v))) throw new InvalidOperationException($"{fp}: ORT produced non-finite logits");
+                void Ours() { using var _ = TensorArena.Scope(); model.Infer(x); }
+                Ours();
+                var to = new double[iters];
+                var tr = new double[iters];
+                var co = new double[iters];
+                var cr = new double[iters];
+                for (int i = 0; i < iters; i++)
+                {
+                    Thread.Sleep(100);
+                    double c0 = ThreadCpuSeconds();
+                    var sw = Stopwatch.StartNew();
+                    e.Run(x);
+                    tr[i] = sw.Elapsed.TotalSeconds;
+                    cr[i] = ThreadCpuSeconds() - c0;
+                    Thread.Sleep(100);
+                    c0 = ThreadCpuSeconds();
+                    sw.Restart();
+                    Ours();
+                    to[i] = sw.Elapsed.TotalSeconds;
+                    co[i] = ThreadCpuSeconds() - c0;
+                }
+                Array.Sort(to);
+                Array.Sort(tr);
+                Array.Sort(co);
+                Array.Sort(cr);
+                return (B / to[iters / 2], B / tr[iters / 2], co[iters / 2], cr[iters / 2]);
+            }
+            var (oursFloat, ortFloat, oursCpu, ortCpu) = Interleaved();
             string optimizedQdq = Path.Combine(dir, "qdq.ort.onnx");
             double qdqSpeed = Measure(q, optimizedQdq);
             return new Dictionary<string, object>
@@ -165,7 +201,13 @@ internal static class OnnxCli
                 ["architecture"] = c.Architecture,
                 ["batch"] = B,
                 ["threads"] = threads,
-                ["ort_float_forward_img_per_s"] = Measure(fp),
+                ["ort_float_forward_img_per_s"] = ortFloat,
+                // our float forward (vitq bench's forward), timed interleaved with ORT's float forward above
+                ["vitq_float_forward_img_per_s"] = oursFloat,
+                // with one thread both engines run on the calling thread: its CPU seconds per batch (medians)
+                // leave out the time other processes took the core, so their ratio holds on a loaded machine
+                ["vitq_float_forward_thread_cpu_s"] = oursCpu,
+                ["ort_float_forward_thread_cpu_s"] = ortCpu,
                 ["ort_qdq_forward_img_per_s"] = qdqSpeed,
                 // the same QDQ graph with the bias only on the int32 grid (no residue Add; not exact)
                 ["ort_qdq_rounded_bias_forward_img_per_s"] = Measure(qr),
@@ -233,11 +275,29 @@ internal static class OnnxCli
         }
     }
 
+    [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
+    private struct Timespec { public long Sec, Nsec; }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "clock_gettime")]
+    private static extern int ClockGettime(int clock, out Timespec ts);
+
+    /// <summary>CPU seconds of the calling thread (Linux CLOCK_THREAD_CPUTIME_ID); NaN elsewhere.</summary>
+    private static double ThreadCpuSeconds()
+    {
+        if (!OperatingSystem.IsLinux()) return double.NaN;
+        try { return ClockGettime(3, out var ts) == 0 ? ts.Sec + ts.Nsec / 1e9 : double.NaN; }
+        catch (DllNotFoundException) { return double.NaN; }
+        catch (EntryPointNotFoundException) { return double.NaN; }
+    }
+
     public static void PrintBench(Dictionary<string, object> r)
     {
         var e = Console.Error;
         e.WriteLine($"ONNX Runtime, {r["architecture"]}, batch {r["batch"]}, threads {r["threads"]}");
         e.WriteLine($"ORT float forward {(double)r["ort_float_forward_img_per_s"],10:F1} img/s  ({(long)r["onnx_float_bytes"]:N0} bytes)");
+        e.WriteLine($"vitq float fwd    {(double)r["vitq_float_forward_img_per_s"],10:F1} img/s  (interleaved with the line above: {(double)r["vitq_float_forward_img_per_s"] / (double)r["ort_float_forward_img_per_s"]:F2}x ORT)");
+        if ((int)r["threads"] == 1 && double.IsFinite((double)r["vitq_float_forward_thread_cpu_s"]))
+            e.WriteLine($"  thread CPU      vitq {(double)r["vitq_float_forward_thread_cpu_s"] * 1e3:F1} ms, ORT {(double)r["ort_float_forward_thread_cpu_s"] * 1e3:F1} ms per batch: {(double)r["ort_float_forward_thread_cpu_s"] / (double)r["vitq_float_forward_thread_cpu_s"]:F2}x ORT (robust to other processes' load)");
         e.WriteLine($"ORT QDQ forward   {(double)r["ort_qdq_forward_img_per_s"],10:F1} img/s  ({(long)r["onnx_qdq_bytes"]:N0} bytes; {r["ort_qdq_source"]})");
         e.WriteLine($"  rounded bias    {(double)r["ort_qdq_rounded_bias_forward_img_per_s"],10:F1} img/s  (bias on the int32 grid only, as ORT's quantizer writes it; not exact)");
         var ops = (SortedDictionary<string, int>)r["ort_qdq_ops"];

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Side-by-side throughput: vitq bench vs PyTorch 1.13 (Debian python3-torch), same architecture,
-# batch and thread count, one after the other on this machine. Prints the ratios.
+# Side-by-side throughput in one table: our engine (vitq bench), PyTorch 1.13 (Debian python3-torch) and,
+# for the forward, ONNX Runtime 1.32 on our own float export (vitq bench --engine onnx, which also times
+# our forward interleaved call by call with ORT's: the fairest ratio on a loaded machine). Same
+# architecture, batch and thread count; one after the other on this machine. Prints the ratios.
 #   tools/reference/bench_compare.sh [threads]
+# On a machine other processes load, wall-clock ratios mostly measure who got the cores; run it with
+# threads = 1 as well: the CPU-time lines then compare the work itself (one thread each, same shapes).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 threads=${1:-$(nproc)}
@@ -9,13 +13,27 @@ for spec in "vit_fmnist 64" "deit_tiny_patch16_224 8"; do
   set -- $spec
   ours=$(./vitq bench --arch "$1" --batch "$2" --threads "$threads" --iters 5 --json 2>/dev/null)
   torch=$(/usr/bin/python3 tools/reference/bench_torch.py --arch "$1" --batch "$2" --threads "$threads" --iters 5)
-  python3 - "$ours" "$torch" <<'PY'
+  ort=$(./vitq bench --engine onnx --arch "$1" --batch "$2" --threads "$threads" --iters 9 --json 2>/dev/null || echo '{}')
+  python3 - "$ours" "$torch" "$ort" <<'PY'
 import json, sys
-o, t = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"{o['architecture']} batch {o['batch']} threads {o['threads']} (ViTQuant GEMM: {o['gemm_backend']}; {t['framework']})")
+o, t, r = json.loads(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
+print(f"{o['architecture']} batch {o['batch']} threads {o['threads']} (ViTQuant GEMM: {o['gemm_backend']}; {t['framework']}"
+      + (", ONNX Runtime on our float export" if r else ", ONNX Runtime not available") + ")")
+print(f"  {'':22s} {'vitq':>9s} {'torch':>9s} {'vs torch':>9s} {'ORT':>9s} {'vs ORT':>8s} {'interleaved vs ORT':>20s}")
 for k in ("forward_img_per_s", "train_img_per_s", "input_grad_img_per_s"):
-    print(f"  {k:22s} vitq {o[k]:9.1f}  torch {t[k]:9.1f}  ratio {o[k]/t[k]:5.2f}x")
+    line = f"  {k:22s} {o[k]:9.1f} {t[k]:9.1f} {o[k]/t[k]:8.2f}x"
+    if k == "forward_img_per_s" and r:
+        ort = r["ort_float_forward_img_per_s"]
+        line += f" {ort:9.1f} {o[k]/ort:7.2f}x {r['vitq_float_forward_img_per_s']/ort:19.2f}x"
+    print(line)
+cpu = [(k, o.get(k.replace("img_per_s", "cpu_s")), t.get(k.replace("img_per_s", "cpu_s"))) for k in ("forward_img_per_s", "train_img_per_s", "input_grad_img_per_s")]
+print("  process CPU s/step     " + "; ".join(f"{k.replace('_img_per_s', '')} vitq {a:.3f} torch {b:.3f} ({b / a:.2f}x less work)" for k, a, b in cpu if a and b))
+if r and r.get("threads") == 1 and r.get("vitq_float_forward_thread_cpu_s"):
+    print(f"  thread CPU s/forward   vitq {r['vitq_float_forward_thread_cpu_s']:.3f} ORT {r['ort_float_forward_thread_cpu_s']:.3f} "
+          f"({r['ort_float_forward_thread_cpu_s'] / r['vitq_float_forward_thread_cpu_s']:.2f}x ORT)")
 print(f"  forward GFLOP/s (vitq) {o['forward_gflop_per_s']:.1f}; peak memory {o['peak_memory_mb']:.0f} MB; "
       f"train alloc {o['train_alloc_mb_per_step']:.1f} MB/step")
+print("  (img/s, medians of each tool's own timing; the last column: our forward and ORT's timed alternately in one process;")
+print("   CPU lines: medians of process CPU time per step, the load-robust ratio with threads = 1 on a shared machine)")
 PY
 done

@@ -1,7 +1,8 @@
 """PyTorch side of `make bench-compare`: the same measurements as `vitq bench --json`, same shapes.
 
     /usr/bin/python3 tools/reference/bench_torch.py --arch vit_fmnist --batch 64 --threads 2 --iters 5
-Prints one JSON object with forward_img_per_s, train_img_per_s, input_grad_img_per_s.
+Prints one JSON object with forward_img_per_s, train_img_per_s, input_grad_img_per_s and the process CPU
+seconds per step (forward_cpu_s, train_cpu_s, input_grad_cpu_s).
 """
 import argparse, json, os, statistics, sys, time
 import torch
@@ -25,11 +26,16 @@ y = torch.randint(0, cfg["num_classes"], (a.batch,))
 opt = torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=0.05)
 
 
+cpu = {}
+
+
 def median(fn):
+    """Median wall seconds per call; the median process CPU seconds go to cpu[fn name]."""
     fn()
-    ts = []
+    ts, cs = [], []
     for _ in range(a.iters):
-        t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
+        c = time.process_time(); t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t); cs.append(time.process_time() - c)
+    cpu[fn.__name__] = statistics.median(cs)
     return statistics.median(ts)
 
 
@@ -55,4 +61,6 @@ res["train_img_per_s"] = a.batch / median(train)
 for p in m.parameters():
     p.requires_grad_(False)
 res["input_grad_img_per_s"] = a.batch / median(input_grad)
+# process CPU seconds per step (all threads): with --threads 1 a measure of the work that other processes' load leaves alone
+res["forward_cpu_s"], res["train_cpu_s"], res["input_grad_cpu_s"] = cpu["fwd"], cpu["train"], cpu["input_grad"]
 print(json.dumps(res))

@@ -52,6 +52,31 @@ public static class Gemm
                 parallel: !Parallelism.InsideParallelBody);
     }
 
+    /// <summary>
+    /// C = alpha·op(A)·op(B) + bias, bias[j] added to every row of C (C is not read; bias has ≥ n
+    /// elements). The same numbers as filling C's rows with the bias and calling <see cref="Sgemm"/> with
+    /// beta = 1, which is what the OpenBLAS backend does; the managed GEMM adds the bias tile by tile
+    /// instead of in a separate pass over C. Throws ArgumentException as Sgemm does, or on a short bias.
+    /// </summary>
+    public static void SgemmBias(bool transA, bool transB, int m, int n, int k, float alpha,
+        ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, ReadOnlySpan<float> bias, Span<float> c, int ldc)
+    {
+        Validate(transA, transB, m, n, k, a.Length, lda, b.Length, ldb, c.Length, ldc);
+        if (bias.Length < n) throw new ArgumentException($"GEMM bias has {bias.Length} elements, need {n}");
+        if (m == 0 || n == 0) return;
+        if (_backend == GemmBackend.OpenBlas && !Parallelism.InsideParallelBody)
+        {
+            for (int i = 0; i < m; i++) bias[..n].CopyTo(c.Slice(i * ldc, n));
+            OpenBlas.Sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, 1f, c, ldc);
+        }
+        else
+        {
+            bool parallel = !Parallelism.InsideParallelBody;
+            int threads = parallel && (long)m * n * k >= ManagedGemm.ParallelMinMacs ? Parallelism.Threads : 1;
+            ManagedGemm.Run(transA, transB, m, n, k, alpha, a, lda, b, ldb, 0f, c, ldc, bias, threads, ManagedGemm.Current);
+        }
+    }
+
     /// <summary>Scalar triple loop, accumulating in double. The reference twin of every backend.</summary>
     public static void Reference(bool transA, bool transB, int m, int n, int k, float alpha,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc)

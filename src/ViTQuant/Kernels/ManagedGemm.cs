@@ -146,31 +146,47 @@ internal static unsafe partial class ManagedGemm
     internal static void Run(bool transA, bool transB, int m, int n, int k, float alpha,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc,
         int threads, GemmKernel kernel)
+        => Run(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, default, threads, kernel);
+
+    /// <summary>
+    /// C = alpha·op(A)·op(B) + bias (bias[j] added to every row; beta = 0 semantics, C is not read) when
+    /// <paramref name="bias"/> is not empty, else as the overload without it. The bias goes into each C tile
+    /// right before the tile's first K block is accumulated onto it with beta = 1, so the result is bit for
+    /// bit that of filling C with the bias rows and calling with beta = 1 (DenseCore's former two passes),
+    /// without the pass over C. Throws as <see cref="Sgemm"/> does, or when bias is shorter than n.
+    /// </summary>
+    internal static void Run(bool transA, bool transB, int m, int n, int k, float alpha,
+        ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc,
+        ReadOnlySpan<float> bias, int threads, GemmKernel kernel)
     {
         // Validated here as well as in Gemm.Sgemm: everything below uses raw pointers.
         Gemm.Validate(transA, transB, m, n, k, a.Length, lda, b.Length, ldb, c.Length, ldc);
+        bool hasBias = !bias.IsEmpty;
+        if (hasBias && bias.Length < n) throw new ArgumentException($"GEMM bias has {bias.Length} elements, need {n}");
         if (m == 0 || n == 0) return;
         if (k == 0 || alpha == 0f)
         {
-            ScaleC(m, n, beta, c, ldc);
+            if (hasBias) for (int i = 0; i < m; i++) bias[..n].CopyTo(c.Slice(i * ldc, n));
+            else ScaleC(m, n, beta, c, ldc);
             return;
         }
         kernel = Supported(kernel);
-        fixed (float* pa = a, pb = b, pc = c)
+        fixed (float* pa = a, pb = b, pc = c, pbias = bias)
         {
+            float* bs = hasBias ? pbias : null;
             if (threads <= 1)
             {
-                Blocked(transA, transB, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, kernel);
+                Blocked(transA, transB, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, bs, kernel);
                 return;
             }
-            RunParallel(threads, transA, transB, m, n, k, alpha, (nint)pa, lda, (nint)pb, ldb, beta, (nint)pc, ldc, kernel);
+            RunParallel(threads, transA, transB, m, n, k, alpha, (nint)pa, lda, (nint)pb, ldb, beta, (nint)pc, ldc, (nint)bs, kernel);
         }
     }
 
     // Splits C into row ranges (when M is the larger side) or column ranges, one per worker.
     // The caller keeps a, b and c pinned for the duration.
     private static void RunParallel(int threads, bool transA, bool transB, int m, int n, int k, float alpha,
-        nint a, int lda, nint b, int ldb, float beta, nint c, int ldc, GemmKernel kernel)
+        nint a, int lda, nint b, int ldb, float beta, nint c, int ldc, nint bias, GemmKernel kernel)
     {
         bool splitRows = m >= n;
         bool wide = kernel == GemmKernel.Avx512;
@@ -182,24 +198,25 @@ internal static unsafe partial class ManagedGemm
             int start = (int)((long)units * t / parts) * unit;
             int end = Math.Min(extent, (int)((long)units * (t + 1) / parts) * unit);
             if (end <= start) return;
-            float* pa = (float*)a, pb = (float*)b, pc = (float*)c;
+            float* pa = (float*)a, pb = (float*)b, pc = (float*)c, pbias = (float*)bias;
             if (splitRows)
             {
                 float* aSub = transA ? pa + start : pa + (nint)start * lda;
-                Blocked(transA, transB, end - start, n, k, alpha, aSub, lda, pb, ldb, beta, pc + (nint)start * ldc, ldc, kernel);
+                Blocked(transA, transB, end - start, n, k, alpha, aSub, lda, pb, ldb, beta, pc + (nint)start * ldc, ldc, pbias, kernel);
             }
             else
             {
                 float* bSub = transB ? pb + (nint)start * ldb : pb + start;
-                Blocked(transA, transB, m, end - start, k, alpha, pa, lda, bSub, ldb, beta, pc + start, ldc, kernel);
+                Blocked(transA, transB, m, end - start, k, alpha, pa, lda, bSub, ldb, beta, pc + start, ldc, pbias == null ? null : pbias + start, kernel);
             }
         });
     }
 
     // The single-threaded blocked nest described in the file header, for the kernel's tile and block sizes.
-    // k ≥ 1, m, n ≥ 1.
+    // k ≥ 1, m, n ≥ 1. bias (null: none) is C's column bias: each tile is filled with it just before its
+    // first K block, which then accumulates with beta = 1 (the tile is in L1 by then).
     private static void Blocked(bool transA, bool transB, int m, int n, int k, float alpha,
-        float* a, nint lda, float* b, nint ldb, float beta, float* c, nint ldc, GemmKernel kernel)
+        float* a, nint lda, float* b, nint ldb, float beta, float* c, nint ldc, float* bias, GemmKernel kernel)
     {
         bool wide = kernel == GemmKernel.Avx512;
         int tr = wide ? MR512 : MR, tc = wide ? NR512 : NR;
@@ -217,7 +234,8 @@ internal static unsafe partial class ManagedGemm
             for (int kb = 0; kb < kBlocks; kb++)
             {
                 int pc = (int)((long)k * kb / kBlocks), kc = (int)((long)k * (kb + 1) / kBlocks) - pc;
-                float betaK = kb == 0 ? beta : 1f;
+                bool fillBias = kb == 0 && bias != null;
+                float betaK = kb == 0 && bias == null ? beta : 1f;
                 GemmPacking.PackB(transB, b, ldb, pc, jc, kc, nc, bp, tc);
                 for (int ic = 0; ic < m; ic += MC)
                 {
@@ -232,6 +250,7 @@ internal static unsafe partial class ManagedGemm
                             int mr = Math.Min(tr, mc - ir);
                             float* aPanel = ap + (nint)(ir / tr) * kc * tr;
                             float* cTile = c + (ic + ir) * ldc + jc + jr;
+                            if (fillBias) FillRows(cTile, ldc, mr, nr, bias + jc + jr);
                             if (mr == tr && nr == tc)
                                 Kernel(kernel, kc, aPanel, bPanel, cTile, ldc, alpha, betaK);
                             else
@@ -264,6 +283,24 @@ internal static unsafe partial class ManagedGemm
             if (beta == 0f) for (int j = 0; j < nr; j++) cr[j] = alpha * t[j];
             else for (int j = 0; j < nr; j++) cr[j] = alpha * t[j] + beta * cr[j];
         }
+    }
+
+    // c[r, 0..nr] = bias[0..nr] for r < mr (nr ≤ 32: the widest tile).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void FillRows(float* c, nint ldc, int mr, int nr, float* bias)
+    {
+        if (nr == NR512 && Vector256.IsHardwareAccelerated)
+        {
+            var b0 = Vector256.Load(bias); var b1 = Vector256.Load(bias + 8);
+            var b2 = Vector256.Load(bias + 16); var b3 = Vector256.Load(bias + 24);
+            for (int r = 0; r < mr; r++, c += ldc)
+            {
+                b0.Store(c); b1.Store(c + 8); b2.Store(c + 16); b3.Store(c + 24);
+            }
+            return;
+        }
+        for (int r = 0; r < mr; r++, c += ldc)
+            new ReadOnlySpan<float>(bias, nr).CopyTo(new Span<float>(c, nr));
     }
 
     // k = 0 or alpha = 0: C = beta·C, with beta = 0 clearing (and so dropping NaN).

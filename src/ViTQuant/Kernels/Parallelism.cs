@@ -2,6 +2,17 @@
 // (1) --threads bounds all of them, (2) OpenBLAS is told the same count, and (3) code running inside
 // a parallel body knows it must not start nested parallel work (GEMM then runs single-threaded),
 // which keeps the two cores from being oversubscribed.
+//
+// Workers (opt-in, VITQ_SPIN_POOL=1; see UseSpinPool): a small pool of our own (SpinPool) rather than Parallel.For on the .NET thread pool. A model step
+// is a chain of short parallel regions (each GEMM, the attention, every row kernel: ~120 per DeiT-Tiny forward);
+// thread-pool workers park between them and take tens of microseconds to wake (more in a VM, measured with
+// bench `handoff`), which the caller waits out every time. SpinPool's workers spin for a short while after
+// each region before they sleep, as ONNX Runtime's and OpenMP's pools do. Items are handed out one at a time
+// to whoever asks next (the caller takes part), so the result of each item never depends on which thread ran
+// it, and the caller alone can always finish a region (no deadlock if the workers are slow to come). One region
+// at a time: a call made while the pool is busy (another thread's region) goes to Parallel.For as before.
+// Exceptions are collected and rethrown as an AggregateException, as Parallel.For does; the caller's
+// ExecutionContext (AsyncLocal scopes such as ManagedGemm.ForceKernel) flows to the workers.
 namespace ViTQuant.Kernels;
 
 public static class Parallelism
@@ -42,6 +53,7 @@ public static class Parallelism
             finally { _insideBody--; }
             return;
         }
+        if (UseSpinPool && SpinPool.TryRun(from, to, _threads - 1, body)) return;
         var opts = new ParallelOptions { MaxDegreeOfParallelism = _threads };
         Parallel.For(from, to, opts, i =>
         {
@@ -50,6 +62,16 @@ public static class Parallelism
             finally { _insideBody--; }
         });
     }
+
+    /// <summary>
+    /// True: regions run on SpinPool. Opt-in (VITQ_SPIN_POOL=1) until its gain is measured on an idle machine:
+    /// on the loaded build machine neither pool's worker gets a core in time (bench `handoff`, `scaling`).
+    /// </summary>
+    internal static bool UseSpinPool { get; set; } = Environment.GetEnvironmentVariable("VITQ_SPIN_POOL") == "1";
+
+    internal static void EnterBody() => _insideBody++;
+
+    internal static void ExitBody() => _insideBody--;
 
     /// <summary>
     /// Splits [0, n) into at most Threads contiguous chunks and runs body(start, end) on each;
@@ -71,5 +93,128 @@ public static class Parallelism
             int start = (int)((long)n * c / chunks), end = (int)((long)n * (c + 1) / chunks);
             body(start, end);
         });
+    }
+}
+
+/// <summary>
+/// The worker pool behind Parallelism.For (see the file header): persistent background threads that spin
+/// for up to <see cref="SpinMicroseconds"/> after a region before they block.
+/// </summary>
+internal static class SpinPool
+{
+    /// <summary>How long an idle worker keeps polling for the next region before it sleeps.</summary>
+    internal const int SpinMicroseconds = 200;
+
+    private sealed class Job
+    {
+        public required Action<int> Body;
+        public required int From, To, MaxWorkers;
+        public required ExecutionContext? Context;
+        public int Next, Done, Joined;
+        public Exception? Error;
+    }
+
+    private static int _busy;
+    private static Job? _job;
+    private static long _generation;
+    private static int _sleepers;
+    private static readonly SemaphoreSlim Wake = new(0);
+    private static readonly object Grow = new();
+    private static int _workers;
+    private static readonly long SpinTicks = System.Diagnostics.Stopwatch.Frequency * SpinMicroseconds / 1_000_000;
+
+    /// <summary>
+    /// Runs body(i) for i in [from, to) on the caller and up to maxWorkers pool threads. False (nothing run)
+    /// when another region holds the pool. Exceptions: an AggregateException of those the items threw.
+    /// </summary>
+    public static bool TryRun(int from, int to, int maxWorkers, Action<int> body)
+    {
+        if (Interlocked.CompareExchange(ref _busy, 1, 0) != 0) return false;
+        Job job;
+        try
+        {
+            EnsureWorkers(maxWorkers);
+            job = new Job { Body = body, From = from, To = to, MaxWorkers = maxWorkers, Next = from, Context = ExecutionContext.Capture() };
+            Volatile.Write(ref _job, job);
+            Interlocked.Increment(ref _generation);
+            int sleeping = Volatile.Read(ref _sleepers);
+            if (sleeping > 0) Wake.Release(Math.Min(sleeping, maxWorkers));
+            Work(job, onWorker: false);
+            // Wait for items other threads are still running (spin: they are short).
+            var spin = new SpinWait();
+            while (Volatile.Read(ref job.Done) < to - from) spin.SpinOnce(sleep1Threshold: -1);
+        }
+        finally
+        {
+            Volatile.Write(ref _job, null);
+            Volatile.Write(ref _busy, 0);
+        }
+        if (job.Error != null) throw job.Error is AggregateException ? job.Error : new AggregateException(job.Error);
+        return true;
+    }
+
+    // Takes items until none are left.
+    private static void Work(Job job, bool onWorker)
+    {
+        int total = job.To - job.From;
+        while (true)
+        {
+            int i = Interlocked.Increment(ref job.Next) - 1;
+            if (i >= job.To) return;
+            Parallelism.EnterBody();
+            try { job.Body(i); }
+            catch (Exception e)
+            {
+                lock (job) job.Error = job.Error == null ? e : new AggregateException(job.Error, e);
+            }
+            finally
+            {
+                Parallelism.ExitBody();
+                Interlocked.Increment(ref job.Done);
+            }
+        }
+    }
+
+    private static void EnsureWorkers(int n)
+    {
+        if (Volatile.Read(ref _workers) >= n) return;
+        lock (Grow)
+        {
+            while (_workers < n)
+            {
+                var t = new Thread(WorkerLoop) { IsBackground = true, Name = $"vitq-worker-{_workers + 1}" };
+                t.Start();
+                _workers++;
+            }
+        }
+    }
+
+    private static void WorkerLoop()
+    {
+        long seen = Volatile.Read(ref _generation);
+        while (true)
+        {
+            // Spin for the next region, then sleep until one is posted.
+            long start = System.Diagnostics.Stopwatch.GetTimestamp();
+            var spin = new SpinWait();
+            while (Volatile.Read(ref _generation) == seen)
+            {
+                if (System.Diagnostics.Stopwatch.GetTimestamp() - start > SpinTicks)
+                {
+                    Interlocked.Increment(ref _sleepers);
+                    // Re-check after announcing: a region posted in between would otherwise not wake us.
+                    if (Volatile.Read(ref _generation) == seen) Wake.Wait();
+                    Interlocked.Decrement(ref _sleepers);
+                    start = System.Diagnostics.Stopwatch.GetTimestamp();
+                    continue;
+                }
+                spin.SpinOnce(sleep1Threshold: -1);
+            }
+            seen = Volatile.Read(ref _generation);
+            var job = Volatile.Read(ref _job);
+            if (job == null || Interlocked.Increment(ref job.Joined) > job.MaxWorkers) continue;
+            if (job.Context != null) ExecutionContext.Run(job.Context, static j => Work((Job)j!, onWorker: true), job);
+            else Work(job, onWorker: true);
+        }
     }
 }

@@ -10,8 +10,11 @@
 // (RowSimd.ExpNonPositive: arguments are ≤ 0 after the max shift, which allows a lean float exp);
 // rows are split across Parallelism.ForChunks when the buffer is large. Reference* twins are scalar
 // loops in double. Backward kernels ACCUMULATE into dx so autograd can pass gradient buffers directly.
+// On AVX-512 CPUs the softmax forward rows (the attention's) run 16 lanes wide with masked tails
+// (SoftmaxRow512, RowSimd.ExpNonPositive512: the same exp on Vector512); tests cover both widths.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace ViTQuant.Kernels;
 
@@ -42,9 +45,11 @@ public static unsafe class SoftmaxKernel
         fixed (float* ps = src, pd = dst)
         {
             float* s = ps, d = pd;
+            bool wide = !log && RowSimd.Wide; // read on the calling thread: ForceNarrow is thread-local
             RowSimd.ForRows(rows, cols, (r0, r1) =>
             {
-                for (int r = r0; r < r1; r++) SoftmaxRow(s + (long)r * cols, d + (long)r * cols, cols, log);
+                if (wide) for (int r = r0; r < r1; r++) SoftmaxRow512(s + (long)r * cols, d + (long)r * cols, cols);
+                else for (int r = r0; r < r1; r++) SoftmaxRow(s + (long)r * cols, d + (long)r * cols, cols, log);
             });
         }
     }
@@ -104,6 +109,35 @@ public static unsafe class SoftmaxKernel
             for (int i = 0; i < full; i += 8) (Vector256.Load(y + i) * inv).Store(y + i);
             if (tail > 0) RowSimd.StoreTail(et * inv, y + full, tail);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void SoftmaxRow512(float* x, float* y, int n)
+    {
+        if (n == 0) return;
+        int full = n & ~15, tail = n - full;
+        var ninf = Vector512.Create(float.NegativeInfinity);
+        var mask = RowSimd.TailMask512(tail);
+        var vmax = ninf;
+        for (int i = 0; i < full; i += 16) vmax = Vector512.Max(vmax, Vector512.Load(x + i));
+        if (tail > 0) vmax = Vector512.Max(vmax, Avx512F.MaskLoad(x + full, mask, ninf));
+        var vm = Vector512.Create(RowSimd.HorizontalMax(Vector256.Max(vmax.GetLower(), vmax.GetUpper())));
+        var vsum = Vector512<float>.Zero;
+        for (int i = 0; i < full; i += 16)
+        {
+            var e = RowSimd.ExpNonPositive512(Vector512.Load(x + i) - vm);
+            e.Store(y + i);
+            vsum += e;
+        }
+        Vector512<float> et = default;
+        if (tail > 0)
+        {
+            et = RowSimd.ExpNonPositive512(Avx512F.MaskLoad(x + full, mask, ninf) - vm);
+            vsum += et;
+        }
+        var inv = Vector512.Create(1f / Vector512.Sum(vsum));
+        for (int i = 0; i < full; i += 16) (Vector512.Load(y + i) * inv).Store(y + i);
+        if (tail > 0) Avx512F.MaskStore(y + full, mask, et * inv);
     }
 
     private static void SoftmaxBackwardRow(float* y, float* dy, float* dx, int n)
@@ -202,6 +236,39 @@ public static unsafe class SoftmaxKernel
 /// </summary>
 internal static unsafe class RowSimd
 {
+    /// <summary>True where the row kernels' 16-lane AVX-512 paths run (and ForceNarrow is off on this thread).</summary>
+    public static bool Wide => Avx512F.IsSupported && Vector512.IsHardwareAccelerated && !_forceNarrow;
+
+    /// <summary>Tests: calls from this thread take the 8-lane paths (what CPUs without AVX-512 run).</summary>
+    internal static bool ForceNarrow { get => _forceNarrow; set => _forceNarrow = value; }
+
+    [ThreadStatic] private static bool _forceNarrow;
+
+    /// <summary>Lanes 0 .. count−1 set (count in 0..16).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> TailMask512(int count) =>
+        Vector512.LessThan(Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create((float)count));
+
+    /// <summary>ExpNonPositive on 16 lanes: the same algorithm and constants (≈2 ulp; 0 below −87.33; NaN stays NaN).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> ExpNonPositive512(Vector512<float> x)
+    {
+        const float MinArg = -87.33654f;
+        var xc = Vector512.Max(x, Vector512.Create(MinArg));
+        var n = Vector512.Round(xc * Vector512.Create(1.44269504088896341f));
+        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), xc);
+        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(2.12194440e-4f), r);
+        var p = Vector512.FusedMultiplyAdd(Vector512.Create(1.9875691500e-4f), r, Vector512.Create(1.3981999507e-3f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(8.3334519073e-3f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(4.1665795894e-2f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459e-1f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201e-1f));
+        var e = Vector512.FusedMultiplyAdd(p, r * r, r + Vector512<float>.One);
+        var scale = ((Vector512.ConvertToInt32(n) + Vector512.Create(127)) << 23).AsSingle();
+        var y = Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(MinArg)), Vector512<float>.Zero, e * scale);
+        return Vector512.ConditionalSelect(Vector512.Equals(x, x), y, x);
+    }
+
     /// <summary>Elements per parallel chunk below which a kernel stays on one thread.</summary>
     public const int ParallelGrain = 16384;
 

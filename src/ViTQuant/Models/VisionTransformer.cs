@@ -97,11 +97,13 @@ public sealed class VisionTransformer : VisionModel
         Stage(cur, () => Embed(x, hooks));
         foreach (var b in Blocks)
         {
+            // Each half's residual sum is written straight into the other buffer: the same sum as Ops.Add
+            // (TensorPrimitives.Add) without a result tensor and the copy of it.
             var attnIn = cur;
-            Stage(next, () => b.ForwardAttention(attnIn, hooks));
+            Residual(attnIn, next, () => b.Attention(b.Norm1.Forward(attnIn), hooks));
             (cur, next) = (next, cur);
             var mlpIn = cur;
-            Stage(next, () => b.ForwardMlp(mlpIn, hooks));
+            Residual(mlpIn, next, () => b.Mlp(b.Norm2.Forward(mlpIn), hooks));
             (cur, next) = (next, cur);
         }
         var feats = cur;
@@ -118,6 +120,16 @@ public sealed class VisionTransformer : VisionModel
         if (!y.Shape.AsSpan().SequenceEqual(dst.Shape))
             throw new InvalidOperationException($"stage produced {Tensor.ShapeString(y.Shape)}, expected {Tensor.ShapeString(dst.Shape)}");
         y.Span.CopyTo(dst.Span);
+    }
+
+    /// <summary>dst = x + f(), with f run in a nested arena scope (its temporaries are recycled when it returns).</summary>
+    private static void Residual(Tensor x, Tensor dst, Func<Tensor> f)
+    {
+        using var scope = TensorArena.Scope();
+        var y = f();
+        if (!y.Shape.AsSpan().SequenceEqual(x.Shape))
+            throw new InvalidOperationException($"block half produced {Tensor.ShapeString(y.Shape)}, expected {Tensor.ShapeString(x.Shape)}");
+        System.Numerics.Tensors.TensorPrimitives.Add(x.Span, y.Span, dst.Span);
     }
 
     /// <summary>Patch embedding, prefix tokens and position embedding: the first block's input [B, N, D].</summary>
@@ -266,7 +278,10 @@ public sealed class Block : Module
     {
         var p = _p;
         var h = Fc1.Forward(Act(hooks, $"{p}.mlp.fc1", x), hooks?.Weight($"{p}.mlp.fc1", Fc1.Weight));
-        h = Ops.Gelu(h);
+        // Without gradients nothing else can hold fc1's fresh output: GELU overwrites it in place (same values,
+        // one buffer and one memory stream less).
+        if (hooks == null && !h.RequiresGrad && !Autograd.IsEnabled) Kernels.GeluKernel.Gelu(h.Span, h.Span);
+        else h = Ops.Gelu(h);
         if (hooks != null && hooks.WantsTap($"{p}.mlp.act")) hooks.Tap($"{p}.mlp.act", h);
         return Fc2.Forward(Act(hooks, $"{p}.mlp.fc2", h), hooks?.Weight($"{p}.mlp.fc2", Fc2.Weight));
     }

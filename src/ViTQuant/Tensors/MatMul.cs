@@ -134,14 +134,25 @@ public static partial class Ops
 /// <summary>The dense layer y = x·wᵀ + b on raw row-major buffers, shared by Linear and PatchEmbed.</summary>
 internal static class DenseCore
 {
+    /// <summary>
+    /// False: the bias is broadcast into y in a pass of its own before the GEMM (the former path, kept for
+    /// same-process A/B benchmarks; the numbers are the same bit for bit).
+    /// </summary>
+    internal static bool BiasEpilogue = true;
+
     /// <summary>y[rows, out] = x[rows, in]·w[out, in]ᵀ + b[out] (b empty: no bias). y is overwritten.</summary>
     public static void Forward(ReadOnlySpan<float> x, int rows, int inF, ReadOnlySpan<float> w, int outF, ReadOnlySpan<float> b, Span<float> y)
     {
-        if (b.Length > 0) for (int r = 0; r < rows; r++) b[..outF].CopyTo(y.Slice(r * outF, outF));
-        else y[..(rows * outF)].Clear();
-        if (rows == 0 || inF == 0 || outF == 0) return;
-        // beta = 1 adds the product onto the broadcast bias rows already in y.
-        Gemm.Sgemm(false, true, rows, outF, inF, 1f, x, inF, w, inF, 1f, y, outF);
+        if (rows == 0 || inF == 0 || outF == 0 || b.Length == 0 || !BiasEpilogue)
+        {
+            if (b.Length > 0) for (int r = 0; r < rows; r++) b[..outF].CopyTo(y.Slice(r * outF, outF));
+            else y[..(rows * outF)].Clear();
+            if (rows == 0 || inF == 0 || outF == 0) return;
+            Gemm.Sgemm(false, true, rows, outF, inF, 1f, x, inF, w, inF, 1f, y, outF);
+            return;
+        }
+        // The product accumulated onto the bias rows (as with y filled with them and beta = 1).
+        Gemm.SgemmBias(false, true, rows, outF, inF, 1f, x, inF, w, inF, b, y, outF);
     }
 
     /// <summary>

@@ -46,9 +46,18 @@ public class FusedKernelTests
         }
     }
 
+    // Both widths of the softmax rows this CPU runs (16 lanes on AVX-512, 8 lanes elsewhere).
     [Theory]
     [MemberData(nameof(Sizes))]
     public void SoftmaxMatchesReference(int rows, int cols)
+    {
+        SoftmaxWidthMatchesReference(rows, cols);
+        RowSimd.ForceNarrow = true;
+        try { SoftmaxWidthMatchesReference(rows, cols); }
+        finally { RowSimd.ForceNarrow = false; }
+    }
+
+    private static void SoftmaxWidthMatchesReference(int rows, int cols)
     {
         var x = RandomRows(rows, cols, 1);
         var fast = new float[x.Length];
@@ -122,9 +131,54 @@ public class FusedKernelTests
         }
     }
 
+    // Both GELU paths this CPU can run: the 16-lane float one (AVX-512) and the double-lane one.
     [Theory]
     [MemberData(nameof(Sizes))]
     public void GeluMatchesReference(int rows, int cols)
+    {
+        GeluPathMatchesReference(rows, cols);
+        GeluKernel.ForceDoublePath = true;
+        try { GeluPathMatchesReference(rows, cols); }
+        finally { GeluKernel.ForceDoublePath = false; }
+    }
+
+    // Dense grid over [−12, 12] and the special values: each path against the double twins.
+    [Fact]
+    public void GeluIsAccurateOnADenseGridOnEveryPath()
+    {
+        int n = 240001;
+        var x = new float[n + 6];
+        for (int i = 0; i < n; i++) x[i] = -12f + 24f * i / (n - 1);
+        x[n] = 0f; x[n + 1] = 1e-30f; x[n + 2] = -1e-30f; x[n + 3] = 0.921875f * 1.41421356f; x[n + 4] = 4f * 1.41421356f; x[n + 5] = -5.6568542f;
+        foreach (bool forceDouble in new[] { false, true })
+        {
+            GeluKernel.ForceDoublePath = forceDouble;
+            try
+            {
+                var yF = new float[x.Length];
+                var yS = new float[x.Length];
+                GeluKernel.Gelu(x, yF);
+                GeluKernel.ReferenceGelu(x, yS);
+                AssertClose(yS, yF, 3e-7, 2e-6, $"gelu (double path {forceDouble})");
+                var dy = Enumerable.Repeat(1f, x.Length).ToArray();
+                var dF = new float[x.Length];
+                var dS = new float[x.Length];
+                GeluKernel.GeluBackward(x, dy, dF);
+                GeluKernel.ReferenceGeluBackward(x, dy, dS);
+                AssertClose(dS, dF, 1e-6, 2e-6, $"gelu backward (double path {forceDouble})");
+                var special = new[] { float.NaN, float.PositiveInfinity, float.NegativeInfinity, 0f };
+                var ys = new float[4];
+                GeluKernel.Gelu(special, ys);
+                Assert.True(float.IsNaN(ys[0]));
+                Assert.Equal(float.PositiveInfinity, ys[1]);
+                Assert.True(float.IsNaN(ys[2])); // −∞·Φ(−∞) = −∞·0, as the reference gives
+                Assert.Equal(0f, ys[3]);
+            }
+            finally { GeluKernel.ForceDoublePath = false; }
+        }
+    }
+
+    private static void GeluPathMatchesReference(int rows, int cols)
     {
         var x = RandomRows(rows, cols, 14, 3f);
         var yFast = new float[x.Length];
@@ -193,6 +247,24 @@ public class FusedKernelTests
                 for (int j = 0; j < 8; j++) maxRel = Math.Max(maxRel, Math.Abs(y[j] / Math.Exp(x[i + j]) - 1));
             }
         Assert.True(maxRel < 3.6e-7, $"max relative exp error {maxRel:G3}");
+        // The 16-lane twin (softmax rows and GELU on AVX-512) gives the same values lane for lane.
+        if (System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated)
+            fixed (float* px = x)
+                for (int i = 0; i + 16 <= n; i += 16)
+                {
+                    var w = RowSimd.ExpNonPositive512(System.Runtime.Intrinsics.Vector512.Load(px + i));
+                    var lo = RowSimd.ExpNonPositive(System.Runtime.Intrinsics.Vector256.Load(px + i));
+                    var hi = RowSimd.ExpNonPositive(System.Runtime.Intrinsics.Vector256.Load(px + i + 8));
+                    Assert.True(System.Runtime.Intrinsics.Vector512.GetLower(w) == lo && System.Runtime.Intrinsics.Vector512.GetUpper(w) == hi, $"ExpNonPositive512 differs from ExpNonPositive at {x[i]}");
+                }
+        if (System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated)
+        {
+            var s16 = RowSimd.ExpNonPositive512(System.Runtime.Intrinsics.Vector512.Create(0f, -1f, -88f, -1000f, float.NegativeInfinity, float.NaN, -1e-30f, -0.5f, 0f, 0f, 0f, 0f, 0f, 0f, 0f, 0f));
+            Assert.Equal(1f, s16[0]);
+            Assert.Equal(0f, s16[2]);
+            Assert.Equal(0f, s16[4]);
+            Assert.True(float.IsNaN(s16[5]));
+        }
         var special = RowSimd.ExpNonPositive(System.Runtime.Intrinsics.Vector256.Create(0f, -1f, -88f, -1000f, float.NegativeInfinity, float.NaN, -1e-30f, -0.5f));
         Assert.Equal(1f, special[0]);
         Assert.Equal(MathF.Exp(-1f), special[1], 1e-7f);
