@@ -36,6 +36,7 @@ public sealed class TapRecorder : IModelHooks
     private readonly Func<string, bool> _want;
     private readonly IModelHooks? _inner;
 
+    /// <summary>The wanted taps by name (a later tap of the same name replaces the earlier one). The tensors are kept with their graph.</summary>
     public Dictionary<string, Tensor> Taps { get; } = new();
 
     /// <param name="want">which tap names to keep.</param>
@@ -46,10 +47,14 @@ public sealed class TapRecorder : IModelHooks
         _inner = inner;
     }
 
+    /// <summary>Passes the weight to the inner hooks (identity without them).</summary>
     public Tensor Weight(string layer, Tensor w) => _inner?.Weight(layer, w) ?? w;
+    /// <summary>Passes the activation to the inner hooks (identity without them).</summary>
     public Tensor Activation(string point, Tensor x) => _inner?.Activation(point, x) ?? x;
+    /// <summary>True for wanted taps and for those the inner hooks want.</summary>
     public bool WantsTap(string name) => _want(name) || (_inner?.WantsTap(name) ?? false);
 
+    /// <summary>Keeps a wanted tap and forwards every tap to the inner hooks.</summary>
     public void Tap(string name, Tensor t)
     {
         if (_want(name)) Taps[name] = t;
@@ -78,10 +83,14 @@ public sealed class PointRecorder : IModelHooks
     /// <summary>Recorded tensors by name, in forward order.</summary>
     public List<(string Name, Tensor Value)> Recorded { get; } = new();
 
+    /// <summary>Passes the weight to the inner hooks (identity without them).</summary>
     public Tensor Weight(string layer, Tensor w) => _inner?.Weight(layer, w) ?? w;
+    /// <summary>Whether the inner hooks want the tap (false without them).</summary>
     public bool WantsTap(string name) => _inner?.WantsTap(name) ?? false;
+    /// <summary>Forwards the tap to the inner hooks.</summary>
     public void Tap(string name, Tensor t) => _inner?.Tap(name, t);
 
+    /// <summary>Applies the inner hooks and, at a wanted point, records copies of the input and (when changed) the quantized output.</summary>
     public Tensor Activation(string point, Tensor x)
     {
         var y = _inner?.Activation(point, x) ?? x;

@@ -19,33 +19,53 @@ namespace ViTQuant.Models;
 /// <summary>Immutable Swin configuration. <see cref="Validated"/> throws ViTQuantException naming the setting.</summary>
 public sealed record SwinConfig : IModelConfig
 {
+    /// <inheritdoc/>
     public string Architecture { get; init; } = "swin_custom";
+    /// <inheritdoc/>
     public int ImageSize { get; init; } = 224;
+    /// <inheritdoc/>
     public int PatchSize { get; init; } = 4;
+    /// <inheritdoc/>
     public int InChans { get; init; } = 3;
+    /// <inheritdoc/>
     public int NumClasses { get; init; } = 1000;
+    /// <summary>Width of the first stage (the patch embedding's channels); stage s has EmbedDim·2^s.</summary>
     public int EmbedDim { get; init; } = 96;
+    /// <summary>Blocks per stage; its length is the number of stages.</summary>
     public int[] Depths { get; init; } = { 2, 2, 6, 2 };
+    /// <summary>Attention heads per stage (one entry per stage, each dividing that stage's width).</summary>
     public int[] NumHeads { get; init; } = { 3, 6, 12, 24 };
+    /// <summary>Attention window side in tokens (M); a stage whose map is smaller shrinks it to the map.</summary>
     public int WindowSize { get; init; } = 7;
+    /// <summary>MLP hidden width as a multiple of the stage width.</summary>
     public float MlpRatio { get; init; } = 4f;
     /// <summary>timm's Swin uses nn.LayerNorm's default eps.</summary>
     public float LayerNormEps { get; init; } = 1e-5f;
+    /// <inheritdoc/>
     public float[] Mean { get; init; } = { 0.485f, 0.456f, 0.406f };
+    /// <inheritdoc/>
     public float[] Std { get; init; } = { 0.229f, 0.224f, 0.225f };
+    /// <inheritdoc/>
     public float CropPct { get; init; } = 0.9f;
+    /// <inheritdoc/>
     public string Interpolation { get; init; } = "bicubic";
+    /// <inheritdoc/>
     public string[]? ClassNames { get; init; }
 
+    /// <summary>Number of stages (Depths.Length).</summary>
     [JsonIgnore] public int NumStages => Depths.Length;
+    /// <summary>Side of the patch embedding's feature map G (ImageSize / PatchSize).</summary>
     [JsonIgnore] public int GridSize => ImageSize / PatchSize;
+    /// <inheritdoc/>
     [JsonIgnore] public string Family => "swin";
 
+    /// <inheritdoc/>
     public string DescribeShape() =>
         $"stages {NumStages}, depths [{string.Join(", ", Depths)}], widths [{string.Join(", ", Enumerable.Range(0, NumStages).Select(StageDim))}], "
         + $"heads [{string.Join(", ", NumHeads)}], windows [{string.Join(", ", Enumerable.Range(0, NumStages).Select(StageWindow))}], "
         + $"maps [{string.Join(", ", Enumerable.Range(0, NumStages).Select(ActualResolution))}]";
 
+    /// <inheritdoc/>
     public IReadOnlyList<string> BlockPrefixes() =>
         Enumerable.Range(0, NumStages).SelectMany(s => Enumerable.Range(0, Depths[s]).Select(b => $"layers.{s}.blocks.{b}")).ToArray();
 
@@ -156,6 +176,7 @@ public sealed record SwinConfig : IModelConfig
         }).Validated();
     }
 
+    /// <summary>The architecture names <see cref="FromArchitecture"/> accepts.</summary>
     public static readonly string[] KnownArchitectures =
     {
         "swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224", "swin_base_patch4_window7_224", "swin_fmnist",
@@ -232,6 +253,7 @@ public sealed record SwinConfig : IModelConfig
 
     private static readonly JsonSerializerOptions JsonOpts = new() { WriteIndented = false };
 
+    /// <inheritdoc/>
     public string ToJson() => JsonSerializer.Serialize(this, JsonOpts);
 
     /// <summary>Parses and validates a config written by <see cref="ToJson"/>; errors start with <paramref name="source"/>.</summary>

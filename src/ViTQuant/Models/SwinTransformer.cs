@@ -24,12 +24,19 @@ namespace ViTQuant.Models;
 /// <summary>A Swin Transformer classifier with timm's parameter names and math.</summary>
 public sealed class SwinTransformer : VisionModel
 {
+    /// <inheritdoc/>
     public override SwinConfig Config { get; }
+    /// <summary>Patch embedding convolution weight patch_embed.proj.weight [D, C_in, P, P].</summary>
     public Tensor PatchWeight { get; }
+    /// <summary>Patch embedding bias patch_embed.proj.bias [D].</summary>
     public Tensor PatchBias { get; }
+    /// <summary>LayerNorm after the patch embedding (patch_embed.norm).</summary>
     public LayerNorm PatchNorm { get; }
+    /// <summary>The stages in forward order (layers.{s}).</summary>
     public IReadOnlyList<SwinStage> Stages { get; }
+    /// <summary>Final LayerNorm before pooling (norm).</summary>
     public LayerNorm Norm { get; }
+    /// <summary>Classifier on the mean-pooled last-stage features (head.fc), [classes, D_last].</summary>
     public Linear Head { get; }
 
     /// <summary>Builds the model with timm's initialisation (truncated normal 0.02, zero biases) drawn from the seed.</summary>
@@ -116,10 +123,14 @@ public sealed class SwinTransformer : VisionModel
 public sealed class SwinStage : Module
 {
     private readonly string _p;
+    /// <summary>LayerNorm over the 4C gathered channels of the patch merging (downsample.norm); null in stage 0.</summary>
     public LayerNorm? MergeNorm { get; }
+    /// <summary>Patch merging reduction 4C → 2C without bias (downsample.reduction); null in stage 0.</summary>
     public Linear? Reduction { get; }
+    /// <summary>The stage's blocks in forward order.</summary>
     public IReadOnlyList<SwinBlock> Blocks { get; }
 
+    /// <summary>Builds stage <paramref name="s"/> of <paramref name="c"/> (patch merging when s &gt; 0), drawing weights from <paramref name="rng"/>.</summary>
     public SwinStage(SwinConfig c, int s, Rng rng)
     {
         _p = $"layers.{s}";
@@ -167,18 +178,27 @@ public sealed class SwinBlock : Module
     private readonly int[] _relIndex;      // [M²·M²] rows of the bias table, timm's relative_position_index
     private readonly Tensor? _mask;        // [nW, 1, M², M²] of the declared (padded) map, or null without shift
 
+    /// <summary>Pre-attention LayerNorm (norm1).</summary>
     public LayerNorm Norm1 { get; }
+    /// <summary>Relative position bias table [(2M−1)², heads] (attn.relative_position_bias_table).</summary>
     public Tensor RelativePositionBiasTable { get; }
+    /// <summary>Joint q, k, v projection [3C, C] (attn.qkv).</summary>
     public Linear Qkv { get; }
+    /// <summary>Attention output projection [C, C] (attn.proj).</summary>
     public Linear Proj { get; }
+    /// <summary>Pre-MLP LayerNorm (norm2).</summary>
     public LayerNorm Norm2 { get; }
+    /// <summary>MLP expansion C → hidden (mlp.fc1).</summary>
     public Linear Fc1 { get; }
+    /// <summary>MLP reduction hidden → C (mlp.fc2).</summary>
     public Linear Fc2 { get; }
 
     /// <summary>Window side M and shift of this block (after timm's shrink to small maps).</summary>
     public int Window => _window;
+    /// <summary>Roll of the map before windowing: ⌊WindowSize/2⌋ on odd blocks of stages larger than the window, else 0.</summary>
     public int Shift => _shift;
 
+    /// <summary>Builds block <paramref name="b"/> of stage <paramref name="s"/> of <paramref name="c"/>, drawing weights from <paramref name="rng"/>.</summary>
     public SwinBlock(SwinConfig c, int s, int b, Rng rng)
     {
         _p = $"layers.{s}.blocks.{b}";

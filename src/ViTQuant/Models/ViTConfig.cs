@@ -9,36 +9,62 @@ namespace ViTQuant.Models;
 /// <summary>Immutable ViT/DeiT configuration. The constructor throws ViTQuantException on inconsistent values.</summary>
 public sealed record ViTConfig : IModelConfig
 {
+    /// <inheritdoc/>
     public string Architecture { get; init; } = "vit_custom";
+    /// <inheritdoc/>
     public int ImageSize { get; init; } = 224;
+    /// <inheritdoc/>
     public int PatchSize { get; init; } = 16;
+    /// <inheritdoc/>
     public int InChans { get; init; } = 3;
+    /// <inheritdoc/>
     public int NumClasses { get; init; } = 1000;
+    /// <summary>Token width C (embedding dimension).</summary>
     public int EmbedDim { get; init; } = 192;
+    /// <summary>Number of transformer blocks.</summary>
     public int Depth { get; init; } = 12;
+    /// <summary>Attention heads per block; must divide <see cref="EmbedDim"/>.</summary>
     public int NumHeads { get; init; } = 3;
+    /// <summary>MLP hidden width as a multiple of <see cref="EmbedDim"/>.</summary>
     public float MlpRatio { get; init; } = 4f;
+    /// <summary>Whether a learned class token is prepended to the patch tokens.</summary>
     public bool ClassToken { get; init; } = true;
+    /// <summary>DeiT distilled model: a distillation token after the class token and a second head (head_dist) whose logits are averaged with head's.</summary>
     public bool Distilled { get; init; }
     /// <summary>"token" (class token → head) or "avg" (mean of patch tokens → fc_norm → head).</summary>
     public string GlobalPool { get; init; } = "token";
+    /// <summary>Epsilon of every LayerNorm.</summary>
     public float LayerNormEps { get; init; } = 1e-6f;
+    /// <inheritdoc/>
     public float[] Mean { get; init; } = { 0.485f, 0.456f, 0.406f };
+    /// <inheritdoc/>
     public float[] Std { get; init; } = { 0.229f, 0.224f, 0.225f };
+    /// <inheritdoc/>
     public float CropPct { get; init; } = 0.875f;
+    /// <inheritdoc/>
     public string Interpolation { get; init; } = "bicubic";
+    /// <inheritdoc/>
     public string[]? ClassNames { get; init; }
 
+    /// <summary>Patches per side (ImageSize / PatchSize).</summary>
     [JsonIgnore] public int GridSize => ImageSize / PatchSize;
+    /// <summary>Patch tokens per image (GridSize²).</summary>
     [JsonIgnore] public int NumPatches => GridSize * GridSize;
+    /// <summary>Tokens before the patch tokens: class token and distillation token, 0 to 2.</summary>
     [JsonIgnore] public int NumPrefixTokens => (ClassToken ? 1 : 0) + (Distilled ? 1 : 0);
+    /// <summary>Sequence length N: patch tokens plus prefix tokens.</summary>
     [JsonIgnore] public int NumTokens => NumPatches + NumPrefixTokens;
+    /// <summary>Per-head width (EmbedDim / NumHeads).</summary>
     [JsonIgnore] public int HeadDim => EmbedDim / NumHeads;
+    /// <summary>MLP hidden width (EmbedDim × MlpRatio, truncated).</summary>
     [JsonIgnore] public int MlpHidden => (int)(EmbedDim * MlpRatio);
+    /// <inheritdoc/>
     [JsonIgnore] public string Family => "vit";
 
+    /// <inheritdoc/>
     public string DescribeShape() => $"depth {Depth}, width {EmbedDim}, heads {NumHeads}, mlp {MlpHidden}, {NumTokens} tokens";
 
+    /// <inheritdoc/>
     public IReadOnlyList<string> BlockPrefixes() => Enumerable.Range(0, Depth).Select(i => $"blocks.{i}").ToArray();
 
     /// <summary>Every weight layer of the model, in forward order.</summary>
@@ -126,6 +152,7 @@ public sealed record ViTConfig : IModelConfig
         }).Validated();
     }
 
+    /// <summary>The architecture names <see cref="FromArchitecture"/> accepts.</summary>
     public static readonly string[] KnownArchitectures =
     {
         "vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224",
@@ -145,6 +172,7 @@ public sealed record ViTConfig : IModelConfig
 
     private static readonly JsonSerializerOptions JsonOpts = new() { WriteIndented = false };
 
+    /// <inheritdoc/>
     public string ToJson() => JsonSerializer.Serialize(this, JsonOpts);
 
     /// <summary>

@@ -15,16 +15,27 @@ namespace ViTQuant.Models;
 /// <summary>A ViT/DeiT classifier with timm's parameter names.</summary>
 public sealed class VisionTransformer : VisionModel
 {
+    /// <inheritdoc/>
     public override ViTConfig Config { get; }
+    /// <summary>Patch embedding convolution weight patch_embed.proj.weight [D, C_in, P, P].</summary>
     public Tensor PatchWeight { get; }
+    /// <summary>Patch embedding bias patch_embed.proj.bias [D].</summary>
     public Tensor PatchBias { get; }
+    /// <summary>Learned class token cls_token [1, 1, D]; null without a class token.</summary>
     public Tensor? ClsToken { get; }
+    /// <summary>DeiT distillation token dist_token [1, 1, D]; null unless distilled.</summary>
     public Tensor? DistToken { get; }
+    /// <summary>Learned position embedding pos_embed [1, N, D], added to the prefix and patch tokens.</summary>
     public Tensor PosEmbed { get; }
+    /// <summary>The transformer blocks in forward order (blocks.{i}).</summary>
     public IReadOnlyList<Block> Blocks { get; }
+    /// <summary>Final LayerNorm: norm for token pooling; with "avg" pooling the same instance as <see cref="FcNorm"/>.</summary>
     public LayerNorm Norm { get; }
+    /// <summary>LayerNorm applied after mean pooling (fc_norm); null with token pooling.</summary>
     public LayerNorm? FcNorm { get; }
+    /// <summary>Classifier [classes, D] (head).</summary>
     public Linear Head { get; }
+    /// <summary>Distillation classifier on the distillation token (head_dist); null unless distilled.</summary>
     public Linear? HeadDist { get; }
 
     /// <summary>Builds the model with timm's initialisation drawn from the given seed.</summary>
@@ -213,13 +224,20 @@ public sealed class Block : Module
     private readonly string _p;
     private readonly int _heads;
     private readonly float _scale;
+    /// <summary>Pre-attention LayerNorm (norm1).</summary>
     public LayerNorm Norm1 { get; }
+    /// <summary>Joint q, k, v projection [3D, D] (attn.qkv).</summary>
     public Linear Qkv { get; }
+    /// <summary>Attention output projection [D, D] (attn.proj).</summary>
     public Linear Proj { get; }
+    /// <summary>Pre-MLP LayerNorm (norm2).</summary>
     public LayerNorm Norm2 { get; }
+    /// <summary>MLP expansion D → hidden (mlp.fc1).</summary>
     public Linear Fc1 { get; }
+    /// <summary>MLP reduction hidden → D (mlp.fc2).</summary>
     public Linear Fc2 { get; }
 
+    /// <summary>Builds block <paramref name="index"/> of <paramref name="c"/>, drawing weights from <paramref name="rng"/>.</summary>
     public Block(ViTConfig c, int index, Rng rng)
     {
         _p = $"blocks.{index}";
@@ -238,6 +256,7 @@ public sealed class Block : Module
         RegisterModule("mlp", mlp);
     }
 
+    /// <summary>x [B, N, D] → same shape: attention then MLP, each pre-norm with a residual.</summary>
     public Tensor Forward(Tensor x, IModelHooks? hooks) => ForwardMlp(ForwardAttention(x, hooks), hooks);
 
     /// <summary>The attention half of the block: x + attn(norm1(x)), tokens [B, N, D].</summary>

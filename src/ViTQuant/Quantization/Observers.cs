@@ -70,8 +70,10 @@ public sealed class MinMaxObserver
 {
     private float[]? _min, _max;
 
+    /// <summary>An observer whose groups follow <paramref name="granularity"/>.</summary>
     public MinMaxObserver(Granularity granularity) => Granularity = granularity;
 
+    /// <summary>How observed tensors split into groups.</summary>
     public Granularity Granularity { get; }
 
     /// <summary>Number of groups (0 before the first batch).</summary>
@@ -152,8 +154,10 @@ public sealed class ReservoirObserver
     /// <summary>True when every observed value is kept (no sampling).</summary>
     public bool KeepsEverything => CapacityPerGroup == Exact;
 
+    /// <summary>How observed tensors split into groups.</summary>
     public Granularity Granularity { get; }
 
+    /// <summary>Values kept per group (<see cref="Exact"/> when every value is kept).</summary>
     public int CapacityPerGroup { get; }
 
     /// <summary>Number of groups (0 before the first batch).</summary>

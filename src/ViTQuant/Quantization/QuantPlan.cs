@@ -11,14 +11,21 @@ using ViTQuant.Models;
 
 namespace ViTQuant.Quantization;
 
+/// <summary>One rule of a plan: points whose name matches the glob <paramref name="Pattern"/> get <paramref name="Spec"/> (null keeps them in float).</summary>
 public sealed record QuantRule(string Pattern, QuantSpec? Spec);
 
+/// <summary>Which quantizer sits at which named point: ordered weight and activation rules, first match wins. Serialises to JSON.</summary>
 public sealed record QuantPlan
 {
+    /// <summary>Plan name for reports ("minmax", "adfq", … for presets).</summary>
     public string Name { get; init; } = "custom";
+    /// <summary>Nominal weight bits for reports (rules may differ, e.g. 8-bit first and last layers).</summary>
     public int WeightBits { get; init; }
+    /// <summary>Nominal activation bits for reports.</summary>
     public int ActivationBits { get; init; }
+    /// <summary>Weight rules over layer names, tried in order.</summary>
     public IReadOnlyList<QuantRule> Weights { get; init; } = Array.Empty<QuantRule>();
+    /// <summary>Activation rules over point names (a layer name means its input), tried in order.</summary>
     public IReadOnlyList<QuantRule> Activations { get; init; } = Array.Empty<QuantRule>();
 
     /// <summary>The spec for a layer's weight, or null to keep it in float.</summary>
@@ -59,8 +66,10 @@ public sealed record QuantPlan
 
     private static readonly JsonSerializerOptions JsonOpts = new() { WriteIndented = false };
 
+    /// <summary>The plan as JSON (what quantized checkpoints store).</summary>
     public string ToJson() => JsonSerializer.Serialize(this, JsonOpts);
 
+    /// <summary>Parses and validates a plan written by <see cref="ToJson"/>; throws ViTQuantException starting with <paramref name="source"/> on invalid JSON or specs.</summary>
     public static QuantPlan FromJson(string json, string source)
     {
         try { return (JsonSerializer.Deserialize<QuantPlan>(json, JsonOpts) ?? throw new ViTQuantException($"{source}: empty plan")).Validated(); }
@@ -77,6 +86,7 @@ public sealed record QuantPlan
 /// <summary>The plans of the implemented methods (baselines.md, adfq-vit.md §4, mimiq.md §2).</summary>
 public static class QuantPresets
 {
+    /// <summary>The preset names <see cref="Create"/> accepts.</summary>
     public static readonly string[] Names = { "minmax", "percentile", "adfq", "mimiq" };
 
     /// <summary>

@@ -23,9 +23,11 @@ public enum QuantKind
     ShiftLog,
 }
 
+/// <summary>How many ranges (steps and zero points) a quantizer keeps.</summary>
 [JsonConverter(typeof(JsonStringEnumConverter<Granularity>))]
 public enum Granularity
 {
+    /// <summary>One range for the whole tensor.</summary>
     PerTensor,
     /// <summary>One range per output channel (weights: dim 0).</summary>
     PerChannel,
@@ -37,6 +39,7 @@ public enum Granularity
 [JsonConverter(typeof(JsonStringEnumConverter<RangeMethod>))]
 public enum RangeMethod
 {
+    /// <summary>The observed minimum and maximum.</summary>
     MinMax,
     /// <summary>(p, 1 − p) quantiles with p searched in {0.999, 0.9999, 0.99999} by MSE.</summary>
     Percentile,
@@ -55,10 +58,15 @@ public enum RangeMethod
 /// </summary>
 public sealed record QuantSpec
 {
+    /// <summary>The quantizer family.</summary>
     public QuantKind Kind { get; init; } = QuantKind.Uniform;
+    /// <summary>Bit width, 2–8.</summary>
     public int Bits { get; init; } = 8;
+    /// <summary>Per tensor, per output channel or per token.</summary>
     public Granularity Granularity { get; init; } = Granularity.PerTensor;
+    /// <summary>Symmetric grid around zero (no zero point) instead of an affine one.</summary>
     public bool Symmetric { get; init; }
+    /// <summary>How the calibration range is chosen.</summary>
     public RangeMethod Range { get; init; } = RangeMethod.MinMax;
     /// <summary>p of the Lp range search (ADFQ uses 2.4 for q/k/v).</summary>
     public float LpNorm { get; init; } = 2f;
@@ -90,6 +98,7 @@ public sealed record QuantSpec
     /// </summary>
     public int SampleSize { get; init; }
 
+    /// <summary>Checks bits and option combinations; returns this or throws ViTQuantException.</summary>
     public QuantSpec Validated()
     {
         if (Bits < 2 || Bits > 8) throw new ViTQuantException($"{Bits}-bit quantization is not supported (bits must be 2–8)");
@@ -110,6 +119,7 @@ public sealed record QuantSpec
         return this;
     }
 
+    /// <summary>A short description for reports, e.g. "uniform8 asym PerTensor Percentile".</summary>
     public override string ToString() => Describe() + (SampleSize > 0 ? $" sample {SampleSize}/group" : "");
 
     private string Describe() => Kind switch

@@ -10,10 +10,13 @@ using ViTQuant.Tensors;
 
 namespace ViTQuant.Quantization;
 
+/// <summary>Base of every quantizer: observe calibration batches, calibrate, then fake-quantize in Forward; State/LoadState round-trip it.</summary>
 public abstract class Quantizer
 {
+    /// <summary>Validates <paramref name="spec"/> (throws ViTQuantException when inconsistent) and keeps it as <see cref="Spec"/>.</summary>
     protected Quantizer(QuantSpec spec) => Spec = spec.Validated();
 
+    /// <summary>The validated configuration this quantizer was built from.</summary>
     public QuantSpec Spec { get; }
 
     /// <summary>True once Calibrate() (or LoadState) has set the quantization parameters.</summary>
@@ -54,6 +57,7 @@ public abstract class Quantizer
         sample?.Clear();
     }
 
+    /// <summary>Throws InvalidOperationException unless the quantizer is calibrated.</summary>
     protected void EnsureCalibrated()
     {
         if (!IsCalibrated) throw new InvalidOperationException($"{Spec} quantizer used before calibration");
@@ -63,6 +67,7 @@ public abstract class Quantizer
 /// <summary>Quantizers that keep some values in float report the fraction they kept (last forward).</summary>
 public interface IReportsOutliers
 {
+    /// <summary>Fraction of the last forward's values kept in float, in [0, 1].</summary>
     double OutlierFraction { get; }
 }
 

@@ -39,8 +39,10 @@ public sealed class AdaRoundQuantizer : Quantizer
         if (Spec.Range != RangeMethod.MinMax) _sample = new ReservoirObserver(Spec.Granularity, Spec.SampleSize, seed);
     }
 
+    /// <summary>Lowest integer code of the grid.</summary>
     public int QMin { get; }
 
+    /// <summary>Highest integer code of the grid.</summary>
     public int QMax { get; }
 
     /// <summary>True once FreezeHardRounding() has fixed every weight to its hard rounding.</summary>
@@ -197,6 +199,7 @@ public sealed class AdaRoundQuantizer : Quantizer
         _v.RequiresGrad = false;
     }
 
+    /// <inheritdoc/>
     public override IEnumerable<Tensor> LearnableParameters() =>
         _v != null && !HardRounding ? new[] { _v } : Array.Empty<Tensor>();
 
@@ -211,6 +214,7 @@ public sealed class AdaRoundQuantizer : Quantizer
         };
     }
 
+    /// <inheritdoc/>
     public override void LoadState(IReadOnlyDictionary<string, Tensor> state)
     {
         QuantState.ExpectNames(state, Spec, "scale", "zero_point", "v", "hard");

@@ -48,11 +48,13 @@ public sealed class LogGrid
         TopThreshold = RoundDown(Delta * Math.Pow(2, log2B * 0.5));
     }
 
+    /// <summary>The top level Δ (the largest representable value).</summary>
     public float Delta { get; }
 
     /// <summary>Number of levels 2^b (level index Levels means "flushed to 0").</summary>
     public int Levels { get; }
 
+    /// <summary>True for base √2 (levels Δ·2^(−k/2)), false for base 2.</summary>
     public bool SqrtTwoBase { get; }
 
     /// <summary>T_k = Δ·B^(−(k+½)) rounded down to float: x &gt; T_k ⇔ round(−log_B(x/Δ)) ≤ k.</summary>

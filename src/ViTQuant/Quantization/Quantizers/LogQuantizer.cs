@@ -39,6 +39,7 @@ public sealed class LogQuantizer : Quantizer
     /// <summary>The calibrated grid (thresholds and values). Throws InvalidOperationException before calibration.</summary>
     public LogGrid Grid => new(Delta, Spec.Bits, SqrtTwoBase);
 
+    /// <inheritdoc/>
     public override void Observe(Tensor x)
     {
         var layout = GroupLayout.For(Granularity.PerTensor, x.Shape, "calibration batch");
@@ -76,6 +77,7 @@ public sealed class LogQuantizer : Quantizer
         return new[] { ("delta", _delta!.Clone()) };
     }
 
+    /// <inheritdoc/>
     public override void LoadState(IReadOnlyDictionary<string, Tensor> state)
     {
         QuantState.ExpectNames(state, Spec, "delta");

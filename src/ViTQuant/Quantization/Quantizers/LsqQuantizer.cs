@@ -55,8 +55,10 @@ public sealed class LsqQuantizer : Quantizer
     /// <summary>True for the signed grid. Throws InvalidOperationException before the first batch (activations).</summary>
     public bool Signed => _isWeight ? Spec.Symmetric : _signed ?? throw new InvalidOperationException($"{Spec} quantizer has not seen a batch yet");
 
+    /// <summary>Lowest integer code of the grid (depends on <see cref="Signed"/>).</summary>
     public int QMin => RangeSearch.IntRange(Spec.Bits, Signed).QMin;
 
+    /// <summary>Highest integer code of the grid (depends on <see cref="Signed"/>).</summary>
     public int QMax => RangeSearch.IntRange(Spec.Bits, Signed).QMax;
 
     /// <summary>Learned step α [G] (null before calibration).</summary>
@@ -65,6 +67,7 @@ public sealed class LsqQuantizer : Quantizer
     /// <summary>Learned zero point z [G] (used rounded; null before calibration).</summary>
     public Tensor? ZeroPoint => _zero;
 
+    /// <inheritdoc/>
     public override void Observe(Tensor x)
     {
         var layout = GroupLayout.For(Spec.Granularity, x.Shape, "calibration batch");
@@ -190,6 +193,7 @@ public sealed class LsqQuantizer : Quantizer
         });
     }
 
+    /// <inheritdoc/>
     public override IEnumerable<Tensor> LearnableParameters() =>
         _alpha != null ? new[] { _alpha, _zero! } : Array.Empty<Tensor>();
 
@@ -200,6 +204,7 @@ public sealed class LsqQuantizer : Quantizer
         return new[] { ("alpha", _alpha!.Clone()), ("zero_point", _zero!.Clone()), ("signed", Tensor.FromArray(new[] { Signed ? 1f : 0f }, 1)) };
     }
 
+    /// <inheritdoc/>
     public override void LoadState(IReadOnlyDictionary<string, Tensor> state)
     {
         QuantState.ExpectNames(state, Spec, "alpha", "zero_point", "signed");

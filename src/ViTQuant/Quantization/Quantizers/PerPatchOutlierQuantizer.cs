@@ -36,8 +36,10 @@ public sealed class PerPatchOutlierQuantizer : Quantizer, IReportsOutliers
         if (Spec.Range != RangeMethod.MinMax) _sample = new ReservoirObserver(Granularity.PerToken, Spec.SampleSize, seed);
     }
 
+    /// <summary>Lowest integer code of the grid.</summary>
     public int QMin { get; }
 
+    /// <summary>Highest integer code of the grid.</summary>
     public int QMax { get; }
 
     /// <summary>The outlier threshold α.</summary>
@@ -119,6 +121,7 @@ public sealed class PerPatchOutlierQuantizer : Quantizer, IReportsOutliers
         return y;
     }
 
+    /// <inheritdoc/>
     public override IEnumerable<Tensor> LearnableParameters() => _scale != null ? new[] { _scale } : Array.Empty<Tensor>();
 
     /// <summary>"scale" [N] and "zero_point" [N]. Throws InvalidOperationException before calibration.</summary>
@@ -128,6 +131,7 @@ public sealed class PerPatchOutlierQuantizer : Quantizer, IReportsOutliers
         return new[] { ("scale", _scale!.Clone()), ("zero_point", QuantState.Vector(_zero)) };
     }
 
+    /// <inheritdoc/>
     public override void LoadState(IReadOnlyDictionary<string, Tensor> state)
     {
         QuantState.ExpectNames(state, Spec, "scale", "zero_point");

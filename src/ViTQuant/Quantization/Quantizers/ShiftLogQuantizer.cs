@@ -53,6 +53,7 @@ public sealed class ShiftLogQuantizer : Quantizer
     /// <summary>The learnable step Δ [1] (null before calibration).</summary>
     public Tensor? Delta => _delta;
 
+    /// <inheritdoc/>
     public override void Observe(Tensor x)
     {
         var layout = GroupLayout.For(Granularity.PerTensor, x.Shape, "calibration batch");
@@ -117,6 +118,7 @@ public sealed class ShiftLogQuantizer : Quantizer
         return b;
     }
 
+    /// <inheritdoc/>
     public override IEnumerable<Tensor> LearnableParameters() => _delta != null ? new[] { _delta } : Array.Empty<Tensor>();
 
     /// <summary>"shift" [1] and "delta" [1]. Throws InvalidOperationException before calibration.</summary>
@@ -126,6 +128,7 @@ public sealed class ShiftLogQuantizer : Quantizer
         return new[] { ("shift", Tensor.FromArray(new[] { _shift }, 1)), ("delta", _delta!.Clone()) };
     }
 
+    /// <inheritdoc/>
     public override void LoadState(IReadOnlyDictionary<string, Tensor> state)
     {
         QuantState.ExpectNames(state, Spec, "shift", "delta");

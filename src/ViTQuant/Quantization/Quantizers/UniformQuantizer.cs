@@ -52,6 +52,7 @@ public sealed class UniformQuantizer : Quantizer
     /// <summary>The step tensor [G] (learnable when Spec.Learnable). Null before calibration.</summary>
     public Tensor? Scale => _scale;
 
+    /// <inheritdoc/>
     public override void Observe(Tensor x)
     {
         var layout = GroupLayout.For(Spec.Granularity, x.Shape, "calibration batch");
@@ -116,6 +117,7 @@ public sealed class UniformQuantizer : Quantizer
         return FakeQuant.Uniform(x, layout, s, zero, QMin, QMax, float.PositiveInfinity, out _, "uniform_fake_quant");
     }
 
+    /// <inheritdoc/>
     public override IEnumerable<Tensor> LearnableParameters() =>
         Spec.Learnable && _scale != null ? new[] { _scale } : Array.Empty<Tensor>();
 
@@ -127,6 +129,7 @@ public sealed class UniformQuantizer : Quantizer
         return new[] { ("scale", _scale!.Clone()), ("zero_point", QuantState.Vector(_zero)) };
     }
 
+    /// <inheritdoc/>
     public override void LoadState(IReadOnlyDictionary<string, Tensor> state)
     {
         if (Spec.Dynamic)
