@@ -9,6 +9,7 @@ using ViTQuant.Kernels;
 
 namespace ViTQuant.Tensors;
 
+/// <summary>Differentiable tensor operations; each records its backward on the autograd tape when an input requires a gradient.</summary>
 public static partial class Ops
 {
     /// <summary>

@@ -8,6 +8,7 @@ namespace ViTQuant.Tensors;
 
 public static partial class Ops
 {
+    /// <summary>Elementwise a + b with broadcasting (differentiable).</summary>
     public static Tensor Add(Tensor a, Tensor b)
     {
         var y = Binary(a, b, "add", TensorPrimitives.Add, static (x, z) => x + z);
@@ -19,6 +20,7 @@ public static partial class Ops
         });
     }
 
+    /// <summary>Elementwise a − b with broadcasting (differentiable).</summary>
     public static Tensor Sub(Tensor a, Tensor b)
     {
         var y = Binary(a, b, "sub", TensorPrimitives.Subtract, static (x, z) => x - z);
@@ -35,6 +37,7 @@ public static partial class Ops
         });
     }
 
+    /// <summary>Elementwise a·b with broadcasting (differentiable).</summary>
     public static Tensor Mul(Tensor a, Tensor b)
     {
         var y = Binary(a, b, "mul", TensorPrimitives.Multiply, static (x, z) => x * z);
@@ -46,6 +49,7 @@ public static partial class Ops
         });
     }
 
+    /// <summary>Elementwise a / b with broadcasting (differentiable).</summary>
     public static Tensor Div(Tensor a, Tensor b)
     {
         var y = Binary(a, b, "div", TensorPrimitives.Divide, static (x, z) => x / z);
@@ -65,7 +69,9 @@ public static partial class Ops
         });
     }
 
+    /// <summary>a + s for a scalar s (differentiable in a).</summary>
     public static Tensor Add(Tensor a, float s) => Add(a, Tensor.Scalar(s));
+    /// <summary>a·s for a scalar s (differentiable in a).</summary>
     public static Tensor Mul(Tensor a, float s) => Mul(a, Tensor.Scalar(s));
 
     /// <summary>Elementwise op over broadcast operands: same shapes take one vectorised call, others go run by run.</summary>
@@ -95,11 +101,18 @@ public static partial class Ops
 
 public sealed partial class Tensor
 {
+    /// <summary><see cref="Ops.Add(Tensor, Tensor)"/>.</summary>
     public static Tensor operator +(Tensor a, Tensor b) => Ops.Add(a, b);
+    /// <summary><see cref="Ops.Sub(Tensor, Tensor)"/>.</summary>
     public static Tensor operator -(Tensor a, Tensor b) => Ops.Sub(a, b);
+    /// <summary><see cref="Ops.Mul(Tensor, Tensor)"/>.</summary>
     public static Tensor operator *(Tensor a, Tensor b) => Ops.Mul(a, b);
+    /// <summary><see cref="Ops.Div(Tensor, Tensor)"/>.</summary>
     public static Tensor operator /(Tensor a, Tensor b) => Ops.Div(a, b);
+    /// <summary><see cref="Ops.Add(Tensor, float)"/>.</summary>
     public static Tensor operator +(Tensor a, float s) => Ops.Add(a, s);
+    /// <summary><see cref="Ops.Mul(Tensor, float)"/>.</summary>
     public static Tensor operator *(Tensor a, float s) => Ops.Mul(a, s);
+    /// <summary><see cref="Ops.Mul(Tensor, float)"/>.</summary>
     public static Tensor operator *(float s, Tensor a) => Ops.Mul(a, s);
 }

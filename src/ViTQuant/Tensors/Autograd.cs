@@ -37,18 +37,23 @@ public static class Autograd
         return new NoGradScope();
     }
 
+    /// <summary>The scope <see cref="NoGrad"/> returns; disposing it re-enables recording (scopes nest).</summary>
     public readonly struct NoGradScope : IDisposable
     {
+        /// <summary>Ends the no-grad scope.</summary>
         public void Dispose() => _noGradDepth--;
     }
 
     /// <summary>True when an op over these inputs must record a node.</summary>
     public static bool Needs(Tensor a) => IsEnabled && a.RequiresGrad;
 
+    /// <summary>True when an op over these inputs must record a node.</summary>
     public static bool Needs(Tensor a, Tensor b) => IsEnabled && (a.RequiresGrad || b.RequiresGrad);
 
+    /// <summary>True when an op over these inputs must record a node.</summary>
     public static bool Needs(Tensor a, Tensor b, Tensor c) => IsEnabled && (a.RequiresGrad || b.RequiresGrad || c.RequiresGrad);
 
+    /// <summary>True when an op over these inputs must record a node.</summary>
     public static bool Needs(ReadOnlySpan<Tensor> inputs)
     {
         if (!IsEnabled) return false;
@@ -141,6 +146,7 @@ public static class Autograd
 /// </summary>
 public static class OpProfiler
 {
+    /// <summary>Whether op times are collected (initially true when the VITQ_PROFILE environment variable is "1").</summary>
     public static bool Enabled { get; set; } = Environment.GetEnvironmentVariable("VITQ_PROFILE") == "1";
     private static readonly Dictionary<string, (double Fwd, double Bwd, long Calls)> Times = new();
     [ThreadStatic] private static long _last;

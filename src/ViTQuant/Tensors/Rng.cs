@@ -8,6 +8,7 @@ public sealed class Rng
     private ulong _s0, _s1, _s2, _s3;
     private float? _spareNormal;
 
+    /// <summary>A generator whose whole sequence is fixed by <paramref name="seed"/> (state seeded through SplitMix64).</summary>
     public Rng(ulong seed)
     {
         ulong x = seed;
@@ -25,6 +26,7 @@ public sealed class Rng
         return z ^ (z >> 31);
     }
 
+    /// <summary>Next raw 64-bit value of xoshiro256**.</summary>
     public ulong NextUInt64()
     {
         ulong result = ulong.RotateLeft(_s1 * 5, 7) * 9;
@@ -62,11 +64,13 @@ public sealed class Rng
         return (float)(r * Math.Cos(2 * Math.PI * u2));
     }
 
+    /// <summary>Fills <paramref name="dst"/> with normal samples of the given mean and standard deviation.</summary>
     public void FillNormal(Span<float> dst, float mean, float std)
     {
         for (int i = 0; i < dst.Length; i++) dst[i] = mean + std * NextNormal();
     }
 
+    /// <summary>Fills <paramref name="dst"/> with uniform samples in [lo, hi).</summary>
     public void FillUniform(Span<float> dst, float lo, float hi)
     {
         for (int i = 0; i < dst.Length; i++) dst[i] = lo + (hi - lo) * NextFloat();

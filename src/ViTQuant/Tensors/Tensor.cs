@@ -76,11 +76,13 @@ public sealed partial class Tensor
     /// <summary>The values as a span of length Size.</summary>
     public Span<float> Span => Data.AsSpan(0, Size);
 
+    /// <summary>Number of dimensions.</summary>
     public int Rank => Shape.Length;
 
     /// <summary>Dimension i; negative i counts from the end.</summary>
     public int Dim(int i) => Shape[NormAxis(i, Shape.Length)];
 
+    /// <summary>Element at a full index (one coordinate per dimension, row-major); no autograd.</summary>
     [System.Runtime.CompilerServices.IndexerName("At")]
     public float this[params int[] index]
     {
@@ -91,14 +93,18 @@ public sealed partial class Tensor
     /// <summary>The single value of a one-element tensor.</summary>
     public float Item() => Size == 1 ? Data[0] : throw new InvalidOperationException($"Item() needs one element, tensor has shape {ShapeString(Shape)}");
 
+    /// <summary>A copy of the values (length Size).</summary>
     public float[] ToArray() => Span.ToArray();
 
+    /// <summary>Shape and name, e.g. "Tensor[2, 3] blocks.0.attn.qkv.weight".</summary>
     public override string ToString() => $"Tensor{ShapeString(Shape)}{(Name != null ? " " + Name : "")}";
 
     // ---- construction ----
 
+    /// <summary>A zero-filled tensor (never recycled).</summary>
     public static Tensor Zeros(params int[] shape) => new(shape);
 
+    /// <summary>A tensor filled with <paramref name="value"/> (never recycled).</summary>
     public static Tensor Full(float value, params int[] shape)
     {
         var t = new Tensor(shape);
@@ -106,8 +112,10 @@ public sealed partial class Tensor
         return t;
     }
 
+    /// <summary>A tensor of ones (never recycled).</summary>
     public static Tensor Ones(params int[] shape) => Full(1f, shape);
 
+    /// <summary>A one-element tensor [1] holding <paramref name="value"/>.</summary>
     public static Tensor Scalar(float value) => new(new[] { value });
 
     /// <summary>Copies the values into a new tensor of the given shape.</summary>
@@ -166,6 +174,7 @@ public sealed partial class Tensor
 
     // ---- shape helpers ----
 
+    /// <summary>Element count of a shape; throws ArgumentException for a negative dimension or more than 2^31 elements.</summary>
     public static int Numel(ReadOnlySpan<int> shape)
     {
         long n = 1;
@@ -178,8 +187,10 @@ public sealed partial class Tensor
         return (int)n;
     }
 
+    /// <summary>A shape as "[d0, d1, …]".</summary>
     public static string ShapeString(ReadOnlySpan<int> shape) => "[" + string.Join(", ", shape.ToArray()) + "]";
 
+    /// <summary>Axis normalised to [0, rank) (negative counts from the end); throws ArgumentOutOfRangeException outside.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int NormAxis(int axis, int rank)
     {

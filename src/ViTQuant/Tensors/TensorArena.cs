@@ -22,6 +22,7 @@
 // gradients) and everything created with `new Tensor(...)` are never recycled.
 namespace ViTQuant.Tensors;
 
+/// <summary>A per-thread scope that recycles op output buffers: tensors made by ops inside it return to a pool when it ends. Open one with Scope(); dispose in reverse order of creation.</summary>
 public sealed class TensorArena : IDisposable
 {
     /// <summary>Outermost scopes a free list may go unused before it is dropped.</summary>
@@ -75,6 +76,7 @@ public sealed class TensorArena : IDisposable
         return a;
     }
 
+    /// <summary>Ends the scope: its buffers go back to the pool. Throws InvalidOperationException when not the innermost scope of this thread.</summary>
     public void Dispose()
     {
         if (_disposed) return;

@@ -23,8 +23,11 @@ public sealed record SyntheticBatchInfo(int Batch, int Count, int Attempts, Synt
 /// <summary>A loaded, validated synthetic image set.</summary>
 public sealed class SyntheticSet : IImageDataset
 {
+    /// <summary>Format tag of a finished set (metadata vitq.format).</summary>
     public const string Format = "vitq-synthetic/1";
+    /// <summary>Format tag of one finished batch of a run in progress.</summary>
     public const string ShardFormat = "vitq-synthetic-shard/1";
+    /// <summary>Metadata keys of sets and shards.</summary>
     public const string FormatKey = "vitq.format", MethodKey = "vitq.method", SettingsKey = "vitq.settings", SeedKey = "vitq.seed",
         ArchitectureKey = "vitq.architecture", ModelConfigKey = "vitq.model_config", ModelHashKey = "vitq.model_sha256",
         BatchLossesKey = "vitq.batch_losses", BatchKey = "vitq.batch", AttemptsKey = "vitq.attempts", LossesKey = "vitq.losses";
@@ -43,6 +46,7 @@ public sealed class SyntheticSet : IImageDataset
     /// <summary>One label per image.</summary>
     public int[] Labels { get; }
 
+    /// <summary>The synthesis settings the set was made with.</summary>
     public SynthesisSettings Settings { get; }
 
     /// <summary>Configuration of the model the images were made for.</summary>
@@ -51,8 +55,10 @@ public sealed class SyntheticSet : IImageDataset
     /// <summary>SHA-256 of the generating model's weights (hex).</summary>
     public string ModelHash { get; }
 
+    /// <summary>Per-batch attempts and final losses, in batch order.</summary>
     public IReadOnlyList<SyntheticBatchInfo> Batches { get; }
 
+    /// <summary>The file's whole safetensors metadata.</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; }
 
     private SyntheticSet(string path, Tensor images, int[] labels, SynthesisSettings settings, ViTConfig cfg, string hash,
@@ -124,13 +130,20 @@ public sealed class SyntheticSet : IImageDataset
 
     // ---- IImageDataset (pixels in [0, 1]) ----
 
+    /// <inheritdoc/>
     public int Count => Images.Shape[0];
+    /// <inheritdoc/>
     public int Channels => Images.Shape[1];
+    /// <inheritdoc/>
     public int Height => Images.Shape[2];
+    /// <inheritdoc/>
     public int Width => Images.Shape[3];
+    /// <inheritdoc/>
     public int NumClasses => ModelConfig.NumClasses;
+    /// <summary>Class names of the generating model's config, or "0", "1", … when it has none.</summary>
     public IReadOnlyList<string> ClassNames => _classNames;
 
+    /// <inheritdoc/>
     public int Label(int index)
     {
         if ((uint)index >= (uint)Count) throw new ArgumentOutOfRangeException(nameof(index), $"image index {index} out of range for a set of {Count}");

@@ -11,8 +11,10 @@ using ViTQuant.Tensors;
 
 namespace ViTQuant.Algorithms.Metrics;
 
+/// <summary>One row of the damage report: the point or layer, "activation" or "weight", the quantizer spec, SQNR accumulated up to the point and of this quantizer alone (dB), cosine similarity, and the fraction kept in float (outlier-aware quantizers).</summary>
 public sealed record LayerReport(string Point, string Kind, string Quantizer, double Sqnr, double LocalSqnr, double Cosine, double? OutlierFraction);
 
+/// <summary>Per-layer damage of a fake-quantized model against its float original.</summary>
 public static class QuantReport
 {
     /// <summary>Per quantization point, the damage on one batch, most damaged first.</summary>
@@ -66,6 +68,7 @@ public static class QuantReport
         return err == 0 ? double.PositiveInfinity : 10 * Math.Log10(Math.Max(sig, 1e-30) / err);
     }
 
+    /// <summary>Cosine similarity of two tensors of the same length (1 when both are zero, 0 when only one is).</summary>
     public static double Cosine(Tensor a, Tensor b)
     {
         double ab = 0, aa = 0, bb = 0;

@@ -20,21 +20,32 @@ namespace ViTQuant.Algorithms.Training;
 /// <summary>Training hyper-parameters; <see cref="Validated"/> throws ViTQuantException on impossible values.</summary>
 public sealed record TrainConfig
 {
+    /// <summary>Number of training epochs.</summary>
     public int Epochs { get; init; } = 20;
+    /// <summary>Images per step (the last partial batch of an epoch is dropped).</summary>
     public int BatchSize { get; init; } = 128;
+    /// <summary>Peak learning rate of AdamW, reached after the warm-up.</summary>
     public float Lr { get; init; } = 1e-3f;
+    /// <summary>Learning rate at the start of the warm-up and at the end of the cosine decay.</summary>
     public float MinLr { get; init; } = 1e-5f;
+    /// <summary>AdamW decoupled weight decay (not applied to biases, norms, position embeddings, tokens and bias tables).</summary>
     public float WeightDecay { get; init; } = 0.05f;
+    /// <summary>Epochs of linear warm-up, in [0, Epochs).</summary>
     public int WarmupEpochs { get; init; } = 1;
+    /// <summary>Label smoothing of the cross-entropy, in [0, 1).</summary>
     public float LabelSmoothing { get; init; } = 0.1f;
+    /// <summary>Global gradient-norm clip; 0 disables clipping.</summary>
     public float ClipNorm { get; init; } = 1f;
+    /// <summary>Seed of batch order and augmentation.</summary>
     public ulong Seed { get; init; }
     /// <summary>Random crop (zero padding, pixels) and horizontal flip; 0 padding disables the crop.</summary>
     public int CropPadding { get; init; } = 2;
+    /// <summary>Horizontal flip with probability ½.</summary>
     public bool Flip { get; init; } = true;
     /// <summary>Decay of the weight EMA, updated after every step; 0 keeps no average.</summary>
     public float EmaDecay { get; init; }
 
+    /// <summary>Checks the values; returns this or throws ViTQuantException naming the setting.</summary>
     public TrainConfig Validated()
     {
         void Fail(string m) => throw new ViTQuantException($"training config: {m}");
@@ -55,6 +66,7 @@ public sealed record TrainConfig
 public sealed record EpochStats(int Epoch, double TrainLoss, double TrainTop1, double? ValTop1, double? ValLoss, double Seconds,
     double? EmaValTop1 = null, double? EmaValLoss = null);
 
+/// <summary>Supervised training of a classifier: AdamW with warm-up and cosine decay, label smoothing, clipping, per-epoch validation and resumable checkpoints.</summary>
 public sealed class Trainer
 {
     private readonly VisionModel _model;
@@ -75,9 +87,12 @@ public sealed class Trainer
     /// <summary>Called after every epoch with its statistics.</summary>
     public Action<EpochStats>? OnEpoch { get; set; }
 
+    /// <summary>Statistics of the finished epochs (including those restored from a resume checkpoint).</summary>
     public IReadOnlyList<EpochStats> History => _history;
+    /// <summary>Optimiser steps per epoch (full batches of the training set).</summary>
     public int StepsPerEpoch => _train.BatchCount;
 
+    /// <summary>Prepares loaders, optimiser and schedule for <paramref name="model"/>; <paramref name="val"/> may be null (no validation). Throws ViTQuantException when the data does not fit the model or is smaller than one batch.</summary>
     public Trainer(VisionModel model, IImageDataset train, IImageDataset? val, TrainConfig cfg)
     {
         _model = model;
