@@ -30,16 +30,22 @@ public sealed class DataLoader
     private readonly IImageDataset _ds;
     private readonly float[] _mean, _std;
 
+    /// <summary>Images per batch.</summary>
     public int BatchSize { get; }
+    /// <summary>Whether each epoch visits the images in a seeded random order.</summary>
     public bool Shuffle { get; }
+    /// <summary>Whether a last, smaller batch is dropped.</summary>
     public bool DropLast { get; }
+    /// <summary>Seed of the shuffle and of the per-sample augmentation.</summary>
     public ulong Seed { get; }
 
     /// <summary>Batches filled ahead of the consumer by the background producer; 0 fills each batch on the consumer's thread.</summary>
     public int Prefetch { get; }
 
+    /// <summary>Per-sample augmentation applied before normalisation, or null.</summary>
     public Augmentation? Augment { get; }
 
+    /// <summary>The dataset the batches are drawn from.</summary>
     public IImageDataset Dataset => _ds;
 
     /// <summary>

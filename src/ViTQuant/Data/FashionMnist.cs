@@ -53,6 +53,7 @@ public sealed class FashionMnist : IImageDataset
     /// <summary>Standard deviation of pixel values (/255) over the 60,000 training images.</summary>
     public const float Std = 0.3530f;
 
+    /// <summary>Image height and width in pixels.</summary>
     public const int ImageSide = 28;
 
     private static readonly string[] _classNames =
@@ -65,16 +66,23 @@ public sealed class FashionMnist : IImageDataset
     private readonly byte[] _labels; // [N_file]
     private readonly int _offset;
 
+    /// <summary>Which split (training or test) the images come from.</summary>
     public FashionMnistSplit Split { get; }
 
     /// <summary>Directory the files were read from.</summary>
     public string Directory { get; }
 
+    /// <inheritdoc/>
     public int Count { get; }
+    /// <inheritdoc/>
     public int Channels => 1;
+    /// <inheritdoc/>
     public int Height => ImageSide;
+    /// <inheritdoc/>
     public int Width => ImageSide;
+    /// <inheritdoc/>
     public int NumClasses => 10;
+    /// <inheritdoc/>
     public IReadOnlyList<string> ClassNames => _classNames;
 
     private FashionMnist(FashionMnistSplit split, string dir, byte[] images, byte[] labels, int offset, int count)
@@ -126,12 +134,14 @@ public sealed class FashionMnist : IImageDataset
         return _images.AsSpan((_offset + index) * ImageSide * ImageSide, ImageSide * ImageSide);
     }
 
+    /// <inheritdoc/>
     public int Label(int index)
     {
         CheckIndex(index);
         return _labels[_offset + index];
     }
 
+    /// <inheritdoc/>
     public void GetImage(int index, Span<float> dst)
     {
         this.CheckGetImage(index, dst.Length);

@@ -119,15 +119,23 @@ public sealed class SubsetDataset : IImageDataset
     /// <summary>Index in Source of element i.</summary>
     public int SourceIndex(int i) => _indices[i];
 
+    /// <inheritdoc/>
     public int Count => _indices.Length;
+    /// <inheritdoc/>
     public int Channels => _source.Channels;
+    /// <inheritdoc/>
     public int Height => _source.Height;
+    /// <inheritdoc/>
     public int Width => _source.Width;
+    /// <inheritdoc/>
     public int NumClasses => _source.NumClasses;
+    /// <inheritdoc/>
     public IReadOnlyList<string> ClassNames => _source.ClassNames;
 
+    /// <inheritdoc/>
     public int Label(int index) => _source.Label(Map(index));
 
+    /// <inheritdoc/>
     public void GetImage(int index, Span<float> dst) => _source.GetImage(Map(index), dst);
 
     private int Map(int index) => (uint)index < (uint)_indices.Length ? _indices[index]

@@ -30,11 +30,17 @@ public sealed class ImageFolder : IImageDataset
     /// <summary>The transform every image goes through.</summary>
     public EvalTransform Transform { get; }
 
+    /// <inheritdoc/>
     public int Count => _paths.Length;
+    /// <inheritdoc/>
     public int Channels => Transform.Channels;
+    /// <inheritdoc/>
     public int Height => Transform.Size;
+    /// <inheritdoc/>
     public int Width => Transform.Size;
+    /// <inheritdoc/>
     public int NumClasses => _classNames.Length;
+    /// <inheritdoc/>
     public IReadOnlyList<string> ClassNames => _classNames;
 
     private ImageFolder(string[] paths, int[] labels, string[] classNames, EvalTransform transform)
@@ -46,6 +52,7 @@ public sealed class ImageFolder : IImageDataset
     public string ImagePath(int index) => (uint)index < (uint)_paths.Length ? _paths[index]
         : throw new ArgumentOutOfRangeException(nameof(index), $"image index {index} out of range for {_paths.Length} images");
 
+    /// <inheritdoc/>
     public int Label(int index) => (uint)index < (uint)_labels.Length ? _labels[index]
         : throw new ArgumentOutOfRangeException(nameof(index), $"image index {index} out of range for {_labels.Length} images");
 

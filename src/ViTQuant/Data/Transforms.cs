@@ -273,6 +273,7 @@ public sealed class TransformedDataset : IImageDataset
     /// <summary>The transform applied to every source image.</summary>
     public EvalTransform Transform { get; }
 
+    /// <summary>Shows <paramref name="source"/> (1 or 3 channels) through <paramref name="transform"/>; throws ArgumentException for other channel counts.</summary>
     public TransformedDataset(IImageDataset source, EvalTransform transform)
     {
         _source = source ?? throw new ArgumentNullException(nameof(source));
@@ -280,14 +281,22 @@ public sealed class TransformedDataset : IImageDataset
         if (source.Channels != 1 && source.Channels != 3) throw new ArgumentException($"source images have {source.Channels} channels; 1 or 3 are supported");
     }
 
+    /// <inheritdoc/>
     public int Count => _source.Count;
+    /// <inheritdoc/>
     public int Channels => Transform.Channels;
+    /// <inheritdoc/>
     public int Height => Transform.Size;
+    /// <inheritdoc/>
     public int Width => Transform.Size;
+    /// <inheritdoc/>
     public int NumClasses => _source.NumClasses;
+    /// <inheritdoc/>
     public IReadOnlyList<string> ClassNames => _source.ClassNames;
+    /// <inheritdoc/>
     public int Label(int index) => _source.Label(index);
 
+    /// <inheritdoc/>
     public void GetImage(int index, Span<float> dst)
     {
         this.CheckGetImage(index, dst.Length);

@@ -64,8 +64,10 @@ public class Adam : Optimizer
         _decoupled = decoupled;
     }
 
+    /// <inheritdoc/>
     protected override IReadOnlyList<string> StateNames => Amsgrad ? AmsNames : Names;
 
+    /// <inheritdoc/>
     public override void Step()
     {
         foreach (var (group, p, index) in ParamsWithGrad())

@@ -6,9 +6,13 @@ namespace ViTQuant.Nn;
 /// <summary>y = x·Wᵀ + b with W [out, in] (PyTorch layout).</summary>
 public sealed class Linear : Module
 {
+    /// <summary>Weight W [out, in].</summary>
     public Tensor Weight { get; }
+    /// <summary>Bias [out], or null without bias.</summary>
     public Tensor? Bias { get; }
+    /// <summary>Input features (last axis of x).</summary>
     public int InFeatures { get; }
+    /// <summary>Output features.</summary>
     public int OutFeatures { get; }
 
     /// <summary>Weights from a truncated normal (std 0.02, ±2σ) and zero bias, as timm initialises ViTs.</summary>
@@ -20,16 +24,21 @@ public sealed class Linear : Module
         if (bias) Bias = RegisterParameter("bias", Tensor.Zeros(outFeatures));
     }
 
+    /// <summary>x [.., in] → [.., out]; <paramref name="weightOverride"/> (e.g. a fake-quantized W, same shape) replaces W for this call.</summary>
     public Tensor Forward(Tensor x, Tensor? weightOverride = null) => Ops.Linear(x, weightOverride ?? Weight, Bias);
 }
 
 /// <summary>Layer normalisation over the last axis with affine parameters.</summary>
 public sealed class LayerNorm : Module
 {
+    /// <summary>Scale γ [dim], initialised to ones.</summary>
     public Tensor Weight { get; }
+    /// <summary>Shift β [dim], initialised to zeros.</summary>
     public Tensor Bias { get; }
+    /// <summary>Epsilon added to the variance.</summary>
     public float Eps { get; }
 
+    /// <summary>A LayerNorm over a last axis of <paramref name="dim"/> features (γ = 1, β = 0).</summary>
     public LayerNorm(int dim, float eps)
     {
         Eps = eps;
@@ -37,6 +46,7 @@ public sealed class LayerNorm : Module
         Bias = RegisterParameter("bias", Tensor.Zeros(dim));
     }
 
+    /// <summary>(x − mean)/√(var + eps)·γ + β over the last axis; same shape as x.</summary>
     public Tensor Forward(Tensor x) => Ops.LayerNorm(x, Weight, Bias, Eps);
 }
 

@@ -190,8 +190,10 @@ public sealed class ModuleList<T> : Module, IReadOnlyList<T> where T : Module
 {
     private readonly List<T> _items = new();
 
+    /// <summary>An empty list.</summary>
     public ModuleList() { }
 
+    /// <summary>A list holding <paramref name="modules"/> in order, named "0", "1", ….</summary>
     public ModuleList(IEnumerable<T> modules)
     {
         foreach (var m in modules) Add(m);
@@ -204,10 +206,13 @@ public sealed class ModuleList<T> : Module, IReadOnlyList<T> where T : Module
         _items.Add(m);
     }
 
+    /// <summary>The module at <paramref name="index"/>.</summary>
     public T this[int index] => _items[index];
 
+    /// <summary>Number of modules.</summary>
     public int Count => _items.Count;
 
+    /// <summary>The modules in order.</summary>
     public IEnumerator<T> GetEnumerator() => _items.GetEnumerator();
 
     System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();

@@ -22,10 +22,15 @@ public interface ILrSchedule
 /// <summary>Linear warm-up from <see cref="WarmupStartLr"/> to <see cref="BaseLr"/>, then cosine decay to <see cref="MinLr"/> at <see cref="TotalSteps"/>, constant after.</summary>
 public sealed class CosineWithWarmup : ILrSchedule
 {
+    /// <summary>Peak rate, reached at the end of the warm-up.</summary>
     public double BaseLr { get; }
+    /// <summary>Steps of linear warm-up W.</summary>
     public int WarmupSteps { get; }
+    /// <summary>Step T at which the cosine reaches <see cref="MinLr"/>.</summary>
     public int TotalSteps { get; }
+    /// <summary>Rate at and after <see cref="TotalSteps"/>.</summary>
     public double MinLr { get; }
+    /// <summary>Rate at step 0, the start of the warm-up.</summary>
     public double WarmupStartLr { get; }
 
     /// <summary>
@@ -58,7 +63,9 @@ public sealed class MultiStep : ILrSchedule
 {
     private readonly int[] _milestones;
 
+    /// <summary>Rate before the first milestone.</summary>
     public double BaseLr { get; }
+    /// <summary>Factor γ applied at every milestone.</summary>
     public double Gamma { get; }
 
     /// <summary>Milestones, ascending (repeats kept: each multiplies by γ again).</summary>
@@ -89,8 +96,11 @@ public sealed class MultiStep : ILrSchedule
 /// <summary>torch.optim.lr_scheduler.CosineAnnealingLR's closed form (half a cosine from lrMax at 0 to lrMin at totalSteps).</summary>
 public sealed class CosineAnnealing : ILrSchedule
 {
+    /// <summary>Rate at step 0.</summary>
     public double LrMax { get; }
+    /// <summary>Rate at <see cref="TotalSteps"/>.</summary>
     public double LrMin { get; }
+    /// <summary>Half-period T of the cosine, in steps.</summary>
     public int TotalSteps { get; }
 
     /// <summary>Throws ArgumentOutOfRangeException for a negative or non-finite rate or totalSteps ≤ 0.</summary>

@@ -50,8 +50,10 @@ public sealed class Sgd : Optimizer
         Nesterov = nesterov;
     }
 
+    /// <inheritdoc/>
     protected override IReadOnlyList<string> StateNames => Momentum != 0 ? MomentumState : Array.Empty<string>();
 
+    /// <inheritdoc/>
     public override void Step()
     {
         foreach (var (group, p, index) in ParamsWithGrad())

@@ -23,12 +23,18 @@ namespace ViTQuant.Algorithms.DataFree;
 /// <summary>MimiQ's inter-head-coherent image synthesis.</summary>
 public sealed class MimiqSynthesizer : IImageSynthesizer
 {
+    /// <summary>AdamW start learning rate, cosine floor and weight decay of the pixel optimisation (the spec's values).</summary>
     public const float Lr = 0.1f, MinLr = 1e-3f, WeightDecay = 1e-6f;
+    /// <summary>AdamW betas and epsilon.</summary>
     public const double Beta1 = 0.9, Beta2 = 0.999, Eps = 1e-8;
 
+    /// <inheritdoc/>
     public int Iterations { get; }
+    /// <summary>Weight of the inter-head coherence loss L_IHC.</summary>
     public float LambdaIhc { get; }
+    /// <summary>Weight of the cross-entropy towards the batch's random labels.</summary>
     public float LambdaCe { get; }
+    /// <summary>Weight of the total-variation smoothness loss (on the un-augmented pixels).</summary>
     public float LambdaTv { get; }
 
     /// <summary>Ablation: L_IHC as mean(1 − SSIM) instead of the spec's mean(1 − SSIM²).</summary>

@@ -21,9 +21,12 @@ namespace ViTQuant.Algorithms.DataFree;
 /// <summary>PSAQ-ViT's patch-similarity-entropy image synthesis.</summary>
 public sealed class PsaqSynthesizer : IImageSynthesizer
 {
+    /// <summary>Adam peak learning rate and the weights of the cross-entropy and TV terms (the original's values).</summary>
     public const float Lr = 0.2f, CeWeight = 1f, TvWeight = 0.05f;
+    /// <summary>Adam betas and epsilon.</summary>
     public const double Beta1 = 0.5, Beta2 = 0.9, Eps = 1e-8;
 
+    /// <inheritdoc/>
     public int Iterations { get; }
 
     /// <summary>Throws ViTQuantException for iterations &lt; 1.</summary>
@@ -40,6 +43,7 @@ public sealed class PsaqSynthesizer : IImageSynthesizer
         return (float)(0.5 * (1 + Math.Cos(Math.PI * (t - w) / (n - w))) * Lr);
     }
 
+    /// <inheritdoc/>
     public SyntheticBatch Generate(VisionTransformer model, int count, Rng rng, Action<int, SynthesisLosses>? onIteration = null)
     {
         ArgumentNullException.ThrowIfNull(model);

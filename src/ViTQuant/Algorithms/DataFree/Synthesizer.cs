@@ -46,6 +46,7 @@ public interface IImageSynthesizer
 /// <summary>Thrown when a batch's optimisation produced NaN or infinity; the batch should be redrawn.</summary>
 public sealed class SynthesisDivergedException : Exception
 {
+    /// <summary>An exception with <paramref name="message"/> (which batch, which value).</summary>
     public SynthesisDivergedException(string message) : base(message) { }
 }
 
@@ -155,6 +156,7 @@ public static class Synthesis
 /// <summary>The data-free floor: N(0, 1) noise in normalised space, clamped to the valid pixel range; random labels.</summary>
 public sealed class GaussianSynthesizer : IImageSynthesizer
 {
+    /// <summary>Always 1: the noise is drawn once, nothing is optimised.</summary>
     public int Iterations => 1;
 
     /// <summary>Draws labels, then pixels, from rng (the labels carry no information about the images).</summary>
