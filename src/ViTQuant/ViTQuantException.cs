@@ -6,6 +6,8 @@ namespace ViTQuant;
 /// </summary>
 public class ViTQuantException : Exception
 {
+    /// <summary>A failure described by <paramref name="message"/> (one line, naming the file or setting).</summary>
     public ViTQuantException(string message) : base(message) { }
+    /// <summary>A failure described by <paramref name="message"/>, caused by <paramref name="inner"/>.</summary>
     public ViTQuantException(string message, Exception inner) : base(message, inner) { }
 }

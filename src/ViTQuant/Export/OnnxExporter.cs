@@ -34,9 +34,13 @@ namespace ViTQuant.Export;
 /// <summary>Writes ViT models and quantized checkpoints as ONNX files that ONNX Runtime runs.</summary>
 public static class OnnxExporter
 {
+    /// <summary>Value of the vitq.format metadata entry of exported models.</summary>
     public const string FormatValue = "vitq-onnx/1";
+    /// <summary>Metadata key holding the quantization method (the plan's name) of a quantized export.</summary>
     public const string MethodKey = "vitq.method";
+    /// <summary>Name of the graph input: normalised images [B, C, H, W].</summary>
     public const string InputName = "pixel_values";
+    /// <summary>Name of the graph output: logits [B, classes].</summary>
     public const string OutputName = "logits";
 
     /// <summary>

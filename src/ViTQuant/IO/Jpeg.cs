@@ -21,9 +21,13 @@ public readonly record struct DecodedImage(int Width, int Height, int Channels, 
 /// <summary>Chroma subsampling of an encoded JPEG (values are TurboJPEG's TJSAMP_* constants).</summary>
 public enum JpegSubsampling
 {
+    /// <summary>No chroma subsampling (4:4:4).</summary>
     S444 = 0,
+    /// <summary>Chroma halved horizontally (4:2:2).</summary>
     S422 = 1,
+    /// <summary>Chroma halved horizontally and vertically (4:2:0).</summary>
     S420 = 2,
+    /// <summary>Grayscale: luma only.</summary>
     Gray = 3,
 }
 

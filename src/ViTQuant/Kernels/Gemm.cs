@@ -12,8 +12,16 @@
 // Reference() is the slow, obviously-correct twin every backend is tested against.
 namespace ViTQuant.Kernels;
 
-public enum GemmBackend { OpenBlas, Managed }
+/// <summary>Which SGEMM implementation top-level calls use.</summary>
+public enum GemmBackend
+{
+    /// <summary>OpenBLAS cblas_sgemm (when libopenblas loads).</summary>
+    OpenBlas,
+    /// <summary>The managed blocked SIMD GEMM with the best micro-kernel this CPU runs.</summary>
+    Managed,
+}
 
+/// <summary>SGEMM C = α·op(A)·op(B) + β·C over row-major matrices, dispatched to OpenBLAS or the managed kernel (file header).</summary>
 public static class Gemm
 {
     private static GemmBackend _backend = DefaultBackend();

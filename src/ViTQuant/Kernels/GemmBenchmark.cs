@@ -7,8 +7,19 @@ using System.Diagnostics;
 namespace ViTQuant.Kernels;
 
 /// <summary>What a GEMM benchmark can time: OpenBLAS, or the managed SGEMM with one micro-kernel.</summary>
-public enum GemmVariant { OpenBlas, ManagedAvx512, ManagedAvx2, ManagedPortable }
+public enum GemmVariant
+{
+    /// <summary>OpenBLAS cblas_sgemm.</summary>
+    OpenBlas,
+    /// <summary>The managed SGEMM with its AVX-512 micro-kernel.</summary>
+    ManagedAvx512,
+    /// <summary>The managed SGEMM with its AVX2 micro-kernel.</summary>
+    ManagedAvx2,
+    /// <summary>The managed SGEMM with its portable (Vector&lt;T&gt;) micro-kernel.</summary>
+    ManagedPortable,
+}
 
+/// <summary>GEMM throughput and accuracy probes for the benchmark program and `vitq bench` (seeded inputs, median of timed calls).</summary>
 public static class GemmBenchmark
 {
     /// <summary>

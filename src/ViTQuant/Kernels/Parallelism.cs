@@ -15,6 +15,7 @@
 // ExecutionContext (AsyncLocal scopes such as ManagedGemm.ForceKernel) flows to the workers.
 namespace ViTQuant.Kernels;
 
+/// <summary>The library's single threading knob: Parallelism.For bounds every parallel loop by Threads, tells OpenBLAS the same count and runs nested work sequentially (file header).</summary>
 public static class Parallelism
 {
     private static int _threads = Environment.ProcessorCount;

@@ -92,6 +92,7 @@ public sealed class AdfqReconstruction
         qm.InvalidateWeights(); // calibration cached soft-rounded weights
     }
 
+    /// <summary>The validated reconstruction settings.</summary>
     public AdfqOptions Options { get; }
 
     /// <summary>The units in reconstruction order.</summary>

@@ -17,7 +17,17 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Algorithms.Ptq;
 
 /// <summary>What a reconstruction unit computes (see the table in the file header).</summary>
-public enum AdfqUnitKind { PatchEmbed, Attention, Mlp, Head }
+public enum AdfqUnitKind
+{
+    /// <summary>patch_embed: images [B, C, H, W] → patch tokens [B, Np, D].</summary>
+    PatchEmbed,
+    /// <summary>blocks.i.attn: norm1(h) [B, N, D] → attention output [B, N, D], added to the stream.</summary>
+    Attention,
+    /// <summary>blocks.i.mlp: norm2(h) [B, N, D] → MLP output [B, N, D], added to the stream.</summary>
+    Mlp,
+    /// <summary>head: pooled features → logits [B, K].</summary>
+    Head,
+}
 
 /// <summary>One reconstruction unit: its name, the weight layers it owns and the activation points whose steps it learns.</summary>
 public sealed record AdfqUnit(string Name, AdfqUnitKind Kind, int Block, IReadOnlyList<string> WeightLayers)

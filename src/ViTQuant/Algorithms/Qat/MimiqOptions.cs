@@ -50,7 +50,17 @@ namespace ViTQuant.Algorithms.Qat;
 /// baselines do (RangeSearch) and start LSQ from that grid: MinMax, Percentile, or Mse (the Lp search
 /// with p = 2).
 /// </summary>
-public enum LsqInit { Spec, MinMax, Percentile, Mse }
+public enum LsqInit
+{
+    /// <summary>α = 2·mean|x|/√q_max, z = 0 (the paper's code).</summary>
+    Spec,
+    /// <summary>The observed minimum and maximum of the initialisation batch.</summary>
+    MinMax,
+    /// <summary>The percentile range search of the initialisation batch.</summary>
+    Percentile,
+    /// <summary>The Lp range search with p = 2 (MSE) on the initialisation batch.</summary>
+    Mse,
+}
 
 /// <summary>MimiQ fine-tuning settings; every property throws ViTQuantException on an invalid value when set.</summary>
 public sealed record MimiqOptions

@@ -43,6 +43,7 @@ public sealed record MimiqResult(QuantizedModel Student, IReadOnlyList<MimiqEpoc
 /// <summary>MimiQ fine-tuning of a fake-quantized ViT by distillation from its float original (file header).</summary>
 public sealed class MimiqTrainer
 {
+    /// <summary>Format tag of the resume checkpoint written after every epoch.</summary>
     public const string CheckpointFormat = "vitq-mimiq-resume/1";
 
     private readonly VisionTransformer _teacher;
@@ -62,13 +63,17 @@ public sealed class MimiqTrainer
     /// <summary>Called after every epoch, after its checkpoint is written.</summary>
     public Action<MimiqEpoch>? OnEpoch { get; set; }
 
+    /// <summary>The validated fine-tuning settings.</summary>
     public MimiqOptions Options { get; }
 
     /// <summary>The student being trained (its LSQ quantizers are initialised when <see cref="Run"/> starts).</summary>
     public QuantizedModel Student { get; }
 
+    /// <summary>Number of training images.</summary>
     public int ImageCount => _where.Length;
+    /// <summary>Optimiser steps per epoch.</summary>
     public int StepsPerEpoch { get; }
+    /// <summary>Optimiser steps of the whole run (StepsPerEpoch × Epochs).</summary>
     public int TotalSteps => StepsPerEpoch * Options.Epochs;
 
     /// <summary>

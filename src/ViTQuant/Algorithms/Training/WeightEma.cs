@@ -14,6 +14,7 @@ public sealed class WeightEma
 {
     private readonly (string Name, Tensor Live, float[] Shadow)[] _params;
 
+    /// <summary>Decay d of the update ema ← d·ema + (1 − d)·θ, in (0, 1).</summary>
     public float Decay { get; }
 
     /// <summary>Starts the average at the model's current weights.</summary>
