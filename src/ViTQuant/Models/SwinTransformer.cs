@@ -193,7 +193,7 @@ public sealed class SwinBlock : Module
     /// <summary>MLP reduction hidden → C (mlp.fc2).</summary>
     public Linear Fc2 { get; }
 
-    /// <summary>Window side M and shift of this block (after timm's shrink to small maps).</summary>
+    /// <summary>Window side M of this block (after timm's shrink to small maps).</summary>
     public int Window => _window;
     /// <summary>Roll of the map before windowing: ⌊WindowSize/2⌋ on odd blocks of stages larger than the window, else 0.</summary>
     public int Shift => _shift;
