@@ -13,6 +13,8 @@ using BenchmarkDotNet.Running;
 using ViTQuant.Bench;
 using ViTQuant.Kernels;
 
+if (args.Length > 0 && args[0] == "int8")
+    return ViTQuant.Bench.Int8Bench.Run(args[1..]);
 if (args.Length > 0 && args[0] == "attn")
     return AttentionBench.Run(args[1..]);
 if (args.Length > 0 && args[0] == "ab")

@@ -59,6 +59,8 @@ public sealed class Int8Engine
     {
         public float[] X = null!, H = null!, Qkv = null!, Ctx = null!, Y = null!, Mlp = null!, Patches = null!, Mean = null!, Rstd = null!, Pooled = null!, Logits = null!, Logits2 = null!;
         public short[] A16 = null!;
+        /// <summary>u8 activation codes of a linear layer's input for the VNNI kernel [rows, In rounded up to 4].</summary>
+        public byte[] A8 = null!;
         /// <summary>q, k, v codes of the whole batch [B·N, 3D] (even head widths), quantised once per block.</summary>
         public short[] Qkv16 = null!;
     }
@@ -82,6 +84,7 @@ public sealed class Int8Engine
             Mlp = new float[rows * Hd], Patches = new float[B * c.NumPatches * Math.Max(cpp, D)], Mean = new float[rows], Rstd = new float[rows],
             Pooled = new float[2 * B * D], Logits = new float[B * c.NumClasses], Logits2 = new float[B * c.NumClasses],
             A16 = new short[rows * (Math.Max(D, Hd) + 2)],
+            A8 = new byte[rows * (Math.Max(D, Hd) + 4)],
             Qkv16 = new short[rows * 3 * D],
         };
         _arenas[B] = a;
@@ -173,6 +176,13 @@ public sealed class Int8Engine
     /// <summary>y[rows, Out] = layer(x[rows, In]) (integer or float mode); shape is x's logical shape for fake quantizers.</summary>
     private void Linear(Int8Linear l, float[] x, int rows, float[] y, Arena a, int[] shape)
     {
+        if (l.Mode == Int8Mode.Integer && l.Packed8 != null && Int8Gemm.Path == IntGemmPath.Avx512Vnni)
+        {
+            int lda8 = l.Packed8.Kq * 4;
+            ActQuantize.RowsU8(x, l.In, rows, l.In, a.A8, lda8, lda8, l.Grid);
+            Int8GemmVnni.Gemm(a.A8, lda8, rows, l.Packed8, l.Corr, l.Scale, l.BiasPadded, y, l.Out);
+            return;
+        }
         if (l.Mode == Int8Mode.Integer)
         {
             int lda = l.Packed!.Kp;
