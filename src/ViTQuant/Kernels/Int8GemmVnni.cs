@@ -80,6 +80,63 @@ public sealed class PackedB8
         return pb;
     }
 
+    /// <summary>An empty buffer for B [K, N], to be filled by <see cref="PackShiftedColumns"/> or <see cref="PackShiftedRows"/> (reused when the shape matches).</summary>
+    public static PackedB8 For(int k, int n, PackedB8? reuse) => reuse != null && reuse.K == k && reuse.N == n ? reuse : new PackedB8(k, n);
+
+    /// <summary>
+    /// Packs B[k, c] = u[c·ldu + k] − 128 for c &lt; N, k &lt; K (unsigned codes of rows, e.g. k tokens [N, dh], as columns;
+    /// the −128 shift makes them signed bytes) and sets ColumnSums to Σ_k u (the unshifted sums). Zero past K.
+    /// </summary>
+    public unsafe void PackShiftedColumns(ReadOnlySpan<byte> u, int ldu)
+    {
+        if (ldu < K || (N > 0 && u.Length < (long)(N - 1) * ldu + K)) throw new ArgumentException($"u has {u.Length} values for {N}×{K} with stride {ldu}");
+        int kq = Kq, full = K / 4;
+        var d = Buf.AsSpan(Offset, Panels * kq * 128);
+        if (K % 4 != 0 || N % Int8Gemm.NR != 0) d.Clear();
+        fixed (byte* pu = u)
+        fixed (sbyte* pd = d)
+        {
+            for (int c = 0; c < N; c++)
+            {
+                byte* row = pu + (nint)c * ldu;
+                uint* dst = (uint*)(pd + c / Int8Gemm.NR * kq * 128 + c % Int8Gemm.NR * 4);
+                int sum = 0;
+                for (int q = 0; q < full; q++) dst[q * 32] = *(uint*)(row + 4 * q) ^ 0x80808080u;
+                for (int i = 0; i < K; i++) sum += row[i];
+                for (int i = full * 4; i < K; i++) ((sbyte*)dst)[full * 128 + i % 4] = (sbyte)(row[i] - 128);
+                ColumnSums[c] = sum;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Packs B[k, n] = u[k·ldu + n] − 128 for k &lt; K, n &lt; N (unsigned codes given row-major, e.g. v [N tokens, dh])
+    /// and sets ColumnSums to Σ_k u[k, n] (unshifted). Zero past K.
+    /// </summary>
+    public unsafe void PackShiftedRows(ReadOnlySpan<byte> u, int ldu)
+    {
+        if (ldu < N || (K > 0 && u.Length < (long)(K - 1) * ldu + N)) throw new ArgumentException($"u has {u.Length} values for {K}×{N} with stride {ldu}");
+        int kq = Kq;
+        var d = Buf.AsSpan(Offset, Panels * kq * 128);
+        if (K % 4 != 0 || N % Int8Gemm.NR != 0) d.Clear();
+        Array.Clear(ColumnSums);
+        fixed (byte* pu = u)
+        fixed (sbyte* pd = d)
+        fixed (int* cs = ColumnSums)
+        {
+            for (int k = 0; k < K; k++)
+            {
+                byte* row = pu + (nint)k * ldu;
+                sbyte* dk = pd + k / 4 * 128 + k % 4;
+                for (int n = 0; n < N; n++)
+                {
+                    dk[n / Int8Gemm.NR * kq * 128 + n % Int8Gemm.NR * 4] = (sbyte)(row[n] - 128);
+                    cs[n] += row[n];
+                }
+            }
+        }
+    }
+
     /// <summary>corr[n] = −zeroU·ColumnSums[n]: the epilogue term of an activation grid whose unsigned codes u have a = u − zeroU.</summary>
     public int[] Correction(int zeroU) => ColumnSums.Select(s => -zeroU * s).ToArray();
 }
@@ -158,8 +215,16 @@ public static unsafe class Int8GemmVnni
     /// Throws ArgumentException on short buffers, InvalidOperationException when vnni is asked for and unsupported.
     /// </summary>
     public static void Gemm(ReadOnlySpan<byte> a, int lda, int m, PackedB8 b, ReadOnlySpan<int> corr, ReadOnlySpan<float> scale, ReadOnlySpan<float> bias,
+        Span<float> c, int ldc, bool vnni = true) => Gemm(a, lda, m, b, default, corr, scale, bias, c, ldc, vnni);
+
+    /// <summary>
+    /// As the other overload, with a per-row integer term as well: c[m, n] = FMA((float)(Σ_k a·B + rowCorr[m] + corr[n]), scale[n], bias[n]).
+    /// rowCorr: M values, or empty for none (the attention products, whose B operand is shifted too: Int8Attention8).
+    /// </summary>
+    public static void Gemm(ReadOnlySpan<byte> a, int lda, int m, PackedB8 b, ReadOnlySpan<int> rowCorr, ReadOnlySpan<int> corr, ReadOnlySpan<float> scale, ReadOnlySpan<float> bias,
         Span<float> c, int ldc, bool vnni = true)
     {
+        if (!rowCorr.IsEmpty && rowCorr.Length < m) throw new ArgumentException($"rowCorr has {rowCorr.Length} values for {m} rows");
         if (vnni && !IsSupported) throw new InvalidOperationException("the AVX-512 VNNI kernel is not supported on this machine");
         int kb = b.Kq * 4;
         if (lda < kb || (m > 0 && a.Length < (long)(m - 1) * lda + kb)) throw new ArgumentException($"A has {a.Length} values for {m} rows of stride {lda}, K {b.K} (rows of {kb})");
@@ -172,8 +237,9 @@ public static unsafe class Int8GemmVnni
         fixed (byte* pa = a)
         fixed (sbyte* pbD = &b.Buf[b.Offset])
         fixed (float* pc = c, psc = scale, pbi = bias)
-        fixed (int* pco = corr)
+        fixed (int* pco = corr, prc = rowCorr)
         {
+            int* Rc = prc;
             byte* A = pa;
             sbyte* Bd = pbD;
             float* C = pc, S = psc, Bi = pbi;
@@ -208,11 +274,32 @@ public static unsafe class Int8GemmVnni
                         int col0 = panel * NR, cols = Math.Min(NR, n - col0);
                         if (vnni) Kernel(src, ld, bp, kq, acc);
                         else TileScalar(ar, lda, rows, bp, kq, acc);
-                        Epilogue(acc, rows, Co + col0, S + col0, Bi + col0, C + (nint)r * ldc + col0, ldc, cols);
+                        Epilogue(acc, rows, Rc == null ? null : Rc + r, Co + col0, S + col0, Bi + col0, C + (nint)r * ldc + col0, ldc, cols);
                     }
                 }
                 GC.KeepAlive(heap);
             });
+        }
+    }
+
+    /// <summary>sums[r] = Σ_j u[r·ldu + j] for r &lt; rows, j &lt; cols (the row terms of the attention products).</summary>
+    public static void RowSums(ReadOnlySpan<byte> u, int ldu, int rows, int cols, Span<int> sums)
+    {
+        if (rows == 0) return;
+        if (u.Length < (long)(rows - 1) * ldu + cols || sums.Length < rows) throw new ArgumentException($"row sums: buffers too short for {rows}×{cols}");
+        fixed (byte* pu = u)
+        {
+            for (int r = 0; r < rows; r++)
+            {
+                byte* row = pu + (nint)r * ldu;
+                int j = 0;
+                var acc = Vector512<ulong>.Zero;
+                if (Avx512BW.IsSupported)
+                    for (; j + 64 <= cols; j += 64) acc += Avx512BW.SumAbsoluteDifferences(Vector512.Load(row + j), Vector512<byte>.Zero).AsUInt64();
+                int s = (int)Vector512.Sum(acc);
+                for (; j < cols; j++) s += row[j];
+                sums[r] = s;
+            }
         }
     }
 
@@ -234,8 +321,18 @@ public static unsafe class Int8GemmVnni
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Epilogue(int* acc, int rows, int* corr, float* scale, float* bias, float* c, int ldc, int cols)
+    private static void Epilogue(int* acc, int rows, int* rowCorr, int* corr, float* scale, float* bias, float* c, int ldc, int cols)
     {
+        if (rowCorr != null)
+        {
+            // Fold the row term into the accumulators (integers: exact), then the column epilogue as usual.
+            for (int r = 0; r < rows; r++)
+            {
+                var rc = Vector512.Create(rowCorr[r]);
+                (Vector512.Load(acc + r * NR) + rc).Store(acc + r * NR);
+                (Vector512.Load(acc + r * NR + 16) + rc).Store(acc + r * NR + 16);
+            }
+        }
         if (cols == NR)
         {
             var k0 = Vector512.Load(corr); var k1 = Vector512.Load(corr + 16);
@@ -259,14 +356,19 @@ public static unsafe class Int8GemmVnni
     /// plain triple loop over unpacked row-major B [K, N].
     /// </summary>
     public static void Reference(ReadOnlySpan<byte> a, int lda, int m, int k, ReadOnlySpan<sbyte> b, int ldb, int n,
-        ReadOnlySpan<int> corr, ReadOnlySpan<float> scale, ReadOnlySpan<float> bias, Span<float> c, int ldc)
+        ReadOnlySpan<int> corr, ReadOnlySpan<float> scale, ReadOnlySpan<float> bias, Span<float> c, int ldc) =>
+        Reference(a, lda, m, k, b, ldb, n, default, corr, scale, bias, c, ldc);
+
+    /// <summary>The reference twin of the row-term overload (rowCorr empty: none).</summary>
+    public static void Reference(ReadOnlySpan<byte> a, int lda, int m, int k, ReadOnlySpan<sbyte> b, int ldb, int n,
+        ReadOnlySpan<int> rowCorr, ReadOnlySpan<int> corr, ReadOnlySpan<float> scale, ReadOnlySpan<float> bias, Span<float> c, int ldc)
     {
         for (int i = 0; i < m; i++)
             for (int j = 0; j < n; j++)
             {
                 int acc = 0;
                 for (int kk = 0; kk < k; kk++) acc += a[i * lda + kk] * b[kk * ldb + j];
-                c[i * ldc + j] = MathF.FusedMultiplyAdd(acc + corr[j], scale[j], bias[j]);
+                c[i * ldc + j] = MathF.FusedMultiplyAdd(acc + (rowCorr.IsEmpty ? 0 : rowCorr[i]) + corr[j], scale[j], bias[j]);
             }
     }
 }

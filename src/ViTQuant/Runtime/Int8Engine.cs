@@ -63,6 +63,8 @@ public sealed class Int8Engine
         public byte[] A8 = null!;
         /// <summary>q, k, v codes of the whole batch [B·N, 3D] (even head widths), quantised once per block.</summary>
         public short[] Qkv16 = null!;
+        /// <summary>The same as unsigned bytes (code − q_min) for the VNNI attention products (head widths a multiple of 4).</summary>
+        public byte[] Qkv8 = null!;
     }
 
     private sealed class AttnScratch
@@ -70,6 +72,10 @@ public sealed class Int8Engine
         public short[] Q16 = null!, K16 = null!, V16 = null!, P16 = null!;
         public float[] Logits = null!, Fq = null!, Fk = null!, Fv = null!;
         public PackedB? Kb, Vb;
+        // VNNI attention: probability codes [N, ⌈N/4⌉·4], row and column terms, signed-byte panels of k and v.
+        public byte[] P8 = null!;
+        public int[] RowQ = null!, RowP = null!, ColK = null!, ColV = null!;
+        public PackedB8? Kb8, Vb8;
     }
 
     private Arena ArenaFor(int B)
@@ -86,6 +92,7 @@ public sealed class Int8Engine
             A16 = new short[rows * (Math.Max(D, Hd) + 2)],
             A8 = new byte[rows * (Math.Max(D, Hd) + 4)],
             Qkv16 = new short[rows * 3 * D],
+            Qkv8 = new byte[rows * 3 * D],
         };
         _arenas[B] = a;
         return a;
@@ -213,7 +220,20 @@ public sealed class Int8Engine
         float[] qkv = a.Qkv, ctx = a.Ctx;
         // With an even head width every head's slice of the batch-wide code buffer is a ready GEMM operand
         // (no odd-K pad), so q, k and v are quantised in three wide passes instead of three per head.
-        short[]? qkv16 = dh % 2 == 0 ? a.Qkv16 : null;
+        // AVX-512 VNNI: both products on unsigned-byte codes (head widths a multiple of 4, 8-bit grids).
+        bool vnni = Int8Gemm.Path == IntGemmPath.Avx512Vnni && dh % 4 == 0;
+        bool qk8 = vnni && at.QkInteger && Fits8(at.Q) && Fits8(at.K), pv8 = vnni && at.PvInteger && Fits8(at.P) && Fits8(at.V);
+        if (qk8 || pv8)
+        {
+            int rows = B * N;
+            if (qk8)
+            {
+                ActQuantize.RowsU8(qkv, 3 * D, rows, D, a.Qkv8, 3 * D, D, at.Q);
+                ActQuantize.RowsU8(qkv.AsSpan(D), 3 * D, rows, D, a.Qkv8.AsSpan(D), 3 * D, D, at.K);
+            }
+            if (pv8) ActQuantize.RowsU8(qkv.AsSpan(2 * D), 3 * D, rows, D, a.Qkv8.AsSpan(2 * D), 3 * D, D, at.V);
+        }
+        short[]? qkv16 = dh % 2 == 0 && !(qk8 && pv8) ? a.Qkv16 : null;
         if (qkv16 != null)
         {
             int rows = B * N;
@@ -228,7 +248,7 @@ public sealed class Int8Engine
         {
             int b = t / H, h = t % H;
             if (!_scratch.TryTake(out var s)) s = NewScratch();
-            try { AttendHead(at, b, h, qkv, qkv16, ctx, s, attnScale); }
+            try { AttendHead(at, b, h, qkv, qkv16, qk8 || pv8 ? a.Qkv8 : null, qk8, pv8, ctx, s, attnScale); }
             finally { _scratch.Add(s); }
         });
     }
@@ -241,16 +261,32 @@ public sealed class Int8Engine
         {
             Q16 = new short[N * (dh + 1)], K16 = new short[N * (dh + 1)], V16 = new short[N * (dh + 1)], P16 = new short[N * (N + 1)],
             Logits = new float[N * N], Fq = new float[N * dh], Fk = new float[N * dh], Fv = new float[N * dh],
+            P8 = new byte[N * ((N + 3) & ~3)], RowQ = new int[N], RowP = new int[N],
+            ColK = new int[(N + Int8Gemm.NR - 1) / Int8Gemm.NR * Int8Gemm.NR], ColV = new int[(dh + Int8Gemm.NR - 1) / Int8Gemm.NR * Int8Gemm.NR],
         };
     }
 
-    private void AttendHead(Int8Attention at, int b, int h, float[] qkv, short[]? qkv16, float[] ctx, AttnScratch s, float attnScale)
+    private static bool Fits8(ActGrid g) => g.QMax - g.QMin <= 255;
+
+    private void AttendHead(Int8Attention at, int b, int h, float[] qkv, short[]? qkv16, byte[]? qkv8, bool qk8, bool pv8, float[] ctx, AttnScratch s, float attnScale)
     {
         var c = _p.Config;
         int N = c.NumTokens, D = c.EmbedDim, dh = c.HeadDim, ld = 3 * D;
         int qOff = b * N * ld + h * dh, kOff = qOff + D, vOff = qOff + 2 * D;
         var logits = s.Logits;
-        if (at.QkInteger && qkv16 != null)
+        if (qk8)
+        {
+            // Σ_d (u_q − z_q')(u_k − z_k') with the kernel's B' = u_k − 128 (file Int8GemmVnni.cs):
+            //   = Σ u_q·B' + [(128 − z_k')·Σ_d u_q + dh·z_q'·z_k'] (row term) − z_q'·Σ_d u_k (column term).
+            int zq = at.Q.ZeroU, zk = at.K.ZeroU;
+            s.Kb8 = PackedB8.For(dh, N, s.Kb8);
+            s.Kb8.PackShiftedColumns(qkv8.AsSpan(kOff), ld);
+            Int8GemmVnni.RowSums(qkv8.AsSpan(qOff), ld, N, dh, s.RowQ);
+            for (int r = 0; r < N; r++) s.RowQ[r] = (128 - zk) * s.RowQ[r] + dh * zq * zk;
+            for (int j = 0; j < N; j++) s.ColK[j] = -zq * s.Kb8.ColumnSums[j];
+            Int8GemmVnni.Gemm(qkv8.AsSpan(qOff), ld, N, s.Kb8, s.RowQ, s.ColK, _qkScale, _zerosN, logits, N);
+        }
+        else if (at.QkInteger && qkv16 != null)
         {
             s.Kb = PackedB.FromRowsOfColumns(qkv16.AsSpan(kOff), N, dh, ld, s.Kb);
             Int8Gemm.Gemm(qkv16.AsSpan(qOff), ld, N, s.Kb, _qkScale, _zerosN, logits, N);
@@ -272,7 +308,19 @@ public sealed class Int8Engine
         }
         SoftmaxKernel.SoftmaxRows(logits, logits, N, N);
         var outSpan = ctx.AsSpan(b * N * D + h * dh);
-        if (at.PvInteger)
+        if (pv8)
+        {
+            // Σ_j (u_p − z_p')(u_v − z_v') = Σ u_p·B' + [(128 − z_v')·Σ_j u_p + N·z_p'·z_v'] − z_p'·Σ_j u_v.
+            int ldp = (N + 3) & ~3, zp = at.P.ZeroU, zv = at.V.ZeroU;
+            ActQuantize.RowsU8(logits, N, N, N, s.P8, ldp, ldp, at.P);
+            s.Vb8 = PackedB8.For(N, dh, s.Vb8);
+            s.Vb8.PackShiftedRows(qkv8.AsSpan(vOff), ld);
+            Int8GemmVnni.RowSums(s.P8, ldp, N, N, s.RowP);
+            for (int r = 0; r < N; r++) s.RowP[r] = (128 - zv) * s.RowP[r] + N * zp * zv;
+            for (int j = 0; j < dh; j++) s.ColV[j] = -zp * s.Vb8.ColumnSums[j];
+            Int8GemmVnni.Gemm(s.P8, ldp, N, s.Vb8, s.RowP, s.ColV, _pvScale, _zerosDh, outSpan, D);
+        }
+        else if (at.PvInteger)
         {
             int ldp = (N + 1) & ~1;
             ActQuantize.Rows(logits, N, N, N, s.P16, ldp, at.P);

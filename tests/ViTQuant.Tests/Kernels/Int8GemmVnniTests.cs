@@ -53,6 +53,48 @@ public class Int8GemmVnniTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(Kernels))]
+    public void ShiftedCodePanelsWithRowAndColumnTermsEqualTheReference(bool vnni)
+    {
+        // The attention products: B from unsigned codes (u − 128), given as rows of columns (k) or as rows (v).
+        var rng = new Rng(13);
+        foreach (var (m, n, k) in new[] { (5, 7, 16), (197, 197, 64), (197, 64, 197), (9, 40, 6) })
+        {
+            int lda = (k + 3) / 4 * 4;
+            var a = new byte[m * lda];
+            for (int i = 0; i < m; i++) for (int j = 0; j < k; j++) a[i * lda + j] = (byte)rng.NextInt(256);
+            var u = new byte[n * k]; // [N, K]: column c of B is row c
+            for (int i = 0; i < u.Length; i++) u[i] = (byte)rng.NextInt(256);
+            var bT = new sbyte[k * n];
+            var uRows = new byte[k * n]; // the same B given row-major [K, N]
+            for (int i = 0; i < k; i++) for (int j = 0; j < n; j++) { bT[i * n + j] = (sbyte)(u[j * k + i] - 128); uRows[i * n + j] = u[j * k + i]; }
+            var rowCorr = Enumerable.Range(0, m).Select(_ => rng.NextInt(20001) - 10000).ToArray();
+            var corr = Int8Gemm.PadToPanels(new float[n], n).Select(_ => rng.NextInt(20001) - 10000).ToArray();
+            var scale = Int8Gemm.PadToPanels(Enumerable.Range(0, n).Select(_ => rng.NextFloat() * 1e-3f).ToArray(), n);
+            var bias = new float[scale.Length];
+            var want = new float[m * n];
+            Int8GemmVnni.Reference(a, lda, m, k, bT, n, n, rowCorr, corr, scale, bias, want, n);
+            foreach (var pb in new[] { Pack(k, n, p => p.PackShiftedColumns(u, k)), Pack(k, n, p => p.PackShiftedRows(uRows, n)) })
+            {
+                for (int j = 0; j < n; j++) Assert.Equal(Enumerable.Range(0, k).Sum(i => (int)u[j * k + i]), pb.ColumnSums[j]);
+                var got = new float[m * n];
+                Int8GemmVnni.Gemm(a, lda, m, pb, rowCorr, corr, scale, bias, got, n, vnni);
+                Assert.Equal(want.Select(BitConverter.SingleToInt32Bits), got.Select(BitConverter.SingleToInt32Bits));
+            }
+            var sums = new int[m];
+            Int8GemmVnni.RowSums(a, lda, m, k, sums);
+            for (int i = 0; i < m; i++) Assert.Equal(Enumerable.Range(0, k).Sum(j => (int)a[i * lda + j]), sums[i]);
+        }
+    }
+
+    private static PackedB8 Pack(int k, int n, Action<PackedB8> fill)
+    {
+        var pb = PackedB8.For(k, n, null);
+        fill(pb);
+        return pb;
+    }
+
     [Fact]
     public void WeightsOutsideSignedEightBitsAreNotPacked()
     {
