@@ -120,6 +120,40 @@ public sealed class Int8Engine
         Mark("embed");
         foreach (var blk in _p.Blocks)
         {
+            if (RowWisePasses && RowWise(blk))
+            {
+                // Every op but attention is row-local: run them over chunks of rows, one parallel region per side of
+                // the attention instead of one per op, with each chunk's activations staying in cache (identical bits).
+                RowChunks(rows, (r0, n, t) =>
+                {
+                    LayerNormKernel.LayerNormRows(a.X.AsSpan(r0 * D, n * D), blk.Ln1W, blk.Ln1B, a.H.AsSpan(r0 * D, n * D), a.Mean.AsSpan(r0, n), a.Rstd.AsSpan(r0, n), n, D, c.LayerNormEps);
+                    t.Lap(0);
+                    LinearRows(blk.Qkv, a.H, r0, n, a.Qkv, a);
+                    QuantizeQkv(blk.Attn, a.Qkv, r0, n, a);
+                    t.Lap(1);
+                });
+                Attention(blk.Attn, B, a, codesReady: true);
+                Mark("attention");
+                RowChunks(rows, (r0, n, t) =>
+                {
+                    var x = a.X.AsSpan(r0 * D, n * D);
+                    LinearRows(blk.Proj, a.Ctx, r0, n, a.Y, a);
+                    t.Lap(2);
+                    TensorPrimitives.Add(x, a.Y.AsSpan(r0 * D, n * D), x);
+                    t.Lap(7);
+                    LayerNormKernel.LayerNormRows(x, blk.Ln2W, blk.Ln2B, a.H.AsSpan(r0 * D, n * D), a.Mean.AsSpan(r0, n), a.Rstd.AsSpan(r0, n), n, D, c.LayerNormEps);
+                    t.Lap(0);
+                    LinearRows(blk.Fc1, a.H, r0, n, a.Mlp, a);
+                    t.Lap(3);
+                    GeluKernel.Gelu(a.Mlp.AsSpan(r0 * c.MlpHidden, n * c.MlpHidden), a.Mlp.AsSpan(r0 * c.MlpHidden, n * c.MlpHidden));
+                    t.Lap(4);
+                    LinearRows(blk.Fc2, a.Mlp, r0, n, a.Y, a);
+                    t.Lap(5);
+                    TensorPrimitives.Add(x, a.Y.AsSpan(r0 * D, n * D), x);
+                    t.Lap(7);
+                });
+                continue;
+            }
             LayerNormKernel.LayerNormRows(a.X, blk.Ln1W, blk.Ln1B, a.H, a.Mean, a.Rstd, rows, D, c.LayerNormEps);
             Mark("layernorm");
             Linear(blk.Qkv, a.H, rows, a.Qkv, a, new[] { B, N, D });
@@ -142,6 +176,77 @@ public sealed class Int8Engine
         }
         Head(B, a, logits);
         Mark("head");
+    }
+
+    /// <summary>Run the row-local ops in chunked passes (default); false runs them op by op over all rows (same bits; for A/B timing).</summary>
+    internal bool RowWisePasses { get; set; } = true;
+
+    /// <summary>Rows per chunk of the row-wise passes: 8 micro-tiles, and a chunk's activations (≈ 0.3 MB with fc1's) stay in L2.</summary>
+    private const int RowChunk = 64;
+
+    private static readonly string[] ChunkStages = { "layernorm", "qkv", "proj", "fc1", "gelu", "fc2", "", "residual" };
+
+    /// <summary>True when every linear layer of the block is integer (row-local quantizers), so the row-wise passes apply.</summary>
+    private static bool RowWise(Int8Block blk) =>
+        blk.Qkv.Mode == Int8Mode.Integer && blk.Proj.Mode == Int8Mode.Integer && blk.Fc1.Mode == Int8Mode.Integer && blk.Fc2.Mode == Int8Mode.Integer;
+
+    /// <summary>Per-chunk stage timer (profiling only): Lap(i) adds the time since the previous lap to stage i.</summary>
+    private sealed class ChunkTimer
+    {
+        private readonly double[]? _sums;
+        private long _t;
+        public ChunkTimer(double[]? sums) { _sums = sums; _t = sums == null ? 0 : System.Diagnostics.Stopwatch.GetTimestamp(); }
+        public void Lap(int stage)
+        {
+            if (_sums == null) return;
+            long now = System.Diagnostics.Stopwatch.GetTimestamp();
+            lock (_sums) _sums[stage] += (now - _t) / (double)System.Diagnostics.Stopwatch.Frequency;
+            _t = now;
+        }
+    }
+
+    /// <summary>
+    /// body(r0, n, timer) over chunks of RowChunk rows in parallel (kernels inside run on the calling worker). When
+    /// profiling, each stage's summed worker time divided by the worker count is added to StageSeconds.
+    /// </summary>
+    private void RowChunks(int rows, Action<int, int, ChunkTimer> body)
+    {
+        int chunks = (rows + RowChunk - 1) / RowChunk;
+        double[]? sums = Profile ? new double[ChunkStages.Length] : null;
+        Parallelism.For(0, chunks, ci =>
+        {
+            int r0 = ci * RowChunk;
+            body(r0, Math.Min(RowChunk, rows - r0), new ChunkTimer(sums));
+        });
+        if (sums == null) return;
+        int workers = Math.Min(chunks, Parallelism.Threads);
+        for (int i = 0; i < sums.Length; i++)
+            if (sums[i] > 0) StageSeconds[ChunkStages[i]] = StageSeconds.GetValueOrDefault(ChunkStages[i]) + sums[i] / workers;
+        _t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+    }
+
+    /// <summary>
+    /// Rows [r0, r0 + n) of an integer layer: y[r, Out] = layer(x[r, In]), using the rows' own part of the code buffers.
+    /// That part starts at r0 times the widest layer's stride, so chunks at different layers (fc1 in one, fc2 in
+    /// another) never share code bytes.
+    /// </summary>
+    private void LinearRows(Int8Linear l, float[] x, int r0, int n, float[] y, Arena a)
+    {
+        var xs = x.AsSpan(r0 * l.In, n * l.In);
+        var ys = y.AsSpan(r0 * l.Out, n * l.Out);
+        int wide = Math.Max(_p.Config.EmbedDim, _p.Config.MlpHidden);
+        if (l.Packed8 != null && Int8Gemm.Path == IntGemmPath.Avx512Vnni)
+        {
+            int lda8 = l.Packed8.Kq * 4;
+            var a8 = a.A8.AsSpan(r0 * (wide + 4), n * lda8);
+            ActQuantize.RowsU8(xs, l.In, n, l.In, a8, lda8, lda8, l.Grid);
+            Int8GemmVnni.Gemm(a8, lda8, n, l.Packed8, l.Corr, l.Scale, l.BiasPadded, ys, l.Out);
+            return;
+        }
+        int lda = l.Packed!.Kp;
+        var a16 = a.A16.AsSpan(r0 * (wide + 2), n * lda);
+        ActQuantize.Rows(xs, l.In, n, l.In, a16, lda, l.Grid);
+        Int8Gemm.Gemm(a16, lda, n, l.Packed, l.Scale, l.BiasPadded, ys, l.Out);
     }
 
     /// <summary>Patch embedding as an im2col float GEMM, prefix tokens, position embedding.</summary>
@@ -210,7 +315,43 @@ public sealed class Int8Engine
         return q.Forward(Tensor.FromArray(x.AsSpan(0, n), shape)).ToArray();
     }
 
-    private void Attention(Int8Attention at, int B, Arena a)
+    /// <summary>
+    /// Which code buffers the attention products read: unsigned bytes (AVX-512 VNNI: head widths a multiple of 4, 8-bit
+    /// grids) for q·kᵀ and/or probs·v, and int16 (even head widths) for an integer product not on bytes.
+    /// </summary>
+    private (bool Qk8, bool Pv8, bool Use16) AttnOperands(Int8Attention at)
+    {
+        int dh = _p.Config.HeadDim;
+        bool vnni = Int8Gemm.Path == IntGemmPath.Avx512Vnni && dh % 4 == 0;
+        bool qk8 = vnni && at.QkInteger && Fits8(at.Q) && Fits8(at.K), pv8 = vnni && at.PvInteger && Fits8(at.P) && Fits8(at.V);
+        return (qk8, pv8, dh % 2 == 0 && !(qk8 && pv8));
+    }
+
+    /// <summary>
+    /// Rows [r0, r0 + n) of q, k and v quantised into the batch-wide code buffers the products read (AttnOperands).
+    /// With an even head width every head's slice of such a buffer is a ready GEMM operand (no odd-K pad).
+    /// </summary>
+    private void QuantizeQkv(Int8Attention at, float[] qkv, int r0, int n, Arena a)
+    {
+        int D = _p.Config.EmbedDim, ld = 3 * D, o = r0 * ld;
+        var (qk8, pv8, use16) = AttnOperands(at);
+        if (qk8)
+        {
+            ActQuantize.RowsU8(qkv.AsSpan(o), ld, n, D, a.Qkv8.AsSpan(o), ld, D, at.Q);
+            ActQuantize.RowsU8(qkv.AsSpan(o + D), ld, n, D, a.Qkv8.AsSpan(o + D), ld, D, at.K);
+        }
+        if (pv8) ActQuantize.RowsU8(qkv.AsSpan(o + 2 * D), ld, n, D, a.Qkv8.AsSpan(o + 2 * D), ld, D, at.V);
+        if (!use16) return;
+        if (at.QkInteger && !qk8)
+        {
+            ActQuantize.Rows(qkv.AsSpan(o), ld, n, D, a.Qkv16.AsSpan(o), ld, at.Q);
+            ActQuantize.Rows(qkv.AsSpan(o + D), ld, n, D, a.Qkv16.AsSpan(o + D), ld, at.K);
+        }
+        if (at.PvInteger && !pv8) ActQuantize.Rows(qkv.AsSpan(o + 2 * D), ld, n, D, a.Qkv16.AsSpan(o + 2 * D), ld, at.V);
+    }
+
+    /// <summary>Both attention products of every (image, head); codesReady: the row-wise pass already quantised q, k, v.</summary>
+    private void Attention(Int8Attention at, int B, Arena a, bool codesReady = false)
     {
         var c = _p.Config;
         int N = c.NumTokens, D = c.EmbedDim, H = c.NumHeads, dh = c.HeadDim;
@@ -221,29 +362,9 @@ public sealed class Int8Engine
         // With an even head width every head's slice of the batch-wide code buffer is a ready GEMM operand
         // (no odd-K pad), so q, k and v are quantised in three wide passes instead of three per head.
         // AVX-512 VNNI: both products on unsigned-byte codes (head widths a multiple of 4, 8-bit grids).
-        bool vnni = Int8Gemm.Path == IntGemmPath.Avx512Vnni && dh % 4 == 0;
-        bool qk8 = vnni && at.QkInteger && Fits8(at.Q) && Fits8(at.K), pv8 = vnni && at.PvInteger && Fits8(at.P) && Fits8(at.V);
-        if (qk8 || pv8)
-        {
-            int rows = B * N;
-            if (qk8)
-            {
-                ActQuantize.RowsU8(qkv, 3 * D, rows, D, a.Qkv8, 3 * D, D, at.Q);
-                ActQuantize.RowsU8(qkv.AsSpan(D), 3 * D, rows, D, a.Qkv8.AsSpan(D), 3 * D, D, at.K);
-            }
-            if (pv8) ActQuantize.RowsU8(qkv.AsSpan(2 * D), 3 * D, rows, D, a.Qkv8.AsSpan(2 * D), 3 * D, D, at.V);
-        }
-        short[]? qkv16 = dh % 2 == 0 && !(qk8 && pv8) ? a.Qkv16 : null;
-        if (qkv16 != null)
-        {
-            int rows = B * N;
-            if (at.QkInteger)
-            {
-                ActQuantize.Rows(qkv, 3 * D, rows, D, qkv16, 3 * D, at.Q);
-                ActQuantize.Rows(qkv.AsSpan(D), 3 * D, rows, D, qkv16.AsSpan(D), 3 * D, at.K);
-            }
-            if (at.PvInteger) ActQuantize.Rows(qkv.AsSpan(2 * D), 3 * D, rows, D, qkv16.AsSpan(2 * D), 3 * D, at.V);
-        }
+        var (qk8, pv8, use16) = AttnOperands(at);
+        short[]? qkv16 = use16 ? a.Qkv16 : null;
+        if (!codesReady) QuantizeQkv(at, qkv, 0, B * N, a);
         Parallelism.For(0, B * H, t =>
         {
             int b = t / H, h = t % H;
