@@ -100,10 +100,16 @@ public sealed class PackedB8
             {
                 byte* row = pu + (nint)c * ldu;
                 uint* dst = (uint*)(pd + c / Int8Gemm.NR * kq * 128 + c % Int8Gemm.NR * 4);
-                int sum = 0;
+                int sum = 0, i = 0;
                 for (int q = 0; q < full; q++) dst[q * 32] = *(uint*)(row + 4 * q) ^ 0x80808080u;
-                for (int i = 0; i < K; i++) sum += row[i];
-                for (int i = full * 4; i < K; i++) ((sbyte*)dst)[full * 128 + i % 4] = (sbyte)(row[i] - 128);
+                if (Avx512BW.IsSupported)
+                {
+                    var vs = Vector512<ulong>.Zero;
+                    for (; i + 64 <= K; i += 64) vs += Avx512BW.SumAbsoluteDifferences(Vector512.Load(row + i), Vector512<byte>.Zero).AsUInt64();
+                    sum = (int)Vector512.Sum(vs);
+                }
+                for (; i < K; i++) sum += row[i];
+                for (int t = full * 4; t < K; t++) ((sbyte*)dst)[full * 128 + t % 4] = (sbyte)(row[t] - 128);
                 ColumnSums[c] = sum;
             }
         }
@@ -116,23 +122,57 @@ public sealed class PackedB8
     public unsafe void PackShiftedRows(ReadOnlySpan<byte> u, int ldu)
     {
         if (ldu < N || (K > 0 && u.Length < (long)(K - 1) * ldu + N)) throw new ArgumentException($"u has {u.Length} values for {K}×{N} with stride {ldu}");
-        int kq = Kq;
+        int kq = Kq, NR = Int8Gemm.NR;
         var d = Buf.AsSpan(Offset, Panels * kq * 128);
-        if (K % 4 != 0 || N % Int8Gemm.NR != 0) d.Clear();
+        if (K % 4 != 0 || N % NR != 0) d.Clear();
         Array.Clear(ColumnSums);
+        bool simd = System.Runtime.Intrinsics.X86.Sse2.IsSupported && Avx512F.IsSupported;
         fixed (byte* pu = u)
         fixed (sbyte* pd = d)
         fixed (int* cs = ColumnSums)
         {
-            for (int k = 0; k < K; k++)
+            int k = 0, n16 = simd ? N & ~15 : 0;
+            var flip = Vector128.Create((byte)0x80);
+            // Whole quads of rows, 16 columns at a time: a 4×16 byte interleave (column c's four k in four adjacent bytes).
+            for (; k + 4 <= K; k += 4)
+            {
+                byte* r0 = pu + (nint)k * ldu, r1 = r0 + ldu, r2 = r1 + ldu, r3 = r2 + ldu;
+                sbyte* dq = pd + k / 4 * 128;
+                for (int n = 0; n < n16; n += 16)
+                {
+                    var a = Vector128.Load(r0 + n) ^ flip; var b = Vector128.Load(r1 + n) ^ flip;
+                    var c = Vector128.Load(r2 + n) ^ flip; var e = Vector128.Load(r3 + n) ^ flip;
+                    var abLo = System.Runtime.Intrinsics.X86.Sse2.UnpackLow(a, b).AsInt16(); var abHi = System.Runtime.Intrinsics.X86.Sse2.UnpackHigh(a, b).AsInt16();
+                    var ceLo = System.Runtime.Intrinsics.X86.Sse2.UnpackLow(c, e).AsInt16(); var ceHi = System.Runtime.Intrinsics.X86.Sse2.UnpackHigh(c, e).AsInt16();
+                    sbyte* o = dq + n / NR * kq * 128 + n % NR * 4; // 16 columns never straddle a 32-column panel
+                    System.Runtime.Intrinsics.X86.Sse2.UnpackLow(abLo, ceLo).Store((short*)o);
+                    System.Runtime.Intrinsics.X86.Sse2.UnpackHigh(abLo, ceLo).Store((short*)(o + 16));
+                    System.Runtime.Intrinsics.X86.Sse2.UnpackLow(abHi, ceHi).Store((short*)(o + 32));
+                    System.Runtime.Intrinsics.X86.Sse2.UnpackHigh(abHi, ceHi).Store((short*)(o + 48));
+                }
+                for (int j = 0; j < 4; j++)
+                {
+                    byte* row = pu + (nint)(k + j) * ldu;
+                    for (int n = n16; n < N; n++) pd[k / 4 * 128 + j + n / NR * kq * 128 + n % NR * 4] = (sbyte)(row[n] - 128);
+                }
+            }
+            for (; k < K; k++)
             {
                 byte* row = pu + (nint)k * ldu;
-                sbyte* dk = pd + k / 4 * 128 + k % 4;
-                for (int n = 0; n < N; n++)
-                {
-                    dk[n / Int8Gemm.NR * kq * 128 + n % Int8Gemm.NR * 4] = (sbyte)(row[n] - 128);
-                    cs[n] += row[n];
-                }
+                for (int n = 0; n < N; n++) pd[k / 4 * 128 + k % 4 + n / NR * kq * 128 + n % NR * 4] = (sbyte)(row[n] - 128);
+            }
+            // Column sums of the unshifted codes, 16 int32 lanes at a time.
+            for (int n = 0; n < n16; n += 16)
+            {
+                var acc = Vector512<int>.Zero;
+                for (int kk = 0; kk < K; kk++) acc += Avx512F.ConvertToVector512Int32(Vector128.Load(pu + (nint)kk * ldu + n));
+                acc.Store(cs + n);
+            }
+            for (int n = n16; n < N; n++)
+            {
+                int sum = 0;
+                for (int kk = 0; kk < K; kk++) sum += pu[(nint)kk * ldu + n];
+                cs[n] = sum;
             }
         }
     }

@@ -184,7 +184,8 @@ public sealed class Int8Engine
     /// <summary>Rows per chunk of the row-wise passes: 8 micro-tiles, and a chunk's activations (≈ 0.3 MB with fc1's) stay in L2.</summary>
     private const int RowChunk = 64;
 
-    private static readonly string[] ChunkStages = { "layernorm", "qkv", "proj", "fc1", "gelu", "fc2", "", "residual" };
+    private static readonly string[] ChunkStages = { "layernorm", "qkv", "proj", "fc1", "gelu", "fc2", "", "residual",
+        "attn.q·kᵀ", "attn.softmax", "attn.probs·v" };
 
     /// <summary>True when every linear layer of the block is integer (row-local quantizers), so the row-wise passes apply.</summary>
     private static bool RowWise(Int8Block blk) =>
@@ -209,15 +210,18 @@ public sealed class Int8Engine
     /// body(r0, n, timer) over chunks of RowChunk rows in parallel (kernels inside run on the calling worker). When
     /// profiling, each stage's summed worker time divided by the worker count is added to StageSeconds.
     /// </summary>
-    private void RowChunks(int rows, Action<int, int, ChunkTimer> body)
+    private void RowChunks(int rows, Action<int, int, ChunkTimer> body) => Timed((rows + RowChunk - 1) / RowChunk, (ci, t) =>
     {
-        int chunks = (rows + RowChunk - 1) / RowChunk;
+        int r0 = ci * RowChunk;
+        body(r0, Math.Min(RowChunk, rows - r0), t);
+    });
+
+    /// <summary>body(i, timer) for i &lt; count in parallel; when profiling, stage times as RowChunks.</summary>
+    private void Timed(int count, Action<int, ChunkTimer> body)
+    {
+        int chunks = count;
         double[]? sums = Profile ? new double[ChunkStages.Length] : null;
-        Parallelism.For(0, chunks, ci =>
-        {
-            int r0 = ci * RowChunk;
-            body(r0, Math.Min(RowChunk, rows - r0), new ChunkTimer(sums));
-        });
+        Parallelism.For(0, chunks, ci => body(ci, new ChunkTimer(sums)));
         if (sums == null) return;
         int workers = Math.Min(chunks, Parallelism.Threads);
         for (int i = 0; i < sums.Length; i++)
@@ -365,11 +369,11 @@ public sealed class Int8Engine
         var (qk8, pv8, use16) = AttnOperands(at);
         short[]? qkv16 = use16 ? a.Qkv16 : null;
         if (!codesReady) QuantizeQkv(at, qkv, 0, B * N, a);
-        Parallelism.For(0, B * H, t =>
+        Timed(B * H, (t, timer) =>
         {
             int b = t / H, h = t % H;
             if (!_scratch.TryTake(out var s)) s = NewScratch();
-            try { AttendHead(at, b, h, qkv, qkv16, qk8 || pv8 ? a.Qkv8 : null, qk8, pv8, ctx, s, attnScale); }
+            try { AttendHead(at, b, h, qkv, qkv16, qk8 || pv8 ? a.Qkv8 : null, qk8, pv8, ctx, s, attnScale, timer); }
             finally { _scratch.Add(s); }
         });
     }
@@ -389,7 +393,7 @@ public sealed class Int8Engine
 
     private static bool Fits8(ActGrid g) => g.QMax - g.QMin <= 255;
 
-    private void AttendHead(Int8Attention at, int b, int h, float[] qkv, short[]? qkv16, byte[]? qkv8, bool qk8, bool pv8, float[] ctx, AttnScratch s, float attnScale)
+    private void AttendHead(Int8Attention at, int b, int h, float[] qkv, short[]? qkv16, byte[]? qkv8, bool qk8, bool pv8, float[] ctx, AttnScratch s, float attnScale, ChunkTimer timer)
     {
         var c = _p.Config;
         int N = c.NumTokens, D = c.EmbedDim, dh = c.HeadDim, ld = 3 * D;
@@ -427,7 +431,9 @@ public sealed class Int8Engine
             Gemm.Sgemm(false, true, N, N, dh, 1f, q, dh, k, dh, 0f, logits, N);
             TensorPrimitives.Multiply(logits.AsSpan(0, N * N), attnScale, logits.AsSpan(0, N * N));
         }
+        timer.Lap(8);
         SoftmaxKernel.SoftmaxRows(logits, logits, N, N);
+        timer.Lap(9);
         var outSpan = ctx.AsSpan(b * N * D + h * dh);
         if (pv8)
         {
@@ -461,6 +467,7 @@ public sealed class Int8Engine
             var v = Slice(qkv, vOff, ld, N, dh, s.Fv, at.Vq);
             Gemm.Sgemm(false, false, N, dh, N, 1f, probs, N, v, dh, 0f, outSpan, D);
         }
+        timer.Lap(10);
     }
 
     /// <summary>One head's q, k or v [N, dh] copied out of qkv (fake-quantized when the plan says so).</summary>
