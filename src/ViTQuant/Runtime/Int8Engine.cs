@@ -3,10 +3,18 @@
 // Buffers (B images, N tokens, D width, Hd MLP width, H heads, dh head width), allocated once per batch
 // size and reused by every call (the engine is not re-entrant: calls are serialised by a lock):
 //   x [B·N, D] residual stream   h [B·N, D] LayerNorm output   qkv [B·N, 3D]   ctx [B·N, D] heads merged
-//   y [B·N, D] projection output  mlp [B·N, Hd]   a16 [B·N, max(D, Hd) + 1] int16 GEMM operand
-//   per attention task (B·H of them, pooled): q16/k16/v16 [N, dh+1], logits [N, N], p16 [N, N+1], packed k/v.
+//   y [B·N, D] projection output  mlp [B·N, Hd]   a16 [B·N, max(D, Hd) + 2] int16 GEMM operand
+//   a8 [B·N, max(D, Hd) + 4] u8 operand of the AVX-512 VNNI kernel   qkv16 / qkv8 [B·N, 3D] q, k, v codes
+//   per attention task (B·H of them, pooled): q16/k16/v16 [N, dh+1], logits [N, N], p16 [N, N+1], p8 [N, ⌈N/4⌉·4],
+//   packed k/v (int16 pairs or shifted bytes), row/column zero-point terms.
 // Order (timm pre-norm, as VisionTransformer): embed → per block x += proj(attn(LN1 x)), x += fc2(gelu(fc1(LN2 x)))
 // → final norm on the class (and distillation) token → head(s).
+// Row-wise passes: when a block's four linear layers are integer (per-tensor input grids: nothing couples rows),
+// LN1 → qkv → q/k/v codes run over 64-row chunks in one parallel region, and proj → residual → LN2 → fc1 → GELU →
+// fc2 → residual in another: two fork/joins per block besides attention instead of one per op, and each chunk's
+// activations stay in cache between ops. Every op is row-local, so the bits equal the op-by-op order
+// (RowWisePasses = false), which blocks with a float-mode layer (whole-tensor fake quantizers) still take.
+// The code buffers are indexed by row at the widest layer's stride, so chunks at different layers never overlap.
 using System.Collections.Concurrent;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using ViTQuant.Kernels;
