@@ -50,7 +50,12 @@ public sealed class Int8Engine
     /// <summary>When true, Forward adds each stage's wall time (seconds) to <see cref="StageSeconds"/> (bench profiles).</summary>
     public bool Profile { get; set; }
 
-    /// <summary>Accumulated wall time per stage (embed, layernorm, qkv, attention, proj, fc1, gelu, fc2, residual, head) while Profile is on.</summary>
+    /// <summary>
+    /// Accumulated time per stage (embed, layernorm, qkv, attn.q·kᵀ, attn.softmax, attn.probs·v, proj, fc1, gelu, fc2,
+    /// residual, head; attn.codes when q/k/v are quantised outside the row-wise pass) while Profile is on. Stages that
+    /// run inside a parallel region (row-wise passes, attention heads) report their summed worker time divided by the
+    /// worker count; the others wall time.
+    /// </summary>
     public Dictionary<string, double> StageSeconds { get; } = new();
 
     private long _t0;
@@ -140,8 +145,7 @@ public sealed class Int8Engine
                     QuantizeQkv(blk.Attn, a.Qkv, r0, n, a);
                     t.Lap(1);
                 });
-                Attention(blk.Attn, B, a, codesReady: true);
-                Mark("attention");
+                Attention(blk.Attn, B, a, codesReady: true); // profiled as its attn.* sub-stages
                 RowChunks(rows, (r0, n, t) =>
                 {
                     var x = a.X.AsSpan(r0 * D, n * D);
@@ -167,7 +171,6 @@ public sealed class Int8Engine
             Linear(blk.Qkv, a.H, rows, a.Qkv, a, new[] { B, N, D });
             Mark("qkv");
             Attention(blk.Attn, B, a);
-            Mark("attention");
             Linear(blk.Proj, a.Ctx, rows, a.Y, a, new[] { B, N, D });
             Mark("proj");
             TensorPrimitives.Add(a.X.AsSpan(0, rows * D), a.Y.AsSpan(0, rows * D), a.X.AsSpan(0, rows * D));
@@ -276,13 +279,17 @@ public sealed class Int8Engine
         }
         else src = img.ToArray();
         // im2col: row (b, gy, gx), column (ch, py, px), the flattened conv weight's order.
-        Parallelism.For(0, B * Np, r =>
+        // In chunks of patches: one patch is a few hundred bytes of copies, far below a parallel task's cost.
+        Parallelism.ForChunks(B * Np, 64, (r0, r1) =>
         {
-            int b = r / Np, gy = r % Np / G, gx = r % G;
-            int o = r * cpp;
-            for (int ch = 0; ch < C; ch++)
-                for (int py = 0; py < P; py++)
-                    Array.Copy(src, ((b * C + ch) * S + gy * P + py) * S + gx * P, a.Patches, o + (ch * P + py) * P, P);
+            for (int r = r0; r < r1; r++)
+            {
+                int b = r / Np, gy = r % Np / G, gx = r % G;
+                int o = r * cpp;
+                for (int ch = 0; ch < C; ch++)
+                    for (int py = 0; py < P; py++)
+                        Array.Copy(src, ((b * C + ch) * S + gy * P + py) * S + gx * P, a.Patches, o + (ch * P + py) * P, P);
+            }
         });
         var tok = a.Y; // [B·Np, D]
         Gemm.Sgemm(false, true, B * Np, D, cpp, 1f, a.Patches, cpp, _p.PatchW, cpp, 0f, tok, D);
@@ -376,7 +383,11 @@ public sealed class Int8Engine
         // AVX-512 VNNI: both products on unsigned-byte codes (head widths a multiple of 4, 8-bit grids).
         var (qk8, pv8, use16) = AttnOperands(at);
         short[]? qkv16 = use16 ? a.Qkv16 : null;
-        if (!codesReady) QuantizeQkv(at, qkv, 0, B * N, a);
+        if (!codesReady)
+        {
+            QuantizeQkv(at, qkv, 0, B * N, a);
+            Mark("attn.codes");
+        }
         Timed(B * H, (t, timer) =>
         {
             int b = t / H, h = t % H;
