@@ -52,9 +52,10 @@ public sealed class Int8Engine
 
     /// <summary>
     /// Accumulated time per stage (embed, layernorm, qkv, attn.q·kᵀ, attn.softmax, attn.probs·v, proj, fc1, gelu, fc2,
-    /// residual, head; attn.codes when q/k/v are quantised outside the row-wise pass) while Profile is on. Stages that
-    /// run inside a parallel region (row-wise passes, attention heads) report their summed worker time divided by the
-    /// worker count; the others wall time.
+    /// residual, head; attn.codes when q/k/v are quantised outside the row-wise pass; sync) while Profile is on. Stages
+    /// that run inside a parallel region (row-wise passes, attention heads) report their summed worker time divided by
+    /// the worker count, and "sync" the rest of those regions' wall time (fork/join, waiting for the slowest worker);
+    /// the others wall time.
     /// </summary>
     public Dictionary<string, double> StageSeconds { get; } = new();
 
@@ -234,10 +235,20 @@ public sealed class Int8Engine
         double[]? sums = Profile ? new double[ChunkStages.Length] : null;
         Parallelism.For(0, chunks, ci => body(ci, new ChunkTimer(sums)));
         if (sums == null) return;
+        long end = System.Diagnostics.Stopwatch.GetTimestamp();
         int workers = Math.Min(chunks, Parallelism.Threads);
+        double shares = 0;
         for (int i = 0; i < sums.Length; i++)
-            if (sums[i] > 0) StageSeconds[ChunkStages[i]] = StageSeconds.GetValueOrDefault(ChunkStages[i]) + sums[i] / workers;
-        _t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+        {
+            if (sums[i] <= 0) continue;
+            StageSeconds[ChunkStages[i]] = StageSeconds.GetValueOrDefault(ChunkStages[i]) + sums[i] / workers;
+            shares += sums[i] / workers;
+        }
+        // The region's wall time beyond its stages' shares: (the engine's time before the region,) fork/join and waiting
+        // for the slowest worker — what a busy or uneven machine costs.
+        double wall = (end - _t0) / (double)System.Diagnostics.Stopwatch.Frequency;
+        StageSeconds["sync"] = StageSeconds.GetValueOrDefault("sync") + Math.Max(0, wall - shares);
+        _t0 = end;
     }
 
     /// <summary>
