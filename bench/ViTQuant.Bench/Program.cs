@@ -27,6 +27,8 @@ if (args.Length > 0 && args[0] == "fwdops")
     return ForwardOps.Run(args[1..]);
 if (args.Length > 0 && args[0] == "cpubench")
     return CpuBench.Run(args[1..]);
+if (args.Length > 0 && args[0] == "int8")
+    return ViTQuant.Bench.Int8Bench.Run(args[1..]);
 if (args.Length > 0 && args[0] == "attn")
     return AttentionBench.Run(args[1..]);
 if (args.Length > 0 && args[0] == "ab")

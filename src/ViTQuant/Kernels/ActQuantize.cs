@@ -20,6 +20,12 @@ namespace ViTQuant.Kernels;
 /// <param name="LsqOrder">true: clamp before rounding and add z before it (LSQ); false: the uniform order.</param>
 public readonly record struct ActGrid(float Scale, float Zero, int QMin, int QMax, bool LsqOrder)
 {
+    /// <summary>The unsigned 8-bit code u = code − q_min of one value (the VNNI kernel's operand; a = u − (z − q_min)). Valid when q_max − q_min ≤ 255.</summary>
+    public byte CodeU8(float x) => (byte)(Code(x) + (int)Zero - QMin);
+
+    /// <summary>z − q_min: the unsigned codes' zero point.</summary>
+    public int ZeroU => (int)Zero - QMin;
+
     /// <summary>The integer operand of one value (the reference rule of the file header).</summary>
     public short Code(float x)
     {
@@ -56,13 +62,62 @@ public static unsafe class ActQuantize
                     float* xs = X + (nint)r * ldx;
                     short* ds = D + (nint)r * ldd;
                     int j = 0;
-                    if (p == IntGemmPath.Avx512 && Vector512.IsHardwareAccelerated) j = Row512(xs, ds, cols, grid);
+                    if (p >= IntGemmPath.Avx512 && Vector512.IsHardwareAccelerated) j = Row512(xs, ds, cols, grid);
                     else if (p != IntGemmPath.Scalar && Vector256.IsHardwareAccelerated) j = Row256(xs, ds, cols, grid);
                     for (; j < cols; j++) ds[j] = grid.Code(xs[j]);
                     if (pad != 0) ds[cols] = 0;
                 }
             });
         }
+    }
+
+    /// <summary>
+    /// dst[r·ldd + j] = grid.CodeU8(x[r·ldx + j]) for r &lt; rows, j &lt; cols (the VNNI kernel's u8 operand), and
+    /// dst[r·ldd + j] = 0 for cols ≤ j &lt; pad. simd false runs the scalar rule. Parallel over rows unless inside a
+    /// parallel body. Throws ArgumentException on short buffers or a grid wider than 8 bits.
+    /// </summary>
+    internal static void RowsU8(ReadOnlySpan<float> x, int ldx, int rows, int cols, Span<byte> dst, int ldd, int pad, ActGrid grid, bool simd = true)
+    {
+        if (grid.QMax - grid.QMin > 255) throw new ArgumentException($"quantize: grid [{grid.QMin}, {grid.QMax}] does not fit 8 bits");
+        pad = Math.Max(pad, cols);
+        if (rows == 0) return;
+        if (x.Length < (long)(rows - 1) * ldx + cols || dst.Length < (long)(rows - 1) * ldd + pad || ldd < pad)
+            throw new ArgumentException($"quantize: buffers too short for {rows}×{cols} (x {x.Length}, stride {ldx}; dst {dst.Length}, stride {ldd}, pad {pad})");
+        simd &= Vector512.IsHardwareAccelerated && System.Runtime.Intrinsics.X86.Avx512F.IsSupported;
+        fixed (float* px = x)
+        fixed (byte* pd = dst)
+        {
+            float* X = px;
+            byte* D = pd;
+            Parallelism.ForChunks(rows, Math.Max(1, 16384 / Math.Max(1, cols)), (r0, r1) =>
+            {
+                for (int r = r0; r < r1; r++)
+                {
+                    float* xs = X + (nint)r * ldx;
+                    byte* ds = D + (nint)r * ldd;
+                    int j = simd ? RowU8x512(xs, ds, cols, grid) : 0;
+                    for (; j < cols; j++) ds[j] = grid.CodeU8(xs[j]);
+                    for (; j < pad; j++) ds[j] = 0;
+                }
+            });
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int RowU8x512(float* x, byte* d, int n, ActGrid g)
+    {
+        var s = Vector512.Create(g.Scale);
+        var z = Vector512.Create(g.Zero);
+        var lo = Vector512.Create((float)g.QMin);
+        var hi = Vector512.Create((float)g.QMax);
+        int j = 0;
+        for (; j + 16 <= n; j += 16)
+        {
+            // code − q_min: Code512 with q_min in place of z as the offset (exact: small integers in float).
+            var c = Code512(Vector512.Load(x + j), s, z, lo, hi, g.LsqOrder) + Vector512.Create((int)g.Zero - g.QMin);
+            System.Runtime.Intrinsics.X86.Avx512F.ConvertToVector128Byte(c).Store(d + j);
+        }
+        return j;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -42,6 +42,11 @@ public enum IntGemmPath
     AvxVnni,
     /// <summary>AVX-512BW vpmaddwd, 8 rows × 32 columns per micro-tile.</summary>
     Avx512,
+    /// <summary>
+    /// AVX-512 VNNI vpdpbusd on u8 activations × s8 weights (Int8GemmVnni.cs, machine code) for the linear layers
+    /// whose weights fit 8 bits signed; everything else (attention products, wider weights) on the Avx512 kernel.
+    /// </summary>
+    Avx512Vnni,
 }
 
 /// <summary>B packed for <see cref="Int8Gemm"/> (file header layout): built once, read by every path.</summary>
@@ -137,7 +142,7 @@ public static unsafe class Int8Gemm
     /// <summary>Columns per packed panel.</summary>
     public const int NR = 32;
 
-    /// <summary>Environment variable that forces a path (scalar, avx2, avxvnni, avx512), for tests and comparisons.</summary>
+    /// <summary>Environment variable that forces a path (scalar, avx2, avxvnni, avx512, avx512vnni), for tests and comparisons.</summary>
     public const string PathVariable = "VITQ_INT8_KERNEL";
 
     private static IntGemmPath? _forced;
@@ -150,11 +155,13 @@ public static unsafe class Int8Gemm
         IntGemmPath.Avx2 => Avx2.IsSupported && Fma.IsSupported,
         IntGemmPath.AvxVnni => AvxVnni.IsSupported && Avx2.IsSupported && Fma.IsSupported,
         IntGemmPath.Avx512 => Avx512BW.IsSupported && Avx512F.IsSupported,
+        IntGemmPath.Avx512Vnni => Int8GemmVnni.IsSupported,
         _ => false,
     };
 
     /// <summary>The fastest supported path.</summary>
     public static IntGemmPath Best =>
+        IsSupported(IntGemmPath.Avx512Vnni) ? IntGemmPath.Avx512Vnni :
         IsSupported(IntGemmPath.Avx512) ? IntGemmPath.Avx512 :
         IsSupported(IntGemmPath.AvxVnni) ? IntGemmPath.AvxVnni :
         IsSupported(IntGemmPath.Avx2) ? IntGemmPath.Avx2 : IntGemmPath.Scalar;
@@ -197,7 +204,7 @@ public static unsafe class Int8Gemm
         var v = Environment.GetEnvironmentVariable(PathVariable);
         if (string.IsNullOrWhiteSpace(v)) return null;
         if (!Enum.TryParse<IntGemmPath>(v, ignoreCase: true, out var p) || !Enum.IsDefined(p))
-            throw new ViTQuantException($"{PathVariable}={v}: expected scalar, avx2, avxvnni or avx512");
+            throw new ViTQuantException($"{PathVariable}={v}: expected scalar, avx2, avxvnni, avx512 or avx512vnni");
         if (!IsSupported(p)) throw new ViTQuantException($"{PathVariable}={v}: this CPU does not support that path (supported: {string.Join(", ", SupportedPaths)})");
         return p;
     }
@@ -205,23 +212,16 @@ public static unsafe class Int8Gemm
     /// <summary>For `vitq info`: the path in use and every supported path.</summary>
     public static string Describe() =>
         $"{Path} ({Instruction(Path)}); supported: {string.Join(", ", SupportedPaths)}; " +
-        $"CPU AVX512-VNNI {Avx512Vnni()}, AVX-VNNI {AvxVnni.IsSupported} (no .NET 10 API emits EVEX vpdpbusd)";
+        $"CPU AVX512-VNNI {Int8GemmVnni.CpuHasVnni()}, AVX-VNNI {AvxVnni.IsSupported} (no .NET 10 API emits EVEX vpdpbusd: machine-code kernel {(Int8GemmVnni.IsSupported ? "loaded" : "not available")})";
 
     private static string Instruction(IntGemmPath p) => p switch
     {
+        IntGemmPath.Avx512Vnni => "zmm vpdpbusd on u8×s8 quads (machine code), zmm vpmaddwd for the rest",
         IntGemmPath.Avx512 => "zmm vpmaddwd on int16 pairs",
         IntGemmPath.AvxVnni => "ymm vpdpwssd on int16 pairs",
         IntGemmPath.Avx2 => "ymm vpmaddwd on int16 pairs",
         _ => "scalar int32",
     };
-
-    private static bool Avx512Vnni()
-    {
-        // CPUID leaf 7, sub-leaf 0: ECX bit 11 = AVX512_VNNI. Reported only; no kernel can use it from C#.
-        if (!X86Base.IsSupported) return false;
-        var (_, _, ecx, _) = X86Base.CpuId(7, 0);
-        return (ecx & (1 << 11)) != 0;
-    }
 
     /// <summary>
     /// c[m, n] = FMA((float)Σ_k a[m, k]·B[k, n], scale[n], bias[n]) for m &lt; M, n &lt; B.N (row stride ldc).
@@ -239,6 +239,7 @@ public static unsafe class Int8Gemm
         int np = b.Panels * NR;
         if (scale.Length < np || bias.Length < np) throw new ArgumentException($"scale/bias have {scale.Length}/{bias.Length} values, need {np} (padded to whole panels: PadToPanels)");
         if (m == 0 || b.N == 0) return;
+        if (p == IntGemmPath.Avx512Vnni) p = IntGemmPath.Avx512; // the int16 operands' kernel on VNNI machines
         int mr = p == IntGemmPath.Avx512 ? 8 : 4;
         int rowBlock = Math.Max(mr, 64 / mr * mr), colBlock = 2;
         int rowBlocks = (m + rowBlock - 1) / rowBlock, colBlocks = (b.Panels + colBlock - 1) / colBlock;

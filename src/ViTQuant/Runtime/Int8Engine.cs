@@ -3,10 +3,18 @@
 // Buffers (B images, N tokens, D width, Hd MLP width, H heads, dh head width), allocated once per batch
 // size and reused by every call (the engine is not re-entrant: calls are serialised by a lock):
 //   x [B·N, D] residual stream   h [B·N, D] LayerNorm output   qkv [B·N, 3D]   ctx [B·N, D] heads merged
-//   y [B·N, D] projection output  mlp [B·N, Hd]   a16 [B·N, max(D, Hd) + 1] int16 GEMM operand
-//   per attention task (B·H of them, pooled): q16/k16/v16 [N, dh+1], logits [N, N], p16 [N, N+1], packed k/v.
+//   y [B·N, D] projection output  mlp [B·N, Hd]   a16 [B·N, max(D, Hd) + 2] int16 GEMM operand
+//   a8 [B·N, max(D, Hd) + 4] u8 operand of the AVX-512 VNNI kernel   qkv16 / qkv8 [B·N, 3D] q, k, v codes
+//   per attention task (B·H of them, pooled): q16/k16/v16 [N, dh+1], logits [N, N], p16 [N, N+1], p8 [N, ⌈N/4⌉·4],
+//   packed k/v (int16 pairs or shifted bytes), row/column zero-point terms.
 // Order (timm pre-norm, as VisionTransformer): embed → per block x += proj(attn(LN1 x)), x += fc2(gelu(fc1(LN2 x)))
 // → final norm on the class (and distillation) token → head(s).
+// Row-wise passes: when a block's four linear layers are integer (per-tensor input grids: nothing couples rows),
+// LN1 → qkv → q/k/v codes run over 64-row chunks in one parallel region, and proj → residual → LN2 → fc1 → GELU →
+// fc2 → residual in another: two fork/joins per block besides attention instead of one per op, and each chunk's
+// activations stay in cache between ops. Every op is row-local, so the bits equal the op-by-op order
+// (RowWisePasses = false), which blocks with a float-mode layer (whole-tensor fake quantizers) still take.
+// The code buffers are indexed by row at the widest layer's stride, so chunks at different layers never overlap.
 using System.Collections.Concurrent;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using ViTQuant.Kernels;
@@ -42,7 +50,13 @@ public sealed class Int8Engine
     /// <summary>When true, Forward adds each stage's wall time (seconds) to <see cref="StageSeconds"/> (bench profiles).</summary>
     public bool Profile { get; set; }
 
-    /// <summary>Accumulated wall time per stage (embed, layernorm, qkv, attention, proj, fc1, gelu, fc2, residual, head) while Profile is on.</summary>
+    /// <summary>
+    /// Accumulated time per stage (embed, layernorm, qkv, attn.q·kᵀ, attn.softmax, attn.probs·v, proj, fc1, gelu, fc2,
+    /// residual, head; attn.codes when q/k/v are quantised outside the row-wise pass; sync) while Profile is on. Stages
+    /// that run inside a parallel region (row-wise passes, attention heads) report their summed worker time divided by
+    /// the worker count, and "sync" the rest of those regions' wall time (fork/join, waiting for the slowest worker);
+    /// the others wall time.
+    /// </summary>
     public Dictionary<string, double> StageSeconds { get; } = new();
 
     private long _t0;
@@ -59,8 +73,12 @@ public sealed class Int8Engine
     {
         public float[] X = null!, H = null!, Qkv = null!, Ctx = null!, Y = null!, Mlp = null!, Patches = null!, Mean = null!, Rstd = null!, Pooled = null!, Logits = null!, Logits2 = null!;
         public short[] A16 = null!;
+        /// <summary>u8 activation codes of a linear layer's input for the VNNI kernel [rows, In rounded up to 4].</summary>
+        public byte[] A8 = null!;
         /// <summary>q, k, v codes of the whole batch [B·N, 3D] (even head widths), quantised once per block.</summary>
         public short[] Qkv16 = null!;
+        /// <summary>The same as unsigned bytes (code − q_min) for the VNNI attention products (head widths a multiple of 4).</summary>
+        public byte[] Qkv8 = null!;
     }
 
     private sealed class AttnScratch
@@ -68,6 +86,10 @@ public sealed class Int8Engine
         public short[] Q16 = null!, K16 = null!, V16 = null!, P16 = null!;
         public float[] Logits = null!, Fq = null!, Fk = null!, Fv = null!;
         public PackedB? Kb, Vb;
+        // VNNI attention: probability codes [N, ⌈N/4⌉·4], row and column terms, signed-byte panels of k and v.
+        public byte[] P8 = null!;
+        public int[] RowQ = null!, RowP = null!, ColK = null!, ColV = null!;
+        public PackedB8? Kb8, Vb8;
     }
 
     private Arena ArenaFor(int B)
@@ -82,7 +104,9 @@ public sealed class Int8Engine
             Mlp = new float[rows * Hd], Patches = new float[B * c.NumPatches * Math.Max(cpp, D)], Mean = new float[rows], Rstd = new float[rows],
             Pooled = new float[2 * B * D], Logits = new float[B * c.NumClasses], Logits2 = new float[B * c.NumClasses],
             A16 = new short[rows * (Math.Max(D, Hd) + 2)],
+            A8 = new byte[rows * (Math.Max(D, Hd) + 4)],
             Qkv16 = new short[rows * 3 * D],
+            Qkv8 = new byte[rows * 3 * D],
         };
         _arenas[B] = a;
         return a;
@@ -110,12 +134,44 @@ public sealed class Int8Engine
         Mark("embed");
         foreach (var blk in _p.Blocks)
         {
+            if (RowWisePasses && RowWise(blk))
+            {
+                // Every op but attention is row-local: run them over chunks of rows, one parallel region per side of
+                // the attention instead of one per op, with each chunk's activations staying in cache (identical bits).
+                RowChunks(rows, (r0, n, t) =>
+                {
+                    LayerNormKernel.LayerNormRows(a.X.AsSpan(r0 * D, n * D), blk.Ln1W, blk.Ln1B, a.H.AsSpan(r0 * D, n * D), a.Mean.AsSpan(r0, n), a.Rstd.AsSpan(r0, n), n, D, c.LayerNormEps);
+                    t.Lap(0);
+                    LinearRows(blk.Qkv, a.H, r0, n, a.Qkv, a);
+                    QuantizeQkv(blk.Attn, a.Qkv, r0, n, a);
+                    t.Lap(1);
+                });
+                Attention(blk.Attn, B, a, codesReady: true); // profiled as its attn.* sub-stages
+                RowChunks(rows, (r0, n, t) =>
+                {
+                    var x = a.X.AsSpan(r0 * D, n * D);
+                    LinearRows(blk.Proj, a.Ctx, r0, n, a.Y, a);
+                    t.Lap(2);
+                    TensorPrimitives.Add(x, a.Y.AsSpan(r0 * D, n * D), x);
+                    t.Lap(7);
+                    LayerNormKernel.LayerNormRows(x, blk.Ln2W, blk.Ln2B, a.H.AsSpan(r0 * D, n * D), a.Mean.AsSpan(r0, n), a.Rstd.AsSpan(r0, n), n, D, c.LayerNormEps);
+                    t.Lap(0);
+                    LinearRows(blk.Fc1, a.H, r0, n, a.Mlp, a);
+                    t.Lap(3);
+                    GeluKernel.Gelu(a.Mlp.AsSpan(r0 * c.MlpHidden, n * c.MlpHidden), a.Mlp.AsSpan(r0 * c.MlpHidden, n * c.MlpHidden));
+                    t.Lap(4);
+                    LinearRows(blk.Fc2, a.Mlp, r0, n, a.Y, a);
+                    t.Lap(5);
+                    TensorPrimitives.Add(x, a.Y.AsSpan(r0 * D, n * D), x);
+                    t.Lap(7);
+                });
+                continue;
+            }
             LayerNormKernel.LayerNormRows(a.X, blk.Ln1W, blk.Ln1B, a.H, a.Mean, a.Rstd, rows, D, c.LayerNormEps);
             Mark("layernorm");
             Linear(blk.Qkv, a.H, rows, a.Qkv, a, new[] { B, N, D });
             Mark("qkv");
             Attention(blk.Attn, B, a);
-            Mark("attention");
             Linear(blk.Proj, a.Ctx, rows, a.Y, a, new[] { B, N, D });
             Mark("proj");
             TensorPrimitives.Add(a.X.AsSpan(0, rows * D), a.Y.AsSpan(0, rows * D), a.X.AsSpan(0, rows * D));
@@ -134,6 +190,91 @@ public sealed class Int8Engine
         Mark("head");
     }
 
+    /// <summary>Run the row-local ops in chunked passes (default); false runs them op by op over all rows (same bits; for A/B timing).</summary>
+    internal bool RowWisePasses { get; set; } = true;
+
+    /// <summary>Rows per chunk of the row-wise passes: 8 micro-tiles, and a chunk's activations (≈ 0.3 MB with fc1's) stay in L2.</summary>
+    private const int RowChunk = 64;
+
+    private static readonly string[] ChunkStages = { "layernorm", "qkv", "proj", "fc1", "gelu", "fc2", "", "residual",
+        "attn.q·kᵀ", "attn.softmax", "attn.probs·v" };
+
+    /// <summary>True when every linear layer of the block is integer (row-local quantizers), so the row-wise passes apply.</summary>
+    private static bool RowWise(Int8Block blk) =>
+        blk.Qkv.Mode == Int8Mode.Integer && blk.Proj.Mode == Int8Mode.Integer && blk.Fc1.Mode == Int8Mode.Integer && blk.Fc2.Mode == Int8Mode.Integer;
+
+    /// <summary>Per-chunk stage timer (profiling only): Lap(i) adds the time since the previous lap to stage i.</summary>
+    private sealed class ChunkTimer
+    {
+        private readonly double[]? _sums;
+        private long _t;
+        public ChunkTimer(double[]? sums) { _sums = sums; _t = sums == null ? 0 : System.Diagnostics.Stopwatch.GetTimestamp(); }
+        public void Lap(int stage)
+        {
+            if (_sums == null) return;
+            long now = System.Diagnostics.Stopwatch.GetTimestamp();
+            lock (_sums) _sums[stage] += (now - _t) / (double)System.Diagnostics.Stopwatch.Frequency;
+            _t = now;
+        }
+    }
+
+    /// <summary>
+    /// body(r0, n, timer) over chunks of RowChunk rows in parallel (kernels inside run on the calling worker). When
+    /// profiling, each stage's summed worker time divided by the worker count is added to StageSeconds.
+    /// </summary>
+    private void RowChunks(int rows, Action<int, int, ChunkTimer> body) => Timed((rows + RowChunk - 1) / RowChunk, (ci, t) =>
+    {
+        int r0 = ci * RowChunk;
+        body(r0, Math.Min(RowChunk, rows - r0), t);
+    });
+
+    /// <summary>body(i, timer) for i &lt; count in parallel; when profiling, stage times as RowChunks.</summary>
+    private void Timed(int count, Action<int, ChunkTimer> body)
+    {
+        int chunks = count;
+        double[]? sums = Profile ? new double[ChunkStages.Length] : null;
+        Parallelism.For(0, chunks, ci => body(ci, new ChunkTimer(sums)));
+        if (sums == null) return;
+        long end = System.Diagnostics.Stopwatch.GetTimestamp();
+        int workers = Math.Min(chunks, Parallelism.Threads);
+        double shares = 0;
+        for (int i = 0; i < sums.Length; i++)
+        {
+            if (sums[i] <= 0) continue;
+            StageSeconds[ChunkStages[i]] = StageSeconds.GetValueOrDefault(ChunkStages[i]) + sums[i] / workers;
+            shares += sums[i] / workers;
+        }
+        // The region's wall time beyond its stages' shares: (the engine's time before the region,) fork/join and waiting
+        // for the slowest worker — what a busy or uneven machine costs.
+        double wall = (end - _t0) / (double)System.Diagnostics.Stopwatch.Frequency;
+        StageSeconds["sync"] = StageSeconds.GetValueOrDefault("sync") + Math.Max(0, wall - shares);
+        _t0 = end;
+    }
+
+    /// <summary>
+    /// Rows [r0, r0 + n) of an integer layer: y[r, Out] = layer(x[r, In]), using the rows' own part of the code buffers.
+    /// That part starts at r0 times the widest layer's stride, so chunks at different layers (fc1 in one, fc2 in
+    /// another) never share code bytes.
+    /// </summary>
+    private void LinearRows(Int8Linear l, float[] x, int r0, int n, float[] y, Arena a)
+    {
+        var xs = x.AsSpan(r0 * l.In, n * l.In);
+        var ys = y.AsSpan(r0 * l.Out, n * l.Out);
+        int wide = Math.Max(_p.Config.EmbedDim, _p.Config.MlpHidden);
+        if (l.Packed8 != null && Int8Gemm.Path == IntGemmPath.Avx512Vnni)
+        {
+            int lda8 = l.Packed8.Kq * 4;
+            var a8 = a.A8.AsSpan(r0 * (wide + 4), n * lda8);
+            ActQuantize.RowsU8(xs, l.In, n, l.In, a8, lda8, lda8, l.Grid);
+            Int8GemmVnni.Gemm(a8, lda8, n, l.Packed8, l.Corr, l.Scale, l.BiasPadded, ys, l.Out);
+            return;
+        }
+        int lda = l.Packed!.Kp;
+        var a16 = a.A16.AsSpan(r0 * (wide + 2), n * lda);
+        ActQuantize.Rows(xs, l.In, n, l.In, a16, lda, l.Grid);
+        Int8Gemm.Gemm(a16, lda, n, l.Packed, l.Scale, l.BiasPadded, ys, l.Out);
+    }
+
     /// <summary>Patch embedding as an im2col float GEMM, prefix tokens, position embedding.</summary>
     private void Embed(ReadOnlySpan<float> img, int B, Arena a)
     {
@@ -149,13 +290,17 @@ public sealed class Int8Engine
         }
         else src = img.ToArray();
         // im2col: row (b, gy, gx), column (ch, py, px), the flattened conv weight's order.
-        Parallelism.For(0, B * Np, r =>
+        // In chunks of patches: one patch is a few hundred bytes of copies, far below a parallel task's cost.
+        Parallelism.ForChunks(B * Np, 64, (r0, r1) =>
         {
-            int b = r / Np, gy = r % Np / G, gx = r % G;
-            int o = r * cpp;
-            for (int ch = 0; ch < C; ch++)
-                for (int py = 0; py < P; py++)
-                    Array.Copy(src, ((b * C + ch) * S + gy * P + py) * S + gx * P, a.Patches, o + (ch * P + py) * P, P);
+            for (int r = r0; r < r1; r++)
+            {
+                int b = r / Np, gy = r % Np / G, gx = r % G;
+                int o = r * cpp;
+                for (int ch = 0; ch < C; ch++)
+                    for (int py = 0; py < P; py++)
+                        Array.Copy(src, ((b * C + ch) * S + gy * P + py) * S + gx * P, a.Patches, o + (ch * P + py) * P, P);
+            }
         });
         var tok = a.Y; // [B·Np, D]
         Gemm.Sgemm(false, true, B * Np, D, cpp, 1f, a.Patches, cpp, _p.PatchW, cpp, 0f, tok, D);
@@ -173,6 +318,13 @@ public sealed class Int8Engine
     /// <summary>y[rows, Out] = layer(x[rows, In]) (integer or float mode); shape is x's logical shape for fake quantizers.</summary>
     private void Linear(Int8Linear l, float[] x, int rows, float[] y, Arena a, int[] shape)
     {
+        if (l.Mode == Int8Mode.Integer && l.Packed8 != null && Int8Gemm.Path == IntGemmPath.Avx512Vnni)
+        {
+            int lda8 = l.Packed8.Kq * 4;
+            ActQuantize.RowsU8(x, l.In, rows, l.In, a.A8, lda8, lda8, l.Grid);
+            Int8GemmVnni.Gemm(a.A8, lda8, rows, l.Packed8, l.Corr, l.Scale, l.BiasPadded, y, l.Out);
+            return;
+        }
         if (l.Mode == Int8Mode.Integer)
         {
             int lda = l.Packed!.Kp;
@@ -193,7 +345,43 @@ public sealed class Int8Engine
         return q.Forward(Tensor.FromArray(x.AsSpan(0, n), shape)).ToArray();
     }
 
-    private void Attention(Int8Attention at, int B, Arena a)
+    /// <summary>
+    /// Which code buffers the attention products read: unsigned bytes (AVX-512 VNNI: head widths a multiple of 4, 8-bit
+    /// grids) for q·kᵀ and/or probs·v, and int16 (even head widths) for an integer product not on bytes.
+    /// </summary>
+    private (bool Qk8, bool Pv8, bool Use16) AttnOperands(Int8Attention at)
+    {
+        int dh = _p.Config.HeadDim;
+        bool vnni = Int8Gemm.Path == IntGemmPath.Avx512Vnni && dh % 4 == 0;
+        bool qk8 = vnni && at.QkInteger && Fits8(at.Q) && Fits8(at.K), pv8 = vnni && at.PvInteger && Fits8(at.P) && Fits8(at.V);
+        return (qk8, pv8, dh % 2 == 0 && !(qk8 && pv8));
+    }
+
+    /// <summary>
+    /// Rows [r0, r0 + n) of q, k and v quantised into the batch-wide code buffers the products read (AttnOperands).
+    /// With an even head width every head's slice of such a buffer is a ready GEMM operand (no odd-K pad).
+    /// </summary>
+    private void QuantizeQkv(Int8Attention at, float[] qkv, int r0, int n, Arena a)
+    {
+        int D = _p.Config.EmbedDim, ld = 3 * D, o = r0 * ld;
+        var (qk8, pv8, use16) = AttnOperands(at);
+        if (qk8)
+        {
+            ActQuantize.RowsU8(qkv.AsSpan(o), ld, n, D, a.Qkv8.AsSpan(o), ld, D, at.Q);
+            ActQuantize.RowsU8(qkv.AsSpan(o + D), ld, n, D, a.Qkv8.AsSpan(o + D), ld, D, at.K);
+        }
+        if (pv8) ActQuantize.RowsU8(qkv.AsSpan(o + 2 * D), ld, n, D, a.Qkv8.AsSpan(o + 2 * D), ld, D, at.V);
+        if (!use16) return;
+        if (at.QkInteger && !qk8)
+        {
+            ActQuantize.Rows(qkv.AsSpan(o), ld, n, D, a.Qkv16.AsSpan(o), ld, at.Q);
+            ActQuantize.Rows(qkv.AsSpan(o + D), ld, n, D, a.Qkv16.AsSpan(o + D), ld, at.K);
+        }
+        if (at.PvInteger && !pv8) ActQuantize.Rows(qkv.AsSpan(o + 2 * D), ld, n, D, a.Qkv16.AsSpan(o + 2 * D), ld, at.V);
+    }
+
+    /// <summary>Both attention products of every (image, head); codesReady: the row-wise pass already quantised q, k, v.</summary>
+    private void Attention(Int8Attention at, int B, Arena a, bool codesReady = false)
     {
         var c = _p.Config;
         int N = c.NumTokens, D = c.EmbedDim, H = c.NumHeads, dh = c.HeadDim;
@@ -203,22 +391,19 @@ public sealed class Int8Engine
         float[] qkv = a.Qkv, ctx = a.Ctx;
         // With an even head width every head's slice of the batch-wide code buffer is a ready GEMM operand
         // (no odd-K pad), so q, k and v are quantised in three wide passes instead of three per head.
-        short[]? qkv16 = dh % 2 == 0 ? a.Qkv16 : null;
-        if (qkv16 != null)
+        // AVX-512 VNNI: both products on unsigned-byte codes (head widths a multiple of 4, 8-bit grids).
+        var (qk8, pv8, use16) = AttnOperands(at);
+        short[]? qkv16 = use16 ? a.Qkv16 : null;
+        if (!codesReady)
         {
-            int rows = B * N;
-            if (at.QkInteger)
-            {
-                ActQuantize.Rows(qkv, 3 * D, rows, D, qkv16, 3 * D, at.Q);
-                ActQuantize.Rows(qkv.AsSpan(D), 3 * D, rows, D, qkv16.AsSpan(D), 3 * D, at.K);
-            }
-            if (at.PvInteger) ActQuantize.Rows(qkv.AsSpan(2 * D), 3 * D, rows, D, qkv16.AsSpan(2 * D), 3 * D, at.V);
+            QuantizeQkv(at, qkv, 0, B * N, a);
+            Mark("attn.codes");
         }
-        Parallelism.For(0, B * H, t =>
+        Timed(B * H, (t, timer) =>
         {
             int b = t / H, h = t % H;
             if (!_scratch.TryTake(out var s)) s = NewScratch();
-            try { AttendHead(at, b, h, qkv, qkv16, ctx, s, attnScale); }
+            try { AttendHead(at, b, h, qkv, qkv16, qk8 || pv8 ? a.Qkv8 : null, qk8, pv8, ctx, s, attnScale, timer); }
             finally { _scratch.Add(s); }
         });
     }
@@ -231,16 +416,32 @@ public sealed class Int8Engine
         {
             Q16 = new short[N * (dh + 1)], K16 = new short[N * (dh + 1)], V16 = new short[N * (dh + 1)], P16 = new short[N * (N + 1)],
             Logits = new float[N * N], Fq = new float[N * dh], Fk = new float[N * dh], Fv = new float[N * dh],
+            P8 = new byte[N * ((N + 3) & ~3)], RowQ = new int[N], RowP = new int[N],
+            ColK = new int[(N + Int8Gemm.NR - 1) / Int8Gemm.NR * Int8Gemm.NR], ColV = new int[(dh + Int8Gemm.NR - 1) / Int8Gemm.NR * Int8Gemm.NR],
         };
     }
 
-    private void AttendHead(Int8Attention at, int b, int h, float[] qkv, short[]? qkv16, float[] ctx, AttnScratch s, float attnScale)
+    private static bool Fits8(ActGrid g) => g.QMax - g.QMin <= 255;
+
+    private void AttendHead(Int8Attention at, int b, int h, float[] qkv, short[]? qkv16, byte[]? qkv8, bool qk8, bool pv8, float[] ctx, AttnScratch s, float attnScale, ChunkTimer timer)
     {
         var c = _p.Config;
         int N = c.NumTokens, D = c.EmbedDim, dh = c.HeadDim, ld = 3 * D;
         int qOff = b * N * ld + h * dh, kOff = qOff + D, vOff = qOff + 2 * D;
         var logits = s.Logits;
-        if (at.QkInteger && qkv16 != null)
+        if (qk8)
+        {
+            // Σ_d (u_q − z_q')(u_k − z_k') with the kernel's B' = u_k − 128 (file Int8GemmVnni.cs):
+            //   = Σ u_q·B' + [(128 − z_k')·Σ_d u_q + dh·z_q'·z_k'] (row term) − z_q'·Σ_d u_k (column term).
+            int zq = at.Q.ZeroU, zk = at.K.ZeroU;
+            s.Kb8 = PackedB8.For(dh, N, s.Kb8);
+            s.Kb8.PackShiftedColumns(qkv8.AsSpan(kOff), ld);
+            Int8GemmVnni.RowSums(qkv8.AsSpan(qOff), ld, N, dh, s.RowQ);
+            for (int r = 0; r < N; r++) s.RowQ[r] = (128 - zk) * s.RowQ[r] + dh * zq * zk;
+            for (int j = 0; j < N; j++) s.ColK[j] = -zq * s.Kb8.ColumnSums[j];
+            Int8GemmVnni.Gemm(qkv8.AsSpan(qOff), ld, N, s.Kb8, s.RowQ, s.ColK, _qkScale, _zerosN, logits, N);
+        }
+        else if (at.QkInteger && qkv16 != null)
         {
             s.Kb = PackedB.FromRowsOfColumns(qkv16.AsSpan(kOff), N, dh, ld, s.Kb);
             Int8Gemm.Gemm(qkv16.AsSpan(qOff), ld, N, s.Kb, _qkScale, _zerosN, logits, N);
@@ -260,9 +461,23 @@ public sealed class Int8Engine
             Gemm.Sgemm(false, true, N, N, dh, 1f, q, dh, k, dh, 0f, logits, N);
             TensorPrimitives.Multiply(logits.AsSpan(0, N * N), attnScale, logits.AsSpan(0, N * N));
         }
+        timer.Lap(8);
         SoftmaxKernel.SoftmaxRows(logits, logits, N, N);
+        timer.Lap(9);
         var outSpan = ctx.AsSpan(b * N * D + h * dh);
-        if (at.PvInteger)
+        if (pv8)
+        {
+            // Σ_j (u_p − z_p')(u_v − z_v') = Σ u_p·B' + [(128 − z_v')·Σ_j u_p + N·z_p'·z_v'] − z_p'·Σ_j u_v.
+            int ldp = (N + 3) & ~3, zp = at.P.ZeroU, zv = at.V.ZeroU;
+            ActQuantize.RowsU8(logits, N, N, N, s.P8, ldp, ldp, at.P);
+            s.Vb8 = PackedB8.For(N, dh, s.Vb8);
+            s.Vb8.PackShiftedRows(qkv8.AsSpan(vOff), ld);
+            Int8GemmVnni.RowSums(s.P8, ldp, N, N, s.RowP);
+            for (int r = 0; r < N; r++) s.RowP[r] = (128 - zv) * s.RowP[r] + N * zp * zv;
+            for (int j = 0; j < dh; j++) s.ColV[j] = -zp * s.Vb8.ColumnSums[j];
+            Int8GemmVnni.Gemm(s.P8, ldp, N, s.Vb8, s.RowP, s.ColV, _pvScale, _zerosDh, outSpan, D);
+        }
+        else if (at.PvInteger)
         {
             int ldp = (N + 1) & ~1;
             ActQuantize.Rows(logits, N, N, N, s.P16, ldp, at.P);
@@ -282,6 +497,7 @@ public sealed class Int8Engine
             var v = Slice(qkv, vOff, ld, N, dh, s.Fv, at.Vq);
             Gemm.Sgemm(false, false, N, dh, N, 1f, probs, N, v, dh, 0f, outSpan, D);
         }
+        timer.Lap(10);
     }
 
     /// <summary>One head's q, k or v [N, dh] copied out of qkv (fake-quantized when the plan says so).</summary>

@@ -16,8 +16,9 @@
 // packed densely least significant bit first at the layer's bit width — one byte a weight at 8 bits, two at
 // 4 (low nibble first), eight in three bytes at 3 (StoredCodes, WeightBytes); a checkpoint's
 // {layer}.weight.codes tensor holds the same bytes. The kernel reads them unpacked at compile time into
-// int16 pairwise panels (PackedB): .NET 10 has no 512-bit VNNI, and vpmaddwd on int16 is the exact fast
-// form (Kernels/Int8Gemm.cs), so unpacking per panel at run time would only add work.
+// int16 pairwise panels (PackedB) for the vpmaddwd kernels (Kernels/Int8Gemm.cs), and, on AVX-512 VNNI machines
+// where the weight integers fit a signed byte, also into byte quads (PackedB8) for the machine-code vpdpbusd
+// kernel (Kernels/Int8GemmVnni.cs) with its zero-point term.
 using ViTQuant.Kernels;
 using ViTQuant.Models;
 using ViTQuant.Quantization;
@@ -45,8 +46,9 @@ public sealed class Int8Linear
     internal Int8Linear(string name, int inF, int outF) { Name = name; In = inF; Out = outF; }
     /// <summary>The layer's point name (e.g. blocks.0.mlp.fc1).</summary>
     public string Name { get; }
-    /// <summary>Input and output features.</summary>
+    /// <summary>Input features.</summary>
     public int In { get; }
+    /// <summary>Output features.</summary>
     public int Out { get; }
     /// <summary>Integer or float execution.</summary>
     public Int8Mode Mode { get; internal set; }
@@ -54,6 +56,9 @@ public sealed class Int8Linear
     public string Detail { get; internal set; } = "";
     /// <summary>Integer mode: weight panels, Δ_x·Δ_c and bias padded to whole panels, the input grid.</summary>
     internal PackedB? Packed;
+    /// <summary>The same weights as signed bytes for the AVX-512 VNNI kernel, and its zero-point term (null when unsupported or wider than 8 bits).</summary>
+    internal PackedB8? Packed8;
+    internal int[] Corr = Array.Empty<int>();
     internal float[] Scale = Array.Empty<float>();
     internal float[] BiasPadded = Array.Empty<float>();
     internal ActGrid Grid;
@@ -236,6 +241,11 @@ public sealed class Int8Plan
         l.Mode = Int8Mode.Integer;
         l.Grid = ag;
         l.Packed = PackedB.FromRowsOfColumns(k, outF, inF, inF);
+        if (Int8GemmVnni.IsSupported && ag.QMax - ag.QMin <= 255)
+        {
+            l.Packed8 = PackedB8.FromRowsOfColumns(k, outF, inF, inF);
+            if (l.Packed8 != null) l.Corr = l.Packed8.Correction(ag.ZeroU);
+        }
         var g = grid!; // non-null: why == null above
         var scale = new float[outF];
         for (int o = 0; o < outF; o++) scale[o] = ag.Scale * g.Scale[g.Scale.Length == 1 ? 0 : o];
