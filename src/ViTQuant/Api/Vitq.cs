@@ -185,7 +185,7 @@ public static class Vitq
         ArgumentNullException.ThrowIfNull(settings);
         CheckOutput(outPath, overwrite, nameof(outPath));
         settings = settings.Validated();
-        var vit = model.RequireViT("synthesis");
+        if (settings.Method != "gaussian") model.RequireViT($"{settings.Method} synthesis"); // before any output: Gaussian noise needs no attention
         string shards = SynthesisRunner.ShardDirectory(outPath);
         bool hadShards = Directory.Exists(shards);
         if (hadShards && !resumable)
@@ -195,7 +195,7 @@ public static class Vitq
         sink.Report(stage, 0, (long)settings.BatchCount * settings.Iterations);
         try
         {
-            return SynthesisRunner.Run(vit, settings, outPath, resume: resumable, overwrite: overwrite,
+            return SynthesisRunner.Run(model, settings, outPath, resume: resumable, overwrite: overwrite,
                 progress: p => sink.Report(stage, p.StepsDone, p.StepsTotal, $"batch {p.Batch + 1}/{p.BatchCount} {p.Losses.Describe()}"));
         }
         catch when (!resumable)

@@ -94,7 +94,7 @@ public class SyntheticSetTests
         private int _failed;
         public int Iterations => 1;
 
-        public SyntheticBatch Generate(VisionTransformer model, int count, Rng rng, Action<int, SynthesisLosses>? onIteration = null)
+        public SyntheticBatch Generate(VisionModel model, int count, Rng rng, Action<int, SynthesisLosses>? onIteration = null)
         {
             if (_failed < failures)
             {

@@ -110,5 +110,22 @@ public class SwinToolkitTests
         VitqProcess.AssertUserError(VitqProcess.Run("quantize", "--model", model, "--method", "adfq", "--threads", "1", "--out", Path.Combine(dir.Path, "a.safetensors")), "not yet Swin");
         VitqProcess.AssertUserError(VitqProcess.Run("eval", "--model", q, "--engine", "int8", "--limit", "8", "--threads", "1"), "not yet Swin");
         VitqProcess.AssertUserError(VitqProcess.Run("export", "--model", model, "--out", Path.Combine(dir.Path, "m.onnx")), "not yet Swin");
+        VitqProcess.AssertUserError(VitqProcess.Run("synthesize", "--model", model, "--method", "psaq", "--count", "2", "--out", Path.Combine(dir.Path, "p.safetensors")), "not yet Swin");
+    }
+
+    [Fact]
+    public void GaussianSet_OnSwin_IsMadeAndCalibratesMinMax()
+    {
+        // The data-free floor needs nothing from the architecture: a Gaussian set for a Swin model, then
+        // min–max PTQ calibrated on it (the baselines' data-free pipeline).
+        using var dir = new TempDir();
+        string model = Path.Combine(dir.Path, "swin.safetensors"), set = Path.Combine(dir.Path, "g.safetensors"), q = Path.Combine(dir.Path, "q.safetensors");
+        ModelIO.Save(Tiny(), model);
+        VitqProcess.AssertSuccess(VitqProcess.Run("synthesize", "--model", model, "--method", "gaussian", "--count", "8", "--out", set, "--threads", "1"));
+        var loaded = Algorithms.DataFree.SyntheticSet.Load(set);
+        Assert.Equal("swin", loaded.ModelConfig.Family);
+        Assert.Equal(new[] { 8, 1, 28, 28 }, loaded.Images.Shape);
+        VitqProcess.AssertSuccess(VitqProcess.Run(new[] { "quantize", "--model", model, "--method", "minmax", "--calib", set, "--calib-size", "8",
+            "--limit", "16", "--threads", "1", "--out", q }, timeoutSeconds: 240));
     }
 }

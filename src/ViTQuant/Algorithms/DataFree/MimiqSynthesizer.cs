@@ -66,6 +66,12 @@ public sealed class MimiqSynthesizer : IImageSynthesizer
     }
 
     /// <summary>Draws labels, then x ~ N(0, 1), then optimises x (see <see cref="Optimize"/>).</summary>
+    /// <inheritdoc/>
+    /// <remarks>Its losses read the attention of ViT/DeiT blocks: a Swin model is refused (ViTQuantException).</remarks>
+    public SyntheticBatch Generate(VisionModel model, int count, Rng rng, Action<int, SynthesisLosses>? onIteration = null) =>
+        Generate(model.RequireViT("MimiQ synthesis"), count, rng, onIteration);
+
+    /// <summary>Generates a batch for a ViT/DeiT (see the interface member).</summary>
     public SyntheticBatch Generate(VisionTransformer model, int count, Rng rng, Action<int, SynthesisLosses>? onIteration = null)
     {
         ArgumentNullException.ThrowIfNull(model);

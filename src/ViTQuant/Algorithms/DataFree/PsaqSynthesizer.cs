@@ -44,6 +44,12 @@ public sealed class PsaqSynthesizer : IImageSynthesizer
     }
 
     /// <inheritdoc/>
+    /// <inheritdoc/>
+    /// <remarks>Its losses read the attention of ViT/DeiT blocks: a Swin model is refused (ViTQuantException).</remarks>
+    public SyntheticBatch Generate(VisionModel model, int count, Rng rng, Action<int, SynthesisLosses>? onIteration = null) =>
+        Generate(model.RequireViT("PSAQ-ViT synthesis"), count, rng, onIteration);
+
+    /// <summary>Generates a batch for a ViT/DeiT (see the interface member).</summary>
     public SyntheticBatch Generate(VisionTransformer model, int count, Rng rng, Action<int, SynthesisLosses>? onIteration = null)
     {
         ArgumentNullException.ThrowIfNull(model);

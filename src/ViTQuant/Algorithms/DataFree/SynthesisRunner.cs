@@ -56,7 +56,7 @@ public static class SynthesisRunner
     /// OUT is a folder or exists without <paramref name="overwrite"/>, when a shard folder exists without <paramref name="resume"/>, when a shard is corrupt or
     /// belongs to other settings or another model (naming the shard), or when a batch keeps diverging.
     /// </summary>
-    public static SynthesisRunResult Run(VisionTransformer model, SynthesisSettings settings, string outPath, bool resume,
+    public static SynthesisRunResult Run(VisionModel model, SynthesisSettings settings, string outPath, bool resume,
         Action<SynthesisProgress>? progress = null, int? maxNewBatches = null, IImageSynthesizer? synthesizer = null, bool overwrite = false)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -106,7 +106,7 @@ public static class SynthesisRunner
         return new SynthesisRunResult(outPath, true, made, resumed, infos, sw.Elapsed.TotalSeconds);
     }
 
-    private static (SyntheticBatch Batch, int Attempts) MakeBatch(VisionTransformer model, SynthesisSettings s, IImageSynthesizer synth,
+    private static (SyntheticBatch Batch, int Attempts) MakeBatch(VisionModel model, SynthesisSettings s, IImageSynthesizer synth,
         int b, int n, int nb, long totalSteps, Action<SynthesisProgress>? progress)
     {
         string? lastError = null;
@@ -129,7 +129,7 @@ public static class SynthesisRunner
     }
 
     /// <summary>Reads and validates one shard against the running job.</summary>
-    private static (Tensor Images, int[] Labels, SyntheticBatchInfo Info) ReadShard(string path, string settingsJson, string hash, ViTConfig cfg, int batch, int count)
+    private static (Tensor Images, int[] Labels, SyntheticBatchInfo Info) ReadShard(string path, string settingsJson, string hash, IModelConfig cfg, int batch, int count)
     {
         var file = SafeTensorsFile.Read(path); // corrupt bytes → ViTQuantException naming the shard
         string Meta(string key) => file.Metadata.TryGetValue(key, out var v) ? v
@@ -151,7 +151,7 @@ public static class SynthesisRunner
         return (images, labels, info);
     }
 
-    private static void Concatenate(VisionTransformer model, SynthesisSettings s, string outPath, string settingsJson, string hash, string cfgJson, int nb)
+    private static void Concatenate(VisionModel model, SynthesisSettings s, string outPath, string settingsJson, string hash, string cfgJson, int nb)
     {
         var c = model.Config;
         int per = c.InChans * c.ImageSize * c.ImageSize;

@@ -40,7 +40,7 @@ public interface IImageSynthesizer
     /// The model's parameters are left as they were. Throws <see cref="SynthesisDivergedException"/>
     /// when the optimisation produces a non-finite loss or pixel (the caller redraws).
     /// </summary>
-    SyntheticBatch Generate(VisionTransformer model, int count, Rng rng, Action<int, SynthesisLosses>? onIteration = null);
+    SyntheticBatch Generate(VisionModel model, int count, Rng rng, Action<int, SynthesisLosses>? onIteration = null);
 }
 
 /// <summary>Thrown when a batch's optimisation produced NaN or infinity; the batch should be redrawn.</summary>
@@ -68,7 +68,7 @@ public static class Synthesis
     };
 
     /// <summary>Per channel c, the normalised image range [(0 − mean_c)/std_c, (1 − mean_c)/std_c].</summary>
-    public static (float Lo, float Hi)[] ValidRange(ViTConfig c)
+    public static (float Lo, float Hi)[] ValidRange(IModelConfig c)
     {
         var r = new (float, float)[c.InChans];
         for (int i = 0; i < c.InChans; i++) r[i] = ((0 - c.Mean[i]) / c.Std[i], (1 - c.Mean[i]) / c.Std[i]);
@@ -112,7 +112,7 @@ public static class Synthesis
     /// Puts the model in eval mode with every parameter's RequiresGrad cleared (gradients flow to the
     /// pixels only); disposing restores both.
     /// </summary>
-    public static IDisposable Freeze(VisionTransformer model) => new FrozenModel(model);
+    public static IDisposable Freeze(VisionModel model) => new FrozenModel(model);
 
     /// <summary>The attention taps of every block, in block order, recorded by <paramref name="rec"/>.</summary>
     public static List<Tensor> BlockTaps(TapRecorder rec, int depth, string suffix)
@@ -129,12 +129,12 @@ public static class Synthesis
 
     private sealed class FrozenModel : IDisposable
     {
-        private readonly VisionTransformer _model;
+        private readonly VisionModel _model;
         private readonly List<(Tensor P, bool Req)> _saved;
         private readonly bool _training;
         private bool _disposed;
 
-        public FrozenModel(VisionTransformer model)
+        public FrozenModel(VisionModel model)
         {
             _model = model;
             _training = model.Training;
@@ -160,11 +160,11 @@ public sealed class GaussianSynthesizer : IImageSynthesizer
     public int Iterations => 1;
 
     /// <summary>Draws labels, then pixels, from rng (the labels carry no information about the images).</summary>
-    public SyntheticBatch Generate(VisionTransformer model, int count, Rng rng, Action<int, SynthesisLosses>? onIteration = null)
+    public SyntheticBatch Generate(VisionModel model, int count, Rng rng, Action<int, SynthesisLosses>? onIteration = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
-        var c = model.Config;
+        var c = model.Config; // any architecture: the noise needs only the input shape and normalisation
         var labels = Synthesis.RandomLabels(rng, count, c.NumClasses);
         var x = Tensor.Randn(rng, 1f, count, c.InChans, c.ImageSize, c.ImageSize);
         Synthesis.ClampToRange(x, Synthesis.ValidRange(c));

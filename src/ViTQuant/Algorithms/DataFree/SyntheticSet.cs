@@ -2,7 +2,7 @@
 //   images  F32 [count, C, H, W]  in the generating model's normalised input space
 //   labels  I32 [count]
 // and, in the metadata: vitq.format, vitq.method, vitq.settings (SynthesisSettings JSON), vitq.seed,
-// vitq.architecture, vitq.model_config (ViTConfig JSON of the generating model), vitq.model_sha256
+// vitq.architecture, vitq.model_config (config JSON of the generating model, ViT or Swin), vitq.model_sha256
 // (fingerprint of its weights) and vitq.batch_losses (JSON list of per-batch final losses).
 // A run in progress keeps one "vitq-synthetic-shard/1" file per finished batch (SynthesisRunner).
 //
@@ -50,7 +50,7 @@ public sealed class SyntheticSet : IImageDataset
     public SynthesisSettings Settings { get; }
 
     /// <summary>Configuration of the model the images were made for.</summary>
-    public ViTConfig ModelConfig { get; }
+    public IModelConfig ModelConfig { get; }
 
     /// <summary>SHA-256 of the generating model's weights (hex).</summary>
     public string ModelHash { get; }
@@ -61,7 +61,7 @@ public sealed class SyntheticSet : IImageDataset
     /// <summary>The file's whole safetensors metadata.</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; }
 
-    private SyntheticSet(string path, Tensor images, int[] labels, SynthesisSettings settings, ViTConfig cfg, string hash,
+    private SyntheticSet(string path, Tensor images, int[] labels, SynthesisSettings settings, IModelConfig cfg, string hash,
         IReadOnlyList<SyntheticBatchInfo> batches, IReadOnlyDictionary<string, string> metadata)
     {
         (Path, Images, Labels, Settings, ModelConfig, ModelHash, Batches, Metadata) = (path, images, labels, settings, cfg, hash, batches, metadata);
@@ -85,7 +85,7 @@ public sealed class SyntheticSet : IImageDataset
         if (format == ShardFormat) throw new ViTQuantException($"{path}: is a shard of an unfinished synthesis run, not a set; finish it with --resume");
         if (format != Format) throw new ViTQuantException($"{path}: not a synthetic set (format '{format}', expected '{Format}')");
         var settings = SynthesisSettings.FromJson(Meta(SettingsKey), path);
-        var cfg = ViTConfig.FromJson(Meta(ModelConfigKey), path);
+        var cfg = ModelConfigs.FromJson(Meta(ModelConfigKey), path);
         var (images, labels) = ReadPayload(file, path, cfg, expectedCount: null);
         if (images.Shape[0] != settings.Count)
             throw new ViTQuantException($"{path}: holds {images.Shape[0]} images but its settings say {settings.Count}");
@@ -165,7 +165,7 @@ public sealed class SyntheticSet : IImageDataset
     // ---- file helpers shared with the runner ----
 
     /// <summary>Reads images/labels of a set or shard and checks them against cfg (and a count when given).</summary>
-    internal static (Tensor Images, int[] Labels) ReadPayload(SafeTensorsFile file, string path, ViTConfig cfg, int? expectedCount)
+    internal static (Tensor Images, int[] Labels) ReadPayload(SafeTensorsFile file, string path, IModelConfig cfg, int? expectedCount)
     {
         if (!file.Contains("images")) throw new ViTQuantException($"{path}: has no 'images' tensor");
         if (!file.Contains("labels")) throw new ViTQuantException($"{path}: has no 'labels' tensor");
@@ -200,7 +200,7 @@ public sealed class SyntheticSet : IImageDataset
     }
 
     /// <summary>SHA-256 (hex) over every state-dict entry's name, shape and float32 bytes, in order.</summary>
-    public static string ModelFingerprint(VisionTransformer model)
+    public static string ModelFingerprint(VisionModel model)
     {
         using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         foreach (var (name, t) in model.StateDict())
