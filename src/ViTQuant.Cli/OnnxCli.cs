@@ -59,8 +59,8 @@ internal static class OnnxCli
             {
                 // The labels are not visible here; predictions are compared now, the sim's accuracy below.
                 var s = m.Infer(x, q);
-                var po = Predictions(logits);
-                var ps = Predictions(s);
+                var po = Ops.ArgMax(logits, 1);
+                var ps = Ops.ArgMax(s, 1);
                 for (int i = 0; i < po.Length; i++) if (po[i] == ps[i]) agree++;
                 simPredictions.AddRange(ps);
             }
@@ -85,20 +85,6 @@ internal static class OnnxCli
                 sim_top1 = simTop1, agreement_percent = agreement,
             }));
         return 0;
-    }
-
-    private static int[] Predictions(Tensor logits)
-    {
-        int B = logits.Shape[0], K = logits.Shape[1];
-        var p = new int[B];
-        for (int b = 0; b < B; b++)
-        {
-            var row = logits.Data.AsSpan(b * K, K);
-            int best = 0;
-            for (int k = 1; k < K; k++) if (row[k] > row[best]) best = k;
-            p[b] = best;
-        }
-        return p;
     }
 
     /// <summary>vitq infer --engine onnx: logits of the .onnx model for pixel_values (already checked by the caller).</summary>

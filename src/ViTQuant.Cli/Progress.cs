@@ -17,6 +17,13 @@ internal static class Progress
         Out = new AnsiConsoleOutput(Console.Error),
     });
 
+    /// <summary>The live display every bar uses: kept on screen when done, with ETA and elapsed time.</summary>
+    private static Spectre.Console.Progress Bars() => Err.Progress()
+        .AutoClear(false)
+        .HideCompleted(false)
+        .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(),
+            new RemainingTimeColumn(), new ElapsedTimeColumn(), new SpinnerColumn());
+
     /// <summary>
     /// Runs work with a progress reporter. The reporter's Update(done, status) may be called from the
     /// worker at any rate; display is throttled.
@@ -26,12 +33,7 @@ internal static class Progress
         if (!Console.IsErrorRedirected && Err.Profile.Capabilities.Interactive)
         {
             T result = default!;
-            Err.Progress()
-                .AutoClear(false)
-                .HideCompleted(false)
-                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(),
-                    new RemainingTimeColumn(), new ElapsedTimeColumn(), new SpinnerColumn())
-                .Start(ctx =>
+            Bars().Start(ctx =>
                 {
                     var task = ctx.AddTask(Markup.Escape(title), maxValue: Math.Max(1, total));
                     var rep = new Reporter(total, (done, status) =>
@@ -66,12 +68,7 @@ internal static class Progress
         {
             T result = default!;
             ProgressTask? task = null;
-            Err.Progress()
-                .AutoClear(false)
-                .HideCompleted(false)
-                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(),
-                    new RemainingTimeColumn(), new ElapsedTimeColumn(), new SpinnerColumn())
-                .Start(ctx =>
+            Bars().Start(ctx =>
                 {
                     result = work(new Sink(p =>
                     {

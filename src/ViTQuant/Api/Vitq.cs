@@ -156,19 +156,7 @@ public static class Vitq
 
     /// <summary>The most likely class of each image (see <see cref="Infer"/>).</summary>
     public static int[] Predict(VisionModel model, Tensor images, IModelHooks? hooks = null)
-    {
-        var logits = Infer(model, images, hooks);
-        int b = logits.Shape[0], k = logits.Shape[1];
-        var top = new int[b];
-        for (int i = 0; i < b; i++)
-        {
-            var row = logits.Data.AsSpan(i * k, k);
-            int best = 0;
-            for (int j = 1; j < k; j++) if (row[j] > row[best]) best = j;
-            top[i] = best;
-        }
-        return top;
-    }
+        => Ops.ArgMax(Infer(model, images, hooks), 1);
 
     /// <summary>
     /// Synthesizes a calibration set for <paramref name="model"/> (ViT/DeiT) as <paramref name="settings"/>

@@ -135,7 +135,7 @@ public sealed class AdfqReconstruction
         double rec = Advance(unit, caches);
         CompletedUnits++;
         // The unit's caches (1.4 GB on DeiT-Base at 256 images, with the attention targets) are garbage now;
-        // the GC would otherwise let them pile up across units (measured: 15.7 GB resident). Small models: no cost.
+        // the GC would otherwise let them pile up across units (measured: 15.0 GiB resident). Small models: no cost.
         if (caches.XFp.Bytes > BigCache) GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: false);
         return new AdfqUnitResult(unit, iters, sw.Elapsed.TotalSeconds, last, rec);
     }

@@ -168,8 +168,11 @@ public static class RangeSearch
     }
 
     /// <summary>The 2-D (step, zero point) search of LpZeroPointSearch (file header) on the observed values.</summary>
-    public static UniformParams SearchStepAndZeroPoint(ReadOnlySpan<float> values, float min, float max, int bits, float lpNorm) =>
-        StepAndZeroPointCandidates(min, max, bits) is var grids ? grids[ArgMinError(values.ToArray(), grids, lpNorm)] : default;
+    public static UniformParams SearchStepAndZeroPoint(ReadOnlySpan<float> values, float min, float max, int bits, float lpNorm)
+    {
+        var grids = StepAndZeroPointCandidates(min, max, bits);
+        return grids[ArgMinError(values.ToArray(), grids, lpNorm)];
+    }
 
     /// <summary>The reference twin of the pruned search: every candidate scored on every value.</summary>
     internal static UniformParams SearchStepAndZeroPointBruteForce(ReadOnlySpan<float> values, float min, float max, int bits, float lpNorm)
