@@ -64,7 +64,8 @@ internal static class Int8Cli
         var ortLogits = ort.Qdq.Run(x);
         var t = Medians(iters, () => engine.Forward(x), () => { using var _ = Autograd.NoGrad(); fp.Infer(x); }, () => ort.Float.Run(x), () => ort.Qdq.Run(x));
         double tInt = t[0], tFloat = t[1], tOrtFloat = t[2], tOrtQdq = t[3];
-        // One profiled pass: where the int8 forward spends its time.
+        // One profiled pass: where the int8 forward spends its time (after the same pause as the timed calls).
+        Thread.Sleep(100);
         engine.Profile = true;
         engine.Forward(x);
         engine.Profile = false;
@@ -108,13 +109,22 @@ internal static class Int8Cli
         e.WriteLine("int8 stages (ms, one profiled batch): " + string.Join(", ", ((Dictionary<string, double>)r["stage_ms"]).Select(kv => $"{kv.Key} {kv.Value:F1}")));
     }
 
-    /// <summary>Median seconds of each action over <paramref name="iters"/> rounds, the actions interleaved within a round.</summary>
+    /// <summary>
+    /// Median seconds of each action over <paramref name="iters"/> rounds, the actions interleaved within a round (so
+    /// the load of a shared machine falls on all alike), with a pause before each call: ONNX Runtime's idle workers
+    /// spin for a while after a run (as ours do), and without the pause they took a core from whichever engine ran
+    /// next — measured, our int8 forward lost 15–25 % that way.
+    /// </summary>
     private static double[] Medians(int iters, params Action[] actions)
     {
         foreach (var a in actions) Time(a); // warm-up (allocates each engine's buffers for this batch size)
         var t = actions.Select(_ => new double[iters]).ToArray();
         for (int i = 0; i < iters; i++)
-            for (int k = 0; k < actions.Length; k++) t[k][i] = Time(actions[k]);
+            for (int k = 0; k < actions.Length; k++)
+            {
+                Thread.Sleep(100);
+                t[k][i] = Time(actions[k]);
+            }
         return t.Select(ts => { Array.Sort(ts); return ts[iters / 2]; }).ToArray();
     }
 
