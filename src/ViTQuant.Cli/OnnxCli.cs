@@ -88,7 +88,7 @@ internal static class OnnxCli
     }
 
     /// <summary>vitq infer --engine onnx: logits of the .onnx model for pixel_values (already checked by the caller).</summary>
-    public static (Tensor Logits, ViTConfig Config) Infer(string? modelPath, int threads, Func<ViTConfig, Tensor> pixels)
+    public static (Tensor Logits, IModelConfig Config) Infer(string? modelPath, int threads, Func<IModelConfig, Tensor> pixels)
     {
         using var engine = Open(modelPath, threads);
         var c = engine.Config;
@@ -220,9 +220,9 @@ internal static class OnnxCli
             kv.Value.Signed?.Select(v => (int)v).ToArray() ?? kv.Value.Unsigned!.Select(v => (int)v).ToArray(),
             qm.Model.NamedParameters().First(p => p.Name == kv.Key + ".weight").Param.Shape.ToArray(),
             kv.Value.Grid.Scale, kv.Value.Grid.ZeroPoint, kv.Value.Signed != null, qm.Plan.WeightBits));
-        OnnxExporter.Export(qm.Model.RequireViT("ONNX export"), qm, weights, exactPath, new OnnxExportOptions());
+        OnnxExporter.Export(qm.Model, qm, weights, exactPath, new OnnxExportOptions());
         if (roundedPath == null) return;
-        OnnxExporter.Export(qm.Model.RequireViT("ONNX export"), qm, weights, roundedPath, new OnnxExportOptions { ExactBias = false });
+        OnnxExporter.Export(qm.Model, qm, weights, roundedPath, new OnnxExportOptions { ExactBias = false });
     }
 
     /// <summary>

@@ -60,8 +60,8 @@ public sealed class OnnxEngine : IDisposable
     public IReadOnlyDictionary<string, string> Metadata { get; }
 
     /// <summary>The model config stored by vitq export. Throws ViTQuantException when the file has none.</summary>
-    public ViTConfig Config => Metadata.TryGetValue(ModelIO.ConfigKey, out var json)
-        ? ViTConfig.FromJson(json, _path)
+    public IModelConfig Config => Metadata.TryGetValue(ModelIO.ConfigKey, out var json)
+        ? ModelConfigs.FromJson(json, _path)
         : throw new ViTQuantException($"{_path}: no '{ModelIO.ConfigKey}' metadata; export the model with vitq export");
 
     /// <summary>Logits [B, K] for normalised images [B, C, H, W]. Throws ViTQuantException when ORT rejects the input.</summary>

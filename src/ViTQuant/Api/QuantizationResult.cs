@@ -67,15 +67,15 @@ public sealed class QuantizationResult
     }
 
     /// <summary>
-    /// Exports the model as an ONNX QDQ graph (ViT/DeiT only; the same graph <c>vitq export</c> writes from
+    /// Exports the model as an ONNX QDQ graph (ViT/DeiT or Swin; the same graph <c>vitq export</c> writes from
     /// the saved checkpoint), atomically. Throws ArgumentException for a bad <paramref name="path"/> as
-    /// <see cref="Save"/>, ViTQuantException for a Swin model or a quantizer with no exact export.
+    /// <see cref="Save"/>, ViTQuantException for a quantizer with no exact export.
     /// </summary>
     public OnnxExportResult ExportOnnx(string path, OnnxExportOptions? options = null, bool overwrite = false, CancellationToken cancellationToken = default)
     {
         Vitq.CheckOutput(path, overwrite, nameof(path));
         options = (options ?? new OnnxExportOptions()).Validated();
-        var model = _frozen.Model.Model.RequireViT("ONNX export");
+        var model = _frozen.Model.Model;
         var codes = new Dictionary<string, WeightCodes>();
         var shapes = model.StateDict().ToDictionary(kv => kv.Key, kv => kv.Value.Shape.ToArray());
         foreach (var (layer, c) in _frozen.Codes)

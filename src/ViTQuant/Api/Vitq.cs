@@ -41,16 +41,16 @@ public static class Vitq
     }
 
     /// <summary>
-    /// Exports a float ViT/DeiT model as an ONNX graph (input pixel_values [batch, C, H, W], output logits),
-    /// atomically. Throws ArgumentException for a bad <paramref name="path"/> (before anything is written),
-    /// ViTQuantException for a Swin model. A quantized model exports through <see cref="QuantizationResult.ExportOnnx"/>.
+    /// Exports a float ViT/DeiT or Swin model as an ONNX graph (input pixel_values [batch, C, H, W], output logits),
+    /// atomically. Throws ArgumentException for a bad <paramref name="path"/> (before anything is written). A
+    /// quantized model exports through <see cref="QuantizationResult.ExportOnnx"/>.
     /// </summary>
     public static Export.OnnxExportResult ExportOnnx(VisionModel model, string path, Export.OnnxExportOptions? options = null, bool overwrite = false,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         CheckOutput(path, overwrite, nameof(path));
-        return Export.OnnxExporter.Export(model.RequireViT("ONNX export"), null, null, path, options ?? new Export.OnnxExportOptions(), cancellationToken);
+        return Export.OnnxExporter.Export(model, null, null, path, options ?? new Export.OnnxExportOptions(), cancellationToken);
     }
 
     /// <summary>

@@ -1,5 +1,6 @@
-// ONNX export of a ViT/DeiT: the forward of VisionTransformer.cs written once more as an ONNX graph,
-// float or QDQ (docs/ARCHITECTURE.md: Export depends on Models and Quantization only; no ONNX Runtime here).
+// ONNX export of a ViT/DeiT or a Swin: the forward of VisionTransformer.cs / SwinTransformer.cs written once more
+// as an ONNX graph, float or QDQ (docs/ARCHITECTURE.md: Export depends on Models and Quantization only; no ONNX
+// Runtime here).
 //
 //   pixel_values [batch, C, H, W] → Conv(P×P, stride P) → Reshape [B, D, Np] → Transpose [B, Np, D]
 //   → Concat(prefix tokens expanded to B) → Add pos_embed → depth × block → head → logits [batch, K]
@@ -7,6 +8,14 @@
 //   linear on tokens: Reshape [B·N, in] → Gemm(transB = 1, weight [out, in], bias) → Reshape [B, N, out]
 //   attention: qkv → Reshape [B, N, 3, H, dh] → Transpose [3, B, H, N, dh] → Gather 0/1/2 → q, k, v;
 //              MatMul(q, kᵀ) · dh^-½ → Softmax → MatMul(·, v) → Transpose/Reshape [B, N, D]
+// Swin (feature maps NHWC [B, H, W, C], the batch always the −1 of a Reshape):
+//   Conv → Transpose [B, G, G, D] → LayerNorm → stages: (s > 0) Pad to even → Reshape [B, H/2, 2, W/2, 2, C]
+//   → Transpose (0, 1, 3, 4, 2, 5) → Reshape [B, H/2, W/2, 4C] → LayerNorm → reduction (Gemm, no bias); blocks:
+//   LayerNorm → roll by −shift (Slice + Concat on each axis) → Pad to the window → windows (Reshape / Transpose
+//   (0, 1, 3, 2, 4, 5) / Reshape [B·nW, M², C]) → attention as the ViT's plus the relative position bias
+//   [heads, M², M²] (gathered from the table at export) and, when shifted, the mask [nW, 1, M², M²] added per
+//   image → windows merged back → Slice off the padding → roll by +shift → residual; MLP as the ViT's;
+//   → LayerNorm → ReduceMean over H, W → head.fc.
 // Quantized checkpoints add, at the plan's points:
 //   weights      the checkpoint's integer codes as int8/uint8 initializers [out, in] (int4 with opset 21
 //                on request) → DequantizeLinear(axis 0, per-channel Δ, z): (code − z)·Δ in float, exactly
@@ -31,7 +40,7 @@ using ViTQuant.Tensors;
 
 namespace ViTQuant.Export;
 
-/// <summary>Writes ViT models and quantized checkpoints as ONNX files that ONNX Runtime runs.</summary>
+/// <summary>Writes ViT/DeiT and Swin models and quantized checkpoints as ONNX files that ONNX Runtime runs.</summary>
 public static class OnnxExporter
 {
     /// <summary>Value of the vitq.format metadata entry of exported models.</summary>
@@ -56,17 +65,17 @@ public static class OnnxExporter
         if (Directory.Exists(outPath)) throw new ViTQuantException($"--out {outPath} is a folder; give a file name");
         if (File.Exists(outPath) && !overwrite)
             throw new ViTQuantException($"--out {outPath} already exists; pass --overwrite to replace it, or choose another path");
-        VisionTransformer model;
+        VisionModel model;
         QuantizedModel? quant = null;
         Dictionary<string, WeightCodes>? codes = null;
         if (modelPath != null && File.Exists(modelPath) && modelPath.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)
             && SafeTensorsFile.Read(modelPath) is var f && QuantizedCheckpoint.IsQuantized(f))
         {
             quant = QuantizedCheckpoint.Load(f);
-            model = quant.Model.RequireViT("vitq export");
+            model = quant.Model;
             codes = WeightCodes.FromCheckpoint(f, model.Config, quant.Plan);
         }
-        else model = ModelIO.LoadViT(modelPath, "vitq export");
+        else model = ModelIO.Load(modelPath);
         var (proto, points) = Build(model, quant, codes, options, modelPath);
         AtomicFile.Write(outPath, s => proto.WriteTo(s));
         return Report(outPath, model, quant, options, points);
@@ -78,7 +87,7 @@ public static class OnnxExporter
     /// atomically (a cancelled or failed write leaves no file and no temporary). Throws ViTQuantException for
     /// invalid options or a quantizer with no exact export.
     /// </summary>
-    public static OnnxExportResult Export(VisionTransformer model, QuantizedModel? quant, IReadOnlyDictionary<string, WeightCodes>? codes,
+    public static OnnxExportResult Export(VisionModel model, QuantizedModel? quant, IReadOnlyDictionary<string, WeightCodes>? codes,
         string outPath, OnnxExportOptions options, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(outPath);
@@ -98,7 +107,7 @@ public static class OnnxExporter
     /// codes are <paramref name="codes"/> (every layer its plan quantizes). Throws ViTQuantException for
     /// invalid options or a quantizer with no exact export.
     /// </summary>
-    internal static (ModelProto Model, IReadOnlyDictionary<string, string> Points) Build(VisionTransformer model, QuantizedModel? quant,
+    internal static (ModelProto Model, IReadOnlyDictionary<string, string> Points) Build(VisionModel model, QuantizedModel? quant,
         IReadOnlyDictionary<string, WeightCodes>? codes, OnnxExportOptions options, string? source = null)
     {
         options = options.Validated();
@@ -135,7 +144,7 @@ public static class OnnxExporter
         return (m, em.Points);
     }
 
-    internal static OnnxExportResult Report(string path, VisionTransformer model, QuantizedModel? quant, OnnxExportOptions o, IReadOnlyDictionary<string, string> points)
+    internal static OnnxExportResult Report(string path, VisionModel model, QuantizedModel? quant, OnnxExportOptions o, IReadOnlyDictionary<string, string> points)
     {
         long total = model.ParameterCount(), qWeights = 0, q4Weights = 0, scales = 0;
         if (quant != null)
@@ -167,8 +176,7 @@ public static class OnnxExporter
     /// <summary>Emits the forward; one instance per export.</summary>
     private sealed class Emitter
     {
-        private readonly VisionTransformer _m;
-        private readonly ViTConfig _c;
+        private readonly VisionModel _model;
         private readonly QuantizedModel? _q;
         private readonly IReadOnlyDictionary<string, WeightCodes>? _codes;
         private readonly OnnxExportOptions _o;
@@ -179,14 +187,19 @@ public static class OnnxExporter
 
         public Dictionary<string, string> Points { get; } = new();
 
-        public Emitter(VisionTransformer m, QuantizedModel? q, IReadOnlyDictionary<string, WeightCodes>? codes, OnnxExportOptions o)
+        public Emitter(VisionModel m, QuantizedModel? q, IReadOnlyDictionary<string, WeightCodes>? codes, OnnxExportOptions o)
         {
-            (_m, _c, _q, _codes, _o) = (m, m.Config, q, codes, o);
+            (_model, _q, _codes, _o) = (m, q, codes, o);
             _ops = new OnnxQuantOps(G, o.LsqAsQdq);
         }
 
+        // The ViT path's model and config (Forward dispatches Swin before these are read).
+        private VisionTransformer _m => (VisionTransformer)_model;
+        private ViTConfig _c => _m.Config;
+
         public string Forward(string x)
         {
+            if (_model is SwinTransformer swin) return SwinForward(swin, x);
             var h = Embed(x);
             for (int i = 0; i < _c.Depth; i++) h = Block(i, h);
             return Head(h);
@@ -258,18 +271,27 @@ public static class OnnxExporter
         }
 
         /// <summary>Linear on [B, N, in] (tokens) or [B, in] through a Gemm with transB = 1.</summary>
-        private string Linear(string layer, Linear lin, string x, bool tokens)
+        private string Linear(string layer, Linear lin, string x, bool tokens) =>
+            Linear(layer, lin, x, tokens ? new long[] { -1, _c.NumTokens, lin.OutFeatures } : null);
+
+        /// <summary>
+        /// Linear through a Gemm with transB = 1: on [B, in] when <paramref name="outShape"/> is null, else on the
+        /// input flattened to [rows, in] and reshaped to outShape (a Gemm, not a MatMul, so ORT's QDQ fusion makes
+        /// it a QGemm). A layer without bias (Swin's patch-merging reduction) has no C input.
+        /// </summary>
+        private string Linear(string layer, Linear lin, string x, long[]? outShape)
         {
             var a = Act(layer, x);
             string w = Weight(layer, lin.Weight);
-            string b = Bias(layer, lin.Bias!, a.Scale, out var rest);
+            string? rest = null;
+            var inputs = new List<string> { a.Value, w };
+            if (lin.Bias != null) inputs.Add(Bias(layer, lin.Bias, a.Scale, out rest));
             string y;
-            if (!tokens) y = G.Node("Gemm", layer, new[] { a.Value, w, b }, OnnxGraph.Int("transB", 1));
+            if (outShape == null) y = G.Node("Gemm", layer, inputs, OnnxGraph.Int("transB", 1));
             else
             {
-                string flat = Node("Reshape", layer, a.Value, G.Int64Vector($"{layer}.flat_shape", -1, lin.InFeatures));
-                string g = G.Node("Gemm", layer, new[] { flat, w, b }, OnnxGraph.Int("transB", 1));
-                y = Node("Reshape", layer, g, G.Int64Vector($"{layer}.out_shape", -1, _c.NumTokens, lin.OutFeatures));
+                inputs[0] = Node("Reshape", layer, a.Value, G.Int64Vector($"{layer}.flat_shape", -1, lin.InFeatures));
+                y = Node("Reshape", layer, G.Node("Gemm", layer, inputs, OnnxGraph.Int("transB", 1)), G.Int64Vector($"{layer}.out_shape", outShape));
             }
             return rest == null ? y : Node("Add", $"{layer}.bias_remainder", y, rest);
         }
@@ -304,17 +326,31 @@ public static class OnnxExporter
         {
             var blk = _m.Blocks[i];
             string p = $"blocks.{i}";
-            int N = _c.NumTokens, H = _c.NumHeads, dh = _c.HeadDim, D = _c.EmbedDim;
             // attention half
             string h = LayerNorm($"{p}.norm1", blk.Norm1, x);
             string qkv = Linear($"{p}.attn.qkv", blk.Qkv, h, tokens: true);
+            string merged = Attention(p, qkv, _c.NumTokens, _c.NumHeads, _c.HeadDim);
+            x = Node("Add", $"{p}.attn.residual", x, Linear($"{p}.attn.proj", blk.Proj, merged, tokens: true));
+            // MLP half
+            h = LayerNorm($"{p}.norm2", blk.Norm2, x);
+            string f1 = Linear($"{p}.mlp.fc1", blk.Fc1, h, tokens: true);
+            string act = Gelu($"{p}.mlp", f1);
+            return Node("Add", $"{p}.mlp.residual", x, Linear($"{p}.mlp.fc2", blk.Fc2, act, tokens: true));
+        }
+
+        /// <summary>
+        /// Multi-head attention on qkv [B', N, 3·H·dh] (B' images, or windows): softmax(q·kᵀ·dh^-½ + extra)·v with the
+        /// plan's q, k, v and probs points; <paramref name="scores"/> adds Swin's bias and mask. Returns [B', N, H·dh].
+        /// </summary>
+        private string Attention(string p, string qkv, int N, int H, int dh, Func<string, string>? scores = null)
+        {
             string r = Node("Reshape", $"{p}.attn", qkv, G.Int64Vector($"{p}.attn.qkv_shape", 0, N, 3, H, dh));
-            string t = G.Node("Transpose", $"{p}.attn", new[] { r }, OnnxGraph.Ints("perm", 2, 0, 3, 1, 4)); // [3, B, H, N, dh]
+            string t = G.Node("Transpose", $"{p}.attn", new[] { r }, OnnxGraph.Ints("perm", 2, 0, 3, 1, 4)); // [3, B', H, N, dh]
             string Pick(int s) => G.Node("Gather", $"{p}.attn", new[] { t, G.Int64s($"{p}.attn.index{s}", new long[] { s }) }, OnnxGraph.Int("axis", 0));
             string q = Act($"{p}.attn.q", Pick(0)).Value;
             // k is quantized after the transpose when its quantizer is elementwise per tensor, so that its
             // DequantizeLinear feeds the MatMul directly (the QDQ pattern ORT fuses); per-token grids index
-            // tokens along dim −2 and must see k as [B, H, N, dh].
+            // tokens along dim −2 and must see k as [B', H, N, dh].
             string k = Pick(1), kT;
             bool perToken = _q != null && _q.ActivationQuantizers.TryGetValue($"{p}.attn.k", out var kq) && kq.Spec.Granularity == Granularity.PerToken;
             if (perToken) kT = G.Node("Transpose", $"{p}.attn", new[] { Act($"{p}.attn.k", k).Value }, OnnxGraph.Ints("perm", 0, 1, 3, 2));
@@ -322,18 +358,115 @@ public static class OnnxExporter
             string v = Pick(2);
             string logits = Node("MatMul", $"{p}.attn.logits", q, kT);
             string scaled = Node("Mul", $"{p}.attn", logits, G.Scalar($"{p}.attn.scale", 1f / MathF.Sqrt(dh)));
+            if (scores != null) scaled = scores(scaled);
             string probs = G.Node("Softmax", $"{p}.attn", new[] { scaled }, OnnxGraph.Int("axis", -1));
             probs = Act($"{p}.attn.probs", probs).Value;
             v = Act($"{p}.attn.v", v).Value;
-            string o = Node("MatMul", $"{p}.attn.out", probs, v); // [B, H, N, dh]
-            string merged = Node("Reshape", $"{p}.attn", G.Node("Transpose", $"{p}.attn", new[] { o }, OnnxGraph.Ints("perm", 0, 2, 1, 3)),
-                G.Int64Vector($"{p}.attn.merge_shape", 0, N, D));
-            x = Node("Add", $"{p}.attn.residual", x, Linear($"{p}.attn.proj", blk.Proj, merged, tokens: true));
+            string o = Node("MatMul", $"{p}.attn.out", probs, v); // [B', H, N, dh]
+            return Node("Reshape", $"{p}.attn", G.Node("Transpose", $"{p}.attn", new[] { o }, OnnxGraph.Ints("perm", 0, 2, 1, 3)),
+                G.Int64Vector($"{p}.attn.merge_shape", 0, N, H * dh));
+        }
+
+        // ---- Swin (file header) ----
+
+        private string SwinForward(SwinTransformer m, string x)
+        {
+            var c = m.Config;
+            int D = c.EmbedDim, P = c.PatchSize;
+            var a = Act("patch_embed.proj", x);
+            string w = Weight("patch_embed.proj", m.PatchWeight);
+            string b = Bias("patch_embed.proj", m.PatchBias, a.Scale, out var rest);
+            string conv = G.Node("Conv", "patch_embed.proj", new[] { a.Value, w, b }, OnnxGraph.Ints("kernel_shape", P, P), OnnxGraph.Ints("strides", P, P));
+            if (rest != null) conv = Node("Add", "patch_embed.proj.bias_remainder", conv, Node("Reshape", "patch_embed", rest, G.Int64Vector("patch_embed.bias_shape", D, 1, 1)));
+            string h = G.Node("Transpose", "patch_embed", new[] { conv }, OnnxGraph.Ints("perm", 0, 2, 3, 1)); // [B, G, G, D]
+            h = LayerNorm("patch_embed.norm", m.PatchNorm, h);
+            for (int s = 0; s < c.NumStages; s++)
+            {
+                var stage = m.Stages[s];
+                if (stage.Reduction != null) h = SwinMerge(s, stage, h, c.ActualResolution(s - 1), c.StageDim(s - 1));
+                for (int bi = 0; bi < stage.Blocks.Count; bi++) h = SwinBlock(c, s, bi, stage.Blocks[bi], h);
+            }
+            string n = LayerNorm("norm", m.Norm, h);
+            string mean = _o.Opset >= 18
+                ? G.Node("ReduceMean", "pool", new[] { n, G.Int64Vector("pool.mean_axes", 1, 2) }, OnnxGraph.Int("keepdims", 0))
+                : G.Node("ReduceMean", "pool", new[] { n }, OnnxGraph.Ints("axes", 1, 2), OnnxGraph.Int("keepdims", 0));
+            return Linear("head.fc", m.Head, mean, outShape: null);
+        }
+
+        /// <summary>timm's PatchMerging on [B, r, r, C]: zero-pad odd maps, gather 2×2 neighbours, norm, reduce to 2C.</summary>
+        private string SwinMerge(int s, SwinStage stage, string x, int r, int C)
+        {
+            string p = $"layers.{s}.downsample";
+            x = PadMap(p, x, r, 2);
+            int R = (r + 1) / 2;
+            string g = Node("Reshape", p, x, G.Int64Vector($"{p}.split_shape", -1, R, 2, R, 2, C));
+            g = G.Node("Transpose", p, new[] { g }, OnnxGraph.Ints("perm", 0, 1, 3, 4, 2, 5));
+            g = Node("Reshape", p, g, G.Int64Vector($"{p}.merged_shape", -1, R, R, 4 * C));
+            g = LayerNorm($"{p}.norm", stage.MergeNorm!, g);
+            return Linear($"{p}.reduction", stage.Reduction!, g, new long[] { -1, R, R, stage.Reduction!.OutFeatures });
+        }
+
+        private string SwinBlock(SwinConfig c, int s, int bi, SwinBlock blk, string x)
+        {
+            string p = $"layers.{s}.blocks.{bi}";
+            int r = c.ActualResolution(s), C = c.StageDim(s), H = c.NumHeads[s], dh = C / H, M = blk.Window, shift = blk.Shift;
+            int Rp = (r + M - 1) / M * M, nw = Rp / M, N = M * M;
+            // attention half: roll, pad, windows, attention with bias (and mask), back
+            string h = LayerNorm($"{p}.norm1", blk.Norm1, x);
+            if (shift > 0) h = Roll($"{p}.roll", Roll($"{p}.roll", h, -shift, 1, r), -shift, 2, r);
+            h = PadMap(p, h, r, M);
+            string win = Node("Reshape", $"{p}.windows", h, G.Int64Vector($"{p}.windows.split_shape", -1, nw, M, nw, M, C));
+            win = G.Node("Transpose", $"{p}.windows", new[] { win }, OnnxGraph.Ints("perm", 0, 1, 3, 2, 4, 5));
+            win = Node("Reshape", $"{p}.windows", win, G.Int64Vector($"{p}.windows.shape", -1, N, C));
+            string qkv = Linear($"{p}.attn.qkv", blk.Qkv, win, new long[] { -1, N, 3 * C });
+            // bias [H, N, N] = table[relative_position_index] permuted (2, 0, 1), as the model computes it
+            var table = blk.RelativePositionBiasTable;
+            var index = SwinWindows.RelativePositionIndex(M);
+            var bias = new float[H * N * N];
+            for (int i = 0; i < N * N; i++)
+                for (int hh = 0; hh < H; hh++) bias[hh * N * N + i] = table.Data[index[i] * H + hh];
+            Tensor? mask = shift > 0 ? SwinWindows.ShiftMask(c.DeclaredResolution(s), M, shift) : null;
+            if (mask != null && mask.Shape[0] != nw * nw)
+                throw new ViTQuantException($"{p}: a {r}×{r} map has {nw * nw} windows of {M}×{M}, the shifted-window mask was built for {mask.Shape[0]}");
+            string Scores(string scaled)
+            {
+                string sc = Node("Add", $"{p}.attn.bias", scaled, G.Floats($"{p}.attn.relative_position_bias", bias, H, N, N));
+                if (mask == null) return sc;
+                string perImage = Node("Reshape", $"{p}.attn.mask", sc, G.Int64Vector($"{p}.attn.mask.split_shape", -1, nw * nw, H, N, N));
+                perImage = Node("Add", $"{p}.attn.mask", perImage, G.Floats($"{p}.attn.mask", mask.Span, nw * nw, 1, N, N));
+                return Node("Reshape", $"{p}.attn.mask", perImage, G.Int64Vector($"{p}.attn.mask.shape", -1, H, N, N));
+            }
+            string merged = Attention(p, qkv, N, H, dh, Scores);
+            string o = Linear($"{p}.attn.proj", blk.Proj, merged, new long[] { -1, N, C });
+            o = Node("Reshape", $"{p}.unwindow", o, G.Int64Vector($"{p}.unwindow.split_shape", -1, nw, nw, M, M, C));
+            o = G.Node("Transpose", $"{p}.unwindow", new[] { o }, OnnxGraph.Ints("perm", 0, 1, 3, 2, 4, 5));
+            o = Node("Reshape", $"{p}.unwindow", o, G.Int64Vector($"{p}.unwindow.shape", -1, Rp, Rp, C));
+            if (Rp != r)
+                o = G.Node("Slice", $"{p}.crop", new[] { o, G.Int64Vector($"{p}.crop.start", 0, 0), G.Int64Vector($"{p}.crop.end", r, r), G.Int64Vector($"{p}.crop.axes", 1, 2) });
+            if (shift > 0) o = Roll($"{p}.unroll", Roll($"{p}.unroll", o, shift, 1, r), shift, 2, r);
+            x = Node("Add", $"{p}.attn.residual", x, o);
             // MLP half
             h = LayerNorm($"{p}.norm2", blk.Norm2, x);
-            string f1 = Linear($"{p}.mlp.fc1", blk.Fc1, h, tokens: true);
+            string f1 = Linear($"{p}.mlp.fc1", blk.Fc1, h, new long[] { -1, r, r, blk.Fc1.OutFeatures });
             string act = Gelu($"{p}.mlp", f1);
-            return Node("Add", $"{p}.mlp.residual", x, Linear($"{p}.mlp.fc2", blk.Fc2, act, tokens: true));
+            return Node("Add", $"{p}.mlp.residual", x, Linear($"{p}.mlp.fc2", blk.Fc2, act, new long[] { -1, r, r, C }));
+        }
+
+        /// <summary>torch.roll(x, shift, axis) for an axis of length n: the last (shift mod n) entries moved to the front.</summary>
+        private string Roll(string stem, string x, int shift, int axis, int n)
+        {
+            int k = ((shift % n) + n) % n;
+            if (k == 0) return x;
+            string Part(long from, long to) => G.Node("Slice", stem, new[] { x, G.Int64Vector($"{stem}.start", from), G.Int64Vector($"{stem}.end", to), G.Int64Vector($"{stem}.axes", axis) });
+            return G.Node("Concat", stem, new[] { Part(n - k, n), Part(0, n - k) }, OnnxGraph.Int("axis", axis));
+        }
+
+        /// <summary>Zero-pads a map [B, r, r, C] at the bottom and right to a multiple of m (timm's F.pad).</summary>
+        private string PadMap(string stem, string x, int r, int m)
+        {
+            int pad = (m - r % m) % m;
+            if (pad == 0) return x;
+            return Node("Pad", $"{stem}.pad", x, G.Int64Vector($"{stem}.pads", 0, 0, 0, 0, 0, pad, pad, 0));
         }
 
         /// <summary>Exact (erf) GELU: the Gelu op from opset 20, else ½·x·(1 + erf(x/√2)).</summary>

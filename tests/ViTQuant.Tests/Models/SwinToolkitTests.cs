@@ -109,8 +109,23 @@ public class SwinToolkitTests
         Assert.Equal(6, y.Names.Count(n => n.EndsWith(".attn.probs")));
         VitqProcess.AssertUserError(VitqProcess.Run("quantize", "--model", model, "--method", "adfq", "--threads", "1", "--out", Path.Combine(dir.Path, "a.safetensors")), "not yet Swin");
         VitqProcess.AssertUserError(VitqProcess.Run("eval", "--model", q, "--engine", "int8", "--limit", "8", "--threads", "1"), "not yet Swin");
-        VitqProcess.AssertUserError(VitqProcess.Run("export", "--model", model, "--out", Path.Combine(dir.Path, "m.onnx")), "not yet Swin");
         VitqProcess.AssertUserError(VitqProcess.Run("synthesize", "--model", model, "--method", "psaq", "--count", "2", "--out", Path.Combine(dir.Path, "p.safetensors")), "not yet Swin");
+    }
+
+    [Fact]
+    public void Cli_ExportsSwin_FloatAndQuantized_AndEvalRunsTheFileInOnnxRuntime()
+    {
+        using var dir = new TempDir();
+        string model = Path.Combine(dir.Path, "swin.safetensors"), q = Path.Combine(dir.Path, "q.safetensors");
+        ModelIO.Save(Tiny(), model);
+        VitqProcess.AssertSuccess(VitqProcess.Run("export", "--model", model, "--out", Path.Combine(dir.Path, "m.onnx")));
+        VitqProcess.AssertSuccess(VitqProcess.Run(new[] { "quantize", "--model", model, "--method", "minmax", "--calib-size", "16",
+            "--limit", "16", "--threads", "1", "--out", q }, timeoutSeconds: 240));
+        string onnx = Path.Combine(dir.Path, "q.onnx");
+        VitqProcess.AssertSuccess(VitqProcess.Run("export", "--model", q, "--out", onnx));
+        var r = VitqProcess.Run("eval", "--model", onnx, "--engine", "onnx", "--agree-with", q, "--limit", "32", "--threads", "1", "--json");
+        VitqProcess.AssertSuccess(r);
+        Assert.Contains("swin_fmnist", r.Stdout);
     }
 
     [Fact]
