@@ -128,10 +128,10 @@ public static class Vitq
     }
 
     /// <summary>
-    /// The integer runtime for a quantized ViT/DeiT model: int8 GEMMs for every linear layer and both attention
-    /// products, compiled once from the model's plan and frozen weights. Its <c>Forward</c> maps normalised
-    /// images to logits (use it with the engine overload of Evaluate). Throws ViTQuantException for a Swin
-    /// model or a plan point with no integer form.
+    /// The integer runtime for a quantized ViT/DeiT or Swin model: int8 GEMMs for every linear layer and both
+    /// attention products whose quantizers have an integer form (the others in float on the exactly fake-quantized
+    /// values), compiled once from the model's plan and frozen weights. Its <c>Forward</c> maps normalised images
+    /// to logits (use it with the engine overload of Evaluate). Throws ViTQuantException for a float or unfrozen model.
     /// </summary>
     public static Int8Engine CompileInt8(QuantizedModel model)
     {

@@ -24,7 +24,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Runtime;
 
 /// <summary>Runs a compiled <see cref="Int8Plan"/> (file header).</summary>
-public sealed class Int8Engine
+public sealed partial class Int8Engine
 {
     private readonly Int8Plan _p;
     private readonly object _lock = new();
@@ -36,7 +36,12 @@ public sealed class Int8Engine
     public Int8Engine(Int8Plan plan)
     {
         _p = plan ?? throw new ArgumentNullException(nameof(plan));
-        var c = plan.Config;
+        if (plan.Swin != null)
+        {
+            _zerosN = _zerosDh = _qkScale = _pvScale = Array.Empty<float>();
+            return;
+        }
+        var c = plan.Vit;
         int N = c.NumTokens, dh = c.HeadDim;
         _zerosN = Int8Gemm.PadToPanels(new float[N], N);
         _zerosDh = Int8Gemm.PadToPanels(new float[dh], dh);
@@ -95,7 +100,7 @@ public sealed class Int8Engine
     private Arena ArenaFor(int B)
     {
         if (_arenas.TryGetValue(B, out var a)) return a;
-        var c = _p.Config;
+        var c = _p.Vit;
         int N = c.NumTokens, D = c.EmbedDim, Hd = c.MlpHidden, cpp = c.InChans * c.PatchSize * c.PatchSize;
         int rows = B * N;
         a = new Arena
@@ -115,7 +120,8 @@ public sealed class Int8Engine
     /// <summary>Logits [B, classes] for normalised images [B, C, H, W]. Throws ViTQuantException on a wrong shape.</summary>
     public Tensor Forward(Tensor images)
     {
-        var c = _p.Config;
+        if (_p.Swin != null) return ForwardSwin(images);
+        var c = _p.Vit;
         if (images.Rank != 4 || images.Shape[1] != c.InChans || images.Shape[2] != c.ImageSize || images.Shape[3] != c.ImageSize)
             throw new ViTQuantException($"model expects images [B, {c.InChans}, {c.ImageSize}, {c.ImageSize}], got {Tensor.ShapeString(images.Shape)}");
         int B = images.Shape[0];
@@ -126,7 +132,7 @@ public sealed class Int8Engine
 
     private void Run(float[] img, int B, Span<float> logits)
     {
-        var c = _p.Config;
+        var c = _p.Vit;
         var a = ArenaFor(B);
         int N = c.NumTokens, D = c.EmbedDim, rows = B * N;
         _t0 = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -260,7 +266,7 @@ public sealed class Int8Engine
     {
         var xs = x.AsSpan(r0 * l.In, n * l.In);
         var ys = y.AsSpan(r0 * l.Out, n * l.Out);
-        int wide = Math.Max(_p.Config.EmbedDim, _p.Config.MlpHidden);
+        int wide = Math.Max(_p.Vit.EmbedDim, _p.Vit.MlpHidden);
         if (l.Packed8 != null && Int8Gemm.Path == IntGemmPath.Avx512Vnni)
         {
             int lda8 = l.Packed8.Kq * 4;
@@ -278,7 +284,7 @@ public sealed class Int8Engine
     /// <summary>Patch embedding as an im2col float GEMM, prefix tokens, position embedding.</summary>
     private void Embed(float[] img, int B, Arena a)
     {
-        var c = _p.Config;
+        var c = _p.Vit;
         int C = c.InChans, S = c.ImageSize, P = c.PatchSize, G = c.GridSize, Np = c.NumPatches, D = c.EmbedDim, N = c.NumTokens, pre = c.NumPrefixTokens;
         int cpp = C * P * P;
         // The image is read in place (a copy of a DeiT batch is 4.8 MB, a large-object allocation every call: measured
@@ -359,7 +365,7 @@ public sealed class Int8Engine
     /// </summary>
     private (bool Qk8, bool Pv8, bool Use16) AttnOperands(Int8Attention at)
     {
-        int dh = _p.Config.HeadDim;
+        int dh = _p.Vit.HeadDim;
         bool vnni = Int8Gemm.Path == IntGemmPath.Avx512Vnni && dh % 4 == 0;
         bool qk8 = vnni && at.QkInteger && Fits8(at.Q) && Fits8(at.K), pv8 = vnni && at.PvInteger && Fits8(at.P) && Fits8(at.V);
         return (qk8, pv8, dh % 2 == 0 && !(qk8 && pv8));
@@ -371,7 +377,7 @@ public sealed class Int8Engine
     /// </summary>
     private void QuantizeQkv(Int8Attention at, float[] qkv, int r0, int n, Arena a)
     {
-        int D = _p.Config.EmbedDim, ld = 3 * D, o = r0 * ld;
+        int D = _p.Vit.EmbedDim, ld = 3 * D, o = r0 * ld;
         var (qk8, pv8, use16) = AttnOperands(at);
         if (qk8)
         {
@@ -391,7 +397,7 @@ public sealed class Int8Engine
     /// <summary>Both attention products of every (image, head); codesReady: the row-wise pass already quantised q, k, v.</summary>
     private void Attention(Int8Attention at, int B, Arena a, bool codesReady = false)
     {
-        var c = _p.Config;
+        var c = _p.Vit;
         int N = c.NumTokens, D = c.EmbedDim, H = c.NumHeads, dh = c.HeadDim;
         float attnScale = 1f / MathF.Sqrt(dh);
         if (at.QkInteger) Array.Fill(_qkScale, at.Q.Scale * at.K.Scale * attnScale, 0, N);
@@ -418,7 +424,7 @@ public sealed class Int8Engine
 
     private AttnScratch NewScratch()
     {
-        var c = _p.Config;
+        var c = _p.Vit;
         int N = c.NumTokens, dh = c.HeadDim;
         return new AttnScratch
         {
@@ -433,7 +439,7 @@ public sealed class Int8Engine
 
     private void AttendHead(Int8Attention at, int b, int h, float[] qkv, short[]? qkv16, byte[]? qkv8, bool qk8, bool pv8, float[] ctx, AttnScratch s, float attnScale, ChunkTimer timer)
     {
-        var c = _p.Config;
+        var c = _p.Vit;
         int N = c.NumTokens, D = c.EmbedDim, dh = c.HeadDim, ld = 3 * D;
         int qOff = b * N * ld + h * dh, kOff = qOff + D, vOff = qOff + 2 * D;
         var logits = s.Logits;
@@ -518,7 +524,7 @@ public sealed class Int8Engine
     /// <summary>Final norm, pooling and the head(s).</summary>
     private void Head(int B, Arena a, Span<float> logits)
     {
-        var c = _p.Config;
+        var c = _p.Vit;
         int N = c.NumTokens, D = c.EmbedDim, K = c.NumClasses;
         var pooled = a.Pooled;
         if (c.GlobalPool == "avg")

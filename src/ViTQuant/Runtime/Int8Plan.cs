@@ -85,11 +85,14 @@ internal sealed class Int8Block
     public required Int8Attention Attn;
 }
 
-/// <summary>A quantized model compiled for the integer runtime (file header).</summary>
-public sealed class Int8Plan
+/// <summary>A quantized model compiled for the integer runtime (file header; Swin: Int8Swin.cs).</summary>
+public sealed partial class Int8Plan
 {
-    /// <summary>The model's configuration.</summary>
-    public ViTConfig Config { get; }
+    /// <summary>The model's configuration (a <see cref="ViTConfig"/> or a <see cref="SwinConfig"/>).</summary>
+    public IModelConfig Config { get; }
+
+    /// <summary>The ViT/DeiT configuration (the engine's ViT path; a Swin plan has <see cref="Swin"/> instead).</summary>
+    internal ViTConfig Vit => (ViTConfig)Config;
     internal float[] PatchW = null!, PatchB = null!, Pos = null!, NormW = null!, NormB = null!;
     internal float[]? Cls, Dist;
     internal Quantizer? PatchInputQ;
@@ -104,7 +107,7 @@ public sealed class Int8Plan
     /// <summary>Name of the quantization plan this was compiled from.</summary>
     public string PlanName { get; }
 
-    private Int8Plan(ViTConfig c, string planName) { Config = c; PlanName = planName; }
+    private Int8Plan(IModelConfig c, string planName) { Config = c; PlanName = planName; }
 
     /// <summary>Bytes of the stored weight codes (bits/8 per weight, packed as in the checkpoint) plus float weights kept in float.</summary>
     public long WeightBytes { get; private set; }
@@ -120,14 +123,15 @@ public sealed class Int8Plan
     public static Int8Plan Compile(QuantizedModel qm)
     {
         ArgumentNullException.ThrowIfNull(qm);
-        var m = qm.Model.RequireViT("the integer runtime (--engine int8)");
-        var c = m.Config;
         if (qm.WeightQuantizers.Count == 0)
             throw new ViTQuantException($"the integer runtime needs a quantized model; plan '{qm.Plan.Name}' quantizes no weight (quantize it with `vitq quantize`, or use --engine sim)");
         if (!qm.WeightsFrozen || qm.WeightGrids.Count == 0)
             throw new ViTQuantException("the integer runtime needs frozen integer weights: freeze the model (QuantizedCheckpoint.Freeze) or load a quantized checkpoint");
         if (qm.Mode != QuantMode.Quantize)
             throw new ViTQuantException($"the integer runtime compiles a calibrated model in Quantize mode, this one is in {qm.Mode} mode");
+        if (qm.Model is SwinTransformer swin) return CompileSwin(qm, swin);
+        var m = qm.Model.RequireViT("the integer runtime (--engine int8)");
+        var c = m.Config;
         var p = new Int8Plan(c, qm.Plan.Name)
         {
             PatchW = m.PatchWeight.ToArray(), PatchB = m.PatchBias.ToArray(), Pos = m.PosEmbed.ToArray(),

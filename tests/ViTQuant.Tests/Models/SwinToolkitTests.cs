@@ -1,6 +1,6 @@
 // Swin through the toolkit's model abstraction: loading (timm folder, our safetensors), the bad-input errors
 // at load time, PTQ (min–max/percentile plan points, calibration, quantized checkpoint round trip) and the
-// CLI (quantize → eval on the quantized checkpoint, infer --taps, refusal of the ViT-only features).
+// CLI (quantize → eval on the quantized checkpoint and on the integer runtime, infer --taps, refusal of the ViT-only features).
 using ViTQuant.IO;
 using ViTQuant.Models;
 using ViTQuant.Quantization;
@@ -108,7 +108,12 @@ public class SwinToolkitTests
         Assert.Equal(new[] { 2 * 16, 1, 16, 16 }, y.GetTensor("layers.0.blocks.1.attn.probs").Shape);
         Assert.Equal(6, y.Names.Count(n => n.EndsWith(".attn.probs")));
         VitqProcess.AssertUserError(VitqProcess.Run("quantize", "--model", model, "--method", "adfq", "--threads", "1", "--out", Path.Combine(dir.Path, "a.safetensors")), "not yet Swin");
-        VitqProcess.AssertUserError(VitqProcess.Run("eval", "--model", q, "--engine", "int8", "--limit", "8", "--threads", "1"), "not yet Swin");
+        // the integer runtime runs a Swin checkpoint and agrees with the simulation on these 64 images
+        var sim = VitqProcess.Run("eval", "--model", q, "--limit", "64", "--threads", "1", "--json");
+        var int8 = VitqProcess.Run("eval", "--model", q, "--engine", "int8", "--limit", "64", "--threads", "1", "--json");
+        VitqProcess.AssertSuccess(int8);
+        Assert.Equal(System.Text.Json.JsonDocument.Parse(sim.Stdout).RootElement.GetProperty("top1").GetDouble(),
+            System.Text.Json.JsonDocument.Parse(int8.Stdout).RootElement.GetProperty("top1").GetDouble(), 1);
         VitqProcess.AssertUserError(VitqProcess.Run("synthesize", "--model", model, "--method", "psaq", "--count", "2", "--out", Path.Combine(dir.Path, "p.safetensors")), "not yet Swin");
     }
 

@@ -1,0 +1,359 @@
+// The integer runtime on Swin (SwinTransformer.cs has the float math; Int8Plan.cs the per-layer rules, which are
+// the same here). The plan keeps what the forward needs per block: the four linear layers (integer or float mode,
+// as for the ViT), the attention products' grids, the relative position bias already gathered from its table
+// [heads, M², M²] and the shifted-window mask [nW, M², M²]; per stage the patch merging's norm and reduction.
+//
+// Forward, op by op over the whole batch (each op parallel inside: the linear layers over rows, the attention
+// over (window, head)): patch embedding (float im2col GEMM, NHWC) → its LayerNorm → stages: (s > 0) merging:
+// gather 2×2 neighbours of the zero-padded map in timm's order, LayerNorm, reduction; blocks: LayerNorm →
+// windows of the rolled, zero-padded map gathered straight from the normalised map (the roll and the padding
+// are index arithmetic, no copies of the whole map) → qkv → per (window, head) q·kᵀ (integer when the plan
+// quantizes q and k per tensor), ·dh^-½ + bias (+ mask) in float, softmax, probs·v (integer when probs and v are)
+// → heads merged → proj → scattered back to the un-rolled map and added to the residual; MLP as the ViT's;
+// → final LayerNorm → mean over the map → head.fc.
+// The attention products use the int16-pair kernels (Int8Gemm) on every CPU; the linear layers use the same
+// Linear as the ViT path (VNNI bytes where the CPU has them). Same order of float operations as the simulation
+// wherever the simulation computes in float, so the engine matches it within the rounding of the integer sums.
+using ViTQuant.Kernels;
+using ViTQuant.Models;
+using ViTQuant.Quantization;
+using ViTQuant.Tensors;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+
+namespace ViTQuant.Runtime;
+
+/// <summary>One Swin block as the runtime runs it.</summary>
+internal sealed class SwinInt8Block
+{
+    public required float[] Ln1W, Ln1B, Ln2W, Ln2B;
+    public required Int8Linear Qkv, Proj, Fc1, Fc2;
+    public required Int8Attention Attn;
+    public required int Window, Shift, Heads;
+    /// <summary>Relative position bias [heads, M², M²]; mask [nW, M², M²] or null without shift.</summary>
+    public required float[] Bias;
+    public float[]? Mask;
+}
+
+/// <summary>The Swin part of a plan: stages of (optional merging, blocks), final norm.</summary>
+internal sealed class SwinInt8Part
+{
+    public required float[] PatchNormW, PatchNormB, NormW, NormB;
+    public required (float[]? NormW, float[]? NormB, Int8Linear? Reduction, SwinInt8Block[] Blocks)[] Stages;
+}
+
+public sealed partial class Int8Plan
+{
+    /// <summary>The Swin stages (null for a ViT/DeiT plan).</summary>
+    internal SwinInt8Part? Swin;
+
+    private static Int8Plan CompileSwin(QuantizedModel qm, SwinTransformer m)
+    {
+        var c = m.Config;
+        var p = new Int8Plan(c, qm.Plan.Name) { PatchW = m.PatchWeight.ToArray(), PatchB = m.PatchBias.ToArray() };
+        qm.ActivationQuantizers.TryGetValue("patch_embed.proj", out p.PatchInputQ);
+        long macsInt = 0, macsAll = (long)c.GridSize * c.GridSize * c.EmbedDim * c.InChans * c.PatchSize * c.PatchSize;
+        p._layers.Add(new("patch_embed.proj", Int8Mode.Float, p.PatchInputQ == null ? "float image input (the plan keeps it float)" : $"input {p.PatchInputQ.Spec} fake-quantized, float GEMM"));
+        p.WeightBytes += p.PatchW.Length * 4L;
+        Int8Linear L(string name, Nn.Linear lin, long rows)
+        {
+            var l = CompileLinear(qm, name, lin);
+            p._layers.Add(new(name, l.Mode, l.Detail));
+            p.WeightBytes += l.StoredCodes?.Length ?? l.In * (long)l.Out * 4;
+            long macs = rows * l.In * l.Out;
+            macsAll += macs;
+            if (l.Mode == Int8Mode.Integer) macsInt += macs;
+            return l;
+        }
+        var stages = new (float[]?, float[]?, Int8Linear?, SwinInt8Block[])[c.NumStages];
+        for (int s = 0; s < c.NumStages; s++)
+        {
+            var st = m.Stages[s];
+            long r = c.ActualResolution(s);
+            Int8Linear? red = st.Reduction != null ? L($"layers.{s}.downsample.reduction", st.Reduction, r * r) : null;
+            var blocks = new SwinInt8Block[st.Blocks.Count];
+            for (int b = 0; b < blocks.Length; b++)
+            {
+                var blk = st.Blocks[b];
+                string pre = $"layers.{s}.blocks.{b}";
+                int M = blk.Window, N = M * M, H = c.NumHeads[s], Rp = ((int)r + M - 1) / M * M;
+                long windowTokens = (long)Rp * Rp;
+                var qkv = L($"{pre}.attn.qkv", blk.Qkv, windowTokens);
+                var attn = CompileAttention(qm, pre);
+                p._layers.Add(new($"{pre}.attn.q·kᵀ", attn.QkInteger ? Int8Mode.Integer : Int8Mode.Float, AttnDetail(attn.QkInteger, attn.Qq, attn.Kq, "q", "k")));
+                p._layers.Add(new($"{pre}.attn.probs·v", attn.PvInteger ? Int8Mode.Integer : Int8Mode.Float, AttnDetail(attn.PvInteger, attn.Pq, attn.Vq, "probs", "v")));
+                long attnMacs = windowTokens * N * c.StageDim(s);
+                macsAll += 2 * attnMacs;
+                macsInt += (attn.QkInteger ? attnMacs : 0) + (attn.PvInteger ? attnMacs : 0);
+                // bias [H, N, N] = table[relative_position_index] permuted (2, 0, 1), as the model computes it
+                var table = blk.RelativePositionBiasTable.Data;
+                var index = SwinWindows.RelativePositionIndex(M);
+                var bias = new float[H * N * N];
+                for (int i = 0; i < N * N; i++)
+                    for (int h = 0; h < H; h++) bias[h * N * N + i] = table[index[i] * H + h];
+                float[]? mask = null;
+                if (blk.Shift > 0)
+                {
+                    var t = SwinWindows.ShiftMask(c.DeclaredResolution(s), M, blk.Shift);
+                    if (t.Shape[0] != (Rp / M) * (Rp / M))
+                        throw new ViTQuantException($"{pre}: a {r}×{r} map has {(Rp / M) * (Rp / M)} windows of {M}×{M}, the shifted-window mask was built for {t.Shape[0]}");
+                    mask = t.ToArray();
+                }
+                blocks[b] = new SwinInt8Block
+                {
+                    Ln1W = blk.Norm1.Weight.ToArray(), Ln1B = blk.Norm1.Bias.ToArray(), Ln2W = blk.Norm2.Weight.ToArray(), Ln2B = blk.Norm2.Bias.ToArray(),
+                    Qkv = qkv, Attn = attn, Proj = L($"{pre}.attn.proj", blk.Proj, windowTokens),
+                    Fc1 = L($"{pre}.mlp.fc1", blk.Fc1, r * r), Fc2 = L($"{pre}.mlp.fc2", blk.Fc2, r * r),
+                    Window = M, Shift = blk.Shift, Heads = H, Bias = bias, Mask = mask,
+                };
+            }
+            stages[s] = (st.MergeNorm?.Weight.ToArray(), st.MergeNorm?.Bias.ToArray(), red, blocks);
+        }
+        p.Head = L("head.fc", m.Head, 1);
+        p.Swin = new SwinInt8Part
+        {
+            PatchNormW = m.PatchNorm.Weight.ToArray(), PatchNormB = m.PatchNorm.Bias.ToArray(),
+            NormW = m.Norm.Weight.ToArray(), NormB = m.Norm.Bias.ToArray(), Stages = stages,
+        };
+        p.IntegerMacFraction = macsAll == 0 ? 0 : (double)macsInt / macsAll;
+        return p;
+    }
+}
+
+public sealed partial class Int8Engine
+{
+    private Tensor ForwardSwin(Tensor images)
+    {
+        var c = (SwinConfig)_p.Config;
+        if (images.Rank != 4 || images.Shape[1] != c.InChans || images.Shape[2] != c.ImageSize || images.Shape[3] != c.ImageSize)
+            throw new ViTQuantException($"model expects images [B, {c.InChans}, {c.ImageSize}, {c.ImageSize}], got {Tensor.ShapeString(images.Shape)}");
+        int B = images.Shape[0];
+        var logits = new Tensor(B, c.NumClasses);
+        lock (_lock) RunSwin(images.Data, B, logits.Span);
+        return logits;
+    }
+
+    private void RunSwin(float[] img, int B, Span<float> logits)
+    {
+        var c = (SwinConfig)_p.Config;
+        var sw = _p.Swin!;
+        int G = c.GridSize, D = c.EmbedDim;
+        _t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+        // Code buffers of the linear layers, sized for the widest input over the largest row count.
+        int maxIn = 0;
+        long maxRows = 0;
+        for (int s = 0; s < c.NumStages; s++)
+        {
+            int r = c.ActualResolution(s), M = c.StageWindow(s), Rp = (r + M - 1) / M * M;
+            maxRows = Math.Max(maxRows, (long)B * Rp * Rp);
+            maxIn = Math.Max(maxIn, Math.Max(4 * c.StageDim(Math.Max(0, s - 1)), c.MlpHidden(s)));
+        }
+        var a = new Arena { A16 = new short[maxRows * (maxIn + 2)], A8 = new byte[maxRows * (maxIn + 4)] };
+
+        // Patch embedding: the ViT path's im2col rows are (b, gy, gx), so tokens come out as the NHWC map.
+        var patches = EmbedPatches(img, B);
+        var x = new float[B * G * G * D];
+        Gemm.Sgemm(false, true, B * G * G, D, c.InChans * c.PatchSize * c.PatchSize, 1f, patches, c.InChans * c.PatchSize * c.PatchSize, _p.PatchW, c.InChans * c.PatchSize * c.PatchSize, 0f, x, D);
+        for (int t = 0; t < B * G * G; t++) TensorPrimitives.Add(x.AsSpan(t * D, D), _p.PatchB, x.AsSpan(t * D, D));
+        x = Norm(x, B * G * G, D, sw.PatchNormW, sw.PatchNormB, c.LayerNormEps);
+        Mark("embed");
+        int res = G, C = D;
+        for (int s = 0; s < c.NumStages; s++)
+        {
+            var (mw, mb, red, blocks) = sw.Stages[s];
+            if (red != null)
+            {
+                x = Merge(x, B, res, C, mw!, mb!, red, c.LayerNormEps, a);
+                res = (res + 1) / 2;
+                C = red.Out;
+                Mark("merge");
+            }
+            foreach (var blk in blocks) x = SwinBlockForward(blk, x, B, res, C, c.LayerNormEps, a);
+        }
+        // final norm per pixel, mean over the map, head.fc
+        var n = Norm(x, B * res * res, C, sw.NormW, sw.NormB, c.LayerNormEps);
+        var pooled = new float[B * C];
+        for (int b = 0; b < B; b++)
+        {
+            var m = pooled.AsSpan(b * C, C);
+            for (int t = 0; t < res * res; t++) TensorPrimitives.Add(m, n.AsSpan((b * res * res + t) * C, C), m);
+            TensorPrimitives.Divide(m, res * res, m);
+        }
+        var y = new float[B * c.NumClasses];
+        Linear(_p.Head, pooled, B, y, a, new[] { B, C });
+        y.AsSpan().CopyTo(logits);
+        Mark("head");
+    }
+
+    /// <summary>im2col of the (fake-quantized when the plan says so) images: rows (b, gy, gx), columns (ch, py, px).</summary>
+    private float[] EmbedPatches(float[] img, int B)
+    {
+        var c = _p.Config;
+        int C = c.InChans, S = c.ImageSize, P = c.PatchSize, G = S / P, cpp = C * P * P;
+        float[] src = img;
+        if (_p.PatchInputQ != null)
+        {
+            using var _ = Autograd.NoGrad();
+            src = _p.PatchInputQ.Forward(Tensor.FromArray(img.AsSpan(0, B * C * S * S), B, C, S, S)).ToArray();
+        }
+        var patches = new float[B * G * G * cpp];
+        Parallelism.ForChunks(B * G, 8, (r0, r1) =>
+        {
+            for (int r = r0; r < r1; r++)
+            {
+                int b = r / G, gy = r % G;
+                for (int gx = 0; gx < G; gx++)
+                {
+                    var dst = patches.AsSpan(((b * G + gy) * G + gx) * cpp, cpp);
+                    for (int ch = 0; ch < C; ch++)
+                        for (int py = 0; py < P; py++)
+                            src.AsSpan(((b * C + ch) * S + gy * P + py) * S + gx * P, P).CopyTo(dst.Slice((ch * P + py) * P, P));
+                }
+            }
+        });
+        return patches;
+    }
+
+    private static float[] Norm(float[] x, int rows, int C, float[] w, float[] b, float eps)
+    {
+        var y = new float[rows * C];
+        LayerNormKernel.LayerNormRows(x, w, b, y, new float[rows], new float[rows], rows, C, eps);
+        return y;
+    }
+
+    /// <summary>timm's PatchMerging on [B, r, r, C]: zero-pad an odd map, gather 2×2 neighbours ((dx, dy, C) order), norm, reduce.</summary>
+    private float[] Merge(float[] x, int B, int r, int C, float[] nw, float[] nb, Int8Linear red, float eps, Arena a)
+    {
+        int R = (r + 1) / 2, C4 = 4 * C;
+        var g = new float[B * R * R * C4];
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < R; i++)
+                for (int j = 0; j < R; j++)
+                {
+                    var dst = g.AsSpan(((b * R + i) * R + j) * C4, C4);
+                    for (int dx = 0; dx < 2; dx++)
+                        for (int dy = 0; dy < 2; dy++)
+                        {
+                            int y = 2 * i + dy, xx = 2 * j + dx;
+                            if (y < r && xx < r) x.AsSpan(((b * r + y) * r + xx) * C, C).CopyTo(dst.Slice((dx * 2 + dy) * C, C));
+                        }
+                }
+        var n = Norm(g, B * R * R, C4, nw, nb, eps);
+        var outp = new float[B * R * R * red.Out];
+        Linear(red, n, B * R * R, outp, a, new[] { B, R, R, C4 });
+        return outp;
+    }
+
+    private float[] SwinBlockForward(SwinInt8Block blk, float[] x, int B, int r, int C, float eps, Arena a)
+    {
+        int M = blk.Window, N = M * M, shift = blk.Shift, Rp = (r + M - 1) / M * M, nw = Rp / M, W = nw * nw, Bw = B * W;
+        // attention half: windows of the rolled, zero-padded, normalised map
+        var h = Norm(x, B * r * r, C, blk.Ln1W, blk.Ln1B, eps);
+        var win = new float[Bw * N * C];
+        // Token i of window (wy, wx) sits at (y, x) = (wy·M + i / M, wx·M + i % M) of the rolled map; rows and
+        // columns ≥ r are padding (zeros); the rolled map's (y, x) is the map's ((y + shift) mod r, (x + shift) mod r).
+        int Src(int y, int xx) => y >= r || xx >= r ? -1 : ((y + shift) % r) * r + (xx + shift) % r;
+        Parallelism.ForChunks(Bw, 1, (w0, w1) =>
+        {
+            for (int bw = w0; bw < w1; bw++)
+            {
+                int b = bw / W, wy = bw % W / nw, wx = bw % nw;
+                for (int i = 0; i < N; i++)
+                {
+                    int src = Src(wy * M + i / M, wx * M + i % M);
+                    if (src >= 0) h.AsSpan((b * r * r + src) * C, C).CopyTo(win.AsSpan((bw * N + i) * C, C));
+                }
+            }
+        });
+        Mark("windows");
+        var qkv = new float[Bw * N * 3 * C];
+        Linear(blk.Qkv, win, Bw * N, qkv, a, new[] { Bw, N, C });
+        Mark("qkv");
+        var ctx = new float[Bw * N * C];
+        WindowAttention(blk, qkv, Bw, W, N, C, ctx);
+        Mark("attention");
+        var o = new float[Bw * N * C];
+        Linear(blk.Proj, ctx, Bw * N, o, a, new[] { Bw, N, C });
+        Mark("proj");
+        // back to the map (crop the padding, roll back) and the residual
+        var x1 = (float[])x.Clone();
+        for (int bw = 0; bw < Bw; bw++)
+        {
+            int b = bw / W, wy = bw % W / nw, wx = bw % nw;
+            for (int i = 0; i < N; i++)
+            {
+                int dst = Src(wy * M + i / M, wx * M + i % M);
+                if (dst >= 0) TensorPrimitives.Add(x1.AsSpan((b * r * r + dst) * C, C), o.AsSpan((bw * N + i) * C, C), x1.AsSpan((b * r * r + dst) * C, C));
+            }
+        }
+        Mark("residual");
+        // MLP half
+        int rows = B * r * r, Hd = blk.Fc1.Out;
+        var n2 = Norm(x1, rows, C, blk.Ln2W, blk.Ln2B, eps);
+        var f1 = new float[rows * Hd];
+        Linear(blk.Fc1, n2, rows, f1, a, new[] { B, r, r, C });
+        Mark("fc1");
+        GeluKernel.Gelu(f1, f1);
+        Mark("gelu");
+        var f2 = new float[rows * C];
+        Linear(blk.Fc2, f1, rows, f2, a, new[] { B, r, r, Hd });
+        Mark("fc2");
+        TensorPrimitives.Add(x1, f2, x1);
+        return x1;
+    }
+
+    /// <summary>Every (window, head): q·kᵀ, ·dh^-½ + bias (+ mask), softmax, ·v into ctx [Bw·N, C] at the head's columns.</summary>
+    private void WindowAttention(SwinInt8Block blk, float[] qkv, int Bw, int W, int N, int C, float[] ctx)
+    {
+        var at = blk.Attn;
+        int H = blk.Heads, dh = C / H, ld = 3 * C, ldq = (dh + 1) & ~1, ldp = (N + 1) & ~1;
+        float attnScale = 1f / MathF.Sqrt(dh);
+        var qkScale = Int8Gemm.PadToPanels(Enumerable.Repeat(at.QkInteger ? at.Q.Scale * at.K.Scale : 0f, N).ToArray(), N);
+        var pvScale = Int8Gemm.PadToPanels(Enumerable.Repeat(at.PvInteger ? at.P.Scale * at.V.Scale : 0f, dh).ToArray(), dh);
+        var zerosN = Int8Gemm.PadToPanels(new float[N], N);
+        var zerosDh = Int8Gemm.PadToPanels(new float[dh], dh);
+        Parallelism.For(0, Bw * H, t =>
+        {
+            int bw = t / H, h = t % H, w = bw % W;
+            int qOff = bw * N * ld + h * dh, kOff = qOff + C, vOff = qOff + 2 * C;
+            var logits = new float[N * N];
+            if (at.QkInteger)
+            {
+                var q16 = new short[N * ldq];
+                var k16 = new short[N * ldq];
+                ActQuantize.Rows(qkv.AsSpan(qOff), ld, N, dh, q16, ldq, at.Q);
+                ActQuantize.Rows(qkv.AsSpan(kOff), ld, N, dh, k16, ldq, at.K);
+                var kb = PackedB.FromRowsOfColumns(k16, N, dh, ldq);
+                // (Σ q·k)·Δq·Δk — the simulation's q·kᵀ of the fake-quantized values up to the float sum's rounding
+                Int8Gemm.Gemm(q16, ldq, N, kb, qkScale, zerosN, logits, N);
+            }
+            else
+            {
+                var q = Slice(qkv, qOff, ld, N, dh, new float[N * dh], at.Qq);
+                var k = Slice(qkv, kOff, ld, N, dh, new float[N * dh], at.Kq);
+                Gemm.Sgemm(false, true, N, N, dh, 1f, q, dh, k, dh, 0f, logits, N);
+            }
+            // scores = logits·dh^-½ + bias (+ mask), in the simulation's order
+            TensorPrimitives.Multiply(logits, attnScale, logits);
+            TensorPrimitives.Add(logits, blk.Bias.AsSpan(h * N * N, N * N), logits);
+            if (blk.Mask != null) TensorPrimitives.Add(logits, blk.Mask.AsSpan(w * N * N, N * N), logits);
+            SoftmaxKernel.SoftmaxRows(logits, logits, N, N);
+            var outSpan = ctx.AsSpan(bw * N * C + h * dh);
+            if (at.PvInteger)
+            {
+                var p16 = new short[N * ldp];
+                var v16 = new short[N * ldq];
+                ActQuantize.Rows(logits, N, N, N, p16, ldp, at.P);
+                ActQuantize.Rows(qkv.AsSpan(vOff), ld, N, dh, v16, ldq, at.V);
+                var vb = PackedB.FromRows(v16, N, dh, ldq);
+                Int8Gemm.Gemm(p16, ldp, N, vb, pvScale, zerosDh, outSpan, C);
+            }
+            else
+            {
+                float[] probs = logits;
+                if (at.Pq != null) probs = FakeQuant(at.Pq, logits, N * N, new[] { 1, 1, N, N });
+                var v = Slice(qkv, vOff, ld, N, dh, new float[N * dh], at.Vq);
+                Gemm.Sgemm(false, false, N, dh, N, 1f, probs, N, v, dh, 0f, outSpan, C);
+            }
+        });
+    }
+}
