@@ -1,5 +1,5 @@
 // Micro-benchmarks of the integer runtime's pieces at DeiT-Tiny batch-8 shapes (one thread unless --threads):
-//   dotnet run -c Release --project bench/ViTQuant.Bench -- int8 [--threads T] [--reps R]
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- int8 [--threads T] [--reps R] [--engine | --swin]
 // Fastest of R calls each (the machines here are shared; the fastest call is the least disturbed one).
 using System.Diagnostics;
 using System.Runtime.Intrinsics;
@@ -19,6 +19,7 @@ internal static class Int8Bench
             else if (args[i] == "--reps") reps = int.Parse(args[++i]);
         }
         if (args.Contains("--engine")) return Engine(reps);
+        if (args.Contains("--swin")) return Swin(reps);
         var rng = new Random(1);
         int M = 1576, D = 192, Hd = 768, N = 197, dh = 64;
         Console.WriteLine($"threads {Parallelism.Threads}, kernel {Int8Gemm.Path}, fastest of {reps}");
@@ -144,6 +145,42 @@ internal static class Int8Bench
         Console.WriteLine($"int8 engine DeiT-Tiny b8, threads {Parallelism.Threads}, kernel {Int8Gemm.Path}: fastest forward {total * 1e3:F1} ms ({8 / total:F1} img/s); fastest stage times (ms):");
         foreach (var kv in best.OrderByDescending(kv => kv.Value)) Console.WriteLine($"  {kv.Key,-10} {kv.Value * 1e3,7:F2}");
         Console.WriteLine($"  sum        {best.Values.Sum() * 1e3,7:F2}");
+        return 0;
+    }
+
+    /// <summary>Swin-T 224 b8 (min–max W8A8 on the fly): our float forward against the int8 engine, interleaved, medians.</summary>
+    private static int Swin(int reps)
+    {
+        var model = new ViTQuant.Models.SwinTransformer(ViTQuant.Models.SwinConfig.FromArchitecture("swin_tiny_patch4_window7_224"), 1);
+        var rng = new ViTQuant.Tensors.Rng(1);
+        var q = new ViTQuant.Quantization.QuantizedModel(model.Clone(), ViTQuant.Quantization.QuantPresets.Create("minmax", 8, 8));
+        q.Calibrate(Enumerable.Range(0, 2).Select(_ => ViTQuant.Tensors.Tensor.Randn(rng, 1f, 8, 3, 224, 224)));
+        ViTQuant.Quantization.QuantizedCheckpoint.Freeze(q);
+        var e = new ViTQuant.Runtime.Int8Engine(ViTQuant.Runtime.Int8Plan.Compile(q));
+        var x = ViTQuant.Tensors.Tensor.Randn(rng, 1f, 8, 3, 224, 224);
+        var runs = new (string Name, Action Body)[]
+        {
+            ("float Infer", () => { using var _ = ViTQuant.Tensors.Autograd.NoGrad(); using var a = ViTQuant.Tensors.TensorArena.Scope(); model.Infer(x); }),
+            ("int8 engine", () => e.Forward(x)),
+        };
+        foreach (var r in runs) r.Body();
+        var times = runs.Select(_ => new List<double>()).ToArray();
+        for (int i = 0; i < reps; i++)
+            for (int k = 0; k < runs.Length; k++)
+            {
+                long t1 = Stopwatch.GetTimestamp();
+                runs[k].Body();
+                times[k].Add(Stopwatch.GetElapsedTime(t1).TotalSeconds);
+            }
+        Console.WriteLine($"Swin-T 224 b8, threads {Parallelism.Threads}, kernel {Int8Gemm.Path}, {e.Plan.IntegerMacFraction:P1} of GEMM MACs integer");
+        for (int k = 0; k < runs.Length; k++)
+        {
+            var ts = times[k].OrderBy(v => v).ToArray();
+            Console.WriteLine($"  {runs[k].Name,-12} median {ts[ts.Length / 2] * 1e3,8:F1} ms  fastest {ts[0] * 1e3,8:F1} ms  ({8 / ts[ts.Length / 2]:F1} img/s median)");
+        }
+        e.Profile = true;
+        e.Forward(x);
+        Console.WriteLine("  int8 stages (ms): " + string.Join(", ", e.StageSeconds.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key} {kv.Value * 1e3:F1}")));
         return 0;
     }
 

@@ -14,6 +14,7 @@
 // The attention products use the int16-pair kernels (Int8Gemm) on every CPU; the linear layers use the same
 // Linear as the ViT path (VNNI bytes where the CPU has them). Same order of float operations as the simulation
 // wherever the simulation computes in float, so the engine matches it within the rounding of the integer sums.
+using System.Collections.Concurrent;
 using ViTQuant.Kernels;
 using ViTQuant.Models;
 using ViTQuant.Quantization;
@@ -121,6 +122,18 @@ public sealed partial class Int8Plan
 
 public sealed partial class Int8Engine
 {
+    // Swin's buffers, by purpose, grown to the largest size any stage or batch asked for and then reused (fresh
+    // multi-megabyte arrays on every call cost more than the arithmetic: page faults and zeroing, measured on Swin-T).
+    private readonly Dictionary<string, Array> _swinBuffers = new();
+
+    private T[] Buf<T>(string key, long size)
+    {
+        if (_swinBuffers.TryGetValue(key, out var b) && b.Length >= size) return (T[])b;
+        var a = new T[size];
+        _swinBuffers[key] = a;
+        return a;
+    }
+
     private Tensor ForwardSwin(Tensor images)
     {
         var c = (SwinConfig)_p.Config;
@@ -136,7 +149,7 @@ public sealed partial class Int8Engine
     {
         var c = (SwinConfig)_p.Config;
         var sw = _p.Swin!;
-        int G = c.GridSize, D = c.EmbedDim;
+        int G = c.GridSize, D = c.EmbedDim, cpp = c.InChans * c.PatchSize * c.PatchSize;
         _t0 = System.Diagnostics.Stopwatch.GetTimestamp();
         // Code buffers of the linear layers, sized for the widest input over the largest row count.
         int maxIn = 0;
@@ -147,30 +160,34 @@ public sealed partial class Int8Engine
             maxRows = Math.Max(maxRows, (long)B * Rp * Rp);
             maxIn = Math.Max(maxIn, Math.Max(4 * c.StageDim(Math.Max(0, s - 1)), c.MlpHidden(s)));
         }
-        var a = new Arena { A16 = new short[maxRows * (maxIn + 2)], A8 = new byte[maxRows * (maxIn + 4)] };
+        var a = new Arena { A16 = Buf<short>("a16", maxRows * (maxIn + 2)), A8 = Buf<byte>("a8", maxRows * (maxIn + 4)) };
 
         // Patch embedding: the ViT path's im2col rows are (b, gy, gx), so tokens come out as the NHWC map.
         var patches = EmbedPatches(img, B);
-        var x = new float[B * G * G * D];
-        Gemm.Sgemm(false, true, B * G * G, D, c.InChans * c.PatchSize * c.PatchSize, 1f, patches, c.InChans * c.PatchSize * c.PatchSize, _p.PatchW, c.InChans * c.PatchSize * c.PatchSize, 0f, x, D);
-        for (int t = 0; t < B * G * G; t++) TensorPrimitives.Add(x.AsSpan(t * D, D), _p.PatchB, x.AsSpan(t * D, D));
-        x = Norm(x, B * G * G, D, sw.PatchNormW, sw.PatchNormB, c.LayerNormEps);
+        int rows = B * G * G;
+        var tok = Buf<float>("tok", (long)rows * D);
+        Gemm.SgemmBias(false, true, rows, D, cpp, 1f, patches, cpp, _p.PatchW, cpp, _p.PatchB, tok, D);
+        var x = Buf<float>("x0", (long)rows * D);
+        Norm(tok, rows, D, sw.PatchNormW, sw.PatchNormB, c.LayerNormEps, x);
         Mark("embed");
         int res = G, C = D;
+        string cur = "x0";
         for (int s = 0; s < c.NumStages; s++)
         {
             var (mw, mb, red, blocks) = sw.Stages[s];
             if (red != null)
             {
-                x = Merge(x, B, res, C, mw!, mb!, red, c.LayerNormEps, a);
+                cur = cur == "x0" ? "x1" : "x0";
+                x = Merge(x, B, res, C, mw!, mb!, red, c.LayerNormEps, a, cur);
                 res = (res + 1) / 2;
                 C = red.Out;
                 Mark("merge");
             }
-            foreach (var blk in blocks) x = SwinBlockForward(blk, x, B, res, C, c.LayerNormEps, a);
+            foreach (var blk in blocks) SwinBlockForward(blk, x, B, res, C, c.LayerNormEps, a);
         }
         // final norm per pixel, mean over the map, head.fc
-        var n = Norm(x, B * res * res, C, sw.NormW, sw.NormB, c.LayerNormEps);
+        var n = Buf<float>("h", (long)B * res * res * C);
+        Norm(x, B * res * res, C, sw.NormW, sw.NormB, c.LayerNormEps, n);
         var pooled = new float[B * C];
         for (int b = 0; b < B; b++)
         {
@@ -195,7 +212,7 @@ public sealed partial class Int8Engine
             using var _ = Autograd.NoGrad();
             src = _p.PatchInputQ.Forward(Tensor.FromArray(img.AsSpan(0, B * C * S * S), B, C, S, S)).ToArray();
         }
-        var patches = new float[B * G * G * cpp];
+        var patches = Buf<float>("patches", (long)B * G * G * cpp);
         Parallelism.ForChunks(B * G, 8, (r0, r1) =>
         {
             for (int r = r0; r < r1; r++)
@@ -213,42 +230,46 @@ public sealed partial class Int8Engine
         return patches;
     }
 
-    private static float[] Norm(float[] x, int rows, int C, float[] w, float[] b, float eps)
-    {
-        var y = new float[rows * C];
-        LayerNormKernel.LayerNormRows(x, w, b, y, new float[rows], new float[rows], rows, C, eps);
-        return y;
-    }
+    private void Norm(float[] x, int rows, int C, float[] w, float[] b, float eps, float[] y) =>
+        LayerNormKernel.LayerNormRows(x, w, b, y, Buf<float>("mean", rows), Buf<float>("rstd", rows), rows, C, eps);
 
     /// <summary>timm's PatchMerging on [B, r, r, C]: zero-pad an odd map, gather 2×2 neighbours ((dx, dy, C) order), norm, reduce.</summary>
-    private float[] Merge(float[] x, int B, int r, int C, float[] nw, float[] nb, Int8Linear red, float eps, Arena a)
+    private float[] Merge(float[] x, int B, int r, int C, float[] nw, float[] nb, Int8Linear red, float eps, Arena a, string outKey)
     {
         int R = (r + 1) / 2, C4 = 4 * C;
-        var g = new float[B * R * R * C4];
-        for (int b = 0; b < B; b++)
-            for (int i = 0; i < R; i++)
+        var g = Buf<float>("merge", (long)B * R * R * C4);
+        Parallelism.ForChunks(B * R, 4, (r0, r1) =>
+        {
+            for (int bi = r0; bi < r1; bi++)
                 for (int j = 0; j < R; j++)
                 {
-                    var dst = g.AsSpan(((b * R + i) * R + j) * C4, C4);
+                    int b = bi / R, i = bi % R;
+                    var dst = g.AsSpan((bi * R + j) * C4, C4);
                     for (int dx = 0; dx < 2; dx++)
                         for (int dy = 0; dy < 2; dy++)
                         {
                             int y = 2 * i + dy, xx = 2 * j + dx;
-                            if (y < r && xx < r) x.AsSpan(((b * r + y) * r + xx) * C, C).CopyTo(dst.Slice((dx * 2 + dy) * C, C));
+                            var d = dst.Slice((dx * 2 + dy) * C, C);
+                            if (y < r && xx < r) x.AsSpan(((b * r + y) * r + xx) * C, C).CopyTo(d);
+                            else d.Clear(); // the zero padding of an odd map
                         }
                 }
-        var n = Norm(g, B * R * R, C4, nw, nb, eps);
-        var outp = new float[B * R * R * red.Out];
+        });
+        var n = Buf<float>("merge_norm", (long)B * R * R * C4);
+        Norm(g, B * R * R, C4, nw, nb, eps, n);
+        var outp = Buf<float>(outKey, (long)B * R * R * red.Out);
         Linear(red, n, B * R * R, outp, a, new[] { B, R, R, C4 });
         return outp;
     }
 
-    private float[] SwinBlockForward(SwinInt8Block blk, float[] x, int B, int r, int C, float eps, Arena a)
+    /// <summary>One block on the map x [B, r, r, C], in place.</summary>
+    private void SwinBlockForward(SwinInt8Block blk, float[] x, int B, int r, int C, float eps, Arena a)
     {
         int M = blk.Window, N = M * M, shift = blk.Shift, Rp = (r + M - 1) / M * M, nw = Rp / M, W = nw * nw, Bw = B * W;
         // attention half: windows of the rolled, zero-padded, normalised map
-        var h = Norm(x, B * r * r, C, blk.Ln1W, blk.Ln1B, eps);
-        var win = new float[Bw * N * C];
+        var h = Buf<float>("h", (long)B * r * r * C);
+        Norm(x, B * r * r, C, blk.Ln1W, blk.Ln1B, eps, h);
+        var win = Buf<float>("win", (long)Bw * N * C);
         // Token i of window (wy, wx) sits at (y, x) = (wy·M + i / M, wx·M + i % M) of the rolled map; rows and
         // columns ≥ r are padding (zeros); the rolled map's (y, x) is the map's ((y + shift) mod r, (x + shift) mod r).
         int Src(int y, int xx) => y >= r || xx >= r ? -1 : ((y + shift) % r) * r + (xx + shift) % r;
@@ -260,46 +281,69 @@ public sealed partial class Int8Engine
                 for (int i = 0; i < N; i++)
                 {
                     int src = Src(wy * M + i / M, wx * M + i % M);
-                    if (src >= 0) h.AsSpan((b * r * r + src) * C, C).CopyTo(win.AsSpan((bw * N + i) * C, C));
+                    var d = win.AsSpan((bw * N + i) * C, C);
+                    if (src >= 0) h.AsSpan((b * r * r + src) * C, C).CopyTo(d);
+                    else d.Clear();
                 }
             }
         });
         Mark("windows");
-        var qkv = new float[Bw * N * 3 * C];
+        var qkv = Buf<float>("qkv", (long)Bw * N * 3 * C);
         Linear(blk.Qkv, win, Bw * N, qkv, a, new[] { Bw, N, C });
         Mark("qkv");
-        var ctx = new float[Bw * N * C];
+        var ctx = Buf<float>("ctx", (long)Bw * N * C);
         WindowAttention(blk, qkv, Bw, W, N, C, ctx);
         Mark("attention");
-        var o = new float[Bw * N * C];
+        var o = Buf<float>("win", (long)Bw * N * C); // the windows' buffer is free again
         Linear(blk.Proj, ctx, Bw * N, o, a, new[] { Bw, N, C });
         Mark("proj");
-        // back to the map (crop the padding, roll back) and the residual
-        var x1 = (float[])x.Clone();
-        for (int bw = 0; bw < Bw; bw++)
+        // back to the map (crop the padding, roll back) and the residual; each map pixel is one window token
+        Parallelism.ForChunks(Bw, 1, (w0, w1) =>
         {
-            int b = bw / W, wy = bw % W / nw, wx = bw % nw;
-            for (int i = 0; i < N; i++)
+            for (int bw = w0; bw < w1; bw++)
             {
-                int dst = Src(wy * M + i / M, wx * M + i % M);
-                if (dst >= 0) TensorPrimitives.Add(x1.AsSpan((b * r * r + dst) * C, C), o.AsSpan((bw * N + i) * C, C), x1.AsSpan((b * r * r + dst) * C, C));
+                int b = bw / W, wy = bw % W / nw, wx = bw % nw;
+                for (int i = 0; i < N; i++)
+                {
+                    int dst = Src(wy * M + i / M, wx * M + i % M);
+                    if (dst >= 0) TensorPrimitives.Add(x.AsSpan((b * r * r + dst) * C, C), o.AsSpan((bw * N + i) * C, C), x.AsSpan((b * r * r + dst) * C, C));
+                }
             }
-        }
+        });
         Mark("residual");
         // MLP half
         int rows = B * r * r, Hd = blk.Fc1.Out;
-        var n2 = Norm(x1, rows, C, blk.Ln2W, blk.Ln2B, eps);
-        var f1 = new float[rows * Hd];
-        Linear(blk.Fc1, n2, rows, f1, a, new[] { B, r, r, C });
+        Norm(x, rows, C, blk.Ln2W, blk.Ln2B, eps, h);
+        var f1 = Buf<float>("f1", (long)rows * Hd);
+        Linear(blk.Fc1, h, rows, f1, a, new[] { B, r, r, C });
         Mark("fc1");
-        GeluKernel.Gelu(f1, f1);
+        GeluKernel.Gelu(f1.AsSpan(0, rows * Hd), f1.AsSpan(0, rows * Hd));
         Mark("gelu");
-        var f2 = new float[rows * C];
+        var f2 = Buf<float>("f2", (long)rows * C);
         Linear(blk.Fc2, f1, rows, f2, a, new[] { B, r, r, Hd });
         Mark("fc2");
-        TensorPrimitives.Add(x1, f2, x1);
-        return x1;
+        TensorPrimitives.Add(x.AsSpan(0, rows * C), f2.AsSpan(0, rows * C), x.AsSpan(0, rows * C));
+        Mark("residual");
     }
+
+    /// <summary>A (window, head) task's buffers, pooled across tasks and calls.</summary>
+    private sealed class SwinAttnScratch
+    {
+        public float[] Logits = Array.Empty<float>(), Fq = Array.Empty<float>(), Fk = Array.Empty<float>(), Fv = Array.Empty<float>();
+        public short[] Q16 = Array.Empty<short>(), K16 = Array.Empty<short>(), V16 = Array.Empty<short>(), P16 = Array.Empty<short>();
+        public PackedB? Kb, Vb;
+
+        public void Ensure(int N, int dh)
+        {
+            int ldq = (dh + 1) & ~1, ldp = (N + 1) & ~1;
+            if (Logits.Length < N * N) Logits = new float[N * N];
+            if (Fq.Length < N * dh) { Fq = new float[N * dh]; Fk = new float[N * dh]; Fv = new float[N * dh]; }
+            if (Q16.Length < N * ldq) { Q16 = new short[N * ldq]; K16 = new short[N * ldq]; V16 = new short[N * ldq]; }
+            if (P16.Length < N * ldp) P16 = new short[N * ldp];
+        }
+    }
+
+    private readonly ConcurrentBag<SwinAttnScratch> _swinScratch = new();
 
     /// <summary>Every (window, head): q·kᵀ, ·dh^-½ + bias (+ mask), softmax, ·v into ctx [Bw·N, C] at the head's columns.</summary>
     private void WindowAttention(SwinInt8Block blk, float[] qkv, int Bw, int W, int N, int C, float[] ctx)
@@ -311,49 +355,55 @@ public sealed partial class Int8Engine
         var pvScale = Int8Gemm.PadToPanels(Enumerable.Repeat(at.PvInteger ? at.P.Scale * at.V.Scale : 0f, dh).ToArray(), dh);
         var zerosN = Int8Gemm.PadToPanels(new float[N], N);
         var zerosDh = Int8Gemm.PadToPanels(new float[dh], dh);
-        Parallelism.For(0, Bw * H, t =>
+        // Tasks of (window, head) are tiny at Swin sizes (49 tokens): hand them out in chunks.
+        Parallelism.ForChunks(Bw * H, 16, (t0, t1) =>
         {
-            int bw = t / H, h = t % H, w = bw % W;
-            int qOff = bw * N * ld + h * dh, kOff = qOff + C, vOff = qOff + 2 * C;
-            var logits = new float[N * N];
-            if (at.QkInteger)
+            if (!_swinScratch.TryTake(out var s)) s = new SwinAttnScratch();
+            s.Ensure(N, dh);
+            try
             {
-                var q16 = new short[N * ldq];
-                var k16 = new short[N * ldq];
-                ActQuantize.Rows(qkv.AsSpan(qOff), ld, N, dh, q16, ldq, at.Q);
-                ActQuantize.Rows(qkv.AsSpan(kOff), ld, N, dh, k16, ldq, at.K);
-                var kb = PackedB.FromRowsOfColumns(k16, N, dh, ldq);
-                // (Σ q·k)·Δq·Δk — the simulation's q·kᵀ of the fake-quantized values up to the float sum's rounding
-                Int8Gemm.Gemm(q16, ldq, N, kb, qkScale, zerosN, logits, N);
+                for (int t = t0; t < t1; t++)
+                {
+                    int bw = t / H, h = t % H, w = bw % W;
+                    int qOff = bw * N * ld + h * dh, kOff = qOff + C, vOff = qOff + 2 * C;
+                    var logits = s.Logits.AsSpan(0, N * N);
+                    if (at.QkInteger)
+                    {
+                        ActQuantize.Rows(qkv.AsSpan(qOff), ld, N, dh, s.Q16, ldq, at.Q);
+                        ActQuantize.Rows(qkv.AsSpan(kOff), ld, N, dh, s.K16, ldq, at.K);
+                        s.Kb = PackedB.FromRowsOfColumns(s.K16, N, dh, ldq, s.Kb);
+                        // (Σ q·k)·Δq·Δk — the simulation's q·kᵀ of the fake-quantized values up to the float sum's rounding
+                        Int8Gemm.Gemm(s.Q16, ldq, N, s.Kb, qkScale, zerosN, logits, N);
+                    }
+                    else
+                    {
+                        var q = Slice(qkv, qOff, ld, N, dh, s.Fq, at.Qq);
+                        var k = Slice(qkv, kOff, ld, N, dh, s.Fk, at.Kq);
+                        Gemm.Sgemm(false, true, N, N, dh, 1f, q, dh, k, dh, 0f, logits, N);
+                    }
+                    // scores = logits·dh^-½ + bias (+ mask), in the simulation's order
+                    TensorPrimitives.Multiply(logits, attnScale, logits);
+                    TensorPrimitives.Add(logits, blk.Bias.AsSpan(h * N * N, N * N), logits);
+                    if (blk.Mask != null) TensorPrimitives.Add(logits, blk.Mask.AsSpan(w * N * N, N * N), logits);
+                    SoftmaxKernel.SoftmaxRows(logits, logits, N, N);
+                    var outSpan = ctx.AsSpan(bw * N * C + h * dh);
+                    if (at.PvInteger)
+                    {
+                        ActQuantize.Rows(logits, N, N, N, s.P16, ldp, at.P);
+                        ActQuantize.Rows(qkv.AsSpan(vOff), ld, N, dh, s.V16, ldq, at.V);
+                        s.Vb = PackedB.FromRows(s.V16, N, dh, ldq, s.Vb);
+                        Int8Gemm.Gemm(s.P16, ldp, N, s.Vb, pvScale, zerosDh, outSpan, C);
+                    }
+                    else
+                    {
+                        float[] probs = s.Logits;
+                        if (at.Pq != null) probs = FakeQuant(at.Pq, s.Logits, N * N, new[] { 1, 1, N, N });
+                        var v = Slice(qkv, vOff, ld, N, dh, s.Fv, at.Vq);
+                        Gemm.Sgemm(false, false, N, dh, N, 1f, probs, N, v, dh, 0f, outSpan, C);
+                    }
+                }
             }
-            else
-            {
-                var q = Slice(qkv, qOff, ld, N, dh, new float[N * dh], at.Qq);
-                var k = Slice(qkv, kOff, ld, N, dh, new float[N * dh], at.Kq);
-                Gemm.Sgemm(false, true, N, N, dh, 1f, q, dh, k, dh, 0f, logits, N);
-            }
-            // scores = logits·dh^-½ + bias (+ mask), in the simulation's order
-            TensorPrimitives.Multiply(logits, attnScale, logits);
-            TensorPrimitives.Add(logits, blk.Bias.AsSpan(h * N * N, N * N), logits);
-            if (blk.Mask != null) TensorPrimitives.Add(logits, blk.Mask.AsSpan(w * N * N, N * N), logits);
-            SoftmaxKernel.SoftmaxRows(logits, logits, N, N);
-            var outSpan = ctx.AsSpan(bw * N * C + h * dh);
-            if (at.PvInteger)
-            {
-                var p16 = new short[N * ldp];
-                var v16 = new short[N * ldq];
-                ActQuantize.Rows(logits, N, N, N, p16, ldp, at.P);
-                ActQuantize.Rows(qkv.AsSpan(vOff), ld, N, dh, v16, ldq, at.V);
-                var vb = PackedB.FromRows(v16, N, dh, ldq);
-                Int8Gemm.Gemm(p16, ldp, N, vb, pvScale, zerosDh, outSpan, C);
-            }
-            else
-            {
-                float[] probs = logits;
-                if (at.Pq != null) probs = FakeQuant(at.Pq, logits, N * N, new[] { 1, 1, N, N });
-                var v = Slice(qkv, vOff, ld, N, dh, new float[N * dh], at.Vq);
-                Gemm.Sgemm(false, false, N, dh, N, 1f, probs, N, v, dh, 0f, outSpan, C);
-            }
+            finally { _swinScratch.Add(s); }
         });
     }
 }
