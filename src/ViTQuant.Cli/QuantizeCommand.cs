@@ -67,7 +67,7 @@ internal static class QuantizeCommand
             if (r.GetValue(sample) > 0)
                 plan = (plan with { Activations = plan.Activations.Select(a => a.Spec == null ? a : a with { Spec = a.Spec with { SampleSize = r.GetValue(sample) } }).ToArray() }).Validated();
             var fp = DataSources.LoadModel(r.GetValue(model));
-            if (m is "adfq" or "mimiq") fp.RequireViT($"--method {m}"); // before any evaluation: one line, at once
+            if (m == "mimiq") fp.RequireViT($"--method {m}"); // before any evaluation: one line, at once
             var c = fp.Config;
             var evalDs = DataSources.Limit(DataSources.Open(r.GetValue(evalSet)!, r.GetValue(split)!, c, labelsFile: r.GetValue(labels)), r.GetValue(limit));
             // MimiQ needs no calibration data (data-free): it initialises LSQ on its own distillation images.

@@ -38,8 +38,8 @@ public static class QuantizationMethods
     /// <summary>True for the methods whose result depends on the seed beyond the choice of images (the fine-tuning ones).</summary>
     public static bool FineTunes(string method) => method.StartsWith("mimiq", StringComparison.Ordinal);
 
-    /// <summary>True for the methods with no Swin path (ADFQ-ViT and MimiQ need a ViT/DeiT model).</summary>
-    public static bool NeedsViT(string method) => method.StartsWith("adfq", StringComparison.Ordinal) || FineTunes(method);
+    /// <summary>True for the methods with no Swin path (MimiQ fine-tuning needs a ViT/DeiT model).</summary>
+    public static bool NeedsViT(string method) => FineTunes(method);
 
     /// <summary>
     /// As <see cref="Vitq.Quantize"/>, resumably: MimiQ fine-tuning checkpoints to <paramref name="resumePath"/>
@@ -80,7 +80,6 @@ public static class QuantizationMethods
             PerPatch = method != "adfq-no-per-patch", ShiftLog = method != "adfq-no-shift-log",
             AttentionKl = method != "adfq-no-attn-kl", Reconstruct = method != "adfq-no-recon",
         } : null);
-        var teacher = adfq != null ? fp.RequireViT($"--method {method}") : null;
         var plan = adfq?.CreatePlan(w, a, o.FirstLast8Bit) ?? QuantPresets.Create(method, w, a, o.FirstLast8Bit);
         if (o.CalibrationSampleSize > 0)
             plan = (plan with { Activations = plan.Activations.Select(r => r.Spec == null ? r : r with { Spec = r.Spec with { SampleSize = o.CalibrationSampleSize } }).ToArray() }).Validated();
@@ -95,7 +94,7 @@ public static class QuantizationMethods
         List<AdfqUnitResult>? units = null;
         if (adfq != null)
         {
-            var recon = new AdfqReconstruction(teacher!, qm, images, adfq);
+            var recon = new AdfqReconstruction(fp, qm, images, adfq);
             int per = adfq.Reconstruct ? adfq.Iterations : 1;
             units = new List<AdfqUnitResult>();
             while (recon.CompletedUnits < recon.Units.Count)
