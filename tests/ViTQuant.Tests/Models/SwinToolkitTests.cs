@@ -113,7 +113,7 @@ public class SwinToolkitTests
         VitqProcess.AssertSuccess(int8);
         Assert.Equal(System.Text.Json.JsonDocument.Parse(sim.Stdout).RootElement.GetProperty("top1").GetDouble(),
             System.Text.Json.JsonDocument.Parse(int8.Stdout).RootElement.GetProperty("top1").GetDouble(), 1);
-        VitqProcess.AssertUserError(VitqProcess.Run("synthesize", "--model", model, "--method", "psaq", "--count", "2", "--out", Path.Combine(dir.Path, "p.safetensors")), "not yet Swin");
+        VitqProcess.AssertUserError(VitqProcess.Run("quantize", "--model", model, "--method", "mimiq", "--threads", "1", "--out", Path.Combine(dir.Path, "m.safetensors")), "not yet Swin");
     }
 
     [Fact]
@@ -163,5 +163,24 @@ public class SwinToolkitTests
         var e = VitqProcess.Run(new[] { "eval", "--model", q, "--limit", "64", "--threads", "1", "--json" }, timeoutSeconds: 240);
         VitqProcess.AssertSuccess(e);
         Assert.Equal(j.GetProperty("quant_top1").GetDouble(), System.Text.Json.JsonDocument.Parse(e.Stdout).RootElement.GetProperty("top1").GetDouble(), 9);
+    }
+
+    [Theory]
+    [InlineData("psaq")]
+    [InlineData("mimiq")]
+    public void Cli_SynthesizeOnSwin_ThenCalibratesMinMax(string method)
+    {
+        using var dir = new TempDir();
+        string model = Path.Combine(dir.Path, "swin.safetensors"), set = Path.Combine(dir.Path, "s.safetensors"), q = Path.Combine(dir.Path, "q.safetensors");
+        ModelIO.Save(Tiny(), model);
+        var r = VitqProcess.Run(new[] { "synthesize", "--model", model, "--method", method, "--count", "4", "--batch", "2", "--iterations", "2",
+            "--seed", "3", "--threads", "1", "--out", set, "--json" }, timeoutSeconds: 240);
+        VitqProcess.AssertSuccess(r);
+        Assert.Contains(method == "psaq" ? "entropy" : "ihc", r.Stderr);
+        var loaded = Algorithms.DataFree.SyntheticSet.Load(set);
+        Assert.Equal("swin", loaded.ModelConfig.Family);
+        Assert.Equal(new[] { 4, 1, 28, 28 }, loaded.Images.Shape);
+        VitqProcess.AssertSuccess(VitqProcess.Run(new[] { "quantize", "--model", model, "--method", "minmax", "--calib", set, "--calib-size", "4",
+            "--limit", "16", "--threads", "1", "--out", q }, timeoutSeconds: 240));
     }
 }
