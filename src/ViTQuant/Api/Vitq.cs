@@ -71,7 +71,7 @@ public static class Vitq
     /// Quantizes <paramref name="model"/> (not modified) with <paramref name="options"/> on
     /// <paramref name="data"/> (calibration images; distillation images for MimiQ). Validates first:
     /// ArgumentException naming <paramref name="options"/>' property or <paramref name="data"/> when the images
-    /// do not fit the model; ViTQuantException when the method needs a ViT/DeiT model and this is Swin.
+    /// do not fit the model. Every method runs on ViT/DeiT and Swin alike.
     /// Reports each stage (calibration, ADFQ-ViT reconstruction, fine-tuning) to <paramref name="progress"/>;
     /// cancelling throws OperationCanceledException at the next report, with nothing written.
     /// </summary>
