@@ -264,7 +264,7 @@ public sealed class SwinBlock : Module
         if (_mask != null && _mask.Shape[0] != Hp / M * (Wp / M))
             throw new ArgumentException($"{_p}: a {H}×{W} map has {Hp / M * (Wp / M)} windows of {M}×{M}, the shifted-window mask was built for {_mask.Shape[0]}");
         var windows = SwinWindows.Partition(h, M);                 // [B·nW, M², C]
-        var o = WindowAttention(windows, Hp / M * (Wp / M), hooks);     // [B·nW, M², C]
+        var o = WindowAttention(windows, Hp / M * (Wp / M), hooks); // [B·nW, M², C]
         h = SwinWindows.Reverse(o, M, B, Hp, Wp);                 // [B, Hp, Wp, C]
         if (Hp != H) h = Ops.Narrow(h, 1, 0, H);
         if (Wp != W) h = Ops.Narrow(h, 2, 0, W);
