@@ -70,7 +70,7 @@ internal static class MimiqFineTune
     /// Throws ViTQuantException for bad flags, unreadable or mismatched data, a stale resume file without
     /// --resume, or a diverging loss.
     /// </summary>
-    public static MimiqFineTuneCliResult Run(VisionTransformer teacher, MimiqCliOptions o)
+    public static MimiqFineTuneCliResult Run(VisionModel teacher, MimiqCliOptions o)
     {
         var distance = MimiqFineTuning.ParseDistance(o.Distance);
         var opts = new MimiqOptions

@@ -67,7 +67,6 @@ internal static class QuantizeCommand
             if (r.GetValue(sample) > 0)
                 plan = (plan with { Activations = plan.Activations.Select(a => a.Spec == null ? a : a with { Spec = a.Spec with { SampleSize = r.GetValue(sample) } }).ToArray() }).Validated();
             var fp = DataSources.LoadModel(r.GetValue(model));
-            if (m is "adfq" or "mimiq") fp.RequireViT($"--method {m}"); // before any evaluation: one line, at once
             var c = fp.Config;
             var evalDs = DataSources.Limit(DataSources.Open(r.GetValue(evalSet)!, r.GetValue(split)!, c, labelsFile: r.GetValue(labels)), r.GetValue(limit));
             // MimiQ needs no calibration data (data-free): it initialises LSQ on its own distillation images.
@@ -81,7 +80,7 @@ internal static class QuantizeCommand
             var fpRes = Evaluate("float", fp, null, evalDs);
             MimiqFineTuneCliResult? ft = null;
             var result = m == "mimiq"
-                ? QuantizationResult.Freeze((ft = MimiqFineTune.Run(fp.RequireViT("--method mimiq"), mimiq.Read(r, r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast), r.GetValue(seed), outPath))).Student, options)
+                ? QuantizationResult.Freeze((ft = MimiqFineTune.Run(fp, mimiq.Read(r, r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast), r.GetValue(seed), outPath))).Student, options)
                 : Progress.Staged(p => Vitq.Quantize(fp, calibData!, options, p));
             var (qm, calibration, units) = (result.Model, result.Calibration, result.AdfqUnits);
             var qRes = Evaluate($"{m} w{plan.WeightBits}a{plan.ActivationBits}", qm.Model, qm, evalDs);

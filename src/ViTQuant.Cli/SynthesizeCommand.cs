@@ -63,7 +63,6 @@ internal static class SynthesizeCommand
             OutputGuard.CheckFile(outPath, r.GetValue(overwrite), "--out", modelPath);
             Interrupt.Arm(addResume: true);
             var net = DataSources.LoadModel(modelPath);
-            if (m != "gaussian") net.RequireViT($"vitq synthesize --method {m}"); // Gaussian noise needs only the input shape
             var synth = Synthesis.Create(settings);
             long total = (long)settings.BatchCount * synth.Iterations;
             Console.Error.WriteLine($"synthesizing {settings.Count} images with {m} for {net.Config.Architecture}: {settings.BatchCount} batches of {settings.BatchSize}"

@@ -137,7 +137,7 @@ public sealed class CalibrationData
     /// file (images re-normalised when the generating model's mean/std differ from <paramref name="model"/>'s;
     /// labels when stored). Throws ViTQuantException naming --data / --data-size.
     /// </summary>
-    public static CalibrationData LoadDistillation(string spec, int? size, ViTConfig model, ulong seed)
+    public static CalibrationData LoadDistillation(string spec, int? size, IModelConfig model, ulong seed)
     {
         ArgumentNullException.ThrowIfNull(spec);
         ArgumentNullException.ThrowIfNull(model);
@@ -161,7 +161,7 @@ public sealed class CalibrationData
     private static Tensor GaussianImages(IModelConfig c, int n, ulong seed) =>
         Tensor.Randn(new Rng(seed ^ 0x6A0551A9UL), 1f, n, c.InChans, c.ImageSize, c.ImageSize);
 
-    private static (Tensor, int[]?) LoadSetFile(string path, int? size, ViTConfig c, ulong seed)
+    private static (Tensor, int[]?) LoadSetFile(string path, int? size, IModelConfig c, ulong seed)
     {
         var f = SafeTensorsFile.Read(path);
         if (!f.Contains("images")) throw new ViTQuantException($"{path}: no 'images' tensor (expected a synthetic set)");
@@ -173,7 +173,7 @@ public sealed class CalibrationData
         if (labels != null && labels.Length != n) throw new ViTQuantException($"{path}: {labels.Length} labels for {n} images");
         if (f.Metadata.TryGetValue("vitq.model_config", out var genJson))
         {
-            var gen = ViTConfig.FromJson(genJson, path);
+            var gen = ModelConfigs.FromJson(genJson, path);
             if (gen.InChans != c.InChans) throw new ViTQuantException($"{path}: made for a {gen.InChans}-channel model, the teacher has {c.InChans}");
             if (!gen.Mean.SequenceEqual(c.Mean) || !gen.Std.SequenceEqual(c.Std)) Renormalize(images, gen, c);
         }
@@ -191,7 +191,7 @@ public sealed class CalibrationData
     }
 
     /// <summary>Maps images normalised for <paramref name="from"/> into the normalised space of <paramref name="to"/>.</summary>
-    private static void Renormalize(Tensor images, ViTConfig from, ViTConfig to)
+    private static void Renormalize(Tensor images, IModelConfig from, IModelConfig to)
     {
         int plane = to.ImageSize * to.ImageSize, ch = to.InChans;
         for (int i = 0; i < images.Size; i++)

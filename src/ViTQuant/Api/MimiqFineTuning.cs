@@ -51,7 +51,7 @@ public static class MimiqFineTuning
     /// keeps the last finished epoch). Throws ViTQuantException for invalid options, images that do not fit the
     /// teacher, or a diverging loss.
     /// </summary>
-    public static MimiqFineTuneResult Run(VisionTransformer teacher, CalibrationData data, MimiqOptions options, string? resumePath = null,
+    public static MimiqFineTuneResult Run(VisionModel teacher, CalibrationData data, MimiqOptions options, string? resumePath = null,
         IProgress<OperationProgress>? progress = null, Action<MimiqFineTunePlan>? onStart = null, Action<MimiqEpoch>? onEpoch = null,
         CancellationToken cancellationToken = default)
     {

@@ -38,9 +38,6 @@ public static class QuantizationMethods
     /// <summary>True for the methods whose result depends on the seed beyond the choice of images (the fine-tuning ones).</summary>
     public static bool FineTunes(string method) => method.StartsWith("mimiq", StringComparison.Ordinal);
 
-    /// <summary>True for the methods with no Swin path (ADFQ-ViT and MimiQ need a ViT/DeiT model).</summary>
-    public static bool NeedsViT(string method) => method.StartsWith("adfq", StringComparison.Ordinal) || FineTunes(method);
-
     /// <summary>
     /// As <see cref="Vitq.Quantize"/>, resumably: MimiQ fine-tuning checkpoints to <paramref name="resumePath"/>
     /// after each epoch when it is given and continues from it when it exists (the caller deletes it once the
@@ -54,7 +51,6 @@ public static class QuantizationMethods
         ArgumentNullException.ThrowIfNull(options);
         options = options.Validated();
         Vitq.CheckFits(model.Config, data, nameof(data));
-        if (NeedsViT(options.Method)) model.RequireViT($"--method {options.Method}");
         cancellationToken.ThrowIfCancellationRequested();
         var sw = System.Diagnostics.Stopwatch.StartNew();
         var frozen = Run(model, data.BatchList, options, resumePath, new ProgressSink(progress, cancellationToken));
@@ -73,14 +69,13 @@ public static class QuantizationMethods
         string method = o.Method;
         if (!Names.Contains(method)) throw new ViTQuantException($"unknown method '{method}' ({string.Join(", ", Names)})");
         int w = o.WeightBits, a = o.ActivationBits;
-        if (FineTunes(method)) return FineTune(fp.RequireViT($"--method {method}"), images, o, resumePath, progress);
+        if (FineTunes(method)) return FineTune(fp, images, o, resumePath, progress);
         var adfq = o.Adfq ?? (method.StartsWith("adfq", StringComparison.Ordinal) ? new AdfqOptions
         {
             Iterations = o.AdfqIterations, Seed = o.Seed,
             PerPatch = method != "adfq-no-per-patch", ShiftLog = method != "adfq-no-shift-log",
             AttentionKl = method != "adfq-no-attn-kl", Reconstruct = method != "adfq-no-recon",
         } : null);
-        var teacher = adfq != null ? fp.RequireViT($"--method {method}") : null;
         var plan = adfq?.CreatePlan(w, a, o.FirstLast8Bit) ?? QuantPresets.Create(method, w, a, o.FirstLast8Bit);
         if (o.CalibrationSampleSize > 0)
             plan = (plan with { Activations = plan.Activations.Select(r => r.Spec == null ? r : r with { Spec = r.Spec with { SampleSize = o.CalibrationSampleSize } }).ToArray() }).Validated();
@@ -95,7 +90,7 @@ public static class QuantizationMethods
         List<AdfqUnitResult>? units = null;
         if (adfq != null)
         {
-            var recon = new AdfqReconstruction(teacher!, qm, images, adfq);
+            var recon = new AdfqReconstruction(fp, qm, images, adfq);
             int per = adfq.Reconstruct ? adfq.Iterations : 1;
             units = new List<AdfqUnitResult>();
             while (recon.CompletedUnits < recon.Units.Count)
@@ -112,7 +107,7 @@ public static class QuantizationMethods
         return new FrozenModel(qm, QuantizedCheckpoint.Freeze(qm), calibration, units);
     }
 
-    private static FrozenModel FineTune(VisionTransformer fp, List<Tensor> images, QuantizeOptions o, string? resumePath, ProgressSink progress)
+    private static FrozenModel FineTune(VisionModel fp, List<Tensor> images, QuantizeOptions o, string? resumePath, ProgressSink progress)
     {
         string method = o.Method;
         var distance = method switch

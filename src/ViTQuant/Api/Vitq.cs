@@ -71,7 +71,7 @@ public static class Vitq
     /// Quantizes <paramref name="model"/> (not modified) with <paramref name="options"/> on
     /// <paramref name="data"/> (calibration images; distillation images for MimiQ). Validates first:
     /// ArgumentException naming <paramref name="options"/>' property or <paramref name="data"/> when the images
-    /// do not fit the model; ViTQuantException when the method needs a ViT/DeiT model and this is Swin.
+    /// do not fit the model. Every method runs on ViT/DeiT and Swin alike.
     /// Reports each stage (calibration, ADFQ-ViT reconstruction, fine-tuning) to <paramref name="progress"/>;
     /// cancelling throws OperationCanceledException at the next report, with nothing written.
     /// </summary>
@@ -164,7 +164,7 @@ public static class Vitq
     /// <see cref="CalibrationData.SyntheticSet"/> reads. Finished batches are kept as shards beside the output
     /// while it runs; with <paramref name="resumable"/> a failed or cancelled run keeps them and a later call
     /// with the same settings continues after them, otherwise they are deleted. Throws ArgumentException for a
-    /// bad <paramref name="outPath"/>, ViTQuantException for invalid settings or a Swin model.
+    /// bad <paramref name="outPath"/>, ViTQuantException for invalid settings.
     /// </summary>
     public static SynthesisRunResult Synthesize(VisionModel model, SynthesisSettings settings, string outPath, bool resumable = false,
         bool overwrite = false, IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
@@ -173,7 +173,6 @@ public static class Vitq
         ArgumentNullException.ThrowIfNull(settings);
         CheckOutput(outPath, overwrite, nameof(outPath));
         settings = settings.Validated();
-        if (settings.Method != "gaussian") model.RequireViT($"{settings.Method} synthesis"); // before any output: Gaussian noise needs no attention
         string shards = SynthesisRunner.ShardDirectory(outPath);
         bool hadShards = Directory.Exists(shards);
         if (hadShards && !resumable)

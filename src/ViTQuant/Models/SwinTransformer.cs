@@ -16,6 +16,8 @@
 // Point names: patch_embed.proj, layers.{s}.downsample.reduction, layers.{s}.blocks.{b}.attn.qkv / .q / .k /
 // .v / .probs / .proj, layers.{s}.blocks.{b}.mlp.fc1 / .fc2, head.fc (weights and inputs); taps
 // layers.{s}.blocks.{b}.attn.logits / .probs [B·nW, heads, M², M²], .attn.out, .mlp.act.
+// The inputs of qkv and fc1 reach the hooks as tokens [B, N, C] (N = nW·M² window positions, or H·W), so
+// per-token quantizers keep one grid per patch position of the stage as on a ViT (SwinBlock.Tokens).
 using ViTQuant.Nn;
 using ViTQuant.Tensors;
 
@@ -158,14 +160,31 @@ public sealed class SwinStage : Module
     }
 
     /// <summary>timm's PatchMerging: pad odd maps with zeros, gather 2×2 neighbours, norm, reduce.</summary>
-    private Tensor Merge(Tensor x, IModelHooks? hooks)
+    private Tensor Merge(Tensor x, IModelHooks? hooks) => Reduce(MergeInput(x), hooks);
+
+    /// <summary>
+    /// The input of the merging reduction for the previous stage's map x [B, H, W, C]: zero-padded to even
+    /// sides, 2×2 neighbours gathered in timm's order and normalised (downsample.norm), [B, H/2, W/2, 4C].
+    /// Throws InvalidOperationException in stage 0, which has no merging.
+    /// </summary>
+    public Tensor MergeInput(Tensor x)
     {
+        if (MergeNorm == null) throw new InvalidOperationException($"{_p} has no patch merging");
         x = SwinWindows.PadTo(x, 2);
         int B = x.Shape[0], H = x.Shape[1], W = x.Shape[2], C = x.Shape[3];
         var g = Ops.Permute(Ops.Reshape(x, B, H / 2, 2, W / 2, 2, C), 0, 1, 3, 4, 2, 5);
-        var merged = MergeNorm!.Forward(Ops.Reshape(g, B, H / 2, W / 2, 4 * C));
+        return MergeNorm.Forward(Ops.Reshape(g, B, H / 2, W / 2, 4 * C));
+    }
+
+    /// <summary>
+    /// The merging reduction (downsample.reduction, 4C → 2C) on <see cref="MergeInput"/>'s output, with the hooks
+    /// at its point. Throws InvalidOperationException in stage 0.
+    /// </summary>
+    public Tensor Reduce(Tensor merged, IModelHooks? hooks)
+    {
+        if (Reduction == null) throw new InvalidOperationException($"{_p} has no patch merging");
         string name = $"{_p}.downsample.reduction";
-        return Reduction!.Forward(hooks?.Activation(name, merged) ?? merged, hooks?.Weight(name, Reduction.Weight));
+        return Reduction.Forward(hooks?.Activation(name, merged) ?? merged, hooks?.Weight(name, Reduction.Weight));
     }
 }
 
@@ -227,41 +246,49 @@ public sealed class SwinBlock : Module
     public Tensor Forward(Tensor x, IModelHooks? hooks) => ForwardMlp(ForwardAttention(x, hooks), hooks);
 
     /// <summary>x + shifted-window attention of norm1(x).</summary>
-    public Tensor ForwardAttention(Tensor x, IModelHooks? hooks)
+    public Tensor ForwardAttention(Tensor x, IModelHooks? hooks) => Ops.Add(x, Attention(Norm1.Forward(x), hooks));
+
+    /// <summary>x + mlp(norm2(x)).</summary>
+    public Tensor ForwardMlp(Tensor x, IModelHooks? hooks) => Ops.Add(x, Mlp(Norm2.Forward(x), hooks));
+
+    /// <summary>
+    /// The attention branch on the normalised map h [B, H, W, C]: roll by −shift, pad to the window, window
+    /// attention, merge, crop, roll back; the same shape out (what the block adds to its residual stream).
+    /// </summary>
+    public Tensor Attention(Tensor h, IModelHooks? hooks)
     {
-        int B = x.Shape[0], H = x.Shape[1], W = x.Shape[2], C = x.Shape[3], M = _window;
-        var h = Norm1.Forward(x);
+        int B = h.Shape[0], H = h.Shape[1], W = h.Shape[2], M = _window;
         if (_shift > 0) h = Ops.Roll(Ops.Roll(h, -_shift, 1), -_shift, 2);
         h = SwinWindows.PadTo(h, M);
         int Hp = h.Shape[1], Wp = h.Shape[2];
         if (_mask != null && _mask.Shape[0] != Hp / M * (Wp / M))
             throw new ArgumentException($"{_p}: a {H}×{W} map has {Hp / M * (Wp / M)} windows of {M}×{M}, the shifted-window mask was built for {_mask.Shape[0]}");
         var windows = SwinWindows.Partition(h, M);                 // [B·nW, M², C]
-        var o = Attention(windows, Hp / M * (Wp / M), hooks);     // [B·nW, M², C]
+        var o = WindowAttention(windows, Hp / M * (Wp / M), hooks); // [B·nW, M², C]
         h = SwinWindows.Reverse(o, M, B, Hp, Wp);                 // [B, Hp, Wp, C]
         if (Hp != H) h = Ops.Narrow(h, 1, 0, H);
         if (Wp != W) h = Ops.Narrow(h, 2, 0, W);
         if (_shift > 0) h = Ops.Roll(Ops.Roll(h, _shift, 1), _shift, 2);
-        return Ops.Add(x, h);
+        return h;
     }
 
-    /// <summary>x + mlp(norm2(x)).</summary>
-    public Tensor ForwardMlp(Tensor x, IModelHooks? hooks)
+    /// <summary>The MLP branch (fc1 → GELU → fc2) on the normalised map n [B, H, W, C], the same shape out.</summary>
+    public Tensor Mlp(Tensor n, IModelHooks? hooks)
     {
         var p = _p;
-        var n = Norm2.Forward(x);
-        var h = Fc1.Forward(Act(hooks, $"{p}.mlp.fc1", n), hooks?.Weight($"{p}.mlp.fc1", Fc1.Weight));
+        var fc1In = Tokens(hooks, $"{p}.mlp.fc1", n, n.Shape[0]);
+        var h = Fc1.Forward(fc1In, hooks?.Weight($"{p}.mlp.fc1", Fc1.Weight));
         h = Ops.Gelu(h);
         if (hooks != null && hooks.WantsTap($"{p}.mlp.act")) hooks.Tap($"{p}.mlp.act", h);
-        return Ops.Add(x, Fc2.Forward(Act(hooks, $"{p}.mlp.fc2", h), hooks?.Weight($"{p}.mlp.fc2", Fc2.Weight)));
+        return Fc2.Forward(Act(hooks, $"{p}.mlp.fc2", h), hooks?.Weight($"{p}.mlp.fc2", Fc2.Weight));
     }
 
     /// <summary>Window attention on windows [B·nW, M², C] (timm's WindowAttention.forward, non-fused path).</summary>
-    private Tensor Attention(Tensor x, int windowsPerImage, IModelHooks? hooks)
+    private Tensor WindowAttention(Tensor x, int windowsPerImage, IModelHooks? hooks)
     {
         var p = _p;
         int Bw = x.Shape[0], N = x.Shape[1];
-        var qkv = Qkv.Forward(Act(hooks, $"{p}.attn.qkv", x), hooks?.Weight($"{p}.attn.qkv", Qkv.Weight));
+        var qkv = Qkv.Forward(Tokens(hooks, $"{p}.attn.qkv", x, Bw / windowsPerImage), hooks?.Weight($"{p}.attn.qkv", Qkv.Weight));
         var (q, k, v) = Ops.SplitQkv(qkv, _heads);                 // each [B·nW, heads, M², dh]
         q = Act(hooks, $"{p}.attn.q", q);
         k = Act(hooks, $"{p}.attn.k", k);
@@ -286,6 +313,20 @@ public sealed class SwinBlock : Module
     }
 
     private static Tensor Act(IModelHooks? hooks, string point, Tensor x) => hooks?.Activation(point, x) ?? x;
+
+    /// <summary>
+    /// The hooks at a post-LayerNorm point (qkv, fc1 input) see the image's tokens [B, N, C] — N = the
+    /// stage's H·W patches, or nW·M² window positions of the rolled, padded map — so that a per-token
+    /// quantizer (ADFQ-ViT's per-patch one) keeps one grid per patch position, as on a ViT, instead of
+    /// sharing it over windows or map rows. The result comes back in x's shape.
+    /// </summary>
+    private static Tensor Tokens(IModelHooks? hooks, string point, Tensor x, int batch)
+    {
+        if (hooks == null) return x;
+        int c = x.Shape[^1];
+        var y = hooks.Activation(point, Ops.Reshape(x, batch, x.Size / (batch * c), c));
+        return Ops.Reshape(y, x.Shape);
+    }
 }
 
 /// <summary>Window partition/reverse, padding, relative position index and shift mask (timm's helpers).</summary>

@@ -60,6 +60,12 @@ public interface IModelConfig
     /// <summary>The transformer blocks' name prefixes in forward order ("blocks.3", "layers.1.blocks.0").</summary>
     IReadOnlyList<string> BlockPrefixes();
 
+    /// <summary>
+    /// Leading non-patch tokens on both axes of every attention map (ViT/DeiT: the class and distillation
+    /// tokens; Swin, whose windows hold patches only: 0).
+    /// </summary>
+    int NumPrefixTokens => 0;
+
     /// <summary>The config as JSON (what our checkpoints store under vitq.config).</summary>
     string ToJson();
 }

@@ -123,14 +123,15 @@ public static class QuantPresets
                 // q, k, v: the published UniformAffineQuantizer searches the step and the zero point (p = 2.4).
                 var qkv = new QuantSpec { Bits = abits, Range = RangeMethod.LpZeroPointSearch, LpNorm = 2.4f };
                 var perc = new QuantSpec { Bits = abits, Range = RangeMethod.Percentile, Learnable = true }; // ADFQ learns these steps
-                acts.Add(new("blocks.*.attn.qkv", patch));
-                acts.Add(new("blocks.*.mlp.fc1", patch));
-                acts.Add(new("blocks.*.mlp.fc2", new QuantSpec { Kind = QuantKind.ShiftLog, Bits = abits, SqrtTwoBase = true, Range = RangeMethod.Percentile }));
-                acts.Add(new("blocks.*.attn.q", qkv));
-                acts.Add(new("blocks.*.attn.k", qkv));
-                acts.Add(new("blocks.*.attn.v", qkv));
+                // "*blocks.*": ViT's blocks.{i}.… and Swin's layers.{s}.blocks.{b}.… alike.
+                acts.Add(new("*blocks.*.attn.qkv", patch));
+                acts.Add(new("*blocks.*.mlp.fc1", patch));
+                acts.Add(new("*blocks.*.mlp.fc2", new QuantSpec { Kind = QuantKind.ShiftLog, Bits = abits, SqrtTwoBase = true, Range = RangeMethod.Percentile }));
+                acts.Add(new("*blocks.*.attn.q", qkv));
+                acts.Add(new("*blocks.*.attn.k", qkv));
+                acts.Add(new("*blocks.*.attn.v", qkv));
                 // Post-softmax: the published LogSqrt2Quantizer picks Δ among quantile(p) by MSE, not Δ = max(p).
-                acts.Add(new("blocks.*.attn.probs", new QuantSpec { Kind = QuantKind.LogSqrt2, Bits = abits, Range = RangeMethod.Percentile }));
+                acts.Add(new("*blocks.*.attn.probs", new QuantSpec { Kind = QuantKind.LogSqrt2, Bits = abits, Range = RangeMethod.Percentile }));
                 foreach (var l in new[] { "head", "head_dist", "head.fc" }) acts.Add(new(l, W(perc, l)));
                 acts.Add(new("*", perc));
                 break;

@@ -200,11 +200,8 @@ public class FacadeTests
         Assert.Equal("path", Assert.Throws<ArgumentException>(() => q.Save(dir.Path)).ParamName);
         Assert.Equal("x", File.ReadAllText(dir.File("taken.safetensors")));
 
-        // A file that is not a model is named; ADFQ-ViT and MimiQ refuse Swin in one line.
+        // A file that is not a model is named.
         Assert.Contains("notamodel.safetensors", Assert.ThrowsAny<ViTQuantException>(() => Vitq.LoadModel(dir.File("taken.safetensors").Replace("taken", "notamodel"))).Message);
-        var swin = new SwinTransformer(SwinConfig.FashionMnist() with { EmbedDim = 8, NumHeads = new[] { 1, 2, 2 } }, seed: 5);
-        foreach (var method in new[] { "adfq", "mimiq" })
-            Assert.Contains("Swin", Assert.Throws<ViTQuantException>(() => Vitq.Quantize(swin, CalibrationData.Gaussian(swin.Config, 2), new QuantizeOptions { Method = method })).Message);
         Assert.Equal(new[] { "taken.safetensors" }, Directory.EnumerateFileSystemEntries(dir.Path).Select(Path.GetFileName));
     }
 }

@@ -39,7 +39,9 @@ public static class InterHeadCoherence
 
     /// <summary>
     /// L_IHC averaged over layers: the mean of <see cref="LayerLoss"/> over <paramref name="layerLogits"/>
-    /// (every layer has the same number of terms, so this is the mean over (l, b, n, i, j)).
+    /// (on a ViT every layer has the same number of terms, so this is the mean over (l, b, n, i, j); Swin's
+    /// window layers [B·nW, H, M², M²] differ in windows and heads, and each layer's mean counts once, as
+    /// the spec's "averaged per layer, then over layers").
     /// Throws ArgumentException for an empty list or a tensor that <see cref="LayerLoss"/> rejects.
     /// </summary>
     public static Tensor Loss(IReadOnlyList<Tensor> layerLogits, int prefixTokens, bool signed = false)

@@ -13,6 +13,10 @@
 // The colour operations are kept for single-channel models: on grey images they are a brightness and
 // contrast change, which is exactly the invariance they are meant to teach (only hue/saturation would
 // be meaningless there, and MimiQ's jitter has none).
+// Swin: L_IHC runs per window-attention layer on its logits [B·nW, heads, M², M²] — per window and query
+// patch over the window's M² keys, averaged per layer, then over layers (mimiq.md). *choice*: the
+// logits are q·kᵀ as on a ViT, before the relative position bias and the shifted-window mask; keys that the
+// mask hides from a query (other regions of a rolled window) and zero-padded positions stay in its map.
 // Each iteration runs inside a TensorArena scope; only the loss values are copied out of it.
 using ViTQuant.Models;
 using ViTQuant.Nn;
@@ -67,12 +71,7 @@ public sealed class MimiqSynthesizer : IImageSynthesizer
 
     /// <summary>Draws labels, then x ~ N(0, 1), then optimises x (see <see cref="Optimize"/>).</summary>
     /// <inheritdoc/>
-    /// <remarks>Its losses read the attention of ViT/DeiT blocks: a Swin model is refused (ViTQuantException).</remarks>
-    public SyntheticBatch Generate(VisionModel model, int count, Rng rng, Action<int, SynthesisLosses>? onIteration = null) =>
-        Generate(model.RequireViT("MimiQ synthesis"), count, rng, onIteration);
-
-    /// <summary>Generates a batch for a ViT/DeiT (see the interface member).</summary>
-    public SyntheticBatch Generate(VisionTransformer model, int count, Rng rng, Action<int, SynthesisLosses>? onIteration = null)
+    public SyntheticBatch Generate(VisionModel model, int count, Rng rng, Action<int, SynthesisLosses>? onIteration = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
@@ -99,7 +98,7 @@ public sealed class MimiqSynthesizer : IImageSynthesizer
     /// iteration's losses. Throws SynthesisDivergedException on a non-finite loss or pixel, and
     /// ArgumentException when x does not fit the model or labels.Length ≠ B.
     /// </summary>
-    public SynthesisLosses Optimize(VisionTransformer model, Tensor x, int[] labels, Rng rng, Action<int, SynthesisLosses>? onIteration = null)
+    public SynthesisLosses Optimize(VisionModel model, Tensor x, int[] labels, Rng rng, Action<int, SynthesisLosses>? onIteration = null)
     {
         var c = model.Config;
         if (x.Rank != 4 || x.Shape[1] != c.InChans || x.Shape[2] != c.ImageSize || x.Shape[3] != c.ImageSize)
@@ -151,7 +150,7 @@ public sealed class MimiqSynthesizer : IImageSynthesizer
                         var weighted = Ops.Scale(term, lambda);
                         total = total == null ? weighted : Ops.Add(total, weighted);
                     }
-                    if (LambdaIhc > 0) AddTerm(InterHeadCoherence.Loss(Synthesis.BlockTaps(want, c.Depth, "attn.logits"), c.NumPrefixTokens, IhcSigned), LambdaIhc, out ihc);
+                    if (LambdaIhc > 0) AddTerm(InterHeadCoherence.Loss(Synthesis.BlockTaps(want, c, "attn.logits"), c.NumPrefixTokens, IhcSigned), LambdaIhc, out ihc);
                     if (LambdaCe > 0) AddTerm(Ops.CrossEntropy(logits, labels), LambdaCe, out ce);
                     if (LambdaTv > 0) AddTerm(TotalVariation.Loss(x, TotalVariation.MimiqDiagonalWeight), LambdaTv, out tv);
                     double totalValue = total!.Item();

@@ -11,6 +11,10 @@
 //   rows and columns, as the original's shifts=(off, off)) is drawn from U{−J..J} with J = round(H/15)
 //   in round one and round(H/7.5) in round two (15 and 30 px at 224), at least 1; then a horizontal
 //   flip with p = 0.5; pixels clamped to the valid range after every step.
+// Swin: E_l over the patch features of the whole image — the windows' attn·V [B·nW, heads, M², dh] regrouped
+// per image (Synthesis.PerImage), so every patch pair of the stage's map counts, as on a ViT. *choice*: with
+// a map that is not a multiple of the window, the zero-padded positions count as patches too (none in
+// Swin-T/S/B at 224 px).
 // Draw order from the batch's generator: labels, pixels, v, then per iteration (offset, flip).
 using ViTQuant.Models;
 using ViTQuant.Nn;
@@ -44,13 +48,7 @@ public sealed class PsaqSynthesizer : IImageSynthesizer
     }
 
     /// <inheritdoc/>
-    /// <inheritdoc/>
-    /// <remarks>Its losses read the attention of ViT/DeiT blocks: a Swin model is refused (ViTQuantException).</remarks>
-    public SyntheticBatch Generate(VisionModel model, int count, Rng rng, Action<int, SynthesisLosses>? onIteration = null) =>
-        Generate(model.RequireViT("PSAQ-ViT synthesis"), count, rng, onIteration);
-
-    /// <summary>Generates a batch for a ViT/DeiT (see the interface member).</summary>
-    public SyntheticBatch Generate(VisionTransformer model, int count, Rng rng, Action<int, SynthesisLosses>? onIteration = null)
+    public SyntheticBatch Generate(VisionModel model, int count, Rng rng, Action<int, SynthesisLosses>? onIteration = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
@@ -84,9 +82,9 @@ public sealed class PsaqSynthesizer : IImageSynthesizer
                         var xj = JitterOp.Apply(x, off, off, flip);
                         var logits = model.Forward(xj, rec);
                         Tensor entropy = null!;
-                        foreach (var o in Synthesis.BlockTaps(rec, c.Depth, "attn.out"))
+                        foreach (var o in Synthesis.BlockTaps(rec, c, "attn.out"))
                         {
-                            var e = PatchSimilarityEntropy.Entropy(o, c.NumPrefixTokens);
+                            var e = PatchSimilarityEntropy.Entropy(Synthesis.PerImage(o, count), c.NumPrefixTokens);
                             entropy = entropy == null ? e : Ops.Add(entropy, e);
                         }
                         var ce = Ops.CrossEntropy(logits, labels);

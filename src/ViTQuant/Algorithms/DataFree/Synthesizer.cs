@@ -114,7 +114,38 @@ public static class Synthesis
     /// </summary>
     public static IDisposable Freeze(VisionModel model) => new FrozenModel(model);
 
-    /// <summary>The attention taps of every block, in block order, recorded by <paramref name="rec"/>.</summary>
+    /// <summary>
+    /// The taps "{block}.{suffix}" of every transformer block of <paramref name="config"/> (ViT: blocks.{i},
+    /// Swin: layers.{s}.blocks.{b}), in forward order, recorded by <paramref name="rec"/>. Throws
+    /// InvalidOperationException when the model did not report one.
+    /// </summary>
+    public static List<Tensor> BlockTaps(TapRecorder rec, IModelConfig config, string suffix)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        var list = new List<Tensor>();
+        foreach (var p in config.BlockPrefixes())
+        {
+            if (!rec.Taps.TryGetValue($"{p}.{suffix}", out var t))
+                throw new InvalidOperationException($"the model did not report tap {p}.{suffix}");
+            list.Add(t);
+        }
+        return list;
+    }
+
+    /// <summary>
+    /// A per-head attention tap with one image per row of the first axis: ViT's [B, heads, N, d] unchanged;
+    /// Swin's windows [B·nW, heads, T, d] (the windows of one image are consecutive) as [B, heads, nW·T, d],
+    /// so that the image's patches of every window are one set, as a ViT's tokens are.
+    /// </summary>
+    internal static Tensor PerImage(Tensor tap, int batch)
+    {
+        if (tap.Shape[0] == batch) return tap;
+        int windows = tap.Shape[0] / batch, heads = tap.Shape[1], t = tap.Shape[2], d = tap.Shape[3];
+        var grouped = Ops.Permute(Ops.Reshape(tap, batch, windows, heads, t, d), 0, 2, 1, 3, 4);
+        return Ops.Reshape(grouped, batch, heads, windows * t, d);
+    }
+
+    /// <summary>The attention taps of every ViT block blocks.{i}, in block order, recorded by <paramref name="rec"/>.</summary>
     public static List<Tensor> BlockTaps(TapRecorder rec, int depth, string suffix)
     {
         var list = new List<Tensor>(depth);

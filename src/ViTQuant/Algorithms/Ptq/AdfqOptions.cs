@@ -135,13 +135,13 @@ public sealed record AdfqOptions
         var probs = Probs ?? AutoProbs(abits);
         QuantSpec? Rewrite(string pattern, QuantSpec? spec) => pattern switch
         {
-            "blocks.*.attn.qkv" when !PerPatch => perTensor,
-            "blocks.*.mlp.fc1" => PerPatch ? spec! with { OutlierThreshold = Fc1Alpha } : perTensor,
-            "blocks.*.mlp.fc2" => ShiftLog ? spec! with { SqrtTwoBase = ShiftLogSqrtTwoBase } : perTensor,
-            "blocks.*.attn.probs" => probs == QuantKind.Uniform ? perTensor : spec! with { Kind = probs },
+            "*blocks.*.attn.qkv" when !PerPatch => perTensor,
+            "*blocks.*.mlp.fc1" => PerPatch ? spec! with { OutlierThreshold = Fc1Alpha } : perTensor,
+            "*blocks.*.mlp.fc2" => ShiftLog ? spec! with { SqrtTwoBase = ShiftLogSqrtTwoBase } : perTensor,
+            "*blocks.*.attn.probs" => probs == QuantKind.Uniform ? perTensor : spec! with { Kind = probs },
             _ => spec,
         };
-        foreach (var p in new[] { "blocks.*.attn.qkv", "blocks.*.mlp.fc1", "blocks.*.mlp.fc2", "blocks.*.attn.probs" })
+        foreach (var p in new[] { "*blocks.*.attn.qkv", "*blocks.*.mlp.fc1", "*blocks.*.mlp.fc2", "*blocks.*.attn.probs" })
             if (!plan.Activations.Any(r => r.Pattern == p))
                 throw new InvalidOperationException($"the adfq preset has no rule '{p}' to apply the ablation switches to");
         return (plan with { Activations = plan.Activations.Select(r => r with { Spec = Rewrite(r.Pattern, r.Spec) }).ToArray() }).Validated();

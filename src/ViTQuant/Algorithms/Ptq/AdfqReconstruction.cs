@@ -17,6 +17,8 @@
 // variables — has RequiresGrad cleared for the duration (restored after). Then the unit's AdaRound
 // quantizers are frozen to hard rounding, the weight cache is invalidated, and both streams advance
 // through the unit (the quantized one without QDrop, with the final hard-rounded unit).
+// Swin runs the same loop over its units (AdfqUnit: patch merging is a unit of its own, the stream is the
+// stage's map [Ncal, H, W, C]; window probabilities are cached per image, AdfqUnit.PerImage).
 // Memory: two streams [Ncal, N, D] plus the current unit's caches (three [Ncal, N, D], and
 // [Ncal, H, N, N] for attention); the network is never re-run from the start.
 using System.Diagnostics;
@@ -43,9 +45,9 @@ public sealed class AdfqReconstruction
     /// <summary>Images per chunk when caches and streams are computed.</summary>
     private const int Chunk = 64;
 
-    private readonly VisionTransformer _teacher;
+    private readonly VisionModel _teacher;
     private readonly QuantizedModel _qm;
-    private readonly VisionTransformer _student; // qm.Model: the units run ViT blocks
+    private readonly VisionModel _student; // qm.Model
     private readonly int _count;
     private SampleCache? _hFp, _hQ;
 
@@ -56,7 +58,7 @@ public sealed class AdfqReconstruction
     /// InvalidOperationException when qm is not calibrated or its weights are frozen, ViTQuantException for an
     /// empty calibration set or a batch of the wrong shape.
     /// </summary>
-    public AdfqReconstruction(VisionTransformer teacher, QuantizedModel qm, IReadOnlyList<Tensor> calibration, AdfqOptions options)
+    public AdfqReconstruction(VisionModel teacher, QuantizedModel qm, IReadOnlyList<Tensor> calibration, AdfqOptions options)
     {
         ArgumentNullException.ThrowIfNull(teacher);
         ArgumentNullException.ThrowIfNull(qm);
@@ -69,7 +71,7 @@ public sealed class AdfqReconstruction
             throw new InvalidOperationException("calibrate the quantized model (QuantizedModel.Calibrate) before reconstruction");
         _teacher = teacher;
         _qm = qm;
-        _student = qm.Model.RequireViT("ADFQ-ViT reconstruction");
+        _student = qm.Model;
         Options = options;
         Units = AdfqUnit.For(teacher.Config);
         var c = teacher.Config;
@@ -164,7 +166,7 @@ public sealed class AdfqReconstruction
             (oFp ??= SampleCache.Like(_count, of)).Write(start, of);
             if (kl)
             {
-                var (t, h) = AdfqLoss.TemperTarget(cap.Captured!, Options.KlTemperature);
+                var (t, h) = AdfqLoss.TemperTarget(AdfqUnit.PerImage(cap.Captured!, n), Options.KlTemperature);
                 (klT ??= SampleCache.Like(_count, t)).Write(start, t);
                 (klH ??= SampleCache.Like(_count, h)).Write(start, h);
             }
@@ -234,7 +236,7 @@ public sealed class AdfqReconstruction
                 }
                 if (kl)
                 {
-                    var k = AdfqLoss.AttentionKl(cap.Captured!, c.KlTarget!.Gather(idx), c.KlNegEntropy!.Gather(idx), o.KlTemperature);
+                    var k = AdfqLoss.AttentionKl(AdfqUnit.PerImage(cap.Captured!, batch), c.KlTarget!.Gather(idx), c.KlNegEntropy!.Gather(idx), o.KlTemperature);
                     klV = k.Item();
                     loss = Ops.Add(loss, Ops.Scale(k, 1f / o.KlLambda));
                 }
@@ -281,7 +283,7 @@ public sealed class AdfqReconstruction
                 (inPlace ? _hFp! : (nextFp ??= SampleCache.Like(_count, hf))).Write(start, hf);
                 (inPlace ? _hQ! : (nextQ ??= SampleCache.Like(_count, hq))).Write(start, hq);
             }
-        if (unit.Kind == AdfqUnitKind.PatchEmbed) (_hFp, _hQ) = (nextFp, nextQ);
+        if (unit.Kind is AdfqUnitKind.PatchEmbed or AdfqUnitKind.PatchMerging) (_hFp, _hQ) = (nextFp, nextQ); // the stream changes shape
         else if (unit.Kind == AdfqUnitKind.Head) (_hFp, _hQ) = (null, null);
         return sq / ((double)_count * channels);
     }

@@ -15,8 +15,10 @@
 //     L1    mean over (b, h, n ≥ P, c) of |s − t|             ∂/∂s = sign(s − t)/count
 //     Kl    mean over (b, h, c) of KL(p_t ‖ p_s), p = softmax over the Np positions
 //           ∂/∂s = (p_s − p_t)/count,  ∂/∂t = p_t ⊙ (a − Σ p_t a)/count,  a = log p_t − log p_s
-// and L_HAD is the mean of the blocks' values; every block has the same number of columns, so for Ssim
-// that is exactly 1 − mean over (l, b, h, c) of ssim. Statistics are accumulated in double; gradients
+// and L_HAD is the mean of the blocks' values; on a ViT every block has the same number of columns, so for
+// Ssim that is exactly 1 − mean over (l, b, h, c) of ssim.
+// Swin: a block's attn·V is [B·nW, Hh, M², dh], one row per window, and no prefix: the signals are the
+// M² positions of one window, i.e. L_HAD per window (mimiq.md), each block's mean counting once. Statistics are accumulated in double; gradients
 // flow to both inputs (the trainer passes a teacher without gradient).
 using ViTQuant.Kernels;
 using ViTQuant.Tensors;
@@ -47,8 +49,8 @@ public static class HeadAttentionDistillation
     /// <summary>The model tap holding block <paramref name="block"/>'s per-head attn·V, [B, Hh, N, dh].</summary>
     public static string TapName(int block) => $"blocks.{block}.attn.out";
 
-    /// <summary>True for the attn·V tap of any block.</summary>
-    public static bool IsTap(string name) => name.StartsWith("blocks.", StringComparison.Ordinal) && name.EndsWith(".attn.out", StringComparison.Ordinal);
+    /// <summary>True for the attn·V tap of any block (ViT's blocks.{i}.attn.out, Swin's layers.{s}.blocks.{b}.attn.out).</summary>
+    public static bool IsTap(string name) => name.EndsWith(".attn.out", StringComparison.Ordinal) && name.Contains("blocks.", StringComparison.Ordinal);
 
     /// <summary>
     /// L_HAD over all blocks: the mean of <see cref="BlockLoss"/> over the paired lists (index = block).

@@ -30,7 +30,7 @@ public sealed class MimiqAugmentation
     public int BlurKernel { get; }
 
     /// <summary>Throws ViTQuantException for a crop scale outside (0, 1].</summary>
-    public MimiqAugmentation(ViTConfig config, double cropScaleMin)
+    public MimiqAugmentation(IModelConfig config, double cropScaleMin)
     {
         ArgumentNullException.ThrowIfNull(config);
         if (!(cropScaleMin > 0 && cropScaleMin <= 1)) throw new ViTQuantException($"crop scale {cropScaleMin}: must be in (0, 1]");

@@ -16,6 +16,8 @@
 // and the epoch, and the "RNG position" a checkpoint needs is the number of finished epochs: a run
 // resumed from the checkpoint written after epoch e performs exactly the steps an uninterrupted run
 // performs (same seed and thread count), and ends with the same model bit for bit.
+// Either family: L_HAD pairs the attn.out taps of every block by the config's block prefixes (on Swin,
+// per window: HeadAttentionDistillation).
 // The trainer returns the FINAL student; it never looks at an evaluation set.
 using System.Diagnostics;
 using System.Security.Cryptography;
@@ -40,13 +42,13 @@ public sealed record MimiqEpoch(int Epoch, double Loss, double Kd, double Had, d
 /// <summary>The fine-tuned student (Quantize mode, weights still float and re-quantized on the fly) and the per-epoch history.</summary>
 public sealed record MimiqResult(QuantizedModel Student, IReadOnlyList<MimiqEpoch> History, int Steps);
 
-/// <summary>MimiQ fine-tuning of a fake-quantized ViT by distillation from its float original (file header).</summary>
+/// <summary>MimiQ fine-tuning of a fake-quantized ViT/DeiT or Swin by distillation from its float original (file header).</summary>
 public sealed class MimiqTrainer
 {
     /// <summary>Format tag of the resume checkpoint written after every epoch.</summary>
     public const string CheckpointFormat = "vitq-mimiq-resume/1";
 
-    private readonly VisionTransformer _teacher;
+    private readonly VisionModel _teacher;
     private readonly IReadOnlyList<Tensor> _images;
     private readonly int[]? _labels;
     private readonly (int Chunk, int Offset)[] _where;
@@ -83,7 +85,7 @@ public sealed class MimiqTrainer
     /// input shape or holds a non-finite value, labels are missing for cross-entropy, of the wrong count or
     /// outside [0, classes), or every loss weight is 0.
     /// </summary>
-    public MimiqTrainer(VisionTransformer teacher, IReadOnlyList<Tensor> images, int[]? labels, MimiqOptions options)
+    public MimiqTrainer(VisionModel teacher, IReadOnlyList<Tensor> images, int[]? labels, MimiqOptions options)
     {
         ArgumentNullException.ThrowIfNull(teacher);
         ArgumentNullException.ThrowIfNull(images);
@@ -212,7 +214,7 @@ public sealed class MimiqTrainer
     private (Tensor Kd, Tensor? Had, Tensor StudentLogits) LossesCore(Tensor x)
     {
         var o = Options;
-        int depth = _teacher.Config.Depth;
+        var blocks = _teacher.Config.BlockPrefixes();
         bool useHad = o.HadWeight > 0 && o.Distance != HadDistance.Off;
         Func<string, bool> want = useHad ? HeadAttentionDistillation.IsTap : static _ => false;
         var teacherTaps = new TapRecorder(want);
@@ -224,8 +226,8 @@ public sealed class MimiqTrainer
         Tensor? had = null;
         if (useHad)
         {
-            var sl = Enumerable.Range(0, depth).Select(l => studentTaps.Taps[HeadAttentionDistillation.TapName(l)]).ToList();
-            var tl = Enumerable.Range(0, depth).Select(l => teacherTaps.Taps[HeadAttentionDistillation.TapName(l)]).ToList();
+            var sl = blocks.Select(p => studentTaps.Taps[$"{p}.attn.out"]).ToList();
+            var tl = blocks.Select(p => teacherTaps.Taps[$"{p}.attn.out"]).ToList();
             had = Ops.Scale(HeadAttentionDistillation.Loss(sl, tl, _teacher.Config.NumPrefixTokens, o.Distance), o.HadWeight);
         }
         return (kd, had, logits);
