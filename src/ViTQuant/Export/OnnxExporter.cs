@@ -418,7 +418,10 @@ public static class OnnxExporter
             string win = Node("Reshape", $"{p}.windows", h, G.Int64Vector($"{p}.windows.split_shape", -1, nw, M, nw, M, C));
             win = G.Node("Transpose", $"{p}.windows", new[] { win }, OnnxGraph.Ints("perm", 0, 1, 3, 2, 4, 5));
             win = Node("Reshape", $"{p}.windows", win, G.Int64Vector($"{p}.windows.shape", -1, N, C));
-            string qkv = Linear($"{p}.attn.qkv", blk.Qkv, win, new long[] { -1, N, 3 * C });
+            // Post-LayerNorm points see the image's tokens [B, nW·M², C] (SwinBlock.Tokens): a per-patch quantizer keeps
+            // one grid per window position of the image, as in the simulation.
+            string tokens = Node("Reshape", $"{p}.attn.qkv.tokens", win, G.Int64Vector($"{p}.attn.qkv.tokens_shape", -1, nw * nw * N, C));
+            string qkv = Linear($"{p}.attn.qkv", blk.Qkv, tokens, new long[] { -1, N, 3 * C });
             // bias [H, N, N] = table[relative_position_index] permuted (2, 0, 1), as the model computes it
             var table = blk.RelativePositionBiasTable;
             var index = SwinWindows.RelativePositionIndex(M);
@@ -447,6 +450,7 @@ public static class OnnxExporter
             x = Node("Add", $"{p}.attn.residual", x, o);
             // MLP half
             h = LayerNorm($"{p}.norm2", blk.Norm2, x);
+            h = Node("Reshape", $"{p}.mlp.fc1.tokens", h, G.Int64Vector($"{p}.mlp.fc1.tokens_shape", -1, r * r, C));
             string f1 = Linear($"{p}.mlp.fc1", blk.Fc1, h, new long[] { -1, r, r, blk.Fc1.OutFeatures });
             string act = Gelu($"{p}.mlp", f1);
             return Node("Add", $"{p}.mlp.residual", x, Linear($"{p}.mlp.fc2", blk.Fc2, act, new long[] { -1, r, r, C }));

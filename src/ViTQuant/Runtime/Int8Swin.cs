@@ -289,7 +289,9 @@ public sealed partial class Int8Engine
         });
         Mark("windows");
         var qkv = Buf<float>("qkv", (long)Bw * N * 3 * C);
-        Linear(blk.Qkv, win, Bw * N, qkv, a, new[] { Bw, N, C });
+        // The plan's quantizer at a post-LayerNorm point sees the image's tokens [B, nW·M², C] (SwinBlock.Tokens), so
+        // a per-patch grid applies per window position of the image, as in the simulation.
+        Linear(blk.Qkv, win, Bw * N, qkv, a, new[] { B, W * N, C });
         Mark("qkv");
         var ctx = Buf<float>("ctx", (long)Bw * N * C);
         WindowAttention(blk, qkv, Bw, W, N, C, ctx);
@@ -315,7 +317,7 @@ public sealed partial class Int8Engine
         int rows = B * r * r, Hd = blk.Fc1.Out;
         Norm(x, rows, C, blk.Ln2W, blk.Ln2B, eps, h);
         var f1 = Buf<float>("f1", (long)rows * Hd);
-        Linear(blk.Fc1, h, rows, f1, a, new[] { B, r, r, C });
+        Linear(blk.Fc1, h, rows, f1, a, new[] { B, r * r, C });
         Mark("fc1");
         GeluKernel.Gelu(f1.AsSpan(0, rows * Hd), f1.AsSpan(0, rows * Hd));
         Mark("gelu");

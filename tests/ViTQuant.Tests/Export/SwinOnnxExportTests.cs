@@ -66,12 +66,16 @@ public class SwinOnnxExportTests
     [InlineData("minmax", 8, 8)]
     [InlineData("minmax", 4, 4)]
     [InlineData("percentile", 4, 4)]
+    [InlineData("adfq", 4, 4)]
     public void QdqExportMatchesTheSimulation(string method, int w, int a)
     {
         var fp = Lively();
-        var qm = new QuantizedModel(fp.Clone(), QuantPresets.Create(method, w, a));
         var rng = new Rng(3);
-        qm.Calibrate(Enumerable.Range(0, 2).Select(_ => Tensor.Randn(rng, 1f, 8, 1, 28, 28)).ToList());
+        var calib = Enumerable.Range(0, 2).Select(_ => Tensor.Randn(rng, 1f, 8, 1, 28, 28)).ToList();
+        var qm = new QuantizedModel(fp.Clone(), method == "adfq" ? new Algorithms.Ptq.AdfqOptions().CreatePlan(w, a) : QuantPresets.Create(method, w, a));
+        qm.Calibrate(calib);
+        // ADFQ-ViT: per-patch grids per window position of the image (qkv, fc1 inputs), Shift-Log2, log√2 probabilities
+        if (method == "adfq") new Algorithms.Ptq.AdfqReconstruction(fp, qm, calib, new Algorithms.Ptq.AdfqOptions { Iterations = 2 }).Run();
         var codes = QuantizedCheckpoint.Freeze(qm);
         using var dir = new TinyModels.TempDir();
         string ckpt = dir.File("q.safetensors"), onnx = dir.File("q.onnx");
