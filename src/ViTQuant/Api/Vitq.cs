@@ -15,7 +15,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Api;
 
 /// <summary>Entry points for quantizing Vision Transformers: models, data, quantization, evaluation, output.</summary>
-public static class Vitq
+public static partial class Vitq
 {
     /// <summary>
     /// A float model: null → the default Fashion-MNIST ViT embedded in this library; a folder → timm
