@@ -1,17 +1,15 @@
 // vitq analyze: the inter-head attention similarity of an image set on a model (MimiQ, Figures 1–2):
-// the statistic (AttentionSimilarity) overall and per block, a histogram of the per-image values, and
+// the statistic (Vitq.AnalyzeAttention) overall and per block, a histogram of the per-image values, and
 // a grid of per-head attention maps (rows: images, columns: the image then each head) for one block and
 // one query token. Writes DIR/attention_similarity.json, DIR/similarity_histogram.png and
 // DIR/attention_heads.png.
 using System.CommandLine;
 using System.Text.Json;
 using ViTQuant.Algorithms.DataFree;
-using ViTQuant.Algorithms.Metrics;
 using ViTQuant.Api;
 using ViTQuant.Data;
 using ViTQuant.IO;
 using ViTQuant.Models;
-using ViTQuant.Tensors;
 
 namespace ViTQuant.Cli;
 
@@ -42,9 +40,10 @@ internal static class AnalyzeCommand
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
-            int B = r.GetValue(batch), gridRows = r.GetValue(rows);
-            if (B < 1) throw new ViTQuantException($"--batch must be at least 1, got {B}");
-            if (gridRows < 1) throw new ViTQuantException($"--grid-images must be at least 1, got {gridRows}");
+            var options = Validated(() => new AttentionAnalysisOptions
+            {
+                BatchSize = r.GetValue(batch), GridImages = r.GetValue(rows), Block = r.GetValue(block), Query = r.GetValue(query),
+            }.Validated());
             string spec = r.GetValue(data)!, dir = r.GetValue(outOpt)!;
             if (File.Exists(dir)) throw new ViTQuantException($"--out {dir} is a file; give a folder");
             string jsonPath = Path.Combine(dir, JsonName), histPath = Path.Combine(dir, HistogramName), gridPath = Path.Combine(dir, GridName);
@@ -52,31 +51,16 @@ internal static class AnalyzeCommand
                 OutputGuard.CheckFile(o, r.GetValue(overwrite), "--out", File.Exists(spec) ? spec : null, r.GetValue(model));
             var net = DataSources.LoadViT(r.GetValue(model), "vitq analyze");
             var cfg = net.Config;
-            if (cfg.NumHeads < 2) throw new ViTQuantException($"--model: {cfg.Architecture} has one head; inter-head similarity needs at least 2");
-            int blk = r.GetValue(block) ?? cfg.Depth - 1;
-            if (blk < 0 || blk >= cfg.Depth) throw new ViTQuantException($"--block {blk} is outside [0, {cfg.Depth})");
-            string q = r.GetValue(query) ?? (cfg.ClassToken ? "cls" : "center");
-            int queryToken = q switch
-            {
-                "cls" when cfg.ClassToken => 0,
-                "cls" => throw new ViTQuantException($"--query cls: {cfg.Architecture} has no class token; use center"),
-                "center" => cfg.NumPrefixTokens + cfg.GridSize / 2 * cfg.GridSize + cfg.GridSize / 2,
-                _ => throw new ViTQuantException($"--query: unknown query '{q}' (cls or center)"),
-            };
 
             var (ds, what) = OpenData(spec, r.GetValue(split)!, cfg);
             int? n = r.GetValue(count);
             if (n is < 1) throw new ViTQuantException($"--count must be at least 1, got {n}");
             ds = ds.First(n ?? (ds is SyntheticSet ? ds.Count : 256));
 
-            var loader = new DataLoader(ds, B, mean: cfg.Mean, std: cfg.Std);
-            Tensor? first = null;
-            var report = Progress.Run("analyze", ds.Count, rep => AttentionSimilarity.Measure(net,
-                loader.Epoch(0).Select(b => { first ??= b.Images; return b.Images; }), done => rep.Update(done)));
+            var analysis = Validated(() => Progress.Staged(p => Vitq.AnalyzeAttention(net, ds, options, p)));
+            var (report, gridImages, maps, blk, q) = (analysis.Report, analysis.GridImages, analysis.HeadMaps, analysis.Block, analysis.Query);
 
             Directory.CreateDirectory(dir);
-            var gridImages = Ops.Narrow(first!, 0, 0, Math.Min(gridRows, first!.Shape[0]));
-            var maps = AttentionSimilarity.HeadMaps(net, gridImages, blk, queryToken);
             string title = $"{what}: {report.Count} images";
             Figures.Save(histPath, Figures.Histogram(report, $"{title} on {cfg.Architecture}"));
             Figures.Save(gridPath, Figures.HeadGrid(gridImages, maps, cfg, $"{what} on {cfg.Architecture}, block {blk}, query token {q}"));
@@ -103,6 +87,22 @@ internal static class AnalyzeCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>The analysis options' flags (and the model's), so that a value that does not fit is reported as the flag the user typed.</summary>
+    private static readonly Dictionary<string, string> Flags = new()
+    {
+        [nameof(AttentionAnalysisOptions.BatchSize)] = "--batch", [nameof(AttentionAnalysisOptions.GridImages)] = "--grid-images",
+        [nameof(AttentionAnalysisOptions.Block)] = "--block", [nameof(AttentionAnalysisOptions.Query)] = "--query", ["model"] = "--model:",
+    };
+
+    private static T Validated<T>(Func<T> work)
+    {
+        try { return work(); }
+        catch (ArgumentException e) when (e.ParamName is string p && Flags.TryGetValue(p, out var flag))
+        {
+            throw new ViTQuantException($"{flag} {e.Message.Replace($" (Parameter '{p}')", "")}");
+        }
     }
 
     /// <summary>A synthetic set (checked against the model) or a real dataset, and a short description.</summary>

@@ -217,9 +217,7 @@ internal static class CompareCommand
             if (method != "gaussian" && synthIters is int it) settings = settings with { Iterations = it };
             settings = settings.Validated();
             var t = Stopwatch.StartNew();
-            Progress.Run($"synthesize {source} seed {seed}", Math.Max(1L, (long)settings.BatchCount * settings.Iterations), rep =>
-                SynthesisRunner.Run(fp, settings, path, resume: true,
-                    progress: pr => rep.Update(pr.StepsDone, $"batch {pr.Batch + 1}/{pr.BatchCount} {pr.Losses.Describe()}")));
+            Progress.Staged(pr => Vitq.Synthesize(fp, settings, path, resumable: true, progress: pr), title: $"synthesize {source} seed {seed}");
             made.Add(new SetInfo(source, seed, synthCount, settings.Iterations, t.Elapsed.TotalSeconds));
             Console.Error.WriteLine($"synthesized {source} seed {seed}: {synthCount} images in {t.Elapsed.TotalSeconds:F0} s "
                 + $"({1000 * t.Elapsed.TotalSeconds / synthCount:F0} s per 1,000 images)");

@@ -96,9 +96,8 @@ internal static class DemoCommand
                 {
                     var t = Stopwatch.StartNew();
                     var settings = SynthesisSettings.For(method) with { Count = p.SynthImages, BatchSize = p.SynthBatch, Iterations = Math.Max(1, iterations), Seed = s };
-                    overall.Step($"synthesize {method}", () => Progress.Run($"synthesize {method}", Math.Max(1L, (long)settings.BatchCount * settings.Iterations), rep =>
-                        SynthesisRunner.Run(fp, settings.Validated(), path, resume: true,
-                            progress: pr => rep.Update(pr.StepsDone, $"batch {pr.Batch + 1}/{pr.BatchCount} {pr.Losses.Describe()}"))));
+                    overall.Step($"synthesize {method}", () => Progress.Staged(pr => Vitq.Synthesize(fp, settings.Validated(), path, resumable: true, progress: pr),
+                        title: $"synthesize {method}"));
                     synthSeconds[method] = t.Elapsed.TotalSeconds;
                 }
                 var set = SyntheticSet.Load(path, c);

@@ -9,10 +9,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
-using ViTQuant.Algorithms.DataFree;
-using ViTQuant.Algorithms.Metrics;
-using ViTQuant.IO;
-using ViTQuant.Models;
+using ViTQuant.Api;
 using ViTQuant.Quantization;
 using ViTQuant.Tensors;
 
@@ -22,9 +19,6 @@ internal static class InferCommand
 {
     /// <summary>Images whose top-5 is printed on stderr.</summary>
     private const int Shown = 8;
-
-    /// <summary>The input tensor names, the contract's first; synthetic sets use the second.</summary>
-    public static readonly string[] InputNames = { "pixel_values", "images" };
 
     public static Command Create()
     {
@@ -55,12 +49,12 @@ internal static class InferCommand
                 throw new ViTQuantException($"--taps and --calibration-stream record tensors of the simulation: they need --engine sim, not {eng}");
             if (outPath != null) OutputGuard.CheckFile(outPath, r.GetValue(overwrite), "--output", inPath, r.GetValue(model));
 
-            IModelConfig c;
-            Tensor logits;
-            TapRecorder? rec = null;
-            PointRecorder? pointRec = null;
+            InferenceResult res;
             if (eng == "onnx")
-                (logits, c) = OnnxCli.Infer(r.GetValue(model), r.GetValue(threads), cfg => ReadInput(inPath, cfg));
+            {
+                var (logits, c) = OnnxCli.Infer(r.GetValue(model), r.GetValue(threads), cfg => Vitq.ReadImages(inPath, cfg));
+                res = new InferenceResult(c, logits);
+            }
             else
             {
                 OnnxCli.RefuseOnnxFile(r.GetValue(model));
@@ -70,106 +64,54 @@ internal static class InferCommand
                     if (quant == null) throw new ViTQuantException("--calibration-stream needs a quantized checkpoint as --model");
                     quant.Mode = QuantMode.WeightsOnly;
                 }
-                c = m.Config;
-                var x = ReadInput(inPath, c);
+                var x = Vitq.ReadImages(inPath, m.Config);
                 if (eng == "sim")
                 {
-                    var points = PointsOf(r.GetValue(taps), c);
-                    pointRec = new PointRecorder(points.Contains, quant);
-                    rec = new TapRecorder(n => tapsGiven && (points.Count == 0 || r.GetValue(taps) == "all") && n.EndsWith(".attn.probs"), pointRec);
-                    using (Autograd.NoGrad()) logits = m.Forward(x, rec);
+                    // A bare --taps: the attention maps; 'all': those and every point; a list: those points.
+                    string? value = r.GetValue(taps);
+                    bool bare = string.IsNullOrWhiteSpace(value);
+                    var want = new InferenceTaps
+                    {
+                        AttentionMaps = tapsGiven && (bare || value!.Trim() == "all"),
+                        Points = bare ? Array.Empty<string>() : value!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+                    };
+                    try { res = Vitq.InferWithTaps(m, x, quant, want); }
+                    catch (ArgumentException e) when (e.ParamName == "taps")
+                    {
+                        throw new ViTQuantException($"--taps: {e.Message.Replace(" (Parameter 'taps')", "")}");
+                    }
                 }
-                else logits = Int8Cli.LogitsOf(eng, m, quant, r.GetValue(model))(x);
+                else res = new InferenceResult(m.Config, Int8Cli.LogitsOf(eng, m, quant, r.GetValue(model))(x));
             }
 
-            int B = logits.Shape[0], K = logits.Shape[1], k = Math.Min(5, K);
-            var idx = new int[B * k];
-            var prob = new Tensor(B, k);
-            for (int b = 0; b < B; b++)
-            {
-                var (ii, pp) = TopK.Of(logits.Data.AsSpan(b * K, K), k);
-                ii.CopyTo(idx, b * k);
-                pp.CopyTo(prob.Data.AsSpan(b * k, k));
-            }
-            string Name(int cls) => c.ClassNames?[cls] ?? cls.ToString(CultureInfo.InvariantCulture);
+            var cfgOut = res.Config;
+            var top = res.Top(5);
+            int B = res.Logits.Shape[0], K = res.Logits.Shape[1], k = top.K;
+            string Name(int cls) => cfgOut.ClassNames?[cls] ?? cls.ToString(CultureInfo.InvariantCulture);
             for (int b = 0; b < Math.Min(B, Shown); b++)
-                Console.Error.WriteLine($"image {b}: " + string.Join(", ", Enumerable.Range(0, k).Select(j => $"{Name(idx[b * k + j])} {100 * prob.Data[b * k + j]:F1}%")));
+                Console.Error.WriteLine($"image {b}: " + string.Join(", ", Enumerable.Range(0, k).Select(j => $"{Name(top[b, j].Index)} {100 * top[b, j].Probability:F1}%")));
             if (B > Shown) Console.Error.WriteLine($"… {B - Shown} more image{(B - Shown > 1 ? "s" : "")}" + (outPath != null ? $" in {outPath}" : " (use --output or --json for all)"));
 
             if (outPath != null)
             {
-                var outs = new List<SafeTensorsEntry>
-                {
-                    SafeTensorsEntry.FromTensor("logits", logits),
-                    SafeTensorsEntry.FromInt32("top5_indices", idx, B, k),
-                    SafeTensorsEntry.FromTensor("top5_probs", prob),
-                };
-                int maps = 0;
-                // forward order: blocks.{i}.attn.probs (ViT), layers.{s}.blocks.{b}.attn.probs (Swin, [B·windows, heads, M², M²])
-                foreach (var block in rec != null ? c.BlockPrefixes() : Array.Empty<string>())
-                    if (rec!.Taps.TryGetValue($"{block}.attn.probs", out var p)) { outs.Add(SafeTensorsEntry.FromTensor($"{block}.attn.probs", p)); maps++; }
-                var recorded = pointRec?.Recorded ?? new List<(string Name, Tensor Value)>();
-                outs.AddRange(recorded.Select(t => SafeTensorsEntry.FromTensor(t.Name, t.Value)));
-                var meta = new Dictionary<string, string> { ["vitq.model"] = c.Architecture, ["vitq.engine"] = eng };
-                if (c.ClassNames != null) meta["vitq.class_names"] = JsonSerializer.Serialize(c.ClassNames);
-                SafeTensorsWriter.Write(outPath, outs, meta);
-                Console.Error.WriteLine($"wrote {outPath}: logits {Tensor.ShapeString(logits.Shape)}, top-5" + (eng != "sim" ? $" ({eng})" : "")
+                // The output was checked (and --overwrite honoured) before any work.
+                res.Save(outPath, eng, overwrite: true);
+                int maps = res.AttentionMaps.Count, recorded = res.PointTensors.Count;
+                Console.Error.WriteLine($"wrote {outPath}: logits {Tensor.ShapeString(res.Logits.Shape)}, top-5" + (eng != "sim" ? $" ({eng})" : "")
                     + (maps > 0 ? $", {maps} attention maps" : "")
-                    + (recorded.Count > 0 ? $", {recorded.Count} quantization-point tensors (input.POINT" + (recorded.Any(t => t.Name.StartsWith("quantized.")) ? ", quantized.POINT)" : ")") : ""));
+                    + (recorded > 0 ? $", {recorded} quantization-point tensors (input.POINT" + (res.PointTensors.Any(t => t.Key.StartsWith("quantized.")) ? ", quantized.POINT)" : ")") : ""));
             }
             if (r.GetValue(json))
                 Console.WriteLine(JsonSerializer.Serialize(new
                 {
-                    model = c.Architecture, engine = eng, input = inPath, output = outPath, images = B, classes = K,
+                    model = cfgOut.Architecture, engine = eng, input = inPath, output = outPath, images = B, classes = K,
                     top5 = Enumerable.Range(0, B).Select(b => Enumerable.Range(0, k).Select(j => new
                     {
-                        index = idx[b * k + j], name = c.ClassNames?[idx[b * k + j]], probability = prob.Data[b * k + j],
+                        index = top[b, j].Index, name = cfgOut.ClassNames?[top[b, j].Index], probability = top[b, j].Probability,
                     })),
                 }));
             return 0;
         });
         return cmd;
-    }
-
-    /// <summary>
-    /// The input batch in the model's normalised space: pixel_values, else a synthetic set's images (re-normalised
-    /// when the set was made for a model with another mean/std), else a bare images tensor. Throws ViTQuantException
-    /// naming the file for a missing tensor, integer pixels or a shape the model cannot take.
-    /// </summary>
-    internal static Tensor ReadInput(string inPath, IModelConfig c)
-    {
-        var f = SafeTensorsFile.Read(inPath);
-        string? name = InputNames.FirstOrDefault(f.Contains)
-            ?? throw new ViTQuantException($"{inPath}: no tensor named 'pixel_values' (or a synthetic set's 'images')");
-        // Integer pixels are almost surely raw 0..255 values: converting them silently gives garbage logits.
-        string dtype = f.Info(name).DType;
-        if (!(dtype.StartsWith('F') || dtype == "BF16"))
-            throw new ViTQuantException($"{inPath}: {name} has dtype {dtype}; infer expects normalised floating-point pixels (F32, F16, BF16 or F64)");
-        var x = name == "images" && f.Metadata.TryGetValue(SyntheticSet.FormatKey, out var fmt) && fmt == SyntheticSet.Format ? SyntheticSet.Load(inPath).ImagesFor(c) : f.GetTensor(name);
-        if (x.Rank != 4 || x.Shape[1] != c.InChans || x.Shape[2] != c.ImageSize || x.Shape[3] != c.ImageSize)
-            throw new ViTQuantException($"{inPath}: {name} has shape {Tensor.ShapeString(x.Shape)}, the model expects [B, {c.InChans}, {c.ImageSize}, {c.ImageSize}]");
-        return x;
-    }
-
-    /// <summary>
-    /// The activation points a --taps value names: none for a bare --taps (attention maps only), every
-    /// point for "all", else the comma list (globs allowed). Throws ViTQuantException for a name that
-    /// matches no point, listing the model's points.
-    /// </summary>
-    internal static HashSet<string> PointsOf(string? value, IModelConfig c)
-    {
-        var all = QuantPlan.ActivationPoints(c).ToList();
-        if (string.IsNullOrWhiteSpace(value)) return new HashSet<string>();
-        if (value.Trim() == "all") return all.ToHashSet();
-        var chosen = new HashSet<string>();
-        foreach (var raw in value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-        {
-            var re = new System.Text.RegularExpressions.Regex("^" + System.Text.RegularExpressions.Regex.Escape(raw).Replace(@"\*", ".*") + "$");
-            var hits = all.Where(p => re.IsMatch(p)).ToList();
-            if (hits.Count == 0)
-                throw new ViTQuantException($"--taps: '{raw}' is not a quantization point of this model (points: {all[0]}, …, {all[^1]}; e.g. blocks.0.attn.qkv, blocks.*.mlp.fc2; or 'all')");
-            chosen.UnionWith(hits);
-        }
-        return chosen;
     }
 }

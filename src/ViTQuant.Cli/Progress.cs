@@ -59,9 +59,15 @@ internal static class Progress
     /// <summary>
     /// Runs a library operation that reports <see cref="OperationProgress"/>: each new stage gets its own bar
     /// (or, redirected, its own series of lines) titled by the stage, as <see cref="Run{T}"/> shows one step.
+    /// With <paramref name="title"/>, every stage is shown under that title instead (one operation among many of a verb).
     /// </summary>
-    public static T Staged<T>(Func<IProgress<OperationProgress>, T> work)
+    public static T Staged<T>(Func<IProgress<OperationProgress>, T> work, string? title = null)
     {
+        if (title != null)
+        {
+            var inner = work;
+            work = p => inner(new Sink(op => p.Report(op with { Stage = title })));
+        }
         string? stage = null;
         Reporter? rep = null;
         if (!Console.IsErrorRedirected && Err.Profile.Capabilities.Interactive)

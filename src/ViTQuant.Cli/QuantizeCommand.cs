@@ -85,8 +85,7 @@ internal static class QuantizeCommand
             var (qm, calibration, units) = (result.Model, result.Calibration, result.AdfqUnits);
             var qRes = Evaluate($"{m} w{plan.WeightBits}a{plan.ActivationBits}", qm.Model, qm, evalDs);
             // Diagnostic only (no decision uses it): the damage report on the first evaluation images.
-            var reportBatch = new DataLoader(evalDs, 128, mean: c.Mean, std: c.Std, prefetch: 0).Epoch(0).First().Images;
-            var layers = QuantReport.Build(fp, qm, reportBatch);
+            var layers = Vitq.LayerDamage(fp, qm, evalDs, images: 128);
             double seconds = sw.Elapsed.TotalSeconds, peak = Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0;
             // The report travels inside the checkpoint, so it carries what the file stores but not the
             // file's own size; that is added to the printed JSON once the file exists.
@@ -153,14 +152,11 @@ internal static class QuantizeCommand
             e.WriteLine(string.Create(CultureInfo.InvariantCulture, $"    {u.Unit.Name,-16} {u.Iterations,6} {u.Seconds,8:F1} {u.LastLoss,10:G4} {u.CalibrationRec,10:G4}"));
     }
 
-    internal static EvalResult Evaluate(string title, VisionModel model, IModelHooks? hooks, IImageDataset ds)
-    {
-        var loader = new DataLoader(ds, 256, mean: model.Config.Mean, std: model.Config.Std);
-        return Progress.Run($"eval {title}", ds.Count, rep =>
-            Evaluator.Evaluate(model, loader.Epoch(0).Select(b => (b.Images, b.Labels)), hooks, n => rep.Update(n, $"{rep.Rate:F0} img/s")));
-    }
+    /// <summary>Evaluates through the library under one bar titled "eval TITLE" (quantize, compare and demo evaluate many models in a run).</summary>
+    internal static EvalResult Evaluate(string title, VisionModel model, IModelHooks? hooks, IImageDataset ds) =>
+        Progress.Staged(p => Vitq.Evaluate(model, ds, hooks, batchSize: 256, progress: p), title: $"eval {title}");
 
-    private static void PrintReport(EvalResult fp, EvalResult q, List<LayerReport> layers, string method, QuantPlan plan, double seconds, double peak, string outPath,
+    private static void PrintReport(EvalResult fp, EvalResult q, IReadOnlyList<LayerReport> layers, string method, QuantPlan plan, double seconds, double peak, string outPath,
         CheckpointStorage storage)
     {
         var e = Console.Error;

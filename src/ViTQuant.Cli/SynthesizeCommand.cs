@@ -4,6 +4,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using ViTQuant.Algorithms.DataFree;
+using ViTQuant.Api;
 using ViTQuant.IO;
 
 namespace ViTQuant.Cli;
@@ -63,13 +64,14 @@ internal static class SynthesizeCommand
             OutputGuard.CheckFile(outPath, r.GetValue(overwrite), "--out", modelPath);
             Interrupt.Arm(addResume: true);
             var net = DataSources.LoadModel(modelPath);
-            var synth = Synthesis.Create(settings);
-            long total = (long)settings.BatchCount * synth.Iterations;
             Console.Error.WriteLine($"synthesizing {settings.Count} images with {m} for {net.Config.Architecture}: {settings.BatchCount} batches of {settings.BatchSize}"
                 + (m == "gaussian" ? "" : $", {settings.Iterations} iterations each") + $", seed {settings.Seed}, threads {Kernels.Parallelism.Threads}");
-            var res = Progress.Run($"synthesize {m}", total, rep => SynthesisRunner.Run(net, settings, outPath, r.GetValue(resume),
-                p => rep.Update(p.StepsDone, $"batch {p.Batch + 1}/{p.BatchCount}{(p.Attempt > 0 ? $" (attempt {p.Attempt + 1})" : "")} {p.Losses.Describe()}"),
-                synthesizer: synth, overwrite: r.GetValue(overwrite)));
+            // Every run keeps its shards when it fails (resumable), so that the resume command Interrupt prints
+            // has them to continue; only --resume may continue the shards of an earlier run.
+            string shards = SynthesisRunner.ShardDirectory(outPath);
+            if (Directory.Exists(shards) && !r.GetValue(resume))
+                throw new ViTQuantException($"{shards}: shards of an earlier run exist; pass --resume to continue it, or delete the folder");
+            var res = Progress.Staged(p => Vitq.Synthesize(net, settings, outPath, resumable: true, overwrite: r.GetValue(overwrite), progress: p));
             string resumed = res.BatchesResumed > 0 ? $" ({res.BatchesResumed} batches resumed from shards)" : "";
             Console.Error.WriteLine($"wrote {outPath}: {settings.Count} images{resumed} in {res.Seconds:F1} s");
             foreach (var bi in res.Batches.Where(x => x.Losses.Total != null).TakeLast(3))

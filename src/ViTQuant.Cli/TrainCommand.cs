@@ -1,10 +1,8 @@
 // vitq train: train a ViT on Fashion-MNIST or an image folder, resumably.
 using System.CommandLine;
 using System.Text.Json;
-using ViTQuant.Algorithms.Training;
 using ViTQuant.Api;
 using ViTQuant.Data;
-using ViTQuant.IO;
 using ViTQuant.Models;
 
 namespace ViTQuant.Cli;
@@ -41,14 +39,13 @@ internal static class TrainCommand
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
-            var cfg = new TrainConfig
+            var options = Validated(new TrainOptions
             {
                 Epochs = r.GetValue(epochs), BatchSize = r.GetValue(batch), Lr = r.GetValue(lr), MinLr = r.GetValue(minLr),
-                WeightDecay = r.GetValue(wd), WarmupEpochs = r.GetValue(warmup) ?? Math.Min(1, Math.Max(0, r.GetValue(epochs) - 1)),
-                LabelSmoothing = r.GetValue(smoothing),
+                WeightDecay = r.GetValue(wd), WarmupEpochs = r.GetValue(warmup), LabelSmoothing = r.GetValue(smoothing),
                 ClipNorm = r.GetValue(clip), Seed = r.GetValue(seed), CropPadding = r.GetValue(pad), Flip = !r.GetValue(noFlip),
                 EmaDecay = r.GetValue(ema),
-            }.Validated();
+            });
             string outPath = r.GetValue(outOpt)!, resumePath = outPath + ".resume.safetensors";
             OutputGuard.CheckFile(outPath, r.GetValue(overwrite), "--out", r.GetValue(init));
             OutputGuard.RemoveStale(resumePath);
@@ -56,7 +53,7 @@ internal static class TrainCommand
                 throw new ViTQuantException($"{resumePath} exists from an interrupted run; pass --resume to continue it or delete it");
             string? initPath = r.GetValue(init);
             if (initPath != null && r.GetValue(arch) != null) throw new ViTQuantException("--arch and --init exclude each other: --init takes the architecture of its model");
-            var initModel = initPath != null ? ModelIO.Load(initPath) : null;
+            var initModel = initPath != null ? Vitq.LoadModel(initPath) : null;
             var modelCfg = initModel?.Config ?? ModelConfigs.FromArchitecture(r.GetValue(arch) ?? "vit_fmnist");
             string spec = r.GetValue(dataset)!;
             // A fresh model learns the folder's own classes (sorted sub-folder names, or --labels), and keeps
@@ -73,42 +70,41 @@ internal static class TrainCommand
                     _ => modelCfg,
                 };
             }
-            var model = initModel ?? VisionModel.Create(modelCfg, cfg.Seed);
+            var model = initModel ?? Vitq.CreateModel(modelCfg, options.Seed);
             // --limit caps validation too: a smoke run must not spend its time validating on 5k images.
             IImageDataset? val = spec == "fashion-mnist" ? DataSources.Limit(DataSources.Open(spec, "val", modelCfg), r.GetValue(limit)) : null;
-            var trainer = new Trainer(model, train, val, cfg);
-            Console.Error.WriteLine($"training {modelCfg.Architecture} ({model.ParameterCount():N0} params{(initPath != null ? ", from " + initPath : "")}) on {spec}: {train.Count} images, "
-                + $"{cfg.Epochs} epochs × {trainer.StepsPerEpoch} steps, batch {cfg.BatchSize}, lr {cfg.Lr}, seed {cfg.Seed}, threads {Kernels.Parallelism.Threads}");
+            var meta = new Dictionary<string, string> { ["vitq.train_dataset"] = spec };
+            if (initPath != null) meta["vitq.init_from"] = Path.GetFileName(initPath);
             Interrupt.Arm(addResume: true);
             var sw = System.Diagnostics.Stopwatch.StartNew();
-            long stepsThisRun = 0; // a resumed run starts mid-way: its rate counts only its own steps
-            Progress.Run("train", (long)cfg.Epochs * trainer.StepsPerEpoch, rep =>
-            {
-                trainer.OnStep = (e, s, n, loss, acc) => rep.Update((long)e * n + s,
-                    $"epoch {e + 1}/{cfg.Epochs} loss {loss:F4} acc {acc:F1}% {++stepsThisRun * cfg.BatchSize / Math.Max(rep.Elapsed, 1e-9):F0} img/s");
-                trainer.OnEpoch = st => Console.Error.WriteLine($"epoch {st.Epoch}: train loss {st.TrainLoss:F4}, train top-1 {st.TrainTop1:F2}%"
-                    + (st.ValTop1 is double v ? $", val top-1 {v:F2}%" : "") + (st.EmaValTop1 is double ev ? $", EMA val top-1 {ev:F2}%" : "") + $" ({st.Seconds:F0} s)");
-                trainer.Run(resumePath);
-                return 0;
-            });
-            var meta = new Dictionary<string, string>
-            {
-                ["vitq.train_config"] = JsonSerializer.Serialize(cfg),
-                ["vitq.history"] = JsonSerializer.Serialize(trainer.History),
-                ["vitq.train_dataset"] = spec,
-            };
-            if (initPath != null) meta["vitq.init_from"] = Path.GetFileName(initPath);
-            // With --ema the written model is the average; the last live weights stay in no file.
-            if (trainer.Ema != null) { trainer.Ema.Swap(); meta["vitq.weights"] = $"ema {cfg.EmaDecay}"; }
-            ModelIO.Save(model, outPath, meta);
-            File.Delete(resumePath);
-            var last = trainer.History[^1];
-            double? finalVal = trainer.Ema != null ? last.EmaValTop1 : last.ValTop1;
-            Console.Error.WriteLine($"wrote {outPath}{(trainer.Ema != null ? " (EMA weights)" : "")} after {sw.Elapsed.TotalMinutes:F1} min; final val top-1 {finalVal?.ToString("F2") ?? "n/a"}%");
-            if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(new { out_path = outPath, history = trainer.History, seconds = sw.Elapsed.TotalSeconds,
+            var res = Progress.Staged(p => Vitq.Train(model, train, val, options, outPath, resumePath, r.GetValue(overwrite), meta, p,
+                onStart: plan => Console.Error.WriteLine($"training {modelCfg.Architecture} ({model.ParameterCount():N0} params{(initPath != null ? ", from " + initPath : "")}) on {spec}: {plan.Images} images, "
+                    + $"{options.Epochs} epochs × {plan.StepsPerEpoch} steps, batch {options.BatchSize}, lr {options.Lr}, seed {options.Seed}, threads {Kernels.Parallelism.Threads}"),
+                onEpoch: st => Console.Error.WriteLine($"epoch {st.Epoch}: train loss {st.TrainLoss:F4}, train top-1 {st.TrainTop1:F2}%"
+                    + (st.ValTop1 is double v ? $", val top-1 {v:F2}%" : "") + (st.EmaValTop1 is double ev ? $", EMA val top-1 {ev:F2}%" : "") + $" ({st.Seconds:F0} s)")));
+            Console.Error.WriteLine($"wrote {outPath}{(res.EmaWeights ? " (EMA weights)" : "")} after {sw.Elapsed.TotalMinutes:F1} min; final val top-1 {res.FinalValTop1?.ToString("F2") ?? "n/a"}%");
+            if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(new { out_path = outPath, history = res.History, seconds = sw.Elapsed.TotalSeconds,
                 peak_memory_mb = System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0 }));
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>The training options' flags, so that a value out of range is reported as the flag the user typed.</summary>
+    private static readonly Dictionary<string, string> Flags = new()
+    {
+        [nameof(TrainOptions.Epochs)] = "--epochs", [nameof(TrainOptions.BatchSize)] = "--batch", [nameof(TrainOptions.Lr)] = "--lr",
+        [nameof(TrainOptions.MinLr)] = "--min-lr", [nameof(TrainOptions.WeightDecay)] = "--weight-decay", [nameof(TrainOptions.WarmupEpochs)] = "--warmup-epochs",
+        [nameof(TrainOptions.LabelSmoothing)] = "--label-smoothing", [nameof(TrainOptions.ClipNorm)] = "--clip-norm",
+        [nameof(TrainOptions.CropPadding)] = "--crop-padding", [nameof(TrainOptions.EmaDecay)] = "--ema",
+    };
+
+    private static TrainOptions Validated(TrainOptions options)
+    {
+        try { return options.Validated(); }
+        catch (ArgumentException e) when (e.ParamName is string p && Flags.TryGetValue(p, out var flag))
+        {
+            throw new ViTQuantException($"training config: {flag} {e.Message.Replace($" (Parameter '{p}')", "")}");
+        }
     }
 }

@@ -15,7 +15,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Api;
 
 /// <summary>Entry points for quantizing Vision Transformers: models, data, quantization, evaluation, output.</summary>
-public static class Vitq
+public static partial class Vitq
 {
     /// <summary>
     /// A float model: null → the default Fashion-MNIST ViT embedded in this library; a folder → timm
@@ -179,11 +179,15 @@ public static class Vitq
             throw new ArgumentException($"{shards} holds shards of an earlier run; pass resumable: true to continue it, or delete the folder", nameof(outPath));
         var sink = new ProgressSink(progress, cancellationToken);
         string stage = $"synthesize {settings.Method}";
-        sink.Report(stage, 0, (long)settings.BatchCount * settings.Iterations);
+        var synth = Synthesis.Create(settings);
+        // No report before the first step: a resumed run's first report already counts the resumed batches,
+        // and a display that saw 0 first would count them as this run's work (its rate and ETA).
+        sink.ThrowIfCancellationRequested();
         try
         {
-            return SynthesisRunner.Run(model, settings, outPath, resume: resumable, overwrite: overwrite,
-                progress: p => sink.Report(stage, p.StepsDone, p.StepsTotal, $"batch {p.Batch + 1}/{p.BatchCount} {p.Losses.Describe()}"));
+            return SynthesisRunner.Run(model, settings, outPath, resume: resumable, overwrite: overwrite, synthesizer: synth,
+                progress: p => sink.Report(stage, p.StepsDone, p.StepsTotal,
+                    $"batch {p.Batch + 1}/{p.BatchCount}{(p.Attempt > 0 ? $" (attempt {p.Attempt + 1})" : "")} {p.Losses.Describe()}"));
         }
         catch when (!resumable)
         {

@@ -1,0 +1,68 @@
+// Vitq.AnalyzeAttention as vitq analyze uses it: the statistic over every image with progress per batch, the
+// head maps of the chosen block and query token, cancellation at the next batch, and options or data that do
+// not fit rejected, naming the property or parameter, before any forward pass.
+using ViTQuant.Api;
+using ViTQuant.Tests.Data;
+using ViTQuant.Tests.DataFree;
+
+namespace ViTQuant.Tests.Api;
+
+public class AnalyzeFacadeTests
+{
+    private static FunctionDataset Images(int n = 20) => new(n, 1, 8, 8, (i, k) => ((i * 7 + k * 3) % 13) / 13f, classes: 5);
+
+    [Fact]
+    public void Measures_EveryImage_ReportsPerBatch_AndMapsTheLastBlocksClassToken()
+    {
+        var model = TinyModels.Model(seed: 4);
+        var progress = new OperationRecorder();
+        var a = Vitq.AnalyzeAttention(model, Images(), new AttentionAnalysisOptions { BatchSize = 8, GridImages = 3 }, progress);
+        Assert.Equal(20, a.Report.Count);
+        Assert.Equal(2, a.Report.Blocks);
+        Assert.Equal(new long[] { 8, 16, 20 }, progress.Reports.Select(p => p.Step));
+        Assert.All(progress.Reports, p => { Assert.Equal("analyze", p.Stage); Assert.Equal(20, p.Total); });
+        Assert.Equal((1, "cls", 0), (a.Block, a.Query, a.QueryToken));
+        Assert.Equal(new[] { 3, 1, 8, 8 }, a.GridImages.Shape);
+        Assert.Equal(3 * 4 * 4 * 4, a.HeadMaps.Length); // images × heads × 4×4 patches
+
+        var center = Vitq.AnalyzeAttention(model, Images(), new AttentionAnalysisOptions { Block = 0, Query = "center", GridImages = 50 });
+        Assert.Equal(1 + 2 * 4 + 2, center.QueryToken);
+        Assert.Equal(20, center.GridImages.Shape[0]); // at most the first batch
+        Assert.Equal(a.Report.Mean, center.Report.Mean, 12);
+        Assert.NotEqual(a.HeadMaps, center.HeadMaps.Take(a.HeadMaps.Length));
+    }
+
+    [Fact]
+    public void Cancel_StopsAtTheNextBatch()
+    {
+        using var cts = new CancellationTokenSource();
+        var progress = new OperationRecorder(_ => cts.Cancel());
+        Assert.ThrowsAny<OperationCanceledException>(() => Vitq.AnalyzeAttention(TinyModels.Model(), Images(40), new AttentionAnalysisOptions { BatchSize = 4 }, progress, cts.Token));
+        Assert.Single(progress.Reports);
+    }
+
+    [Theory]
+    [InlineData("BatchSize")]
+    [InlineData("GridImages")]
+    [InlineData("Query")]
+    [InlineData("Block")]
+    [InlineData("model")]
+    [InlineData("data")]
+    public void BadOptions_Models_AndData_AreRejected_BeforeAnyForwardPass(string parameter)
+    {
+        var o = new AttentionAnalysisOptions();
+        var (model, data) = (TinyModels.Model(), (ViTQuant.Data.IImageDataset)Images());
+        switch (parameter)
+        {
+            case "BatchSize": o = o with { BatchSize = 0 }; break;
+            case "GridImages": o = o with { GridImages = 0 }; break;
+            case "Query": o = o with { Query = "corner" }; break;
+            case "Block": o = o with { Block = 2 }; break;
+            case "model": model = TinyModels.Model(heads: 1); break;
+            default: data = new FunctionDataset(4, 1, 9, 9, (_, _) => 0f); break;
+        }
+        var progress = new OperationRecorder();
+        Assert.Equal(parameter, Assert.Throws<ArgumentException>(() => Vitq.AnalyzeAttention(model, data, o, progress)).ParamName);
+        Assert.Empty(progress.Reports);
+    }
+}

@@ -1,0 +1,44 @@
+// Vitq.Benchmark as vitq bench uses it: a complete, finite result on a tiny model whose parameters are left
+// trainable, and arguments that do not fit rejected, naming the parameter, before anything is timed.
+// (What the figures are worth is for benchmarks, never for tests.)
+using System.Text.Json;
+using ViTQuant.Api;
+using ViTQuant.Models;
+using ViTQuant.Tests.DataFree;
+
+namespace ViTQuant.Tests.Api;
+
+public class BenchmarkFacadeTests
+{
+    [Fact]
+    public void Benchmark_MeasuresEveryFigure_AndLeavesTheParametersTrainable()
+    {
+        var model = TinyModels.Model(seed: 2);
+        var r = Vitq.Benchmark(model, batch: 2, iterations: 1, seed: 1);
+        Assert.Equal(("vit_tiny_test", 2, model.ParameterCount()), (r.Architecture, r.Batch, r.Parameters));
+        foreach (var v in new[] { r.ForwardImagesPerSecond, r.TrainImagesPerSecond, r.InputGradImagesPerSecond, r.GemmPeakGflopPerSecond, r.PeakMemoryMb })
+            Assert.True(double.IsFinite(v) && v > 0);
+        Assert.NotEmpty(r.GemmGflopPerSecond);
+        Assert.Equal(r.GemmGflopPerSecond.Keys, r.GemmFractionOfPeak.Keys);
+        Assert.All(model.Parameters(), p => Assert.True(p.RequiresGrad));
+        // The JSON vitq bench --json prints (and tools/reference/bench_compare.sh reads).
+        var json = JsonDocument.Parse(JsonSerializer.Serialize(r)).RootElement;
+        Assert.Equal("architecture", json.EnumerateObject().First().Name);
+        Assert.True(json.GetProperty("forward_img_per_s").GetDouble() > 0);
+        Assert.True(json.GetProperty("gemm_fraction_of_peak").EnumerateObject().Any());
+    }
+
+    [Fact]
+    public void BadArguments_AreRejected_BeforeAnyTiming()
+    {
+        var model = TinyModels.Model();
+        Assert.Equal("batch", Assert.Throws<ArgumentException>(() => Vitq.Benchmark(model, batch: 0)).ParamName);
+        Assert.Equal("iterations", Assert.Throws<ArgumentException>(() => Vitq.Benchmark(model, iterations: 0)).ParamName);
+        var swin = new SwinTransformer(SwinConfig.FashionMnist() with { EmbedDim = 8, NumHeads = new[] { 1, 2, 2 } }, seed: 5);
+        Assert.Contains("Swin", Assert.Throws<ViTQuantException>(() => Vitq.Benchmark(swin, batch: 1, iterations: 1)).Message);
+        using var cts = new CancellationTokenSource();
+        cts.Cancel();
+        Assert.ThrowsAny<OperationCanceledException>(() => Vitq.Benchmark(model, batch: 1, iterations: 1, cancellationToken: cts.Token));
+        Assert.All(model.Parameters(), p => Assert.True(p.RequiresGrad));
+    }
+}
