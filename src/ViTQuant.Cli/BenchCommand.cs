@@ -13,7 +13,7 @@ internal static class BenchCommand
     public static Command Create()
     {
         var model = new Option<string?>("--model") { Description = "checkpoint to benchmark (default: the shipped model unless --arch is given)" };
-        var arch = new Option<string?>("--arch") { Description = $"architecture with random weights: {string.Join(", ", ViTConfig.KnownArchitectures)}" };
+        var arch = new Option<string?>("--arch") { Description = $"architecture with random weights: {string.Join(", ", ModelConfigs.KnownArchitectures)}" };
         var batch = new Option<int>("--batch") { Description = "images per batch", DefaultValueFactory = _ => 32 };
         var iters = new Option<int>("--iters") { Description = "timed iterations per measurement (median reported)", DefaultValueFactory = _ => 5 };
         var threads = CommonOptions.Threads();
@@ -33,7 +33,7 @@ internal static class BenchCommand
                 if (a != null && r.GetValue(model) != null) throw new ViTQuantException("give --model or --arch, not both");
                 if (r.GetValue(model) is string om && om.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
                     throw new ViTQuantException($"--model {om}: bench --engine onnx exports the model itself; give the .safetensors model or quantized checkpoint");
-                var fm = (a != null ? Vitq.CreateModel(ViTConfig.FromArchitecture(a), r.GetValue(seed)) : DataSources.LoadAny(r.GetValue(model)).Model).RequireViT("vitq bench");
+                var fm = (a != null ? Vitq.CreateModel(ModelConfigs.FromArchitecture(a), r.GetValue(seed)) : DataSources.LoadAny(r.GetValue(model)).Model);
                 var ort = OnnxCli.Bench(fm, a == null ? r.GetValue(model) : null, B, n, r.GetValue(threads), r.GetValue(seed));
                 if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(ort));
                 OnnxCli.PrintBench(ort);
@@ -41,25 +41,25 @@ internal static class BenchCommand
             }
             if (r.GetValue(engine) == "int8")
             {
-                var (qmodel, quant) = a != null ? (Vitq.CreateModel(ViTConfig.FromArchitecture(a), r.GetValue(seed)), null) : DataSources.LoadAny(r.GetValue(model));
+                var (qmodel, quant) = a != null ? (Vitq.CreateModel(ModelConfigs.FromArchitecture(a), r.GetValue(seed)), null) : DataSources.LoadAny(r.GetValue(model));
                 var ir = Int8Cli.Bench(qmodel, quant, a == null ? r.GetValue(model) : null, B, n, r.GetValue(threads), r.GetValue(seed));
                 if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(ir));
                 Int8Cli.Print(ir);
                 return 0;
             }
-            var m = a != null ? Vitq.CreateModel(ViTConfig.FromArchitecture(a), r.GetValue(seed)) : DataSources.LoadViT(r.GetValue(model), "vitq bench");
+            var m = a != null ? Vitq.CreateModel(ModelConfigs.FromArchitecture(a), r.GetValue(seed)) : DataSources.LoadAny(r.GetValue(model)).Model;
             var result = Vitq.Benchmark(m, B, n, r.GetValue(seed));
             if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(result));
-            Print(result, m.RequireViT("vitq bench").Config);
+            Print(result, m.Config);
             return 0;
         });
         return cmd;
     }
 
-    private static void Print(BenchmarkResult r, ViTConfig c)
+    private static void Print(BenchmarkResult r, IModelConfig c)
     {
         var e = Console.Error;
-        e.WriteLine($"model {c.Architecture}: {c.ImageSize}px patch {c.PatchSize}, dim {c.EmbedDim}, depth {c.Depth}, heads {c.NumHeads}; {r.Parameters:N0} params, {r.GflopPerImage:F3} GFLOP/image");
+        e.WriteLine($"model {c.Architecture}: {c.DescribeShape()}; {r.Parameters:N0} params, {r.GflopPerImage:F3} GFLOP/image");
         e.WriteLine($"batch {r.Batch}, threads {r.Threads}, GEMM {r.GemmBackend}");
         e.WriteLine($"forward      {r.ForwardImagesPerSecond,10:F1} img/s  ({r.ForwardGflopPerSecond:F1} GFLOP/s)");
         e.WriteLine($"train step   {r.TrainImagesPerSecond,10:F1} img/s  ({r.TrainAllocMbPerStep:F1} MB allocated/step, {r.TrainGcGen2PerStep:F2} gen2 GCs/step)");

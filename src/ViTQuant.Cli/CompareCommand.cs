@@ -85,7 +85,7 @@ internal static class CompareCommand
             Directory.CreateDirectory(Path.Combine(dir, "cells"));
             Interrupt.Arm(addResume: false);
 
-            var fp = DataSources.LoadViT(r.GetValue(model), "vitq compare");
+            var fp = ModelIO.Load(r.GetValue(model));
             var evalDs = DataSources.Limit(DataSources.Open(spec, r.GetValue(split)!, fp.Config, labelsFile: r.GetValue(labels)), r.GetValue(limit));
             CheckGrid(dir, new GridKey(GridFormat, SyntheticSet.ModelFingerprint(fp), spec, r.GetValue(split)!, r.GetValue(limit), calibN,
                 budget.AdfqIterations, budget.FineTuneEpochs, budget.FineTuneLr, nSynth, r.GetValue(synthIters)));
@@ -202,7 +202,7 @@ internal static class CompareCommand
     /// The cell images of one source and seed: real training images, or a subset of the seed's synthetic
     /// set, made (resumably) under OUT/sets/ when missing.
     /// </summary>
-    private static CalibrationData Images(string source, VisionTransformer fp, string spec, int count, int synthCount, int? synthIters,
+    private static CalibrationData Images(string source, VisionModel fp, string spec, int count, int synthCount, int? synthIters,
         ulong seed, string dir, List<SetInfo> made)
     {
         if (source == "real") return CalibrationData.Load(spec, count, fp.Config, seed, flag: "--dataset");
@@ -235,7 +235,7 @@ internal static class CompareCommand
     }
 
     /// <summary>One row per (data source, method); a lone "real" source labels rows by method only.</summary>
-    private static string Markdown(ViTConfig c, EvalResult fp, List<Cell> cells, List<string> bits, string[] data, string[] methods, int seeds, int count, int calibN)
+    private static string Markdown(IModelConfig c, EvalResult fp, List<Cell> cells, List<string> bits, string[] data, string[] methods, int seeds, int count, int calibN)
     {
         var inv = CultureInfo.InvariantCulture;
         var sb = new StringBuilder();

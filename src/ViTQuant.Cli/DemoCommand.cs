@@ -54,7 +54,7 @@ internal static class DemoCommand
             var (w, a) = CompareCommand.ParseBits(r.GetValue(bits)!);
             ulong s = r.GetValue(seed);
             var sw = Stopwatch.StartNew();
-            var fp = DataSources.LoadViT(r.GetValue(model), "vitq demo");
+            var fp = ModelIO.Load(r.GetValue(model));
             var c = fp.Config;
             // Finished rows are reused only by a run that would recompute them identically: same model
             // weights, preset sizes and evaluation limit (the key), bits and seed (the name).
@@ -70,7 +70,7 @@ internal static class DemoCommand
             var rows = new List<Row>();
             string RowFile(string name) => Path.Combine(dir, $"row-{name.Replace('+', '_')}.json");
             string SetFile(string method) => Path.Combine(dir, $"{method}.safetensors");
-            using var overall = new Overall(StepCosts(p, test.Count, c.Depth)
+            using var overall = new Overall(StepCosts(p, test.Count, c.BlockPrefixes().Count())
                 .Where(st => !File.Exists(st.Step.StartsWith("synthesize ") ? SetFile(st.Step["synthesize ".Length..]) : RowFile(st.Step))));
             Row Cached(string name, Func<double> run)
             {

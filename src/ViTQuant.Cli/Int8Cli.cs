@@ -60,7 +60,7 @@ internal static class Int8Cli
         // ONNX Runtime on the float export and on the QDQ export of the same quantized model: the anchors the
         // issue sets (≥ 2× our float, ≥ ORT float). All four are timed interleaved, so that every engine sees
         // the same machine load (medians of each).
-        using var ort = new OnnxCli.OrtPair(fp.RequireViT("ONNX export"), quant, codes, checkpoint, threads);
+        using var ort = new OnnxCli.OrtPair(fp, quant, codes, checkpoint, threads);
         var ortLogits = ort.Qdq.Run(x);
         var t = Medians(iters, () => engine.Forward(x), () => { using var _ = Autograd.NoGrad(); fp.Infer(x); }, () => ort.Float.Run(x), () => ort.Qdq.Run(x));
         double tInt = t[0], tFloat = t[1], tOrtFloat = t[2], tOrtQdq = t[3];

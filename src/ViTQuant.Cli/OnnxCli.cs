@@ -101,7 +101,7 @@ internal static class OnnxCli
     /// Both files go to a temporary folder that is deleted afterwards. Kept apart from BenchCommand so that
     /// the engines' numbers can be put side by side.
     /// </summary>
-    public static Dictionary<string, object> Bench(VisionTransformer model, string? checkpoint, int B, int iters, int threads, ulong seed)
+    public static Dictionary<string, object> Bench(VisionModel model, string? checkpoint, int B, int iters, int threads, ulong seed)
     {
         var c = model.Config;
         var dir = Path.Combine(Path.GetTempPath(), "vitq-bench-onnx-" + Guid.NewGuid().ToString("N"));
@@ -239,7 +239,7 @@ internal static class OnnxCli
         public long FloatBytes { get; }
         public long QdqBytes { get; }
 
-        public OrtPair(VisionTransformer floatModel, QuantizedModel quant, Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)>? codes, string? checkpoint, int threads)
+        public OrtPair(VisionModel floatModel, QuantizedModel quant, Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)>? codes, string? checkpoint, int threads)
         {
             _dir = Path.Combine(Path.GetTempPath(), "vitq-bench-ort-" + Guid.NewGuid().ToString("N"));
             Directory.CreateDirectory(_dir);

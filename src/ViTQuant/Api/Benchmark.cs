@@ -62,10 +62,10 @@ public sealed record BenchmarkResult
 public static partial class Vitq
 {
     /// <summary>
-    /// Measures <paramref name="model"/> (ViT/DeiT; its weights are trained by the timed steps, so pass one you can spare)
+    /// Measures <paramref name="model"/> (ViT/DeiT or Swin; its weights are trained by the timed steps, so pass one you can spare)
     /// on <paramref name="batch"/> random images from <paramref name="seed"/>, each figure the median of
     /// <paramref name="iterations"/> timed runs after a warm-up. Cancelling throws OperationCanceledException between
-    /// measurements. Throws ArgumentException for batch or iterations &lt; 1, ViTQuantException for a Swin model,
+    /// measurements. Throws ArgumentException for batch or iterations &lt; 1,
     /// InvalidOperationException when the forward is not finite or a GEMM variant disagrees with the double reference.
     /// </summary>
     public static BenchmarkResult Benchmark(VisionModel model, int batch = 32, int iterations = 5, ulong seed = 0, CancellationToken cancellationToken = default)
@@ -73,7 +73,7 @@ public static partial class Vitq
         ArgumentNullException.ThrowIfNull(model);
         if (batch < 1) throw new ArgumentException($"is {batch}, expected at least 1", nameof(batch));
         if (iterations < 1) throw new ArgumentException($"is {iterations}, expected at least 1", nameof(iterations));
-        var vit = model.RequireViT("the benchmark");
+        var vit = model;
         var c = vit.Config;
         int B = batch, iters = iterations;
         var rng = new Rng(seed);
@@ -137,7 +137,14 @@ public static partial class Vitq
         var (peak, peakBy) = GemmBenchmark.MeasurePeak();
         var gemm = new Dictionary<string, double>();
         var fraction = new Dictionary<string, double>();
-        int rows = B * c.NumTokens, D = c.EmbedDim, Hd = c.MlpHidden;
+        // The model's widest-row linear shapes: a ViT's (every block alike), a Swin's first stage.
+        var (tokens, D, Hd) = c switch
+        {
+            ViTConfig v => (v.NumTokens, v.EmbedDim, v.MlpHidden),
+            SwinConfig sw => (sw.ActualResolution(0) * sw.ActualResolution(0), sw.EmbedDim, sw.MlpHidden(0)),
+            _ => throw new ArgumentException($"no GEMM shapes for a {c.Family} model", nameof(model)),
+        };
+        int rows = B * tokens;
         var shapes = new (string Name, int M, int N, int K, bool TA, bool TB)[]
         {
             ($"qkv {rows}x{3 * D}x{D}", rows, 3 * D, D, false, true),

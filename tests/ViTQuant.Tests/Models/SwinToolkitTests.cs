@@ -132,6 +132,20 @@ public class SwinToolkitTests
     }
 
     [Fact]
+    public void Cli_CompareRunsOnSwin()
+    {
+        using var dir = new TempDir();
+        string model = Path.Combine(dir.Path, "swin.safetensors"), outDir = Path.Combine(dir.Path, "cmp");
+        ModelIO.Save(Tiny(), model);
+        var r = VitqProcess.Run(new[] { "compare", "--model", model, "--methods", "minmax,adfq", "--bits", "w4a4", "--data", "real,gaussian",
+            "--seeds", "1", "--calib-size", "16", "--iters", "2", "--synth-count", "16", "--limit", "32", "--threads", "1", "--out", outDir, "--json" }, timeoutSeconds: 300);
+        VitqProcess.AssertSuccess(r);
+        var md = File.ReadAllText(Path.Combine(outDir, "compare.md"));
+        Assert.Contains("swin_fmnist", md);
+        Assert.Contains("| gaussian+adfq |", md);
+    }
+
+    [Fact]
     public void GaussianSet_OnSwin_IsMadeAndCalibratesMinMax()
     {
         // The data-free floor needs nothing from the architecture: a Gaussian set for a Swin model, then
