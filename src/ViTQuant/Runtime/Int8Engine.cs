@@ -281,24 +281,23 @@ public sealed partial class Int8Engine
         Int8Gemm.Gemm(a16, lda, n, l.Packed, l.Scale, l.BiasPadded, ys, l.Out);
     }
 
-    /// <summary>Patch embedding as an im2col float GEMM, prefix tokens, position embedding.</summary>
-    private void Embed(float[] img, int B, Arena a)
+    /// <summary>
+    /// im2col of the images [B, C, S, S] into rows (b, gy, gx) × columns (ch, py, px), the flattened conv weight's
+    /// order — the image itself, or its fake-quantized values when the plan quantizes it (exactly as the simulation).
+    /// The image is read in place (a copy of a DeiT batch is 4.8 MB, a large-object allocation every call: measured
+    /// with the im2col at 3.2 ms of DeiT-Tiny's 6.4 ms embedding); one image row of patches per task, span copies
+    /// (Array.Copy's call cost dominated 16-float rows).
+    /// </summary>
+    private void Im2Col(float[] img, int B, float[] patches)
     {
-        var c = _p.Vit;
-        int C = c.InChans, S = c.ImageSize, P = c.PatchSize, G = c.GridSize, Np = c.NumPatches, D = c.EmbedDim, N = c.NumTokens, pre = c.NumPrefixTokens;
-        int cpp = C * P * P;
-        // The image is read in place (a copy of a DeiT batch is 4.8 MB, a large-object allocation every call: measured
-        // with the im2col at 3.2 ms of DeiT-Tiny's 6.4 ms embedding, on one thread or two).
+        var c = _p.Config;
+        int C = c.InChans, S = c.ImageSize, P = c.PatchSize, G = S / P, cpp = C * P * P;
         float[] src = img;
         if (_p.PatchInputQ != null)
         {
-            // The plan quantizes the image itself: its fake-quantized values, exactly as the simulation.
             using var _ = Autograd.NoGrad();
             src = _p.PatchInputQ.Forward(Tensor.FromArray(img.AsSpan(0, B * C * S * S), B, C, S, S)).ToArray();
         }
-        // im2col: row (b, gy, gx), column (ch, py, px), the flattened conv weight's order; one image row of
-        // patches per task (span copies: Array.Copy's call cost dominated 16-float rows).
-        var patches = a.Patches;
         Parallelism.ForChunks(B * G, 8, (r0, r1) =>
         {
             for (int r = r0; r < r1; r++)
@@ -313,6 +312,16 @@ public sealed partial class Int8Engine
                 }
             }
         });
+    }
+
+    /// <summary>Patch embedding as an im2col float GEMM, prefix tokens, position embedding.</summary>
+    private void Embed(float[] img, int B, Arena a)
+    {
+        var c = _p.Vit;
+        int C = c.InChans, S = c.ImageSize, P = c.PatchSize, G = c.GridSize, Np = c.NumPatches, D = c.EmbedDim, N = c.NumTokens, pre = c.NumPrefixTokens;
+        int cpp = C * P * P;
+        var patches = a.Patches;
+        Im2Col(img, B, patches);
         var tok = a.Y; // [B·Np, D]
         Gemm.Sgemm(false, true, B * Np, D, cpp, 1f, patches, cpp, _p.PatchW, cpp, 0f, tok, D);
         Parallelism.ForChunks(B, 1, (b0, b1) =>

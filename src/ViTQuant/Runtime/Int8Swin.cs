@@ -163,7 +163,8 @@ public sealed partial class Int8Engine
         var a = new Arena { A16 = Buf<short>("a16", maxRows * (maxIn + 2)), A8 = Buf<byte>("a8", maxRows * (maxIn + 4)) };
 
         // Patch embedding: the ViT path's im2col rows are (b, gy, gx), so tokens come out as the NHWC map.
-        var patches = EmbedPatches(img, B);
+        var patches = Buf<float>("patches", (long)B * G * G * cpp);
+        Im2Col(img, B, patches);
         int rows = B * G * G;
         var tok = Buf<float>("tok", (long)rows * D);
         Gemm.SgemmBias(false, true, rows, D, cpp, 1f, patches, cpp, _p.PatchW, cpp, _p.PatchB, tok, D);
@@ -199,35 +200,6 @@ public sealed partial class Int8Engine
         Linear(_p.Head, pooled, B, y, a, new[] { B, C });
         y.AsSpan().CopyTo(logits);
         Mark("head");
-    }
-
-    /// <summary>im2col of the (fake-quantized when the plan says so) images: rows (b, gy, gx), columns (ch, py, px).</summary>
-    private float[] EmbedPatches(float[] img, int B)
-    {
-        var c = _p.Config;
-        int C = c.InChans, S = c.ImageSize, P = c.PatchSize, G = S / P, cpp = C * P * P;
-        float[] src = img;
-        if (_p.PatchInputQ != null)
-        {
-            using var _ = Autograd.NoGrad();
-            src = _p.PatchInputQ.Forward(Tensor.FromArray(img.AsSpan(0, B * C * S * S), B, C, S, S)).ToArray();
-        }
-        var patches = Buf<float>("patches", (long)B * G * G * cpp);
-        Parallelism.ForChunks(B * G, 8, (r0, r1) =>
-        {
-            for (int r = r0; r < r1; r++)
-            {
-                int b = r / G, gy = r % G;
-                for (int gx = 0; gx < G; gx++)
-                {
-                    var dst = patches.AsSpan(((b * G + gy) * G + gx) * cpp, cpp);
-                    for (int ch = 0; ch < C; ch++)
-                        for (int py = 0; py < P; py++)
-                            src.AsSpan(((b * C + ch) * S + gy * P + py) * S + gx * P, P).CopyTo(dst.Slice((ch * P + py) * P, P));
-                }
-            }
-        });
-        return patches;
     }
 
     private void Norm(float[] x, int rows, int C, float[] w, float[] b, float eps, float[] y) =>
