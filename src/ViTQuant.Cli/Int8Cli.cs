@@ -43,15 +43,10 @@ internal static class Int8Cli
         var c = model.Config;
         var rng = new Rng(seed);
         bool onTheFly = quant == null;
-        Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)>? codes = null;
-        if (quant == null)
-        {
-            quant = new QuantizedModel(model.Clone(), QuantPresets.Create("minmax", 8, 8));
-            quant.Calibrate(Enumerable.Range(0, 2).Select(_ => Tensor.Randn(rng, 1f, Math.Min(B, 8), c.InChans, c.ImageSize, c.ImageSize)));
-            codes = QuantizedCheckpoint.Freeze(quant);
-        }
-        var plan = Int8Plan.Compile(quant);
-        var engine = new Int8Engine(plan);
+        var fly = quant == null ? OnTheFly(model, B, seed) : null;
+        quant ??= fly!.Model;
+        var engine = Vitq.CompileInt8(quant);
+        var plan = engine.Plan;
         var x = Tensor.Randn(rng, 1f, B, c.InChans, c.ImageSize, c.ImageSize);
         var logits = engine.Forward(x);
         if (logits.Span.ToArray().Any(v => !float.IsFinite(v))) throw new InvalidOperationException("int8 forward produced non-finite logits");
@@ -60,7 +55,7 @@ internal static class Int8Cli
         // ONNX Runtime on the float export and on the QDQ export of the same quantized model: the anchors the
         // issue sets (≥ 2× our float, ≥ ORT float). All four are timed interleaved, so that every engine sees
         // the same machine load (medians of each).
-        using var ort = new OnnxCli.OrtPair(fp, quant, codes, checkpoint, threads);
+        using var ort = new OnnxCli.OrtPair(fp, fly, checkpoint, threads);
         var ortLogits = ort.Qdq.Run(x);
         var t = Medians(iters, () => engine.Forward(x), () => { using var _ = Autograd.NoGrad(); fp.Infer(x); }, () => ort.Float.Run(x), () => ort.Qdq.Run(x));
         double tInt = t[0], tFloat = t[1], tOrtFloat = t[2], tOrtQdq = t[3];
@@ -95,6 +90,11 @@ internal static class Int8Cli
             ["layers"] = plan.Layers.Select(l => new Dictionary<string, string> { ["name"] = l.Name, ["mode"] = l.Mode == Int8Mode.Integer ? "int" : "float", ["detail"] = l.Detail }).ToList(),
         };
     }
+
+    /// <summary>The benchmarks' plan for a float model: min–max W8A8 calibrated on two batches of Gaussian images (speed only).</summary>
+    internal static QuantizationResult OnTheFly(VisionModel model, int batch, ulong seed) =>
+        Vitq.Quantize(model, CalibrationData.Gaussian(model.Config, count: 2 * Math.Min(batch, 8), seed: seed),
+            new QuantizeOptions { Method = "minmax", WeightBits = 8, ActivationBits = 8, Seed = seed });
 
     public static void Print(Dictionary<string, object> r)
     {

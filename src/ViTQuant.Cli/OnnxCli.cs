@@ -5,6 +5,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using ViTQuant.Algorithms.Metrics;
 using ViTQuant.Data;
+using ViTQuant.Api;
 using ViTQuant.Export;
 using ViTQuant.IO;
 using ViTQuant.Models;
@@ -41,7 +42,6 @@ internal static class OnnxCli
         using var engine = Open(modelPath, threads);
         var c = engine.Config;
         var ds = DataSources.Limit(DataSources.Open(dataset, split, c), limit);
-        var loader = new DataLoader(ds, batch, mean: c.Mean, std: c.Std);
         (VisionModel Model, QuantizedModel? Quant)? sim = null;
         if (agreeWith != null)
         {
@@ -51,8 +51,7 @@ internal static class OnnxCli
         }
         int simCorrect = 0, agree = 0;
         var simPredictions = new List<int>();
-        var batches = loader.Epoch(0).Select(b => (b.Images, b.Labels));
-        var res = Progress.Run("eval (onnx)", ds.Count, rep => Evaluator.Evaluate(x =>
+        var res = Progress.Staged(p => Vitq.Evaluate(x =>
         {
             var logits = engine.Run(x);
             if (sim is var (m, q))
@@ -65,7 +64,7 @@ internal static class OnnxCli
                 simPredictions.AddRange(ps);
             }
             return logits;
-        }, c.NumClasses, batches, n => { rep.Update(n, $"{n / Math.Max(rep.Elapsed, 1e-9):F0} img/s"); }));
+        }, c, ds, batch, p), title: "eval (onnx)");
         double? simTop1 = null, agreement = null;
         if (sim != null)
         {
@@ -110,7 +109,7 @@ internal static class OnnxCli
         {
             string fp = Path.Combine(dir, "float.onnx"), q = Path.Combine(dir, "qdq.onnx"), qr = Path.Combine(dir, "qdq-rounded-bias.onnx");
             var rounded = new OnnxExportOptions { ExactBias = false };
-            OnnxExporter.Export(model, null, null, fp, new OnnxExportOptions());
+            Vitq.ExportOnnx(model, fp, overwrite: true);
             string qdqSource;
             if (checkpoint != null && File.Exists(checkpoint) && checkpoint.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)
                 && SafeTensorsFile.Read(checkpoint) is var f && QuantizedCheckpoint.IsQuantized(f))
@@ -121,11 +120,9 @@ internal static class OnnxCli
             }
             else
             {
-                var student = model.Clone();
-                var qm = new QuantizedModel(student, QuantPresets.Create("minmax", 8, 8));
-                var rng = new Rng(seed + 1);
-                qm.Calibrate(Enumerable.Range(0, 2).Select(_ => Tensor.Randn(rng, 1f, B, c.InChans, c.ImageSize, c.ImageSize)).ToList());
-                WriteQdq(qm, QuantizedCheckpoint.Freeze(qm), q, qr);
+                var fly = Int8Cli.OnTheFly(model, B, seed + 1);
+                fly.ExportOnnx(q, overwrite: true);
+                fly.ExportOnnx(qr, rounded, overwrite: true);
                 qdqSource = "minmax w8a8 on random calibration (speed only)";
             }
             var x = Tensor.Randn(new Rng(seed), 1f, B, c.InChans, c.ImageSize, c.ImageSize);
@@ -211,25 +208,10 @@ internal static class OnnxCli
     }
 
     /// <summary>
-    /// Writes the QDQ export of a frozen quantized model (<paramref name="codes"/>: what Freeze returned) with
-    /// the exact bias to <paramref name="exactPath"/> and, when given, with the rounded bias to <paramref name="roundedPath"/>.
-    /// </summary>
-    internal static void WriteQdq(QuantizedModel qm, Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)> codes, string exactPath, string? roundedPath = null)
-    {
-        var weights = codes.ToDictionary(kv => kv.Key, kv => new WeightCodes(
-            kv.Value.Signed?.Select(v => (int)v).ToArray() ?? kv.Value.Unsigned!.Select(v => (int)v).ToArray(),
-            qm.Model.NamedParameters().First(p => p.Name == kv.Key + ".weight").Param.Shape.ToArray(),
-            kv.Value.Grid.Scale, kv.Value.Grid.ZeroPoint, kv.Value.Signed != null, qm.Plan.WeightBits));
-        OnnxExporter.Export(qm.Model, qm, weights, exactPath, new OnnxExportOptions());
-        if (roundedPath == null) return;
-        OnnxExporter.Export(qm.Model, qm, weights, roundedPath, new OnnxExportOptions { ExactBias = false });
-    }
-
-    /// <summary>
     /// ONNX Runtime sessions on the float export of <paramref name="floatModel"/> and on the QDQ export of the
-    /// same quantized model the integer engine runs (<paramref name="checkpoint"/> when the model came from a
-    /// file, else <paramref name="quant"/> with its frozen <paramref name="codes"/>), for timing side by side
-    /// with our engines. The files live in a temporary folder that Dispose deletes.
+    /// same quantized model the integer engine runs (<paramref name="onTheFly"/> when the benchmark quantized the
+    /// model itself, else the <paramref name="checkpoint"/> file), for timing side by side with our engines. The
+    /// files live in a temporary folder that Dispose deletes.
     /// </summary>
     internal sealed class OrtPair : IDisposable
     {
@@ -239,13 +221,13 @@ internal static class OnnxCli
         public long FloatBytes { get; }
         public long QdqBytes { get; }
 
-        public OrtPair(VisionModel floatModel, QuantizedModel quant, Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)>? codes, string? checkpoint, int threads)
+        public OrtPair(VisionModel floatModel, QuantizationResult? onTheFly, string? checkpoint, int threads)
         {
             _dir = Path.Combine(Path.GetTempPath(), "vitq-bench-ort-" + Guid.NewGuid().ToString("N"));
             Directory.CreateDirectory(_dir);
             string fp = Path.Combine(_dir, "float.onnx"), q = Path.Combine(_dir, "qdq.onnx");
-            OnnxExporter.Export(floatModel, null, null, fp, new OnnxExportOptions());
-            if (codes != null) WriteQdq(quant, codes, q);
+            Vitq.ExportOnnx(floatModel, fp, overwrite: true);
+            if (onTheFly != null) onTheFly.ExportOnnx(q, overwrite: true);
             else OnnxExporter.ExportFile(checkpoint, q, new OnnxExportOptions());
             FloatBytes = new FileInfo(fp).Length;
             QdqBytes = new FileInfo(q).Length;

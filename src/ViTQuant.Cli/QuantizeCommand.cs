@@ -58,24 +58,19 @@ internal static class QuantizeCommand
             if (m == "mimiq") Interrupt.Arm(addResume: true);
             if (m is not ("minmax" or "percentile" or "adfq" or "mimiq")) throw new ViTQuantException($"--method: unknown method '{m}' (minmax, percentile, adfq, mimiq)");
             AdfqOptions? adfqOpts = m == "adfq" ? adfq.Read(r, r.GetValue(seed)) : adfq.RefuseGiven(r, m);
-            var plan = adfqOpts?.CreatePlan(r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast))
-                       ?? QuantPresets.Create(m, r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast));
             if (r.GetValue(sample) < 0) throw new ViTQuantException($"--calib-sample must be 0 (every value) or positive, got {r.GetValue(sample)}");
             if (m == "mimiq" && (r.GetValue(sample) != 0 || r.GetValue(blocksPerPass) != 0))
                 throw new ViTQuantException("--calib-sample and --calib-blocks-per-pass apply to the post-training methods; mimiq initialises on its own images");
-            // The library applies the sample size again; validating the plan here fails a bad flag before any work.
-            if (r.GetValue(sample) > 0)
-                plan = (plan with { Activations = plan.Activations.Select(a => a.Spec == null ? a : a with { Spec = a.Spec with { SampleSize = r.GetValue(sample) } }).ToArray() }).Validated();
             var fp = DataSources.LoadModel(r.GetValue(model));
             var c = fp.Config;
             var evalDs = DataSources.Limit(DataSources.Open(r.GetValue(evalSet)!, r.GetValue(split)!, c, labelsFile: r.GetValue(labels)), r.GetValue(limit));
             // MimiQ needs no calibration data (data-free): it initialises LSQ on its own distillation images.
             var calibData = m == "mimiq" ? null : CalibrationData.Load(r.GetValue(calib)!, r.GetValue(calibSize), c, r.GetValue(seed));
-            var options = new QuantizeOptions
+            var options = Flags(() => new QuantizeOptions
             {
                 Method = m, WeightBits = r.GetValue(wbits), ActivationBits = r.GetValue(abits), FirstLast8Bit = r.GetValue(firstLast), Seed = r.GetValue(seed),
                 CalibrationSampleSize = r.GetValue(sample), CalibrationBlocksPerPass = r.GetValue(blocksPerPass), Adfq = adfqOpts,
-            };
+            }.Validated()); // a bad flag fails here, before the float evaluation
 
             var fpRes = Evaluate("float", fp, null, evalDs);
             MimiqFineTuneCliResult? ft = null;
@@ -83,6 +78,7 @@ internal static class QuantizeCommand
                 ? QuantizationResult.Freeze((ft = MimiqFineTune.Run(fp, mimiq.Read(r, r.GetValue(wbits), r.GetValue(abits), r.GetValue(firstLast), r.GetValue(seed), outPath))).Student, options)
                 : Progress.Staged(p => Vitq.Quantize(fp, calibData!, options, p));
             var (qm, calibration, units) = (result.Model, result.Calibration, result.AdfqUnits);
+            var plan = qm.Plan;
             var qRes = Evaluate($"{m} w{plan.WeightBits}a{plan.ActivationBits}", qm.Model, qm, evalDs);
             // Diagnostic only (no decision uses it): the damage report on the first evaluation images.
             var layers = Vitq.LayerDamage(fp, qm, evalDs, images: 128);
@@ -155,6 +151,23 @@ internal static class QuantizeCommand
     /// <summary>Evaluates through the library under one bar titled "eval TITLE" (quantize, compare and demo evaluate many models in a run).</summary>
     internal static EvalResult Evaluate(string title, VisionModel model, IModelHooks? hooks, IImageDataset ds) =>
         Progress.Staged(p => Vitq.Evaluate(model, ds, hooks, batchSize: 256, progress: p), title: $"eval {title}");
+
+    /// <summary>The options' validation, its errors named by the flag that set the property (--wbits, not WeightBits).</summary>
+    private static QuantizeOptions Flags(Func<QuantizeOptions> validated)
+    {
+        try { return validated(); }
+        catch (ArgumentException e) when (e.ParamName is string p && FlagOf.TryGetValue(p, out var flag))
+        {
+            throw new ViTQuantException($"{flag} {e.Message.Replace($" (Parameter '{p}')", "")}");
+        }
+    }
+
+    private static readonly Dictionary<string, string> FlagOf = new()
+    {
+        [nameof(QuantizeOptions.WeightBits)] = "--wbits", [nameof(QuantizeOptions.ActivationBits)] = "--abits",
+        [nameof(QuantizeOptions.CalibrationSampleSize)] = "--calib-sample", [nameof(QuantizeOptions.CalibrationBlocksPerPass)] = "--calib-blocks-per-pass",
+        [nameof(QuantizeOptions.Method)] = "--method",
+    };
 
     private static void PrintReport(EvalResult fp, EvalResult q, IReadOnlyList<LayerReport> layers, string method, QuantPlan plan, double seconds, double peak, string outPath,
         CheckpointStorage storage)
