@@ -18,7 +18,7 @@ namespace ViTQuant.Kernels;
 /// <param name="QMin">smallest code.</param>
 /// <param name="QMax">largest code.</param>
 /// <param name="LsqOrder">true: clamp before rounding and add z before it (LSQ); false: the uniform order.</param>
-public readonly record struct ActGrid(float Scale, float Zero, int QMin, int QMax, bool LsqOrder)
+internal readonly record struct ActGrid(float Scale, float Zero, int QMin, int QMax, bool LsqOrder)
 {
     /// <summary>The unsigned 8-bit code u = code − q_min of one value (the VNNI kernel's operand; a = u − (z − q_min)). Valid when q_max − q_min ≤ 255.</summary>
     public byte CodeU8(float x) => (byte)(Code(x) + (int)Zero - QMin);
@@ -37,7 +37,7 @@ public readonly record struct ActGrid(float Scale, float Zero, int QMin, int QMa
 }
 
 /// <summary>Quantisation of float rows into int16 GEMM operands (file header).</summary>
-public static unsafe class ActQuantize
+internal static unsafe class ActQuantize
 {
     /// <summary>
     /// dst[r·ldd + j] = grid.Code(x[r·ldx + j]) for r &lt; rows, j &lt; cols, and the odd-K pad set to 0.

@@ -28,7 +28,7 @@
 namespace ViTQuant.Kernels;
 
 /// <summary>Fused softmax(scale·q·kᵀ)·v over all images and heads of a packed qkv buffer.</summary>
-public static unsafe class AttentionKernel
+internal static unsafe class AttentionKernel
 {
     /// <summary>
     /// out[b, n, h·D + d] = Σ_m P[b, h, n, m]·v[b, h, m, d] with P = softmax over m of scale·q·kᵀ, and

@@ -35,7 +35,7 @@ using System.Runtime.Intrinsics.X86;
 namespace ViTQuant.Kernels;
 
 /// <summary>Elementwise exact GELU and the erf it needs.</summary>
-public static unsafe class GeluKernel
+internal static unsafe class GeluKernel
 {
     private const double InvSqrt2 = 0.70710678118654752;
     private const double InvSqrt2Pi = 0.39894228040143268;

@@ -13,7 +13,7 @@
 namespace ViTQuant.Kernels;
 
 /// <summary>Which SGEMM implementation top-level calls use.</summary>
-public enum GemmBackend
+internal enum GemmBackend
 {
     /// <summary>OpenBLAS cblas_sgemm (when libopenblas loads).</summary>
     OpenBlas,
@@ -27,11 +27,11 @@ public static class Gemm
     private static GemmBackend _backend = DefaultBackend();
 
     /// <summary>The backend chosen at start-up (see the file header).</summary>
-    public static GemmBackend DefaultBackend() =>
+    internal static GemmBackend DefaultBackend() =>
         OpenBlas.IsAvailable && ManagedGemm.Best < GemmKernel.Avx512 ? GemmBackend.OpenBlas : GemmBackend.Managed;
 
     /// <summary>The backend used for top-level calls. Setting OpenBlas when it is absent throws.</summary>
-    public static GemmBackend Backend
+    internal static GemmBackend Backend
     {
         get => _backend;
         set
@@ -48,7 +48,7 @@ public static class Gemm
         : $"managed SIMD ({ManagedGemm.Describe()})";
 
     /// <summary>C = alpha·op(A)·op(B) + beta·C. Throws ArgumentException on inconsistent sizes.</summary>
-    public static void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha,
+    internal static void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc)
     {
         Validate(transA, transB, m, n, k, a.Length, lda, b.Length, ldb, c.Length, ldc);
@@ -66,7 +66,7 @@ public static class Gemm
     /// beta = 1, which is what the OpenBLAS backend does; the managed GEMM adds the bias tile by tile
     /// instead of in a separate pass over C. Throws ArgumentException as Sgemm does, or on a short bias.
     /// </summary>
-    public static void SgemmBias(bool transA, bool transB, int m, int n, int k, float alpha,
+    internal static void SgemmBias(bool transA, bool transB, int m, int n, int k, float alpha,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, ReadOnlySpan<float> bias, Span<float> c, int ldc)
     {
         Validate(transA, transB, m, n, k, a.Length, lda, b.Length, ldb, c.Length, ldc);
@@ -86,7 +86,7 @@ public static class Gemm
     }
 
     /// <summary>Scalar triple loop, accumulating in double. The reference twin of every backend.</summary>
-    public static void Reference(bool transA, bool transB, int m, int n, int k, float alpha,
+    internal static void Reference(bool transA, bool transB, int m, int n, int k, float alpha,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc)
     {
         Validate(transA, transB, m, n, k, a.Length, lda, b.Length, ldb, c.Length, ldc);

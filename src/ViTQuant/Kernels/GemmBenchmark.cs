@@ -7,7 +7,7 @@ using System.Diagnostics;
 namespace ViTQuant.Kernels;
 
 /// <summary>What a GEMM benchmark can time: OpenBLAS, or the managed SGEMM with one micro-kernel.</summary>
-public enum GemmVariant
+internal enum GemmVariant
 {
     /// <summary>OpenBLAS cblas_sgemm.</summary>
     OpenBlas,
@@ -20,7 +20,7 @@ public enum GemmVariant
 }
 
 /// <summary>GEMM throughput and accuracy probes for the benchmark program and `vitq bench` (seeded inputs, median of timed calls).</summary>
-public static class GemmBenchmark
+internal static class GemmBenchmark
 {
     /// <summary>
     /// Median GFLOP/s of C = op(A)·op(B) (M×N, inner size K) on <paramref name="backend"/> with

@@ -50,7 +50,7 @@ public enum IntGemmPath
 }
 
 /// <summary>B packed for <see cref="Int8Gemm"/> (file header layout): built once, read by every path.</summary>
-public sealed class PackedB
+internal sealed class PackedB
 {
     /// <summary>Reduction length of the logical B [K, N].</summary>
     public int K { get; }
@@ -140,16 +140,16 @@ public sealed class PackedB
 public static unsafe class Int8Gemm
 {
     /// <summary>Columns per packed panel.</summary>
-    public const int NR = 32;
+    internal const int NR = 32;
 
     /// <summary>Environment variable that forces a path (scalar, avx2, avxvnni, avx512, avx512vnni), for tests and comparisons.</summary>
-    public const string PathVariable = "VITQ_INT8_KERNEL";
+    internal const string PathVariable = "VITQ_INT8_KERNEL";
 
     private static IntGemmPath? _forced;
     private static bool _envRead; // read lazily: a bad value must surface as a ViTQuantException, not a type-initializer failure
 
     /// <summary>True when this CPU (and .NET) can run the path.</summary>
-    public static bool IsSupported(IntGemmPath p) => p switch
+    internal static bool IsSupported(IntGemmPath p) => p switch
     {
         IntGemmPath.Scalar => true,
         IntGemmPath.Avx2 => Avx2.IsSupported && Fma.IsSupported,
@@ -160,14 +160,14 @@ public static unsafe class Int8Gemm
     };
 
     /// <summary>The fastest supported path.</summary>
-    public static IntGemmPath Best =>
+    internal static IntGemmPath Best =>
         IsSupported(IntGemmPath.Avx512Vnni) ? IntGemmPath.Avx512Vnni :
         IsSupported(IntGemmPath.Avx512) ? IntGemmPath.Avx512 :
         IsSupported(IntGemmPath.AvxVnni) ? IntGemmPath.AvxVnni :
         IsSupported(IntGemmPath.Avx2) ? IntGemmPath.Avx2 : IntGemmPath.Scalar;
 
     /// <summary>Every path this machine supports, slowest first.</summary>
-    public static IReadOnlyList<IntGemmPath> SupportedPaths => Enum.GetValues<IntGemmPath>().Where(IsSupported).ToArray();
+    internal static IReadOnlyList<IntGemmPath> SupportedPaths => Enum.GetValues<IntGemmPath>().Where(IsSupported).ToArray();
 
     /// <summary>
     /// The path used by default: <see cref="Best"/> unless lowered by <see cref="PathVariable"/> or by setting
@@ -193,7 +193,7 @@ public static unsafe class Int8Gemm
     }
 
     /// <summary>Forgets a forced path (back to the environment variable or <see cref="Best"/>).</summary>
-    public static void ResetPath()
+    internal static void ResetPath()
     {
         _forced = null;
         _envRead = false;
@@ -229,7 +229,7 @@ public static unsafe class Int8Gemm
     /// (padded so the vector epilogue reads no further; <see cref="PadToPanels"/>). No allocation. Parallel over row × column blocks unless already inside a parallel body.
     /// Throws ArgumentException on short buffers.
     /// </summary>
-    public static void Gemm(ReadOnlySpan<short> a, int lda, int m, PackedB b, ReadOnlySpan<float> scale, ReadOnlySpan<float> bias,
+    internal static void Gemm(ReadOnlySpan<short> a, int lda, int m, PackedB b, ReadOnlySpan<float> scale, ReadOnlySpan<float> bias,
         Span<float> c, int ldc, IntGemmPath? path = null)
     {
         var p = path ?? Path;
@@ -274,7 +274,7 @@ public static unsafe class Int8Gemm
     }
 
     /// <summary>values copied into a zero-padded array of whole panels (length ⌈n/32⌉·32), as Gemm's scale and bias.</summary>
-    public static float[] PadToPanels(ReadOnlySpan<float> values, int n)
+    internal static float[] PadToPanels(ReadOnlySpan<float> values, int n)
     {
         var r = new float[(n + NR - 1) / NR * NR];
         values[..n].CopyTo(r);
@@ -285,7 +285,7 @@ public static unsafe class Int8Gemm
     /// The reference twin: c[m, n] = FMA((float)Σ_k a[m·lda + k]·b[k·ldb + n], scale[n], bias[n]) with a
     /// plain triple loop over unpacked row-major B [K, N]. bias may be empty.
     /// </summary>
-    public static void Reference(ReadOnlySpan<short> a, int lda, int m, int k, ReadOnlySpan<short> b, int ldb, int n,
+    internal static void Reference(ReadOnlySpan<short> a, int lda, int m, int k, ReadOnlySpan<short> b, int ldb, int n,
         ReadOnlySpan<float> scale, ReadOnlySpan<float> bias, Span<float> c, int ldc)
     {
         for (int i = 0; i < m; i++)

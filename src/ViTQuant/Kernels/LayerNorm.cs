@@ -18,7 +18,7 @@ using System.Runtime.Intrinsics;
 namespace ViTQuant.Kernels;
 
 /// <summary>Row layer normalisation, forward (saving mean and rstd) and backward.</summary>
-public static unsafe class LayerNormKernel
+internal static unsafe class LayerNormKernel
 {
     /// <summary>
     /// y[r, :] = LayerNorm(x[r, :])·gamma + beta, writing mean[r] and rstd[r] for the backward.

@@ -37,13 +37,13 @@ public static class Parallelism
     internal static event Action<int>? ThreadsChanged;
 
     /// <summary>True on a thread that is executing the body of a Parallelism.For.</summary>
-    public static bool InsideParallelBody => _insideBody > 0;
+    internal static bool InsideParallelBody => _insideBody > 0;
 
     /// <summary>
     /// Runs body(i) for i in [from, to) on up to Threads workers. Runs inline when there is one
     /// worker, one item, or when already inside a parallel body.
     /// </summary>
-    public static void For(int from, int to, Action<int> body)
+    internal static void For(int from, int to, Action<int> body)
     {
         int n = to - from;
         if (n <= 0) return;
@@ -78,7 +78,7 @@ public static class Parallelism
     /// Splits [0, n) into at most Threads contiguous chunks and runs body(start, end) on each;
     /// chunks hold at least minChunk items so tiny loops stay on one thread.
     /// </summary>
-    public static void ForChunks(int n, int minChunk, Action<int, int> body)
+    internal static void ForChunks(int n, int minChunk, Action<int, int> body)
     {
         if (n <= 0) return;
         int chunks = Math.Max(1, Math.Min(_insideBody > 0 ? 1 : _threads, n / Math.Max(1, minChunk)));
@@ -128,7 +128,7 @@ internal static class SpinPool
     /// Runs body(i) for i in [from, to) on the caller and up to maxWorkers pool threads. False (nothing run)
     /// when another region holds the pool. Exceptions: an AggregateException of those the items threw.
     /// </summary>
-    public static bool TryRun(int from, int to, int maxWorkers, Action<int> body)
+    internal static bool TryRun(int from, int to, int maxWorkers, Action<int> body)
     {
         if (Interlocked.CompareExchange(ref _busy, 1, 0) != 0) return false;
         Job job;

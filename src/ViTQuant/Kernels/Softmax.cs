@@ -19,7 +19,7 @@ using System.Runtime.Intrinsics.X86;
 namespace ViTQuant.Kernels;
 
 /// <summary>Softmax and log-softmax over the rows of a row-major [rows, cols] buffer.</summary>
-public static unsafe class SoftmaxKernel
+internal static unsafe class SoftmaxKernel
 {
     /// <summary>dst[r, :] = softmax(src[r, :]). src and dst may alias. Throws ArgumentException when a buffer is shorter than rows·cols.</summary>
     public static void SoftmaxRows(ReadOnlySpan<float> src, Span<float> dst, int rows, int cols) => Forward(src, dst, rows, cols, log: false);
