@@ -29,7 +29,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Algorithms.DataFree;
 
 /// <summary>The inter-head coherency loss of MimiQ and the per-query-patch head-pair SSIM it is built on.</summary>
-public static class InterHeadCoherence
+internal static class InterHeadCoherence
 {
     /// <summary>SSIM stabilisers of the spec (0.01², 0.03²).</summary>
     public const double C1 = 0.01 * 0.01, C2 = 0.03 * 0.03;

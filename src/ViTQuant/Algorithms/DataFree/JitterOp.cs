@@ -14,7 +14,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Algorithms.DataFree;
 
 /// <summary>Roll, optional horizontal flip and per-channel affine jitter of an image batch.</summary>
-public static class JitterOp
+internal static class JitterOp
 {
     /// <summary>
     /// The jittered copy of x [B, C, H, W] (file header). <paramref name="scale"/> and

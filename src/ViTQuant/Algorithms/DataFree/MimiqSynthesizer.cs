@@ -25,7 +25,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Algorithms.DataFree;
 
 /// <summary>MimiQ's inter-head-coherent image synthesis.</summary>
-public sealed class MimiqSynthesizer : IImageSynthesizer
+internal sealed class MimiqSynthesizer : IImageSynthesizer
 {
     /// <summary>AdamW start learning rate, cosine floor and weight decay of the pixel optimisation (the spec's values).</summary>
     public const float Lr = 0.1f, MinLr = 1e-3f, WeightDecay = 1e-6f;

@@ -19,7 +19,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Algorithms.DataFree;
 
 /// <summary>PSAQ-ViT's differential entropy of the patch-similarity distribution of one attention layer.</summary>
-public static class PatchSimilarityEntropy
+internal static class PatchSimilarityEntropy
 {
     /// <summary>PSAQ-ViT's KDE bandwidth.</summary>
     public const float DefaultBandwidth = 0.01f;

@@ -23,7 +23,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Algorithms.DataFree;
 
 /// <summary>PSAQ-ViT's patch-similarity-entropy image synthesis.</summary>
-public sealed class PsaqSynthesizer : IImageSynthesizer
+internal sealed class PsaqSynthesizer : IImageSynthesizer
 {
     /// <summary>Adam peak learning rate and the weights of the cross-entropy and TV terms (the original's values).</summary>
     public const float Lr = 0.2f, CeWeight = 1f, TvWeight = 0.05f;

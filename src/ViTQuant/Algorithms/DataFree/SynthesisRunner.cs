@@ -18,7 +18,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Algorithms.DataFree;
 
 /// <summary>Where a running job is: batch, step within it, attempt, and the last losses.</summary>
-public sealed record SynthesisProgress(int Batch, int BatchCount, int Iteration, int Iterations, int Attempt, SynthesisLosses Losses,
+internal sealed record SynthesisProgress(int Batch, int BatchCount, int Iteration, int Iterations, int Attempt, SynthesisLosses Losses,
     long StepsDone, long StepsTotal);
 
 /// <summary>
@@ -35,11 +35,11 @@ public static class SynthesisRunner
     public static string ShardDirectory(string outPath) => outPath + ".shards";
 
     /// <summary>The shard file of batch b.</summary>
-    public static string ShardPath(string outPath, int batch) =>
+    internal static string ShardPath(string outPath, int batch) =>
         Path.Combine(ShardDirectory(outPath), $"batch-{batch.ToString("D5", CultureInfo.InvariantCulture)}.safetensors");
 
     /// <summary>The generator seed of batch b, attempt a (SplitMix64 finaliser over the three values).</summary>
-    public static ulong BatchSeed(ulong seed, int batch, int attempt)
+    internal static ulong BatchSeed(ulong seed, int batch, int attempt)
     {
         ulong z = seed;
         z = Mix(z ^ Mix((ulong)(uint)batch + 0x9E3779B97F4A7C15UL));
@@ -56,7 +56,7 @@ public static class SynthesisRunner
     /// OUT is a folder or exists without <paramref name="overwrite"/>, when a shard folder exists without <paramref name="resume"/>, when a shard is corrupt or
     /// belongs to other settings or another model (naming the shard), or when a batch keeps diverging.
     /// </summary>
-    public static SynthesisRunResult Run(VisionModel model, SynthesisSettings settings, string outPath, bool resume,
+    internal static SynthesisRunResult Run(VisionModel model, SynthesisSettings settings, string outPath, bool resume,
         Action<SynthesisProgress>? progress = null, int? maxNewBatches = null, IImageSynthesizer? synthesizer = null, bool overwrite = false)
     {
         ArgumentNullException.ThrowIfNull(model);

@@ -26,10 +26,10 @@ public sealed record SynthesisLosses(double? Total, double? Ihc = null, double? 
 }
 
 /// <summary>One synthesized batch: images [n, C, H, W] in the model's normalised space, labels, final losses.</summary>
-public sealed record SyntheticBatch(Tensor Images, int[] Labels, SynthesisLosses Losses);
+internal sealed record SyntheticBatch(Tensor Images, int[] Labels, SynthesisLosses Losses);
 
 /// <summary>Makes images for a model without real data.</summary>
-public interface IImageSynthesizer
+internal interface IImageSynthesizer
 {
     /// <summary>Optimiser steps per batch (1 for methods that do not optimise); progress callbacks count these.</summary>
     int Iterations { get; }
@@ -44,14 +44,14 @@ public interface IImageSynthesizer
 }
 
 /// <summary>Thrown when a batch's optimisation produced NaN or infinity; the batch should be redrawn.</summary>
-public sealed class SynthesisDivergedException : Exception
+internal sealed class SynthesisDivergedException : Exception
 {
     /// <summary>An exception with <paramref name="message"/> (which batch, which value).</summary>
     public SynthesisDivergedException(string message) : base(message) { }
 }
 
 /// <summary>Helpers shared by the synthesizers.</summary>
-public static class Synthesis
+internal static class Synthesis
 {
     /// <summary>The synthesizer for validated settings.</summary>
     public static IImageSynthesizer Create(SynthesisSettings s) => s.Validated().Method switch
@@ -185,7 +185,7 @@ public static class Synthesis
 }
 
 /// <summary>The data-free floor: N(0, 1) noise in normalised space, clamped to the valid pixel range; random labels.</summary>
-public sealed class GaussianSynthesizer : IImageSynthesizer
+internal sealed class GaussianSynthesizer : IImageSynthesizer
 {
     /// <summary>Always 1: the noise is drawn once, nothing is optimised.</summary>
     public int Iterations => 1;

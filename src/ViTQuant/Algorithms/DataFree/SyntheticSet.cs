@@ -24,11 +24,11 @@ public sealed record SyntheticBatchInfo(int Batch, int Count, int Attempts, Synt
 public sealed class SyntheticSet : IImageDataset
 {
     /// <summary>Format tag of a finished set (metadata vitq.format).</summary>
-    public const string Format = "vitq-synthetic/1";
+    internal const string Format = "vitq-synthetic/1";
     /// <summary>Format tag of one finished batch of a run in progress.</summary>
-    public const string ShardFormat = "vitq-synthetic-shard/1";
+    internal const string ShardFormat = "vitq-synthetic-shard/1";
     /// <summary>Metadata keys of sets and shards.</summary>
-    public const string FormatKey = "vitq.format", MethodKey = "vitq.method", SettingsKey = "vitq.settings", SeedKey = "vitq.seed",
+    internal const string FormatKey = "vitq.format", MethodKey = "vitq.method", SettingsKey = "vitq.settings", SeedKey = "vitq.seed",
         ArchitectureKey = "vitq.architecture", ModelConfigKey = "vitq.model_config", ModelHashKey = "vitq.model_sha256",
         BatchLossesKey = "vitq.batch_losses", BatchKey = "vitq.batch", AttemptsKey = "vitq.attempts", LossesKey = "vitq.losses";
 

@@ -14,7 +14,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Algorithms.DataFree;
 
 /// <summary>The total-variation prior L_TV of MimiQ and PSAQ-ViT.</summary>
-public static class TotalVariation
+internal static class TotalVariation
 {
     /// <summary>MimiQ's weight of the two diagonal terms, 1/√2.</summary>
     public static readonly float MimiqDiagonalWeight = (float)(1 / Math.Sqrt(2));

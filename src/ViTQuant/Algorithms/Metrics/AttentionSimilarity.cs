@@ -23,7 +23,7 @@ public sealed record AttentionSimilarityReport(
     double CoherenceMean, double CoherenceStd);
 
 /// <summary>Measures how alike the heads' attention maps are for the same query patch (file header).</summary>
-public static class AttentionSimilarity
+internal static class AttentionSimilarity
 {
     /// <summary>
     /// Per image, the mean SSIM (<paramref name="squared"/>: SSIM²) over query patches and head pairs i ≠ j of

@@ -20,7 +20,7 @@ public static class Evaluator
     /// more than 5 classes (with 5 or fewer it is always 100 %). progress(done) is called after each batch with the images seen so far.
     /// The forward is <see cref="VisionModel.Infer"/>: hooks must not keep the tensors they are shown.
     /// </summary>
-    public static EvalResult Evaluate(VisionModel model, IEnumerable<(Tensor Images, int[] Labels)> batches,
+    internal static EvalResult Evaluate(VisionModel model, IEnumerable<(Tensor Images, int[] Labels)> batches,
         IModelHooks? hooks = null, Action<int>? progress = null) =>
         Evaluate(x => model.Infer(x, hooks), model.Config.NumClasses, batches, progress); // one stage's temporaries at a time
 

@@ -15,7 +15,7 @@ namespace ViTQuant.Algorithms.Metrics;
 public sealed record LayerReport(string Point, string Kind, string Quantizer, double Sqnr, double LocalSqnr, double Cosine, double? OutlierFraction);
 
 /// <summary>Per-layer damage of a fake-quantized model against its float original.</summary>
-public static class QuantReport
+internal static class QuantReport
 {
     /// <summary>Per quantization point, the damage on one batch, most damaged first.</summary>
     /// <param name="floatModel">the original model (the quantized model may hold frozen, quantized weights).</param>

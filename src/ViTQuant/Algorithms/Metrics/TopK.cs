@@ -3,7 +3,7 @@
 namespace ViTQuant.Algorithms.Metrics;
 
 /// <summary>Top-k classes of a logit vector.</summary>
-public static class TopK
+internal static class TopK
 {
     /// <summary>
     /// The min(k, classes) most probable classes of <paramref name="logits"/> in descending probability

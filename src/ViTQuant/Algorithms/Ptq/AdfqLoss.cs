@@ -24,7 +24,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Algorithms.Ptq;
 
 /// <summary>Loss terms and input mixing of ADFQ-ViT reconstruction.</summary>
-public static class AdfqLoss
+internal static class AdfqLoss
 {
     /// <summary>Probabilities are clamped to at least this before their logarithm is taken.</summary>
     public const float ProbFloor = 1e-12f;

@@ -30,7 +30,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Algorithms.Ptq;
 
 /// <summary>Progress of one iteration: Loss = Rec + w·Round + KL/λ_r; Round is 0 while the regulariser is off, Kl 0 without the KL term.</summary>
-public sealed record AdfqProgress(AdfqUnit Unit, int UnitIndex, int UnitCount, int Iteration, int Iterations,
+internal sealed record AdfqProgress(AdfqUnit Unit, int UnitIndex, int UnitCount, int Iteration, int Iterations,
                                   float Loss, float Rec, float Round, float Kl, float Beta);
 
 /// <summary>
@@ -40,7 +40,7 @@ public sealed record AdfqProgress(AdfqUnit Unit, int UnitIndex, int UnitCount, i
 public sealed record AdfqUnitResult(AdfqUnit Unit, int Iterations, double Seconds, float LastLoss, double CalibrationRec);
 
 /// <summary>Reconstructs a calibrated ADFQ-quantized model unit by unit against its float original.</summary>
-public sealed class AdfqReconstruction
+internal sealed class AdfqReconstruction
 {
     /// <summary>Images per chunk when caches and streams are computed.</summary>
     private const int Chunk = 64;

@@ -47,17 +47,17 @@ public sealed record AdfqUnit(string Name, AdfqUnitKind Kind, int Block, IReadOn
 {
     /// <summary>Activation points whose quantizer steps this unit learns: the inputs of its own layers
     /// (never q/k/v or the post-softmax point).</summary>
-    public IReadOnlyList<string> InputPoints => WeightLayers;
+    internal IReadOnlyList<string> InputPoints => WeightLayers;
 
     /// <summary>The post-softmax point of an attention unit (its probabilities feed the KL term); null otherwise.</summary>
-    public string? ProbsPoint => Kind == AdfqUnitKind.Attention ? $"{Name}.probs" : null;
+    internal string? ProbsPoint => Kind == AdfqUnitKind.Attention ? $"{Name}.probs" : null;
 
     /// <summary>
     /// The units of a model in reconstruction order: patch embedding, then attention and MLP of every block
     /// (Swin: each stage's patch merging before its blocks), head. Throws ArgumentException for a config of
     /// another family.
     /// </summary>
-    public static IReadOnlyList<AdfqUnit> For(IModelConfig config)
+    internal static IReadOnlyList<AdfqUnit> For(IModelConfig config)
     {
         ArgumentNullException.ThrowIfNull(config);
         var units = new List<AdfqUnit> { new("patch_embed", AdfqUnitKind.PatchEmbed, -1, new[] { "patch_embed.proj" }) };

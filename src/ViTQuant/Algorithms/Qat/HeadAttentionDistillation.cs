@@ -41,7 +41,7 @@ public enum HadDistance
 }
 
 /// <summary>Head-wise attention distillation loss L_HAD (file header).</summary>
-public static class HeadAttentionDistillation
+internal static class HeadAttentionDistillation
 {
     /// <summary>The SSIM stabiliser C2 = 0.03².</summary>
     public const double C2 = 0.03 * 0.03;

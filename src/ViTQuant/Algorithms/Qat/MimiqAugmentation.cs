@@ -18,7 +18,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Algorithms.Qat;
 
 /// <summary>MimiQ's fine-tuning augmentation for one model geometry; reproducible from the Rng it is given.</summary>
-public sealed class MimiqAugmentation
+internal sealed class MimiqAugmentation
 {
     private readonly int _c, _size;
     private readonly float[] _mean, _std;

@@ -34,16 +34,16 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Algorithms.Qat;
 
 /// <summary>Loss terms of one step (weighted as they enter the loss) and the learning rate it used.</summary>
-public sealed record MimiqStep(int Epoch, int Step, int StepsPerEpoch, float Lr, double Loss, double Kd, double Had, double Ce);
+internal sealed record MimiqStep(int Epoch, int Step, int StepsPerEpoch, float Lr, double Loss, double Kd, double Had, double Ce);
 
 /// <summary>Mean loss terms of one finished epoch (1-based) and its wall time.</summary>
 public sealed record MimiqEpoch(int Epoch, double Loss, double Kd, double Had, double Ce, double Seconds);
 
 /// <summary>The fine-tuned student (Quantize mode, weights still float and re-quantized on the fly) and the per-epoch history.</summary>
-public sealed record MimiqResult(QuantizedModel Student, IReadOnlyList<MimiqEpoch> History, int Steps);
+internal sealed record MimiqResult(QuantizedModel Student, IReadOnlyList<MimiqEpoch> History, int Steps);
 
 /// <summary>MimiQ fine-tuning of a fake-quantized ViT/DeiT or Swin by distillation from its float original (file header).</summary>
-public sealed class MimiqTrainer
+internal sealed class MimiqTrainer
 {
     /// <summary>Format tag of the resume checkpoint written after every epoch.</summary>
     public const string CheckpointFormat = "vitq-mimiq-resume/1";

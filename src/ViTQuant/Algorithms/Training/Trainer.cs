@@ -18,7 +18,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Algorithms.Training;
 
 /// <summary>Training hyper-parameters; <see cref="Validated"/> throws ViTQuantException on impossible values.</summary>
-public sealed record TrainConfig
+internal sealed record TrainConfig
 {
     /// <summary>Number of training epochs.</summary>
     public int Epochs { get; init; } = 20;
@@ -67,7 +67,7 @@ public sealed record EpochStats(int Epoch, double TrainLoss, double TrainTop1, d
     double? EmaValTop1 = null, double? EmaValLoss = null);
 
 /// <summary>Supervised training of a classifier: AdamW with warm-up and cosine decay, label smoothing, clipping, per-epoch validation and resumable checkpoints.</summary>
-public sealed class Trainer
+internal sealed class Trainer
 {
     private readonly VisionModel _model;
     private readonly TrainConfig _cfg;

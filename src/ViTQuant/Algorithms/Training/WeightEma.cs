@@ -10,7 +10,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Algorithms.Training;
 
 /// <summary>A moving average of a model's parameters, kept beside the live weights (file header).</summary>
-public sealed class WeightEma
+internal sealed class WeightEma
 {
     private readonly (string Name, Tensor Live, float[] Shadow)[] _params;
 
