@@ -58,8 +58,8 @@ internal static class OnnxCli
             {
                 // The labels are not visible here; predictions are compared now, the sim's accuracy below.
                 var s = m.Infer(x, q);
-                var po = Ops.ArgMax(logits, 1);
-                var ps = Ops.ArgMax(s, 1);
+                var po = logits.ArgMax(1);
+                var ps = s.ArgMax(1);
                 for (int i = 0; i < po.Length; i++) if (po[i] == ps[i]) agree++;
                 simPredictions.AddRange(ps);
             }

@@ -10,7 +10,7 @@ using ViTQuant.Kernels;
 namespace ViTQuant.Tensors;
 
 /// <summary>Differentiable tensor operations; each records its backward on the autograd tape when an input requires a gradient.</summary>
-public static partial class Ops
+internal static partial class Ops
 {
     /// <summary>
     /// softmax(x) along <paramref name="axis"/> (negative counts from the end), shifted by the maximum

@@ -6,7 +6,7 @@ using System.Numerics.Tensors;
 
 namespace ViTQuant.Tensors;
 
-public static partial class Ops
+internal static partial class Ops
 {
     /// <summary>Elementwise a + b with broadcasting (differentiable).</summary>
     public static Tensor Add(Tensor a, Tensor b)

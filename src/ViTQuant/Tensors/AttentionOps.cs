@@ -4,7 +4,7 @@ using ViTQuant.Kernels;
 
 namespace ViTQuant.Tensors;
 
-public static partial class Ops
+internal static partial class Ops
 {
     /// <summary>
     /// softmax(scale·q·kᵀ)·v for every image and head of qkv [B, N, 3·C] (timm's (3, H, D) inner

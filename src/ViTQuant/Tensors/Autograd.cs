@@ -45,16 +45,16 @@ public static class Autograd
     }
 
     /// <summary>True when an op over these inputs must record a node.</summary>
-    public static bool Needs(Tensor a) => IsEnabled && a.RequiresGrad;
+    internal static bool Needs(Tensor a) => IsEnabled && a.RequiresGrad;
 
     /// <summary>True when an op over these inputs must record a node.</summary>
-    public static bool Needs(Tensor a, Tensor b) => IsEnabled && (a.RequiresGrad || b.RequiresGrad);
+    internal static bool Needs(Tensor a, Tensor b) => IsEnabled && (a.RequiresGrad || b.RequiresGrad);
 
     /// <summary>True when an op over these inputs must record a node.</summary>
-    public static bool Needs(Tensor a, Tensor b, Tensor c) => IsEnabled && (a.RequiresGrad || b.RequiresGrad || c.RequiresGrad);
+    internal static bool Needs(Tensor a, Tensor b, Tensor c) => IsEnabled && (a.RequiresGrad || b.RequiresGrad || c.RequiresGrad);
 
     /// <summary>True when an op over these inputs must record a node.</summary>
-    public static bool Needs(ReadOnlySpan<Tensor> inputs)
+    internal static bool Needs(ReadOnlySpan<Tensor> inputs)
     {
         if (!IsEnabled) return false;
         foreach (var t in inputs) if (t.RequiresGrad) return true;
@@ -66,7 +66,7 @@ public static class Autograd
     /// accumulate (+=) into <c>parent.GradSpan()</c> for each parent whose RequiresGrad is true.
     /// Returns output for chaining.
     /// </summary>
-    public static Tensor Record(string opName, Tensor output, Tensor[] parents, Action<Tensor> backward)
+    internal static Tensor Record(string opName, Tensor output, Tensor[] parents, Action<Tensor> backward)
     {
         OpProfiler.Forward(opName);
         output.GradFn = new Node(opName, parents, backward);
@@ -144,7 +144,7 @@ public static class Autograd
 /// time is measured around each node's closure; forward time is the wall time since the previous
 /// recorded op on this thread, which attributes a sequential forward pass to the ops that end it.
 /// </summary>
-public static class OpProfiler
+internal static class OpProfiler
 {
     /// <summary>Whether op times are collected (initially true when the VITQ_PROFILE environment variable is "1").</summary>
     public static bool Enabled { get; set; } = Environment.GetEnvironmentVariable("VITQ_PROFILE") == "1";

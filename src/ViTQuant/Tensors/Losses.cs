@@ -13,7 +13,7 @@ using ViTQuant.Kernels;
 
 namespace ViTQuant.Tensors;
 
-public static partial class Ops
+internal static partial class Ops
 {
     /// <summary>
     /// Mean cross-entropy of logits [B, K] against class indices, with PyTorch's label smoothing

@@ -18,7 +18,7 @@ using ViTQuant.Kernels;
 
 namespace ViTQuant.Tensors;
 
-public static partial class Ops
+internal static partial class Ops
 {
     /// <summary>
     /// Batched matrix product op(a)·op(b). a is [..., M, K] ([..., K, M] when transA), b is [..., K, N]

@@ -9,7 +9,7 @@
 // (col2im) scatters each column gradient back to exactly one pixel.
 namespace ViTQuant.Tensors;
 
-public static partial class Ops
+internal static partial class Ops
 {
     /// <summary>
     /// Non-overlapping patch embedding (PyTorch Conv2d(C, D, kernel_size=patch, stride=patch) followed by

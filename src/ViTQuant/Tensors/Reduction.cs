@@ -17,7 +17,7 @@ using ViTQuant.Kernels;
 
 namespace ViTQuant.Tensors;
 
-public static partial class Ops
+internal static partial class Ops
 {
     /// <summary>Columns per accumulator tile when reducing a non-last axis.</summary>
     private const int ColTile = 512;

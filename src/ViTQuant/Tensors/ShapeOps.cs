@@ -16,7 +16,7 @@ using ViTQuant.Kernels;
 
 namespace ViTQuant.Tensors;
 
-public static partial class Ops
+internal static partial class Ops
 {
     /// <summary>
     /// A view of x with a new shape and the same elements in the same order; shares x.Data. One

@@ -7,7 +7,7 @@ using System.Numerics.Tensors;
 
 namespace ViTQuant.Tensors;
 
-public static partial class Ops
+internal static partial class Ops
 {
     /// <summary>
     /// Rounds to the nearest integer, ties to even (as torch.round: 0.5 → 0, 1.5 → 2, −2.5 → −2); the

@@ -43,10 +43,10 @@ public sealed class TensorArena : IDisposable
     public static TensorArena Scope() => _current = new TensorArena(_current);
 
     /// <summary>True when op outputs on this thread are being recycled.</summary>
-    public static bool IsActive => _current != null;
+    internal static bool IsActive => _current != null;
 
     /// <summary>Floats currently held in this thread's free lists (for benchmark and memory reports).</summary>
-    public static long PooledFloats => _pooledFloats;
+    internal static long PooledFloats => _pooledFloats;
 
     /// <summary>A zero-filled array of exactly n floats: recycled inside a scope, fresh otherwise.</summary>
     internal static float[] Rent(int n) => Rent(n, clear: true);
@@ -132,7 +132,7 @@ public sealed class TensorArena : IDisposable
     }
 
     /// <summary>Drops every recycled buffer of this thread (memory goes back to the GC).</summary>
-    public static void Trim()
+    internal static void Trim()
     {
         _free?.Clear();
         _pooledFloats = 0;

@@ -16,6 +16,11 @@ public sealed partial class Tensor
     /// <summary>Copy with two axes swapped; see <see cref="Ops.Transpose"/>.</summary>
     public Tensor Transpose(int d0, int d1) => Ops.Transpose(this, d0, d1);
 
+    /// <summary>Index of the first maximum along the axis, for every position of the other axes (row-major over the
+    /// shape with the axis removed), e.g. the predicted class of each row of logits [B, classes] with axis 1. No
+    /// gradient; see <see cref="Ops.ArgMax"/>.</summary>
+    public int[] ArgMax(int axis) => Ops.ArgMax(this, axis);
+
     /// <summary>Sum of all elements, shape []; see <see cref="Ops.Sum(Tensor)"/>.</summary>
     public Tensor Sum() => Ops.Sum(this);
 

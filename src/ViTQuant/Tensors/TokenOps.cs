@@ -4,7 +4,7 @@
 //   B batch, N tokens, C = H·D channels, H heads, D head dim, P prefix tokens.
 namespace ViTQuant.Tensors;
 
-public static partial class Ops
+internal static partial class Ops
 {
     /// <summary>
     /// qkv [B, N, 3·C] laid out as timm's (3, H, D) inner order → (q, k, v), each [B, H, N, D].

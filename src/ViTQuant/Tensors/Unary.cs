@@ -20,7 +20,7 @@ using ViTQuant.Kernels;
 
 namespace ViTQuant.Tensors;
 
-public static partial class Ops
+internal static partial class Ops
 {
     /// <summary>Elements per stack-allocated scratch block in backward passes.</summary>
     private const int Block = 2048;
