@@ -20,7 +20,7 @@ using System.IO.Compression;
 namespace ViTQuant.Data;
 
 /// <summary>Which Fashion-MNIST images to use; see the file header for the exact index ranges.</summary>
-public enum FashionMnistSplit
+internal enum FashionMnistSplit
 {
     /// <summary>Training images 0..54999.</summary>
     Train,
@@ -36,7 +36,7 @@ public enum FashionMnistSplit
 }
 
 /// <summary>A Fashion-MNIST split: 1×28×28 grayscale images, 10 classes.</summary>
-public sealed class FashionMnist : IImageDataset
+internal sealed class FashionMnist : IImageDataset
 {
     /// <summary>Where Debian's dataset-fashion-mnist installs the files.</summary>
     public const string DefaultDirectory = "/usr/share/datasets/fashion-mnist";
@@ -190,7 +190,7 @@ public sealed class FashionMnist : IImageDataset
 }
 
 /// <summary>Reader for the unsigned-byte idx files of (Fashion-)MNIST, plain or gzip-compressed.</summary>
-public static class Idx
+internal static class Idx
 {
     /// <summary>Magic number of a 3-dimensional unsigned-byte idx file (images).</summary>
     public const int ImagesMagic = 0x0803;

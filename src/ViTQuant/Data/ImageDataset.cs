@@ -48,7 +48,7 @@ public static class ImageDatasets
     public static int ImageSize(this IImageDataset ds) => ds.Channels * ds.Height * ds.Width;
 
     /// <summary>Throws ArgumentOutOfRangeException unless 0 ≤ index &lt; Count and dst has exactly ImageSize elements.</summary>
-    public static void CheckGetImage(this IImageDataset ds, int index, int dstLength)
+    internal static void CheckGetImage(this IImageDataset ds, int index, int dstLength)
     {
         if ((uint)index >= (uint)ds.Count) throw new ArgumentOutOfRangeException(nameof(index), $"image index {index} out of range for a dataset of {ds.Count}");
         int n = ds.ImageSize();
@@ -99,7 +99,7 @@ public static class ImageDatasets
 }
 
 /// <summary>A view of another dataset through an index map.</summary>
-public sealed class SubsetDataset : IImageDataset
+internal sealed class SubsetDataset : IImageDataset
 {
     private readonly IImageDataset _source;
     private readonly int[] _indices;

@@ -18,7 +18,7 @@ using ViTQuant.IO;
 namespace ViTQuant.Data;
 
 /// <summary>Labelled image files read on demand through an <see cref="EvalTransform"/>.</summary>
-public sealed class ImageFolder : IImageDataset
+internal sealed class ImageFolder : IImageDataset
 {
     private static readonly string[] _decodable = { ".jpg", ".jpeg", ".png" };
     private static readonly string[] _otherImages = { ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif" };

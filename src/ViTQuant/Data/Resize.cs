@@ -23,7 +23,7 @@ using System.Numerics.Tensors;
 namespace ViTQuant.Data;
 
 /// <summary>Antialiased bicubic image resizing (Pillow / torchvision antialias=True semantics).</summary>
-public static class Resize
+internal static class Resize
 {
     /// <summary>Pillow's fixed-point precision for 8-bit resampling: 32 − 8 − 2 bits.</summary>
     private const int PrecisionBits = 22;

@@ -25,7 +25,7 @@ namespace ViTQuant.Data;
 public delegate void Augmentation(Span<float> image, int channels, int height, int width, Rng rng);
 
 /// <summary>timm's evaluation transform: bicubic resize of the shorter side to floor(Size/CropPct), center crop to Size×Size.</summary>
-public sealed record EvalTransform
+internal sealed record EvalTransform
 {
     /// <summary>Output side length (the model's input size).</summary>
     public int Size { get; }
@@ -122,7 +122,7 @@ public sealed record EvalTransform
 }
 
 /// <summary>Geometry helpers, normalisation and augmentations on float CHW images.</summary>
-public static class Transforms
+internal static class Transforms
 {
     /// <summary>ImageNet channel means (RGB), used by DeiT and most timm models.</summary>
     public static float[] ImageNetMean => new[] { 0.485f, 0.456f, 0.406f };
@@ -266,7 +266,7 @@ public static class Transforms
 }
 
 /// <summary>A dataset seen through an EvalTransform (e.g. 28×28 Fashion-MNIST as 3×224×224 model input).</summary>
-public sealed class TransformedDataset : IImageDataset
+internal sealed class TransformedDataset : IImageDataset
 {
     private readonly IImageDataset _source;
 

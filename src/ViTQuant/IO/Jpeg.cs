@@ -16,10 +16,10 @@ using System.Runtime.InteropServices;
 namespace ViTQuant.IO;
 
 /// <summary>An 8-bit image: rows top to bottom, pixels interleaved (HWC), 1 (gray) or 3 (RGB) channels.</summary>
-public readonly record struct DecodedImage(int Width, int Height, int Channels, byte[] Pixels);
+internal readonly record struct DecodedImage(int Width, int Height, int Channels, byte[] Pixels);
 
 /// <summary>Chroma subsampling of an encoded JPEG (values are TurboJPEG's TJSAMP_* constants).</summary>
-public enum JpegSubsampling
+internal enum JpegSubsampling
 {
     /// <summary>No chroma subsampling (4:4:4).</summary>
     S444 = 0,
@@ -32,7 +32,7 @@ public enum JpegSubsampling
 }
 
 /// <summary>JPEG decoding/encoding via libjpeg-turbo's TurboJPEG API.</summary>
-public static unsafe class Jpeg
+internal static unsafe class Jpeg
 {
     private const int TJPF_RGB = 0, TJPF_GRAY = 6, TJPF_CMYK = 11;
     private const int TJCS_GRAY = 2, TJCS_CMYK = 3, TJCS_YCCK = 4;
@@ -200,7 +200,7 @@ public static unsafe class Jpeg
 }
 
 /// <summary>Reads JPEG and PNG files, choosing the codec from the file's magic bytes (not its extension).</summary>
-public static class ImageDecoder
+internal static class ImageDecoder
 {
     private static ReadOnlySpan<byte> PngMagic => [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A];
 

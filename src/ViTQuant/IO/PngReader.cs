@@ -21,7 +21,7 @@ using System.Runtime.InteropServices;
 namespace ViTQuant.IO;
 
 /// <summary>PNG decoding via libpng16's simplified read API.</summary>
-public static unsafe class PngReader
+internal static unsafe class PngReader
 {
     private const uint PNG_IMAGE_VERSION = 1;
     private const uint PNG_FORMAT_FLAG_ALPHA = 0x01, PNG_FORMAT_FLAG_COLOR = 0x02, PNG_FORMAT_FLAG_LINEAR = 0x04;

@@ -36,7 +36,7 @@ public sealed record TensorInfo(string Name, string DType, int[] Shape, long Beg
 }
 
 /// <summary>The dtype strings of the safetensors format and their element sizes.</summary>
-public static class SafeTensorsDType
+internal static class SafeTensorsDType
 {
     private static readonly Dictionary<string, int> Sizes = new(StringComparer.Ordinal)
     {

@@ -11,7 +11,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.IO;
 
 /// <summary>One tensor to write: raw little-endian element bytes with a safetensors dtype and shape.</summary>
-public sealed class SafeTensorsEntry
+internal sealed class SafeTensorsEntry
 {
     /// <summary>Tensor name (non-empty, not "__metadata__").</summary>
     public string Name { get; }
@@ -72,7 +72,7 @@ public sealed class SafeTensorsEntry
 }
 
 /// <summary>Writes safetensors files atomically.</summary>
-public static class SafeTensorsWriter
+internal static class SafeTensorsWriter
 {
     /// <summary>
     /// Writes float32 tensors (dtype F32) in the given order, with optional string metadata, through
