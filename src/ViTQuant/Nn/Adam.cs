@@ -21,7 +21,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Nn;
 
 /// <summary>Adam with L2 weight decay added to the gradient (torch.optim.Adam); base of <see cref="AdamW"/>.</summary>
-public class Adam : Optimizer
+internal class Adam : Optimizer
 {
     private static readonly string[] Names = { "step", "exp_avg", "exp_avg_sq" };
     private static readonly string[] AmsNames = { "step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq" };
@@ -102,7 +102,7 @@ public class Adam : Optimizer
 }
 
 /// <summary>Adam with decoupled weight decay p ← p·(1 − lr·wd) before the Adam step (torch.optim.AdamW).</summary>
-public sealed class AdamW : Adam
+internal sealed class AdamW : Adam
 {
     /// <summary>AdamW over one group (torch's defaults, weight decay 0.01). See the groups overload for what is thrown.</summary>
     public AdamW(IEnumerable<Tensor> parameters, float lr = 1e-3f, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, float weightDecay = 1e-2f, bool amsgrad = false)

@@ -12,7 +12,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Nn;
 
 /// <summary>Gradient clipping.</summary>
-public static class GradClip
+internal static class GradClip
 {
     /// <summary>
     /// Scales the gradients of <paramref name="parameters"/> in place so that their joint L2 norm is at

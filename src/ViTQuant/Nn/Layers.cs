@@ -51,7 +51,7 @@ public sealed class LayerNorm : Module
 }
 
 /// <summary>Parameter initialisers.</summary>
-public static class Init
+internal static class Init
 {
     /// <summary>Normal(0, std) truncated to [−2std, 2std] by redrawing (timm's trunc_normal_ with a = −2std, b = 2std).</summary>
     public static Tensor TruncNormal(Rng rng, float std, params int[] shape)

@@ -186,7 +186,7 @@ public abstract class Module
 public sealed record LoadStateResult(IReadOnlyList<string> MissingKeys, IReadOnlyList<string> UnexpectedKeys);
 
 /// <summary>An indexable list of child modules named "0", "1", … (torch.nn.ModuleList), e.g. a ViT's blocks.</summary>
-public sealed class ModuleList<T> : Module, IReadOnlyList<T> where T : Module
+internal sealed class ModuleList<T> : Module, IReadOnlyList<T> where T : Module
 {
     private readonly List<T> _items = new();
 

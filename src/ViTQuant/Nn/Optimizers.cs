@@ -16,7 +16,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Nn;
 
 /// <summary>A set of parameters sharing a learning rate and weight decay (a torch param_group).</summary>
-public sealed class ParamGroup
+internal sealed class ParamGroup
 {
     private readonly float? _lr;
     private readonly float? _weightDecay;
@@ -69,7 +69,7 @@ public sealed class ParamGroup
 }
 
 /// <summary>Base of the optimizers: owns the groups and per-parameter state; subclasses implement the update rule.</summary>
-public abstract class Optimizer
+internal abstract class Optimizer
 {
     private readonly ParamGroup[] _groups;
     private readonly Tensor[] _params;                  // flattened over groups: index = state key

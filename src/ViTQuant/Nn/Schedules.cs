@@ -13,14 +13,14 @@
 namespace ViTQuant.Nn;
 
 /// <summary>A learning rate as a function of the 0-based optimizer step.</summary>
-public interface ILrSchedule
+internal interface ILrSchedule
 {
     /// <summary>The learning rate for update number <paramref name="step"/> (0-based).</summary>
     float LrAt(int step);
 }
 
 /// <summary>Linear warm-up from <see cref="WarmupStartLr"/> to <see cref="BaseLr"/>, then cosine decay to <see cref="MinLr"/> at <see cref="TotalSteps"/>, constant after.</summary>
-public sealed class CosineWithWarmup : ILrSchedule
+internal sealed class CosineWithWarmup : ILrSchedule
 {
     /// <summary>Peak rate, reached at the end of the warm-up.</summary>
     public double BaseLr { get; }
@@ -59,7 +59,7 @@ public sealed class CosineWithWarmup : ILrSchedule
 }
 
 /// <summary>Step decay: the base rate times γ for every milestone reached (torch.optim.lr_scheduler.MultiStepLR).</summary>
-public sealed class MultiStep : ILrSchedule
+internal sealed class MultiStep : ILrSchedule
 {
     private readonly int[] _milestones;
 
@@ -94,7 +94,7 @@ public sealed class MultiStep : ILrSchedule
 }
 
 /// <summary>torch.optim.lr_scheduler.CosineAnnealingLR's closed form (half a cosine from lrMax at 0 to lrMin at totalSteps).</summary>
-public sealed class CosineAnnealing : ILrSchedule
+internal sealed class CosineAnnealing : ILrSchedule
 {
     /// <summary>Rate at step 0.</summary>
     public double LrMax { get; }
@@ -121,7 +121,7 @@ public sealed class CosineAnnealing : ILrSchedule
 }
 
 /// <summary>Applies schedules to an optimizer's parameter groups.</summary>
-public static class LrSchedules
+internal static class LrSchedules
 {
     /// <summary>Sets every group's Lr to schedule.LrAt(step); call before optimizer.Step() for update number step.</summary>
     public static void Apply(this ILrSchedule schedule, Optimizer optimizer, int step)

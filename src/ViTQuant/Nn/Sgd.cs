@@ -17,7 +17,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Nn;
 
 /// <summary>Stochastic gradient descent with optional momentum, dampening, Nesterov momentum and L2 weight decay.</summary>
-public sealed class Sgd : Optimizer
+internal sealed class Sgd : Optimizer
 {
     private static readonly string[] MomentumState = { "momentum_buffer" };
 
