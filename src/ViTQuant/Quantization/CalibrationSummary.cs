@@ -13,7 +13,7 @@ public sealed record ParameterSummary(string Name, int Count, double? Value, dou
 public sealed record PointCalibration(string Point, string Role, string Quantizer, long ValuesSeen, long ValuesUsed, int SampleSize, IReadOnlyList<ParameterSummary> Parameters)
 {
     /// <summary>Every calibrated quantizer of a model: weights (role "weight") then activations ("activation").</summary>
-    public static List<PointCalibration> Of(QuantizedModel qm)
+    internal static List<PointCalibration> Of(QuantizedModel qm)
     {
         var list = new List<PointCalibration>();
         foreach (var (name, q) in qm.WeightQuantizers) if (q.IsCalibrated) list.Add(Of(name, "weight", q));
@@ -22,7 +22,7 @@ public sealed record PointCalibration(string Point, string Role, string Quantize
     }
 
     /// <summary>The summary of one calibrated quantizer. Throws InvalidOperationException before calibration.</summary>
-    public static PointCalibration Of(string point, string role, Quantizer q)
+    internal static PointCalibration Of(string point, string role, Quantizer q)
     {
         // AdaRound's rounding variables V are learned state, not calibration parameters.
         var ps = q.State().Where(s => s.Name != "v").Select(s => Summarise(s.Name, s.Value)).ToList();

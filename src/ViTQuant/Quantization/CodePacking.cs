@@ -17,7 +17,7 @@
 namespace ViTQuant.Quantization;
 
 /// <summary>Packs unsigned values of 1–8 bits densely, least significant bit first (see the file header).</summary>
-public static class CodePacking
+internal static class CodePacking
 {
     /// <summary>Narrowest cell.</summary>
     public const int MinBits = 1;

@@ -28,7 +28,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Quantization;
 
 /// <summary>How a tensor's elements split into quantization groups: element i belongs to group (i / Inner) mod Groups.</summary>
-public readonly record struct GroupLayout(int Groups, int Inner)
+internal readonly record struct GroupLayout(int Groups, int Inner)
 {
     /// <summary>
     /// The layout of a tensor of this shape under a granularity. Throws ViTQuantException for an empty
@@ -66,7 +66,7 @@ public readonly record struct GroupLayout(int Groups, int Inner)
 }
 
 /// <summary>Exact running minimum and maximum per group over every observed batch (NaN values are ignored).</summary>
-public sealed class MinMaxObserver
+internal sealed class MinMaxObserver
 {
     private float[]? _min, _max;
 
@@ -131,7 +131,7 @@ public sealed class MinMaxObserver
 /// random sample of at most <see cref="CapacityPerGroup"/> values (reservoir sampling). While a group
 /// has seen no more values than the capacity, its sample is exactly its data (in arrival order).
 /// </summary>
-public sealed class ReservoirObserver
+internal sealed class ReservoirObserver
 {
     /// <summary>Capacity meaning "keep every value" (the largest array a group can hold).</summary>
     public static readonly int Exact = Array.MaxLength;

@@ -81,7 +81,7 @@ public static class QuantizedCheckpoint
     /// codes, scales and zero points, and the float tensors. Throws InvalidOperationException when a layer's
     /// grid does not fit its plan's bit width.
     /// </summary>
-    public static CheckpointStorage Storage(QuantizedModel qm, Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)> codes)
+    internal static CheckpointStorage Storage(QuantizedModel qm, Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)> codes)
     {
         long weights = 0, codeBytes = 0, scaleBytes = 0, floatBytes = 0;
         foreach (var (name, t) in qm.Model.StateDict())
@@ -105,7 +105,7 @@ public static class QuantizedCheckpoint
     /// the file size included. Call <see cref="Freeze"/> first (its result is the codes argument). Throws
     /// InvalidOperationException when a layer's grid does not fit its plan's bit width.
     /// </summary>
-    public static CheckpointStorage Save(QuantizedModel qm, Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)> codes,
+    internal static CheckpointStorage Save(QuantizedModel qm, Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)> codes,
         string path, IReadOnlyDictionary<string, string>? extraMetadata = null)
     {
         var entries = new List<SafeTensorsEntry>();
@@ -163,7 +163,7 @@ public static class QuantizedCheckpoint
     /// with their grid (the one reader behind <see cref="Load(SafeTensorsFile)"/> and the ONNX exporter).
     /// Throws ViTQuantException naming the file and every missing or inconsistent tensor.
     /// </summary>
-    public static Dictionary<string, StoredWeight> ReadWeights(SafeTensorsFile f, IModelConfig config, QuantPlan plan) =>
+    internal static Dictionary<string, StoredWeight> ReadWeights(SafeTensorsFile f, IModelConfig config, QuantPlan plan) =>
         ReadWeights(f, VisionModel.Create(config), plan);
 
     /// <summary>As <see cref="ReadWeights(SafeTensorsFile, IModelConfig, QuantPlan)"/>, the weight shapes taken from a model of the checkpoint's config.</summary>
@@ -282,7 +282,7 @@ public static class QuantizedCheckpoint
 /// <param name="Shape">the weight's shape.</param>
 /// <param name="Grid">per-channel step Δ and zero point z (channel = first dimension), the integer range.</param>
 /// <param name="Bits">the plan's bit width for the layer (the packed cell width in format 2).</param>
-public sealed record StoredWeight(int[] Codes, int[] Shape, AffineGrid Grid, int Bits)
+internal sealed record StoredWeight(int[] Codes, int[] Shape, AffineGrid Grid, int Bits)
 {
     /// <summary>The float weight (k − z_c)·Δ_c, the same float expression Freeze writes into the model.</summary>
     public Tensor Dequantize()

@@ -56,13 +56,17 @@ public sealed class QuantizedModel : IModelHooks
     public bool CacheWeights { get; set; } = true;
 
     /// <summary>Weight layer name (e.g. "blocks.0.attn.qkv") → its weight quantizer.</summary>
-    public IReadOnlyDictionary<string, Quantizer> WeightQuantizers => _weightQ;
+    internal IReadOnlyDictionary<string, Quantizer> WeightQuantizers => _weightQ;
 
     /// <summary>Activation point name (e.g. "blocks.0.mlp.fc1") → its activation quantizer.</summary>
-    public IReadOnlyDictionary<string, Quantizer> ActivationQuantizers => _actQ;
+    internal IReadOnlyDictionary<string, Quantizer> ActivationQuantizers => _actQ;
 
     /// <summary>Creates the plan's quantizers for every weight layer and activation point of the model.</summary>
-    public QuantizedModel(VisionModel model, QuantPlan plan, Func<QuantSpec, bool, Quantizer>? factory = null)
+    public QuantizedModel(VisionModel model, QuantPlan plan) : this(model, plan, null) { }
+
+    /// <summary>As <see cref="QuantizedModel(VisionModel, QuantPlan)"/>, with the quantizers made by
+    /// <paramref name="factory"/> (the default factory where null).</summary>
+    internal QuantizedModel(VisionModel model, QuantPlan plan, Func<QuantSpec, bool, Quantizer>? factory)
     {
         Model = model;
         Plan = plan.Validated();
@@ -274,7 +278,7 @@ public sealed class QuantizedModel : IModelHooks
     /// the layer's weight is exactly (k − z_c)·Δ_c for integer codes k, which is what the integer runtime needs.
     /// Empty before Freeze.
     /// </summary>
-    public IReadOnlyDictionary<string, AffineGrid> WeightGrids => _weightGrids;
+    internal IReadOnlyDictionary<string, AffineGrid> WeightGrids => _weightGrids;
 
     internal void RecordWeightGrid(string layer, AffineGrid grid) => _weightGrids[layer] = grid;
 

@@ -11,7 +11,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Quantization;
 
 /// <summary>Base of every quantizer: observe calibration batches, calibrate, then fake-quantize in Forward; State/LoadState round-trip it.</summary>
-public abstract class Quantizer
+internal abstract class Quantizer
 {
     /// <summary>Validates <paramref name="spec"/> (throws ViTQuantException when inconsistent) and keeps it as <see cref="Spec"/>.</summary>
     protected Quantizer(QuantSpec spec) => Spec = spec.Validated();
@@ -65,7 +65,7 @@ public abstract class Quantizer
 }
 
 /// <summary>Quantizers that keep some values in float report the fraction they kept (last forward).</summary>
-public interface IReportsOutliers
+internal interface IReportsOutliers
 {
     /// <summary>Fraction of the last forward's values kept in float, in [0, 1].</summary>
     double OutlierFraction { get; }
@@ -79,7 +79,7 @@ public interface IReportsOutliers
 public sealed record AffineGrid(float[] Scale, float[] ZeroPoint, int QMin, int QMax)
 {
     /// <summary>The grid of a calibrated uniform or AdaRound weight quantizer; null for other kinds.</summary>
-    public static AffineGrid? Of(Quantizer q)
+    internal static AffineGrid? Of(Quantizer q)
     {
         UniformParams[]? p = q switch
         {

@@ -16,7 +16,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Quantization;
 
 /// <summary>Uniform weight fake quantization with learned rounding (AdaRound).</summary>
-public sealed class AdaRoundQuantizer : Quantizer
+internal sealed class AdaRoundQuantizer : Quantizer
 {
     /// <summary>Stretch bounds of the rectified sigmoid.</summary>
     public const float Zeta = 1.1f, Gamma = -0.1f;

@@ -23,7 +23,7 @@ using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 namespace ViTQuant.Quantization;
 
 /// <summary>A b-bit logarithmic grid of base 2 or √2 with top level Δ.</summary>
-public sealed class LogGrid
+internal sealed class LogGrid
 {
     /// <param name="delta">top level Δ (values below RangeSearch.MinScale become MinScale).</param>
     /// <param name="bits">2–8.</param>

@@ -8,7 +8,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Quantization;
 
 /// <summary>Per-tensor logarithmic fake quantization (base 2 or √2) with a calibrated top level Δ.</summary>
-public sealed class LogQuantizer : Quantizer
+internal sealed class LogQuantizer : Quantizer
 {
     private readonly MinMaxObserver _minMax = new(Granularity.PerTensor);
     private readonly ReservoirObserver? _sample;

@@ -30,7 +30,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Quantization;
 
 /// <summary>Learned-step (LSQ) and learned-zero-point (LSQ+) fake quantization.</summary>
-public sealed class LsqQuantizer : Quantizer
+internal sealed class LsqQuantizer : Quantizer
 {
     private readonly bool _isWeight;
     private readonly MinMaxObserver _minMax;

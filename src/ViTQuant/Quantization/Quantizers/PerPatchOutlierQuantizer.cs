@@ -18,7 +18,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Quantization;
 
 /// <summary>Per-token asymmetric fake quantization that keeps |x| &gt; α in float.</summary>
-public sealed class PerPatchOutlierQuantizer : Quantizer, IReportsOutliers
+internal sealed class PerPatchOutlierQuantizer : Quantizer, IReportsOutliers
 {
     private readonly MinMaxObserver _minMax = new(Granularity.PerToken);
     private readonly ReservoirObserver? _sample;

@@ -3,7 +3,7 @@
 namespace ViTQuant.Quantization;
 
 /// <summary>Creates the quantizer a QuantSpec describes.</summary>
-public static class QuantizerFactory
+internal static class QuantizerFactory
 {
     /// <summary>
     /// The quantizer for <paramref name="spec"/> at a weight (<paramref name="isWeight"/>) or activation

@@ -42,7 +42,7 @@ using ViTQuant.Kernels;
 namespace ViTQuant.Quantization;
 
 /// <summary>One uniform grid: step, zero point (an integer stored as float) and the integer range.</summary>
-public readonly record struct UniformParams(float Scale, float ZeroPoint, int QMin, int QMax)
+internal readonly record struct UniformParams(float Scale, float ZeroPoint, int QMin, int QMax)
 {
     /// <summary>The integer level of x: clamp(round(x/Δ) + z, q_min, q_max), ties to even.</summary>
     public float Level(float x) => Math.Clamp(MathF.Round(x / Scale) + ZeroPoint, QMin, QMax);
@@ -52,7 +52,7 @@ public readonly record struct UniformParams(float Scale, float ZeroPoint, int QM
 }
 
 /// <summary>Builds uniform grids from ranges and searches ranges on observed samples.</summary>
-public static class RangeSearch
+internal static class RangeSearch
 {
     /// <summary>The smallest step any quantizer uses; a zero or tinier range is widened to this.</summary>
     public const float MinScale = 1e-8f;

@@ -18,7 +18,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Quantization;
 
 /// <summary>Shift-Log fake quantization: a calibrated shift, then a learnable-Δ log grid.</summary>
-public sealed class ShiftLogQuantizer : Quantizer
+internal sealed class ShiftLogQuantizer : Quantizer
 {
     /// <summary>ε added after the shift so the minimum itself maps to a positive value (1e-6, the published code's constant).</summary>
     public const float Epsilon = 1e-6f;

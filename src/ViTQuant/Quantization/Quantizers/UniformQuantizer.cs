@@ -10,7 +10,7 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Quantization;
 
 /// <summary>Uniform fake quantization with calibrated (or dynamic, or learned) per-group step and zero point.</summary>
-public sealed class UniformQuantizer : Quantizer
+internal sealed class UniformQuantizer : Quantizer
 {
     private readonly MinMaxObserver _minMax;
     private readonly ReservoirObserver? _sample;
