@@ -70,7 +70,7 @@ public sealed record WeightCodes(int[] Codes, int[] Shape, float[] Scale, float[
     /// quantizes; QuantizedCheckpoint.ReadWeights unpacks them). Throws ViTQuantException naming the tensor
     /// when codes, scales or zero points are missing or inconsistent.
     /// </summary>
-    public static Dictionary<string, WeightCodes> FromCheckpoint(SafeTensorsFile f, IModelConfig config, QuantPlan plan)
+    internal static Dictionary<string, WeightCodes> FromCheckpoint(SafeTensorsFile f, IModelConfig config, QuantPlan plan)
     {
         var result = new Dictionary<string, WeightCodes>();
         foreach (var (layer, w) in QuantizedCheckpoint.ReadWeights(f, config, plan))

@@ -44,9 +44,9 @@ namespace ViTQuant.Export;
 public static class OnnxExporter
 {
     /// <summary>Value of the vitq.format metadata entry of exported models.</summary>
-    public const string FormatValue = "vitq-onnx/1";
+    internal const string FormatValue = "vitq-onnx/1";
     /// <summary>Metadata key holding the quantization method (the plan's name) of a quantized export.</summary>
-    public const string MethodKey = "vitq.method";
+    internal const string MethodKey = "vitq.method";
     /// <summary>Name of the graph input: normalised images [B, C, H, W].</summary>
     public const string InputName = "pixel_values";
     /// <summary>Name of the graph output: logits [B, classes].</summary>

@@ -41,7 +41,7 @@ public enum Int8Mode
 public sealed record Int8LayerInfo(string Name, Int8Mode Mode, string Detail);
 
 /// <summary>A linear layer as the runtime runs it.</summary>
-public sealed class Int8Linear
+internal sealed class Int8Linear
 {
     internal Int8Linear(string name, int inF, int outF) { Name = name; In = inF; Out = outF; }
     /// <summary>The layer's point name (e.g. blocks.0.mlp.fc1).</summary>
