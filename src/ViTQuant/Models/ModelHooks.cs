@@ -31,7 +31,7 @@ public interface IModelHooks
 }
 
 /// <summary>Records the taps whose names match a predicate, in forward order.</summary>
-public sealed class TapRecorder : IModelHooks
+internal sealed class TapRecorder : IModelHooks
 {
     private readonly Func<string, bool> _want;
     private readonly IModelHooks? _inner;
@@ -67,7 +67,7 @@ public sealed class TapRecorder : IModelHooks
 /// sits there, its output ("quantized.{point}"), chaining another hooks object (a QuantizedModel) for
 /// the quantization itself. Copies what it keeps, so it also works under <see cref="VisionTransformer.Infer"/>.
 /// </summary>
-public sealed class PointRecorder : IModelHooks
+internal sealed class PointRecorder : IModelHooks
 {
     private readonly Func<string, bool> _want;
     private readonly IModelHooks? _inner;

@@ -35,7 +35,7 @@ public sealed class SwinTransformer : VisionModel
     /// <summary>LayerNorm after the patch embedding (patch_embed.norm).</summary>
     public LayerNorm PatchNorm { get; }
     /// <summary>The stages in forward order (layers.{s}).</summary>
-    public IReadOnlyList<SwinStage> Stages { get; }
+    internal IReadOnlyList<SwinStage> Stages { get; }
     /// <summary>Final LayerNorm before pooling (norm).</summary>
     public LayerNorm Norm { get; }
     /// <summary>Classifier on the mean-pooled last-stage features (head.fc), [classes, D_last].</summary>
@@ -122,7 +122,7 @@ public sealed class SwinTransformer : VisionModel
 }
 
 /// <summary>One Swin stage: optional 2×2 patch merging, then its blocks (timm's SwinTransformerStage).</summary>
-public sealed class SwinStage : Module
+internal sealed class SwinStage : Module
 {
     private readonly string _p;
     /// <summary>LayerNorm over the 4C gathered channels of the patch merging (downsample.norm); null in stage 0.</summary>
@@ -189,7 +189,7 @@ public sealed class SwinStage : Module
 }
 
 /// <summary>One Swin block: (shifted) window attention and MLP, pre-norm with residuals.</summary>
-public sealed class SwinBlock : Module
+internal sealed class SwinBlock : Module
 {
     private readonly string _p;
     private readonly int _heads, _window, _shift, _declared;

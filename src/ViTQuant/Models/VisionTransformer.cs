@@ -28,7 +28,7 @@ public sealed class VisionTransformer : VisionModel
     /// <summary>Learned position embedding pos_embed [1, N, D], added to the prefix and patch tokens.</summary>
     public Tensor PosEmbed { get; }
     /// <summary>The transformer blocks in forward order (blocks.{i}).</summary>
-    public IReadOnlyList<Block> Blocks { get; }
+    internal IReadOnlyList<Block> Blocks { get; }
     /// <summary>Final LayerNorm: norm for token pooling; with "avg" pooling the same instance as <see cref="FcNorm"/>.</summary>
     public LayerNorm Norm { get; }
     /// <summary>LayerNorm applied after mean pooling (fc_norm); null with token pooling.</summary>
@@ -219,7 +219,7 @@ public sealed class VisionTransformer : VisionModel
 }
 
 /// <summary>One pre-norm transformer block.</summary>
-public sealed class Block : Module
+internal sealed class Block : Module
 {
     private readonly string _p;
     private readonly int _heads;
