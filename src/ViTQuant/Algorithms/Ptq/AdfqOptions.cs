@@ -107,14 +107,14 @@ public sealed record AdfqOptions
     public float Fc1Alpha { get => _fc1Alpha; init => _fc1Alpha = value > 0f && float.IsFinite(value) ? value : throw Bad("--fc1-alpha", value, "a finite value > 0"); }
 
     /// <summary>Regulariser weight for 0-based iteration t (file header). Throws ArgumentOutOfRangeException for t outside [0, Iterations).</summary>
-    public float RoundWeightAt(int t)
+    internal float RoundWeightAt(int t)
     {
         CheckIteration(t);
         return t + 1 < WarmupFraction * Iterations ? 0f : RoundWeight;
     }
 
     /// <summary>β for 0-based iteration t (file header). Throws ArgumentOutOfRangeException for t outside [0, Iterations).</summary>
-    public float BetaAt(int t)
+    internal float BetaAt(int t)
     {
         CheckIteration(t);
         double c = t + 1, s = WarmupFraction * Iterations;
