@@ -18,14 +18,14 @@ using ViTQuant.Tensors;
 namespace ViTQuant.Data;
 
 /// <summary>One batch: normalised images [B, C, H, W], their labels, and their dataset indices.</summary>
-public sealed record Batch(Tensor Images, int[] Labels, int[] Indices)
+internal sealed record Batch(Tensor Images, int[] Labels, int[] Indices)
 {
     /// <summary>Number of images in the batch.</summary>
     public int Size => Labels.Length;
 }
 
 /// <summary>Iterates a dataset in (optionally shuffled, augmented) normalised batches, prefetching in the background.</summary>
-public sealed class DataLoader
+internal sealed class DataLoader
 {
     private readonly IImageDataset _ds;
     private readonly float[] _mean, _std;

@@ -22,7 +22,7 @@ namespace ViTQuant.Data;
 /// A training augmentation applied in place to one image (float CHW, before normalisation), drawing
 /// its randomness only from <paramref name="rng"/> so results are reproducible.
 /// </summary>
-public delegate void Augmentation(Span<float> image, int channels, int height, int width, Rng rng);
+internal delegate void Augmentation(Span<float> image, int channels, int height, int width, Rng rng);
 
 /// <summary>timm's evaluation transform: bicubic resize of the shorter side to floor(Size/CropPct), center crop to Size×Size.</summary>
 internal sealed record EvalTransform

@@ -63,7 +63,7 @@ public sealed record OnnxExportOptions
 }
 
 /// <summary>One quantized weight as stored in a quantized checkpoint: codes with per-channel step and zero point.</summary>
-public sealed record WeightCodes(int[] Codes, int[] Shape, float[] Scale, float[] ZeroPoint, bool Signed, int Bits)
+internal sealed record WeightCodes(int[] Codes, int[] Shape, float[] Scale, float[] ZeroPoint, bool Signed, int Bits)
 {
     /// <summary>
     /// Reads every quantized weight of a quantized checkpoint of either format (the layers its plan

@@ -87,7 +87,7 @@ public static class OnnxExporter
     /// atomically (a cancelled or failed write leaves no file and no temporary). Throws ViTQuantException for
     /// invalid options or a quantizer with no exact export.
     /// </summary>
-    public static OnnxExportResult Export(VisionModel model, QuantizedModel? quant, IReadOnlyDictionary<string, WeightCodes>? codes,
+    internal static OnnxExportResult Export(VisionModel model, QuantizedModel? quant, IReadOnlyDictionary<string, WeightCodes>? codes,
         string outPath, OnnxExportOptions options, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(outPath);

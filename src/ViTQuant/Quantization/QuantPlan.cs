@@ -84,7 +84,7 @@ public sealed record QuantPlan
 }
 
 /// <summary>The plans of the implemented methods (baselines.md, adfq-vit.md §4, mimiq.md §2).</summary>
-public static class QuantPresets
+internal static class QuantPresets
 {
     /// <summary>The preset names <see cref="Create"/> accepts.</summary>
     public static readonly string[] Names = { "minmax", "percentile", "adfq", "mimiq" };

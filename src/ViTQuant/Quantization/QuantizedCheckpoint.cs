@@ -47,7 +47,7 @@ public static class QuantizedCheckpoint
     /// quantizers off, so evaluation, export and reload all see the same numbers. Returns the codes.
     /// Throws InvalidOperationException when a weight quantizer has no affine integer grid.
     /// </summary>
-    public static Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)> Freeze(QuantizedModel qm)
+    internal static Dictionary<string, (sbyte[]? Signed, byte[]? Unsigned, AffineGrid Grid)> Freeze(QuantizedModel qm)
     {
         var codes = new Dictionary<string, (sbyte[]?, byte[]?, AffineGrid)>();
         var weights = qm.Model.NamedParameters().ToDictionary(p => p.Name, p => p.Param);

@@ -76,7 +76,7 @@ internal interface IReportsOutliers
 /// quantizer; lets checkpoints store weights as integers. One Scale/ZeroPoint entry per output channel
 /// (or one for a per-tensor grid).
 /// </summary>
-public sealed record AffineGrid(float[] Scale, float[] ZeroPoint, int QMin, int QMax)
+internal sealed record AffineGrid(float[] Scale, float[] ZeroPoint, int QMin, int QMax)
 {
     /// <summary>The grid of a calibrated uniform or AdaRound weight quantizer; null for other kinds.</summary>
     internal static AffineGrid? Of(Quantizer q)

@@ -120,7 +120,7 @@ public sealed partial class Int8Plan
     /// a model whose weights were not frozen (run QuantizedCheckpoint.Freeze, or load a checkpoint), or a model
     /// not in Quantize mode.
     /// </summary>
-    public static Int8Plan Compile(QuantizedModel qm)
+    internal static Int8Plan Compile(QuantizedModel qm)
     {
         ArgumentNullException.ThrowIfNull(qm);
         if (qm.WeightQuantizers.Count == 0)

@@ -13,7 +13,7 @@ public sealed record EvalResult(double Top1, double? Top5, double Loss, int Coun
 }
 
 /// <summary>Accuracy evaluation of float or fake-quantized models.</summary>
-public static class Evaluator
+internal static class Evaluator
 {
     /// <summary>
     /// Runs the model without gradients over every batch. Top-5 is reported only when the model has
