@@ -49,7 +49,7 @@ internal static class AnalyzeCommand
             string jsonPath = Path.Combine(dir, JsonName), histPath = Path.Combine(dir, HistogramName), gridPath = Path.Combine(dir, GridName);
             foreach (var o in new[] { jsonPath, histPath, gridPath })
                 OutputGuard.CheckFile(o, r.GetValue(overwrite), "--out", File.Exists(spec) ? spec : null, r.GetValue(model));
-            var net = DataSources.LoadViT(r.GetValue(model), "vitq analyze");
+            var net = DataSources.LoadModel(r.GetValue(model));
             var cfg = net.Config;
 
             var (ds, what) = OpenData(spec, r.GetValue(split)!, cfg);
@@ -63,7 +63,7 @@ internal static class AnalyzeCommand
             Directory.CreateDirectory(dir);
             string title = $"{what}: {report.Count} images";
             Figures.Save(histPath, Figures.Histogram(report, $"{title} on {cfg.Architecture}"));
-            Figures.Save(gridPath, Figures.HeadGrid(gridImages, maps, cfg, $"{what} on {cfg.Architecture}, block {blk}, query token {q}"));
+            Figures.Save(gridPath, Figures.HeadGrid(gridImages, maps, analysis.Heads, analysis.MapSide, cfg, $"{what} on {cfg.Architecture}, block {blk}, query token {q}"));
             var summary = new
             {
                 data = spec, model = cfg.Architecture, count = report.Count, blocks = report.Blocks, heads = report.Heads,
@@ -106,7 +106,7 @@ internal static class AnalyzeCommand
     }
 
     /// <summary>A synthetic set (checked against the model) or a real dataset, and a short description.</summary>
-    private static (IImageDataset Data, string What) OpenData(string spec, string split, ViTConfig cfg)
+    private static (IImageDataset Data, string What) OpenData(string spec, string split, IModelConfig cfg)
     {
         if (spec.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) || File.Exists(spec))
         {

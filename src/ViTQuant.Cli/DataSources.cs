@@ -35,9 +35,6 @@ internal static class DataSources
     /// <summary>A float model of either family (ViT/DeiT or Swin).</summary>
     public static VisionModel LoadModel(string? path) => ModelIO.Load(path);
 
-    /// <summary>A float ViT/DeiT model; a Swin model is refused in one line naming the command that has no Swin path yet.</summary>
-    public static VisionTransformer LoadViT(string? path, string command) => ModelIO.LoadViT(path, command);
-
     /// <summary>A float model, or a quantized checkpoint as its model plus the hooks that fake-quantize it.</summary>
     public static (VisionModel Model, Quantization.QuantizedModel? Quant) LoadAny(string? path)
     {

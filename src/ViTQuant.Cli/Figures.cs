@@ -52,12 +52,13 @@ internal static class Figures
     }
 
     /// <summary>
-    /// Rows: images; columns: the image (grey), then each head's min–max normalised q·kᵀ map over the patch
-    /// grid, on one shared colour scale [0, 1] shown by the colour bar. PNG bytes.
+    /// Rows: images; columns: the image (grey), then each head's min–max normalised q·kᵀ map over the keys — the
+    /// patch grid, or a Swin block's window — (<paramref name="heads"/> maps of side <paramref name="g"/> per image),
+    /// on one shared colour scale [0, 1] shown by the colour bar. PNG bytes.
     /// </summary>
-    public static byte[] HeadGrid(Tensor images, float[] maps, ViTConfig cfg, string subtitle)
+    public static byte[] HeadGrid(Tensor images, float[] maps, int heads, int g, IModelConfig cfg, string subtitle)
     {
-        int rows = images.Shape[0], heads = cfg.NumHeads, g = cfg.GridSize, S = cfg.ImageSize, C = cfg.InChans, plane = S * S;
+        int rows = images.Shape[0], S = cfg.ImageSize, C = cfg.InChans, plane = S * S;
         const double gap = 0.12; // between tiles, in tile units
         var plt = NewPlot();
         ScottPlot.Plottables.Heatmap? scale = null;
@@ -101,7 +102,7 @@ internal static class Figures
         var yl = Enumerable.Range(0, rows).Select(b => $"image {b}").ToArray();
         plt.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericManual(ys, yl);
         plt.HideGrid();
-        plt.Title($"Per-head attention maps of the query token over the {g}×{g} patch grid\n{subtitle}");
+        plt.Title($"Per-head attention maps of the query token over the {g}×{g} {(cfg is SwinConfig ? "window around it" : "patch grid")}\n{subtitle}");
         plt.XLabel("input image, then one map per attention head");
         plt.YLabel("images");
         plt.Axes.SetLimits(-gap, (heads + 1) * (1 + gap), -rows * (1 + gap) + gap, gap);

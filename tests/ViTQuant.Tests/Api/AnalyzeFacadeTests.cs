@@ -2,6 +2,7 @@
 // head maps of the chosen block and query token, cancellation at the next batch, and options or data that do
 // not fit rejected, naming the property or parameter, before any forward pass.
 using ViTQuant.Api;
+using ViTQuant.Tensors;
 using ViTQuant.Tests.Data;
 using ViTQuant.Tests.DataFree;
 
@@ -30,6 +31,29 @@ public class AnalyzeFacadeTests
         Assert.Equal(20, center.GridImages.Shape[0]); // at most the first batch
         Assert.Equal(a.Report.Mean, center.Report.Mean, 12);
         Assert.NotEqual(a.HeadMaps, center.HeadMaps.Take(a.HeadMaps.Length));
+    }
+
+    [Fact]
+    public void Swin_IsMeasuredPerWindow_AndMapsTheCenterPatchOverItsWindow()
+    {
+        // swin_fmnist's geometry, narrow: maps 14 → 7 → 4, windows 4, 4, 3 (padded 16, 8, 6), heads 2, 2, 2
+        var cfg = ViTQuant.Models.SwinConfig.FashionMnist() with { EmbedDim = 8, NumHeads = new[] { 2, 2, 2 } };
+        var swin = new ViTQuant.Models.SwinTransformer(cfg, seed: 5);
+        var data = new FunctionDataset(6, 1, 28, 28, (i, k) => ((i * 7 + k * 3) % 13) / 13f, classes: 10);
+        var a = Vitq.AnalyzeAttention(swin, data, new AttentionAnalysisOptions { BatchSize = 4, GridImages = 2 });
+        Assert.Equal((6, 6, 2), (a.Report.Count, a.Report.Blocks, a.Report.Heads));
+        Assert.Equal((5, "center", 2, 3), (a.Block, a.Query, a.Heads, a.MapSide)); // the last block's window shrank to 3
+        Assert.Equal(2 * 2 * 3 * 3, a.HeadMaps.Length);
+        Assert.All(a.HeadMaps, v => Assert.InRange(v, 0f, 1f));
+        // An image's value for a block is the mean over its windows of the per-window statistic.
+        var x = Ops.Narrow(a.GridImages, 0, 0, 1);
+        var rec = new ViTQuant.Models.TapRecorder(n => n == "layers.0.blocks.0.attn.logits");
+        using (Autograd.NoGrad()) swin.Forward(x, rec);
+        var perWindow = ViTQuant.Algorithms.Metrics.AttentionSimilarity.LayerPerImage(rec.Taps["layers.0.blocks.0.attn.logits"], 0);
+        Assert.Equal(16, perWindow.Length);
+        var one = Vitq.AnalyzeAttention(swin, new FunctionDataset(1, 1, 28, 28, (i, k) => ((i * 7 + k * 3) % 13) / 13f, classes: 10));
+        Assert.Equal(perWindow.Average(), one.Report.PerBlockMean[0], 6);
+        Assert.Equal("Query", Assert.Throws<ArgumentException>(() => Vitq.AnalyzeAttention(swin, data, new AttentionAnalysisOptions { Query = "cls" })).ParamName); // no class token
     }
 
     [Fact]

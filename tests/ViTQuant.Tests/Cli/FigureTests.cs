@@ -31,7 +31,7 @@ public class FigureTests
         for (int i = 0; i < images.Size; i++) images.Data[i] = (0.5f - cfg.Mean[0]) / cfg.Std[0];
         var maps = new float[2 * 4 * 16];
         for (int k = 0; k < maps.Length; k++) maps[k] = k % 16 == 5 ? 1f : 0f; // one hot cell per head map
-        var png = Figures.HeadGrid(images, maps, cfg, "test");
+        var png = Figures.HeadGrid(images, maps, heads: 4, g: 4, cfg, "test");
         var img = PngReader.Decode(png, "grid");
         Assert.Equal(300 + 150 * 5, img.Width);
         Assert.Equal(140 + 150 * 2, img.Height);

@@ -132,6 +132,19 @@ public class SwinToolkitTests
     }
 
     [Fact]
+    public void Cli_AnalyzeRunsOnSwin()
+    {
+        using var dir = new TempDir();
+        string model = Path.Combine(dir.Path, "swin.safetensors"), outDir = Path.Combine(dir.Path, "an");
+        ModelIO.Save(new SwinTransformer(SwinConfig.FashionMnist() with { EmbedDim = 8, NumHeads = new[] { 2, 2, 2 } }, seed: 5), model);
+        var r = VitqProcess.Run("analyze", "--model", model, "--data", "fashion-mnist", "--count", "8", "--threads", "1", "--out", outDir, "--json");
+        VitqProcess.AssertSuccess(r);
+        var j = System.Text.Json.JsonDocument.Parse(r.Stdout).RootElement;
+        Assert.Equal((8, 6), (j.GetProperty("count").GetInt32(), j.GetProperty("blocks").GetInt32()));
+        Assert.True(File.Exists(Path.Combine(outDir, "attention_heads.png")));
+    }
+
+    [Fact]
     public void Cli_CompareRunsOnSwin()
     {
         using var dir = new TempDir();

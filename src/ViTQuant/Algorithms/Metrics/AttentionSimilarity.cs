@@ -65,17 +65,20 @@ internal static class AttentionSimilarity
 
     /// <summary>
     /// Runs the model (no gradients) over normalised image batches [B, C, H, W] and returns the statistic.
-    /// progress(images so far) is called after each batch. Throws ViTQuantException for a model with one
-    /// head or an empty input.
+    /// progress(images so far) is called after each batch. Swin: each block's logits are per window
+    /// [B·nW, H, M², M²]; an image's value for the block is the mean over its windows (so, as on a ViT, the mean
+    /// over query patches and head pairs, each query compared within its window), and Heads is the fewest heads
+    /// of any block. Throws ViTQuantException for a block with one head or an empty input.
     /// </summary>
-    public static AttentionSimilarityReport Measure(VisionTransformer model, IEnumerable<Tensor> batches, Action<int>? progress = null)
+    public static AttentionSimilarityReport Measure(VisionModel model, IEnumerable<Tensor> batches, Action<int>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(batches);
         var c = model.Config;
-        if (c.NumHeads < 2) throw new ViTQuantException($"attention similarity needs a model with at least 2 heads; {c.Architecture} has {c.NumHeads}");
-        var perBlock = new List<double>[c.Depth];
-        for (int l = 0; l < c.Depth; l++) perBlock[l] = new List<double>();
+        int depth = c.BlockPrefixes().Count, heads = MinHeads(c);
+        if (heads < 2) throw new ViTQuantException($"attention similarity needs a model with at least 2 heads in every block; {c.Architecture} has a block with {heads}");
+        var perBlock = new List<double>[depth];
+        for (int l = 0; l < depth; l++) perBlock[l] = new List<double>();
         var perImage = new List<double>();
         var coherence = new List<double>();
         using var noGrad = Autograd.NoGrad();
@@ -84,58 +87,97 @@ internal static class AttentionSimilarity
             using var arena = TensorArena.Scope();
             var rec = new TapRecorder(n => n.EndsWith(".attn.logits", StringComparison.Ordinal));
             model.Forward(x, rec);
-            var taps = Synthesis.BlockTaps(rec, c.Depth, "attn.logits");
+            var taps = Synthesis.BlockTaps(rec, c, "attn.logits");
             int B = x.Shape[0];
             var sum = new double[B];
             var sumSq = new double[B];
-            for (int l = 0; l < c.Depth; l++)
+            for (int l = 0; l < depth; l++)
             {
                 var (v, v2) = LayerBoth(taps[l], c.NumPrefixTokens);
-                perBlock[l].AddRange(v);
-                for (int b = 0; b < B; b++) { sum[b] += v[b]; sumSq[b] += v2[b]; }
+                // per window → per image (a ViT has one "window" per image)
+                int w = v.Length / B;
+                for (int b = 0; b < B; b++)
+                {
+                    double s1 = 0, s2 = 0;
+                    for (int k = 0; k < w; k++) { s1 += v[b * w + k]; s2 += v2[b * w + k]; }
+                    perBlock[l].Add(s1 / w);
+                    sum[b] += s1 / w;
+                    sumSq[b] += s2 / w;
+                }
             }
-            foreach (double s in sum) perImage.Add(s / c.Depth);
-            foreach (double s in sumSq) coherence.Add(s / c.Depth);
+            foreach (double s in sum) perImage.Add(s / depth);
+            foreach (double s in sumSq) coherence.Add(s / depth);
             progress?.Invoke(perImage.Count);
         }
         if (perImage.Count == 0) throw new ViTQuantException("attention similarity: the image set is empty");
         var (mean, std) = MeanStd(perImage);
-        var bm = new double[c.Depth];
-        var bs = new double[c.Depth];
-        for (int l = 0; l < c.Depth; l++) (bm[l], bs[l]) = MeanStd(perBlock[l]);
+        var bm = new double[depth];
+        var bs = new double[depth];
+        for (int l = 0; l < depth; l++) (bm[l], bs[l]) = MeanStd(perBlock[l]);
         var (cm, cs) = MeanStd(coherence);
-        return new AttentionSimilarityReport(perImage.Count, c.Depth, c.NumHeads, mean, std, perImage, bm, bs, cm, cs);
+        return new AttentionSimilarityReport(perImage.Count, depth, heads, mean, std, perImage, bm, bs, cm, cs);
     }
 
+    /// <summary>The fewest attention heads of any block (a Swin's first stage; a ViT's only count).</summary>
+    internal static int MinHeads(IModelConfig c) => c switch
+    {
+        ViTConfig v => v.NumHeads,
+        SwinConfig sw => sw.NumHeads.Min(),
+        _ => throw new ArgumentException($"no attention heads known for a {c.Family} model"),
+    };
+
     /// <summary>
-    /// Per-head attention maps for one block and one query token: [n, H, P] values, each head's
-    /// q·kᵀ row over the patch keys min–max normalised to [0, 1] (the maps the statistic compares).
-    /// <paramref name="queryToken"/> indexes the full token sequence (0 is the class token when there is one).
+    /// Per-head attention maps for one block and one query: [n, H, side²] values, each head's q·kᵀ row over the keys
+    /// min–max normalised to [0, 1] (the maps the statistic compares). ViT: <paramref name="queryToken"/> indexes the
+    /// full token sequence (0 is the class token when there is one), keys are the G×G patches. Swin: the query is the
+    /// patch of the block's map at (⌊r/2⌋, ⌊r/2⌋) (<paramref name="queryToken"/> ignored), keys are the M×M patches of
+    /// its window (in the rolled map's order on shifted blocks). Returns the maps, the heads and the side.
     /// Throws ArgumentOutOfRangeException for a bad block or token index.
     /// </summary>
-    public static float[] HeadMaps(VisionTransformer model, Tensor images, int block, int queryToken)
+    public static (float[] Maps, int Heads, int Side) HeadMaps(VisionModel model, Tensor images, int block, int queryToken)
     {
         var c = model.Config;
-        if ((uint)block >= (uint)c.Depth) throw new ArgumentOutOfRangeException(nameof(block), $"block {block} is outside [0, {c.Depth})");
-        if ((uint)queryToken >= (uint)c.NumTokens) throw new ArgumentOutOfRangeException(nameof(queryToken), $"query token {queryToken} is outside [0, {c.NumTokens})");
-        string name = $"blocks.{block}.attn.logits";
+        var prefixes = c.BlockPrefixes();
+        if ((uint)block >= (uint)prefixes.Count) throw new ArgumentOutOfRangeException(nameof(block), $"block {block} is outside [0, {prefixes.Count})");
+        string name = $"{prefixes[block]}.attn.logits";
+        int pre = c.NumPrefixTokens, row0, keys0, side, window = 0;
+        if (c is SwinConfig sw)
+        {
+            // which stage and block, its map r, window M and shift; the center patch's window and index in it
+            int s = 0, bi = block;
+            while (bi >= sw.Depths[s]) bi -= sw.Depths[s++];
+            int r = sw.ActualResolution(s), M = sw.StageWindow(s), shift = sw.BlockShift(s, bi), Rp = (r + M - 1) / M * M, nw = Rp / M;
+            int y = ((r / 2 - shift) % r + r) % r, x = ((r / 2 - shift) % r + r) % r; // the center in the rolled map
+            window = y / M * nw + x / M;
+            row0 = y % M * M + x % M;
+            keys0 = 0;
+            side = M;
+        }
+        else
+        {
+            var v = (ViTConfig)c;
+            if ((uint)queryToken >= (uint)v.NumTokens) throw new ArgumentOutOfRangeException(nameof(queryToken), $"query token {queryToken} is outside [0, {v.NumTokens})");
+            row0 = queryToken;
+            keys0 = pre;
+            side = v.GridSize;
+        }
         using var noGrad = Autograd.NoGrad();
         using var arena = TensorArena.Scope();
         var rec = new TapRecorder(n => n == name);
         model.Forward(images, rec);
-        var s = rec.Taps[name];
-        int B = s.Shape[0], H = s.Shape[1], N = s.Shape[2], pre = c.NumPrefixTokens, P = N - pre;
+        var t = rec.Taps[name];
+        int B = images.Shape[0], W = t.Shape[0] / B, H = t.Shape[1], N = t.Shape[2], P = side * side;
         var maps = new float[B * H * P];
         for (int b = 0; b < B; b++)
             for (int h = 0; h < H; h++)
             {
-                var row = s.Data.AsSpan(((b * H + h) * N + queryToken) * N + pre, P);
+                var row = t.Data.AsSpan((((b * W + window) * H + h) * N + row0) * N + keys0, P);
                 float lo = float.PositiveInfinity, hi = float.NegativeInfinity;
                 foreach (float v in row) { lo = Math.Min(lo, v); hi = Math.Max(hi, v); }
                 var dst = maps.AsSpan((b * H + h) * P, P);
                 for (int k = 0; k < P; k++) dst[k] = (float)((row[k] - lo) / (hi - lo + InterHeadCoherence.NormEps));
             }
-        return maps;
+        return (maps, H, side);
     }
 
     /// <summary>Mean and sample standard deviation (0 for a single value).</summary>
