@@ -302,12 +302,8 @@ public static class OnnxExporter
 
         private string Embed(string x)
         {
-            int D = _c.EmbedDim, P = _c.PatchSize;
-            var a = Act("patch_embed.proj", x);
-            string w = Weight("patch_embed.proj", _m.PatchWeight);
-            string b = Bias("patch_embed.proj", _m.PatchBias, a.Scale, out var rest);
-            string conv = G.Node("Conv", "patch_embed.proj", new[] { a.Value, w, b }, OnnxGraph.Ints("kernel_shape", P, P), OnnxGraph.Ints("strides", P, P));
-            if (rest != null) conv = Node("Add", "patch_embed.proj.bias_remainder", conv, Node("Reshape", "patch_embed", rest, G.Int64Vector("patch_embed.bias_shape", D, 1, 1)));
+            int D = _c.EmbedDim;
+            string conv = PatchConv(x, _m.PatchWeight, _m.PatchBias, _c.PatchSize);
             string seq = Node("Reshape", "patch_embed", conv, G.Int64Vector("patch_embed.seq_shape", 0, D, -1));
             string t = G.Node("Transpose", "patch_embed", new[] { seq }, OnnxGraph.Ints("perm", 0, 2, 1));
             if (_c.NumPrefixTokens > 0)
@@ -320,6 +316,17 @@ public static class OnnxExporter
                 t = G.Node("Concat", "prefix", new[] { expanded, t }, OnnxGraph.Int("axis", 1));
             }
             return Node("Add", "pos_embed", t, F("pos_embed", _m.PosEmbed));
+        }
+
+        /// <summary>patch_embed.proj: a P×P stride-P Conv of the (quantized) image, [B, D, G, G], with the bias residue when the bias is int32.</summary>
+        private string PatchConv(string x, Tensor weight, Tensor bias, int P)
+        {
+            var a = Act("patch_embed.proj", x);
+            string w = Weight("patch_embed.proj", weight);
+            string b = Bias("patch_embed.proj", bias, a.Scale, out var rest);
+            string conv = G.Node("Conv", "patch_embed.proj", new[] { a.Value, w, b }, OnnxGraph.Ints("kernel_shape", P, P), OnnxGraph.Ints("strides", P, P));
+            if (rest == null) return conv;
+            return Node("Add", "patch_embed.proj.bias_remainder", conv, Node("Reshape", "patch_embed", rest, G.Int64Vector("patch_embed.bias_shape", bias.Size, 1, 1)));
         }
 
         private string Block(int i, string x)
@@ -372,12 +379,7 @@ public static class OnnxExporter
         private string SwinForward(SwinTransformer m, string x)
         {
             var c = m.Config;
-            int D = c.EmbedDim, P = c.PatchSize;
-            var a = Act("patch_embed.proj", x);
-            string w = Weight("patch_embed.proj", m.PatchWeight);
-            string b = Bias("patch_embed.proj", m.PatchBias, a.Scale, out var rest);
-            string conv = G.Node("Conv", "patch_embed.proj", new[] { a.Value, w, b }, OnnxGraph.Ints("kernel_shape", P, P), OnnxGraph.Ints("strides", P, P));
-            if (rest != null) conv = Node("Add", "patch_embed.proj.bias_remainder", conv, Node("Reshape", "patch_embed", rest, G.Int64Vector("patch_embed.bias_shape", D, 1, 1)));
+            string conv = PatchConv(x, m.PatchWeight, m.PatchBias, c.PatchSize);
             string h = G.Node("Transpose", "patch_embed", new[] { conv }, OnnxGraph.Ints("perm", 0, 2, 3, 1)); // [B, G, G, D]
             h = LayerNorm("patch_embed.norm", m.PatchNorm, h);
             for (int s = 0; s < c.NumStages; s++)
