@@ -113,7 +113,7 @@ public sealed partial class Int8Plan
     public long WeightBytes { get; private set; }
 
     /// <summary>Fraction of the GEMM MACs (patch embedding, linear layers, attention products) that run as integers.</summary>
-    public double IntegerMacFraction { get; private set; }
+    public double IntegerMacFraction => _macsAll == 0 ? 0 : (double)_macsInt / _macsAll;
 
     /// <summary>
     /// Compiles a frozen quantized model. Throws ViTQuantException for a float plan (no quantized weights),
@@ -138,34 +138,16 @@ public sealed partial class Int8Plan
             Cls = m.ClsToken?.ToArray(), Dist = m.DistToken?.ToArray(),
             NormW = m.Norm.Weight.ToArray(), NormB = m.Norm.Bias.ToArray(),
         };
-        qm.ActivationQuantizers.TryGetValue("patch_embed.proj", out p.PatchInputQ);
-        long macsInt = 0, macsAll = 0;
+        p.AddPatchEmbedding(qm, (long)c.NumPatches * c.EmbedDim * c.InChans * c.PatchSize * c.PatchSize);
         long N = c.NumTokens;
-        p._layers.Add(new("patch_embed.proj", Int8Mode.Float, p.PatchInputQ == null ? "float image input (the plan keeps it float)" : $"input {p.PatchInputQ.Spec} fake-quantized, float GEMM"));
-        p.WeightBytes += p.PatchW.Length * 4L;
-        macsAll += (long)c.NumPatches * c.EmbedDim * c.InChans * c.PatchSize * c.PatchSize; // the float patch embedding
-        Int8Linear L(string name, Nn.Linear lin, long rows)
-        {
-            var l = CompileLinear(qm, name, lin);
-            p._layers.Add(new(name, l.Mode, l.Detail));
-            p.WeightBytes += l.StoredCodes?.Length ?? l.In * (long)l.Out * 4;
-            long macs = rows * l.In * l.Out;
-            macsAll += macs;
-            if (l.Mode == Int8Mode.Integer) macsInt += macs;
-            return l;
-        }
+        Int8Linear L(string name, Nn.Linear lin, long rows) => p.AddLinear(qm, name, lin, rows);
         var blocks = new List<Int8Block>();
         for (int i = 0; i < c.Depth; i++)
         {
             var b = m.Blocks[i];
             string pre = $"blocks.{i}";
             var qkv = L($"{pre}.attn.qkv", b.Qkv, N);
-            var attn = CompileAttention(qm, pre);
-            p._layers.Add(new($"{pre}.attn.q·kᵀ", attn.QkInteger ? Int8Mode.Integer : Int8Mode.Float, AttnDetail(attn.QkInteger, attn.Qq, attn.Kq, "q", "k")));
-            p._layers.Add(new($"{pre}.attn.probs·v", attn.PvInteger ? Int8Mode.Integer : Int8Mode.Float, AttnDetail(attn.PvInteger, attn.Pq, attn.Vq, "probs", "v")));
-            long attnMacs = N * N * c.EmbedDim;
-            macsAll += 2 * attnMacs;
-            macsInt += (attn.QkInteger ? attnMacs : 0) + (attn.PvInteger ? attnMacs : 0);
+            var attn = p.AddAttention(qm, pre, N * N * c.EmbedDim);
             blocks.Add(new Int8Block
             {
                 Ln1W = b.Norm1.Weight.ToArray(), Ln1B = b.Norm1.Bias.ToArray(), Ln2W = b.Norm2.Weight.ToArray(), Ln2B = b.Norm2.Bias.ToArray(),
@@ -175,8 +157,42 @@ public sealed partial class Int8Plan
         p.Blocks = blocks.ToArray();
         p.Head = L("head", m.Head, 1);
         if (m.HeadDist != null) p.HeadDist = L("head_dist", m.HeadDist, 1);
-        p.IntegerMacFraction = macsAll == 0 ? 0 : (double)macsInt / macsAll;
         return p;
+    }
+
+    // GEMM multiply-accumulates per image, all and integer, as the plan's layers are added (IntegerMacFraction).
+    private long _macsAll, _macsInt;
+
+    /// <summary>The float patch embedding's table row, weight bytes and MACs; the plan's image-input quantizer, if any.</summary>
+    private void AddPatchEmbedding(QuantizedModel qm, long macs)
+    {
+        qm.ActivationQuantizers.TryGetValue("patch_embed.proj", out PatchInputQ);
+        _layers.Add(new("patch_embed.proj", Int8Mode.Float, PatchInputQ == null ? "float image input (the plan keeps it float)" : $"input {PatchInputQ.Spec} fake-quantized, float GEMM"));
+        WeightBytes += PatchW.Length * 4L;
+        _macsAll += macs;
+    }
+
+    /// <summary>A compiled linear layer over <paramref name="rows"/> rows per image, with its table row, bytes and MACs.</summary>
+    private Int8Linear AddLinear(QuantizedModel qm, string name, Nn.Linear lin, long rows)
+    {
+        var l = CompileLinear(qm, name, lin);
+        _layers.Add(new(name, l.Mode, l.Detail));
+        WeightBytes += l.StoredCodes?.Length ?? l.In * (long)l.Out * 4;
+        long macs = rows * l.In * l.Out;
+        _macsAll += macs;
+        if (l.Mode == Int8Mode.Integer) _macsInt += macs;
+        return l;
+    }
+
+    /// <summary>A block's attention products (each <paramref name="productMacs"/> per image), with their table rows and MACs.</summary>
+    private Int8Attention AddAttention(QuantizedModel qm, string pre, long productMacs)
+    {
+        var attn = CompileAttention(qm, pre);
+        _layers.Add(new($"{pre}.attn.q·kᵀ", attn.QkInteger ? Int8Mode.Integer : Int8Mode.Float, AttnDetail(attn.QkInteger, attn.Qq, attn.Kq, "q", "k")));
+        _layers.Add(new($"{pre}.attn.probs·v", attn.PvInteger ? Int8Mode.Integer : Int8Mode.Float, AttnDetail(attn.PvInteger, attn.Pq, attn.Vq, "probs", "v")));
+        _macsAll += 2 * productMacs;
+        _macsInt += (attn.QkInteger ? productMacs : 0) + (attn.PvInteger ? productMacs : 0);
+        return attn;
     }
 
     private static string AttnDetail(bool integer, Quantizer? a, Quantizer? b, string an, string bn) =>

@@ -51,20 +51,8 @@ public sealed partial class Int8Plan
     {
         var c = m.Config;
         var p = new Int8Plan(c, qm.Plan.Name) { PatchW = m.PatchWeight.ToArray(), PatchB = m.PatchBias.ToArray() };
-        qm.ActivationQuantizers.TryGetValue("patch_embed.proj", out p.PatchInputQ);
-        long macsInt = 0, macsAll = (long)c.GridSize * c.GridSize * c.EmbedDim * c.InChans * c.PatchSize * c.PatchSize;
-        p._layers.Add(new("patch_embed.proj", Int8Mode.Float, p.PatchInputQ == null ? "float image input (the plan keeps it float)" : $"input {p.PatchInputQ.Spec} fake-quantized, float GEMM"));
-        p.WeightBytes += p.PatchW.Length * 4L;
-        Int8Linear L(string name, Nn.Linear lin, long rows)
-        {
-            var l = CompileLinear(qm, name, lin);
-            p._layers.Add(new(name, l.Mode, l.Detail));
-            p.WeightBytes += l.StoredCodes?.Length ?? l.In * (long)l.Out * 4;
-            long macs = rows * l.In * l.Out;
-            macsAll += macs;
-            if (l.Mode == Int8Mode.Integer) macsInt += macs;
-            return l;
-        }
+        p.AddPatchEmbedding(qm, (long)c.GridSize * c.GridSize * c.EmbedDim * c.InChans * c.PatchSize * c.PatchSize);
+        Int8Linear L(string name, Nn.Linear lin, long rows) => p.AddLinear(qm, name, lin, rows);
         var stages = new (float[]?, float[]?, Int8Linear?, SwinInt8Block[])[c.NumStages];
         for (int s = 0; s < c.NumStages; s++)
         {
@@ -79,12 +67,7 @@ public sealed partial class Int8Plan
                 int M = blk.Window, N = M * M, H = c.NumHeads[s], Rp = ((int)r + M - 1) / M * M;
                 long windowTokens = (long)Rp * Rp;
                 var qkv = L($"{pre}.attn.qkv", blk.Qkv, windowTokens);
-                var attn = CompileAttention(qm, pre);
-                p._layers.Add(new($"{pre}.attn.q·kᵀ", attn.QkInteger ? Int8Mode.Integer : Int8Mode.Float, AttnDetail(attn.QkInteger, attn.Qq, attn.Kq, "q", "k")));
-                p._layers.Add(new($"{pre}.attn.probs·v", attn.PvInteger ? Int8Mode.Integer : Int8Mode.Float, AttnDetail(attn.PvInteger, attn.Pq, attn.Vq, "probs", "v")));
-                long attnMacs = windowTokens * N * c.StageDim(s);
-                macsAll += 2 * attnMacs;
-                macsInt += (attn.QkInteger ? attnMacs : 0) + (attn.PvInteger ? attnMacs : 0);
+                var attn = p.AddAttention(qm, pre, windowTokens * N * c.StageDim(s));
                 // bias [H, N, N] = table[relative_position_index] permuted (2, 0, 1), as the model computes it
                 var table = blk.RelativePositionBiasTable.Data;
                 var index = SwinWindows.RelativePositionIndex(M);
@@ -115,7 +98,6 @@ public sealed partial class Int8Plan
             PatchNormW = m.PatchNorm.Weight.ToArray(), PatchNormB = m.PatchNorm.Bias.ToArray(),
             NormW = m.Norm.Weight.ToArray(), NormB = m.Norm.Bias.ToArray(), Stages = stages,
         };
-        p.IntegerMacFraction = macsAll == 0 ? 0 : (double)macsInt / macsAll;
         return p;
     }
 }

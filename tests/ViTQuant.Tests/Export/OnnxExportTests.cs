@@ -36,13 +36,13 @@ public class OnnxExportTests
         return Enumerable.Range(0, n).Select(_ => Tensor.Randn(rng, 1f, batch, 1, 28, 28)).ToList();
     }
 
-    private static Tensor Ort(string path, Tensor x)
+    internal static Tensor Ort(string path, Tensor x)
     {
         using var e = new OnnxEngine(path, new OnnxEngineOptions { Threads = 1 });
         return e.Run(x);
     }
 
-    private static double MaxAbsDiff(Tensor a, Tensor b)
+    internal static double MaxAbsDiff(Tensor a, Tensor b)
     {
         Assert.Equal(a.Shape, b.Shape);
         double m = 0;

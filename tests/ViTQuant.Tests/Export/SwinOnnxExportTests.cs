@@ -21,20 +21,6 @@ public class SwinOnnxExportTests
         return m;
     }
 
-    private static Tensor Ort(string path, Tensor x)
-    {
-        using var e = new OnnxEngine(path, new OnnxEngineOptions { Threads = 1 });
-        return e.Run(x);
-    }
-
-    private static double MaxAbsDiff(Tensor a, Tensor b)
-    {
-        Assert.Equal(a.Shape, b.Shape);
-        double m = 0;
-        for (int i = 0; i < a.Size; i++) m = Math.Max(m, Math.Abs(a.Data[i] - b.Data[i]));
-        return m;
-    }
-
     [Theory]
     [InlineData(17)]
     [InlineData(18)]
@@ -52,12 +38,12 @@ public class SwinOnnxExportTests
         var x = Tensor.Randn(new Rng(7), 1f, 5, 1, 28, 28);
         Tensor ours;
         using (Autograd.NoGrad()) ours = m.Forward(x);
-        var ort = Ort(onnx, x);
+        var ort = OnnxExportTests.Ort(onnx, x);
         double scale = ours.Span.ToArray().Max(v => Math.Abs(v));
         Assert.True(scale > 0.5, $"logits too flat to test ({scale})");
         // Float32 throughout; only summation order differs (measured: 7.6e-6 against max |logit| 2.3; with weights ×1
         // 3e-7, with ×4 9e-4 — the larger weights amplify the rounding, a wrong window, roll or mask moves logits by O(1)).
-        Assert.True(MaxAbsDiff(ours, ort) <= 1e-4 * Math.Max(1, scale), $"max |Δ| {MaxAbsDiff(ours, ort)} vs max |logit| {scale}");
+        Assert.True(OnnxExportTests.MaxAbsDiff(ours, ort) <= 1e-4 * Math.Max(1, scale), $"max |Δ| {OnnxExportTests.MaxAbsDiff(ours, ort)} vs max |logit| {scale}");
         using var e = new OnnxEngine(onnx);
         Assert.Equal(c.ToJson(), e.Config.ToJson());
     }
@@ -91,11 +77,11 @@ public class SwinOnnxExportTests
             expected = sim.Forward(x);
             fpLogits = fp.Forward(x);
         }
-        var got = Ort(onnx, x);
+        var got = OnnxExportTests.Ort(onnx, x);
         // As for the ViT (OnnxQuantizedModelTests): float rounding can move a value across a later quantizer's
         // rounding boundary, so the tolerance is 5 % of max |logit|, and quantization must move the logits more.
         // Measured (32 images): max |Δ| 4.8e-7 at W4A4 (min–max, percentile), 0.060 against max |logit| 2.8 at W8A8.
-        double scale = expected.Span.ToArray().Max(v => Math.Abs(v)), diff = MaxAbsDiff(expected, got), quantEffect = MaxAbsDiff(expected, fpLogits);
+        double scale = expected.Span.ToArray().Max(v => Math.Abs(v)), diff = OnnxExportTests.MaxAbsDiff(expected, got), quantEffect = OnnxExportTests.MaxAbsDiff(expected, fpLogits);
         string msg = $"{method} w{w}a{a}: max |Δ| {diff:G3} vs max |logit| {scale:G3}, quantization moved logits by {quantEffect:G3}";
         Assert.True(diff <= 0.05 * scale, msg);
         Assert.True(quantEffect > 3 * diff, msg);
