@@ -33,6 +33,8 @@ internal sealed class SwinInt8Block
     /// <summary>Relative position bias [heads, M², M²]; mask [nW, M², M²] or null without shift.</summary>
     public required float[] Bias;
     public float[]? Mask;
+    /// <summary>The integer products' dequantisation scales (Δq·Δk per key, Δp·Δv per column) and zero biases, padded to panels.</summary>
+    public required float[] QkScale, PvScale, ZerosN, ZerosDh;
 }
 
 /// <summary>The Swin part of a plan: stages of (optional merging, blocks), final norm.</summary>
@@ -64,7 +66,7 @@ public sealed partial class Int8Plan
             {
                 var blk = st.Blocks[b];
                 string pre = $"layers.{s}.blocks.{b}";
-                int M = blk.Window, N = M * M, H = c.NumHeads[s], Rp = ((int)r + M - 1) / M * M;
+                int M = blk.Window, N = M * M, H = c.NumHeads[s], dh = c.StageDim(s) / H, Rp = ((int)r + M - 1) / M * M;
                 long windowTokens = (long)Rp * Rp;
                 var qkv = L($"{pre}.attn.qkv", blk.Qkv, windowTokens);
                 var attn = p.AddAttention(qm, pre, windowTokens * N * c.StageDim(s));
@@ -88,6 +90,9 @@ public sealed partial class Int8Plan
                     Qkv = qkv, Attn = attn, Proj = L($"{pre}.attn.proj", blk.Proj, windowTokens),
                     Fc1 = L($"{pre}.mlp.fc1", blk.Fc1, r * r), Fc2 = L($"{pre}.mlp.fc2", blk.Fc2, r * r),
                     Window = M, Shift = blk.Shift, Heads = H, Bias = bias, Mask = mask,
+                    QkScale = Int8Gemm.PadToPanels(Enumerable.Repeat(attn.QkInteger ? attn.Q.Scale * attn.K.Scale : 0f, N).ToArray(), N),
+                    PvScale = Int8Gemm.PadToPanels(Enumerable.Repeat(attn.PvInteger ? attn.P.Scale * attn.V.Scale : 0f, dh).ToArray(), dh),
+                    ZerosN = Int8Gemm.PadToPanels(new float[N], N), ZerosDh = Int8Gemm.PadToPanels(new float[dh], dh),
                 };
             }
             stages[s] = (st.MergeNorm?.Weight.ToArray(), st.MergeNorm?.Bias.ToArray(), red, blocks);
@@ -307,10 +312,7 @@ public sealed partial class Int8Engine
         var at = blk.Attn;
         int H = blk.Heads, dh = C / H, ld = 3 * C, ldq = (dh + 1) & ~1, ldp = (N + 1) & ~1;
         float attnScale = 1f / MathF.Sqrt(dh);
-        var qkScale = Int8Gemm.PadToPanels(Enumerable.Repeat(at.QkInteger ? at.Q.Scale * at.K.Scale : 0f, N).ToArray(), N);
-        var pvScale = Int8Gemm.PadToPanels(Enumerable.Repeat(at.PvInteger ? at.P.Scale * at.V.Scale : 0f, dh).ToArray(), dh);
-        var zerosN = Int8Gemm.PadToPanels(new float[N], N);
-        var zerosDh = Int8Gemm.PadToPanels(new float[dh], dh);
+        float[] qkScale = blk.QkScale, pvScale = blk.PvScale, zerosN = blk.ZerosN, zerosDh = blk.ZerosDh;
         // Tasks of (window, head) are tiny at Swin sizes (49 tokens): hand them out in chunks.
         Parallelism.ForChunks(Bw * H, 16, (t0, t1) =>
         {
