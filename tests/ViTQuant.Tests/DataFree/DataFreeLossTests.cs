@@ -197,6 +197,7 @@ public class DataFreeLossTests
     [InlineData(2, 3, 6, 4, 1)]
     [InlineData(1, 2, 10, 8, 1)]
     [InlineData(3, 1, 5, 3, 0)]
+    [InlineData(2, 2, 72, 13, 1)] // 71² pairs and a feature width that leave vector tails
     public void EntropyMatchesLiteralDoubleReference(int B, int H, int N, int D, int pre)
     {
         var o = Tensor.Randn(new Rng((ulong)(N * 7 + D)), 1f, B, H, N, D);
@@ -214,6 +215,16 @@ public class DataFreeLossTests
         var o = GradCheck.Rand(new Rng(31), 2, 2, 7, 3);
         GradCheck.Check(t => PatchSimilarityEntropy.Entropy(t[0], 1, bandwidth: 0.2f, points: 10, range: (-1f, 1f)),
             new[] { o }, h: 1e-2, atol: 2e-5, rtol: 1e-2, maxProbesPerInput: 84);
+    }
+
+    [Fact]
+    public void EntropyGradientMatchesFiniteDifferencesOnALargerMapWithVectorTails()
+    {
+        // 37 patches (1,369 pairs) of width 11: the vectorised passes' tails, on the narrow default bandwidth's
+        // neighbour, 0.05, which keeps finite differences at this step meaningful.
+        var o = GradCheck.Rand(new Rng(32), 1, 2, 38, 11);
+        GradCheck.Check(t => PatchSimilarityEntropy.Entropy(t[0], 1, bandwidth: 0.05f, points: 10, range: (-1f, 1f)),
+            new[] { o }, h: 1e-3, atol: 2e-5, rtol: 2e-2, maxProbesPerInput: 40);
     }
 
     [Fact]

@@ -13,6 +13,13 @@
 //   with G = ∂/∂s as a P×P matrix and Gs = G + Gᵀ (s is symmetric in its two arguments),
 //   ∂/∂F_i = (1/n_i)·(Σ_j Gs_ij·F̂_j − (Σ_j Gs_ij·s_ij)·F̂_i),  F̂ = F/n;  then ∂/∂O[b, h] = ∂/∂F / Hh.
 // Images are independent, so the work runs in parallel over b with per-image results combined in order.
+// The P²·K kernel evaluations dominate on large maps (Swin's first stage: P = 256, 655k per image and layer,
+// forward and backward again), so they run in one vectorised double pass over the pairs with all K points per
+// load (Vector256.Exp, several times the scalar Math.Exp loop); the ∂/∂F pass and the similarities use the features in
+// double, vectorised over the feature width. Reference() is the literal scalar twin.
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using ViTQuant.Kernels;
 using ViTQuant.Tensors;
 
@@ -33,6 +40,13 @@ internal static class PatchSimilarityEntropy
     private const double CosEps = 1e-8;
 
     /// <summary>
+    /// Floor of the kernel's exponent. Why: the vectorised exp leaves its fast path for arguments whose result
+    /// underflows, and with PSAQ's narrow bandwidth most of the P²·K kernel values do; exp(−700) ≈ 1e−304
+    /// changes no sum it joins.
+    /// </summary>
+    private const double ExpFloor = -700;
+
+    /// <summary>
     /// Mean over images of the differential entropy (file header) of the cosine similarities between all
     /// patch-feature pairs, from per-head attention outputs [B, H, N, dh] with <paramref name="prefixTokens"/>
     /// leading tokens dropped. Differentiable in the attention output; returns shape [].
@@ -48,12 +62,12 @@ internal static class PatchSimilarityEntropy
         int B = g.B, P = g.P, D = g.D, M = P * P;
         var feats = MeanPatchFeatures(attnOut.Data, g);            // [B, P, D]
         var norms = new double[B * P];
-        var sims = new float[B * M];                                // [B, P, P]
+        var sims = new double[B * M];                               // [B, P, P]
         Parallelism.For(0, B, b => Similarities(feats, norms, sims, g, b));
-        float lo = float.PositiveInfinity, hi = float.NegativeInfinity;
-        if (range is { } fixedRange) (lo, hi) = fixedRange;
-        else foreach (float v in sims) { lo = Math.Min(lo, v); hi = Math.Max(hi, v); }
-        double delta = ((double)hi - lo) / (points - 1);
+        double lo, hi;
+        if (range is { } fixedRange) (lo, hi) = (fixedRange.Lo, fixedRange.Hi);
+        else (lo, hi) = (TensorPrimitives.Min<double>(sims), TensorPrimitives.Max<double>(sims));
+        double delta = (hi - lo) / (points - 1);
         var t = new double[points];
         for (int k = 0; k < points; k++) t[k] = lo + k * delta;
         var dens = new double[B * points];
@@ -84,21 +98,13 @@ internal static class PatchSimilarityEntropy
                     double tau = (k == 0 || k == points - 1) ? delta / 2 : delta;
                     gp[k] = -up * (Math.Log(dens[b * points + k] + DensityEps) + 1) * tau;
                 }
-                // ∂/∂s_m
+                // ∂/∂s_m = dcoef·Σ_k gp_k·exp(−z²/2h²)·z, z = t_k − s_m
                 var gs = new double[M];
                 double inv2 = 1.0 / (2.0 * bandwidth * bandwidth), norm = 1.0 / (Math.Sqrt(2 * Math.PI) * bandwidth);
                 double dcoef = norm / ((double)bandwidth * bandwidth * M);
                 var sb = sims.AsSpan(b * M, M);
-                for (int m = 0; m < M; m++)
-                {
-                    double acc = 0, s = sb[m];
-                    for (int k = 0; k < points; k++)
-                    {
-                        double z = t[k] - s;
-                        acc += gp[k] * Math.Exp(-z * z * inv2) * z;
-                    }
-                    gs[m] = acc * dcoef;
-                }
+                for (int k = 0; k < points; k++) gp[k] *= dcoef;
+                KernelGradient(sb, t, gp, inv2, gs);
                 // ∂/∂F through the cosine similarities, then spread over the heads.
                 var fb = feats.AsSpan(b * P * D, P * D);
                 var gf = new double[D];
@@ -112,9 +118,7 @@ internal static class PatchSimilarityEntropy
                         double gsym = gs[i * P + j] + gs[j * P + i];
                         if (gsym == 0) continue;
                         diag += gsym * sb[i * P + j];
-                        double c = gsym / norms[b * P + j];
-                        var fj = fb.Slice(j * D, D);
-                        for (int d = 0; d < D; d++) gf[d] += c * fj[d];
+                        TensorPrimitives.MultiplyAdd(fb.Slice(j * D, D), gsym / norms[b * P + j], gf, gf);
                     }
                     var fi = fb.Slice(i * D, D);
                     for (int d = 0; d < D; d++) gf[d] = (gf[d] - diag * fi[d] / ni) / ni;
@@ -180,61 +184,96 @@ internal static class PatchSimilarityEntropy
     }
 
     /// <summary>KDE of the similarities at the points t (double accumulation).</summary>
-    private static void Density(ReadOnlySpan<float> s, double[] t, float bandwidth, Span<double> p)
+    private static void Density(ReadOnlySpan<double> s, double[] t, float bandwidth, Span<double> p)
     {
         double inv2 = 1.0 / (2.0 * bandwidth * bandwidth), norm = 1.0 / (Math.Sqrt(2 * Math.PI) * bandwidth * s.Length);
-        for (int k = 0; k < t.Length; k++)
+        int K = t.Length, m = 0;
+        p.Clear();
+        if (Vector256.IsHardwareAccelerated)
         {
-            double acc = 0, tk = t[k];
-            for (int m = 0; m < s.Length; m++)
+            var acc = new Vector256<double>[K];
+            var vi = Vector256.Create(-inv2);
+            ref double s0 = ref MemoryMarshal.GetReference(s);
+            for (; m + 4 <= s.Length; m += 4)
             {
-                double z = tk - s[m];
-                acc += Math.Exp(-z * z * inv2);
+                var v = Vector256.LoadUnsafe(ref s0, (nuint)m);
+                for (int k = 0; k < K; k++)
+                {
+                    var z = Vector256.Create(t[k]) - v;
+                    acc[k] += Vector256.Exp(Vector256.Max(z * z * vi, Vector256.Create(ExpFloor)));
+                }
             }
-            p[k] = acc * norm;
+            for (int k = 0; k < K; k++) p[k] = Vector256.Sum(acc[k]);
+        }
+        for (; m < s.Length; m++)
+            for (int k = 0; k < K; k++)
+            {
+                double z = t[k] - s[m];
+                p[k] += Math.Exp(Math.Max(-z * z * inv2, ExpFloor));
+            }
+        for (int k = 0; k < K; k++) p[k] *= norm;
+    }
+
+    /// <summary>g[m] = Σ_k c_k·exp(−z²·inv2)·z with z = t_k − s[m] (the exponent floored as in Density).</summary>
+    private static void KernelGradient(ReadOnlySpan<double> s, double[] t, double[] c, double inv2, Span<double> g)
+    {
+        int K = t.Length, m = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var vi = Vector256.Create(-inv2);
+            ref double s0 = ref MemoryMarshal.GetReference(s);
+            ref double g0 = ref MemoryMarshal.GetReference(g);
+            for (; m + 4 <= s.Length; m += 4)
+            {
+                var v = Vector256.LoadUnsafe(ref s0, (nuint)m);
+                var acc = Vector256<double>.Zero;
+                for (int k = 0; k < K; k++)
+                {
+                    var z = Vector256.Create(t[k]) - v;
+                    acc += Vector256.Create(c[k]) * Vector256.Exp(Vector256.Max(z * z * vi, Vector256.Create(ExpFloor))) * z;
+                }
+                acc.StoreUnsafe(ref g0, (nuint)m);
+            }
+        }
+        for (; m < s.Length; m++)
+        {
+            double acc = 0;
+            for (int k = 0; k < K; k++)
+            {
+                double z = t[k] - s[m];
+                acc += c[k] * Math.Exp(Math.Max(-z * z * inv2, ExpFloor)) * z;
+            }
+            g[m] = acc;
         }
     }
 
-    /// <summary>Patch features averaged over heads, [B, P, D].</summary>
-    private static float[] MeanPatchFeatures(float[] o, Layout g)
+    /// <summary>Patch features averaged over heads, [B, P, D], in double.</summary>
+    private static double[] MeanPatchFeatures(float[] o, Layout g)
     {
-        var f = new float[g.B * g.P * g.D];
-        float invH = 1f / g.H;
+        var f = new double[g.B * g.P * g.D];
+        double invH = 1.0 / g.H;
         Parallelism.For(0, g.B, b =>
         {
             var dst = f.AsSpan(b * g.P * g.D, g.P * g.D);
+            var sum = new float[g.P * g.D];
             for (int h = 0; h < g.H; h++)
-            {
-                var src = o.AsSpan(((b * g.H + h) * g.N + g.Prefix) * g.D, g.P * g.D);
-                System.Numerics.Tensors.TensorPrimitives.Add(dst, src, dst);
-            }
-            System.Numerics.Tensors.TensorPrimitives.Multiply(dst, invH, dst);
+                TensorPrimitives.Add(sum, o.AsSpan(((b * g.H + h) * g.N + g.Prefix) * g.D, g.P * g.D), sum);
+            for (int i = 0; i < sum.Length; i++) dst[i] = sum[i] * invH;
         });
         return f;
     }
 
-    private static void Similarities(float[] feats, double[] norms, float[] sims, Layout g, int b)
+    private static void Similarities(double[] feats, double[] norms, double[] sims, Layout g, int b)
     {
         int P = g.P, D = g.D;
         var fb = feats.AsSpan(b * P * D, P * D);
-        for (int i = 0; i < P; i++)
-        {
-            var fi = fb.Slice(i * D, D);
-            double sq = 0;
-            for (int d = 0; d < D; d++) sq += (double)fi[d] * fi[d];
-            norms[b * P + i] = Math.Max(Math.Sqrt(sq), CosEps);
-        }
+        for (int i = 0; i < P; i++) norms[b * P + i] = Math.Max(TensorPrimitives.Norm<double>(fb.Slice(i * D, D)), CosEps);
         var sb = sims.AsSpan(b * P * P, P * P);
         for (int i = 0; i < P; i++)
         {
             var fi = fb.Slice(i * D, D);
             for (int j = i; j < P; j++)
-            {
-                var fj = fb.Slice(j * D, D);
-                double dot = 0;
-                for (int d = 0; d < D; d++) dot += (double)fi[d] * fj[d];
-                sb[i * P + j] = sb[j * P + i] = (float)(dot / (norms[b * P + i] * norms[b * P + j]));
-            }
+                sb[i * P + j] = sb[j * P + i] = TensorPrimitives.Dot<double>(fi, fb.Slice(j * D, D)) / (norms[b * P + i] * norms[b * P + j]);
         }
     }
 
