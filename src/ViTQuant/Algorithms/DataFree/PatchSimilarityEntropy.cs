@@ -15,8 +15,8 @@
 // Images are independent, so the work runs in parallel over b with per-image results combined in order.
 // The P²·K kernel evaluations dominate on large maps (Swin's first stage: P = 256, 655k per image and layer,
 // forward and backward again), so they run in one vectorised double pass over the pairs with all K points per
-// load (Vector256.Exp, several times the scalar Math.Exp loop); the ∂/∂F pass and the similarities use the features in
-// double, vectorised over the feature width. Reference() is the literal scalar twin.
+// load (Vector256.Exp, several times the scalar Math.Exp loop); the ∂/∂F pass and the similarities use the
+// features in double, vectorised over the feature width. Reference() is the literal scalar twin.
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
