@@ -63,8 +63,7 @@ public static partial class Vitq
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(data);
         options = (options ?? new AttentionAnalysisOptions()).Validated();
-        var net = model;
-        var cfg = net.Config;
+        var cfg = model.Config;
         if (AttentionSimilarity.MinHeads(cfg) < 2) throw new ArgumentException($"{cfg.Architecture} has a block with one head; inter-head similarity needs at least 2", nameof(model));
         int depth = cfg.BlockPrefixes().Count;
         int blk = options.Block ?? depth - 1;
@@ -82,10 +81,10 @@ public static partial class Vitq
         sink.ThrowIfCancellationRequested();
         var loader = new DataLoader(data, options.BatchSize, mean: cfg.Mean, std: cfg.Std);
         Tensor? first = null;
-        var report = AttentionSimilarity.Measure(net, loader.Epoch(0).Select(b => { first ??= b.Images; return b.Images; }),
+        var report = AttentionSimilarity.Measure(model, loader.Epoch(0).Select(b => { first ??= b.Images; return b.Images; }),
             done => sink.Report("analyze", done, data.Count));
         var gridImages = Ops.Narrow(first!, 0, 0, Math.Min(options.GridImages, first!.Shape[0]));
-        var (maps, heads, side) = AttentionSimilarity.HeadMaps(net, gridImages, blk, queryToken);
+        var (maps, heads, side) = AttentionSimilarity.HeadMaps(model, gridImages, blk, queryToken);
         sink.ThrowIfCancellationRequested();
         return new AttentionAnalysis(report, gridImages, maps, blk, q, queryToken, heads, side);
     }

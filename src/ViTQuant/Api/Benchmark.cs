@@ -73,32 +73,31 @@ public static partial class Vitq
         ArgumentNullException.ThrowIfNull(model);
         if (batch < 1) throw new ArgumentException($"is {batch}, expected at least 1", nameof(batch));
         if (iterations < 1) throw new ArgumentException($"is {iterations}, expected at least 1", nameof(iterations));
-        var vit = model;
-        var c = vit.Config;
+        var c = model.Config;
         int B = batch, iters = iterations;
         var rng = new Rng(seed);
         var x = Tensor.Randn(rng, 1f, B, c.InChans, c.ImageSize, c.ImageSize);
         var labels = Enumerable.Range(0, B).Select(i => rng.NextInt(c.NumClasses)).ToArray();
-        double gflopPerImage = 2.0 * vit.MacsPerImage() / 1e9;
+        double gflopPerImage = 2.0 * model.MacsPerImage() / 1e9;
 
         // Validation: a finite forward pass.
         using (Autograd.NoGrad())
         {
-            var logits = vit.Forward(x);
+            var logits = model.Forward(x);
             if (logits.Data.Take(logits.Size).Any(v => !float.IsFinite(v))) throw new InvalidOperationException("benchmark forward produced non-finite logits");
         }
         cancellationToken.ThrowIfCancellationRequested();
 
         // Inference as evaluation runs it (Infer: no gradients, one stage's temporaries alive at a time, so
         // buffers are recycled while still in cache, as PyTorch's allocator and ORT's memory plan do).
-        double fwd = Median(iters, () => vit.Infer(x), out double fwdCpu);
+        double fwd = Median(iters, () => model.Infer(x), out double fwdCpu);
         cancellationToken.ThrowIfCancellationRequested();
 
-        var opt = new AdamW(vit.Parameters(), lr: 1e-4f, weightDecay: 0.05f);
+        var opt = new AdamW(model.Parameters(), lr: 1e-4f, weightDecay: 0.05f);
         void TrainStep()
         {
             opt.ZeroGrad();
-            var loss = Ops.CrossEntropy(vit.Forward(x), labels);
+            var loss = Ops.CrossEntropy(model.Forward(x), labels);
             loss.Backward();
             opt.Step();
         }
@@ -111,11 +110,11 @@ public static partial class Vitq
         cancellationToken.ThrowIfCancellationRequested();
 
         // Input gradient (what image synthesis needs): parameters frozen, gradient w.r.t. pixels only.
-        foreach (var p in vit.Parameters()) p.RequiresGrad = false;
+        foreach (var p in model.Parameters()) p.RequiresGrad = false;
         void InputGrad()
         {
             var xi = x.Clone().RequireGrad();
-            Ops.CrossEntropy(vit.Forward(xi), labels).Backward();
+            Ops.CrossEntropy(model.Forward(xi), labels).Backward();
         }
         double ig, igCpu;
         try
@@ -125,7 +124,7 @@ public static partial class Vitq
         }
         finally
         {
-            foreach (var p in vit.Parameters()) p.RequiresGrad = true;
+            foreach (var p in model.Parameters()) p.RequiresGrad = true;
         }
         cancellationToken.ThrowIfCancellationRequested();
 
@@ -170,7 +169,7 @@ public static partial class Vitq
         }
         return new BenchmarkResult
         {
-            Architecture = c.Architecture, Batch = B, Threads = Parallelism.Threads, GemmBackend = Gemm.Describe(), Parameters = vit.ParameterCount(),
+            Architecture = c.Architecture, Batch = B, Threads = Parallelism.Threads, GemmBackend = Gemm.Describe(), Parameters = model.ParameterCount(),
             GflopPerImage = gflopPerImage,
             ForwardImagesPerSecond = B / fwd, ForwardGflopPerSecond = B / fwd * gflopPerImage,
             // Process CPU seconds per step (all threads, medians): with one thread, the work itself, which the load

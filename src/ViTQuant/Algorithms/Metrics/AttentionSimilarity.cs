@@ -147,9 +147,9 @@ internal static class AttentionSimilarity
             int s = 0, bi = block;
             while (bi >= sw.Depths[s]) bi -= sw.Depths[s++];
             int r = sw.ActualResolution(s), M = sw.StageWindow(s), shift = sw.BlockShift(s, bi), Rp = (r + M - 1) / M * M, nw = Rp / M;
-            int y = ((r / 2 - shift) % r + r) % r, x = ((r / 2 - shift) % r + r) % r; // the center in the rolled map
-            window = y / M * nw + x / M;
-            row0 = y % M * M + x % M;
+            int y = ((r / 2 - shift) % r + r) % r; // the center's row (= column: the map is square) in the rolled map
+            window = y / M * nw + y / M;
+            row0 = y % M * M + y % M;
             keys0 = 0;
             side = M;
         }
