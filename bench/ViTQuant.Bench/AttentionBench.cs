@@ -1,5 +1,6 @@
 // Fused attention kernel speed on the ViT shapes, forward and backward, against the unfused op
-// graph on the same inputs (interleaved rounds; fastest and median call reported).
+// graph on the same inputs (interleaved rounds; fastest and median call reported). On AVX-512 CPUs "fused fwd"
+// is Attention512.cs and "GEMM-path fwd" the two-GEMM path other CPUs run.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- attn [--threads T] [--reps R]
 using System.Diagnostics;
 using ViTQuant.Kernels;
@@ -32,6 +33,8 @@ internal static class AttentionBench
             var cases = new (string, Action)[]
             {
                 ("fused fwd", () => AttentionKernel.Forward(qkv.Span, B, N, H, D, scale, probs, o)),
+                ("fused fwd no probs", () => AttentionKernel.Forward(qkv.Span, B, N, H, D, scale, default, o)),
+                ("GEMM-path fwd", () => { AttentionKernel.Avx512Path = false; try { AttentionKernel.Forward(qkv.Span, B, N, H, D, scale, probs, o); } finally { AttentionKernel.Avx512Path = true; } }),
                 ("fused bwd", () => AttentionKernel.Backward(qkv.Span, probs, w.Span, B, N, H, D, scale, d)),
                 ("unfused fwd", () => { using var _ = Autograd.NoGrad(); using var s = TensorArena.Scope(); Unfused(qkv, H, scale); }),
                 ("fused fwd+bwd", () => { using var s = TensorArena.Scope(); var x = qkv.Clone().RequireGrad(); Ops.Sum(Ops.Mul(Ops.FusedAttention(x, H, scale), w)).Backward(); }),

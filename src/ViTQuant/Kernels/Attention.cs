@@ -28,31 +28,40 @@
 namespace ViTQuant.Kernels;
 
 /// <summary>Fused softmax(scale·q·kᵀ)·v over all images and heads of a packed qkv buffer.</summary>
-internal static unsafe class AttentionKernel
+internal static unsafe partial class AttentionKernel
 {
     /// <summary>
     /// out[b, n, h·D + d] = Σ_m P[b, h, n, m]·v[b, h, m, d] with P = softmax over m of scale·q·kᵀ, and
-    /// probs = P. qkv is [B, N, 3·H·D], probs [B, H, N, N], output [B, N, H·D] (overwritten).
+    /// probs = P. qkv is [B, N, 3·H·D], probs [B, H, N, N] or empty (the probabilities are not kept: an
+    /// inference forward), output [B, N, H·D] (overwritten). Runs the AVX-512 path (Attention512.cs) when
+    /// the GEMM kernel in force is AVX-512, else two GEMM calls per (image, head).
     /// Throws ArgumentException when a size is not positive or a buffer is too short.
     /// </summary>
     public static void Forward(ReadOnlySpan<float> qkv, int batch, int tokens, int heads, int headDim, float scale,
         Span<float> probs, Span<float> output)
     {
-        Check(batch, tokens, heads, headDim, qkv.Length, probs.Length, output.Length, output.Length, "output");
+        bool keep = !probs.IsEmpty;
+        Check(batch, tokens, heads, headDim, qkv.Length, keep ? probs.Length : long.MaxValue, output.Length, output.Length, "output");
+        bool wide = UsesAvx512; // read on the calling thread: ForceKernel / ForceNarrow scopes are per flow
         fixed (float* pq = qkv, pp = probs, po = output)
         {
-            nint q = (nint)pq, p = (nint)pp, o = (nint)po;
+            nint q = (nint)pq, p = keep ? (nint)pp : 0, o = (nint)po;
             int N = tokens, H = heads, D = headDim, C = H * D, C3 = 3 * C;
             Parallelism.For(0, batch * H, t =>
             {
                 int b = t / H, h = t % H;
                 float* qb = (float*)q + (nint)b * N * C3 + h * D;
-                float* pt = (float*)p + (nint)t * N * N;
+                float* pt = p != 0 ? (float*)p + (nint)t * N * N : null;
                 float* ob = (float*)o + (nint)b * N * C + h * D;
+                if (wide)
+                {
+                    ForwardHead512(qb, qb + C, qb + 2 * C, C3, N, D, scale, pt, ob, C);
+                    return;
+                }
                 var qs = new ReadOnlySpan<float>(qb, (N - 1) * C3 + D);
                 var ks = new ReadOnlySpan<float>(qb + C, (N - 1) * C3 + D);
                 var vs = new ReadOnlySpan<float>(qb + 2 * C, (N - 1) * C3 + D);
-                var ps = new Span<float>(pt, N * N);
+                var ps = pt != null ? new Span<float>(pt, N * N) : Scratch(N * N).DP.AsSpan(0, N * N);
                 Gemm.Sgemm(false, true, N, N, D, scale, qs, C3, ks, C3, 0f, ps, N);
                 SoftmaxKernel.SoftmaxRows(ps, ps, N, N);
                 Gemm.Sgemm(false, false, N, D, N, 1f, ps, N, vs, C3, 0f, new Span<float>(ob, (N - 1) * C + D), C);
@@ -176,7 +185,7 @@ internal static unsafe class AttentionKernel
             }
     }
 
-    private static void Check(int batch, int tokens, int heads, int headDim, int qkvLen, int probsLen, int outLen, int gradLen, string gradName)
+    private static void Check(int batch, int tokens, int heads, int headDim, int qkvLen, long probsLen, int outLen, int gradLen, string gradName)
     {
         if (batch < 1 || tokens < 1 || heads < 1 || headDim < 1)
             throw new ArgumentException($"attention sizes must be positive, got B={batch} N={tokens} H={heads} D={headDim}");

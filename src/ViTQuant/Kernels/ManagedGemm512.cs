@@ -25,7 +25,7 @@ internal static unsafe partial class ManagedGemm
     // 12×32 tile: C = alpha·Σ_p a[p·12 + r]·b[p·32 + j] + beta·C (beta = 0 never reads C).
     // a and b are packed panels; b is 64-byte aligned (GemmPacking.Buffers, panels of kc·32 floats).
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel512(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta)
+    internal static void Kernel512(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta)
     {
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default, c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default, c90 = default, c91 = default, c100 = default, c101 = default, c110 = default, c111 = default;
         // Start pulling the C tile (12 rows of 2 cache lines) in now; it is needed at the end.

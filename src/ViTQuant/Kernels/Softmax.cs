@@ -112,7 +112,7 @@ internal static unsafe class SoftmaxKernel
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void SoftmaxRow512(float* x, float* y, int n)
+    internal static void SoftmaxRow512(float* x, float* y, int n)
     {
         if (n == 0) return;
         int full = n & ~15, tail = n - full;

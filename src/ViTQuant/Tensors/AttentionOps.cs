@@ -20,9 +20,14 @@ internal static partial class Ops
         if (B == 0 || N == 0) return Tensor.Output(B, N, C);
         // The kernel writes every element of both (beta = 0 products), so no zero fill is needed.
         var y = Tensor.OutputUninitialized(B, N, C);
+        if (!Autograd.Needs(qkv))
+        {
+            // No backward: the probabilities stay in the kernel's per-thread scratch.
+            AttentionKernel.Forward(qkv.Span, B, N, heads, D, scale, default, y.Span);
+            return y;
+        }
         var probs = Tensor.OutputUninitialized(B, heads, N, N); // [B, H, N, N], kept for the backward
         AttentionKernel.Forward(qkv.Span, B, N, heads, D, scale, probs.Span, y.Span);
-        if (!Autograd.Needs(qkv)) return y;
         return Autograd.Record("attention", y, new[] { qkv }, g =>
             AttentionKernel.Backward(qkv.Span, probs.Span, g.Span, B, N, heads, D, scale, qkv.GradSpan()));
     }

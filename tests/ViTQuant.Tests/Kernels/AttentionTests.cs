@@ -23,6 +23,10 @@ public class AttentionTests
         new object[] { 3, 7, 2, 5 },
         new object[] { 2, 13, 1, 17 },
         new object[] { 1, 1, 2, 3 },
+        // AVX-512 path: 64 + 32 columns, 64 + a 16-column tail, 32 + an 8-column tail; 25 rows = 2 blocks + 1.
+        new object[] { 1, 25, 2, 96 },
+        new object[] { 2, 12, 1, 80 },
+        new object[] { 1, 33, 3, 40 },
     };
 
     private static float[] Random(Rng rng, int n, float scale = 1f)
@@ -64,6 +68,10 @@ public class AttentionTests
                 AttentionKernel.Forward(qkv, B, N, H, D, scale, p, o);
                 AssertClose(refP, p, 1e-5, $"{kernel} probs {B}x{N}x{H}x{D}");
                 AssertClose(refO, o, 1e-5, $"{kernel} output {B}x{N}x{H}x{D}");
+                // Without kept probabilities (inference) the output is the same bit for bit.
+                var o2 = new float[refO.Length];
+                AttentionKernel.Forward(qkv, B, N, H, D, scale, default, o2);
+                Assert.Equal(o, o2);
                 var d = (float[])dInit.Clone();
                 AttentionKernel.Backward(qkv, p, dOut, B, N, H, D, scale, d);
                 AssertClose(refD, d, 1e-5, $"{kernel} dQkv {B}x{N}x{H}x{D}");

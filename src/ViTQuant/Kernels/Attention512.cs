@@ -1,0 +1,175 @@
+// The AVX-512 forward of the fused attention (formulas and layout in Attention.cs): one (image, head) at a
+// time without the general GEMM.
+//
+// Why not the GEMM: per head the two products are 197×197×64 and 197×64×197 (DeiT-Tiny), and the
+// blocked GEMM spends a large share of such small calls on packing (the whole N×N probability matrix is
+// repacked as the A operand of P·v), on zero-padded edge tiles merged through a scratch tile, and on
+// splitting P·v's K = 197 into two K blocks (C written twice). Measured with bench `gemm`: 66 % of the
+// GEMM peak on these shapes, against 96–105 % on the linear layers.
+//
+// Here, per (image, head):
+//   1. q is packed once into 12-row panels and kᵀ into 32-column panels (the GEMM's packers, O(N·D));
+//   2. for each block of 12 query rows: S (12 × N, padded to 32 columns) = scale·q·kᵀ with the GEMM's own
+//      12×32 micro-kernel (K = D in one block), into an L1-resident scratch;
+//   3. softmax of those 12 rows (the attention softmax kernel) into P — the caller's probs rows, or a
+//      12 × N scratch when the probabilities are not kept (inference);
+//   4. O rows = P·v with a micro-kernel that broadcasts P straight from its rows and loads v straight from
+//      the qkv buffer (row stride 3C): 6 rows × 64 columns (24 accumulators) or 6 × 32, no packing.
+// Head widths other than multiples of 32 go through a zero-padded copy of v's last columns.
+//
+// Numbers: S and P are the GEMM path's bit for bit (same kernel, same K order, same alpha rounding, same
+// softmax); O sums all N products in one chain where the GEMM splits K into blocks, so O differs from the
+// GEMM path by float rounding. Every (image, head) is one thread's, so thread count changes no bit.
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace ViTQuant.Kernels;
+
+internal static unsafe partial class AttentionKernel
+{
+    private const int Rows = GemmPacking.MR512, Cols = GemmPacking.NR512, PvRows = 6;
+
+    /// <summary>True when <see cref="Forward"/> runs the AVX-512 path (the GEMM kernel in force is AVX-512).</summary>
+    internal static bool UsesAvx512 => Avx512Path && ManagedGemm.Current == GemmKernel.Avx512 && RowSimd.Wide;
+
+    /// <summary>False: the GEMM path runs on AVX-512 CPUs too (kept for same-process A/B benchmarks).</summary>
+    internal static bool Avx512Path = true;
+
+    // One head: q, k, v are N×D with row stride ld (= 3C); probs is N×N (null: not kept); o is N×D with row stride ldo.
+    private static void ForwardHead512(float* q, float* k, float* v, nint ld, int n, int d, float scale,
+        float* probs, float* o, nint ldo)
+    {
+        int np = (n + Cols - 1) / Cols * Cols, mp = (n + Rows - 1) / Rows * Rows;
+        int tailWidth = d % Cols; // columns of v past the last full 32-column chunk
+        var s = Scratch512(mp * d, d * np, Rows * np, probs == null ? Rows * n : 0, tailWidth > 0 ? n * Cols : 0);
+        GemmPacking.PackA(false, q, ld, 0, 0, n, d, s.Q, Rows);
+        GemmPacking.PackB(true, k, ld, 0, 0, d, n, s.K, Cols);
+        if (tailWidth > 0)
+        {
+            // v's last tailWidth columns, zero-padded to 32, so the P·v kernel reads whole vectors.
+            int d0 = d - tailWidth;
+            for (int j = 0; j < n; j++)
+            {
+                float* src = v + j * ld + d0, dst = s.VTail + j * Cols;
+                for (int c = 0; c < Cols; c++) dst[c] = c < tailWidth ? src[c] : 0f;
+            }
+        }
+        for (int i0 = 0; i0 < n; i0 += Rows)
+        {
+            int mr = Math.Min(Rows, n - i0);
+            float* qPanel = s.Q + (nint)(i0 / Rows) * d * Rows;
+            for (int j0 = 0; j0 < n; j0 += Cols)
+                ManagedGemm.Kernel512(d, qPanel, s.K + (nint)(j0 / Cols) * d * Cols, s.S + j0, np, scale, 0f);
+            float* p = probs != null ? probs + (nint)i0 * n : s.P;
+            for (int r = 0; r < mr; r++) SoftmaxKernel.SoftmaxRow512(s.S + r * np, p + r * n, n);
+            for (int r0 = 0; r0 < mr; r0 += PvRows)
+            {
+                int rows = Math.Min(PvRows, mr - r0);
+                float* pr = p + (nint)r0 * n, orow = o + (i0 + r0) * ldo;
+                int c0 = 0;
+                for (; c0 + 2 * Cols <= d; c0 += 2 * Cols) Pv64(n, pr, n, rows, v + c0, ld, orow + c0, ldo);
+                if (c0 + Cols <= d) { Pv32(n, pr, n, rows, v + c0, ld, orow + c0, ldo); c0 += Cols; }
+                if (tailWidth > 0)
+                {
+                    Pv32(n, pr, n, rows, s.VTail, Cols, s.OTail, Cols);
+                    for (int r = 0; r < rows; r++)
+                        new ReadOnlySpan<float>(s.OTail + r * Cols, tailWidth).CopyTo(new Span<float>(orow + r * ldo + c0, tailWidth));
+                }
+            }
+        }
+    }
+
+    // o[r, 0..64) = Σ_j p[r·ldp + j]·v[j·ldv + 0..64) for r < rows (≤ 6). Rows past `rows` repeat the last
+    // valid row (computed, not stored), so no row pointer leaves the matrix.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Pv64(int n, float* p, nint ldp, int rows, float* v, nint ldv, float* o, nint ldo)
+    {
+        float* p0 = p, p1 = p + ldp * Math.Min(1, rows - 1), p2 = p + ldp * Math.Min(2, rows - 1),
+            p3 = p + ldp * Math.Min(3, rows - 1), p4 = p + ldp * Math.Min(4, rows - 1), p5 = p + ldp * Math.Min(5, rows - 1);
+        Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default, c10 = default, c11 = default, c12 = default, c13 = default,
+            c20 = default, c21 = default, c22 = default, c23 = default, c30 = default, c31 = default, c32 = default, c33 = default,
+            c40 = default, c41 = default, c42 = default, c43 = default, c50 = default, c51 = default, c52 = default, c53 = default;
+        for (int j = 0; j < n; j++, v += ldv)
+        {
+            var b0 = Avx512F.LoadVector512(v);
+            var b1 = Avx512F.LoadVector512(v + 16);
+            var b2 = Avx512F.LoadVector512(v + 32);
+            var b3 = Avx512F.LoadVector512(v + 48);
+            Vector512<float> a;
+            a = Vector512.Create(p0[j]); c00 = Avx512F.FusedMultiplyAdd(a, b0, c00); c01 = Avx512F.FusedMultiplyAdd(a, b1, c01); c02 = Avx512F.FusedMultiplyAdd(a, b2, c02); c03 = Avx512F.FusedMultiplyAdd(a, b3, c03);
+            a = Vector512.Create(p1[j]); c10 = Avx512F.FusedMultiplyAdd(a, b0, c10); c11 = Avx512F.FusedMultiplyAdd(a, b1, c11); c12 = Avx512F.FusedMultiplyAdd(a, b2, c12); c13 = Avx512F.FusedMultiplyAdd(a, b3, c13);
+            a = Vector512.Create(p2[j]); c20 = Avx512F.FusedMultiplyAdd(a, b0, c20); c21 = Avx512F.FusedMultiplyAdd(a, b1, c21); c22 = Avx512F.FusedMultiplyAdd(a, b2, c22); c23 = Avx512F.FusedMultiplyAdd(a, b3, c23);
+            a = Vector512.Create(p3[j]); c30 = Avx512F.FusedMultiplyAdd(a, b0, c30); c31 = Avx512F.FusedMultiplyAdd(a, b1, c31); c32 = Avx512F.FusedMultiplyAdd(a, b2, c32); c33 = Avx512F.FusedMultiplyAdd(a, b3, c33);
+            a = Vector512.Create(p4[j]); c40 = Avx512F.FusedMultiplyAdd(a, b0, c40); c41 = Avx512F.FusedMultiplyAdd(a, b1, c41); c42 = Avx512F.FusedMultiplyAdd(a, b2, c42); c43 = Avx512F.FusedMultiplyAdd(a, b3, c43);
+            a = Vector512.Create(p5[j]); c50 = Avx512F.FusedMultiplyAdd(a, b0, c50); c51 = Avx512F.FusedMultiplyAdd(a, b1, c51); c52 = Avx512F.FusedMultiplyAdd(a, b2, c52); c53 = Avx512F.FusedMultiplyAdd(a, b3, c53);
+        }
+        Store4(o, c00, c01, c02, c03);
+        if (rows > 1) Store4(o + ldo, c10, c11, c12, c13);
+        if (rows > 2) Store4(o + 2 * ldo, c20, c21, c22, c23);
+        if (rows > 3) Store4(o + 3 * ldo, c30, c31, c32, c33);
+        if (rows > 4) Store4(o + 4 * ldo, c40, c41, c42, c43);
+        if (rows > 5) Store4(o + 5 * ldo, c50, c51, c52, c53);
+    }
+
+    // As Pv64 for 32 columns (12 accumulators).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Pv32(int n, float* p, nint ldp, int rows, float* v, nint ldv, float* o, nint ldo)
+    {
+        float* p0 = p, p1 = p + ldp * Math.Min(1, rows - 1), p2 = p + ldp * Math.Min(2, rows - 1),
+            p3 = p + ldp * Math.Min(3, rows - 1), p4 = p + ldp * Math.Min(4, rows - 1), p5 = p + ldp * Math.Min(5, rows - 1);
+        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
+            c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        for (int j = 0; j < n; j++, v += ldv)
+        {
+            var b0 = Avx512F.LoadVector512(v);
+            var b1 = Avx512F.LoadVector512(v + 16);
+            Vector512<float> a;
+            a = Vector512.Create(p0[j]); c00 = Avx512F.FusedMultiplyAdd(a, b0, c00); c01 = Avx512F.FusedMultiplyAdd(a, b1, c01);
+            a = Vector512.Create(p1[j]); c10 = Avx512F.FusedMultiplyAdd(a, b0, c10); c11 = Avx512F.FusedMultiplyAdd(a, b1, c11);
+            a = Vector512.Create(p2[j]); c20 = Avx512F.FusedMultiplyAdd(a, b0, c20); c21 = Avx512F.FusedMultiplyAdd(a, b1, c21);
+            a = Vector512.Create(p3[j]); c30 = Avx512F.FusedMultiplyAdd(a, b0, c30); c31 = Avx512F.FusedMultiplyAdd(a, b1, c31);
+            a = Vector512.Create(p4[j]); c40 = Avx512F.FusedMultiplyAdd(a, b0, c40); c41 = Avx512F.FusedMultiplyAdd(a, b1, c41);
+            a = Vector512.Create(p5[j]); c50 = Avx512F.FusedMultiplyAdd(a, b0, c50); c51 = Avx512F.FusedMultiplyAdd(a, b1, c51);
+        }
+        Store2(o, c00, c01);
+        if (rows > 1) Store2(o + ldo, c10, c11);
+        if (rows > 2) Store2(o + 2 * ldo, c20, c21);
+        if (rows > 3) Store2(o + 3 * ldo, c30, c31);
+        if (rows > 4) Store2(o + 4 * ldo, c40, c41);
+        if (rows > 5) Store2(o + 5 * ldo, c50, c51);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store4(float* o, Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
+    {
+        Avx512F.Store(o, a); Avx512F.Store(o + 16, b); Avx512F.Store(o + 32, c); Avx512F.Store(o + 48, d);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store2(float* o, Vector512<float> a, Vector512<float> b)
+    {
+        Avx512F.Store(o, a); Avx512F.Store(o + 16, b);
+    }
+
+    // This thread's scratch for one head, carved from one pinned buffer that only grows (so a forward
+    // allocates nothing once warm). Every part starts on a 64-byte boundary (the micro-kernel's aligned loads).
+    private readonly struct Head512Scratch(float* q, float* k, float* s, float* p, float* vTail, float* oTail)
+    {
+        public readonly float* Q = q, K = k, S = s, P = p, VTail = vTail, OTail = oTail;
+    }
+
+    [ThreadStatic] private static float[]? _scratch512;
+
+    private static Head512Scratch Scratch512(int q, int k, int s, int p, int vTail)
+    {
+        static int Up(int x) => (x + GemmPacking.Slack + 15) & ~15; // room for the packers' slack, then align
+        int oTail = vTail > 0 ? PvRows * Cols : 0;
+        int total = Up(q) + Up(k) + Up(s) + Up(p) + Up(vTail) + Up(oTail) + 16;
+        if (_scratch512 == null || _scratch512.Length < total)
+            _scratch512 = GC.AllocateUninitializedArray<float>(total, pinned: true);
+        float* at = (float*)(((nint)Unsafe.AsPointer(ref _scratch512[0]) + 63) & ~(nint)63);
+        float* Next(int len) { float* r = at; at += Up(len); return r; }
+        return new Head512Scratch(Next(q), Next(k), Next(s), Next(p), Next(vTail), Next(oTail));
+    }
+}
