@@ -181,7 +181,7 @@ internal static class Scaling
         var wall = new[] { new List<double>(), new List<double>() };
         var cpu = new[] { new List<double>(), new List<double>() };
         var main = new[] { new List<double>(), new List<double>() };
-        bool pool = Environment.GetEnvironmentVariable("VITQ_SPIN_POOL") == "1";
+        bool pool = Parallelism.UseSpinPool; // VITQ_SPIN_POOL=0: the .NET thread pool
         for (int r = -2; r < rounds; r++)
             for (int t = 1; t <= 2; t++)
             {

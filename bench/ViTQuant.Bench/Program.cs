@@ -10,13 +10,17 @@
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- cpubench [--arch A] [--batch B] [--iters N]
 //       one-thread CPU time per inference forward, training step, input gradient (JSON; before/after across builds)
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- attn [--threads T] [--reps R]
-//       fused attention kernel against the unfused op graph
+//       fused attention kernel (AVX-512 path and GEMM path) against the unfused op graph
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- engine-ab [--arch A] [--batch B] [--threads T] [--rounds R] [--sleep MS] [--train]
+//       whole model with each run-time engine switch (worker pool, GEMM split, attention path) off in turn
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- --filter '*'
 //       BenchmarkDotNet
 using BenchmarkDotNet.Running;
 using ViTQuant.Bench;
 using ViTQuant.Kernels;
 
+if (args.Length > 0 && args[0] == "engine-ab")
+    return EngineAb.Run(args[1..]);
 if (args.Length > 0 && args[0] == "handoff")
     return HandOff.Run(args[1..]);
 if (args.Length > 0 && args[0] == "scaling")

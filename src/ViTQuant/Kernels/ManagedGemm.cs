@@ -23,13 +23,14 @@
 // Edge tiles: packing pads op(A) rows and op(B) columns with zeros, the kernel computes a full
 // 6×16 tile into a scratch tile, and only the valid part is merged into C.
 //
-// Threads: with parallel = true the call splits C into Parallelism.Threads contiguous row (or
-// column) ranges, multiples of MR (NR), and each worker runs the whole blocked nest on its own
-// range with its own thread-static packing buffers. This needs no barriers; the cost is that each
-// worker packs the shared operand again (K·N extra copies per worker against M·N·K/threads FMAs).
-// Small products (< 2M multiply-adds) stay on the calling thread: a Parallel.For hand-off costs
-// more than they do. Range starts are multiples of the tile size, so every element of C is computed
-// by the same operations in the same order whatever the thread count: results are bit-identical.
+// Threads: with parallel = true and enough rows, op(B) is packed once into a shared buffer by all
+// workers, then C's rows are cut into chunks of whole tiles (≥ 4 per worker) that workers take one at a
+// time, each packing its own A rows (RunSharedB: a late or slowed worker takes fewer chunks instead of
+// stretching the call). Otherwise (few rows, or a packed B over 16 MB) C is split into Parallelism.Threads
+// contiguous row (or column) ranges, multiples of the tile, each worker running the whole blocked nest
+// with its own packing buffers. Small products (< 2M multiply-adds) stay on the calling thread: a hand-off
+// costs more than they do. Either way every element of C is computed by the same operations in the same
+// order whatever the thread count: results are bit-identical.
 //
 // Kernels (GemmKernel), chosen at run time, best first:
 //   Avx512    12×32 tile in 24 Vector512 accumulators (ManagedGemm512.cs), on CPUs with AVX-512F;
@@ -183,11 +184,12 @@ internal static unsafe partial class ManagedGemm
         }
     }
 
-    // Splits C into row ranges (when M is the larger side) or column ranges, one per worker.
-    // The caller keeps a, b and c pinned for the duration.
+    // Parallel C: the shared-B row split when there are enough rows for it, else one contiguous row (or
+    // column) range per worker, each running the whole blocked nest. The caller keeps a, b and c pinned.
     private static void RunParallel(int threads, bool transA, bool transB, int m, int n, int k, float alpha,
         nint a, int lda, nint b, int ldb, float beta, nint c, int ldc, nint bias, GemmKernel kernel)
     {
+        if (SharedB && RunSharedB(threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias, kernel)) return;
         bool splitRows = m >= n;
         bool wide = kernel == GemmKernel.Avx512;
         int unit = splitRows ? (wide ? MR512 : MR) : (wide ? NR512 : NR), extent = splitRows ? m : n;
@@ -210,6 +212,105 @@ internal static unsafe partial class ManagedGemm
                 Blocked(transA, transB, m, end - start, k, alpha, pa, lda, bSub, ldb, beta, pc + start, ldc, pbias == null ? null : pbias + start, kernel);
             }
         });
+    }
+
+    /// <summary>False: every parallel call splits C into one range per worker (kept for same-process A/B benchmarks).</summary>
+    internal static bool SharedB = true;
+
+    // Packed B larger than this (floats) is not worth one shared copy: the per-worker split packs it in NC blocks.
+    private const long SharedBMaxFloats = 1L << 22;
+
+    // The shared-B split. Why: with one fixed range per worker, a worker that starts late or runs on a core
+    // another process holds stretches the whole call (measured: the median DeiT-Tiny fc1 call 1.5× its fastest),
+    // and every worker packs all of B again. Here op(B) is packed once, all K blocks, by all workers (region 1,
+    // one item per K block and group of panels), then C's rows are cut into chunks of whole tiles, at least
+    // 4 per worker, that workers take one at a time (region 2), each packing its own A rows. Every C tile sees
+    // the same K blocks in the same order with the same kernel as in Blocked, so results are bit for bit
+    // those of one thread. False (nothing done) when there are too few rows or B is too large.
+    private static bool RunSharedB(int threads, bool transA, bool transB, int m, int n, int k, float alpha,
+        nint a, int lda, nint b, int ldb, float beta, nint c, int ldc, nint bias, GemmKernel kernel)
+    {
+        bool wide = kernel == GemmKernel.Avx512;
+        int tr = wide ? MR512 : MR, tc = wide ? NR512 : NR, kcLimit = wide ? KC512 : KC;
+        int kBlocks = (k + kcLimit - 1) / kcLimit, kcMax = (k + kBlocks - 1) / kBlocks;
+        int np = RoundUp(n, tc), panels = np / tc;
+        long blockFloats = (long)np * kcMax;
+        if (blockFloats * kBlocks > SharedBMaxFloats) return false;
+        // Chunks: a multiple of the worker count, ≥ 4 per worker, ≤ MC rows, whole tiles.
+        int perWorker = Math.Max(4, (m + threads * MC - 1) / (threads * MC));
+        int rows = RoundUp((m + threads * perWorker - 1) / (threads * perWorker), tr);
+        int chunks = (m + rows - 1) / rows;
+        if (chunks < 2 * threads) return false;
+
+        float* bp = SharedBuffer(blockFloats * kBlocks);
+        nint shared = (nint)bp;
+        const int PanelsPerItem = 4;
+        int groups = (panels + PanelsPerItem - 1) / PanelsPerItem;
+        Parallelism.For(0, kBlocks * groups, it =>
+        {
+            int kb = it / groups, j0 = it % groups * PanelsPerItem * tc;
+            int pc = (int)((long)k * kb / kBlocks), kc = (int)((long)k * (kb + 1) / kBlocks) - pc;
+            float* dst = (float*)shared + kb * blockFloats + (nint)(j0 / tc) * kc * tc;
+            GemmPacking.PackB(transB, (float*)b, ldb, pc, j0, kc, Math.Min(PanelsPerItem * tc, n - j0), dst, tc);
+        });
+        Parallelism.For(0, chunks, ch =>
+        {
+            int i0 = ch * rows, mc = Math.Min(rows, m - i0);
+            GemmPacking.Buffers(rows * kcMax, 0, out float* ap, out _);
+            float* tile = stackalloc float[MR512 * NR512 + 16];
+            tile = (float*)(((nint)tile + 63) & ~(nint)63);
+            float* pbias = (float*)bias, cRows = (float*)c + (nint)i0 * ldc;
+            for (int kb = 0; kb < kBlocks; kb++)
+            {
+                int pc = (int)((long)k * kb / kBlocks), kc = (int)((long)k * (kb + 1) / kBlocks) - pc;
+                GemmPacking.PackA(transA, (float*)a, lda, i0, pc, mc, kc, ap, tr);
+                Tiles(kc, mc, n, ap, (float*)shared + kb * blockFloats, cRows, ldc, alpha,
+                    kb == 0 && pbias == null ? beta : 1f, kb == 0 ? pbias : null, tile, kernel);
+            }
+        });
+        return true;
+    }
+
+    // The caller's shared packed-B buffer (64-byte aligned, grows only). Workers read it while the caller
+    // waits in the same region, so a thread-static buffer of the calling thread is safe.
+    [ThreadStatic] private static float[]? _sharedB;
+
+    private static float* SharedBuffer(long floats)
+    {
+        int need = (int)floats + GemmPacking.Slack + 16;
+        if (_sharedB == null || _sharedB.Length < need)
+            _sharedB = GC.AllocateUninitializedArray<float>(need, pinned: true);
+        return (float*)(((nint)Unsafe.AsPointer(ref _sharedB[0]) + 63) & ~(nint)63);
+    }
+
+    // C[0..mc, 0..nc] (row stride ldc) = alpha·Ap·Bp + beta·C for one packed A block (mc rows) and one packed B
+    // block (nc columns), tile by tile: B micro-panels outer (each stays in L1), A panels inner. bias (null:
+    // none) fills each tile just before the product lands on it with beta = 1 (the caller passes beta = 1).
+    private static void Tiles(int kc, int mc, int nc, float* ap, float* bp, float* c, nint ldc, float alpha, float beta,
+        float* bias, float* tile, GemmKernel kernel)
+    {
+        bool wide = kernel == GemmKernel.Avx512;
+        int tr = wide ? MR512 : MR, tc = wide ? NR512 : NR;
+        for (int jr = 0; jr < nc; jr += tc)
+        {
+            int nr = Math.Min(tc, nc - jr);
+            float* bPanel = bp + (nint)(jr / tc) * kc * tc;
+            for (int ir = 0; ir < mc; ir += tr)
+            {
+                int mr = Math.Min(tr, mc - ir);
+                float* aPanel = ap + (nint)(ir / tr) * kc * tr;
+                float* cTile = c + ir * ldc + jr;
+                if (bias != null) FillRows(cTile, ldc, mr, nr, bias + jr);
+                if (mr == tr && nr == tc)
+                    Kernel(kernel, kc, aPanel, bPanel, cTile, ldc, alpha, beta);
+                else
+                {
+                    Kernel(kernel, kc, aPanel, bPanel, tile, tc, 1f, 0f);
+                    if (wide) MergeEdge512(tile, mr, nr, cTile, ldc, alpha, beta);
+                    else MergeEdge(tile, tc, mr, nr, cTile, ldc, alpha, beta);
+                }
+            }
+        }
     }
 
     // The single-threaded blocked nest described in the file header, for the kernel's tile and block sizes.
@@ -241,26 +342,7 @@ internal static unsafe partial class ManagedGemm
                 {
                     int mc = Math.Min(MC, m - ic);
                     GemmPacking.PackA(transA, a, lda, ic, pc, mc, kc, ap, tr);
-                    for (int jr = 0; jr < nc; jr += tc)
-                    {
-                        int nr = Math.Min(tc, nc - jr);
-                        float* bPanel = bp + (nint)(jr / tc) * kc * tc;
-                        for (int ir = 0; ir < mc; ir += tr)
-                        {
-                            int mr = Math.Min(tr, mc - ir);
-                            float* aPanel = ap + (nint)(ir / tr) * kc * tr;
-                            float* cTile = c + (ic + ir) * ldc + jc + jr;
-                            if (fillBias) FillRows(cTile, ldc, mr, nr, bias + jc + jr);
-                            if (mr == tr && nr == tc)
-                                Kernel(kernel, kc, aPanel, bPanel, cTile, ldc, alpha, betaK);
-                            else
-                            {
-                                Kernel(kernel, kc, aPanel, bPanel, tile, tc, 1f, 0f);
-                                if (wide) MergeEdge512(tile, mr, nr, cTile, ldc, alpha, betaK);
-                                else MergeEdge(tile, tc, mr, nr, cTile, ldc, alpha, betaK);
-                            }
-                        }
-                    }
+                    Tiles(kc, mc, nc, ap, bp, c + ic * ldc + jc, ldc, alpha, betaK, fillBias ? bias + jc : null, tile, kernel);
                 }
             }
         }

@@ -1,0 +1,81 @@
+// Same-process A/B of the engine's run-time switches on a whole model, calls interleaved round by round
+// (so drift in a shared machine's load falls on every variant alike): SpinPool against the .NET thread pool
+// (Parallelism.UseSpinPool), the shared-B parallel GEMM against one range per worker (ManagedGemm.SharedB),
+// the AVX-512 attention against its two-GEMM path (AttentionKernel.Avx512Path), and all three off.
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- engine-ab [--arch A] [--batch B] [--threads T] [--rounds R] [--sleep MS] [--train]
+// --train times forward + cross-entropy backward (no optimizer step), else the no-grad Infer; --sleep pauses
+// before every call (as `vitq bench --engine onnx` does), so each call starts with parked workers.
+using System.Diagnostics;
+using ViTQuant.Kernels;
+using ViTQuant.Models;
+using ViTQuant.Tensors;
+
+namespace ViTQuant.Bench;
+
+internal static class EngineAb
+{
+    private sealed record Variant(string Name, bool SpinPool, bool SharedB, bool Attention512);
+
+    public static int Run(string[] args)
+    {
+        string arch = "deit_tiny_patch16_224";
+        int batch = 8, rounds = 21, sleep = 0;
+        bool train = false;
+        Parallelism.Threads = 2;
+        for (int i = 0; i < args.Length; i++)
+        {
+            switch (args[i])
+            {
+                case "--arch": arch = args[++i]; break;
+                case "--batch": batch = int.Parse(args[++i]); break;
+                case "--threads": Parallelism.Threads = int.Parse(args[++i]); break;
+                case "--rounds": rounds = int.Parse(args[++i]); break;
+                case "--sleep": sleep = int.Parse(args[++i]); break;
+                case "--train": train = true; break;
+                default: Console.Error.WriteLine($"engine-ab: unknown argument '{args[i]}'"); return 2;
+            }
+        }
+        var variants = new[]
+        {
+            new Variant("all on (default)", true, true, true),
+            new Variant(".NET thread pool", false, true, true),
+            new Variant("GEMM range per worker", true, false, true),
+            new Variant("GEMM-path attention", true, true, false),
+            new Variant("all off", false, false, false),
+        };
+        var model = new VisionTransformer(ViTConfig.FromArchitecture(arch), 1);
+        var c = model.Config;
+        var x = Tensor.Randn(new Rng(3), 1f, batch, c.InChans, c.ImageSize, c.ImageSize);
+        var labels = Enumerable.Range(0, batch).Select(i => i % c.NumClasses).ToArray();
+        var t = variants.Select(_ => new List<double>()).ToArray();
+        var saved = new Variant("", Parallelism.UseSpinPool, ManagedGemm.SharedB, AttentionKernel.Avx512Path);
+        void Set(Variant v) { Parallelism.UseSpinPool = v.SpinPool; ManagedGemm.SharedB = v.SharedB; AttentionKernel.Avx512Path = v.Attention512; }
+        try
+        {
+            for (int r = -2; r < rounds; r++)
+                for (int i = 0; i < variants.Length; i++)
+                {
+                    Set(variants[i]);
+                    if (sleep > 0) Thread.Sleep(sleep);
+                    var sw = Stopwatch.StartNew();
+                    using (TensorArena.Scope())
+                    {
+                        if (train) { model.ZeroGrad(); Ops.CrossEntropy(model.Forward(x), labels).Backward(); }
+                        else using (Autograd.NoGrad()) model.Infer(x);
+                    }
+                    if (r >= 0) t[i].Add(sw.Elapsed.TotalMilliseconds);
+                }
+        }
+        finally { Set(saved); }
+        Console.WriteLine($"{arch} batch {batch} threads {Parallelism.Threads}, {(train ? "forward + backward" : "Infer")}, {rounds} interleaved rounds, sleep {sleep} ms");
+        double baseMed = 0;
+        for (int i = 0; i < variants.Length; i++)
+        {
+            t[i].Sort();
+            double med = t[i][t[i].Count / 2];
+            if (i == 0) baseMed = med;
+            Console.WriteLine($"{variants[i].Name,-24} median {med,8:F1} ms ({med / baseMed:F2}×)   fastest {t[i][0],8:F1} ms");
+        }
+        return 0;
+    }
+}
