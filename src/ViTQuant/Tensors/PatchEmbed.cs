@@ -7,6 +7,8 @@
 //   y    [B, L, D]      timm's order: conv output [B, D, Gh, Gw] flattened over the grid, then transposed
 // Because stride = kernel the patches do not overlap: im2col is a permutation of x, and its backward
 // (col2im) scatters each column gradient back to exactly one pixel.
+using ViTQuant.Kernels;
+
 namespace ViTQuant.Tensors;
 
 internal static partial class Ops
@@ -31,9 +33,9 @@ internal static partial class Ops
             throw new ArgumentException($"patch_embed: bias has shape {Tensor.ShapeString(b.Shape)}, expected [{d}]");
 
         int gh = h / patch, gw = wd / patch, tokens = gh * gw, rows = bs * tokens, kf = c * patch * patch;
-        var cols = TensorArena.Rent(rows * kf);
+        var cols = TensorArena.RentUninitialized(rows * kf); // im2col writes every element
         PatchIm2Col(x.Span, cols, bs, c, h, wd, patch, toCols: true);
-        var y = Tensor.Output(bs, tokens, d);
+        var y = Tensor.OutputUninitialized(bs, tokens, d); // DenseCore writes every row
         DenseCore.Forward(cols, rows, kf, w.Span, d, b != null ? b.Span : default, y.Span);
 
         bool needs = b != null ? Autograd.Needs(x, w, b) : Autograd.Needs(x, w);
@@ -51,23 +53,33 @@ internal static partial class Ops
     /// <summary>
     /// toCols: copies image patches into cols. Otherwise the adjoint: adds cols back into the image
     /// (col2im; each pixel belongs to exactly one patch, so "adds" is a plain scatter-accumulate).
+    /// Rows of patches (one image, one grid row) are split across workers: they touch disjoint pixels and columns.
     /// </summary>
-    private static void PatchIm2Col(Span<float> img, Span<float> cols, int bs, int c, int h, int wd, int p, bool toCols)
+    private static unsafe void PatchIm2Col(Span<float> img, Span<float> cols, int bs, int c, int h, int wd, int p, bool toCols)
     {
         int gh = h / p, gw = wd / p, kf = c * p * p;
-        for (int bi = 0; bi < bs; bi++)
-            for (int gy = 0; gy < gh; gy++)
-                for (int gx = 0; gx < gw; gx++)
+        fixed (float* pi = img, pc = cols)
+        {
+            nint im = (nint)pi, co = (nint)pc;
+            Parallelism.ForChunks(bs * gh, 1 + RowSimd.ParallelGrain / (gw * kf), (r0, r1) =>
+            {
+                for (int rowOfGrid = r0; rowOfGrid < r1; rowOfGrid++)
                 {
-                    int row = (bi * gh + gy) * gw + gx;
-                    for (int ch = 0; ch < c; ch++)
-                        for (int ky = 0; ky < p; ky++)
-                        {
-                            var pix = img.Slice(((bi * c + ch) * h + gy * p + ky) * wd + gx * p, p);
-                            var col = cols.Slice(row * kf + (ch * p + ky) * p, p);
-                            if (toCols) pix.CopyTo(col);
-                            else System.Numerics.Tensors.TensorPrimitives.Add(pix, col, pix);
-                        }
+                    int bi = rowOfGrid / gh, gy = rowOfGrid % gh;
+                    for (int gx = 0; gx < gw; gx++)
+                    {
+                        int row = rowOfGrid * gw + gx;
+                        for (int ch = 0; ch < c; ch++)
+                            for (int ky = 0; ky < p; ky++)
+                            {
+                                var pix = new Span<float>((float*)im + ((long)(bi * c + ch) * h + gy * p + ky) * wd + gx * p, p);
+                                var col = new Span<float>((float*)co + (long)row * kf + (ch * p + ky) * p, p);
+                                if (toCols) pix.CopyTo(col);
+                                else System.Numerics.Tensors.TensorPrimitives.Add(pix, col, pix);
+                            }
+                    }
                 }
+            });
+        }
     }
 }

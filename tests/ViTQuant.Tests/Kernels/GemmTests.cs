@@ -434,4 +434,60 @@ public class GemmTests
         Assert.True(rows.AsSpan().SequenceEqual(viaGemm));
         Assert.Throws<ArgumentException>(() => Gemm.SgemmBias(false, true, 50, 70, 90, 1f, p2.A, p2.Lda, p2.B, p2.Ldb, b2.AsSpan(0, 69), viaGemm, p2.Ldc));
     }
+
+    // The GELU epilogue rewrites each finished tile in place: bit for bit the bias GEMM followed by GeluKernel.Gelu
+    // over C, on every kernel, both GELU paths, 1–3 workers (shared-B chunks and per-worker ranges), several K
+    // blocks (K = 520), edge tiles, a padded C whose padding must stay untouched.
+    [Theory]
+    [InlineData((int)GemmKernel.Portable)]
+    [InlineData((int)GemmKernel.Avx2)]
+    [InlineData((int)GemmKernel.Avx512)]
+    public void GeluEpilogueEqualsGeluAfterTheProduct(int kernelId)
+    {
+        var kernel = (GemmKernel)kernelId;
+        var rng = new Rng(29);
+        var shapes = new (int M, int N, int K)[] { (1, 1, 1), (13, 33, 200), (30, 100, 520), (197, 64, 64), (300, 40, 70) };
+        foreach (bool doublePath in new[] { false, true })
+            foreach (var (m, n, k) in shapes)
+                foreach (int threads in new[] { 1, 2, 3 })
+                {
+                    var pr = new Problem(rng, false, true, m, n, k, pad: 2);
+                    var bias = new float[n];
+                    for (int j = 0; j < n; j++) bias[j] = 4f * rng.NextFloat() - 2f;
+                    var want = (float[])pr.C0.Clone();
+                    ManagedGemm.Run(false, true, m, n, k, 1f, pr.A, pr.Lda, pr.B, pr.Ldb, 0f, want, pr.Ldc, bias, threads, kernel);
+                    GeluKernel.ForceDoublePath = doublePath;
+                    try
+                    {
+                        for (int i = 0; i < m; i++) GeluKernel.Gelu(want.AsSpan(i * pr.Ldc, n), want.AsSpan(i * pr.Ldc, n));
+                        var got = (float[])pr.C0.Clone();
+                        var epilogue = GemmEpilogue.Gelu(GeluKernel.Avx512Path);
+                        ManagedGemm.Run(false, true, m, n, k, 1f, pr.A, pr.Lda, pr.B, pr.Ldb, 0f, got, pr.Ldc, bias, threads, kernel, epilogue);
+                        Assert.True(want.AsSpan().SequenceEqual(got), $"{kernel} GELU (double path {doublePath}) {m}x{n}x{k} threads {threads}");
+                    }
+                    finally { GeluKernel.ForceDoublePath = false; }
+                }
+    }
+
+    // Ops.LinearGelu: the same numbers as Gelu(Linear(·)) without gradients, and the plain composition (with
+    // its backward) when an input needs a gradient.
+    [Fact]
+    public void LinearGeluEqualsGeluOfLinear()
+    {
+        var rng = new Rng(31);
+        var x = Tensor.Randn(rng, 1f, 3, 50, 40);
+        var w = Tensor.Randn(rng, 0.3f, 70, 40);
+        var b = Tensor.Randn(rng, 0.5f, 70);
+        using (Autograd.NoGrad())
+        {
+            Assert.Equal(Ops.Gelu(Ops.Linear(x, w, b)).ToArray(), Ops.LinearGelu(x, w, b).ToArray());
+            Assert.Equal(Ops.Gelu(Ops.Linear(x, w, null)).ToArray(), Ops.LinearGelu(x, w, null).ToArray());
+        }
+        var xg = x.Clone().RequireGrad();
+        Ops.Sum(Ops.LinearGelu(xg, w, b)).Backward();
+        var xr = x.Clone().RequireGrad();
+        Ops.Sum(Ops.Gelu(Ops.Linear(xr, w, b))).Backward();
+        Assert.Equal(xr.Grad!.ToArray(), xg.Grad!.ToArray());
+        Assert.Throws<ArgumentException>(() => Ops.LinearGelu(x, Tensor.Randn(rng, 1f, 70, 41), b));
+    }
 }
