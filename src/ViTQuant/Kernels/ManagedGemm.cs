@@ -305,8 +305,8 @@ internal static unsafe partial class ManagedGemm
             for (int kb = 0; kb < kBlocks; kb++)
             {
                 int pc = (int)((long)k * kb / kBlocks), kc = (int)((long)k * (kb + 1) / kBlocks) - pc;
-                GemmPacking.PackA(transA, (float*)a, lda, i0, pc, mc, kc, ap, tr);
-                Tiles(kc, mc, n, ap, (float*)shared + kb * blockFloats, cRows, ldc, alpha,
+                float* direct = PackA(transA, (float*)a, lda, i0, pc, mc, kc, ap, kernel);
+                Tiles(kc, mc, n, ap, direct, lda, (float*)shared + kb * blockFloats, cRows, ldc, alpha,
                     kb == 0 && pbias == null ? beta : 1f, kb == 0 ? pbias : null, tile, kernel,
                     kb == kBlocks - 1 ? epilogue : GemmEpilogue.None);
             }
@@ -326,12 +326,36 @@ internal static unsafe partial class ManagedGemm
         return (float*)(((nint)Unsafe.AsPointer(ref _sharedB[0]) + 63) & ~(nint)63);
     }
 
-    // C[0..mc, 0..nc] (row stride ldc) = alpha·Ap·Bp + beta·C for one packed A block (mc rows) and one packed B
-    // block (nc columns), tile by tile: B micro-panels outer (each stays in L1), A panels inner. bias (null:
-    // none) fills each tile just before the product lands on it with beta = 1 (the caller passes beta = 1);
-    // the epilogue (only on the last K block) then rewrites the finished tile.
-    private static void Tiles(int kc, int mc, int nc, float* ap, float* bp, float* c, nint ldc, float alpha, float beta,
-        float* bias, float* tile, GemmKernel kernel, GemmEpilogue epilogue)
+    /// <summary>
+    /// False: the AVX-512 kernel reads A only from packed panels, as the others do (kept for same-process A/B
+    /// benchmarks and tests; the numbers are the same bit for bit).
+    /// </summary>
+    internal static bool DirectA = true;
+
+    // Packs op(A)[ic .., pc ..] (mc × kc) for the kernel, or as little of it as needed. With the AVX-512 kernel
+    // and A not transposed, full 12-row panels are read in place (Kernel512Direct broadcasts from A's rows, as
+    // MLAS does): that saves a copy of all of A per call, which on a model's cold activations costs as much as
+    // a tenth of the product (measured with bench `gemm` shapes: 0.2–0.5 ms per DeiT-Tiny layer). Only a
+    // partial last panel is packed, at ap. Returns A's address at (ic, pc) in that case, else null (all packed).
+    private static float* PackA(bool transA, float* a, nint lda, int ic, int pc, int mc, int kc, float* ap, GemmKernel kernel)
+    {
+        if (kernel == GemmKernel.Avx512 && !transA && DirectA)
+        {
+            int full = mc / MR512 * MR512;
+            if (full < mc) GemmPacking.PackA(false, a, lda, ic + full, pc, mc - full, kc, ap, MR512);
+            return a + (nint)ic * lda + pc;
+        }
+        GemmPacking.PackA(transA, a, lda, ic, pc, mc, kc, ap, kernel == GemmKernel.Avx512 ? MR512 : MR);
+        return null;
+    }
+
+    // C[0..mc, 0..nc] (row stride ldc) = alpha·Ap·Bp + beta·C for one A block (mc rows: packed at ap, or full
+    // panels read in place at direct with row stride lda and only a partial last panel at ap, see PackA) and one
+    // packed B block (nc columns), tile by tile: B micro-panels outer (each stays in L1), A panels inner. bias
+    // (null: none) fills each tile just before the product lands on it with beta = 1 (the caller passes
+    // beta = 1); the epilogue (only on the last K block) then rewrites the finished tile.
+    private static void Tiles(int kc, int mc, int nc, float* ap, float* direct, nint lda, float* bp, float* c, nint ldc,
+        float alpha, float beta, float* bias, float* tile, GemmKernel kernel, GemmEpilogue epilogue)
     {
         bool wide = kernel == GemmKernel.Avx512;
         int tr = wide ? MR512 : MR, tc = wide ? NR512 : NR;
@@ -342,14 +366,18 @@ internal static unsafe partial class ManagedGemm
             for (int ir = 0; ir < mc; ir += tr)
             {
                 int mr = Math.Min(tr, mc - ir);
-                float* aPanel = ap + (nint)(ir / tr) * kc * tr;
+                bool inPlace = direct != null && mr == tr;
+                float* aPanel = direct != null ? ap : ap + (nint)(ir / tr) * kc * tr;
                 float* cTile = c + ir * ldc + jr;
                 if (bias != null) FillRows(cTile, ldc, mr, nr, bias + jr);
-                if (mr == tr && nr == tc)
+                if (inPlace && nr == tc)
+                    Kernel512Direct(kc, direct + ir * lda, lda, bPanel, cTile, ldc, alpha, beta);
+                else if (mr == tr && nr == tc)
                     Kernel(kernel, kc, aPanel, bPanel, cTile, ldc, alpha, beta);
                 else
                 {
-                    Kernel(kernel, kc, aPanel, bPanel, tile, tc, 1f, 0f);
+                    if (inPlace) Kernel512Direct(kc, direct + ir * lda, lda, bPanel, tile, tc, 1f, 0f);
+                    else Kernel(kernel, kc, aPanel, bPanel, tile, tc, 1f, 0f);
                     if (wide) MergeEdge512(tile, mr, nr, cTile, ldc, alpha, beta);
                     else MergeEdge(tile, tc, mr, nr, cTile, ldc, alpha, beta);
                 }
@@ -387,8 +415,8 @@ internal static unsafe partial class ManagedGemm
                 for (int ic = 0; ic < m; ic += MC)
                 {
                     int mc = Math.Min(MC, m - ic);
-                    GemmPacking.PackA(transA, a, lda, ic, pc, mc, kc, ap, tr);
-                    Tiles(kc, mc, nc, ap, bp, c + ic * ldc + jc, ldc, alpha, betaK, fillBias ? bias + jc : null, tile, kernel,
+                    float* direct = PackA(transA, a, lda, ic, pc, mc, kc, ap, kernel);
+                    Tiles(kc, mc, nc, ap, direct, lda, bp, c + ic * ldc + jc, ldc, alpha, betaK, fillBias ? bias + jc : null, tile, kernel,
                         kb == kBlocks - 1 ? epilogue : GemmEpilogue.None);
                 }
             }

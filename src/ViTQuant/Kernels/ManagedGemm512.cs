@@ -87,6 +87,73 @@ internal static unsafe partial class ManagedGemm
         }
     }
 
+    // Kernel512 with A read in place: row r of the 12×kc block at a + r·lda (A not transposed), instead of a
+    // packed panel. The same products in the same order, so the same bits. Rows are reached from four base
+    // pointers (rows 0, 3, 6, 9) plus 0, lda or 2·lda, which x86 addressing folds into each broadcast.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void Kernel512Direct(int kc, float* a, nint lda, float* b, float* c, nint ldc, float alpha, float beta)
+    {
+        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default, c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default, c90 = default, c91 = default, c100 = default, c101 = default, c110 = default, c111 = default;
+        for (int r = 0; r < MR512; r++)
+        {
+            Sse.Prefetch0(c + r * ldc);
+            Sse.Prefetch0(c + r * ldc + 16);
+        }
+        float* a0 = a, a3 = a + 3 * lda, a6 = a + 6 * lda, a9 = a + 9 * lda;
+        nint l1 = lda, l2 = 2 * lda;
+        for (int p = 0; p < kc; p++)
+        {
+            var b0 = Avx512F.LoadAlignedVector512(b);
+            var b1 = Avx512F.LoadAlignedVector512(b + 16);
+            Vector512<float> av;
+            av = Vector512.Create(a0[0]); c00 = Avx512F.FusedMultiplyAdd(av, b0, c00); c01 = Avx512F.FusedMultiplyAdd(av, b1, c01);
+            av = Vector512.Create(a0[l1]); c10 = Avx512F.FusedMultiplyAdd(av, b0, c10); c11 = Avx512F.FusedMultiplyAdd(av, b1, c11);
+            av = Vector512.Create(a0[l2]); c20 = Avx512F.FusedMultiplyAdd(av, b0, c20); c21 = Avx512F.FusedMultiplyAdd(av, b1, c21);
+            av = Vector512.Create(a3[0]); c30 = Avx512F.FusedMultiplyAdd(av, b0, c30); c31 = Avx512F.FusedMultiplyAdd(av, b1, c31);
+            av = Vector512.Create(a3[l1]); c40 = Avx512F.FusedMultiplyAdd(av, b0, c40); c41 = Avx512F.FusedMultiplyAdd(av, b1, c41);
+            av = Vector512.Create(a3[l2]); c50 = Avx512F.FusedMultiplyAdd(av, b0, c50); c51 = Avx512F.FusedMultiplyAdd(av, b1, c51);
+            av = Vector512.Create(a6[0]); c60 = Avx512F.FusedMultiplyAdd(av, b0, c60); c61 = Avx512F.FusedMultiplyAdd(av, b1, c61);
+            av = Vector512.Create(a6[l1]); c70 = Avx512F.FusedMultiplyAdd(av, b0, c70); c71 = Avx512F.FusedMultiplyAdd(av, b1, c71);
+            av = Vector512.Create(a6[l2]); c80 = Avx512F.FusedMultiplyAdd(av, b0, c80); c81 = Avx512F.FusedMultiplyAdd(av, b1, c81);
+            av = Vector512.Create(a9[0]); c90 = Avx512F.FusedMultiplyAdd(av, b0, c90); c91 = Avx512F.FusedMultiplyAdd(av, b1, c91);
+            av = Vector512.Create(a9[l1]); c100 = Avx512F.FusedMultiplyAdd(av, b0, c100); c101 = Avx512F.FusedMultiplyAdd(av, b1, c101);
+            av = Vector512.Create(a9[l2]); c110 = Avx512F.FusedMultiplyAdd(av, b0, c110); c111 = Avx512F.FusedMultiplyAdd(av, b1, c111);
+            a0++; a3++; a6++; a9++; b += NR512;
+        }
+        var va = Vector512.Create(alpha);
+        if (beta == 0f)
+        {
+            Avx512F.Store(c, c00 * va); Avx512F.Store(c + 16, c01 * va); c += ldc;
+            Avx512F.Store(c, c10 * va); Avx512F.Store(c + 16, c11 * va); c += ldc;
+            Avx512F.Store(c, c20 * va); Avx512F.Store(c + 16, c21 * va); c += ldc;
+            Avx512F.Store(c, c30 * va); Avx512F.Store(c + 16, c31 * va); c += ldc;
+            Avx512F.Store(c, c40 * va); Avx512F.Store(c + 16, c41 * va); c += ldc;
+            Avx512F.Store(c, c50 * va); Avx512F.Store(c + 16, c51 * va); c += ldc;
+            Avx512F.Store(c, c60 * va); Avx512F.Store(c + 16, c61 * va); c += ldc;
+            Avx512F.Store(c, c70 * va); Avx512F.Store(c + 16, c71 * va); c += ldc;
+            Avx512F.Store(c, c80 * va); Avx512F.Store(c + 16, c81 * va); c += ldc;
+            Avx512F.Store(c, c90 * va); Avx512F.Store(c + 16, c91 * va); c += ldc;
+            Avx512F.Store(c, c100 * va); Avx512F.Store(c + 16, c101 * va); c += ldc;
+            Avx512F.Store(c, c110 * va); Avx512F.Store(c + 16, c111 * va);
+        }
+        else
+        {
+            var vb = Vector512.Create(beta);
+            StoreRow512(c, c00, c01, va, vb); c += ldc;
+            StoreRow512(c, c10, c11, va, vb); c += ldc;
+            StoreRow512(c, c20, c21, va, vb); c += ldc;
+            StoreRow512(c, c30, c31, va, vb); c += ldc;
+            StoreRow512(c, c40, c41, va, vb); c += ldc;
+            StoreRow512(c, c50, c51, va, vb); c += ldc;
+            StoreRow512(c, c60, c61, va, vb); c += ldc;
+            StoreRow512(c, c70, c71, va, vb); c += ldc;
+            StoreRow512(c, c80, c81, va, vb); c += ldc;
+            StoreRow512(c, c90, c91, va, vb); c += ldc;
+            StoreRow512(c, c100, c101, va, vb); c += ldc;
+            StoreRow512(c, c110, c111, va, vb);
+        }
+    }
+
     // Edge tile: C[0..mr, 0..nr] = alpha·tile + beta·C (tile rows NR512 apart; beta = 0 does not read C),
     // with masked loads and stores so the columns past nr are neither read nor written. The same
     // arithmetic as MergeEdge (a product, then a sum; no FMA), so the result does not depend on which ran.

@@ -153,6 +153,10 @@ public class GemmTests
                 // Workers compute the same tiles in the same order, so the split changes no bit.
                 foreach (int threads in new[] { 2, 3 })
                     Assert.Equal(serial, pr.RunManaged(0.75f, 0.5f, threads, kernel));
+                // Nor does reading A in place instead of from packed panels (the AVX-512 kernel, A not transposed).
+                ManagedGemm.DirectA = false;
+                try { Assert.Equal(serial, pr.RunManaged(0.75f, 0.5f, 2, kernel)); }
+                finally { ManagedGemm.DirectA = true; }
             }
         var port = new Problem(rng, false, true, m, n, k, pad: 1);
         port.AssertClose(port.RunManaged(1f, 0f, 2, portable: true), 1f, 0f, $"portable {m}x{n}x{k}");
