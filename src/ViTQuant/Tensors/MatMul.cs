@@ -115,10 +115,14 @@ internal static partial class Ops
         bool needs = b != null ? Autograd.Needs(x, w, b) : Autograd.Needs(x, w);
         if (!needs) return y;
         var parents = b != null ? new[] { x, w, b } : new[] { x, w };
-        return Autograd.Record("linear", y, parents, g => DenseCore.Backward(g.Span, x.Span, w.Span, rows, inF, outF,
-            x.RequiresGrad ? x.GradSpan() : default,
-            w.RequiresGrad ? w.GradSpan() : default,
-            b is { RequiresGrad: true } ? b.GradSpan() : default));
+        return Autograd.Record("linear", y, parents, g =>
+        {
+            bool dxFresh = false;
+            var dx = x.RequiresGrad ? x.GradSpanForOverwrite(out dxFresh) : default;
+            DenseCore.Backward(g.Span, x.Span, w.Span, rows, inF, outF, dx,
+                w.RequiresGrad ? w.GradSpan() : default,
+                b is { RequiresGrad: true } ? b.GradSpan() : default, dxFresh);
+        });
     }
 
     /// <summary>
@@ -216,14 +220,29 @@ internal static class DenseCore
 
     /// <summary>
     /// Accumulates dx += g·w, dw += gᵀ·x, db += Σ_rows g for g = dy [rows, out]; empty targets are skipped.
+    /// <paramref name="dxFresh"/>: dx holds no gradient yet (uninitialised) and is overwritten, dx = g·w.
     /// </summary>
-    public static void Backward(ReadOnlySpan<float> g, ReadOnlySpan<float> x, ReadOnlySpan<float> w, int rows, int inF, int outF,
-        Span<float> dx, Span<float> dw, Span<float> db)
+    public static unsafe void Backward(ReadOnlySpan<float> g, ReadOnlySpan<float> x, ReadOnlySpan<float> w, int rows, int inF, int outF,
+        Span<float> dx, Span<float> dw, Span<float> db, bool dxFresh = false)
     {
+        if (dxFresh && (rows == 0 || outF == 0 || inF == 0)) dx[..(rows * inF)].Clear();
         if (rows == 0 || outF == 0) return;
-        if (dx.Length > 0 && inF > 0) Gemm.Sgemm(false, false, rows, inF, outF, 1f, g, outF, w, inF, 1f, dx, inF);
+        if (dx.Length > 0 && inF > 0) Gemm.Sgemm(false, false, rows, inF, outF, 1f, g, outF, w, inF, dxFresh ? 0f : 1f, dx, inF);
         if (dw.Length > 0 && inF > 0) Gemm.Sgemm(true, false, outF, inF, rows, 1f, g, outF, x, inF, 1f, dw, inF);
-        if (db.Length > 0)
-            for (int r = 0; r < rows; r++) TensorPrimitives.Add(db[..outF], g.Slice(r * outF, outF), db[..outF]);
+        if (db.Length == 0) return;
+        // Column ranges across workers, each summing its columns over the rows in row order: the same
+        // additions in the same order as one pass row by row, so the same bits for any thread count.
+        const int Cols = 64;
+        fixed (float* pg = g, pd = db)
+        {
+            nint gp = (nint)pg, dp = (nint)pd;
+            int n = outF;
+            Parallelism.ForChunks((n + Cols - 1) / Cols, Math.Max(1, RowSimd.ParallelGrain / Math.Max(1, rows * Cols)), (c0, c1) =>
+            {
+                int j0 = c0 * Cols, len = Math.Min(n, c1 * Cols) - j0;
+                var d = new Span<float>((float*)dp + j0, len);
+                for (int r = 0; r < rows; r++) TensorPrimitives.Add(d, new ReadOnlySpan<float>((float*)gp + (long)r * n + j0, len), d);
+            });
+        }
     }
 }

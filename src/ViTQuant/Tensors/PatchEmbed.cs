@@ -43,9 +43,9 @@ internal static partial class Ops
         var parents = b != null ? new[] { x, w, b } : new[] { x, w };
         return Autograd.Record("patch_embed", y, parents, g =>
         {
-            var dcols = x.RequiresGrad ? TensorArena.Rent(cols.Length) : null;
+            var dcols = x.RequiresGrad ? TensorArena.RentUninitialized(cols.Length) : null; // overwritten (dxFresh)
             DenseCore.Backward(g.Span, cols, w.Span, rows, kf, d, dcols, w.RequiresGrad ? w.GradSpan() : default,
-                b is { RequiresGrad: true } ? b.GradSpan() : default);
+                b is { RequiresGrad: true } ? b.GradSpan() : default, dxFresh: dcols != null);
             if (dcols != null) PatchIm2Col(x.GradSpan(), dcols, bs, c, h, wd, patch, toCols: false);
         });
     }

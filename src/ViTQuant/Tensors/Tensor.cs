@@ -166,6 +166,27 @@ public sealed partial class Tensor
     }
 
     /// <summary>
+    /// The gradient buffer for a backward that writes every element before it reads any: when there is no
+    /// gradient yet (<paramref name="fresh"/>), an intermediate's comes uninitialised and the caller overwrites
+    /// it (a GEMM with beta = 0, a copy) instead of accumulating onto a zero fill — one pass over the buffer
+    /// less. The same values (0 + g = g).
+    /// </summary>
+    internal Span<float> GradSpanForOverwrite(out bool fresh)
+    {
+        fresh = Grad == null;
+        Grad ??= IsLeaf ? new Tensor(Shape) : OutputUninitialized(Shape);
+        return Grad.Span;
+    }
+
+    /// <summary>grad += g (same shape): a copy into a fresh gradient, an add onto an existing one.</summary>
+    internal void AccumulateGrad(ReadOnlySpan<float> g)
+    {
+        var dst = GradSpanForOverwrite(out bool fresh);
+        if (fresh) g[..dst.Length].CopyTo(dst);
+        else System.Numerics.Tensors.TensorPrimitives.Add(dst, g[..dst.Length], dst);
+    }
+
+    /// <summary>
     /// Reverse-mode differentiation from this tensor. With no argument the tensor must hold one element
     /// and its gradient is 1; otherwise <paramref name="gradOutput"/> seeds it (same shape).
     /// Gradients accumulate into every reachable leaf with RequiresGrad; intermediate gradients are freed.
