@@ -71,19 +71,30 @@ internal static unsafe partial class AttentionKernel
 
     /// <summary>
     /// Accumulates the gradient of <see cref="Forward"/> into dQkv [B, N, 3·H·D] given the saved probs
-    /// [B, H, N, N] and dOut [B, N, H·D] (formulas in the file header).
+    /// [B, H, N, N] and dOut [B, N, H·D] (formulas in the file header). The AVX-512 path (Attention512.cs) when the
+    /// GEMM kernel in force is AVX-512 and the head width is a multiple of 32, else four GEMM calls per head.
     /// Throws ArgumentException when a size is not positive or a buffer is too short.
     /// </summary>
     public static void Backward(ReadOnlySpan<float> qkv, ReadOnlySpan<float> probs, ReadOnlySpan<float> dOut,
         int batch, int tokens, int heads, int headDim, float scale, Span<float> dQkv)
     {
         Check(batch, tokens, heads, headDim, qkv.Length, probs.Length, dOut.Length, dQkv.Length, "dQkv");
+        bool wide = UsesAvx512 && headDim % Cols == 0; // read on the calling thread (ForceKernel scopes)
         fixed (float* pq = qkv, pp = probs, pg = dOut, pd = dQkv)
         {
             nint q = (nint)pq, p = (nint)pp, g = (nint)pg, d = (nint)pd;
             int N = tokens, H = heads, D = headDim, C = H * D, C3 = 3 * C;
             Parallelism.For(0, batch * H, t =>
             {
+                if (wide)
+                {
+                    int bi = t / H, hi = t % H;
+                    nint off = (nint)bi * N * C3 + hi * D;
+                    float* qb = (float*)q + off, db = (float*)d + off;
+                    BackwardHead512(qb, qb + C, qb + 2 * C, C3, (float*)p + (nint)t * N * N, (float*)g + (nint)bi * N * C + hi * D, C,
+                        db, db + C, db + 2 * C, N, D, scale);
+                    return;
+                }
                 var (dP, dS) = Scratch(N * N);
                 int b = t / H, h = t % H;
                 nint qOff = (nint)b * N * C3 + h * D;

@@ -282,7 +282,11 @@ internal static unsafe partial class ManagedGemm
         int perWorker = Math.Max(4, (m + threads * MC - 1) / (threads * MC));
         int rows = RoundUp((m + threads * perWorker - 1) / (threads * perWorker), tr);
         int chunks = (m + rows - 1) / rows;
-        if (chunks < 2 * threads) return false;
+        // Each chunk streams all of packed B once, so a chunk must reuse each B micro-panel on enough A rows: with
+        // few rows (a weight gradient: M = out features, K = every token of the batch) the per-worker split, which
+        // keeps its B block in L2 for all its rows, is faster (vit_fmnist training at batch 64, 2 threads: the
+        // weight-gradient GEMMs took 49.6 ms per step on shared B, 40–45 ms with this limit; a noisy machine).
+        if (chunks < 2 * threads || rows < MC / 2) return false;
 
         float* bp = SharedBuffer(blockFloats * kBlocks);
         nint shared = (nint)bp;

@@ -23,8 +23,11 @@ public class AttentionTests
         new object[] { 3, 7, 2, 5 },
         new object[] { 2, 13, 1, 17 },
         new object[] { 1, 1, 2, 3 },
-        // AVX-512 path: 64 + 32 columns, 64 + a 16-column tail, 32 + an 8-column tail; 25 rows = 2 blocks + 1.
+        // AVX-512 path: 64 + 32 columns, 64 + a 16-column tail, 32 + an 8-column tail; 25 rows = 2 blocks + 1;
+        // exactly one 12-row block; 13 rows = a block + 1 (the backward's AVX-512 path takes widths 32k only).
         new object[] { 1, 25, 2, 96 },
+        new object[] { 1, 12, 2, 64 },
+        new object[] { 3, 13, 1, 32 },
         new object[] { 2, 12, 1, 80 },
         new object[] { 1, 33, 3, 40 },
     };
