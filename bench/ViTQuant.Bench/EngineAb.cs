@@ -1,9 +1,8 @@
 // Same-process A/B of the engine's run-time switches on a whole model, calls interleaved round by round
 // (so drift in a shared machine's load falls on every variant alike): SpinPool against the .NET thread pool
 // (Parallelism.UseSpinPool), the shared-B parallel GEMM against one range per worker (ManagedGemm.SharedB),
-// the AVX-512 attention against its two-GEMM path (AttentionKernel.Avx512Path), the GELU and residual GEMM
-// epilogues against separate passes (DenseCore.FusedEpilogues), the AVX-512 GEMM reading A in place against
-// packing all of it (ManagedGemm.DirectA), and all of them off.
+// the AVX-512 attention against its two-GEMM path (AttentionKernel.Avx512Path), the AVX-512 GEMM reading A in
+// place against packing all of it (ManagedGemm.DirectA), and all of them off.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- engine-ab [--arch A] [--batch B] [--threads T] [--rounds R] [--sleep MS] [--train]
 // --train times forward + cross-entropy backward (no optimizer step), else the no-grad Infer; --sleep pauses
 // before every call (as `vitq bench --engine onnx` does), so each call starts with parked workers.
@@ -16,7 +15,7 @@ namespace ViTQuant.Bench;
 
 internal static class EngineAb
 {
-    private sealed record Variant(string Name, bool SpinPool, bool SharedB, bool Attention512, bool Epilogues, bool DirectA);
+    private sealed record Variant(string Name, bool SpinPool, bool SharedB, bool Attention512, bool DirectA);
 
     public static int Run(string[] args)
     {
@@ -39,26 +38,24 @@ internal static class EngineAb
         }
         var variants = new[]
         {
-            new Variant("all on (default)", true, true, true, true, true),
-            new Variant(".NET thread pool", false, true, true, true, true),
-            new Variant("GEMM range per worker", true, false, true, true, true),
-            new Variant("GEMM-path attention", true, true, false, true, true),
-            new Variant("GELU/residual passes", true, true, true, false, true),
-            new Variant("GEMM packs all of A", true, true, true, true, false),
-            new Variant("all off", false, false, false, false, false),
+            new Variant("all on (default)", true, true, true, true),
+            new Variant(".NET thread pool", false, true, true, true),
+            new Variant("GEMM range per worker", true, false, true, true),
+            new Variant("GEMM-path attention", true, true, false, true),
+            new Variant("GEMM packs all of A", true, true, true, false),
+            new Variant("all off", false, false, false, false),
         };
         var model = new VisionTransformer(ViTConfig.FromArchitecture(arch), 1);
         var c = model.Config;
         var x = Tensor.Randn(new Rng(3), 1f, batch, c.InChans, c.ImageSize, c.ImageSize);
         var labels = Enumerable.Range(0, batch).Select(i => i % c.NumClasses).ToArray();
         var t = variants.Select(_ => new List<double>()).ToArray();
-        var saved = new Variant("", Parallelism.UseSpinPool, ManagedGemm.SharedB, AttentionKernel.Avx512Path, DenseCore.FusedEpilogues, ManagedGemm.DirectA);
+        var saved = new Variant("", Parallelism.UseSpinPool, ManagedGemm.SharedB, AttentionKernel.Avx512Path, ManagedGemm.DirectA);
         void Set(Variant v)
         {
             Parallelism.UseSpinPool = v.SpinPool;
             ManagedGemm.SharedB = v.SharedB;
             AttentionKernel.Avx512Path = v.Attention512;
-            DenseCore.FusedEpilogues = v.Epilogues;
             ManagedGemm.DirectA = v.DirectA;
         }
         try

@@ -72,23 +72,6 @@ internal static unsafe class GeluKernel
         }
     }
 
-    /// <summary>
-    /// x[0..n) = GELU(x) in place on the calling thread (no parallel split): the 16-lane path when
-    /// <paramref name="wide"/> (the caller read <see cref="Avx512Path"/>), else the double-lane one. For GEMM
-    /// epilogues; the same numbers as <see cref="Gelu"/> on the same path.
-    /// </summary>
-    internal static void GeluInPlace(float* x, int n, bool wide)
-    {
-        if (wide)
-        {
-            Gelu512(x, x, n);
-            return;
-        }
-        int full = n & ~7, tail = n - full;
-        for (int i = 0; i < full; i += 8) GeluVec(Vector256.Load(x + i)).Store(x + i);
-        if (tail > 0) RowSimd.StoreTail(GeluVec(RowSimd.LoadTail(x + full, tail, 0f)), x + full, tail);
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Gelu512(float* x, float* y, int n)
     {

@@ -62,43 +62,26 @@ public static class Gemm
 
     /// <summary>
     /// C = alpha·op(A)·op(B) + bias, bias[j] added to every row of C (C is not read; bias has ≥ n
-    /// elements), then C = GELU(C) when <paramref name="gelu"/>, or C = residual + C when
-    /// <paramref name="residual"/> is not empty (C's layout; it may not overlap C). The managed GEMM applies
-    /// either to each finished tile while it is in L1: the same numbers as GeluKernel.Gelu or a
-    /// TensorPrimitives.Add over C afterwards, which is what the OpenBLAS backend does. Throws
-    /// ArgumentException as Sgemm does, or on a short bias or residual.
+    /// elements). The same numbers as filling C's rows with the bias and calling <see cref="Sgemm"/> with
+    /// beta = 1, which is what the OpenBLAS backend does; the managed GEMM adds the bias tile by tile
+    /// instead of in a separate pass over C. Throws ArgumentException as Sgemm does, or on a short bias.
     /// </summary>
-    internal static unsafe void SgemmBias(bool transA, bool transB, int m, int n, int k, float alpha,
-        ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, ReadOnlySpan<float> bias, Span<float> c, int ldc,
-        bool gelu = false, ReadOnlySpan<float> residual = default)
+    internal static void SgemmBias(bool transA, bool transB, int m, int n, int k, float alpha,
+        ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, ReadOnlySpan<float> bias, Span<float> c, int ldc)
     {
         Validate(transA, transB, m, n, k, a.Length, lda, b.Length, ldb, c.Length, ldc);
         if (bias.Length < n) throw new ArgumentException($"GEMM bias has {bias.Length} elements, need {n}");
-        bool hasResidual = !residual.IsEmpty;
-        if (hasResidual && (gelu || residual.Length < (long)(m - 1) * ldc + n))
-            throw new ArgumentException(gelu ? "GEMM: GELU and a residual in one epilogue" : $"GEMM residual has {residual.Length} elements, too few for {m}x{n} (ldc {ldc})");
         if (m == 0 || n == 0) return;
         if (_backend == GemmBackend.OpenBlas && !Parallelism.InsideParallelBody)
         {
             for (int i = 0; i < m; i++) bias[..n].CopyTo(c.Slice(i * ldc, n));
             OpenBlas.Sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, 1f, c, ldc);
-            if (gelu && ldc == n) GeluKernel.Gelu(c[..(m * n)], c[..(m * n)]); // one parallel pass
-            else if (gelu || hasResidual)
-                for (int i = 0; i < m; i++)
-                {
-                    var row = c.Slice(i * ldc, n);
-                    if (gelu) GeluKernel.Gelu(row, row);
-                    else System.Numerics.Tensors.TensorPrimitives.Add(row, residual.Slice(i * ldc, n), row);
-                }
-            return;
         }
-        bool parallel = !Parallelism.InsideParallelBody;
-        int threads = parallel && (long)m * n * k >= ManagedGemm.ParallelMinMacs ? Parallelism.Threads : 1;
-        fixed (float* pc = c, pr = residual)
+        else
         {
-            var epilogue = gelu ? GemmEpilogue.Gelu(GeluKernel.Avx512Path)
-                : hasResidual ? GemmEpilogue.AddResidual((nint)(pr - pc)) : GemmEpilogue.None;
-            ManagedGemm.Run(transA, transB, m, n, k, alpha, a, lda, b, ldb, 0f, c, ldc, bias, threads, ManagedGemm.Current, epilogue);
+            bool parallel = !Parallelism.InsideParallelBody;
+            int threads = parallel && (long)m * n * k >= ManagedGemm.ParallelMinMacs ? Parallelism.Threads : 1;
+            ManagedGemm.Run(transA, transB, m, n, k, alpha, a, lda, b, ldb, 0f, c, ldc, bias, threads, ManagedGemm.Current);
         }
     }
 

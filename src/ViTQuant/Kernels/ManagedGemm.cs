@@ -51,46 +51,6 @@ namespace ViTQuant.Kernels;
 /// <summary>Micro-kernels of the managed SGEMM, slowest first.</summary>
 internal enum GemmKernel { Portable, Avx2, Avx512 }
 
-/// <summary>
-/// What happens to each C tile after its last K block, while it is still in L1: nothing; the exact GELU in
-/// place (GeluKernel's 16-lane or double-lane path, chosen by the caller); or a residual added, C += R, where
-/// R has C's layout and lies <see cref="ResidualOffset"/> floats from C (both pinned by the caller).
-/// </summary>
-internal readonly unsafe struct GemmEpilogue
-{
-    private enum Op { None, Gelu512, GeluDouble, AddResidual }
-
-    private readonly Op _op;
-
-    /// <summary>For AddResidual: R's address minus C's, in floats.</summary>
-    public readonly nint ResidualOffset;
-
-    private GemmEpilogue(Op op, nint residualOffset) { _op = op; ResidualOffset = residualOffset; }
-
-    public static GemmEpilogue None => default;
-
-    public static GemmEpilogue Gelu(bool wide) => new(wide ? Op.Gelu512 : Op.GeluDouble, 0);
-
-    public static GemmEpilogue AddResidual(nint residualOffset) => new(Op.AddResidual, residualOffset);
-
-    public bool IsNone => _op == Op.None;
-
-    /// <summary>Applies the epilogue to C[0..rows, 0..cols) (row stride ldc).</summary>
-    public void Apply(float* c, nint ldc, int rows, int cols)
-    {
-        for (int r = 0; r < rows; r++, c += ldc)
-        {
-            if (_op == Op.AddResidual)
-            {
-                // c + r: the same single rounding as Ops.Add(residual, product) (addition commutes exactly).
-                var row = new Span<float>(c, cols);
-                System.Numerics.Tensors.TensorPrimitives.Add(row, new ReadOnlySpan<float>(c + ResidualOffset, cols), row);
-            }
-            else if (_op != Op.None) GeluKernel.GeluInPlace(c, cols, _op == Op.Gelu512);
-        }
-    }
-}
-
 internal static unsafe partial class ManagedGemm
 {
     private const int MR = GemmPacking.MR, NR = GemmPacking.NR;
@@ -198,7 +158,7 @@ internal static unsafe partial class ManagedGemm
     /// </summary>
     internal static void Run(bool transA, bool transB, int m, int n, int k, float alpha,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc,
-        ReadOnlySpan<float> bias, int threads, GemmKernel kernel, GemmEpilogue epilogue = default)
+        ReadOnlySpan<float> bias, int threads, GemmKernel kernel)
     {
         // Validated here as well as in Gemm.Sgemm: everything below uses raw pointers.
         Gemm.Validate(transA, transB, m, n, k, a.Length, lda, b.Length, ldb, c.Length, ldc);
@@ -209,8 +169,6 @@ internal static unsafe partial class ManagedGemm
         {
             if (hasBias) for (int i = 0; i < m; i++) bias[..n].CopyTo(c.Slice(i * ldc, n));
             else ScaleC(m, n, beta, c, ldc);
-            if (!epilogue.IsNone)
-                fixed (float* pc = c) epilogue.Apply(pc, ldc, m, n);
             return;
         }
         kernel = Supported(kernel);
@@ -219,19 +177,19 @@ internal static unsafe partial class ManagedGemm
             float* bs = hasBias ? pbias : null;
             if (threads <= 1)
             {
-                Blocked(transA, transB, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, bs, kernel, epilogue);
+                Blocked(transA, transB, m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc, bs, kernel);
                 return;
             }
-            RunParallel(threads, transA, transB, m, n, k, alpha, (nint)pa, lda, (nint)pb, ldb, beta, (nint)pc, ldc, (nint)bs, kernel, epilogue);
+            RunParallel(threads, transA, transB, m, n, k, alpha, (nint)pa, lda, (nint)pb, ldb, beta, (nint)pc, ldc, (nint)bs, kernel);
         }
     }
 
     // Parallel C: the shared-B row split when there are enough rows for it, else one contiguous row (or
     // column) range per worker, each running the whole blocked nest. The caller keeps a, b and c pinned.
     private static void RunParallel(int threads, bool transA, bool transB, int m, int n, int k, float alpha,
-        nint a, int lda, nint b, int ldb, float beta, nint c, int ldc, nint bias, GemmKernel kernel, GemmEpilogue epilogue)
+        nint a, int lda, nint b, int ldb, float beta, nint c, int ldc, nint bias, GemmKernel kernel)
     {
-        if (SharedB && RunSharedB(threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias, kernel, epilogue)) return;
+        if (SharedB && RunSharedB(threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias, kernel)) return;
         bool splitRows = m >= n;
         bool wide = kernel == GemmKernel.Avx512;
         int unit = splitRows ? (wide ? MR512 : MR) : (wide ? NR512 : NR), extent = splitRows ? m : n;
@@ -246,12 +204,12 @@ internal static unsafe partial class ManagedGemm
             if (splitRows)
             {
                 float* aSub = transA ? pa + start : pa + (nint)start * lda;
-                Blocked(transA, transB, end - start, n, k, alpha, aSub, lda, pb, ldb, beta, pc + (nint)start * ldc, ldc, pbias, kernel, epilogue);
+                Blocked(transA, transB, end - start, n, k, alpha, aSub, lda, pb, ldb, beta, pc + (nint)start * ldc, ldc, pbias, kernel);
             }
             else
             {
                 float* bSub = transB ? pb + (nint)start * ldb : pb + start;
-                Blocked(transA, transB, m, end - start, k, alpha, pa, lda, bSub, ldb, beta, pc + start, ldc, pbias == null ? null : pbias + start, kernel, epilogue);
+                Blocked(transA, transB, m, end - start, k, alpha, pa, lda, bSub, ldb, beta, pc + start, ldc, pbias == null ? null : pbias + start, kernel);
             }
         });
     }
@@ -270,7 +228,7 @@ internal static unsafe partial class ManagedGemm
     // the same K blocks in the same order with the same kernel as in Blocked, so results are bit for bit
     // those of one thread. False (nothing done) when there are too few rows or B is too large.
     private static bool RunSharedB(int threads, bool transA, bool transB, int m, int n, int k, float alpha,
-        nint a, int lda, nint b, int ldb, float beta, nint c, int ldc, nint bias, GemmKernel kernel, GemmEpilogue epilogue)
+        nint a, int lda, nint b, int ldb, float beta, nint c, int ldc, nint bias, GemmKernel kernel)
     {
         bool wide = kernel == GemmKernel.Avx512;
         int tr = wide ? MR512 : MR, tc = wide ? NR512 : NR, kcLimit = wide ? KC512 : KC;
@@ -311,8 +269,7 @@ internal static unsafe partial class ManagedGemm
                 int pc = (int)((long)k * kb / kBlocks), kc = (int)((long)k * (kb + 1) / kBlocks) - pc;
                 float* direct = PackA(transA, (float*)a, lda, i0, pc, mc, kc, ap, kernel);
                 Tiles(kc, mc, n, ap, direct, lda, (float*)shared + kb * blockFloats, cRows, ldc, alpha,
-                    kb == 0 && pbias == null ? beta : 1f, kb == 0 ? pbias : null, tile, kernel,
-                    kb == kBlocks - 1 ? epilogue : GemmEpilogue.None);
+                    kb == 0 && pbias == null ? beta : 1f, kb == 0 ? pbias : null, tile, kernel);
             }
         });
         return true;
@@ -356,10 +313,9 @@ internal static unsafe partial class ManagedGemm
     // C[0..mc, 0..nc] (row stride ldc) = alpha·Ap·Bp + beta·C for one A block (mc rows: packed at ap, or full
     // panels read in place at direct with row stride lda and only a partial last panel at ap, see PackA) and one
     // packed B block (nc columns), tile by tile: B micro-panels outer (each stays in L1), A panels inner. bias
-    // (null: none) fills each tile just before the product lands on it with beta = 1 (the caller passes
-    // beta = 1); the epilogue (only on the last K block) then rewrites the finished tile.
+    // (null: none) fills each tile just before the product lands on it with beta = 1 (the caller passes beta = 1).
     private static void Tiles(int kc, int mc, int nc, float* ap, float* direct, nint lda, float* bp, float* c, nint ldc,
-        float alpha, float beta, float* bias, float* tile, GemmKernel kernel, GemmEpilogue epilogue)
+        float alpha, float beta, float* bias, float* tile, GemmKernel kernel)
     {
         bool wide = kernel == GemmKernel.Avx512;
         int tr = wide ? MR512 : MR, tc = wide ? NR512 : NR;
@@ -385,7 +341,6 @@ internal static unsafe partial class ManagedGemm
                     if (wide) MergeEdge512(tile, mr, nr, cTile, ldc, alpha, beta);
                     else MergeEdge(tile, tc, mr, nr, cTile, ldc, alpha, beta);
                 }
-                if (!epilogue.IsNone) epilogue.Apply(cTile, ldc, mr, nr);
             }
         }
     }
@@ -394,8 +349,7 @@ internal static unsafe partial class ManagedGemm
     // k ≥ 1, m, n ≥ 1. bias (null: none) is C's column bias: each tile is filled with it just before its
     // first K block, which then accumulates with beta = 1 (the tile is in L1 by then).
     private static void Blocked(bool transA, bool transB, int m, int n, int k, float alpha,
-        float* a, nint lda, float* b, nint ldb, float beta, float* c, nint ldc, float* bias, GemmKernel kernel,
-        GemmEpilogue epilogue = default)
+        float* a, nint lda, float* b, nint ldb, float beta, float* c, nint ldc, float* bias, GemmKernel kernel)
     {
         bool wide = kernel == GemmKernel.Avx512;
         int tr = wide ? MR512 : MR, tc = wide ? NR512 : NR;
@@ -420,8 +374,7 @@ internal static unsafe partial class ManagedGemm
                 {
                     int mc = Math.Min(MC, m - ic);
                     float* direct = PackA(transA, a, lda, ic, pc, mc, kc, ap, kernel);
-                    Tiles(kc, mc, nc, ap, direct, lda, bp, c + ic * ldc + jc, ldc, alpha, betaK, fillBias ? bias + jc : null, tile, kernel,
-                        kb == kBlocks - 1 ? epilogue : GemmEpilogue.None);
+                    Tiles(kc, mc, nc, ap, direct, lda, bp, c + ic * ldc + jc, ldc, alpha, betaK, fillBias ? bias + jc : null, tile, kernel);
                 }
             }
         }

@@ -277,8 +277,6 @@ internal sealed class SwinBlock : Module
     {
         var p = _p;
         var fc1In = Tokens(hooks, $"{p}.mlp.fc1", n, n.Shape[0]);
-        // Without hooks the GELU runs inside fc1's GEMM (VisionTransformer's Block.Mlp says why).
-        if (hooks == null) return Fc2.Forward(Ops.LinearGelu(fc1In, Fc1.Weight, Fc1.Bias));
         var h = Fc1.Forward(fc1In, hooks?.Weight($"{p}.mlp.fc1", Fc1.Weight));
         h = Ops.Gelu(h);
         if (hooks != null && hooks.WantsTap($"{p}.mlp.act")) hooks.Tap($"{p}.mlp.act", h);

@@ -109,19 +109,12 @@ public sealed class VisionTransformer : VisionModel
         foreach (var b in Blocks)
         {
             // Each half's residual sum is written straight into the other buffer: the same sum as Ops.Add
-            // (TensorPrimitives.Add) without a result tensor and the copy of it. Without hooks the sum is done
-            // by the half's last GEMM on each finished tile (proj and fc2; the same numbers again).
+            // (TensorPrimitives.Add) without a result tensor and the copy of it.
             var attnIn = cur;
-            if (hooks == null)
-                using (TensorArena.Scope())
-                    Ops.LinearResidualInto(b.MixTokens(b.Norm1.Forward(attnIn)), b.Proj.Weight, b.Proj.Bias, attnIn, next);
-            else Residual(attnIn, next, () => b.Attention(b.Norm1.Forward(attnIn), hooks));
+            Residual(attnIn, next, () => b.Attention(b.Norm1.Forward(attnIn), hooks));
             (cur, next) = (next, cur);
             var mlpIn = cur;
-            if (hooks == null)
-                using (TensorArena.Scope())
-                    Ops.LinearResidualInto(Ops.LinearGelu(b.Norm2.Forward(mlpIn), b.Fc1.Weight, b.Fc1.Bias), b.Fc2.Weight, b.Fc2.Bias, mlpIn, next);
-            else Residual(mlpIn, next, () => b.Mlp(b.Norm2.Forward(mlpIn), hooks));
+            Residual(mlpIn, next, () => b.Mlp(b.Norm2.Forward(mlpIn), hooks));
             (cur, next) = (next, cur);
         }
         var feats = cur;
@@ -280,7 +273,8 @@ internal sealed class Block : Module
     /// </summary>
     public Tensor Attention(Tensor x, IModelHooks? hooks)
     {
-        if (hooks == null) return Proj.Forward(MixTokens(x));
+        if (hooks == null)
+            return Proj.Forward(Ops.FusedAttention(Qkv.Forward(x), _heads, _scale));
         var p = _p;
         var qkv = Qkv.Forward(Act(hooks, $"{p}.attn.qkv", x), hooks?.Weight($"{p}.attn.qkv", Qkv.Weight));
         var (q, k, v) = Ops.SplitQkv(qkv, _heads);
@@ -298,18 +292,15 @@ internal sealed class Block : Module
         return Proj.Forward(Act(hooks, $"{p}.attn.proj", merged), hooks?.Weight($"{p}.attn.proj", Proj.Weight));
     }
 
-    /// <summary>The attention module without hooks up to the projection: the fused softmax(q·kᵀ)·v on qkv(x), [B, N, D].</summary>
-    internal Tensor MixTokens(Tensor x) => Ops.FusedAttention(Qkv.Forward(x), _heads, _scale);
-
     /// <summary>The MLP module (fc1 → GELU → fc2) on normalised tokens [B, N, D].</summary>
     public Tensor Mlp(Tensor x, IModelHooks? hooks)
     {
         var p = _p;
-        // Without hooks nothing can look at fc1's output before the GELU: the GEMM applies it to each finished
-        // tile (same values, one pass over the hidden activations less; the plain pair when gradients are on).
-        if (hooks == null) return Fc2.Forward(Ops.LinearGelu(x, Fc1.Weight, Fc1.Bias));
         var h = Fc1.Forward(Act(hooks, $"{p}.mlp.fc1", x), hooks?.Weight($"{p}.mlp.fc1", Fc1.Weight));
-        h = Ops.Gelu(h);
+        // Without gradients nothing else can hold fc1's fresh output: GELU overwrites it in place (same values,
+        // one buffer and one memory stream less).
+        if (hooks == null && !h.RequiresGrad && !Autograd.IsEnabled) Kernels.GeluKernel.Gelu(h.Span, h.Span);
+        else h = Ops.Gelu(h);
         if (hooks != null && hooks.WantsTap($"{p}.mlp.act")) hooks.Tap($"{p}.mlp.act", h);
         return Fc2.Forward(Act(hooks, $"{p}.mlp.fc2", h), hooks?.Weight($"{p}.mlp.fc2", Fc2.Weight));
     }

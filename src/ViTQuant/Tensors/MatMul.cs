@@ -125,51 +125,6 @@ internal static partial class Ops
         });
     }
 
-    /// <summary>
-    /// GELU(Linear(x, w, b)) with the GELU applied inside the GEMM to each finished output tile (one pass over
-    /// the output less; the same numbers). Only without gradients: when any input needs one, it is the plain
-    /// composition (the backward needs the pre-GELU values).
-    /// </summary>
-    public static Tensor LinearGelu(Tensor x, Tensor w, Tensor? b)
-    {
-        if (!DenseCore.FusedEpilogues || (b != null ? Autograd.Needs(x, w, b) : Autograd.Needs(x, w)) || x.Rank < 1 || w.Rank != 2 || x.Shape[^1] != w.Shape[1]
-            || (b != null && (b.Rank != 1 || b.Shape[0] != w.Shape[0])))
-            return Gelu(Linear(x, w, b)); // Linear throws the shape errors
-        int inF = w.Shape[1], outF = w.Shape[0];
-        int rows = inF == 0 ? Tensor.Numel(x.Shape.AsSpan(0, x.Rank - 1)) : x.Size / inF;
-        var outShape = x.Shape.ToArray();
-        outShape[^1] = outF;
-        var y = Tensor.OutputUninitialized(outShape);
-        DenseCore.Forward(x.Span, rows, inF, w.Span, outF, b != null ? b.Span : default, y.Span, gelu: true);
-        return y;
-    }
-
-    /// <summary>
-    /// dst = residual + Linear(x, w, b) with the sum done inside the GEMM on each finished output tile (the
-    /// same numbers as Ops.Add(residual, Linear(x, w, b)) without the product's buffer and the pass over it).
-    /// No autograd: for inference (the caller runs without gradients). dst and residual must have the output's
-    /// shape and must not share memory. Throws ArgumentException on mismatched shapes.
-    /// </summary>
-    public static void LinearResidualInto(Tensor x, Tensor w, Tensor? b, Tensor residual, Tensor dst)
-    {
-        if (x.Rank < 1 || w.Rank != 2 || x.Shape[^1] != w.Shape[1] || (b != null && (b.Rank != 1 || b.Shape[0] != w.Shape[0])))
-            throw new ArgumentException($"linear: x {Tensor.ShapeString(x.Shape)}, weight {Tensor.ShapeString(w.Shape)} and bias are incompatible");
-        int inF = w.Shape[1], outF = w.Shape[0];
-        var outShape = x.Shape.ToArray();
-        outShape[^1] = outF;
-        if (!residual.Shape.AsSpan().SequenceEqual(outShape) || !dst.Shape.AsSpan().SequenceEqual(outShape))
-            throw new ArgumentException($"linear: residual {Tensor.ShapeString(residual.Shape)} and output {Tensor.ShapeString(dst.Shape)} must be {Tensor.ShapeString(outShape)}");
-        if (ReferenceEquals(residual.Data, dst.Data)) throw new ArgumentException("linear: the residual and the output share memory");
-        int rows = inF == 0 ? Tensor.Numel(x.Shape.AsSpan(0, x.Rank - 1)) : x.Size / inF;
-        if (!DenseCore.FusedEpilogues)
-        {
-            using var _ = Autograd.NoGrad();
-            TensorPrimitives.Add(residual.Span, Linear(x, w, b).Span, dst.Span);
-            return;
-        }
-        DenseCore.Forward(x.Span, rows, inF, w.Span, outF, b != null ? b.Span : default, dst.Span, residual: residual.Span);
-    }
-
     /// <summary>Runs body over the batch: in parallel for many small products, sequentially (each GEMM multi-threaded) for few big ones.</summary>
     private static void MatMulForBatch(int batch, long flopsPerItem, Action<int> body)
     {
@@ -189,33 +144,19 @@ internal static class DenseCore
     /// </summary>
     internal static bool BiasEpilogue = true;
 
-    /// <summary>
-    /// False: Ops.LinearGelu and Ops.LinearResidualInto run as the GEMM followed by a separate GELU or add pass
-    /// (the same numbers; kept for same-process A/B benchmarks, bench engine-ab).
-    /// </summary>
-    internal static bool FusedEpilogues = true;
-
-    /// <summary>
-    /// y[rows, out] = x[rows, in]·w[out, in]ᵀ + b[out] (b empty: no bias), then y = GELU(y) when
-    /// <paramref name="gelu"/>, or y = residual + y when <paramref name="residual"/> (y's layout, not
-    /// overlapping it) is not empty. y is overwritten.
-    /// </summary>
-    public static void Forward(ReadOnlySpan<float> x, int rows, int inF, ReadOnlySpan<float> w, int outF, ReadOnlySpan<float> b, Span<float> y,
-        bool gelu = false, ReadOnlySpan<float> residual = default)
+    /// <summary>y[rows, out] = x[rows, in]·w[out, in]ᵀ + b[out] (b empty: no bias). y is overwritten.</summary>
+    public static void Forward(ReadOnlySpan<float> x, int rows, int inF, ReadOnlySpan<float> w, int outF, ReadOnlySpan<float> b, Span<float> y)
     {
         if (rows == 0 || inF == 0 || outF == 0 || b.Length == 0 || !BiasEpilogue)
         {
-            var all = y[..(rows * outF)];
             if (b.Length > 0) for (int r = 0; r < rows; r++) b[..outF].CopyTo(y.Slice(r * outF, outF));
-            else all.Clear();
-            if (rows > 0 && inF > 0 && outF > 0) Gemm.Sgemm(false, true, rows, outF, inF, 1f, x, inF, w, inF, 1f, y, outF);
-            if (gelu) GeluKernel.Gelu(all, all);
-            if (!residual.IsEmpty) TensorPrimitives.Add(all, residual[..all.Length], all);
+            else y[..(rows * outF)].Clear();
+            if (rows == 0 || inF == 0 || outF == 0) return;
+            Gemm.Sgemm(false, true, rows, outF, inF, 1f, x, inF, w, inF, 1f, y, outF);
             return;
         }
-        // The product accumulated onto the bias rows (as with y filled with them and beta = 1), then GELU or the
-        // residual on each finished tile.
-        Gemm.SgemmBias(false, true, rows, outF, inF, 1f, x, inF, w, inF, b, y, outF, gelu, residual);
+        // The product accumulated onto the bias rows (as with y filled with them and beta = 1).
+        Gemm.SgemmBias(false, true, rows, outF, inF, 1f, x, inF, w, inF, b, y, outF);
     }
 
     /// <summary>
