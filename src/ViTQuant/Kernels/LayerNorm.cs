@@ -48,6 +48,43 @@ internal static unsafe class LayerNormKernel
     }
 
     /// <summary>
+    /// sum = x + y, then ln[r, :] = LayerNorm(sum[r, :])·gamma + beta, row by row while the row is in L1: a
+    /// transformer block's residual add and the next pre-norm in one pass over the residual stream (and across
+    /// workers; the add alone was one serial pass). The same numbers as TensorPrimitives.Add followed by
+    /// <see cref="LayerNormRows"/>. No mean/rstd: for inference. Throws ArgumentException on short buffers.
+    /// </summary>
+    public static void AddLayerNormRows(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> gamma, ReadOnlySpan<float> beta,
+        Span<float> sum, Span<float> ln, int rows, int cols, float eps)
+    {
+        Check(rows, cols, x.Length, ln.Length, gamma.Length, beta.Length, rows, rows, eps);
+        RowSimd.CheckRows(rows, cols, y.Length, "y", sum.Length, "sum");
+        if (rows == 0 || cols == 0) return;
+        bool hasG = gamma.Length > 0, hasB = beta.Length > 0;
+        fixed (float* px = x, py = y, pg = gamma, pb = beta, ps = sum, pl = ln)
+        {
+            float* xx = px, yy = py, gg = pg, bb = pb, ss = ps, ll = pl;
+            RowSimd.ForRows(rows, cols, (r0, r1) =>
+            {
+                for (int r = r0; r < r1; r++)
+                {
+                    long o = (long)r * cols;
+                    var row = new Span<float>(ss + o, cols);
+                    System.Numerics.Tensors.TensorPrimitives.Add(new ReadOnlySpan<float>(xx + o, cols), new ReadOnlySpan<float>(yy + o, cols), row);
+                    ForwardRow(ss + o, hasG ? gg : null, hasB ? bb : null, ll + o, out _, out _, cols, eps);
+                }
+            });
+        }
+    }
+
+    /// <summary>Scalar twin of <see cref="AddLayerNormRows"/>: the float sum, then <see cref="ReferenceLayerNormRows"/>.</summary>
+    public static void ReferenceAddLayerNormRows(ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> gamma, ReadOnlySpan<float> beta,
+        Span<float> sum, Span<float> ln, int rows, int cols, float eps)
+    {
+        for (int i = 0; i < rows * cols; i++) sum[i] = x[i] + y[i];
+        ReferenceLayerNormRows(sum, gamma, beta, ln, new float[rows], new float[rows], rows, cols, eps);
+    }
+
+    /// <summary>
     /// Accumulates dx, dgamma and dbeta from dy, the input x and the saved mean/rstd. An empty gamma
     /// means γ = 1; an empty dx/dgamma/dbeta is skipped. Throws ArgumentException on short buffers.
     /// </summary>

@@ -103,18 +103,19 @@ public sealed class VisionTransformer : VisionModel
         using var _ = Autograd.NoGrad();
         var c = Config;
         int[] tokens = { x.Shape[0], c.NumTokens, c.EmbedDim };
-        // The residual stream ping-pongs between two buffers of the caller's scope.
-        Tensor cur = Tensor.Output(tokens), next = Tensor.Output(tokens);
+        // The residual stream ping-pongs between two buffers of the caller's scope; a third holds the pre-norm
+        // of the next half. Each half's residual sum is written straight into the other buffer together with the
+        // next half's LayerNorm of it (LayerNormKernel.AddLayerNormRows: the same numbers as Ops.Add, then
+        // LayerNorm.Forward, in one pass over the stream), after the last block the sum alone.
+        Tensor cur = Tensor.Output(tokens), next = Tensor.Output(tokens), normed = Tensor.Output(tokens);
         Stage(cur, () => Embed(x, hooks));
-        foreach (var b in Blocks)
+        using (TensorArena.Scope()) Blocks[0].Norm1.Forward(cur).Span.CopyTo(normed.Span);
+        for (int i = 0; i < Blocks.Count; i++)
         {
-            // Each half's residual sum is written straight into the other buffer: the same sum as Ops.Add
-            // (TensorPrimitives.Add) without a result tensor and the copy of it.
-            var attnIn = cur;
-            Residual(attnIn, next, () => b.Attention(b.Norm1.Forward(attnIn), hooks));
+            var b = Blocks[i];
+            AddNorm(cur, next, normed, b.Norm2, () => b.Attention(normed, hooks));
             (cur, next) = (next, cur);
-            var mlpIn = cur;
-            Residual(mlpIn, next, () => b.Mlp(b.Norm2.Forward(mlpIn), hooks));
+            AddNorm(cur, next, normed, i + 1 < Blocks.Count ? Blocks[i + 1].Norm1 : null, () => b.Mlp(normed, hooks));
             (cur, next) = (next, cur);
         }
         var feats = cur;
@@ -133,14 +134,23 @@ public sealed class VisionTransformer : VisionModel
         y.Span.CopyTo(dst.Span);
     }
 
-    /// <summary>dst = x + f(), with f run in a nested arena scope (its temporaries are recycled when it returns).</summary>
-    private static void Residual(Tensor x, Tensor dst, Func<Tensor> f)
+    /// <summary>
+    /// dst = x + f() and, when <paramref name="norm"/> is given, normed = norm(dst), with f run in a nested arena
+    /// scope (its temporaries are recycled when it returns; f may read normed, which is written after it returns).
+    /// </summary>
+    private static void AddNorm(Tensor x, Tensor dst, Tensor normed, LayerNorm? norm, Func<Tensor> f)
     {
         using var scope = TensorArena.Scope();
         var y = f();
         if (!y.Shape.AsSpan().SequenceEqual(x.Shape))
             throw new InvalidOperationException($"block half produced {Tensor.ShapeString(y.Shape)}, expected {Tensor.ShapeString(x.Shape)}");
-        System.Numerics.Tensors.TensorPrimitives.Add(x.Span, y.Span, dst.Span);
+        if (norm == null)
+        {
+            System.Numerics.Tensors.TensorPrimitives.Add(x.Span, y.Span, dst.Span);
+            return;
+        }
+        int cols = x.Shape[^1];
+        Kernels.LayerNormKernel.AddLayerNormRows(x.Span, y.Span, norm.Weight.Span, norm.Bias.Span, dst.Span, normed.Span, x.Size / cols, cols, norm.Eps);
     }
 
     /// <summary>Patch embedding, prefix tokens and position embedding: the first block's input [B, N, D].</summary>

@@ -131,6 +131,33 @@ public class FusedKernelTests
         }
     }
 
+    // The fused residual add + LayerNorm: bit for bit the add followed by LayerNormRows, and close to its twin.
+    [Theory]
+    [MemberData(nameof(Sizes))]
+    public void AddLayerNormEqualsAddThenLayerNorm(int rows, int cols)
+    {
+        var x = RandomRows(rows, cols, 21, 3f, 5f);
+        var y = RandomRows(rows, cols, 22, 2f);
+        var gamma = RandomRows(1, cols, 23, 1f);
+        var beta = RandomRows(1, cols, 24, 1f);
+        const float eps = 1e-6f;
+        var sum = new float[x.Length];
+        var ln = new float[x.Length];
+        LayerNormKernel.AddLayerNormRows(x, y, gamma, beta, sum, ln, rows, cols, eps);
+        var wantSum = new float[x.Length];
+        System.Numerics.Tensors.TensorPrimitives.Add(x, y, wantSum);
+        var wantLn = new float[x.Length];
+        LayerNormKernel.LayerNormRows(wantSum, gamma, beta, wantLn, new float[rows], new float[rows], rows, cols, eps);
+        Assert.Equal(wantSum, sum);
+        Assert.Equal(wantLn, ln);
+        var refSum = new float[x.Length];
+        var refLn = new float[x.Length];
+        LayerNormKernel.ReferenceAddLayerNormRows(x, y, gamma, beta, refSum, refLn, rows, cols, eps);
+        Assert.Equal(refSum, sum);
+        AssertClose(refLn, ln, 2e-5, 2e-5, "add + layer_norm");
+        Assert.Throws<ArgumentException>(() => LayerNormKernel.AddLayerNormRows(x, y.AsSpan(0, Math.Max(0, y.Length - 1)), gamma, beta, sum, ln, rows, Math.Max(1, cols), eps));
+    }
+
     // Both GELU paths this CPU can run: the 16-lane float one (AVX-512) and the double-lane one.
     [Theory]
     [MemberData(nameof(Sizes))]
