@@ -68,12 +68,19 @@ internal static unsafe class LayerNormKernel
                 for (int r = r0; r < r1; r++)
                 {
                     long o = (long)r * cols;
-                    var row = new Span<float>(ss + o, cols);
-                    System.Numerics.Tensors.TensorPrimitives.Add(new ReadOnlySpan<float>(xx + o, cols), new ReadOnlySpan<float>(yy + o, cols), row);
+                    AddRow(xx + o, yy + o, ss + o, cols);
                     ForwardRow(ss + o, hasG ? gg : null, hasB ? bb : null, ll + o, out _, out _, cols, eps);
                 }
             });
         }
+    }
+
+    // s = x + y over one row, inline (a TensorPrimitives call per row of a ViT's width costs as much as the adds).
+    private static void AddRow(float* x, float* y, float* s, int n)
+    {
+        int i = 0;
+        for (; i + 8 <= n; i += 8) (Vector256.Load(x + i) + Vector256.Load(y + i)).Store(s + i);
+        for (; i < n; i++) s[i] = x[i] + y[i];
     }
 
     /// <summary>Scalar twin of <see cref="AddLayerNormRows"/>: the float sum, then <see cref="ReferenceLayerNormRows"/>.</summary>

@@ -188,9 +188,10 @@ public sealed class VisionTransformer : VisionModel
         }
         else
         {
-            var n = Norm.Forward(h);
-            pooled = Ops.SelectToken(n, 0);
-            if (c.Distilled) distPooled = Ops.SelectToken(n, 1);
+            // LayerNorm works token by token, so norming only the pooled tokens gives the same values as norming
+            // all of them and then selecting (a pass over [B, N, D] less).
+            pooled = Norm.Forward(Ops.SelectToken(h, 0));
+            if (c.Distilled) distPooled = Norm.Forward(Ops.SelectToken(h, 1));
         }
         var logits = Head.Forward(hooks?.Activation("head", pooled) ?? pooled, hooks?.Weight("head", Head.Weight));
         if (c.Distilled)
