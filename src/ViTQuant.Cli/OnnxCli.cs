@@ -149,6 +149,7 @@ internal static class OnnxCli
                 using var e = new OnnxEngine(fp, new OnnxEngineOptions { Threads = threads });
                 var first = e.Run(x);
                 if (first.Span.ToArray().Any(v => !float.IsFinite(v))) throw new InvalidOperationException($"{fp}: ORT produced non-finite logits");
+                using var frozen = Vitq.FreezeWeights(); // our weights packed once, as ORT's session packs its own
                 void Ours() { using var _ = TensorArena.Scope(); model.Infer(x); }
                 Ours();
                 var to = new double[iters];

@@ -90,7 +90,9 @@ public static partial class Vitq
 
         // Inference as evaluation runs it (Infer: no gradients, one stage's temporaries alive at a time, so
         // buffers are recycled while still in cache, as PyTorch's allocator and ORT's memory plan do).
-        double fwd = Median(iters, () => model.Infer(x), out double fwdCpu);
+        double fwd, fwdCpu;
+        using (WeightPacking.Freeze()) fwd = Median(iters, () => model.Infer(x), out fwdCpu); // weights packed once, as an evaluation runs
+
         cancellationToken.ThrowIfCancellationRequested();
 
         var opt = new AdamW(model.Parameters(), lr: 1e-4f, weightDecay: 0.05f);

@@ -12,6 +12,8 @@ using ViTQuant.Quantization;
 using ViTQuant.Runtime;
 using ViTQuant.Tensors;
 
+using ViTQuant.Kernels;
+
 namespace ViTQuant.Api;
 
 /// <summary>Entry points for quantizing Vision Transformers: models, data, quantization, evaluation, output.</summary>
@@ -92,6 +94,7 @@ public static partial class Vitq
         IProgress<OperationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
+        using var frozen = WeightPacking.Freeze(); // no weight changes while evaluating
         return Evaluate(x => model.Infer(x, hooks), model.Config, data, batchSize, progress, cancellationToken); // Infer: one stage's temporaries at a time
     }
 
@@ -138,6 +141,14 @@ public static partial class Vitq
         ArgumentNullException.ThrowIfNull(model);
         return new Int8Engine(Int8Plan.Compile(model));
     }
+
+    /// <summary>
+    /// Until the returned scope is disposed, forwards on this thread pack each linear layer's weight for the
+    /// GEMM once and reuse it (as ONNX Runtime does at session load) instead of packing it on every call. The
+    /// caller promises that no weight changes meanwhile (an evaluation or benchmark loop); weights a hook
+    /// replaces per call are never cached. The same numbers either way. Scopes nest.
+    /// </summary>
+    public static IDisposable FreezeWeights() => WeightPacking.Freeze();
 
     /// <summary>
     /// Logits [B, classes] of normalised images [B, C, H, W] (the model's mean/std applied), fake-quantized

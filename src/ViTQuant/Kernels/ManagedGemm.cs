@@ -275,6 +275,63 @@ internal static unsafe partial class ManagedGemm
         return true;
     }
 
+    /// <summary>The AVX-512 kernel's K blocking of a depth k: block count and the largest block (as in Blocked).</summary>
+    internal static (int Blocks, int KcMax) KBlocking512(int k)
+    {
+        int blocks = (k + KC512 - 1) / KC512;
+        return (blocks, (k + blocks - 1) / blocks);
+    }
+
+    /// <summary>Start and depth of K block kb of <paramref name="blocks"/> over a depth k (as in Blocked).</summary>
+    internal static (int Pc, int Kc) KBlock(int k, int kb, int blocks)
+    {
+        int pc = (int)((long)k * kb / blocks);
+        return (pc, (int)((long)k * (kb + 1) / blocks) - pc);
+    }
+
+    /// <summary>
+    /// C[m, n] = A[m, k]·Wᵀ + bias (bias may be empty: then C = A·Wᵀ) with W already packed (<see cref="PackedWeight"/>),
+    /// on the AVX-512 kernel: the rows of C in chunks across workers when parallel, as RunSharedB without its
+    /// packing region. The same tiles in the same order as Blocked, so the same bits as the unpacked call.
+    /// Throws ArgumentException on inconsistent sizes.
+    /// </summary>
+    internal static void RunPrepacked(int m, ReadOnlySpan<float> a, int lda, PackedWeight b, ReadOnlySpan<float> bias, Span<float> c, int ldc, bool parallel)
+    {
+        int n = b.N, k = b.K;
+        if (m < 0 || lda < k || ldc < n || (m > 0 && ((long)(m - 1) * lda + k > a.Length || (long)(m - 1) * ldc + n > c.Length)) || (!bias.IsEmpty && bias.Length < n))
+            throw new ArgumentException($"prepacked GEMM: sizes m={m} n={n} k={k} lda={lda} ldc={ldc} do not fit the buffers");
+        if (m == 0) return;
+        int threads = parallel && (long)m * n * k >= ParallelMinMacs ? Parallelism.Threads : 1;
+        int rows = MC;
+        if (threads > 1)
+        {
+            int perWorker = Math.Max(4, (m + threads * MC - 1) / (threads * MC));
+            rows = RoundUp((m + threads * perWorker - 1) / (threads * perWorker), MR512);
+        }
+        int chunks = (m + rows - 1) / rows;
+        fixed (float* pa = a, pc = c, pbias = bias)
+        {
+            nint aa = (nint)pa, cc = (nint)pc, bb = bias.IsEmpty ? 0 : (nint)pbias;
+            void Chunk(int ch)
+            {
+                int i0 = ch * rows, mc = Math.Min(rows, m - i0);
+                GemmPacking.Buffers(rows * KC512, 0, out float* ap, out _);
+                float* tile = stackalloc float[MR512 * NR512 + 16];
+                tile = (float*)(((nint)tile + 63) & ~(nint)63);
+                float* cRows = (float*)cc + (nint)i0 * ldc, bs = (float*)bb;
+                for (int kb = 0; kb < b.KBlocks; kb++)
+                {
+                    var (p0, kc) = KBlock(k, kb, b.KBlocks);
+                    float* direct = PackA(false, (float*)aa, lda, i0, p0, mc, kc, ap, GemmKernel.Avx512);
+                    Tiles(kc, mc, n, ap, direct, lda, b.Panels + kb * b.BlockFloats, cRows, ldc, 1f,
+                        kb == 0 && bs == null ? 0f : 1f, kb == 0 ? bs : null, tile, GemmKernel.Avx512);
+                }
+            }
+            if (threads > 1 && chunks > 1) Parallelism.For(0, chunks, Chunk);
+            else for (int ch = 0; ch < chunks; ch++) Chunk(ch);
+        }
+    }
+
     // The caller's shared packed-B buffer (64-byte aligned, grows only). Workers read it while the caller
     // waits in the same region, so a thread-static buffer of the calling thread is safe.
     [ThreadStatic] private static float[]? _sharedB;

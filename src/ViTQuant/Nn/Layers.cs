@@ -25,7 +25,8 @@ public sealed class Linear : Module
     }
 
     /// <summary>x [.., in] → [.., out]; <paramref name="weightOverride"/> (e.g. a fake-quantized W, same shape) replaces W for this call.</summary>
-    public Tensor Forward(Tensor x, Tensor? weightOverride = null) => Ops.Linear(x, weightOverride ?? Weight, Bias);
+    public Tensor Forward(Tensor x, Tensor? weightOverride = null) =>
+        weightOverride == null ? Ops.Linear(x, Weight, Bias, frozenWeight: true) : Ops.Linear(x, weightOverride, Bias);
 }
 
 /// <summary>Layer normalisation over the last axis with affine parameters.</summary>

@@ -99,7 +99,13 @@ internal static partial class Ops
     /// x is [..., in], w is [out, in] (PyTorch layout), b is [out] or null; the result is [..., out].
     /// Throws ArgumentException on a rank-0 x, a w that is not 2-D, or mismatched sizes.
     /// </summary>
-    public static Tensor Linear(Tensor x, Tensor w, Tensor? b)
+    public static Tensor Linear(Tensor x, Tensor w, Tensor? b) => Linear(x, w, b, frozenWeight: false);
+
+    /// <summary>
+    /// <see cref="Linear(Tensor, Tensor, Tensor?)"/>; <paramref name="frozenWeight"/>: w is the layer's own parameter
+    /// (not a per-call copy), so inside a WeightPacking.Freeze() scope its packed form may be cached.
+    /// </summary>
+    internal static Tensor Linear(Tensor x, Tensor w, Tensor? b, bool frozenWeight)
     {
         if (x.Rank < 1 || w.Rank != 2 || x.Shape[^1] != w.Shape[1])
             throw new ArgumentException($"linear: x {Tensor.ShapeString(x.Shape)} and weight {Tensor.ShapeString(w.Shape)} are incompatible (weight must be [out, in] with in = x's last dimension)");
@@ -110,7 +116,7 @@ internal static partial class Ops
         var outShape = x.Shape.ToArray();
         outShape[^1] = outF;
         var y = Tensor.OutputUninitialized(outShape); // DenseCore writes every row (bias or zeros, then the product)
-        DenseCore.Forward(x.Span, rows, inF, w.Span, outF, b != null ? b.Span : default, y.Span);
+        DenseCore.Forward(x.Span, rows, inF, w.Span, outF, b != null ? b.Span : default, y.Span, frozenWeight ? w.Data : null);
 
         bool needs = b != null ? Autograd.Needs(x, w, b) : Autograd.Needs(x, w);
         if (!needs) return y;
@@ -144,9 +150,19 @@ internal static class DenseCore
     /// </summary>
     internal static bool BiasEpilogue = true;
 
-    /// <summary>y[rows, out] = x[rows, in]·w[out, in]ᵀ + b[out] (b empty: no bias). y is overwritten.</summary>
-    public static void Forward(ReadOnlySpan<float> x, int rows, int inF, ReadOnlySpan<float> w, int outF, ReadOnlySpan<float> b, Span<float> y)
+    /// <summary>
+    /// y[rows, out] = x[rows, in]·w[out, in]ᵀ + b[out] (b empty: no bias). y is overwritten. <paramref name="weightKey"/>:
+    /// the array w comes from, a module's own parameter — inside a WeightPacking.Freeze() scope its packed form is
+    /// reused (the same bits).
+    /// </summary>
+    public static void Forward(ReadOnlySpan<float> x, int rows, int inF, ReadOnlySpan<float> w, int outF, ReadOnlySpan<float> b, Span<float> y,
+        float[]? weightKey = null)
     {
+        if (weightKey != null && rows > 0 && BiasEpilogue && WeightPacking.Get(weightKey, outF, inF) is { } packed)
+        {
+            ManagedGemm.RunPrepacked(rows, x, inF, packed, b, y, outF, parallel: !Parallelism.InsideParallelBody);
+            return;
+        }
         if (rows == 0 || inF == 0 || outF == 0 || b.Length == 0 || !BiasEpilogue)
         {
             if (b.Length > 0) for (int r = 0; r < rows; r++) b[..outF].CopyTo(y.Slice(r * outF, outF));

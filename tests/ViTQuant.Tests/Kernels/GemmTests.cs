@@ -438,4 +438,60 @@ public class GemmTests
         Assert.True(rows.AsSpan().SequenceEqual(viaGemm));
         Assert.Throws<ArgumentException>(() => Gemm.SgemmBias(false, true, 50, 70, 90, 1f, p2.A, p2.Lda, p2.B, p2.Ldb, b2.AsSpan(0, 69), viaGemm, p2.Ldc));
     }
+
+    // A weight packed once (WeightPacking / PackedWeight) gives the bits of the GEMM that packs it per call: with
+    // and without bias, 1–3 workers, several K blocks, edge tiles, a padded A and C.
+    [Fact]
+    public void PrepackedWeightEqualsPackingPerCall()
+    {
+        if (ManagedGemm.Best != GemmKernel.Avx512) return; // the prepacked path is the AVX-512 kernel's
+        var rng = new Rng(41);
+        foreach (var (m, n, k) in new[] { (1, 1, 1), (13, 33, 200), (197, 64, 64), (300, 40, 520), (1576 / 4, 96, 192) })
+            foreach (bool withBias in new[] { false, true })
+                foreach (int threads in new[] { 1, 2, 3 })
+                {
+                    var pr = new Problem(rng, false, true, m, n, k, pad: 2);
+                    var w = new float[n * k];
+                    for (int j = 0; j < n; j++) Array.Copy(pr.B, j * pr.Ldb, w, j * k, k);
+                    var bias = withBias ? Enumerable.Range(0, n).Select(j => 0.01f * j - 0.2f).ToArray() : Array.Empty<float>();
+                    var want = (float[])pr.C0.Clone();
+                    if (withBias) ManagedGemm.Run(false, true, m, n, k, 1f, pr.A, pr.Lda, w, k, 0f, want, pr.Ldc, bias, threads, GemmKernel.Avx512);
+                    else ManagedGemm.Run(false, true, m, n, k, 1f, pr.A, pr.Lda, w, k, 0f, want, pr.Ldc, threads, GemmKernel.Avx512);
+                    var got = (float[])pr.C0.Clone();
+                    int saved = Parallelism.Threads;
+                    Parallelism.Threads = threads;
+                    try { ManagedGemm.RunPrepacked(m, pr.A, pr.Lda, new PackedWeight(w, n, k), bias, got, pr.Ldc, parallel: true); }
+                    finally { Parallelism.Threads = saved; }
+                    Assert.True(want.AsSpan().SequenceEqual(got), $"prepacked {m}x{n}x{k} bias {withBias} threads {threads}");
+                }
+    }
+
+    // Ops.Linear through a Linear module inside Freeze() equals the call outside it, and the cache lives only as
+    // long as the outermost scope.
+    [Fact]
+    public void FrozenWeightsGiveTheSameLinear()
+    {
+        var rng = new Rng(43);
+        var layer = new ViTQuant.Nn.Linear(48, 80, bias: true, rng);
+        var x = Tensor.Randn(rng, 1f, 5, 60, 48);
+        float[] plain;
+        using (Autograd.NoGrad()) plain = layer.Forward(x).ToArray();
+        Assert.False(WeightPacking.Active);
+        using (WeightPacking.Freeze())
+        {
+            using (WeightPacking.Freeze()) Assert.True(WeightPacking.Active);
+            Assert.True(WeightPacking.Active);
+            using (Autograd.NoGrad())
+                for (int round = 0; round < 2; round++) Assert.Equal(plain, layer.Forward(x).ToArray());
+        }
+        Assert.False(WeightPacking.Active);
+        // After the scope the weight may change again and is packed afresh.
+        layer.Weight.Span[0] += 1f;
+        using (Autograd.NoGrad())
+        {
+            var changed = layer.Forward(x).ToArray();
+            using (WeightPacking.Freeze()) Assert.Equal(changed, layer.Forward(x).ToArray());
+            Assert.NotEqual(plain, changed);
+        }
+    }
 }
