@@ -231,54 +231,63 @@ internal static unsafe partial class ManagedGemm
         nint a, int lda, nint b, int ldb, float beta, nint c, int ldc, nint bias, GemmKernel kernel)
     {
         bool wide = kernel == GemmKernel.Avx512;
-        int tr = wide ? MR512 : MR, tc = wide ? NR512 : NR, kcLimit = wide ? KC512 : KC;
-        int kBlocks = (k + kcLimit - 1) / kcLimit, kcMax = (k + kBlocks - 1) / kBlocks;
+        int tr = wide ? MR512 : MR, tc = wide ? NR512 : NR;
+        var (kBlocks, kcMax) = KBlocking(k, wide ? KC512 : KC);
         int np = RoundUp(n, tc), panels = np / tc;
         long blockFloats = (long)np * kcMax;
         if (blockFloats * kBlocks > SharedBMaxFloats) return false;
-        // Chunks: a multiple of the worker count, ≥ 4 per worker, ≤ MC rows, whole tiles.
-        int perWorker = Math.Max(4, (m + threads * MC - 1) / (threads * MC));
-        int rows = RoundUp((m + threads * perWorker - 1) / (threads * perWorker), tr);
-        int chunks = (m + rows - 1) / rows;
+        int rows = ChunkRows(m, threads, tr), chunks = (m + rows - 1) / rows;
         // Each chunk streams all of packed B once, so a chunk must reuse each B micro-panel on enough A rows: with
         // few rows (a weight gradient: M = out features, K = every token of the batch) the per-worker split, which
         // keeps its B block in L2 for all its rows, is faster (vit_fmnist training at batch 64, 2 threads: the
         // weight-gradient GEMMs took 49.6 ms per step on shared B, 40–45 ms with this limit; a noisy machine).
         if (chunks < 2 * threads || rows < MC / 2) return false;
 
-        float* bp = SharedBuffer(blockFloats * kBlocks);
-        nint shared = (nint)bp;
+        nint shared = (nint)SharedBuffer(blockFloats * kBlocks);
         const int PanelsPerItem = 4;
         int groups = (panels + PanelsPerItem - 1) / PanelsPerItem;
         Parallelism.For(0, kBlocks * groups, it =>
         {
             int kb = it / groups, j0 = it % groups * PanelsPerItem * tc;
-            int pc = (int)((long)k * kb / kBlocks), kc = (int)((long)k * (kb + 1) / kBlocks) - pc;
+            var (pc, kc) = KBlock(k, kb, kBlocks);
             float* dst = (float*)shared + kb * blockFloats + (nint)(j0 / tc) * kc * tc;
             GemmPacking.PackB(transB, (float*)b, ldb, pc, j0, kc, Math.Min(PanelsPerItem * tc, n - j0), dst, tc);
         });
-        Parallelism.For(0, chunks, ch =>
-        {
-            int i0 = ch * rows, mc = Math.Min(rows, m - i0);
-            GemmPacking.Buffers(rows * kcMax, 0, out float* ap, out _);
-            float* tile = stackalloc float[MR512 * NR512 + 16];
-            tile = (float*)(((nint)tile + 63) & ~(nint)63);
-            float* pbias = (float*)bias, cRows = (float*)c + (nint)i0 * ldc;
-            for (int kb = 0; kb < kBlocks; kb++)
-            {
-                int pc = (int)((long)k * kb / kBlocks), kc = (int)((long)k * (kb + 1) / kBlocks) - pc;
-                float* direct = PackA(transA, (float*)a, lda, i0, pc, mc, kc, ap, kernel);
-                Tiles(kc, mc, n, ap, direct, lda, (float*)shared + kb * blockFloats, cRows, ldc, alpha,
-                    kb == 0 && pbias == null ? beta : 1f, kb == 0 ? pbias : null, tile, kernel);
-            }
-        });
+        Parallelism.For(0, chunks, ch => RowChunk(ch * rows, Math.Min(rows, m - ch * rows), rows, transA, (float*)a, lda, n, k,
+            kBlocks, kcMax, (float*)shared, blockFloats, alpha, beta, (float*)c, ldc, (float*)bias, kernel));
         return true;
     }
 
-    /// <summary>The AVX-512 kernel's K blocking of a depth k: block count and the largest block (as in Blocked).</summary>
-    internal static (int Blocks, int KcMax) KBlocking512(int k)
+    // Rows per chunk of the chunked splits: whole tiles, ≤ MC, and at least 4 chunks per worker (a multiple of
+    // the worker count when M allows), so that a late worker costs at most a small share of the call.
+    private static int ChunkRows(int m, int threads, int tileRows)
     {
-        int blocks = (k + KC512 - 1) / KC512;
+        int perWorker = Math.Max(4, (m + threads * MC - 1) / (threads * MC));
+        return RoundUp((m + threads * perWorker - 1) / (threads * perWorker), tileRows);
+    }
+
+    // Rows i0 .. i0+mc of C against a B packed for all K blocks (block kb at b + kb·blockFloats), each K block's A
+    // rows packed (or read in place) into this thread's buffer first: the same tiles in the same order as Blocked.
+    private static void RowChunk(int i0, int mc, int maxRows, bool transA, float* a, nint lda, int n, int k, int kBlocks, int kcMax,
+        float* b, long blockFloats, float alpha, float beta, float* c, nint ldc, float* bias, GemmKernel kernel)
+    {
+        GemmPacking.Buffers(maxRows * kcMax, 0, out float* ap, out _);
+        float* tile = stackalloc float[MR512 * NR512 + 16];
+        tile = (float*)(((nint)tile + 63) & ~(nint)63);
+        float* cRows = c + (nint)i0 * ldc;
+        for (int kb = 0; kb < kBlocks; kb++)
+        {
+            var (pc, kc) = KBlock(k, kb, kBlocks);
+            float* direct = PackA(transA, a, lda, i0, pc, mc, kc, ap, kernel);
+            Tiles(kc, mc, n, ap, direct, lda, b + kb * blockFloats, cRows, ldc, alpha,
+                kb == 0 && bias == null ? beta : 1f, kb == 0 ? bias : null, tile, kernel);
+        }
+    }
+
+    /// <summary>K split into equal blocks of at most kcLimit (Blocked's blocking): block count and the largest block.</summary>
+    internal static (int Blocks, int KcMax) KBlocking(int k, int kcLimit = KC512)
+    {
+        int blocks = (k + kcLimit - 1) / kcLimit;
         return (blocks, (k + blocks - 1) / blocks);
     }
 
@@ -302,31 +311,13 @@ internal static unsafe partial class ManagedGemm
             throw new ArgumentException($"prepacked GEMM: sizes m={m} n={n} k={k} lda={lda} ldc={ldc} do not fit the buffers");
         if (m == 0) return;
         int threads = parallel && (long)m * n * k >= ParallelMinMacs ? Parallelism.Threads : 1;
-        int rows = MC;
-        if (threads > 1)
-        {
-            int perWorker = Math.Max(4, (m + threads * MC - 1) / (threads * MC));
-            rows = RoundUp((m + threads * perWorker - 1) / (threads * perWorker), MR512);
-        }
-        int chunks = (m + rows - 1) / rows;
+        int rows = threads > 1 ? ChunkRows(m, threads, MR512) : MC, chunks = (m + rows - 1) / rows;
+        var (_, kcMax) = KBlocking(k);
         fixed (float* pa = a, pc = c, pbias = bias)
         {
             nint aa = (nint)pa, cc = (nint)pc, bb = bias.IsEmpty ? 0 : (nint)pbias;
-            void Chunk(int ch)
-            {
-                int i0 = ch * rows, mc = Math.Min(rows, m - i0);
-                GemmPacking.Buffers(rows * KC512, 0, out float* ap, out _);
-                float* tile = stackalloc float[MR512 * NR512 + 16];
-                tile = (float*)(((nint)tile + 63) & ~(nint)63);
-                float* cRows = (float*)cc + (nint)i0 * ldc, bs = (float*)bb;
-                for (int kb = 0; kb < b.KBlocks; kb++)
-                {
-                    var (p0, kc) = KBlock(k, kb, b.KBlocks);
-                    float* direct = PackA(false, (float*)aa, lda, i0, p0, mc, kc, ap, GemmKernel.Avx512);
-                    Tiles(kc, mc, n, ap, direct, lda, b.Panels + kb * b.BlockFloats, cRows, ldc, 1f,
-                        kb == 0 && bs == null ? 0f : 1f, kb == 0 ? bs : null, tile, GemmKernel.Avx512);
-                }
-            }
+            void Chunk(int ch) => RowChunk(ch * rows, Math.Min(rows, m - ch * rows), rows, false, (float*)aa, lda, n, k,
+                b.KBlocks, kcMax, b.Panels, b.BlockFloats, 1f, 0f, (float*)cc, ldc, (float*)bb, GemmKernel.Avx512);
             if (threads > 1 && chunks > 1) Parallelism.For(0, chunks, Chunk);
             else for (int ch = 0; ch < chunks; ch++) Chunk(ch);
         }
@@ -352,9 +343,9 @@ internal static unsafe partial class ManagedGemm
 
     // Packs op(A)[ic .., pc ..] (mc × kc) for the kernel, or as little of it as needed. With the AVX-512 kernel
     // and A not transposed, full 12-row panels are read in place (Kernel512Direct broadcasts from A's rows, as
-    // MLAS does): that saves a copy of all of A per call, which on a model's cold activations costs as much as
-    // a tenth of the product (measured with bench `gemm` shapes: 0.2–0.5 ms per DeiT-Tiny layer). Only a
-    // partial last panel is packed, at ap. Returns A's address at (ic, pc) in that case, else null (all packed).
+    // MLAS does): that saves a copy of all of A per call (timed on DeiT-Tiny's shapes after flushing the caches,
+    // one thread: 0.23 ms for a 1576×192 A, 0.48 ms for fc2's 1576×768, against ~2.2 and ~8.5 ms of product).
+    // Only a partial last panel is packed, at ap. Returns A's address at (ic, pc) in that case, else null.
     private static float* PackA(bool transA, float* a, nint lda, int ic, int pc, int mc, int kc, float* ap, GemmKernel kernel)
     {
         if (kernel == GemmKernel.Avx512 && !transA && DirectA)
@@ -410,9 +401,8 @@ internal static unsafe partial class ManagedGemm
     {
         bool wide = kernel == GemmKernel.Avx512;
         int tr = wide ? MR512 : MR, tc = wide ? NR512 : NR;
-        int kcLimit = wide ? KC512 : KC, ncLimit = wide ? NC512 : NC;
-        int kBlocks = (k + kcLimit - 1) / kcLimit;
-        int kcMax = (k + kBlocks - 1) / kBlocks;
+        int ncLimit = wide ? NC512 : NC;
+        var (kBlocks, kcMax) = KBlocking(k, wide ? KC512 : KC);
         int mcMax = Math.Min(MC, RoundUp(m, tr)), ncMax = Math.Min(ncLimit, RoundUp(n, tc));
         GemmPacking.Buffers(mcMax * kcMax, ncMax * kcMax, out float* ap, out float* bp);
         float* tile = stackalloc float[MR512 * NR512 + 16];
@@ -423,7 +413,7 @@ internal static unsafe partial class ManagedGemm
             int nc = Math.Min(ncLimit, n - jc);
             for (int kb = 0; kb < kBlocks; kb++)
             {
-                int pc = (int)((long)k * kb / kBlocks), kc = (int)((long)k * (kb + 1) / kBlocks) - pc;
+                var (pc, kc) = KBlock(k, kb, kBlocks);
                 bool fillBias = kb == 0 && bias != null;
                 float betaK = kb == 0 && bias == null ? beta : 1f;
                 GemmPacking.PackB(transB, b, ldb, pc, jc, kc, nc, bp, tc);

@@ -1,10 +1,9 @@
 // Weights packed once for many inference calls, as ONNX Runtime packs a session's constant weights at load.
 //
 // Why: every linear layer's GEMM packs its weight (op(B) = Wᵀ) into kernel panels on each call. Within one
-// forward each weight is used once, and by then it is cold: measured on DeiT-Tiny (bench `scratch`-style
-// timing of GemmPacking.PackB after flushing the caches) about 0.1 ms per qkv/fc1/fc2 weight at one thread,
-// ≈ 5 ms of a 230 ms forward — what separated our GEMMs from ORT's prepacked ones (157 ms against 163 ms in
-// the same run).
+// forward each weight is used once, and by then it is cold: GemmPacking.PackB timed on DeiT-Tiny's weights
+// after flushing the caches took about 0.1 ms per qkv/fc1/fc2 weight at one thread, ≈ 5 ms of a 230 ms
+// forward — what separated our GEMMs from ORT's prepacked ones (163 ms against 157 ms, same run, one thread).
 //
 // Safety: the cache lives only inside a Freeze() scope on the calling thread, which promises that no weight
 // changes until the scope ends (an evaluation loop, a benchmark); it holds only weights a Linear module passes
@@ -29,7 +28,7 @@ internal sealed unsafe class PackedWeight
     {
         N = n;
         K = k;
-        (KBlocks, int kcMax) = ManagedGemm.KBlocking512(k);
+        (KBlocks, int kcMax) = ManagedGemm.KBlocking(k);
         int np = (n + GemmPacking.NR512 - 1) / GemmPacking.NR512 * GemmPacking.NR512;
         BlockFloats = (long)np * kcMax;
         _buffer = GC.AllocateUninitializedArray<float>((int)(BlockFloats * KBlocks) + GemmPacking.Slack + 16, pinned: true);
