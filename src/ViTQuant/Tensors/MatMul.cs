@@ -123,11 +123,11 @@ internal static partial class Ops
         var parents = b != null ? new[] { x, w, b } : new[] { x, w };
         return Autograd.Record("linear", y, parents, g =>
         {
-            bool dxFresh = false;
+            bool dxFresh = false, dwFresh = false;
             var dx = x.RequiresGrad ? x.GradSpanForOverwrite(out dxFresh) : default;
-            DenseCore.Backward(g.Span, x.Span, w.Span, rows, inF, outF, dx,
-                w.RequiresGrad ? w.GradSpan() : default,
-                b is { RequiresGrad: true } ? b.GradSpan() : default, dxFresh);
+            var dw = w.RequiresGrad ? w.GradSpanForOverwrite(out dwFresh) : default;
+            DenseCore.Backward(g.Span, x.Span, w.Span, rows, inF, outF, dx, dw,
+                b is { RequiresGrad: true } ? b.GradSpan() : default, dxFresh, dwFresh);
         });
     }
 
@@ -177,15 +177,17 @@ internal static class DenseCore
 
     /// <summary>
     /// Accumulates dx += g·w, dw += gᵀ·x, db += Σ_rows g for g = dy [rows, out]; empty targets are skipped.
-    /// <paramref name="dxFresh"/>: dx holds no gradient yet (uninitialised) and is overwritten, dx = g·w.
+    /// <paramref name="dxFresh"/> / <paramref name="dwFresh"/>: dx / dw hold no gradient yet (their contents are
+    /// undefined) and are overwritten, dx = g·w, dw = gᵀ·x.
     /// </summary>
     public static unsafe void Backward(ReadOnlySpan<float> g, ReadOnlySpan<float> x, ReadOnlySpan<float> w, int rows, int inF, int outF,
-        Span<float> dx, Span<float> dw, Span<float> db, bool dxFresh = false)
+        Span<float> dx, Span<float> dw, Span<float> db, bool dxFresh = false, bool dwFresh = false)
     {
         if (dxFresh && (rows == 0 || outF == 0 || inF == 0)) dx[..(rows * inF)].Clear();
+        if (dwFresh && (rows == 0 || outF == 0 || inF == 0)) dw[..(outF * inF)].Clear();
         if (rows == 0 || outF == 0) return;
         if (dx.Length > 0 && inF > 0) Gemm.Sgemm(false, false, rows, inF, outF, 1f, g, outF, w, inF, dxFresh ? 0f : 1f, dx, inF);
-        if (dw.Length > 0 && inF > 0) Gemm.Sgemm(true, false, outF, inF, rows, 1f, g, outF, x, inF, 1f, dw, inF);
+        if (dw.Length > 0 && inF > 0) Gemm.Sgemm(true, false, outF, inF, rows, 1f, g, outF, x, inF, dwFresh ? 0f : 1f, dw, inF);
         if (db.Length == 0) return;
         // Column ranges across workers, each summing its columns over the rows in row order: the same
         // additions in the same order as one pass row by row, so the same bits for any thread count.

@@ -168,4 +168,46 @@ public class MatMulTests
         Gemm.Reference(true, true, 5, 3, 7, 1f, a, 5, b, 7, 1f, c2, 3);
         for (int i = 0; i < c1.Length; i++) Assert.Equal(c2[i], c1[i], 1e-5f);
     }
+
+    // A leaf's gradient buffer is kept after ZeroGrad / Grad = null and reused by the next backward (overwritten
+    // or zero-filled first: the same values as a fresh buffer); a gradient the caller assigned is never reused.
+    [Fact]
+    public void LeafGradientBuffersAreReusedWithTheSameValues()
+    {
+        var rng = new Rng(51);
+        var x = Tensor.Randn(rng, 1f, 6, 10).RequireGrad();
+        var w = Tensor.Randn(rng, 1f, 7, 10).RequireGrad();
+        var b = Tensor.Randn(rng, 1f, 7).RequireGrad();
+        var up = Tensor.Randn(rng, 1f, 6, 7);
+        (float[] X, float[] W, float[] B) Step()
+        {
+            Ops.Sum(Ops.Mul(Ops.Linear(x, w, b), up)).Backward();
+            return (x.Grad!.ToArray(), w.Grad!.ToArray(), b.Grad!.ToArray());
+        }
+        var first = Step();
+        var wBuffer = w.Grad!;
+        foreach (var t in new[] { x, w, b }) t.ZeroGrad();
+        Assert.Null(w.Grad);
+        var second = Step();
+        Assert.Same(wBuffer, w.Grad);
+        Assert.Equal(first.X, second.X);
+        Assert.Equal(first.W, second.W);
+        Assert.Equal(first.B, second.B);
+        // Without ZeroGrad the gradients accumulate as always.
+        var third = Step();
+        Assert.Equal(first.W.Select(v => 2 * v).ToArray(), third.W, new FloatTolerance(1e-5f));
+        // A caller's tensor assigned to Grad is not taken over after it is dropped.
+        var mine = Tensor.Zeros(7, 10);
+        w.Grad = mine;
+        w.ZeroGrad();
+        Step();
+        Assert.NotSame(mine, w.Grad);
+        Assert.All(mine.ToArray(), v => Assert.Equal(0f, v));
+    }
+
+    private sealed class FloatTolerance(float tol) : IEqualityComparer<float>
+    {
+        public bool Equals(float a, float b) => Math.Abs(a - b) <= tol * Math.Max(1f, Math.Abs(a));
+        public int GetHashCode(float v) => 0;
+    }
 }
