@@ -377,8 +377,14 @@ internal static unsafe partial class ManagedGemm
                 bool inPlace = direct != null && mr == tr;
                 float* aPanel = direct != null ? ap : ap + (nint)(ir / tr) * kc * tr;
                 float* cTile = c + ir * ldc + jr;
-                if (bias != null) FillRows(cTile, ldc, mr, nr, bias + jr);
-                if (inPlace && nr == tc)
+                // A full AVX-512 tile adds the bias in its store (StoreTile512, the same bits); others fill C first.
+                bool biasInKernel = bias != null && wide && mr == tr && nr == tc;
+                if (bias != null && !biasInKernel) FillRows(cTile, ldc, mr, nr, bias + jr);
+                if (biasInKernel && inPlace)
+                    Kernel512Direct(kc, direct + ir * lda, lda, bPanel, cTile, ldc, alpha, beta, bias + jr);
+                else if (biasInKernel)
+                    Kernel512(kc, aPanel, bPanel, cTile, ldc, alpha, beta, bias + jr);
+                else if (inPlace && nr == tc)
                     Kernel512Direct(kc, direct + ir * lda, lda, bPanel, cTile, ldc, alpha, beta);
                 else if (mr == tr && nr == tc)
                     Kernel(kernel, kc, aPanel, bPanel, cTile, ldc, alpha, beta);

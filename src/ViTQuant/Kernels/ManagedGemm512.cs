@@ -22,10 +22,11 @@ internal static unsafe partial class ManagedGemm
     private const int MR512 = GemmPacking.MR512, NR512 = GemmPacking.NR512;
     internal const int KC512 = 192, NC512 = 4064;
 
-    // 12×32 tile: C = alpha·Σ_p a[p·12 + r]·b[p·32 + j] + beta·C (beta = 0 never reads C).
+    // 12×32 tile: C = alpha·Σ_p a[p·12 + r]·b[p·32 + j] + beta·C (beta = 0 never reads C), or with a bias
+    // (not null) C = alpha·Σ + bias[j] (C not read): see StoreTile512.
     // a and b are packed panels; b is 64-byte aligned (GemmPacking.Buffers, panels of kc·32 floats).
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void Kernel512(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta)
+    internal static void Kernel512(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta, float* bias = null)
     {
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default, c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default, c90 = default, c91 = default, c100 = default, c101 = default, c110 = default, c111 = default;
         // Start pulling the C tile (12 rows of 2 cache lines) in now; it is needed at the end.
@@ -53,45 +54,14 @@ internal static unsafe partial class ManagedGemm
             av = Vector512.Create(a[11]); c110 = Avx512F.FusedMultiplyAdd(av, b0, c110); c111 = Avx512F.FusedMultiplyAdd(av, b1, c111);
             a += MR512; b += NR512;
         }
-        var va = Vector512.Create(alpha);
-        if (beta == 0f)
-        {
-            Avx512F.Store(c, c00 * va); Avx512F.Store(c + 16, c01 * va); c += ldc;
-            Avx512F.Store(c, c10 * va); Avx512F.Store(c + 16, c11 * va); c += ldc;
-            Avx512F.Store(c, c20 * va); Avx512F.Store(c + 16, c21 * va); c += ldc;
-            Avx512F.Store(c, c30 * va); Avx512F.Store(c + 16, c31 * va); c += ldc;
-            Avx512F.Store(c, c40 * va); Avx512F.Store(c + 16, c41 * va); c += ldc;
-            Avx512F.Store(c, c50 * va); Avx512F.Store(c + 16, c51 * va); c += ldc;
-            Avx512F.Store(c, c60 * va); Avx512F.Store(c + 16, c61 * va); c += ldc;
-            Avx512F.Store(c, c70 * va); Avx512F.Store(c + 16, c71 * va); c += ldc;
-            Avx512F.Store(c, c80 * va); Avx512F.Store(c + 16, c81 * va); c += ldc;
-            Avx512F.Store(c, c90 * va); Avx512F.Store(c + 16, c91 * va); c += ldc;
-            Avx512F.Store(c, c100 * va); Avx512F.Store(c + 16, c101 * va); c += ldc;
-            Avx512F.Store(c, c110 * va); Avx512F.Store(c + 16, c111 * va);
-        }
-        else
-        {
-            var vb = Vector512.Create(beta);
-            StoreRow512(c, c00, c01, va, vb); c += ldc;
-            StoreRow512(c, c10, c11, va, vb); c += ldc;
-            StoreRow512(c, c20, c21, va, vb); c += ldc;
-            StoreRow512(c, c30, c31, va, vb); c += ldc;
-            StoreRow512(c, c40, c41, va, vb); c += ldc;
-            StoreRow512(c, c50, c51, va, vb); c += ldc;
-            StoreRow512(c, c60, c61, va, vb); c += ldc;
-            StoreRow512(c, c70, c71, va, vb); c += ldc;
-            StoreRow512(c, c80, c81, va, vb); c += ldc;
-            StoreRow512(c, c90, c91, va, vb); c += ldc;
-            StoreRow512(c, c100, c101, va, vb); c += ldc;
-            StoreRow512(c, c110, c111, va, vb);
-        }
+        StoreTile512(c, ldc, alpha, beta, bias, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71, c80, c81, c90, c91, c100, c101, c110, c111);
     }
 
     // Kernel512 with A read in place: row r of the 12×kc block at a + r·lda (A not transposed), instead of a
     // packed panel. The same products in the same order, so the same bits. Rows are reached from four base
     // pointers (rows 0, 3, 6, 9) plus 0, lda or 2·lda, which x86 addressing folds into each broadcast.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void Kernel512Direct(int kc, float* a, nint lda, float* b, float* c, nint ldc, float alpha, float beta)
+    internal static void Kernel512Direct(int kc, float* a, nint lda, float* b, float* c, nint ldc, float alpha, float beta, float* bias = null)
     {
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default, c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default, c90 = default, c91 = default, c100 = default, c101 = default, c110 = default, c111 = default;
         for (int r = 0; r < MR512; r++)
@@ -120,7 +90,30 @@ internal static unsafe partial class ManagedGemm
             av = Vector512.Create(a9[l2]); c110 = Avx512F.FusedMultiplyAdd(av, b0, c110); c111 = Avx512F.FusedMultiplyAdd(av, b1, c111);
             a0++; a3++; a6++; a9++; b += NR512;
         }
+        StoreTile512(c, ldc, alpha, beta, bias, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71, c80, c81, c90, c91, c100, c101, c110, c111);
+    }
+
+    // Stores a finished 12×32 tile: C = alpha·acc (beta = 0, C not read), C = alpha·acc + beta·C, or, with a
+    // bias, C = alpha·acc + bias[j] in one fused multiply-add — bit for bit what filling C with the bias rows and
+    // storing with beta = 1 gives (bias·1 is exact), without the fill's 24 stores and the 24 loads of C.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreTile512(float* c, nint ldc, float alpha, float beta, float* bias,
+        Vector512<float> c00, Vector512<float> c01, Vector512<float> c10, Vector512<float> c11, Vector512<float> c20, Vector512<float> c21,
+        Vector512<float> c30, Vector512<float> c31, Vector512<float> c40, Vector512<float> c41, Vector512<float> c50, Vector512<float> c51,
+        Vector512<float> c60, Vector512<float> c61, Vector512<float> c70, Vector512<float> c71, Vector512<float> c80, Vector512<float> c81,
+        Vector512<float> c90, Vector512<float> c91, Vector512<float> c100, Vector512<float> c101, Vector512<float> c110, Vector512<float> c111)
+    {
         var va = Vector512.Create(alpha);
+        if (bias != null)
+        {
+            var b0 = Avx512F.LoadVector512(bias);
+            var b1 = Avx512F.LoadVector512(bias + 16);
+            BiasRow(c, c00, c01, va, b0, b1); BiasRow(c + ldc, c10, c11, va, b0, b1); BiasRow(c + 2 * ldc, c20, c21, va, b0, b1);
+            BiasRow(c + 3 * ldc, c30, c31, va, b0, b1); BiasRow(c + 4 * ldc, c40, c41, va, b0, b1); BiasRow(c + 5 * ldc, c50, c51, va, b0, b1);
+            BiasRow(c + 6 * ldc, c60, c61, va, b0, b1); BiasRow(c + 7 * ldc, c70, c71, va, b0, b1); BiasRow(c + 8 * ldc, c80, c81, va, b0, b1);
+            BiasRow(c + 9 * ldc, c90, c91, va, b0, b1); BiasRow(c + 10 * ldc, c100, c101, va, b0, b1); BiasRow(c + 11 * ldc, c110, c111, va, b0, b1);
+            return;
+        }
         if (beta == 0f)
         {
             Avx512F.Store(c, c00 * va); Avx512F.Store(c + 16, c01 * va); c += ldc;
@@ -135,23 +128,21 @@ internal static unsafe partial class ManagedGemm
             Avx512F.Store(c, c90 * va); Avx512F.Store(c + 16, c91 * va); c += ldc;
             Avx512F.Store(c, c100 * va); Avx512F.Store(c + 16, c101 * va); c += ldc;
             Avx512F.Store(c, c110 * va); Avx512F.Store(c + 16, c111 * va);
+            return;
         }
-        else
-        {
-            var vb = Vector512.Create(beta);
-            StoreRow512(c, c00, c01, va, vb); c += ldc;
-            StoreRow512(c, c10, c11, va, vb); c += ldc;
-            StoreRow512(c, c20, c21, va, vb); c += ldc;
-            StoreRow512(c, c30, c31, va, vb); c += ldc;
-            StoreRow512(c, c40, c41, va, vb); c += ldc;
-            StoreRow512(c, c50, c51, va, vb); c += ldc;
-            StoreRow512(c, c60, c61, va, vb); c += ldc;
-            StoreRow512(c, c70, c71, va, vb); c += ldc;
-            StoreRow512(c, c80, c81, va, vb); c += ldc;
-            StoreRow512(c, c90, c91, va, vb); c += ldc;
-            StoreRow512(c, c100, c101, va, vb); c += ldc;
-            StoreRow512(c, c110, c111, va, vb);
-        }
+        var vb = Vector512.Create(beta);
+        StoreRow512(c, c00, c01, va, vb); c += ldc;
+        StoreRow512(c, c10, c11, va, vb); c += ldc;
+        StoreRow512(c, c20, c21, va, vb); c += ldc;
+        StoreRow512(c, c30, c31, va, vb); c += ldc;
+        StoreRow512(c, c40, c41, va, vb); c += ldc;
+        StoreRow512(c, c50, c51, va, vb); c += ldc;
+        StoreRow512(c, c60, c61, va, vb); c += ldc;
+        StoreRow512(c, c70, c71, va, vb); c += ldc;
+        StoreRow512(c, c80, c81, va, vb); c += ldc;
+        StoreRow512(c, c90, c91, va, vb); c += ldc;
+        StoreRow512(c, c100, c101, va, vb); c += ldc;
+        StoreRow512(c, c110, c111, va, vb);
     }
 
     // Edge tile: C[0..mr, 0..nr] = alpha·tile + beta·C (tile rows NR512 apart; beta = 0 does not read C),
@@ -174,6 +165,13 @@ internal static unsafe partial class ManagedGemm
             if (beta != 0f) t1 += Avx512F.MaskLoad(c + 16, m1, Vector512<float>.Zero) * vb;
             Avx512F.MaskStore(c + 16, m1, t1);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void BiasRow(float* row, Vector512<float> lo, Vector512<float> hi, Vector512<float> va, Vector512<float> b0, Vector512<float> b1)
+    {
+        Avx512F.Store(row, Avx512F.FusedMultiplyAdd(lo, va, b0));
+        Avx512F.Store(row + 16, Avx512F.FusedMultiplyAdd(hi, va, b1));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
