@@ -80,7 +80,8 @@ internal static unsafe class LayerNormKernel
         }
     }
 
-    // s = x + y over one row, inline (a TensorPrimitives call per row of a ViT's width costs as much as the adds).
+    // s = x + y over one row in a loop of our own (a TensorPrimitives call per row of a ViT's width costs as much as
+    // the adds).
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void AddRow(float* x, float* y, float* s, int n)
     {
