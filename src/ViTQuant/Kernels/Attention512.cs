@@ -21,8 +21,8 @@
 // GEMM path): dP = G·vᵀ by 12-row blocks (G's rows read in place, vᵀ packed once), dS = scale·P ⊙ (dP −
 // rowsum(P ⊙ dP)) into an N × N scratch padded with zeros (with a padded copy of P beside it), then
 // dq += dS·k (dS rows in place, k rows straight from qkv), dv += Pᵀ·G and dk += dSᵀ·q (the 12 values of one
-// column block of P or dS are contiguous in their rows, so neither is transposed) — no general GEMM call,
-// no packing beyond vᵀ. Rows past N in a last partial block go through a 12 × 32 scratch tile.
+// column block of P or dS are contiguous in their rows, so neither is transposed) — the GEMM's micro-kernels
+// with their operands read in place (row strides instead of packed panels), no packing beyond vᵀ. Rows past N in a last partial block go through a 12 × 32 scratch tile.
 //
 // Numbers: S and P are the GEMM path's bit for bit (same kernel, same K order, same alpha rounding, same
 // softmax); O sums all N products in one chain where the GEMM splits K into blocks, so O differs from the
@@ -110,7 +110,7 @@ internal static unsafe partial class AttentionKernel
             for (int j0 = 0; j0 < n; j0 += Cols)
             {
                 float* vPanel = s.VT + (nint)(j0 / Cols) * d * Cols;
-                if (mr == Rows) ManagedGemm.Kernel512Direct(d, g + i0 * ldg, ldg, vPanel, s.DP + j0, np, 1f, 0f);
+                if (mr == Rows) ManagedGemm.Kernel512Direct(d, g + i0 * ldg, ldg, vPanel, Cols, s.DP + j0, np, 1f, 0f);
                 else ManagedGemm.Kernel512(d, s.G, vPanel, s.DP + j0, np, 1f, 0f);
             }
             for (int r = 0; r < Rows; r++)
@@ -131,10 +131,10 @@ internal static unsafe partial class AttentionKernel
             int mr = Math.Min(Rows, n - i0);
             for (int c0 = 0; c0 < d; c0 += Cols)
             {
-                if (mr == Rows) KernelRowsA(n, s.DS + (nint)i0 * np, np, k + c0, ld, dq + i0 * ld + c0, ld, 1f);
+                if (mr == Rows) ManagedGemm.Kernel512Direct(n, s.DS + (nint)i0 * np, np, k + c0, ld, dq + i0 * ld + c0, ld, 1f, 1f);
                 else
                 {
-                    KernelRowsA(n, s.DS + (nint)i0 * np, np, k + c0, ld, s.Tile, Cols, 0f);
+                    ManagedGemm.Kernel512Direct(n, s.DS + (nint)i0 * np, np, k + c0, ld, s.Tile, Cols, 1f, 0f);
                     AddRows(s.Tile, mr, dq + i0 * ld + c0, ld);
                 }
             }
@@ -147,14 +147,14 @@ internal static unsafe partial class AttentionKernel
             {
                 if (mr == Rows)
                 {
-                    KernelColumnsA(n, s.P + j0, np, g + c0, ldg, dv + j0 * ld + c0, ld, 1f);
-                    KernelColumnsA(n, s.DS + j0, np, q + c0, ld, dk + j0 * ld + c0, ld, 1f);
+                    ManagedGemm.Kernel512(n, s.P + j0, g + c0, dv + j0 * ld + c0, ld, 1f, 1f, null, np, ldg);
+                    ManagedGemm.Kernel512(n, s.DS + j0, q + c0, dk + j0 * ld + c0, ld, 1f, 1f, null, np, ld);
                 }
                 else
                 {
-                    KernelColumnsA(n, s.P + j0, np, g + c0, ldg, s.Tile, Cols, 0f);
+                    ManagedGemm.Kernel512(n, s.P + j0, g + c0, s.Tile, Cols, 1f, 0f, null, np, ldg);
                     AddRows(s.Tile, mr, dv + j0 * ld + c0, ld);
-                    KernelColumnsA(n, s.DS + j0, np, q + c0, ld, s.Tile, Cols, 0f);
+                    ManagedGemm.Kernel512(n, s.DS + j0, q + c0, s.Tile, Cols, 1f, 0f, null, np, ld);
                     AddRows(s.Tile, mr, dk + j0 * ld + c0, ld);
                 }
             }
@@ -189,88 +189,6 @@ internal static unsafe partial class AttentionKernel
         {
             zero.Store(ds + j);
             zero.Store(pCopy + j);
-        }
-    }
-
-    // c[r, 0..32) = Σ_p a[r·lda + p]·b[p·ldb + 0..32) + beta·c for r < 12: A's rows read in place (as
-    // Kernel512Direct), B's rows straight from memory (unaligned, any stride).
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void KernelRowsA(int kc, float* a, nint lda, float* b, nint ldb, float* c, nint ldc, float beta)
-    {
-        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default, c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default, c90 = default, c91 = default, c100 = default, c101 = default, c110 = default, c111 = default;
-        float* a0 = a, a3 = a + 3 * lda, a6 = a + 6 * lda, a9 = a + 9 * lda;
-        nint l1 = lda, l2 = 2 * lda;
-        for (int p = 0; p < kc; p++, b += ldb)
-        {
-            var b0 = Avx512F.LoadVector512(b);
-            var b1 = Avx512F.LoadVector512(b + 16);
-            Vector512<float> av;
-            av = Vector512.Create(a0[0]); c00 = Avx512F.FusedMultiplyAdd(av, b0, c00); c01 = Avx512F.FusedMultiplyAdd(av, b1, c01);
-            av = Vector512.Create(a0[l1]); c10 = Avx512F.FusedMultiplyAdd(av, b0, c10); c11 = Avx512F.FusedMultiplyAdd(av, b1, c11);
-            av = Vector512.Create(a0[l2]); c20 = Avx512F.FusedMultiplyAdd(av, b0, c20); c21 = Avx512F.FusedMultiplyAdd(av, b1, c21);
-            av = Vector512.Create(a3[0]); c30 = Avx512F.FusedMultiplyAdd(av, b0, c30); c31 = Avx512F.FusedMultiplyAdd(av, b1, c31);
-            av = Vector512.Create(a3[l1]); c40 = Avx512F.FusedMultiplyAdd(av, b0, c40); c41 = Avx512F.FusedMultiplyAdd(av, b1, c41);
-            av = Vector512.Create(a3[l2]); c50 = Avx512F.FusedMultiplyAdd(av, b0, c50); c51 = Avx512F.FusedMultiplyAdd(av, b1, c51);
-            av = Vector512.Create(a6[0]); c60 = Avx512F.FusedMultiplyAdd(av, b0, c60); c61 = Avx512F.FusedMultiplyAdd(av, b1, c61);
-            av = Vector512.Create(a6[l1]); c70 = Avx512F.FusedMultiplyAdd(av, b0, c70); c71 = Avx512F.FusedMultiplyAdd(av, b1, c71);
-            av = Vector512.Create(a6[l2]); c80 = Avx512F.FusedMultiplyAdd(av, b0, c80); c81 = Avx512F.FusedMultiplyAdd(av, b1, c81);
-            av = Vector512.Create(a9[0]); c90 = Avx512F.FusedMultiplyAdd(av, b0, c90); c91 = Avx512F.FusedMultiplyAdd(av, b1, c91);
-            av = Vector512.Create(a9[l1]); c100 = Avx512F.FusedMultiplyAdd(av, b0, c100); c101 = Avx512F.FusedMultiplyAdd(av, b1, c101);
-            av = Vector512.Create(a9[l2]); c110 = Avx512F.FusedMultiplyAdd(av, b0, c110); c111 = Avx512F.FusedMultiplyAdd(av, b1, c111);
-            a0++; a3++; a6++; a9++;
-        }
-        StoreTile(c, ldc, beta, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71, c80, c81, c90, c91, c100, c101, c110, c111);
-    }
-
-    // c[r, 0..32) = Σ_p a[p·lda + r]·b[p·ldb + 0..32) + beta·c for r < 12: A's 12 values of step p are
-    // contiguous (a column block of a row-major matrix, i.e. Aᵀ read in place), B's rows straight from memory.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void KernelColumnsA(int kc, float* a, nint lda, float* b, nint ldb, float* c, nint ldc, float beta)
-    {
-        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default, c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default, c90 = default, c91 = default, c100 = default, c101 = default, c110 = default, c111 = default;
-        for (int p = 0; p < kc; p++, a += lda, b += ldb)
-        {
-            var b0 = Avx512F.LoadVector512(b);
-            var b1 = Avx512F.LoadVector512(b + 16);
-            Vector512<float> av;
-            av = Vector512.Create(a[0]); c00 = Avx512F.FusedMultiplyAdd(av, b0, c00); c01 = Avx512F.FusedMultiplyAdd(av, b1, c01);
-            av = Vector512.Create(a[1]); c10 = Avx512F.FusedMultiplyAdd(av, b0, c10); c11 = Avx512F.FusedMultiplyAdd(av, b1, c11);
-            av = Vector512.Create(a[2]); c20 = Avx512F.FusedMultiplyAdd(av, b0, c20); c21 = Avx512F.FusedMultiplyAdd(av, b1, c21);
-            av = Vector512.Create(a[3]); c30 = Avx512F.FusedMultiplyAdd(av, b0, c30); c31 = Avx512F.FusedMultiplyAdd(av, b1, c31);
-            av = Vector512.Create(a[4]); c40 = Avx512F.FusedMultiplyAdd(av, b0, c40); c41 = Avx512F.FusedMultiplyAdd(av, b1, c41);
-            av = Vector512.Create(a[5]); c50 = Avx512F.FusedMultiplyAdd(av, b0, c50); c51 = Avx512F.FusedMultiplyAdd(av, b1, c51);
-            av = Vector512.Create(a[6]); c60 = Avx512F.FusedMultiplyAdd(av, b0, c60); c61 = Avx512F.FusedMultiplyAdd(av, b1, c61);
-            av = Vector512.Create(a[7]); c70 = Avx512F.FusedMultiplyAdd(av, b0, c70); c71 = Avx512F.FusedMultiplyAdd(av, b1, c71);
-            av = Vector512.Create(a[8]); c80 = Avx512F.FusedMultiplyAdd(av, b0, c80); c81 = Avx512F.FusedMultiplyAdd(av, b1, c81);
-            av = Vector512.Create(a[9]); c90 = Avx512F.FusedMultiplyAdd(av, b0, c90); c91 = Avx512F.FusedMultiplyAdd(av, b1, c91);
-            av = Vector512.Create(a[10]); c100 = Avx512F.FusedMultiplyAdd(av, b0, c100); c101 = Avx512F.FusedMultiplyAdd(av, b1, c101);
-            av = Vector512.Create(a[11]); c110 = Avx512F.FusedMultiplyAdd(av, b0, c110); c111 = Avx512F.FusedMultiplyAdd(av, b1, c111);
-        }
-        StoreTile(c, ldc, beta, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71, c80, c81, c90, c91, c100, c101, c110, c111);
-    }
-
-    // A 12 × 32 tile: c = acc (beta 0) or c + acc (beta 1).
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreTile(float* c, nint ldc, float beta,
-        Vector512<float> c00, Vector512<float> c01, Vector512<float> c10, Vector512<float> c11, Vector512<float> c20, Vector512<float> c21,
-        Vector512<float> c30, Vector512<float> c31, Vector512<float> c40, Vector512<float> c41, Vector512<float> c50, Vector512<float> c51,
-        Vector512<float> c60, Vector512<float> c61, Vector512<float> c70, Vector512<float> c71, Vector512<float> c80, Vector512<float> c81,
-        Vector512<float> c90, Vector512<float> c91, Vector512<float> c100, Vector512<float> c101, Vector512<float> c110, Vector512<float> c111)
-    {
-        bool add = beta != 0f;
-        Row(c, c00, c01, add); Row(c + ldc, c10, c11, add); Row(c + 2 * ldc, c20, c21, add); Row(c + 3 * ldc, c30, c31, add);
-        Row(c + 4 * ldc, c40, c41, add); Row(c + 5 * ldc, c50, c51, add); Row(c + 6 * ldc, c60, c61, add); Row(c + 7 * ldc, c70, c71, add);
-        Row(c + 8 * ldc, c80, c81, add); Row(c + 9 * ldc, c90, c91, add); Row(c + 10 * ldc, c100, c101, add); Row(c + 11 * ldc, c110, c111, add);
-
-        static void Row(float* c, Vector512<float> lo, Vector512<float> hi, bool add)
-        {
-            if (add)
-            {
-                lo += Avx512F.LoadVector512(c);
-                hi += Avx512F.LoadVector512(c + 16);
-            }
-            Avx512F.Store(c, lo);
-            Avx512F.Store(c + 16, hi);
         }
     }
 

@@ -381,16 +381,16 @@ internal static unsafe partial class ManagedGemm
                 bool biasInKernel = bias != null && wide && mr == tr && nr == tc;
                 if (bias != null && !biasInKernel) FillRows(cTile, ldc, mr, nr, bias + jr);
                 if (biasInKernel && inPlace)
-                    Kernel512Direct(kc, direct + ir * lda, lda, bPanel, cTile, ldc, alpha, beta, bias + jr);
+                    Kernel512Direct(kc, direct + ir * lda, lda, bPanel, NR512, cTile, ldc, alpha, beta, bias + jr);
                 else if (biasInKernel)
                     Kernel512(kc, aPanel, bPanel, cTile, ldc, alpha, beta, bias + jr);
                 else if (inPlace && nr == tc)
-                    Kernel512Direct(kc, direct + ir * lda, lda, bPanel, cTile, ldc, alpha, beta);
+                    Kernel512Direct(kc, direct + ir * lda, lda, bPanel, NR512, cTile, ldc, alpha, beta);
                 else if (mr == tr && nr == tc)
                     Kernel(kernel, kc, aPanel, bPanel, cTile, ldc, alpha, beta);
                 else
                 {
-                    if (inPlace) Kernel512Direct(kc, direct + ir * lda, lda, bPanel, tile, tc, 1f, 0f);
+                    if (inPlace) Kernel512Direct(kc, direct + ir * lda, lda, bPanel, NR512, tile, tc, 1f, 0f);
                     else Kernel(kernel, kc, aPanel, bPanel, tile, tc, 1f, 0f);
                     if (wide) MergeEdge512(tile, mr, nr, cTile, ldc, alpha, beta);
                     else MergeEdge(tile, tc, mr, nr, cTile, ldc, alpha, beta);

@@ -22,11 +22,14 @@ internal static unsafe partial class ManagedGemm
     private const int MR512 = GemmPacking.MR512, NR512 = GemmPacking.NR512;
     internal const int KC512 = 192, NC512 = 4064;
 
-    // 12×32 tile: C = alpha·Σ_p a[p·12 + r]·b[p·32 + j] + beta·C (beta = 0 never reads C), or with a bias
-    // (not null) C = alpha·Σ + bias[j] (C not read): see StoreTile512.
+    // 12×32 tile: C = alpha·Σ_p a[p·aStep + r]·b[p·bStep + j] + beta·C (beta = 0 never reads C), or with a bias
+    // (not null) C = alpha·Σ + bias[j] (C not read): see StoreTile512. The steps default to packed panels (12 and
+    // 32); the attention backward passes row strides to read Pᵀ or dSᵀ and a row-major B in place. Unaligned loads
+    // (the same instruction speed on the aligned panels).
     // a and b are packed panels; b is 64-byte aligned (GemmPacking.Buffers, panels of kc·32 floats).
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void Kernel512(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta, float* bias = null)
+    internal static void Kernel512(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta, float* bias = null,
+        nint aStep = MR512, nint bStep = NR512)
     {
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default, c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default, c90 = default, c91 = default, c100 = default, c101 = default, c110 = default, c111 = default;
         // Start pulling the C tile (12 rows of 2 cache lines) in now; it is needed at the end.
@@ -37,8 +40,8 @@ internal static unsafe partial class ManagedGemm
         }
         for (int p = 0; p < kc; p++)
         {
-            var b0 = Avx512F.LoadAlignedVector512(b);
-            var b1 = Avx512F.LoadAlignedVector512(b + 16);
+            var b0 = Avx512F.LoadVector512(b);
+            var b1 = Avx512F.LoadVector512(b + 16);
             Vector512<float> av;
             av = Vector512.Create(a[0]); c00 = Avx512F.FusedMultiplyAdd(av, b0, c00); c01 = Avx512F.FusedMultiplyAdd(av, b1, c01);
             av = Vector512.Create(a[1]); c10 = Avx512F.FusedMultiplyAdd(av, b0, c10); c11 = Avx512F.FusedMultiplyAdd(av, b1, c11);
@@ -52,16 +55,16 @@ internal static unsafe partial class ManagedGemm
             av = Vector512.Create(a[9]); c90 = Avx512F.FusedMultiplyAdd(av, b0, c90); c91 = Avx512F.FusedMultiplyAdd(av, b1, c91);
             av = Vector512.Create(a[10]); c100 = Avx512F.FusedMultiplyAdd(av, b0, c100); c101 = Avx512F.FusedMultiplyAdd(av, b1, c101);
             av = Vector512.Create(a[11]); c110 = Avx512F.FusedMultiplyAdd(av, b0, c110); c111 = Avx512F.FusedMultiplyAdd(av, b1, c111);
-            a += MR512; b += NR512;
+            a += aStep; b += bStep;
         }
         StoreTile512(c, ldc, alpha, beta, bias, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71, c80, c81, c90, c91, c100, c101, c110, c111);
     }
 
     // Kernel512 with A read in place: row r of the 12×kc block at a + r·lda (A not transposed), instead of a
-    // packed panel. The same products in the same order, so the same bits. Rows are reached from four base
+    // packed panel; B's rows bStep apart (NR512 for a packed panel, a row stride for a matrix read in place). The same products in the same order, so the same bits. Rows are reached from four base
     // pointers (rows 0, 3, 6, 9) plus 0, lda or 2·lda, which x86 addressing folds into each broadcast.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void Kernel512Direct(int kc, float* a, nint lda, float* b, float* c, nint ldc, float alpha, float beta, float* bias = null)
+    internal static void Kernel512Direct(int kc, float* a, nint lda, float* b, nint bStep, float* c, nint ldc, float alpha, float beta, float* bias = null)
     {
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default, c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default, c90 = default, c91 = default, c100 = default, c101 = default, c110 = default, c111 = default;
         for (int r = 0; r < MR512; r++)
@@ -73,8 +76,8 @@ internal static unsafe partial class ManagedGemm
         nint l1 = lda, l2 = 2 * lda;
         for (int p = 0; p < kc; p++)
         {
-            var b0 = Avx512F.LoadAlignedVector512(b);
-            var b1 = Avx512F.LoadAlignedVector512(b + 16);
+            var b0 = Avx512F.LoadVector512(b);
+            var b1 = Avx512F.LoadVector512(b + 16);
             Vector512<float> av;
             av = Vector512.Create(a0[0]); c00 = Avx512F.FusedMultiplyAdd(av, b0, c00); c01 = Avx512F.FusedMultiplyAdd(av, b1, c01);
             av = Vector512.Create(a0[l1]); c10 = Avx512F.FusedMultiplyAdd(av, b0, c10); c11 = Avx512F.FusedMultiplyAdd(av, b1, c11);
@@ -88,7 +91,7 @@ internal static unsafe partial class ManagedGemm
             av = Vector512.Create(a9[0]); c90 = Avx512F.FusedMultiplyAdd(av, b0, c90); c91 = Avx512F.FusedMultiplyAdd(av, b1, c91);
             av = Vector512.Create(a9[l1]); c100 = Avx512F.FusedMultiplyAdd(av, b0, c100); c101 = Avx512F.FusedMultiplyAdd(av, b1, c101);
             av = Vector512.Create(a9[l2]); c110 = Avx512F.FusedMultiplyAdd(av, b0, c110); c111 = Avx512F.FusedMultiplyAdd(av, b1, c111);
-            a0++; a3++; a6++; a9++; b += NR512;
+            a0++; a3++; a6++; a9++; b += bStep;
         }
         StoreTile512(c, ldc, alpha, beta, bias, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71, c80, c81, c90, c91, c100, c101, c110, c111);
     }
