@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Side-by-side throughput in one table: our engine (vitq bench), PyTorch 1.13 (Debian python3-torch) and,
-# for the forward, ONNX Runtime 1.32 on our own float export (vitq bench --engine onnx, which also times
+# Side-by-side throughput in one table: our engine (vitq bench), PyTorch 1.13 (Debian python3-torch), TorchSharp
+# 0.107 / LibTorch 2.10 where it restores and loads (torchsharp_bench.sh) and, for the forward, ONNX Runtime 1.32
+# on our own float export (vitq bench --engine onnx, which also times
 # our forward interleaved call by call with ORT's: the fairest ratio on a loaded machine). Same
 # architecture, batch and thread count; one after the other on this machine. Prints the ratios.
 #   tools/reference/bench_compare.sh [threads]
@@ -9,6 +10,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 threads=${1:-$(nproc)}
+# best_of JSON_A LABEL_A JSON_B LABEL_B: per row (forward, train, input_grad), the faster of two setups of one
+# framework, with the setup's label under <row>_setup. An empty result ('{}', did not run) yields the other.
+best_of() {
+  python3 - "$@" <<'PY'
+import json, sys
+a, la, b, lb = json.loads(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+if not a or not b:
+    print(json.dumps(a or b)); sys.exit()
+best = dict(a)
+for k in ("forward", "train", "input_grad"):
+    pick = a if a[f"{k}_img_per_s"] >= b[f"{k}_img_per_s"] else b
+    best[f"{k}_img_per_s"], best[f"{k}_cpu_s"] = pick[f"{k}_img_per_s"], pick[f"{k}_cpu_s"]
+    best[f"{k}_setup"] = la if pick is a else lb
+print(json.dumps(best))
+PY
+}
 for spec in "vit_fmnist 64" "deit_tiny_patch16_224 8"; do
   set -- $spec
   ours=$(./vitq bench --arch "$1" --batch "$2" --threads "$threads" --iters 5 --json 2>/dev/null)
@@ -18,39 +35,39 @@ for spec in "vit_fmnist 64" "deit_tiny_patch16_224 8"; do
   # cores (vit_fmnist training 139 img/s against 263 and 300 img/s in the two honest setups, 2026-12-07).
   torch_own=$(OPENBLAS_NUM_THREADS=1 /usr/bin/python3 tools/reference/bench_torch.py --arch "$1" --batch "$2" --threads "$threads" --iters 5)
   torch_blas=$(OPENBLAS_NUM_THREADS="$threads" /usr/bin/python3 tools/reference/bench_torch.py --arch "$1" --batch "$2" --threads 1 --iters 5)
-  torch=$(python3 - "$torch_own" "$torch_blas" <<'PY'
-import json, sys
-a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-best = dict(a)
-for k in ("forward", "train", "input_grad"):
-    pick = a if a[f"{k}_img_per_s"] >= b[f"{k}_img_per_s"] else b
-    best[f"{k}_img_per_s"], best[f"{k}_cpu_s"] = pick[f"{k}_img_per_s"], pick[f"{k}_cpu_s"]
-    best[f"{k}_setup"] = "torch threads" if pick is a else "OpenBLAS threads"
-print(json.dumps(best))
-PY
-)
+  torch=$(best_of "$torch_own" "torch threads" "$torch_blas" "OpenBLAS threads")
+  # TorchSharp: the faster of its fused attention (scaled_dot_product_attention) and the explicit graph, per row.
+  ts_sdpa=$(tools/reference/torchsharp_bench.sh --arch "$1" --batch "$2" --threads "$threads" --iters 5 --attention sdpa 2>/dev/null || echo '{}')
+  ts_explicit=$(tools/reference/torchsharp_bench.sh --arch "$1" --batch "$2" --threads "$threads" --iters 5 --attention explicit 2>/dev/null || echo '{}')
+  ts=$(best_of "$ts_sdpa" sdpa "$ts_explicit" explicit)
   ort=$(./vitq bench --engine onnx --arch "$1" --batch "$2" --threads "$threads" --iters 9 --json 2>/dev/null || echo '{}')
-  python3 - "$ours" "$torch" "$ort" <<'PY'
+  python3 - "$ours" "$torch" "$ort" "$ts" <<'PY'
 import json, sys
-o, t, r = json.loads(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
-print(f"{o['architecture']} batch {o['batch']} threads {o['threads']} (ViTQuant GEMM: {o['gemm_backend']}; {t['framework']}"
-      + (", ONNX Runtime on our float export" if r else ", ONNX Runtime not available") + ")")
-print(f"  {'':22s} {'vitq':>9s} {'torch':>9s} {'vs torch':>9s} {'ORT':>9s} {'vs ORT':>8s} {'interleaved vs ORT':>20s}")
+o, t, r, s = (json.loads(a) for a in sys.argv[1:5])
+print(f"{o['architecture']} batch {o['batch']} threads {o['threads']} (ViTQuant GEMM: {o['gemm_backend']}; {t['framework']}; "
+      + (s["framework"].split(",")[0] + ")" if s else "TorchSharp not available") + ("; ONNX Runtime on our float export" if r else "; ONNX Runtime not available") + ")")
+print(f"  {'':22s} {'vitq':>9s} {'torch':>9s} {'vs torch':>9s} {'TorchSharp':>11s} {'vs TS':>7s} {'ORT':>9s} {'vs ORT':>8s} {'interleaved vs ORT':>20s}")
 for k in ("forward_img_per_s", "train_img_per_s", "input_grad_img_per_s"):
     line = f"  {k:22s} {o[k]:9.1f} {t[k]:9.1f} {o[k]/t[k]:8.2f}x"
-    if k.replace("_img_per_s", "_setup") in t: line += f"  (torch: {t[k.replace('_img_per_s', '_setup')]})" if k != "forward_img_per_s" else ""
+    line += f" {s[k]:11.1f} {o[k]/s[k]:6.2f}x" if s else f" {'n/a':>11s} {'':>7s}"
     if k == "forward_img_per_s" and r:
         ort = r["ort_float_forward_img_per_s"]
         line += f" {ort:9.1f} {o[k]/ort:7.2f}x {r['vitq_float_forward_img_per_s']/ort:19.2f}x"
+    setup = k.replace("_img_per_s", "_setup")
+    notes = [f"{name}: {d[setup]}" for name, d in (("torch", t), ("TorchSharp", s)) if setup in d]
+    if notes: line += "  (" + ", ".join(notes) + ")"
     print(line)
-cpu = [(k, o.get(k.replace("img_per_s", "cpu_s")), t.get(k.replace("img_per_s", "cpu_s"))) for k in ("forward_img_per_s", "train_img_per_s", "input_grad_img_per_s")]
-print("  process CPU s/step     " + "; ".join(f"{k.replace('_img_per_s', '')} vitq {a:.3f} torch {b:.3f} ({b / a:.2f}x less work)" for k, a, b in cpu if a and b))
+for name, d in (("torch", t), ("TorchSharp", s)):
+    cpu = [(k, o.get(k + "_cpu_s"), d.get(k + "_cpu_s")) for k in ("forward", "train", "input_grad")]
+    if any(a and b for _, a, b in cpu):
+        print(f"  process CPU s/step vs {name}: " + "; ".join(f"{k} vitq {a:.3f} {name} {b:.3f} ({b / a:.2f}x less work)" for k, a, b in cpu if a and b))
 if r and r.get("threads") == 1 and r.get("vitq_float_forward_thread_cpu_s"):
     print(f"  thread CPU s/forward   vitq {r['vitq_float_forward_thread_cpu_s']:.3f} ORT {r['ort_float_forward_thread_cpu_s']:.3f} "
           f"({r['ort_float_forward_thread_cpu_s'] / r['vitq_float_forward_thread_cpu_s']:.2f}x ORT)")
 print(f"  forward GFLOP/s (vitq) {o['forward_gflop_per_s']:.1f}; peak memory {o['peak_memory_mb']:.0f} MB; "
       f"train alloc {o['train_alloc_mb_per_step']:.1f} MB/step")
-print(f"  (img/s, medians of each tool's own timing; PyTorch: the faster of torch threads or OpenBLAS threads, forward: {t.get('forward_setup', '?')};")
+print(f"  (img/s, medians of each tool's own timing; PyTorch: the faster of torch threads or OpenBLAS threads, TorchSharp: the faster")
+print(f"   of its fused and its explicit attention, per row (the setup in brackets);")
 print("   the last column: our forward and ORT's timed alternately in one process;")
 print("   CPU lines: medians of process CPU time per step, the load-robust ratio with threads = 1 on a shared machine)")
 PY
