@@ -253,10 +253,23 @@ internal static unsafe class RowSimd
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> ExpNonPositive512(Vector512<float> x)
     {
-        const float MinArg = -87.33654f;
-        var xc = Vector512.Max(x, Vector512.Create(MinArg));
-        var n = Vector512.Round(xc * Vector512.Create(1.44269504088896341f));
-        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), xc);
+        var y = ExpCore512(Vector512.Max(x, Vector512.Create(ExpMinArg)));
+        y = Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(ExpMinArg)), Vector512<float>.Zero, y);
+        return Vector512.ConditionalSelect(Vector512.Equals(x, x), y, x);
+    }
+
+    /// <summary>ln(2⁻¹²⁶): below it ExpNonPositive gives 0 (e^x is then under the smallest normal float).</summary>
+    public const float ExpMinArg = -87.33654f;
+
+    /// <summary>
+    /// ExpNonPositive512 without its guards, for callers that keep x in [<see cref="ExpMinArg"/>, 0] themselves:
+    /// e^x = 2ⁿ·e^r, n = round(x·log2 e), r = x − n·ln 2 in two parts, e^r by its degree-7 polynomial.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> ExpCore512(Vector512<float> x)
+    {
+        var n = Vector512.Round(x * Vector512.Create(1.44269504088896341f));
+        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), x);
         r = Vector512.FusedMultiplyAdd(n, Vector512.Create(2.12194440e-4f), r);
         var p = Vector512.FusedMultiplyAdd(Vector512.Create(1.9875691500e-4f), r, Vector512.Create(1.3981999507e-3f));
         p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(8.3334519073e-3f));
@@ -264,9 +277,8 @@ internal static unsafe class RowSimd
         p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459e-1f));
         p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201e-1f));
         var e = Vector512.FusedMultiplyAdd(p, r * r, r + Vector512<float>.One);
-        var scale = ((Vector512.ConvertToInt32(n) + Vector512.Create(127)) << 23).AsSingle();
-        var y = Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(MinArg)), Vector512<float>.Zero, e * scale);
-        return Vector512.ConditionalSelect(Vector512.Equals(x, x), y, x);
+        // n is integral and in [−126, 0]: the native conversion is exact and skips .NET's saturating fix-up.
+        return e * ((Vector512.ConvertToInt32Native(n) + Vector512.Create(127)) << 23).AsSingle();
     }
 
     /// <summary>Elements per parallel chunk below which a kernel stays on one thread.</summary>
@@ -312,8 +324,7 @@ internal static unsafe class RowSimd
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> ExpNonPositive(Vector256<float> x)
     {
-        const float MinArg = -87.33654f; // ln(2^-126)
-        var xc = Vector256.Max(x, Vector256.Create(MinArg));
+        var xc = Vector256.Max(x, Vector256.Create(ExpMinArg));
         var n = Vector256.Round(xc * Vector256.Create(1.44269504088896341f));
         var r = Vector256.FusedMultiplyAdd(n, Vector256.Create(-0.693359375f), xc);
         r = Vector256.FusedMultiplyAdd(n, Vector256.Create(2.12194440e-4f), r);
@@ -323,9 +334,9 @@ internal static unsafe class RowSimd
         p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(1.6666665459e-1f));
         p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(5.0000001201e-1f));
         var e = Vector256.FusedMultiplyAdd(p, r * r, r + Vector256<float>.One);
-        var scale = ((Vector256.ConvertToInt32(n) + Vector256.Create(127)) << 23).AsSingle();
+        var scale = ((Vector256.ConvertToInt32Native(n) + Vector256.Create(127)) << 23).AsSingle();
         var y = e * scale;
-        y = Vector256.ConditionalSelect(Vector256.LessThan(x, Vector256.Create(MinArg)), Vector256<float>.Zero, y);
+        y = Vector256.ConditionalSelect(Vector256.LessThan(x, Vector256.Create(ExpMinArg)), Vector256<float>.Zero, y);
         return Vector256.ConditionalSelect(Vector256.Equals(x, x), y, x);
     }
 
