@@ -38,31 +38,40 @@ internal static unsafe partial class AttentionKernel
     /// Throws ArgumentException when a size is not positive or a buffer is too short.
     /// </summary>
     public static void Forward(ReadOnlySpan<float> qkv, int batch, int tokens, int heads, int headDim, float scale,
-        Span<float> probs, Span<float> output)
+        Span<float> probs, Span<float> output, Span<float> logits = default)
     {
-        bool keep = !probs.IsEmpty;
+        bool keep = !probs.IsEmpty, wantLogits = !logits.IsEmpty;
         Check(batch, tokens, heads, headDim, qkv.Length, keep ? probs.Length : long.MaxValue, output.Length, output.Length, "output");
+        if (wantLogits) Check(batch, tokens, heads, headDim, qkv.Length, logits.Length, output.Length, output.Length, "output", "logits");
         bool wide = UsesAvx512; // read on the calling thread: ForceKernel / ForceNarrow scopes are per flow
-        fixed (float* pq = qkv, pp = probs, po = output)
+        fixed (float* pq = qkv, pp = probs, po = output, pl = logits)
         {
-            nint q = (nint)pq, p = keep ? (nint)pp : 0, o = (nint)po;
+            nint q = (nint)pq, p = keep ? (nint)pp : 0, o = (nint)po, l = wantLogits ? (nint)pl : 0;
             int N = tokens, H = heads, D = headDim, C = H * D, C3 = 3 * C;
             Parallelism.For(0, batch * H, t =>
             {
                 int b = t / H, h = t % H;
                 float* qb = (float*)q + (nint)b * N * C3 + h * D;
                 float* pt = p != 0 ? (float*)p + (nint)t * N * N : null;
+                float* lt = l != 0 ? (float*)l + (nint)t * N * N : null;
                 float* ob = (float*)o + (nint)b * N * C + h * D;
                 if (wide)
                 {
-                    ForwardHead512(qb, qb + C, qb + 2 * C, C3, N, D, scale, pt, ob, C);
+                    ForwardHead512(qb, qb + C, qb + 2 * C, C3, N, D, scale, pt, ob, C, lt);
                     return;
                 }
                 var qs = new ReadOnlySpan<float>(qb, (N - 1) * C3 + D);
                 var ks = new ReadOnlySpan<float>(qb + C, (N - 1) * C3 + D);
                 var vs = new ReadOnlySpan<float>(qb + 2 * C, (N - 1) * C3 + D);
                 var ps = pt != null ? new Span<float>(pt, N * N) : Scratch(N * N).DP.AsSpan(0, N * N);
-                Gemm.Sgemm(false, true, N, N, D, scale, qs, C3, ks, C3, 0f, ps, N);
+                if (lt != null)
+                {
+                    // Unscaled, then scaled: the same single rounding of Σ·scale as alpha = scale.
+                    var ls = new Span<float>(lt, N * N);
+                    Gemm.Sgemm(false, true, N, N, D, 1f, qs, C3, ks, C3, 0f, ls, N);
+                    System.Numerics.Tensors.TensorPrimitives.Multiply(ls, scale, ps);
+                }
+                else Gemm.Sgemm(false, true, N, N, D, scale, qs, C3, ks, C3, 0f, ps, N);
                 SoftmaxKernel.SoftmaxRows(ps, ps, N, N);
                 Gemm.Sgemm(false, false, N, D, N, 1f, ps, N, vs, C3, 0f, new Span<float>(ob, (N - 1) * C + D), C);
             });
@@ -77,22 +86,42 @@ internal static unsafe partial class AttentionKernel
     /// </summary>
     public static void Backward(ReadOnlySpan<float> qkv, ReadOnlySpan<float> probs, ReadOnlySpan<float> dOut,
         int batch, int tokens, int heads, int headDim, float scale, Span<float> dQkv)
+        => Backward(qkv, probs, dOut, batch, tokens, heads, headDim, scale, dQkv, default);
+
+    /// <summary>
+    /// The first half of <see cref="Backward"/> for a forward whose logits L = q·kᵀ are an output of their own
+    /// (Ops.FusedAttentionWithLogits): from dOut, dv += Pᵀ·G into dQkv and the gradient at the unscaled
+    /// logits, scale·P ⊙ (dP − rowsum(P ⊙ dP)), accumulated into dLogits [B, H, N, N]; dq and dk are left to
+    /// <see cref="LogitsBackward"/> on the whole dLogits. Throws ArgumentException when a buffer is too short.
+    /// </summary>
+    public static void BackwardSoftmaxV(ReadOnlySpan<float> qkv, ReadOnlySpan<float> probs, ReadOnlySpan<float> dOut,
+        int batch, int tokens, int heads, int headDim, float scale, Span<float> dQkv, Span<float> dLogits)
+    {
+        Check(batch, tokens, heads, headDim, qkv.Length, dLogits.Length, dOut.Length, dQkv.Length, "dQkv", "dLogits");
+        Backward(qkv, probs, dOut, batch, tokens, heads, headDim, scale, dQkv, dLogits);
+    }
+
+    // dLogits empty: the whole backward; else the SoftmaxV half into dLogits.
+    private static void Backward(ReadOnlySpan<float> qkv, ReadOnlySpan<float> probs, ReadOnlySpan<float> dOut,
+        int batch, int tokens, int heads, int headDim, float scale, Span<float> dQkv, Span<float> dLogits)
     {
         Check(batch, tokens, heads, headDim, qkv.Length, probs.Length, dOut.Length, dQkv.Length, "dQkv");
         bool wide = UsesAvx512 && headDim % Cols == 0; // read on the calling thread (ForceKernel scopes)
-        fixed (float* pq = qkv, pp = probs, pg = dOut, pd = dQkv)
+        bool half = !dLogits.IsEmpty;
+        fixed (float* pq = qkv, pp = probs, pg = dOut, pd = dQkv, pl = dLogits)
         {
-            nint q = (nint)pq, p = (nint)pp, g = (nint)pg, d = (nint)pd;
+            nint q = (nint)pq, p = (nint)pp, g = (nint)pg, d = (nint)pd, l = (nint)pl;
             int N = tokens, H = heads, D = headDim, C = H * D, C3 = 3 * C;
             Parallelism.For(0, batch * H, t =>
             {
+                float* lt = half ? (float*)l + (nint)t * N * N : null;
                 if (wide)
                 {
                     int bi = t / H, hi = t % H;
                     nint off = (nint)bi * N * C3 + hi * D;
                     float* qb = (float*)q + off, db = (float*)d + off;
                     BackwardHead512(qb, qb + C, qb + 2 * C, C3, (float*)p + (nint)t * N * N, (float*)g + (nint)bi * N * C + hi * D, C,
-                        db, db + C, db + 2 * C, N, D, scale);
+                        db, db + C, db + 2 * C, N, D, scale, half ? BackwardPart.SoftmaxV : BackwardPart.All, lt);
                     return;
                 }
                 var (dP, dS) = Scratch(N * N);
@@ -114,10 +143,64 @@ internal static unsafe partial class AttentionKernel
                 ds.Clear();
                 SoftmaxKernel.SoftmaxRowsBackward(ps, dp, ds, N, N);
                 System.Numerics.Tensors.TensorPrimitives.Multiply(ds, scale, ds);
+                if (half)
+                {
+                    var dl = new Span<float>(lt, N * N);
+                    System.Numerics.Tensors.TensorPrimitives.Add(dl, ds, dl);
+                    return;
+                }
                 Gemm.Sgemm(false, false, N, D, N, 1f, ds, N, ks, C3, 1f, dq, C3);  // dq += dS·k
                 Gemm.Sgemm(true, false, N, D, N, 1f, ds, N, qs, C3, 1f, dk, C3);   // dk += dSᵀ·q
             });
         }
+    }
+
+    /// <summary>
+    /// The gradient at qkv of the unscaled logits L = q·kᵀ [B, H, N, N] that <see cref="Forward"/> can write:
+    /// dq += dL·k and dk += dLᵀ·q per image and head, accumulated into dQkv [B, N, 3·H·D] (v's part untouched).
+    /// Throws ArgumentException when a buffer is too short.
+    /// </summary>
+    public static void LogitsBackward(ReadOnlySpan<float> qkv, ReadOnlySpan<float> dLogits, int batch, int tokens, int heads, int headDim,
+        Span<float> dQkv)
+    {
+        Check(batch, tokens, heads, headDim, qkv.Length, dLogits.Length, int.MaxValue, dQkv.Length, "dQkv", "dLogits");
+        bool wide = UsesAvx512 && headDim % Cols == 0;
+        fixed (float* pq = qkv, pl = dLogits, pd = dQkv)
+        {
+            nint q = (nint)pq, l = (nint)pl, d = (nint)pd;
+            int N = tokens, H = heads, D = headDim, C = H * D, C3 = 3 * C;
+            Parallelism.For(0, batch * H, t =>
+            {
+                nint off = (nint)(t / H) * N * C3 + t % H * D;
+                if (wide)
+                {
+                    float* qb = (float*)q + off, db = (float*)d + off;
+                    BackwardHead512(qb, qb + C, null, C3, null, null, 0, db, db + C, null, N, D, 0f, BackwardPart.Qk, (float*)l + (nint)t * N * N);
+                    return;
+                }
+                int span = (N - 1) * C3 + D;
+                var dl = new ReadOnlySpan<float>((float*)l + (nint)t * N * N, N * N);
+                Gemm.Sgemm(false, false, N, D, N, 1f, dl, N, new ReadOnlySpan<float>((float*)q + off + C, span), C3,
+                    1f, new Span<float>((float*)d + off, span), C3);                                     // dq += dL·k
+                Gemm.Sgemm(true, false, N, D, N, 1f, dl, N, new ReadOnlySpan<float>((float*)q + off, span), C3,
+                    1f, new Span<float>((float*)d + off + C, span), C3);                                 // dk += dLᵀ·q
+            });
+        }
+    }
+
+    /// <summary>Scalar double-precision twin of the logits <see cref="Forward"/> writes (q·kᵀ per image and head, unscaled).</summary>
+    public static void ReferenceLogits(ReadOnlySpan<float> qkv, int batch, int tokens, int heads, int headDim, Span<float> logits)
+    {
+        int N = tokens, H = heads, D = headDim, C = H * D, C3 = 3 * C;
+        for (int b = 0; b < batch; b++)
+            for (int h = 0; h < H; h++)
+                for (int i = 0; i < N; i++)
+                    for (int j = 0; j < N; j++)
+                    {
+                        double s = 0;
+                        for (int e = 0; e < D; e++) s += (double)qkv[(b * N + i) * C3 + h * D + e] * qkv[(b * N + j) * C3 + C + h * D + e];
+                        logits[((b * H + h) * N + i) * N + j] = (float)s;
+                    }
     }
 
     /// <summary>Scalar double-precision twin of <see cref="Forward"/> (same arguments and layout).</summary>
@@ -196,13 +279,15 @@ internal static unsafe partial class AttentionKernel
             }
     }
 
-    private static void Check(int batch, int tokens, int heads, int headDim, int qkvLen, long probsLen, int outLen, int gradLen, string gradName)
+    // Unused buffers are passed as int.MaxValue (long.MaxValue for probs); nnName names the [B, H, N, N] buffer.
+    private static void Check(int batch, int tokens, int heads, int headDim, int qkvLen, long probsLen, int outLen, int gradLen, string gradName,
+        string nnName = "probs")
     {
         if (batch < 1 || tokens < 1 || heads < 1 || headDim < 1)
             throw new ArgumentException($"attention sizes must be positive, got B={batch} N={tokens} H={heads} D={headDim}");
         long C = (long)heads * headDim, rows = (long)batch * tokens;
         if (qkvLen < rows * 3 * C) throw new ArgumentException($"attention: qkv has {qkvLen} elements, [{batch}, {tokens}, {3 * C}] needs {rows * 3 * C}");
-        if (probsLen < (long)batch * heads * tokens * tokens) throw new ArgumentException($"attention: probs has {probsLen} elements, [{batch}, {heads}, {tokens}, {tokens}] needs {(long)batch * heads * tokens * tokens}");
+        if (probsLen < (long)batch * heads * tokens * tokens) throw new ArgumentException($"attention: {nnName} has {probsLen} elements, [{batch}, {heads}, {tokens}, {tokens}] needs {(long)batch * heads * tokens * tokens}");
         if (outLen < rows * C) throw new ArgumentException($"attention: output/dOut has {outLen} elements, [{batch}, {tokens}, {C}] needs {rows * C}");
         if (gradLen < (gradName == "dQkv" ? rows * 3 * C : rows * C)) throw new ArgumentException($"attention: {gradName} has {gradLen} elements, too few for B={batch} N={tokens} C={C}");
     }

@@ -43,9 +43,10 @@ internal static unsafe partial class AttentionKernel
     /// <summary>False: the GEMM path runs on AVX-512 CPUs too (kept for same-process A/B benchmarks).</summary>
     internal static bool Avx512Path = true;
 
-    // One head: q, k, v are N×D with row stride ld (= 3C); probs is N×N (null: not kept); o is N×D with row stride ldo.
+    // One head: q, k, v are N×D with row stride ld (= 3C); probs is N×N (null: not kept); o is N×D with row stride ldo;
+    // logits N×N receives the unscaled q·kᵀ (null: not wanted).
     private static void ForwardHead512(float* q, float* k, float* v, nint ld, int n, int d, float scale,
-        float* probs, float* o, nint ldo)
+        float* probs, float* o, nint ldo, float* logits = null)
     {
         int np = (n + Cols - 1) / Cols * Cols, mp = (n + Rows - 1) / Rows * Rows;
         int tailWidth = d % Cols; // columns of v past the last full 32-column chunk
@@ -66,8 +67,18 @@ internal static unsafe partial class AttentionKernel
         {
             int mr = Math.Min(Rows, n - i0);
             float* qPanel = s.Q + (nint)(i0 / Rows) * d * Rows;
+            // With logits wanted the products are stored unscaled, copied out, then scaled: fl(fl(Σ)·scale) is
+            // what alpha = scale stores, so S and P do not change.
+            float alpha = logits != null ? 1f : scale;
             for (int j0 = 0; j0 < n; j0 += Cols)
-                ManagedGemm.Kernel512(d, qPanel, s.K + (nint)(j0 / Cols) * d * Cols, s.S + j0, np, scale, 0f);
+                ManagedGemm.Kernel512(d, qPanel, s.K + (nint)(j0 / Cols) * d * Cols, s.S + j0, np, alpha, 0f);
+            if (logits != null)
+                for (int r = 0; r < mr; r++)
+                {
+                    var row = new Span<float>(s.S + r * np, n);
+                    row.CopyTo(new Span<float>(logits + (nint)(i0 + r) * n, n));
+                    System.Numerics.Tensors.TensorPrimitives.Multiply(row, scale, row);
+                }
             float* p = probs != null ? probs + (nint)i0 * n : s.P;
             for (int r = 0; r < mr; r++) SoftmaxKernel.SoftmaxRow512(s.S + r * np, p + r * n, n);
             for (int r0 = 0; r0 < mr; r0 += PvRows)
@@ -87,13 +98,76 @@ internal static unsafe partial class AttentionKernel
         }
     }
 
+    // Which part of one head's backward BackwardHead512 runs: all of it (the single fused node), or its two halves
+    // when the logits L = q·kᵀ are an output of their own (FusedAttentionWithLogits): SoftmaxV from dOut to dv and
+    // dL (accumulated into a separate N×N gradient), Qk from the whole dL to dq and dk.
+    internal enum BackwardPart { All, SoftmaxV, Qk }
+
     // One head's backward (file header): q, k, v with row stride ld (3C), probs N×N, g = dOut rows with stride
-    // ldg (C); dq, dk, dv (stride ld) are accumulated into. d is a multiple of 32.
+    // ldg (C); dq, dk, dv (stride ld) are accumulated into. d is a multiple of 32. dL (N×N): accumulated into
+    // (part SoftmaxV) or read (part Qk); unused for All.
     private static void BackwardHead512(float* q, float* k, float* v, nint ld, float* probs, float* g, nint ldg,
-        float* dq, float* dk, float* dv, int n, int d, float scale)
+        float* dq, float* dk, float* dv, int n, int d, float scale, BackwardPart part = BackwardPart.All, float* dL = null)
     {
         int np = (n + Cols - 1) / Cols * Cols, mp = (n + Rows - 1) / Rows * Rows;
         var s = BackwardScratch512(d * np, Rows * np, mp * np, Rows * d);
+        if (part == BackwardPart.Qk)
+        {
+            // dS is the given dL, padded with zeros to mp × np as the products below read it.
+            new Span<float>(s.DS, mp * np).Clear();
+            for (int r = 0; r < n; r++) new ReadOnlySpan<float>(dL + (nint)r * n, n).CopyTo(new Span<float>(s.DS + (nint)r * np, n));
+        }
+        else SoftmaxBackward512(v, ld, probs, g, ldg, n, d, scale, np, mp, s);
+        if (part == BackwardPart.SoftmaxV)
+            for (int r = 0; r < n; r++)
+            {
+                var row = new Span<float>(dL + (nint)r * n, n);
+                System.Numerics.Tensors.TensorPrimitives.Add(row, new ReadOnlySpan<float>(s.DS + (nint)r * np, n), row);
+            }
+        // dq += dS·k, by 12-row blocks of dS (its rows past N are zero), 32 columns at a time.
+        for (int i0 = 0; i0 < n && part != BackwardPart.SoftmaxV; i0 += Rows)
+        {
+            int mr = Math.Min(Rows, n - i0);
+            for (int c0 = 0; c0 < d; c0 += Cols)
+            {
+                if (mr == Rows) ManagedGemm.Kernel512Direct(n, s.DS + (nint)i0 * np, np, k + c0, ld, dq + i0 * ld + c0, ld, 1f, 1f);
+                else
+                {
+                    ManagedGemm.Kernel512Direct(n, s.DS + (nint)i0 * np, np, k + c0, ld, s.Tile, Cols, 1f, 0f);
+                    AddRows(s.Tile, mr, dq + i0 * ld + c0, ld);
+                }
+            }
+        }
+        // dv += Pᵀ·G and dk += dSᵀ·q, by 12-row blocks of the outputs (12 columns of P / dS per step).
+        for (int j0 = 0; j0 < n; j0 += Rows)
+        {
+            int mr = Math.Min(Rows, n - j0);
+            for (int c0 = 0; c0 < d; c0 += Cols)
+            {
+                if (part != BackwardPart.Qk) ProductInto(n, s.P + j0, np, g + c0, ldg, dv + j0 * ld + c0, ld, mr, s.Tile);
+                if (part != BackwardPart.SoftmaxV) ProductInto(n, s.DS + j0, np, q + c0, ld, dk + j0 * ld + c0, ld, mr, s.Tile);
+            }
+        }
+    }
+
+    // dst[0..mr, 0..32) += Σ_j a[j·lda + 0..12)ᵀ·b[j·ldb + 0..32) over j < n: 12 columns of a (P or dS, zero past
+    // the matrix) against 32 columns of b; a partial block of rows goes through the scratch tile.
+    private static void ProductInto(int n, float* a, nint lda, float* b, nint ldb, float* dst, nint ld, int mr, float* tile)
+    {
+        if (mr == Rows)
+        {
+            ManagedGemm.Kernel512(n, a, b, dst, ld, 1f, 1f, null, lda, ldb);
+            return;
+        }
+        ManagedGemm.Kernel512(n, a, b, tile, Cols, 1f, 0f, null, lda, ldb);
+        AddRows(tile, mr, dst, ld);
+    }
+
+    // dS = scale·P ⊙ (dP − rowsum(P ⊙ dP)) with dP = G·vᵀ, into s.DS (mp × np, zero-padded), and P's zero-padded
+    // copy into s.P.
+    private static void SoftmaxBackward512(float* v, nint ld, float* probs, float* g, nint ldg, int n, int d, float scale,
+        int np, int mp, Backward512Scratch s)
+    {
         GemmPacking.PackB(true, v, ld, 0, 0, d, n, s.VT, Cols);
         for (int i0 = 0; i0 < mp; i0 += Rows)
         {
@@ -123,40 +197,6 @@ internal static unsafe partial class AttentionKernel
                     continue;
                 }
                 SoftmaxBackwardRow512(probs + (nint)(i0 + r) * n, s.DP + (nint)r * np, ds, pc, n, np, scale);
-            }
-        }
-        // dq += dS·k, by 12-row blocks of dS (its rows past N are zero), 32 columns at a time.
-        for (int i0 = 0; i0 < n; i0 += Rows)
-        {
-            int mr = Math.Min(Rows, n - i0);
-            for (int c0 = 0; c0 < d; c0 += Cols)
-            {
-                if (mr == Rows) ManagedGemm.Kernel512Direct(n, s.DS + (nint)i0 * np, np, k + c0, ld, dq + i0 * ld + c0, ld, 1f, 1f);
-                else
-                {
-                    ManagedGemm.Kernel512Direct(n, s.DS + (nint)i0 * np, np, k + c0, ld, s.Tile, Cols, 1f, 0f);
-                    AddRows(s.Tile, mr, dq + i0 * ld + c0, ld);
-                }
-            }
-        }
-        // dv += Pᵀ·G and dk += dSᵀ·q, by 12-row blocks of the outputs (12 columns of P / dS per step).
-        for (int j0 = 0; j0 < n; j0 += Rows)
-        {
-            int mr = Math.Min(Rows, n - j0);
-            for (int c0 = 0; c0 < d; c0 += Cols)
-            {
-                if (mr == Rows)
-                {
-                    ManagedGemm.Kernel512(n, s.P + j0, g + c0, dv + j0 * ld + c0, ld, 1f, 1f, null, np, ldg);
-                    ManagedGemm.Kernel512(n, s.DS + j0, q + c0, dk + j0 * ld + c0, ld, 1f, 1f, null, np, ld);
-                }
-                else
-                {
-                    ManagedGemm.Kernel512(n, s.P + j0, g + c0, s.Tile, Cols, 1f, 0f, null, np, ldg);
-                    AddRows(s.Tile, mr, dv + j0 * ld + c0, ld);
-                    ManagedGemm.Kernel512(n, s.DS + j0, q + c0, s.Tile, Cols, 1f, 0f, null, np, ld);
-                    AddRows(s.Tile, mr, dk + j0 * ld + c0, ld);
-                }
             }
         }
     }

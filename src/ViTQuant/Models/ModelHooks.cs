@@ -30,8 +30,19 @@ public interface IModelHooks
     bool WantsTap(string name) => false;
 }
 
+/// <summary>
+/// Hooks that may only observe: when <see cref="PassesThrough"/> is true, Weight and Activation are identities,
+/// so the model may run fused paths that offer no intermediate to transform, and makes only the taps asked for
+/// (VisionTransformer.Attention).
+/// </summary>
+internal interface IObservingHooks : IModelHooks
+{
+    /// <summary>True when every weight and activation passes through unchanged.</summary>
+    bool PassesThrough { get; }
+}
+
 /// <summary>Records the taps whose names match a predicate, in forward order.</summary>
-internal sealed class TapRecorder : IModelHooks
+internal sealed class TapRecorder : IObservingHooks
 {
     private readonly Func<string, bool> _want;
     private readonly IModelHooks? _inner;
@@ -46,6 +57,9 @@ internal sealed class TapRecorder : IModelHooks
         _want = want;
         _inner = inner;
     }
+
+    /// <summary>True without inner hooks, or when they pass everything through too.</summary>
+    public bool PassesThrough => _inner == null || _inner is IObservingHooks { PassesThrough: true };
 
     /// <summary>Passes the weight to the inner hooks (identity without them).</summary>
     public Tensor Weight(string layer, Tensor w) => _inner?.Weight(layer, w) ?? w;
@@ -82,6 +96,9 @@ internal sealed class PointRecorder : IModelHooks
 
     /// <summary>Recorded tensors by name, in forward order.</summary>
     public List<(string Name, Tensor Value)> Recorded { get; } = new();
+
+    /// <summary>True without inner hooks, or when they pass everything through too.</summary>
+    public bool PassesThrough => _inner == null || _inner is IObservingHooks { PassesThrough: true };
 
     /// <summary>Passes the weight to the inner hooks (identity without them).</summary>
     public Tensor Weight(string layer, Tensor w) => _inner?.Weight(layer, w) ?? w;

@@ -279,14 +279,34 @@ internal sealed class Block : Module
     /// <summary>
     /// The attention module (qkv → q·kᵀ → softmax → ·v → proj) on normalised tokens [B, N, D].
     /// Without hooks nothing can look at or change q, k, v or the probabilities, so the middle runs as
-    /// one fused op (Ops.FusedAttention, the same numbers within float rounding); with hooks (quantized
-    /// models, taps, observers) every intermediate is materialised and offered to them as before.
+    /// one fused op (Ops.FusedAttention, the same numbers within float rounding). Hooks that only observe
+    /// (<see cref="IObservingHooks"/>, e.g. MimiQ synthesis tapping the logits) keep the fused op when they
+    /// want no probabilities: the logits tap is a second output of the fused kernel
+    /// (Ops.FusedAttentionWithLogits) and the per-head output tap a view of its output, both differentiable. Other hooks (quantized models, observers
+    /// of activations) get every intermediate materialised and offered to them as before.
     /// </summary>
     public Tensor Attention(Tensor x, IModelHooks? hooks)
     {
+        var p = _p;
         if (hooks == null)
             return Proj.Forward(Ops.FusedAttention(Qkv.Forward(x), _heads, _scale));
-        var p = _p;
+        if (hooks is IObservingHooks { PassesThrough: true } && !hooks.WantsTap($"{p}.attn.probs"))
+        {
+            var fusedQkv = Qkv.Forward(x);
+            Tensor fused; // [B, N, C]
+            if (hooks.WantsTap($"{p}.attn.logits"))
+            {
+                (fused, var tapped) = Ops.FusedAttentionWithLogits(fusedQkv, _heads, _scale);
+                hooks.Tap($"{p}.attn.logits", tapped);
+            }
+            else fused = Ops.FusedAttention(fusedQkv, _heads, _scale);
+            if (hooks.WantsTap($"{p}.attn.out"))
+            {
+                int B = fused.Shape[0], N = fused.Shape[1], C = fused.Shape[2];
+                hooks.Tap($"{p}.attn.out", Ops.Permute(Ops.Reshape(fused, B, N, _heads, C / _heads), 0, 2, 1, 3));
+            }
+            return Proj.Forward(fused);
+        }
         var qkv = Qkv.Forward(Act(hooks, $"{p}.attn.qkv", x), hooks?.Weight($"{p}.attn.qkv", Qkv.Weight));
         var (q, k, v) = Ops.SplitQkv(qkv, _heads);
         q = Act(hooks, $"{p}.attn.q", q);

@@ -31,4 +31,31 @@ internal static partial class Ops
         return Autograd.Record("attention", y, new[] { qkv }, g =>
             AttentionKernel.Backward(qkv.Span, probs.Span, g.Span, B, N, heads, D, scale, qkv.GradSpan()));
     }
+
+    /// <summary>
+    /// <see cref="FusedAttention"/> that also returns the unscaled logits q·kᵀ [B, H, N, N] (the unfused graph's
+    /// MatMul(q, k, transB), bit for bit), for hooks that tap them (VisionTransformer.Attention). Both outputs
+    /// are differentiable: the output's node pushes its gradient into the logits (dv directly), and the logits'
+    /// node turns everything that reached them — from the output and from whatever consumed the tap — into dq
+    /// and dk. Throws ArgumentException when qkv is not [B, N, 3·heads·D].
+    /// </summary>
+    public static (Tensor Out, Tensor Logits) FusedAttentionWithLogits(Tensor qkv, int heads, float scale)
+    {
+        if (qkv.Rank != 3 || heads < 1 || qkv.Shape[2] % (3 * heads) != 0 || qkv.Shape[2] == 0)
+            throw new ArgumentException($"FusedAttention: expected [B, N, 3·heads·D] with heads={heads}, got {Tensor.ShapeString(qkv.Shape)}");
+        int B = qkv.Shape[0], N = qkv.Shape[1], C = qkv.Shape[2] / 3, D = C / heads;
+        if (B == 0 || N == 0) return (Tensor.Output(B, N, C), Tensor.Output(B, heads, N, N));
+        var y = Tensor.OutputUninitialized(B, N, C);
+        var logits = Tensor.OutputUninitialized(B, heads, N, N);
+        bool grad = Autograd.Needs(qkv);
+        var probs = grad ? Tensor.OutputUninitialized(B, heads, N, N) : null;
+        AttentionKernel.Forward(qkv.Span, B, N, heads, D, scale, probs != null ? probs.Span : default, y.Span, logits.Span);
+        if (!grad) return (y, logits);
+        logits = Autograd.Record("attention_logits", logits, new[] { qkv }, g =>
+            AttentionKernel.LogitsBackward(qkv.Span, g.Span, B, N, heads, D, qkv.GradSpan()));
+        var l = logits;
+        y = Autograd.Record("attention_softmax_v", y, new[] { qkv, l }, g =>
+            AttentionKernel.BackwardSoftmaxV(qkv.Span, probs!.Span, g.Span, B, N, heads, D, scale, qkv.GradSpan(), l.GradSpan()));
+        return (y, logits);
+    }
 }

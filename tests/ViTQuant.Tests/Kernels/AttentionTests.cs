@@ -229,6 +229,105 @@ public class AttentionTests
             AssertClose(model.Forward(x, new PassThrough()).ToArray(), model.Infer(x).ToArray(), 1e-5, "Infer (fused) vs Forward with hooks");
     }
 
+    // The fused op with its logits as a second output (observing hooks): the logits against the double twin and
+    // bit for bit against the unfused graph's MatMul(q, k, transB), the output bit for bit against the plain
+    // fused op, and the gradient of a loss on both outputs against the unfused graph, on every GEMM kernel.
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void FusedAttentionWithLogitsMatchesTheUnfusedGraph(int B, int N, int H, int D)
+    {
+        var rng = new Rng(26);
+        int C = H * D;
+        var data = Random(rng, B * N * 3 * C, 2f);
+        var wl = new Tensor(Random(rng, B * H * N * N, 0.1f), B, H, N, N);
+        var wo = new Tensor(Random(rng, B * N * C), B, N, C);
+        float scale = 1f / MathF.Sqrt(D);
+        var reference = new float[B * H * N * N];
+        AttentionKernel.ReferenceLogits(data, B, N, H, D, reference);
+        foreach (var kernel in Kernels)
+            using (ManagedGemm.ForceKernel(kernel))
+            {
+                var a = new Tensor((float[])data.Clone(), B, N, 3 * C).RequireGrad();
+                var (oa, la) = Ops.FusedAttentionWithLogits(a, H, scale);
+                Assert.Equal(new[] { B, H, N, N }, la.Shape);
+                AssertClose(reference, la.ToArray(), 1e-6, $"{kernel} logits vs reference {B}x{N}x{H}x{D}");
+                Assert.Equal(Ops.FusedAttention(new Tensor((float[])data.Clone(), B, N, 3 * C), H, scale).ToArray(), oa.ToArray());
+                Ops.Add(Ops.Sum(Ops.Mul(la, wl)), Ops.Sum(Ops.Mul(oa, wo))).Backward();
+
+                var b = new Tensor((float[])data.Clone(), B, N, 3 * C).RequireGrad();
+                var (q, k, v) = Ops.SplitQkv(b, H);
+                var lb = Ops.MatMul(q, k, transB: true);
+                var ob = Ops.MergeHeads(Ops.MatMul(Ops.Softmax(Ops.Scale(lb, scale), -1), v));
+                Ops.Add(Ops.Sum(Ops.Mul(lb, wl)), Ops.Sum(Ops.Mul(ob, wo))).Backward();
+                Assert.Equal(lb.ToArray(), la.ToArray());
+                AssertClose(ob.ToArray(), oa.ToArray(), 1e-6, $"{kernel} output {B}x{N}x{H}x{D}");
+                AssertClose(b.Grad!.ToArray(), a.Grad!.ToArray(), 1e-5, $"{kernel} dQkv {B}x{N}x{H}x{D}");
+            }
+        // Without gradients: the same values, no nodes.
+        using (Autograd.NoGrad())
+        {
+            var (o, l) = Ops.FusedAttentionWithLogits(new Tensor((float[])data.Clone(), B, N, 3 * C).RequireGrad(), H, scale);
+            Assert.Null(o.GradFn);
+            AssertClose(reference, l.ToArray(), 1e-6, "logits without gradients");
+        }
+    }
+
+    // Observing hooks (a TapRecorder) keep the fused attention and compute the taps beside it; a recorder
+    // around a hook that is not known to pass through gets the unfused graph. Same taps, logits and
+    // gradients, with a loss on the logits taps (as MimiQ synthesis) or on the per-head outputs (as PSAQ).
+    [Theory]
+    [InlineData("attn.logits")]
+    [InlineData("attn.out")]
+    public void ObservingHooksKeepTheFusedPathWithTheSameTapsAndGradients(string tap)
+    {
+        var cfg = ViTConfig.FashionMnistDefault() with { EmbedDim = 32, Depth = 2, NumHeads = 4, MlpRatio = 2f };
+        var model = new VisionTransformer(cfg, 5);
+        var x = Tensor.Randn(new Rng(27), 1f, 3, 1, 28, 28);
+        int[] labels = { 1, 4, 7 };
+        (float[] Logits, float[] Taps, float[] Dx) Run(TapRecorder rec)
+        {
+            model.ZeroGrad();
+            var xi = x.Clone().RequireGrad();
+            var logits = model.Forward(xi, rec);
+            var taps = model.Blocks.Select((_, i) => rec.Taps[$"blocks.{i}.{tap}"]).ToList();
+            Tensor loss = Ops.CrossEntropy(logits, labels);
+            foreach (var t in taps) loss = Ops.Add(loss, Ops.Scale(Ops.Sum(Ops.Mul(t, t)), 1e-3f));
+            loss.Backward();
+            return (logits.ToArray(), taps.SelectMany(t => t.ToArray()).ToArray(), xi.Grad!.ToArray());
+        }
+        var observing = new TapRecorder(n => n.EndsWith(tap, StringComparison.Ordinal));
+        Assert.True(observing.PassesThrough);
+        var fused = Run(observing);
+        var opaque = new TapRecorder(n => n.EndsWith(tap, StringComparison.Ordinal), new PassThrough());
+        Assert.False(opaque.PassesThrough);
+        var unfused = Run(opaque);
+        AssertClose(unfused.Logits, fused.Logits, 1e-5, "logits");
+        AssertClose(unfused.Taps, fused.Taps, 1e-5, tap);
+        AssertClose(unfused.Dx, fused.Dx, 1e-4, "input gradient");
+        // The fused path really ran: its autograd graph has the fused node, the unfused one has none.
+        var probe = new TapRecorder(n => n == $"blocks.0.{tap}");
+        var y = model.Forward(x.Clone().RequireGrad(), probe);
+        Assert.Contains("attention", GraphOps(y));
+        Assert.DoesNotContain("attention", GraphOps(model.Forward(x.Clone().RequireGrad(), new TapRecorder(n => false, new PassThrough()))));
+    }
+
+    // The op names of the autograd graph behind t.
+    private static HashSet<string> GraphOps(Tensor t)
+    {
+        var names = new HashSet<string>();
+        var seen = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
+        var stack = new Stack<Tensor>();
+        stack.Push(t);
+        while (stack.Count > 0)
+        {
+            var cur = stack.Pop();
+            if (!seen.Add(cur) || cur.GradFn == null) continue;
+            names.Add(cur.GradFn.OpName);
+            foreach (var p in cur.GradFn.Parents) stack.Push(p);
+        }
+        return names;
+    }
+
     [Fact]
     public void RejectsBadShapesAndBuffers()
     {
