@@ -16,7 +16,7 @@ internal static partial class Ops
             throw new ArgumentException($"SplitQkv: expected [B, N, 3·heads·D] with heads={heads}, got {Tensor.ShapeString(qkv.Shape)}");
         int B = qkv.Shape[0], N = qkv.Shape[1], C3 = qkv.Shape[2], C = C3 / 3, D = C / heads;
         var outs = new Tensor[3];
-        for (int s = 0; s < 3; s++) outs[s] = Tensor.Output(B, heads, N, D);
+        for (int s = 0; s < 3; s++) outs[s] = Tensor.OutputUninitialized(B, heads, N, D); // every element copied below
         float[] src = qkv.Data;
         Kernels.Parallelism.For(0, B, b =>
         {
@@ -41,8 +41,8 @@ internal static partial class Ops
                     for (int h = 0; h < heads; h++)
                         for (int n = 0; n < N; n++)
                         {
-                            int o = (b * N + n) * C3 + which * C + h * D, i = ((b * heads + h) * N + n) * D;
-                            for (int d = 0; d < D; d++) dst[o + d] += gd[i + d];
+                            var o = dst.AsSpan((b * N + n) * C3 + which * C + h * D, D);
+                            System.Numerics.Tensors.TensorPrimitives.Add(o, gd.AsSpan(((b * heads + h) * N + n) * D, D), o);
                         }
                 });
             });
@@ -72,8 +72,8 @@ internal static partial class Ops
                 for (int h = 0; h < H; h++)
                     for (int n = 0; n < N; n++)
                     {
-                        int i = ((b * H + h) * N + n) * D, s = (b * N + n) * C + h * D;
-                        for (int d = 0; d < D; d++) dst[i + d] += gd[s + d];
+                        var i = dst.AsSpan(((b * H + h) * N + n) * D, D);
+                        System.Numerics.Tensors.TensorPrimitives.Add(i, gd.AsSpan((b * N + n) * C + h * D, D), i);
                     }
             });
         });

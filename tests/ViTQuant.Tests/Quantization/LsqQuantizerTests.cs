@@ -166,4 +166,50 @@ public class LsqQuantizerTests
         }
         Assert.True(Loss() < 0.5 * before, $"MSE {before} → {Loss()}");
     }
+
+    // The eight-lane segment passes against their scalar forms: values inside, on and beyond the grid edges,
+    // exact half steps (round half to even), NaN, and lengths that leave a tail.
+    [Theory]
+    [InlineData(1, 0f)]
+    [InlineData(37, 0f)]
+    [InlineData(64, 3f)]
+    [InlineData(203, -2f)]
+    public void SegmentPassesMatchTheScalarForm(int len, float rz)
+    {
+        var rng = new Rng((ulong)len);
+        float a = 0.37f;
+        int qmin = -8, qmax = 7;
+        var x = new float[len];
+        var g = new float[len];
+        for (int i = 0; i < len; i++)
+        {
+            x[i] = (i % 5) switch
+            {
+                0 => (rng.NextFloat() * 30f - 15f) * a,          // inside and far outside
+                1 => ((int)(rng.NextFloat() * 20) - 10 + 0.5f - rz) * a, // half steps
+                2 => (qmin - rz) * a,                            // on the edges
+                3 => (qmax - rz) * a,
+                _ => i == 4 ? float.NaN : rng.NextNormal() * a,
+            };
+            g[i] = rng.NextNormal();
+        }
+        var yFast = new float[len];
+        LsqQuantizer.ForwardSegment(x, yFast, a, rz, qmin, qmax);
+        for (int i = 0; i < len; i++)
+        {
+            float want = (MathF.Round(Math.Clamp(x[i] / a + rz, qmin, qmax)) - rz) * a;
+            Assert.True(want.Equals(yFast[i]), $"forward [{i}] x={x[i]}: {yFast[i]} vs {want}");
+        }
+        var gxFast = new float[len];
+        var gxSlow = new float[len];
+        for (int i = 0; i < len; i++) gxFast[i] = gxSlow[i] = 0.25f * i;
+        var fast = LsqQuantizer.BackwardSegment(x, g, gxFast, a, rz, qmin, qmax);
+        var slow = LsqQuantizer.ReferenceBackwardSegment(x, g, gxSlow, a, rz, qmin, qmax);
+        Assert.Equal(gxSlow, gxFast);
+        Assert.Equal(slow.Sa, fast.Sa, 1e-9 * Math.Max(1, Math.Abs(slow.Sa)));
+        Assert.Equal(slow.SOut, fast.SOut, 1e-9 * Math.Max(1, Math.Abs(slow.SOut)));
+        // Without an input gradient the sums are the same.
+        var noGx = LsqQuantizer.BackwardSegment(x, g, default, a, rz, qmin, qmax);
+        Assert.Equal(fast, noGx);
+    }
 }

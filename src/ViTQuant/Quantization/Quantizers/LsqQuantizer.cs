@@ -24,6 +24,7 @@
 //   weights      from min–max per group: symmetric → signed grid, α = 2·max|w|/(2^b − 1), z = 0;
 //                asymmetric → [0, 2^b − 1], α = (max − min)/(2^b − 1), z = round(−min/α) (range widened
 //                to contain 0, as RangeSearch.FromRange).
+using System.Runtime.Intrinsics;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using ViTQuant.Tensors;
 
@@ -145,17 +146,7 @@ internal sealed class LsqQuantizer : Quantizer
         var y = Tensor.Output(x.Shape); // an op output: recycled with the caller's arena scope
         float[] xd = x.Data, yd = y.Data, ad = alpha.Data, zd = zero.Data;
         FakeQuant.ForSegments(n, layout, (_, start, end, g) =>
-        {
-            // (round(clamp(x/α + ⌊z⌉)) − ⌊z⌉)·α, one vectorised pass per operation (bit-identical to the scalar form)
-            float a = RangeSearch.SafeScale(ad[g]), rz = MathF.Round(zd[g]);
-            var ys = yd.AsSpan(start, end - start);
-            TensorPrimitives.Divide(xd.AsSpan(start, end - start), a, ys);
-            TensorPrimitives.Add(ys, rz, ys);
-            TensorPrimitives.Clamp(ys, (float)qmin, qmax, ys);
-            TensorPrimitives.Round(ys, ys);
-            TensorPrimitives.Subtract(ys, rz, ys);
-            TensorPrimitives.Multiply(ys, a, ys);
-        });
+            ForwardSegment(xd.AsSpan(start, end - start), yd.AsSpan(start, end - start), RangeSearch.SafeScale(ad[g]), MathF.Round(zd[g]), qmin, qmax));
         if (!Autograd.Needs(x, alpha, zero)) return y;
 
         double gradScale = 1.0 / Math.Sqrt((double)(n / layout.Groups) * qmax);
@@ -169,21 +160,8 @@ internal sealed class LsqQuantizer : Quantizer
             FakeQuant.ForSegments(n, layout, (c, start, end, g) =>
             {
                 float a = RangeSearch.SafeScale(ad[g]), rz = MathF.Round(zd[g]);
-                double sa = 0, sOut = 0;
-                for (int i = start; i < end; i++)
-                {
-                    float u = xd[i] / a, v = u + rz;
-                    if (v >= qmin && v <= qmax)
-                    {
-                        if (gxd != null) gxd[i] += gd[i];
-                        sa += gd[i] * (double)(MathF.Round(v) - rz - u);
-                    }
-                    else
-                    {
-                        sa += gd[i] * (double)((v < qmin ? qmin : qmax) - rz);
-                        sOut += gd[i];
-                    }
-                }
+                var (sa, sOut) = BackwardSegment(xd.AsSpan(start, end - start), gd.AsSpan(start, end - start),
+                    gxd != null ? gxd.AsSpan(start, end - start) : default, a, rz, qmin, qmax);
                 if (ad[g] >= RangeSearch.MinScale) pa[c * groups + g] += sa;
                 pz[c * groups + g] -= sOut * a;
             });
@@ -191,6 +169,85 @@ internal sealed class LsqQuantizer : Quantizer
             if (alpha.RequiresGrad) FakeQuant.AddPartials(pa, groups, alpha.GradSpan());
             if (zero.RequiresGrad) FakeQuant.AddPartials(pz, groups, zero.GradSpan());
         });
+    }
+
+    /// <summary>
+    /// y = (⌊clamp(x/α + ⌊z⌉, q_min, q_max)⌉ − ⌊z⌉)·α over one segment of one group, in one pass of eight lanes:
+    /// each step rounded in float as the scalar form rounds it, so the result is the same bit for bit.
+    /// </summary>
+    internal static unsafe void ForwardSegment(ReadOnlySpan<float> x, Span<float> y, float a, float rz, int qmin, int qmax)
+    {
+        int len = x.Length, i = 0;
+        var va = Vector256.Create(a);
+        var vrz = Vector256.Create(rz);
+        var vmin = Vector256.Create((float)qmin);
+        var vmax = Vector256.Create((float)qmax);
+        fixed (float* px = x, py = y)
+            for (; i + 8 <= len; i += 8)
+                ((Vector256.Round(Vector256.Min(Vector256.Max(Vector256.Load(px + i) / va + vrz, vmin), vmax)) - vrz) * va).Store(py + i);
+        for (; i < len; i++) y[i] = (MathF.Round(Math.Clamp(x[i] / a + rz, qmin, qmax)) - rz) * a;
+    }
+
+    /// <summary>
+    /// One segment of one group of the backward: gx[i] += g[i] where x[i] is inside the grid (gx may be empty),
+    /// and the returns Σ g·∂x̂/∂α and Σ g over the elements outside. Eight lanes at a time; each product
+    /// g·(∂x̂/∂α) is exact in double, so only the summation order differs from <see cref="ReferenceBackwardSegment"/>.
+    /// </summary>
+    internal static unsafe (double Sa, double SOut) BackwardSegment(ReadOnlySpan<float> x, ReadOnlySpan<float> g, Span<float> gx,
+        float a, float rz, int qmin, int qmax)
+    {
+        int len = x.Length, i = 0;
+        var va = Vector256.Create(a);
+        var vrz = Vector256.Create(rz);
+        var vmin = Vector256.Create((float)qmin);
+        var vmax = Vector256.Create((float)qmax);
+        Vector256<double> sa0 = default, sa1 = default, so0 = default, so1 = default;
+        fixed (float* px = x, pg = g, pgx = gx)
+        {
+            for (; i + 8 <= len; i += 8)
+            {
+                var gv = Vector256.Load(pg + i);
+                var u = Vector256.Load(px + i) / va;
+                var v = u + vrz;
+                var inside = Vector256.GreaterThanOrEqual(v, vmin) & Vector256.LessThanOrEqual(v, vmax);
+                if (pgx != null) (Vector256.Load(pgx + i) + (gv & inside)).Store(pgx + i);
+                // NaN is outside and takes q_max, as the scalar form's comparisons send it.
+                var edge = Vector256.ConditionalSelect(Vector256.LessThan(v, vmin), vmin, vmax) - vrz;
+                var term = Vector256.ConditionalSelect(inside, Vector256.Round(v) - vrz - u, edge);
+                var (g0, g1) = Vector256.Widen(gv);
+                var (t0, t1) = Vector256.Widen(term);
+                sa0 = Vector256.FusedMultiplyAdd(g0, t0, sa0);
+                sa1 = Vector256.FusedMultiplyAdd(g1, t1, sa1);
+                var (o0, o1) = Vector256.Widen(Vector256.AndNot(gv, inside));
+                so0 += o0;
+                so1 += o1;
+            }
+        }
+        double sa = Vector256.Sum(sa0 + sa1), sOut = Vector256.Sum(so0 + so1);
+        var (ta, to) = ReferenceBackwardSegment(x[i..], g[i..], gx.IsEmpty ? default : gx[i..], a, rz, qmin, qmax);
+        return (sa + ta, sOut + to);
+    }
+
+    /// <summary>The scalar form of <see cref="BackwardSegment"/> (its twin, and its tail).</summary>
+    internal static (double Sa, double SOut) ReferenceBackwardSegment(ReadOnlySpan<float> x, ReadOnlySpan<float> g, Span<float> gx,
+        float a, float rz, int qmin, int qmax)
+    {
+        double sa = 0, sOut = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            float u = x[i] / a, v = u + rz;
+            if (v >= qmin && v <= qmax)
+            {
+                if (!gx.IsEmpty) gx[i] += g[i];
+                sa += g[i] * (double)(MathF.Round(v) - rz - u);
+            }
+            else
+            {
+                sa += g[i] * (double)((v < qmin ? qmin : qmax) - rz);
+                sOut += g[i];
+            }
+        }
+        return (sa, sOut);
     }
 
     /// <inheritdoc/>
