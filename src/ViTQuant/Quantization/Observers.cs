@@ -181,6 +181,81 @@ internal sealed class ReservoirObserver
     /// <summary>A copy of the group's sample (every value in arrival order when nothing was sampled away).</summary>
     public float[] Sample(int group) => Group(group).ToArray();
 
+    /// <summary>
+    /// The group's sample as a range search over it needs it: for Percentile, with the order statistics that
+    /// RangeSearch.Quantile reads for RangeSearch.Percentiles (both tails) in their sorted places
+    /// (<see cref="PlaceQuantiles"/>); a plain copy for the other methods, which score every value in any order.
+    /// A full sort of 1.6–3.3 M values cost 0.15–0.3 s per calibrated point of ADFQ-ViT on vit_fmnist.
+    /// </summary>
+    public float[] SampleFor(RangeMethod method, int group)
+    {
+        var s = Sample(group);
+        if (method == RangeMethod.Percentile) PlaceQuantiles(s, RangeSearch.Percentiles);
+        return s;
+    }
+
+    /// <summary>
+    /// Reorders a so that every index RangeSearch.Quantile reads for the quantiles p and 1 − p (p in
+    /// <paramref name="percentiles"/>) holds the value a full sort would put there: the lower tail up to the
+    /// highest such index below the middle, and the upper tail from the lowest one above it, are selected
+    /// (quickselect) and sorted; the middle stays unordered. Samples with a non-finite sum are sorted whole.
+    /// </summary>
+    internal static void PlaceQuantiles(float[] a, IReadOnlyList<double> percentiles)
+    {
+        int n = a.Length;
+        int lowEnd = -1, highStart = n; // sort a[0 ..= lowEnd] and a[highStart ..]
+        foreach (double p in percentiles)
+            foreach (double q in new[] { p, 1 - p })
+            {
+                int i = (int)Math.Floor(Math.Clamp(q, 0, 1) * (n - 1)); // as Quantile, which reads i and i + 1
+                if (i < n / 2) lowEnd = Math.Max(lowEnd, Math.Min(n - 1, i + 1));
+                else highStart = Math.Min(highStart, i);
+            }
+        // A non-finite sum (NaN, infinities, overflow) takes the full sort: the selection assumes NaN-free values.
+        if (lowEnd + 1 >= highStart || !float.IsFinite(System.Numerics.Tensors.TensorPrimitives.Sum(a)))
+        {
+            Array.Sort(a);
+            return;
+        }
+        if (highStart < n)
+        {
+            Select(a, 0, n - 1, highStart);
+            Array.Sort(a, highStart, n - highStart);
+        }
+        if (lowEnd >= 0)
+        {
+            Select(a, 0, highStart - 1, lowEnd);
+            Array.Sort(a, 0, lowEnd + 1);
+        }
+    }
+
+    // Quickselect (Hoare partition, median-of-three pivot) on a[lo ..= hi]: afterwards a[k] is the value a sort
+    // would put there, nothing before it is larger and nothing after it smaller. NaN-free input.
+    private static void Select(float[] a, int lo, int hi, int k)
+    {
+        while (hi > lo)
+        {
+            int mid = lo + (hi - lo) / 2;
+            float x = a[lo], y = a[mid], z = a[hi];
+            float pivot = Math.Max(Math.Min(x, y), Math.Min(Math.Max(x, y), z));
+            int i = lo, j = hi;
+            while (i <= j)
+            {
+                while (a[i] < pivot) i++;
+                while (a[j] > pivot) j--;
+                if (i <= j)
+                {
+                    (a[i], a[j]) = (a[j], a[i]);
+                    i++;
+                    j--;
+                }
+            }
+            if (k <= j) hi = j;
+            else if (k >= i) lo = i;
+            else return;
+        }
+    }
+
     /// <summary>A sorted copy of the group's sample.</summary>
     public float[] SortedSample(int group)
     {

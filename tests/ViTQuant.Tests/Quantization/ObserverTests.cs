@@ -157,4 +157,37 @@ public class ObserverTests
         Assert.Equal(0, obs.Groups);
         Assert.Equal(0, obs.StoredCount);
     }
+
+    // Percentile searches get the sample with only the order statistics the quantiles read in place
+    // (both tails selected and sorted): every quantile they read equals the fully sorted sample's, and the
+    // values are the same multiset. Sizes below, at and far above where the tails meet; heavy duplicates;
+    // non-finite values take the full sort.
+    [Theory]
+    [InlineData(1, "gauss")]
+    [InlineData(7, "gauss")]
+    [InlineData(2_000, "gauss")]
+    [InlineData(150_001, "gauss")]
+    [InlineData(150_000, "dupes")]
+    [InlineData(100_000, "nan")]
+    public void PlacedQuantilesEqualTheSortedSamples(int n, string kind)
+    {
+        var rng = new Rng((ulong)n);
+        var a = Tensor.Randn(rng, 1f, n).Data;
+        for (int i = 0; i < n; i++)
+        {
+            if (kind == "dupes") a[i] = MathF.Round(a[i] * 2f) / 2f;
+            if (kind == "nan" && i % 1000 == 7) a[i] = float.NaN;
+        }
+        var sorted = (float[])a.Clone();
+        Array.Sort(sorted);
+        var placed = (float[])a.Clone();
+        ReservoirObserver.PlaceQuantiles(placed, RangeSearch.Percentiles);
+        foreach (double p in RangeSearch.Percentiles)
+            foreach (double q in new[] { p, 1 - p })
+                Assert.Equal(RangeSearch.Quantile(sorted, q), RangeSearch.Quantile(placed, q));
+        var again = (float[])placed.Clone();
+        Array.Sort(again);
+        Assert.Equal(sorted, again);
+        if (kind == "nan") Assert.Equal(sorted, placed);
+    }
 }

@@ -132,17 +132,18 @@ internal sealed class LogGrid
     }
 
     /// <summary>
-    /// The Δ a range method picks on a (shifted) sample sorted ascending: MinMax → the maximum;
+    /// The Δ a range method picks on a (shifted) sample, sorted ascending for Percentile (its quantiles), in any
+    /// order for LpSearch: MinMax → the maximum;
     /// Percentile → the best of quantile(p), p ∈ {0.999, 0.9999, 0.99999}, by MSE; LpSearch → the best of
     /// α·max, α ∈ {0.01, …, 1}, by mean |x − x̂|^p. Throws ArgumentException for an empty sample.
     /// </summary>
-    public static float SearchDelta(RangeMethod method, ReadOnlySpan<float> sorted, float max, int bits, bool sqrtTwoBase, float lpNorm)
+    public static float SearchDelta(RangeMethod method, ReadOnlySpan<float> sample, float max, int bits, bool sqrtTwoBase, float lpNorm)
     {
         if (method == RangeMethod.MinMax) return RangeSearch.SafeScale(max);
-        if (sorted.Length == 0) throw new ArgumentException($"{method} search of a log grid needs observed values");
+        if (sample.Length == 0) throw new ArgumentException($"{method} search of a log grid needs observed values");
         var candidates = new List<(float Delta, float P)>();
         if (method == RangeMethod.Percentile)
-            foreach (double p in RangeSearch.Percentiles) candidates.Add((RangeSearch.Quantile(sorted, p), 2f));
+            foreach (double p in RangeSearch.Percentiles) candidates.Add((RangeSearch.Quantile(sample, p), 2f));
         else
             for (int k = 1; k <= RangeSearch.LpCandidates; k++) candidates.Add((k / (float)RangeSearch.LpCandidates * max, lpNorm));
         float best = 0;
@@ -150,7 +151,7 @@ internal sealed class LogGrid
         for (int c = 0; c < candidates.Count; c++)
         {
             var grid = new LogGrid(candidates[c].Delta, bits, sqrtTwoBase);
-            double err = grid.Error(sorted, candidates[c].P);
+            double err = grid.Error(sample, candidates[c].P);
             if (c == 0 || err < bestErr) { best = grid.Delta; bestErr = err; }
         }
         return best;

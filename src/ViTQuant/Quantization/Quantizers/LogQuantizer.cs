@@ -52,9 +52,9 @@ internal sealed class LogQuantizer : Quantizer
     {
         if (_minMax.Groups == 0) throw new InvalidOperationException($"{Spec} quantizer calibrated before observing any batch");
         float max = _minMax.GlobalMax;
-        float[] sorted = _sample?.SortedSample(0) ?? Array.Empty<float>();
+        float[] sample = _sample?.SampleFor(Spec.Range, 0) ?? Array.Empty<float>();
         FinishStatistics(_minMax, _sample);
-        SetDelta(LogGrid.SearchDelta(Spec.Range, sorted, float.IsFinite(max) ? max : 0f, Spec.Bits, SqrtTwoBase, Spec.LpNorm));
+        SetDelta(LogGrid.SearchDelta(Spec.Range, sample, float.IsFinite(max) ? max : 0f, Spec.Bits, SqrtTwoBase, Spec.LpNorm));
     }
 
     private void SetDelta(float delta)

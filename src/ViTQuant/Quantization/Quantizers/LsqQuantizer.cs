@@ -104,8 +104,8 @@ internal sealed class LsqQuantizer : Quantizer
             }
             else if (Spec.RangeInit)
             {
-                var sorted = _sample?.SortedSample(g) ?? Array.Empty<float>();
-                var p = RangeSearch.Search(Spec.Range, sorted, _minMax.Min[g], _minMax.Max[g], Spec.Bits, symmetric: false, Spec.LpNorm);
+                var sample = _sample?.SampleFor(Spec.Range, g) ?? Array.Empty<float>();
+                var p = RangeSearch.Search(Spec.Range, sample, _minMax.Min[g], _minMax.Max[g], Spec.Bits, symmetric: false, Spec.LpNorm);
                 alpha[g] = p.Scale;
                 zero[g] = p.ZeroPoint + QMin;
             }

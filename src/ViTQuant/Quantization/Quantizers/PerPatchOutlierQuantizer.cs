@@ -89,8 +89,8 @@ internal sealed class PerPatchOutlierQuantizer : Quantizer, IReportsOutliers
         float[] min = _minMax.Min.ToArray(), max = _minMax.Max.ToArray();
         Kernels.Parallelism.For(0, n, t =>
         {
-            float[] sorted = _sample != null ? _sample.SortedSample(t) : Array.Empty<float>();
-            grids[t] = RangeSearch.Search(Spec.Range, sorted, min[t], max[t], Spec.Bits, Spec.Symmetric, Spec.LpNorm);
+            float[] sample = _sample?.SampleFor(Spec.Range, t) ?? Array.Empty<float>();
+            grids[t] = RangeSearch.Search(Spec.Range, sample, min[t], max[t], Spec.Bits, Spec.Symmetric, Spec.LpNorm);
         });
         FinishStatistics(_minMax, _sample);
         Set(grids.Select(g => g.Scale).ToArray(), grids.Select(g => g.ZeroPoint).ToArray());

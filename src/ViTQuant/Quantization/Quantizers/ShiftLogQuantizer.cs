@@ -67,7 +67,7 @@ internal sealed class ShiftLogQuantizer : Quantizer
         if (_minMax.Groups == 0) throw new InvalidOperationException($"{Spec} quantizer calibrated before observing any batch");
         float m = _minMax.GlobalMin;
         if (!float.IsFinite(m)) m = 0f;
-        var shifted = _sample.SortedSample(0); // x ↦ (x − m) + ε is monotone in float, so the order holds
+        var shifted = _sample.SampleFor(Spec.Range, 0); // x ↦ (x − m) + ε is monotone in float: a sorted sample stays sorted
         for (int i = 0; i < shifted.Length; i++) shifted[i] = shifted[i] - m + Epsilon;
         float maxShifted = _minMax.GlobalMax - m + Epsilon;
         FinishStatistics(_minMax, _sample);

@@ -70,8 +70,8 @@ internal sealed class UniformQuantizer : Quantizer
         float[] min = _minMax.Min.ToArray(), max = _minMax.Max.ToArray();
         Kernels.Parallelism.For(0, groups, g =>
         {
-            float[] sorted = _sample != null ? _sample.SortedSample(g) : Array.Empty<float>();
-            grids[g] = RangeSearch.Search(Spec.Range, sorted, min[g], max[g], Spec.Bits, Spec.Symmetric, Spec.LpNorm);
+            float[] sample = _sample?.SampleFor(Spec.Range, g) ?? Array.Empty<float>();
+            grids[g] = RangeSearch.Search(Spec.Range, sample, min[g], max[g], Spec.Bits, Spec.Symmetric, Spec.LpNorm);
         });
         FinishStatistics(_minMax, _sample);
         SetGrids(grids.Select(p => p.Scale).ToArray(), grids.Select(p => p.ZeroPoint).ToArray());
