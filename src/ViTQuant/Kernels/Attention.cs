@@ -86,7 +86,7 @@ internal static unsafe partial class AttentionKernel
     /// </summary>
     public static void Backward(ReadOnlySpan<float> qkv, ReadOnlySpan<float> probs, ReadOnlySpan<float> dOut,
         int batch, int tokens, int heads, int headDim, float scale, Span<float> dQkv)
-        => Backward(qkv, probs, dOut, batch, tokens, heads, headDim, scale, dQkv, default);
+        => BackwardCore(qkv, probs, dOut, batch, tokens, heads, headDim, scale, dQkv, default);
 
     /// <summary>
     /// The first half of <see cref="Backward"/> for a forward whose logits L = q·kᵀ are an output of their own
@@ -98,11 +98,11 @@ internal static unsafe partial class AttentionKernel
         int batch, int tokens, int heads, int headDim, float scale, Span<float> dQkv, Span<float> dLogits)
     {
         Check(batch, tokens, heads, headDim, qkv.Length, dLogits.Length, dOut.Length, dQkv.Length, "dQkv", "dLogits");
-        Backward(qkv, probs, dOut, batch, tokens, heads, headDim, scale, dQkv, dLogits);
+        BackwardCore(qkv, probs, dOut, batch, tokens, heads, headDim, scale, dQkv, dLogits);
     }
 
     // dLogits empty: the whole backward; else the SoftmaxV half into dLogits.
-    private static void Backward(ReadOnlySpan<float> qkv, ReadOnlySpan<float> probs, ReadOnlySpan<float> dOut,
+    private static void BackwardCore(ReadOnlySpan<float> qkv, ReadOnlySpan<float> probs, ReadOnlySpan<float> dOut,
         int batch, int tokens, int heads, int headDim, float scale, Span<float> dQkv, Span<float> dLogits)
     {
         Check(batch, tokens, heads, headDim, qkv.Length, probs.Length, dOut.Length, dQkv.Length, "dQkv");

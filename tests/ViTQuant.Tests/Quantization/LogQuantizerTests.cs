@@ -151,4 +151,35 @@ public class LogQuantizerTests
         var y = q.Forward(T(x));
         for (int i = 0; i < x.Length; i++) Assert.Equal(grid.FakeQuant(x[i]), y.Data[i]);
     }
+
+    // The eight-lane backward block and value lookup against the scalar rule on every kind of value: the gradient
+    // to x passes where the level is kept and x' ≤ T_{−1}, the step's gradient sums g·B^(−q) over kept levels.
+    [Theory]
+    [InlineData(true, 4)]
+    [InlineData(false, 8)]
+    public void VectorBackwardAndLookupEqualTheScalarRule(bool sqrt2, int bits)
+    {
+        var grid = new LogGrid(0.77f, bits, sqrt2);
+        var rng = new Rng(6);
+        var vals = new List<float> { 0f, -1f, float.NaN, 1e30f, grid.TopThreshold, MathF.BitIncrement(grid.TopThreshold), MathF.BitDecrement(grid.TopThreshold) };
+        foreach (float t in grid.Thresholds) vals.AddRange(new[] { t, MathF.BitIncrement(t) });
+        for (int i = 0; i < 2001; i++) vals.Add(rng.NextFloat() * 1.2f);
+        var x = vals.ToArray();
+        var g = x.Select(_ => rng.NextNormal()).ToArray();
+        var levels = x.Select(grid.Level).ToArray();
+        var y = new float[x.Length];
+        grid.Dequantize(levels, 0.25f, y);
+        var gx = x.Select((_, i) => 0.5f * i).ToArray();
+        double s = grid.BackwardBlock(levels, x, g, gx);
+        double want = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            bool kept = levels[i] < grid.Levels;
+            Assert.Equal((kept ? grid.Values[levels[i]] : 0f) + 0.25f, y[i]);
+            Assert.Equal(0.5f * i + (kept && x[i] <= grid.TopThreshold ? g[i] : 0f), gx[i]);
+            if (kept) want += g[i] * (double)grid.Powers[levels[i]];
+        }
+        Assert.Equal(want, s, 1e-9 * Math.Max(1, Math.Abs(want)));
+        Assert.Equal(s, grid.BackwardBlock(levels, x, g, default)); // no input gradient: the same sum
+    }
 }

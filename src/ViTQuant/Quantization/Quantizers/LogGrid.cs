@@ -17,6 +17,8 @@
 // Gradients: ∂x̂/∂x = 1 where round(−log_B(x/Δ)) lies in [0, L − 1] (T_{L−1} < x ≤ T_{−1}), else 0
 // (the straight-through rule of the uniform quantizers: no gradient where clamped or flushed);
 // ∂x̂/∂Δ = B^(−q) for every non-flushed element (q held fixed: x̂ is Δ times a constant there).
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using ViTQuant.Tensors;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 
@@ -90,6 +92,11 @@ internal sealed class LogGrid
     /// </summary>
     internal void FillLevels(ReadOnlySpan<float> x, float shift, float eps, Span<float> shifted, Span<int> levels, Span<float> scratch)
     {
+        int start = Avx2.IsSupported ? FillLevelsAvx2(x, shift, eps, shifted, levels) : 0;
+        if (start == x.Length) return;
+        x = x[start..];
+        shifted = shifted[start..];
+        levels = levels[start..];
         TensorPrimitives.Subtract(x, shift, shifted);
         TensorPrimitives.Add(shifted, eps, shifted);
         TensorPrimitives.Log2(shifted, scratch);
@@ -104,6 +111,115 @@ internal sealed class LogGrid
             while (k < top && !(v > t[k])) k++;
             levels[i] = k;
         }
+    }
+
+    /// <summary>
+    /// FillLevels on whole blocks of 8 lanes (AVX2 gathers for the thresholds); returns how many values it did.
+    /// Each lane's estimate is settled by the same comparisons, repeated until no lane moves, so the levels are
+    /// exact whatever the estimate's error (denormals included).
+    /// </summary>
+    private unsafe int FillLevelsAvx2(ReadOnlySpan<float> x, float shift, float eps, Span<float> shifted, Span<int> levels)
+    {
+        int n = x.Length & ~7, top = Levels;
+        var vshift = Vector256.Create(shift);
+        var veps = Vector256.Create(eps);
+        var vlog2Delta = Vector256.Create(MathF.Log2(Delta));
+        var vper = Vector256.Create(SqrtTwoBase ? 2f : 1f);
+        var vtop = Vector256.Create((float)top);
+        var itop = Vector256.Create(top);
+        var one = Vector256.Create(1);
+        fixed (float* px = x, ps = shifted, t = Thresholds)
+        fixed (int* pl = levels)
+            for (int i = 0; i < n; i += 8)
+            {
+                var v = Vector256.Load(px + i) - vshift + veps; // as Subtract then Add: the same two roundings
+                v.Store(ps + i);
+                var lv = (vlog2Delta - Vector256.Log2(v)) * vper;
+                // k = top for NaN / lv ≥ top, 0 for lv ≤ 0, round(lv) between
+                var kf = Vector256.ConditionalSelect(Vector256.LessThan(lv, vtop),
+                    Vector256.ConditionalSelect(Vector256.LessThanOrEqual(lv, Vector256<float>.Zero), Vector256<float>.Zero, Vector256.Round(lv)), vtop);
+                var k = Vector256.ConvertToInt32(kf);
+                while (true) // k−1 while x > T[k−1]
+                {
+                    var prev = Avx2.GatherVector256(t, Vector256.Max(k - one, Vector256<int>.Zero), 4);
+                    var down = Vector256.GreaterThan(k, Vector256<int>.Zero) & Vector256.GreaterThan(v, prev).AsInt32();
+                    if (down == Vector256<int>.Zero) break;
+                    k += down; // −1 in the lanes that move
+                }
+                while (true) // k+1 while !(x > T[k])
+                {
+                    var cur = Avx2.GatherVector256(t, Vector256.Min(k, itop - one), 4);
+                    var up = Vector256.LessThan(k, itop) & ~Vector256.GreaterThan(v, cur).AsInt32();
+                    if (up == Vector256<int>.Zero) break;
+                    k -= up;
+                }
+                k.Store(pl + i);
+            }
+        return n;
+    }
+
+    /// <summary>y = (level &lt; Levels ? Values[level] : 0) + offset, 8 lanes at a time (AVX2 gathers) and a scalar tail.</summary>
+    internal unsafe void Dequantize(ReadOnlySpan<int> levels, float offset, Span<float> y)
+    {
+        int n = levels.Length, i = 0, top = Levels;
+        float[] vals = Values;
+        if (Avx2.IsSupported)
+        {
+            var itop = Vector256.Create(top);
+            var voff = Vector256.Create(offset);
+            fixed (int* pl = levels)
+            fixed (float* pv = vals, py = y)
+                for (; i + 8 <= n; i += 8)
+                {
+                    var k = Vector256.Load(pl + i);
+                    var v = Avx2.GatherVector256(pv, Vector256.Min(k, itop - Vector256<int>.One), 4);
+                    ((v & Vector256.LessThan(k, itop).AsSingle()) + voff).Store(py + i);
+                }
+        }
+        for (; i < n; i++) y[i] = (levels[i] < top ? vals[levels[i]] : 0f) + offset;
+    }
+
+    /// <summary>
+    /// One block of the fused op's backward: gx[i] += g[i] where the level is not flushed and x'[i] ≤ T_{−1}
+    /// (gx may be empty), and returns Σ g·B^(−q) over the levels not flushed (∂x̂/∂Δ). Eight lanes at a time;
+    /// each product is exact in double, so only the summation order differs from the scalar tail's.
+    /// </summary>
+    internal unsafe double BackwardBlock(ReadOnlySpan<int> levels, ReadOnlySpan<float> shifted, ReadOnlySpan<float> g, Span<float> gx)
+    {
+        int n = levels.Length, i = 0, top = Levels;
+        float[] pw = Powers;
+        float topThreshold = TopThreshold;
+        double s = 0;
+        if (Avx2.IsSupported)
+        {
+            var itop = Vector256.Create(top);
+            var vtopT = Vector256.Create(topThreshold);
+            Vector256<double> s0 = default, s1 = default;
+            fixed (int* pl = levels)
+            fixed (float* pp = pw, px = shifted, pg = g, pgx = gx)
+                for (; i + 8 <= n; i += 8)
+                {
+                    var k = Vector256.Load(pl + i);
+                    var kept = Vector256.LessThan(k, itop).AsSingle();
+                    var gv = Vector256.Load(pg + i);
+                    if (pgx != null)
+                        (Vector256.Load(pgx + i) + (gv & kept & Vector256.LessThanOrEqual(Vector256.Load(px + i), vtopT))).Store(pgx + i);
+                    var p = Avx2.GatherVector256(pp, Vector256.Min(k, itop - Vector256<int>.One), 4) & kept;
+                    var (g0, g1) = Vector256.Widen(gv);
+                    var (p0, p1) = Vector256.Widen(p);
+                    s0 = Vector256.FusedMultiplyAdd(g0, p0, s0);
+                    s1 = Vector256.FusedMultiplyAdd(g1, p1, s1);
+                }
+            s = Vector256.Sum(s0 + s1);
+        }
+        for (; i < n; i++)
+        {
+            int q = levels[i];
+            if (q >= top) continue;
+            if (!gx.IsEmpty && shifted[i] <= topThreshold) gx[i] += g[i];
+            s += g[i] * (double)pw[q];
+        }
+        return s;
     }
 
     /// <summary>x̂ for one value: Δ·B^(−q), or 0 when flushed.</summary>
@@ -173,9 +289,9 @@ internal sealed class LogGrid
     internal static Tensor Apply(Tensor x, Tensor delta, int bits, bool sqrtTwoBase, float shift, float eps, float offset, string opName)
     {
         var grid = new LogGrid(delta.Item(), bits, sqrtTwoBase);
-        int n = x.Size, levels = grid.Levels;
+        int n = x.Size;
         var y = Tensor.Output(x.Shape); // an op output: recycled with the caller's arena scope
-        float[] xd = x.Data, yd = y.Data, vals = grid.Values;
+        float[] xd = x.Data, yd = y.Data;
         var layout = new GroupLayout(1, Math.Max(1, n));
         ViTQuant.Quantization.FakeQuant.ForSegments(n, layout, (_, start, end, _) =>
         {
@@ -185,16 +301,15 @@ internal sealed class LogGrid
             {
                 int len = Math.Min(Block, end - b);
                 grid.FillLevels(xd.AsSpan(b, len), shift, eps, xs[..len], lv, tmp[..len]);
-                for (int i = 0; i < len; i++) yd[b + i] = (lv[i] < levels ? vals[lv[i]] : 0f) + offset;
+                grid.Dequantize(lv[..len], offset, yd.AsSpan(b, len));
             }
         });
         if (!Autograd.Needs(x, delta)) return y;
 
         return Autograd.Record(opName, y, new[] { x, delta }, gy =>
         {
-            float[] gd = gy.Data, pw = grid.Powers;
+            float[] gd = gy.Data;
             float[]? gxd = x.RequiresGrad ? ViTQuant.Quantization.FakeQuant.GradData(x) : null;
-            float top = grid.TopThreshold;
             var partial = new double[ViTQuant.Quantization.FakeQuant.Chunks(n)];
             ViTQuant.Quantization.FakeQuant.ForSegments(n, layout, (c, start, end, _) =>
             {
@@ -205,13 +320,7 @@ internal sealed class LogGrid
                 {
                     int len = Math.Min(Block, end - b);
                     grid.FillLevels(xd.AsSpan(b, len), shift, eps, xs[..len], lv, tmp[..len]);
-                    for (int i = 0; i < len; i++)
-                    {
-                        int q = lv[i];
-                        if (q >= levels) continue;
-                        if (gxd != null && xs[i] <= top) gxd[b + i] += gd[b + i];
-                        s += gd[b + i] * (double)pw[q];
-                    }
+                    s += grid.BackwardBlock(lv[..len], xs[..len], gd.AsSpan(b, len), gxd != null ? gxd.AsSpan(b, len) : default);
                 }
                 partial[c] += s;
             });
