@@ -17,10 +17,9 @@ here="$(cd "$(dirname "$0")" && pwd)"
 src="$here/TorchSharpBench"
 out="$src/bin/Release/net10.0"
 fail() { echo "torchsharp_bench: $*" >&2; exit 3; }
-if [ ! -f "$out/TorchSharpBench.dll" ] || [ "$src/Program.cs" -nt "$out/TorchSharpBench.dll" ]; then
-  dotnet build "$src/TorchSharpBench.csproj" -c Release -nologo -v q -clp:ErrorsOnly >&2 \
-    || fail "could not build TorchSharpBench (is TorchSharp-cpu 0.107.0 served by the NuGet source?)"
-fi
+# Built every time (incremental): it also compiles our engine for --interleave.
+dotnet build "$src/TorchSharpBench.csproj" -c Release -nologo -v q -clp:ErrorsOnly >&2 \
+  || fail "could not build TorchSharpBench (is TorchSharp-cpu 0.107.0 served by the NuGet source?)"
 native="$out/runtimes/linux-x64/native"
 [ -f "$native/libLibTorchSharp.so" ] || fail "no $native/libLibTorchSharp.so after the build"
 if ldd "$native/libLibTorchSharp.so" 2>&1 | grep -q "GLIBCXX_3.4.32.*not found"; then

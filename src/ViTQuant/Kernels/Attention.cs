@@ -8,6 +8,8 @@
 //   Backward, with G = dO (rows of dOut at h·D, stride C):
 //     dP = G·vᵀ,  dv += Pᵀ·G,  dS = scale · P ⊙ (dP − rowsum(P ⊙ dP)),  dq += dS·k,  dk += dSᵀ·q
 //   accumulated into dQkv at the same strided places.
+//   For hooks that tap the logits L = q·kᵀ, Forward also writes L (unscaled), and the backward runs as two
+//   nodes: BackwardSoftmaxV (dv, and dL += dS) and LogitsBackward (dq, dk from the whole dL).
 //
 // Why fused: the unfused graph (split qkv into heads, q·kᵀ, scale, softmax, ·v, merge heads) makes
 // five passes over [B, H, N, N] / [B, H, N, D] buffers and as many autograd nodes; at ViT sizes (50 or

@@ -101,7 +101,7 @@ internal static unsafe partial class AttentionKernel
     // Which part of one head's backward BackwardHead512 runs: all of it (the single fused node), or its two halves
     // when the logits L = q·kᵀ are an output of their own (FusedAttentionWithLogits): SoftmaxV from dOut to dv and
     // dL (accumulated into a separate N×N gradient), Qk from the whole dL to dq and dk.
-    internal enum BackwardPart { All, SoftmaxV, Qk }
+    private enum BackwardPart { All, SoftmaxV, Qk }
 
     // One head's backward (file header): q, k, v with row stride ld (3C), probs N×N, g = dOut rows with stride
     // ldg (C); dq, dk, dv (stride ld) are accumulated into. d is a multiple of 32. dL (N×N): accumulated into

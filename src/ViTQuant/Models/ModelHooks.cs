@@ -97,9 +97,6 @@ internal sealed class PointRecorder : IModelHooks
     /// <summary>Recorded tensors by name, in forward order.</summary>
     public List<(string Name, Tensor Value)> Recorded { get; } = new();
 
-    /// <summary>True without inner hooks, or when they pass everything through too.</summary>
-    public bool PassesThrough => _inner == null || _inner is IObservingHooks { PassesThrough: true };
-
     /// <summary>Passes the weight to the inner hooks (identity without them).</summary>
     public Tensor Weight(string layer, Tensor w) => _inner?.Weight(layer, w) ?? w;
     /// <summary>Whether the inner hooks want the tap (false without them).</summary>

@@ -282,8 +282,9 @@ internal sealed class Block : Module
     /// one fused op (Ops.FusedAttention, the same numbers within float rounding). Hooks that only observe
     /// (<see cref="IObservingHooks"/>, e.g. MimiQ synthesis tapping the logits) keep the fused op when they
     /// want no probabilities: the logits tap is a second output of the fused kernel
-    /// (Ops.FusedAttentionWithLogits) and the per-head output tap a view of its output, both differentiable. Other hooks (quantized models, observers
-    /// of activations) get every intermediate materialised and offered to them as before.
+    /// (Ops.FusedAttentionWithLogits) and the per-head output tap a view of its output, both differentiable.
+    /// Other hooks (quantized models, observers of activations) get every intermediate materialised and
+    /// offered to them as before.
     /// </summary>
     public Tensor Attention(Tensor x, IModelHooks? hooks)
     {
