@@ -221,7 +221,14 @@ public sealed class QuantizedModel : IModelHooks
     /// each pass's points are calibrated, and their stored values freed, before the next.
     /// progress(images) after each batch, counting every pass.
     /// </summary>
-    public void Calibrate(IEnumerable<Tensor> batches, Action<int>? progress = null)
+    public void Calibrate(IEnumerable<Tensor> batches, Action<int>? progress = null) => Calibrate(batches, progress, null);
+
+    /// <summary>
+    /// As <see cref="Calibrate(IEnumerable{Tensor}, Action{int}?)"/>; <paramref name="ranges"/> also reports
+    /// (points done, points of this pass) while each pass's observed statistics become grids (the range
+    /// searches, which on large models can take as long as the pass over the images).
+    /// </summary>
+    internal void Calibrate(IEnumerable<Tensor> batches, Action<int>? progress, Action<int, int>? ranges)
     {
         int passes = PlanCalibration(batches), seen = 0;
         Mode = QuantMode.Calibrate;
@@ -240,16 +247,17 @@ public sealed class QuantizedModel : IModelHooks
                         progress?.Invoke(seen);
                     }
                 if (images == 0) throw new ViTQuantException("calibration set is empty");
-                foreach (var (point, q) in _actQ)
-                    if (_pass < 0 || PassOf(point) == pass)
-                    {
-                        q.Calibrate();
-                        // The point's stored values (up to ~600 MB on DeiT-Base) are garbage now. The GC
-                        // would let such garbage pile up towards 90 % of the machine's memory before a full
-                        // collection (measured: 14.0 GiB resident for 5.7 GiB of statistics); collecting here
-                        // keeps the process near its live size. Skipped for small calibrations (no cost).
-                        if (CalibrationBytesPerPass > BigCalibration) GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: false);
-                    }
+                var points = _actQ.Where(kv => _pass < 0 || PassOf(kv.Key) == pass).ToList();
+                for (int i = 0; i < points.Count; i++)
+                {
+                    points[i].Value.Calibrate();
+                    // The point's stored values (up to ~600 MB on DeiT-Base) are garbage now. The GC
+                    // would let such garbage pile up towards 90 % of the machine's memory before a full
+                    // collection (measured: 14.0 GiB resident for 5.7 GiB of statistics); collecting here
+                    // keeps the process near its live size. Skipped for small calibrations (no cost).
+                    if (CalibrationBytesPerPass > BigCalibration) GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: false);
+                    ranges?.Invoke(i + 1, points.Count);
+                }
             }
         }
         finally { _pass = -1; }
