@@ -85,7 +85,7 @@ public static class QuantizationMethods
             : $"calibrate {method} ({passes} passes of ≤ {qm.CalibrationBytesPerPass / 1048576.0:F0} MB statistics)";
         long total = passes * images.Sum(b => (long)b.Shape[0]);
         progress.Report(calibrate, 0, total);
-        qm.Calibrate(images, n => progress.Report(calibrate, n, total), (done, points) => progress.Report($"{calibrate} ranges", done, points));
+        qm.CalibrateReporting(images, n => progress.Report(calibrate, n, total), (done, points) => progress.Report($"{calibrate} ranges", done, points));
         var calibration = PointCalibration.Of(qm); // as calibrated, before any reconstruction learns the steps
         List<AdfqUnitResult>? units = null;
         if (adfq != null)

@@ -221,14 +221,14 @@ public sealed class QuantizedModel : IModelHooks
     /// each pass's points are calibrated, and their stored values freed, before the next.
     /// progress(images) after each batch, counting every pass.
     /// </summary>
-    public void Calibrate(IEnumerable<Tensor> batches, Action<int>? progress = null) => Calibrate(batches, progress, null);
+    public void Calibrate(IEnumerable<Tensor> batches, Action<int>? progress = null) => CalibrateReporting(batches, progress, null);
 
     /// <summary>
-    /// As <see cref="Calibrate(IEnumerable{Tensor}, Action{int}?)"/>; <paramref name="ranges"/> also reports
+    /// As <see cref="Calibrate"/>; <paramref name="ranges"/> also reports
     /// (points done, points of this pass) while each pass's observed statistics become grids (the range
     /// searches, which on large models can take as long as the pass over the images).
     /// </summary>
-    internal void Calibrate(IEnumerable<Tensor> batches, Action<int>? progress, Action<int, int>? ranges)
+    internal void CalibrateReporting(IEnumerable<Tensor> batches, Action<int>? progress, Action<int, int>? ranges)
     {
         int passes = PlanCalibration(batches), seen = 0;
         Mode = QuantMode.Calibrate;

@@ -92,7 +92,7 @@ internal sealed class LogGrid
     /// </summary>
     internal void FillLevels(ReadOnlySpan<float> x, float shift, float eps, Span<float> shifted, Span<int> levels, Span<float> scratch)
     {
-        int start = Avx2.IsSupported ? FillLevelsAvx2(x, shift, eps, shifted, levels) : 0;
+        int start = !Avx2.IsSupported ? 0 : Levels <= 16 ? FillLevelsByCount(x, shift, eps, shifted, levels) : FillLevelsAvx2(x, shift, eps, shifted, levels);
         if (start == x.Length) return;
         x = x[start..];
         shifted = shifted[start..];
@@ -111,6 +111,32 @@ internal sealed class LogGrid
             while (k < top && !(v > t[k])) k++;
             levels[i] = k;
         }
+    }
+
+    /// <summary>
+    /// FillLevels for grids of at most 16 levels, on whole blocks of 8 lanes: the thresholds decrease, so the level
+    /// min{k : x &gt; T_k} is the number of k with x ≤ T_k — the same comparisons, all of them, no estimate and no
+    /// gathers. NaN (no comparison holds) is flushed as the reference flushes it. Returns how many values it did.
+    /// </summary>
+    private unsafe int FillLevelsByCount(ReadOnlySpan<float> x, float shift, float eps, Span<float> shifted, Span<int> levels)
+    {
+        int n = x.Length & ~7, top = Levels;
+        var vshift = Vector256.Create(shift);
+        var veps = Vector256.Create(eps);
+        var itop = Vector256.Create(top);
+        Span<Vector256<float>> t = stackalloc Vector256<float>[top];
+        for (int k = 0; k < top; k++) t[k] = Vector256.Create(Thresholds[k]);
+        fixed (float* px = x, ps = shifted)
+        fixed (int* pl = levels)
+            for (int i = 0; i < n; i += 8)
+            {
+                var v = Vector256.Load(px + i) - vshift + veps; // as Subtract then Add: the same two roundings
+                v.Store(ps + i);
+                var count = Vector256<int>.Zero;
+                for (int k = 0; k < top; k++) count -= Vector256.LessThanOrEqual(v, t[k]).AsInt32(); // true lanes are −1
+                Vector256.ConditionalSelect(Vector256.Equals(v, v).AsInt32(), count, itop).Store(pl + i);
+            }
+        return n;
     }
 
     /// <summary>
@@ -163,6 +189,21 @@ internal sealed class LogGrid
     {
         int n = levels.Length, i = 0, top = Levels;
         float[] vals = Values;
+        if (top <= 16 && Avx512F.IsSupported)
+        {
+            // At most 16 levels: the table fits one register and a permute replaces the gather.
+            var table = Table16(vals);
+            var itop = Vector512.Create(top);
+            var voff = Vector512.Create(offset);
+            fixed (int* pl = levels)
+            fixed (float* py = y)
+                for (; i + 16 <= n; i += 16)
+                {
+                    var k = Vector512.Load(pl + i);
+                    var v = Avx512F.PermuteVar16x32(table, Vector512.Min(k, itop - Vector512<int>.One));
+                    ((v & Vector512.LessThan(k, itop).AsSingle()) + voff).Store(py + i);
+                }
+        }
         if (Avx2.IsSupported)
         {
             var itop = Vector256.Create(top);
@@ -190,6 +231,29 @@ internal sealed class LogGrid
         float[] pw = Powers;
         float topThreshold = TopThreshold;
         double s = 0;
+        if (top <= 16 && Avx512F.IsSupported)
+        {
+            var table = Table16(pw);
+            var itop = Vector512.Create(top);
+            var vtopT = Vector512.Create(topThreshold);
+            Vector512<double> s0 = default, s1 = default;
+            fixed (int* pl = levels)
+            fixed (float* px = shifted, pg = g, pgx = gx)
+                for (; i + 16 <= n; i += 16)
+                {
+                    var k = Vector512.Load(pl + i);
+                    var kept = Vector512.LessThan(k, itop).AsSingle();
+                    var gv = Vector512.Load(pg + i);
+                    if (pgx != null)
+                        (Vector512.Load(pgx + i) + (gv & kept & Vector512.LessThanOrEqual(Vector512.Load(px + i), vtopT))).Store(pgx + i);
+                    var p = Avx512F.PermuteVar16x32(table, Vector512.Min(k, itop - Vector512<int>.One)) & kept;
+                    var (g0, g1) = Vector512.Widen(gv);
+                    var (p0, p1) = Vector512.Widen(p);
+                    s0 = Vector512.FusedMultiplyAdd(g0, p0, s0);
+                    s1 = Vector512.FusedMultiplyAdd(g1, p1, s1);
+                }
+            s = Vector512.Sum(s0 + s1);
+        }
         if (Avx2.IsSupported)
         {
             var itop = Vector256.Create(top);
@@ -210,7 +274,7 @@ internal sealed class LogGrid
                     s0 = Vector256.FusedMultiplyAdd(g0, p0, s0);
                     s1 = Vector256.FusedMultiplyAdd(g1, p1, s1);
                 }
-            s = Vector256.Sum(s0 + s1);
+            s += Vector256.Sum(s0 + s1);
         }
         for (; i < n; i++)
         {
@@ -220,6 +284,14 @@ internal sealed class LogGrid
             s += g[i] * (double)pw[q];
         }
         return s;
+    }
+
+    // A table of at most 16 floats in one register (unused entries 0).
+    private static Vector512<float> Table16(float[] values)
+    {
+        Span<float> t = stackalloc float[16];
+        values.AsSpan(0, Math.Min(16, values.Length)).CopyTo(t);
+        return Vector512.Create((ReadOnlySpan<float>)t);
     }
 
     /// <summary>x̂ for one value: Δ·B^(−q), or 0 when flushed.</summary>
