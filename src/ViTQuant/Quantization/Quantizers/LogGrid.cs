@@ -10,9 +10,10 @@
 // a float), so no x sits exactly on a rounding tie and the comparison decides round() exactly. T_k is
 // computed in double and rounded DOWN to float, which keeps "x > T_k" exact for float x (an integer
 // runtime can use the same float table). Values Δ·B^(−k) are computed in double and rounded once.
-// Level() is the reference (a binary search over T); the fused op uses FillLevels, which starts from a
-// vectorised log2 estimate and settles it with the same comparisons (equal results, tested), several
-// times faster at 8 bits.
+// Level() is the reference (a binary search over T); the fused op uses FillLevels (equal results, tested):
+// for at most 16 levels it counts the thresholds x does not exceed (every comparison, 8 lanes); for more it
+// starts from a vectorised log2 estimate and settles it with the same comparisons (AVX2 gathers of T).
+// Values and B^(−q) are looked up by gathers, or by one AVX-512 permute of the table for at most 16 levels.
 //
 // Gradients: ∂x̂/∂x = 1 where round(−log_B(x/Δ)) lies in [0, L − 1] (T_{L−1} < x ≤ T_{−1}), else 0
 // (the straight-through rule of the uniform quantizers: no gradient where clamped or flushed);
