@@ -25,7 +25,6 @@
 //                asymmetric → [0, 2^b − 1], α = (max − min)/(2^b − 1), z = round(−min/α) (range widened
 //                to contain 0, as RangeSearch.FromRange).
 using System.Runtime.Intrinsics;
-using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using ViTQuant.Tensors;
 
 namespace ViTQuant.Quantization;
