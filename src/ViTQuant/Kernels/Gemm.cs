@@ -8,7 +8,7 @@
 // EPYC), the AVX-512 managed kernel beats OpenBLAS 0.3.21 on every ViT linear shape, forward and
 // backward, while the AVX2 kernel does not beat it everywhere. Inside a Parallelism.For body the
 // managed kernel always runs, single-threaded, because OpenBLAS's thread count is process-global and
-// must not nest.
+// must not nest. Inside a ManagedGemm.ForceKernel scope the managed kernel runs too.
 // Reference() is the slow, obviously-correct twin every backend is tested against.
 namespace ViTQuant.Kernels;
 
@@ -42,6 +42,11 @@ public static class Gemm
         }
     }
 
+    // Top-level calls outside a ManagedGemm.ForceKernel scope (a forced kernel is a managed one: tests that
+    // compare paths bit for bit and A/B benchmarks mean the managed GEMM on every machine).
+    private static bool UsesOpenBlas =>
+        _backend == GemmBackend.OpenBlas && !Parallelism.InsideParallelBody && !ManagedGemm.IsForced;
+
     /// <summary>Human-readable backend description for `vitq info` and benchmark output.</summary>
     public static string Describe() => _backend == GemmBackend.OpenBlas
         ? $"OpenBLAS ({OpenBlas.LibraryName}, {OpenBlas.ConfigString})"
@@ -53,7 +58,7 @@ public static class Gemm
     {
         Validate(transA, transB, m, n, k, a.Length, lda, b.Length, ldb, c.Length, ldc);
         if (m == 0 || n == 0) return;
-        if (_backend == GemmBackend.OpenBlas && !Parallelism.InsideParallelBody)
+        if (UsesOpenBlas)
             OpenBlas.Sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         else
             ManagedGemm.Sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
@@ -72,7 +77,7 @@ public static class Gemm
         Validate(transA, transB, m, n, k, a.Length, lda, b.Length, ldb, c.Length, ldc);
         if (bias.Length < n) throw new ArgumentException($"GEMM bias has {bias.Length} elements, need {n}");
         if (m == 0 || n == 0) return;
-        if (_backend == GemmBackend.OpenBlas && !Parallelism.InsideParallelBody)
+        if (UsesOpenBlas)
         {
             for (int i = 0; i < m; i++) bias[..n].CopyTo(c.Slice(i * ldc, n));
             OpenBlas.Sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, 1f, c, ldc);

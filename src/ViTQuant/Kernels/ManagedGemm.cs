@@ -39,7 +39,8 @@
 //             else scalar).
 // Tests and benchmarks pick a kernel with Run(..., kernel) or, for whole computations that reach GEMM
 // through other code, with ForceKernel(kernel) (an AsyncLocal scope, so it follows Parallel.For
-// workers); the environment variable VITQ_GEMM_KERNEL=avx2|portable caps the choice for a process.
+// workers; inside such a scope Gemm runs the managed GEMM even where OpenBLAS is its backend); the
+// environment variable VITQ_GEMM_KERNEL=avx2|portable caps the choice for a process.
 // The blocking constants of the AVX-512 kernel are in ManagedGemm512.cs.
 using System.Numerics;
 using System.Runtime.CompilerServices;
@@ -68,6 +69,9 @@ internal static unsafe partial class ManagedGemm
 
     /// <summary>The kernel top-level calls use now: Best, or the one a ForceKernel scope set.</summary>
     internal static GemmKernel Current => Forced.Value is { } k ? Supported(k) : Best;
+
+    /// <summary>True inside a ForceKernel scope (Gemm then runs the managed kernel even where OpenBLAS is the backend).</summary>
+    internal static bool IsForced => Forced.Value != null;
 
     private static GemmKernel ChooseBest()
     {

@@ -29,7 +29,9 @@ public class AnalyzeFacadeTests
         var center = Vitq.AnalyzeAttention(model, Images(), new AttentionAnalysisOptions { Block = 0, Query = "center", GridImages = 50 });
         Assert.Equal(1 + 2 * 4 + 2, center.QueryToken);
         Assert.Equal(20, center.GridImages.Shape[0]); // at most the first batch
-        Assert.Equal(a.Report.Mean, center.Report.Mean, 12);
+        // Batches of 8 against the default batch size: the same up to float rounding (OpenBLAS, the float GEMM
+        // on AVX2-only machines, rounds a row by its place in the block).
+        Assert.Equal(a.Report.Mean, center.Report.Mean, 1e-8);
         Assert.NotEqual(a.HeadMaps, center.HeadMaps.Take(a.HeadMaps.Length));
     }
 

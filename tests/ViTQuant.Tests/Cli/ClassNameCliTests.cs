@@ -37,7 +37,10 @@ public class ClassNameCliTests
         var a = Eval(canon);
         var b = Eval(renamed);
         Assert.Equal(a.GetProperty("top1").GetDouble(), b.GetProperty("top1").GetDouble());
-        Assert.Equal(a.GetProperty("loss").GetDouble(), b.GetProperty("loss").GetDouble(), 1e-9);
+        // The same images in other batch rows (the folders sort differently): OpenBLAS, the float GEMM on
+        // AVX2-only machines, rounds a row by its place in the block, so the loss agrees to float rounding.
+        double loss = a.GetProperty("loss").GetDouble();
+        Assert.Equal(loss, b.GetProperty("loss").GetDouble(), 1e-6 * loss);
         Assert.Equal(JsonValueKind.Number, b.GetProperty("top5").ValueKind); // 7 classes: top-5 is reported
         Assert.True(b.GetProperty("top5").GetDouble() >= b.GetProperty("top1").GetDouble());
 
@@ -47,7 +50,7 @@ public class ClassNameCliTests
         CliTests.WriteOddPngFolder(mine, words);
         File.WriteAllLines(labels, words);
         var c = Eval(mine, "--labels", labels);
-        Assert.Equal(a.GetProperty("loss").GetDouble(), c.GetProperty("loss").GetDouble(), 1e-9);
+        Assert.Equal(loss, c.GetProperty("loss").GetDouble(), 1e-6 * loss);
         AssertUserError(Run("eval", "--model", OddDir, "--dataset", "folder:" + mine), "'anguilla'", "'apis'", "'ant'", "'gnu'", "--labels");
         File.WriteAllLines(labels, words[..3]);
         AssertUserError(Run("eval", "--model", OddDir, "--dataset", "folder:" + mine, "--labels", labels), "--labels", "3 class names", "7 classes");
