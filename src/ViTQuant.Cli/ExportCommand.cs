@@ -26,10 +26,15 @@ internal static class ExportCommand
         {
             Description = "keep the bias on the int32 grid only (s_x·Δ_w), as ORT's own quantizer writes it: one Add less per layer, but not the simulation's bias (default: add the float residue)",
         };
+        var layout = new Option<string>("--int8-layout")
+        {
+            Description = "u8u8 (default): every 8-bit code unsigned, ORT's integer kernels exact on every CPU; u8s8: int8 weights, faster on CPUs with VNNI, but without VNNI (AVX2) ORT's U8S8 kernels saturate and the logits come out wrong",
+            DefaultValueFactory = _ => "u8u8",
+        }.AcceptOnlyFromAmong("u8u8", "u8s8");
         var json = CommonOptions.Json();
         var overwrite = OutputGuard.OverwriteOption();
         var threads = CommonOptions.Threads();
-        var cmd = new Command("export", "write a model (float → ONNX, quantized checkpoint → QDQ ONNX) for ONNX Runtime") { model, outOpt, opset, storage, lsqQdq, roundedBias, overwrite, threads, json };
+        var cmd = new Command("export", "write a model (float → ONNX, quantized checkpoint → QDQ ONNX) for ONNX Runtime") { model, outOpt, opset, storage, layout, lsqQdq, roundedBias, overwrite, threads, json };
         cmd.SetAction(r =>
         {
             CommonOptions.ApplyThreads(r.GetValue(threads));
@@ -41,6 +46,7 @@ internal static class ExportCommand
                 WeightStorage = r.GetValue(storage) == "int4" ? WeightStorage.Int4 : WeightStorage.Int8,
                 LsqAsQdq = r.GetValue(lsqQdq),
                 ExactBias = !r.GetValue(roundedBias),
+                Int8Layout = r.GetValue(layout) == "u8s8" ? Int8Layout.U8S8 : Int8Layout.U8U8,
             };
             var res = OnnxExporter.ExportFile(r.GetValue(model), outPath, options, r.GetValue(overwrite));
             static string Mb(long b) => $"{b / 1048576.0:F2} MB";
@@ -53,7 +59,7 @@ internal static class ExportCommand
                 {
                     path = res.Path, file_bytes = res.FileBytes, opset = res.Opset, quantized = res.Quantized,
                     float_weight_bytes = res.FloatWeightBytes, int8_weight_bytes = res.Int8WeightBytes, int4_weight_bytes = res.Int4WeightBytes,
-                    weight_storage = r.GetValue(storage), points = res.Points,
+                    weight_storage = r.GetValue(storage), int8_layout = r.GetValue(layout), points = res.Points,
                 }));
             return 0;
         });

@@ -54,10 +54,26 @@ public sealed class OnnxEngine : IDisposable
             throw new ViTQuantException($"{path}: expected input '{OnnxExporter.InputName}' and output '{OnnxExporter.OutputName}' (a file written by vitq export)");
         }
         Metadata = _session.ModelMetadata.CustomMetadataMap;
+        Warning = SaturationWarning(path, Metadata, HasVnni);
     }
 
     /// <summary>The file's metadata_props.</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; }
+
+    /// <summary>
+    /// One line for the user when ORT's integer kernels are not exact for this file on this CPU (a quantized export
+    /// with int8 weights, the u8s8 layout, on a CPU without VNNI: OnnxExportOptions.Int8Layout); null otherwise.
+    /// </summary>
+    public string? Warning { get; }
+
+    /// <summary>AVX-512 VNNI or AVX-VNNI: where ORT's U8S8 kernels use vpdpbusd instead of the saturating vpmaddubsw.</summary>
+    public static bool HasVnni => ViTQuant.Kernels.Int8GemmVnni.CpuHasVnni() || System.Runtime.Intrinsics.X86.AvxVnni.IsSupported;
+
+    // Quantized exports written before vitq.int8_layout existed stored int8 weights: u8s8.
+    internal static string? SaturationWarning(string path, IReadOnlyDictionary<string, string> meta, bool vnni) =>
+        !vnni && meta.ContainsKey(OnnxExporter.MethodKey) && meta.GetValueOrDefault(OnnxExporter.Int8LayoutKey, "u8s8") == "u8s8"
+            ? $"warning: {Path.GetFileName(path)} has int8 weights (u8s8 layout) and this CPU has no VNNI: ONNX Runtime's U8S8 kernels saturate here and the logits can be wrong; export again with --int8-layout u8u8 (the default)"
+            : null;
 
     /// <summary>The model config stored by vitq export. Throws ViTQuantException when the file has none.</summary>
     public IModelConfig Config => Metadata.TryGetValue(ModelIO.ConfigKey, out var json)

@@ -19,7 +19,9 @@
 // Quantized checkpoints add, at the plan's points:
 //   weights      the checkpoint's integer codes as int8/uint8 initializers [out, in] (int4 with opset 21
 //                on request) → DequantizeLinear(axis 0, per-channel Δ, z): (code − z)·Δ in float, exactly
-//                the weights the simulation loads;
+//                the weights the simulation loads; in the default U8U8 layout (Int8Layout) signed codes are
+//                stored as uint8 shifted by 128, zero point with them, so ORT's integer kernels are exact on
+//                CPUs without VNNI too;
 //   activations  OnnxQuantOps (QDQ where the grid has that form, exact float subgraphs otherwise);
 //   bias         when the layer's input is a per-tensor QDQ value (scale s_x) and its weight is quantized
 //                (Δ_c): int32 codes b_q = round(b_c / (s_x·Δ_c)) → DequantizeLinear(scale s_x·Δ_c), the layout
@@ -29,7 +31,8 @@
 //                Without the residue the bias moves by up to ½·s_x·Δ_c, which shifts values across later
 //                quantizers' rounding boundaries (on the shipped model at minmax W4A4: 92.9 % prediction
 //                agreement with the simulation instead of 99.95 %).
-// The model config, plan and method travel in metadata_props (vitq.config, vitq.plan, vitq.method).
+// The model config, plan, method and int8 layout travel in metadata_props (vitq.config, vitq.plan,
+// vitq.method, vitq.int8_layout).
 using Google.Protobuf;
 using ViTQuant.Export.OnnxProto;
 using ViTQuant.IO;
@@ -47,6 +50,8 @@ public static class OnnxExporter
     internal const string FormatValue = "vitq-onnx/1";
     /// <summary>Metadata key holding the quantization method (the plan's name) of a quantized export.</summary>
     internal const string MethodKey = "vitq.method";
+    /// <summary>Metadata key holding the Int8Layout of a quantized export (u8u8 or u8s8).</summary>
+    internal const string Int8LayoutKey = "vitq.int8_layout";
     /// <summary>Name of the graph input: normalised images [B, C, H, W].</summary>
     public const string InputName = "pixel_values";
     /// <summary>Name of the graph output: logits [B, classes].</summary>
@@ -140,6 +145,7 @@ public static class OnnxExporter
             Meta(QuantizedCheckpoint.PlanKey, quant.Plan.ToJson());
             Meta(MethodKey, quant.Plan.Name);
         }
+        if (quant != null) Meta(Int8LayoutKey, options.Int8Layout.ToString().ToLowerInvariant());
         if (source != null) Meta("vitq.source", Path.GetFileName(source));
         return (m, em.Points);
     }
@@ -190,7 +196,7 @@ public static class OnnxExporter
         public Emitter(VisionModel m, QuantizedModel? q, IReadOnlyDictionary<string, WeightCodes>? codes, OnnxExportOptions o)
         {
             (_model, _q, _codes, _o) = (m, q, codes, o);
-            _ops = new OnnxQuantOps(G, o.LsqAsQdq);
+            _ops = new OnnxQuantOps(G, o.LsqAsQdq, o.Int8Layout);
         }
 
         // The ViT path's model and config (Forward dispatches Swin before these are read).
@@ -224,6 +230,10 @@ public static class OnnxExporter
             if (!wc.Shape.AsSpan().SequenceEqual(w.Shape)) throw new ViTQuantException($"weight {layer}: codes {Tensor.ShapeString(wc.Shape)} do not match the model's {Tensor.ShapeString(w.Shape)}");
             long[] dims = wc.Shape.Select(d => (long)d).ToArray();
             bool int4 = _o.WeightStorage == WeightStorage.Int4 && wc.Bits <= 4;
+            // U8U8 layout: signed 8-bit codes and their zero points shifted into uint8 (the same values). Not for
+            // int4 storage, which ORT runs as float Gemm on the dequantized weight anyway.
+            if (wc.Signed && !int4 && _o.Int8Layout == Int8Layout.U8U8)
+                wc = wc with { Codes = wc.Codes.Select(c => c + 128).ToArray(), ZeroPoint = wc.ZeroPoint.Select(z => z + 128).ToArray(), Signed = false };
             string codes = int4 ? G.Nibbles($"{layer}.weight_codes", wc.Codes, wc.Signed, dims) : G.Bytes($"{layer}.weight_codes", wc.Codes, wc.Signed, dims);
             int ch = wc.Scale.Length;
             int[] zp = wc.ZeroPoint.Select(z => (int)z).ToArray();

@@ -4,7 +4,8 @@
 // QDQ form ONNX Runtime fuses into integer kernels:
 //     [Clip(lo, hi)] → QuantizeLinear(s, z) → DequantizeLinear(s, z)
 // QuantizeLinear is saturate(round(x/s) + z) with ties to even, our rule (RangeSearch) exactly; the
-// storage type is uint8 for grids with q_min ≥ 0 and int8 otherwise. A grid narrower than its storage
+// storage type is uint8 for grids with q_min ≥ 0 and int8 otherwise (uint8 shifted by 128 in the default
+// U8U8 layout, OnnxExportOptions.Int8Layout, so ORT's integer kernels are exact on CPUs without VNNI). A grid narrower than its storage
 // type (bits < 8) gets a Clip to lo = (q_min − z)·s, hi = (q_max − z)·s first: lo/s and hi/s lie within
 // a few ulps of the integers q_min − z and q_max − z, so round() lands on them, and every x outside
 // [lo, hi] then quantizes to the same clamped level as in the simulation. LSQ rounds after adding its
@@ -34,11 +35,13 @@ internal readonly record struct QuantOut(string Value, float? Scale, string Form
 internal sealed class OnnxQuantOps
 {
     private readonly OnnxGraph _g;
-    private readonly bool _lsqAsQdq;
+    private readonly bool _lsqAsQdq, _unsigned;
 
     /// <param name="g">the graph the quantizer nodes are added to.</param>
     /// <param name="lsqAsQdq">export per-tensor LSQ grids with an offset ⌊z⌉ ≠ 0 as QDQ too (OnnxExportOptions.LsqAsQdq).</param>
-    public OnnxQuantOps(OnnxGraph g, bool lsqAsQdq = false) => (_g, _lsqAsQdq) = (g, lsqAsQdq);
+    /// <param name="layout">U8U8 stores signed grids as uint8 shifted by 128 (OnnxExportOptions.Int8Layout).</param>
+    public OnnxQuantOps(OnnxGraph g, bool lsqAsQdq = false, Int8Layout layout = Int8Layout.U8U8) =>
+        (_g, _lsqAsQdq, _unsigned) = (g, lsqAsQdq, layout == Int8Layout.U8U8);
 
     /// <summary>
     /// The subgraph of activation quantizer <paramref name="q"/> at <paramref name="point"/> applied to
@@ -92,6 +95,12 @@ internal sealed class OnnxQuantOps
     private QuantOut Qdq(string point, string x, UniformParams p, string kind)
     {
         bool signed = p.QMin < 0;
+        if (signed && _unsigned)
+        {
+            // saturate(round(x/s) + z + 128) over [0, 255] is the int8 code plus 128: the same dequantized values.
+            p = p with { QMin = p.QMin + 128, QMax = p.QMax + 128, ZeroPoint = p.ZeroPoint + 128 };
+            signed = false;
+        }
         int lo = signed ? -128 : 0, hi = signed ? 127 : 255;
         if (p.QMin < lo || p.QMax > hi || p.ZeroPoint < lo || p.ZeroPoint > hi)
             throw new ViTQuantException($"activation point {point}: grid [{p.QMin}, {p.QMax}] with zero point {p.ZeroPoint} does not fit 8-bit storage");

@@ -57,6 +57,26 @@ public class ExportCliTests
     }
 
     [Fact]
+    public void Int8LayoutIsReported_AndAU8S8FileWarnsOnCpusWithoutVnni()
+    {
+        using var dir = new TinyModels.TempDir();
+        string q = OnnxQuantizedModelTests.QuantizedCheckpointFile("minmax", 8, 8, dir.Path), uu = dir.File("uu.onnx"), us = dir.File("us.onnx");
+        var r = Run("export", "--model", q, "--out", uu, "--json");
+        AssertSuccess(r);
+        Assert.Equal("u8u8", JsonDocument.Parse(r.Stdout).RootElement.GetProperty("int8_layout").GetString());
+        r = Run("export", "--model", q, "--out", us, "--int8-layout", "u8s8", "--json");
+        AssertSuccess(r);
+        Assert.Equal("u8s8", JsonDocument.Parse(r.Stdout).RootElement.GetProperty("int8_layout").GetString());
+        AssertUserError(Run("export", "--model", q, "--out", dir.File("x.onnx"), "--int8-layout", "s8s8"), "s8s8", "u8u8");
+        var e = Run("eval", "--engine", "onnx", "--model", us, "--limit", "8");
+        AssertSuccess(e);
+        Assert.Equal(!OnnxEngine.HasVnni, e.Stderr.Contains("no VNNI"));
+        e = Run("eval", "--engine", "onnx", "--model", uu, "--limit", "8");
+        AssertSuccess(e);
+        Assert.DoesNotContain("VNNI", e.Stderr);
+    }
+
+    [Fact]
     public void BenchWithOnnxEngineReportsFloatAndQdqSpeedAndOrtsKernels()
     {
         using var dir = new TinyModels.TempDir();
@@ -64,7 +84,7 @@ public class ExportCliTests
         var r = Run("bench", "--engine", "onnx", "--model", q, "--batch", "2", "--iters", "1", "--threads", "1", "--json");
         AssertSuccess(r);
         var j = JsonDocument.Parse(r.Stdout).RootElement;
-        foreach (var k in new[] { "ort_float_forward_img_per_s", "ort_qdq_forward_img_per_s", "ort_qdq_rounded_bias_forward_img_per_s" })
+        foreach (var k in new[] { "ort_float_forward_img_per_s", "ort_qdq_forward_img_per_s", "ort_qdq_rounded_bias_forward_img_per_s", "ort_qdq_u8s8_forward_img_per_s" })
             Assert.True(j.GetProperty(k).GetDouble() > 0, k);
         Assert.True(j.GetProperty("ort_qdq_ops").GetProperty("com.microsoft.QGemm").GetInt32() > 0, r.Stdout);
         Assert.True(j.GetProperty("onnx_qdq_bytes").GetInt64() < j.GetProperty("onnx_float_bytes").GetInt64());
