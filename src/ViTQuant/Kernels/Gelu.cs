@@ -12,8 +12,8 @@
 // finished in double too and narrowed once, so erf is within 1e-7 of the truth and GELU within
 // ½·|x|·1e-7 plus the final float rounding (FusedKernelTests measures both against the references).
 //
-// AVX-512 path (GELU forward and backward on CPUs with AVX-512F; the double-lane path above stays for the
-// others and for Erf): 16 float lanes, one branch-free formula. With z = x/√2 and t = 1/(1 + |z|/2):
+// Float path (GELU forward and backward: 16 lanes on CPUs with AVX-512F, the same operations on 8 lanes with
+// AVX2 + FMA; the double-lane path above stays for other CPUs and for Erf): one branch-free formula. With z = x/√2 and t = 1/(1 + |z|/2):
 //   |z| < 4:   E = erfc(|z|) = e^(−z²)·Q(t), Q of degree 8 (relative 1.4e-8 over |z| in [0, 4] in double);
 //              Φ = ½E for x < 0 (relative accuracy kept in the negative tail), 1 − ½E for x ≥ 0
 //   |z| ≥ 4:   Φ = 0 or 1 (½·erfc(4) = 7.7e-9)
@@ -41,8 +41,11 @@ internal static unsafe class GeluKernel
     private const double InvSqrt2 = 0.70710678118654752;
     private const double InvSqrt2Pi = 0.39894228040143268;
 
-    /// <summary>True where GELU runs the 16-lane float path (AVX-512F).</summary>
-    internal static bool Avx512Path => Avx512F.IsSupported && Vector512.IsHardwareAccelerated && !ForceDoublePath;
+    /// <summary>True where GELU runs the 16-lane float path (AVX-512F; not in a RowSimd.ForceNarrow scope).</summary>
+    internal static bool Avx512Path => RowSimd.Wide && !ForceDoublePath;
+
+    /// <summary>True where GELU runs the same float formula on 8 lanes (AVX2 + FMA, no AVX-512 or ForceNarrow).</summary>
+    internal static bool Float256Path => !Avx512Path && !ForceDoublePath && Fma.IsSupported && Avx2.IsSupported;
 
     /// <summary>
     /// Tests and benchmarks: calls from this thread run the double-lane path (what CPUs without AVX-512 run)
@@ -62,6 +65,11 @@ internal static unsafe class GeluKernel
             if (Avx512Path)
             {
                 ForBlocks(x.Length, (s, e) => Gelu512(xx + s, yy + s, e - s));
+                return;
+            }
+            if (Float256Path)
+            {
+                ForBlocks(x.Length, (s, e) => Gelu256(xx + s, yy + s, e - s));
                 return;
             }
             ForBlocks(x.Length, (s, e) =>
@@ -145,6 +153,72 @@ internal static unsafe class GeluKernel
         return Vector512.ConditionalSelect(Vector512.GreaterThan(z, Vector512<float>.Zero), one - halfE, halfE);
     }
 
+    // The AVX-512 formula on 8 lanes (AVX2 + FMA): the same operations lane for lane, so the same results.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Gelu256(float* x, float* y, int n)
+    {
+        int full = n & ~7, tail = n - full;
+        for (int i = 0; i < full; i += 8)
+        {
+            var v = Vector256.Load(x + i);
+            (v * Cdf256(v, out _)).Store(y + i);
+        }
+        if (tail > 0)
+        {
+            var v = RowSimd.LoadTail(x + full, tail, 0f);
+            RowSimd.StoreTail(v * Cdf256(v, out _), y + full, tail);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void GeluBackward256(float* x, float* dy, float* dx, int n)
+    {
+        int full = n & ~7, tail = n - full;
+        for (int i = 0; i < full; i += 8)
+        {
+            var v = Vector256.Load(x + i);
+            Vector256.FusedMultiplyAdd(Vector256.Load(dy + i), GeluGrad256(v), Vector256.Load(dx + i)).Store(dx + i);
+        }
+        if (tail > 0)
+        {
+            var v = RowSimd.LoadTail(x + full, tail, 0f);
+            var g = RowSimd.LoadTail(dy + full, tail, 0f);
+            var d = RowSimd.LoadTail(dx + full, tail, 0f);
+            RowSimd.StoreTail(Vector256.FusedMultiplyAdd(g, GeluGrad256(v), d), dx + full, tail);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> GeluGrad256(Vector256<float> x)
+    {
+        var cdf = Cdf256(x, out var ez2);
+        return Vector256.FusedMultiplyAdd(x, ez2 * Vector256.Create((float)InvSqrt2Pi), cdf);
+    }
+
+    /// <summary>Cdf512 on 8 lanes: Φ(x) and e^(−x²/2).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Cdf256(Vector256<float> x, out Vector256<float> ez2)
+    {
+        var one = Vector256<float>.One;
+        var z = x * Vector256.Create(0.70710678118654752f);
+        var a = Vector256.Abs(z);
+        var h = z * z;
+        var l = Vector256.FusedMultiplyAdd(a, a, -h);
+        ez2 = RowSimd.ExpCore256(-Vector256.Min(h, Vector256.Create(-RowSimd.ExpMinArg))) * (one - l);
+        var t = one / Vector256.FusedMultiplyAdd(a, Vector256.Create(0.5f), one);
+        var q = Vector256.FusedMultiplyAdd(t, Vector256.Create(-0.050789970723094241f), Vector256.Create(0.34363965433183297f));
+        q = Vector256.FusedMultiplyAdd(q, t, Vector256.Create(-0.90015347048098859f));
+        q = Vector256.FusedMultiplyAdd(q, t, Vector256.Create(1.0269953902672191f));
+        q = Vector256.FusedMultiplyAdd(q, t, Vector256.Create(-0.41336043842666303f));
+        q = Vector256.FusedMultiplyAdd(q, t, Vector256.Create(0.47863314166496163f));
+        q = Vector256.FusedMultiplyAdd(q, t, Vector256.Create(0.22557960169389879f));
+        q = Vector256.FusedMultiplyAdd(q, t, Vector256.Create(0.28992886338595369f));
+        q = Vector256.FusedMultiplyAdd(q, t, Vector256.Create(-0.0004727642573809523f));
+        var halfE = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(a, Vector256.Create(4f)), Vector256<float>.Zero,
+            Vector256.Create(0.5f) * ez2 * q);
+        return Vector256.ConditionalSelect(Vector256.GreaterThan(z, Vector256<float>.Zero), one - halfE, halfE);
+    }
+
     /// <summary>dx += dy·(Φ(x) + x·φ(x)). Throws ArgumentException when dy or dx is shorter than x.</summary>
     public static void GeluBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx)
     {
@@ -155,6 +229,11 @@ internal static unsafe class GeluKernel
             if (Avx512Path)
             {
                 ForBlocks(x.Length, (s, e) => GeluBackward512(xx + s, gg + s, dd + s, e - s));
+                return;
+            }
+            if (Float256Path)
+            {
+                ForBlocks(x.Length, (s, e) => GeluBackward256(xx + s, gg + s, dd + s, e - s));
                 return;
             }
             ForBlocks(x.Length, (s, e) =>

@@ -281,6 +281,22 @@ internal static unsafe class RowSimd
         return e * ((Vector512.ConvertToInt32Native(n) + Vector512.Create(127)) << 23).AsSingle();
     }
 
+    /// <summary>ExpCore512 on 8 lanes (the same operations: the same results lane for lane).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> ExpCore256(Vector256<float> x)
+    {
+        var n = Vector256.Round(x * Vector256.Create(1.44269504088896341f));
+        var r = Vector256.FusedMultiplyAdd(n, Vector256.Create(-0.693359375f), x);
+        r = Vector256.FusedMultiplyAdd(n, Vector256.Create(2.12194440e-4f), r);
+        var p = Vector256.FusedMultiplyAdd(Vector256.Create(1.9875691500e-4f), r, Vector256.Create(1.3981999507e-3f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(8.3334519073e-3f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(4.1665795894e-2f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(1.6666665459e-1f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(5.0000001201e-1f));
+        var e = Vector256.FusedMultiplyAdd(p, r * r, r + Vector256<float>.One);
+        return e * ((Vector256.ConvertToInt32Native(n) + Vector256.Create(127)) << 23).AsSingle();
+    }
+
     /// <summary>Elements per parallel chunk below which a kernel stays on one thread.</summary>
     public const int ParallelGrain = 16384;
 

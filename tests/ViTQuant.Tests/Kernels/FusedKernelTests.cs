@@ -158,15 +158,44 @@ public class FusedKernelTests
         Assert.Throws<ArgumentException>(() => LayerNormKernel.AddLayerNormRows(x, y.AsSpan(0, Math.Max(0, y.Length - 1)), gamma, beta, sum, ln, rows, Math.Max(1, cols), eps));
     }
 
-    // Both GELU paths this CPU can run: the 16-lane float one (AVX-512) and the double-lane one.
+    // The GELU paths, as (RowSimd.ForceNarrow, GeluKernel.ForceDoublePath): the float formula on 16 lanes
+    // (AVX-512) or 8 (AVX2 + FMA; what a ForceNarrow scope runs on AVX-512), and the double-lane path.
+    private static readonly (bool Narrow, bool Double)[] GeluPaths = { (false, false), (true, false), (false, true) };
+
+    private static void OnGeluPath((bool Narrow, bool Double) path, Action body)
+    {
+        RowSimd.ForceNarrow = path.Narrow;
+        GeluKernel.ForceDoublePath = path.Double;
+        try { body(); }
+        finally { RowSimd.ForceNarrow = false; GeluKernel.ForceDoublePath = false; }
+    }
+
+    // Every GELU path this CPU can run.
     [Theory]
     [MemberData(nameof(Sizes))]
     public void GeluMatchesReference(int rows, int cols)
     {
-        GeluPathMatchesReference(rows, cols);
-        GeluKernel.ForceDoublePath = true;
-        try { GeluPathMatchesReference(rows, cols); }
-        finally { GeluKernel.ForceDoublePath = false; }
+        foreach (var path in GeluPaths) OnGeluPath(path, () => GeluPathMatchesReference(rows, cols));
+    }
+
+    // The 8-lane float path runs the 16-lane formula's operations lane for lane: the same bits, forward and backward.
+    [Fact]
+    public void GeluFloatPathsAgreeBitForBit()
+    {
+        var x = RandomRows(37, 101, 15, 6f);
+        var dy = RandomRows(37, 101, 16, 1f);
+        (float[] Y, float[] Dx) Run((bool, bool) path)
+        {
+            var y = new float[x.Length];
+            var dx = new float[x.Length];
+            OnGeluPath(path, () => { GeluKernel.Gelu(x, y); GeluKernel.GeluBackward(x, dy, dx); });
+            return (y, dx);
+        }
+        var wide = Run((false, false));
+        var narrow = Run((true, false));
+        Assert.Equal(wide.Y, narrow.Y);
+        Assert.Equal(wide.Dx, narrow.Dx);
+        Assert.True(GeluKernel.Avx512Path || GeluKernel.Float256Path || !System.Runtime.Intrinsics.X86.Fma.IsSupported);
     }
 
     // Dense grid over [−12, 12] and the special values: each path against the double twins.
@@ -177,22 +206,24 @@ public class FusedKernelTests
         var x = new float[n + 6];
         for (int i = 0; i < n; i++) x[i] = -12f + 24f * i / (n - 1);
         x[n] = 0f; x[n + 1] = 1e-30f; x[n + 2] = -1e-30f; x[n + 3] = 0.921875f * 1.41421356f; x[n + 4] = 4f * 1.41421356f; x[n + 5] = -5.6568542f;
-        foreach (bool forceDouble in new[] { false, true })
+        foreach (var path in GeluPaths)
         {
-            GeluKernel.ForceDoublePath = forceDouble;
+            RowSimd.ForceNarrow = path.Narrow;
+            GeluKernel.ForceDoublePath = path.Double;
+            string forceDouble = path.ToString();
             try
             {
                 var yF = new float[x.Length];
                 var yS = new float[x.Length];
                 GeluKernel.Gelu(x, yF);
                 GeluKernel.ReferenceGelu(x, yS);
-                AssertClose(yS, yF, 3e-7, 2e-6, $"gelu (double path {forceDouble})");
+                AssertClose(yS, yF, 3e-7, 2e-6, $"gelu (path {forceDouble})");
                 var dy = Enumerable.Repeat(1f, x.Length).ToArray();
                 var dF = new float[x.Length];
                 var dS = new float[x.Length];
                 GeluKernel.GeluBackward(x, dy, dF);
                 GeluKernel.ReferenceGeluBackward(x, dy, dS);
-                AssertClose(dS, dF, 1e-6, 2e-6, $"gelu backward (double path {forceDouble})");
+                AssertClose(dS, dF, 1e-6, 2e-6, $"gelu backward (path {forceDouble})");
                 var special = new[] { float.NaN, float.PositiveInfinity, float.NegativeInfinity, 0f };
                 var ys = new float[4];
                 GeluKernel.Gelu(special, ys);
@@ -201,7 +232,7 @@ public class FusedKernelTests
                 Assert.True(float.IsNaN(ys[2])); // −∞·Φ(−∞) = −∞·0, as the reference gives
                 Assert.Equal(0f, ys[3]);
             }
-            finally { GeluKernel.ForceDoublePath = false; }
+            finally { RowSimd.ForceNarrow = false; GeluKernel.ForceDoublePath = false; }
         }
     }
 
