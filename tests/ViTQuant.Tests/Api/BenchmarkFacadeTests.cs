@@ -20,6 +20,9 @@ public class BenchmarkFacadeTests
             Assert.True(double.IsFinite(v) && v > 0);
         Assert.NotEmpty(r.GemmGflopPerSecond);
         Assert.Equal(r.GemmGflopPerSecond.Keys, r.GemmFractionOfPeak.Keys);
+        // the peak is the best of the peak shape and every product measured: no fraction above 1
+        Assert.All(r.GemmFractionOfPeak.Values, f => Assert.InRange(f, 1e-9, 1.0));
+
         Assert.All(model.Parameters(), p => Assert.True(p.RequiresGrad));
         // The JSON vitq bench --json prints (and tools/reference/bench_compare.sh reads).
         var json = JsonDocument.Parse(JsonSerializer.Serialize(r)).RootElement;
