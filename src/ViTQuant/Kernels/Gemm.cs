@@ -2,11 +2,15 @@
 // op(X) = X or Xᵀ. lda/ldb/ldc are the row strides of A, B, C as stored (so for transA, A is stored
 // K×M with row stride lda ≥ M).
 //
-// Backends: the managed blocked SIMD GEMM when its AVX-512 kernel runs on this CPU, otherwise OpenBLAS
-// cblas_sgemm (Debian's libopenblas0-pthread) when the library loads, otherwise the managed GEMM with
-// its AVX2 or portable kernel. Why: measured side by side (bench `gemm`, 1 and 2 threads, an AVX-512
-// EPYC), the AVX-512 managed kernel beats OpenBLAS 0.3.21 on every ViT linear shape, forward and
-// backward, while the AVX2 kernel does not beat it everywhere. Inside a Parallelism.For body the
+// Backends: the managed blocked SIMD GEMM when its AVX-512 or AVX2 + FMA kernel runs on this CPU, otherwise
+// OpenBLAS cblas_sgemm (Debian's libopenblas0-pthread) when the library loads, otherwise the managed GEMM
+// with its portable kernel. Why: measured side by side (bench `gemm`, 1 and 2 threads, an AVX-512 EPYC),
+// the AVX-512 managed kernel beats OpenBLAS 0.3.21 on every ViT linear shape, forward and backward. The
+// AVX2 kernel is level with it (a Zen 3 EPYC: ahead on the forward shapes, behind on some backward ones;
+// one-thread model steps within 3 %), but with 2 threads OpenBLAS's own workers, which spin after each
+// call, and ours took turns on the two cores (120,000 involuntary context switches in a 5 s `vitq bench`
+// against 330 without OpenBLAS): vit_fmnist training 236–280 → 308–381 img/s, DeiT-Tiny 11.4–13.7 →
+// 15.2–16.3 (three alternating runs each). Inside a Parallelism.For body the
 // managed kernel always runs, single-threaded, because OpenBLAS's thread count is process-global and
 // must not nest. Inside a ManagedGemm.ForceKernel scope the managed kernel runs too.
 // Reference() is the slow, obviously-correct twin every backend is tested against.
@@ -28,7 +32,7 @@ public static class Gemm
 
     /// <summary>The backend chosen at start-up (see the file header).</summary>
     internal static GemmBackend DefaultBackend() =>
-        OpenBlas.IsAvailable && ManagedGemm.Best < GemmKernel.Avx512 ? GemmBackend.OpenBlas : GemmBackend.Managed;
+        OpenBlas.IsAvailable && ManagedGemm.Best == GemmKernel.Portable ? GemmBackend.OpenBlas : GemmBackend.Managed;
 
     /// <summary>The backend used for top-level calls. Setting OpenBlas when it is absent throws.</summary>
     internal static GemmBackend Backend
