@@ -1,6 +1,6 @@
 // Fused attention kernel speed on the ViT shapes, forward and backward, against the unfused op
-// graph on the same inputs (interleaved rounds; fastest and median call reported). On AVX-512 CPUs "fused fwd"
-// is Attention512.cs and "GEMM-path fwd" the two-GEMM path other CPUs run.
+// graph on the same inputs (interleaved rounds; fastest and median call reported). "fused" is Attention512.cs on
+// AVX-512 CPUs and Attention256.cs on AVX2 + FMA ones; "GEMM-path" the two-GEMM path CPUs without FMA run.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- attn [--threads T] [--reps R]
 using System.Diagnostics;
 using ViTQuant.Kernels;
@@ -34,8 +34,9 @@ internal static class AttentionBench
             {
                 ("fused fwd", () => AttentionKernel.Forward(qkv.Span, B, N, H, D, scale, probs, o)),
                 ("fused fwd no probs", () => AttentionKernel.Forward(qkv.Span, B, N, H, D, scale, default, o)),
-                ("GEMM-path fwd", () => { AttentionKernel.Avx512Path = false; try { AttentionKernel.Forward(qkv.Span, B, N, H, D, scale, probs, o); } finally { AttentionKernel.Avx512Path = true; } }),
+                ("GEMM-path fwd", () => GemmPath(() => AttentionKernel.Forward(qkv.Span, B, N, H, D, scale, probs, o))),
                 ("fused bwd", () => AttentionKernel.Backward(qkv.Span, probs, w.Span, B, N, H, D, scale, d)),
+                ("GEMM-path bwd", () => GemmPath(() => AttentionKernel.Backward(qkv.Span, probs, w.Span, B, N, H, D, scale, d))),
                 ("unfused fwd", () => { using var _ = Autograd.NoGrad(); using var s = TensorArena.Scope(); Unfused(qkv, H, scale); }),
                 ("fused fwd+bwd", () => { using var s = TensorArena.Scope(); var x = qkv.Clone().RequireGrad(); Ops.Sum(Ops.Mul(Ops.FusedAttention(x, H, scale), w)).Backward(); }),
                 ("unfused fwd+bwd", () => { using var s = TensorArena.Scope(); var x = qkv.Clone().RequireGrad(); Ops.Sum(Ops.Mul(Unfused(x, H, scale), w)).Backward(); }),
@@ -57,6 +58,14 @@ internal static class AttentionBench
             Console.WriteLine();
         }
         return 0;
+    }
+
+    // The two-GEMM path on any CPU (the AVX-512 and AVX2 kernels switched off).
+    private static void GemmPath(Action a)
+    {
+        AttentionKernel.Avx512Path = AttentionKernel.Avx2Path = false;
+        try { a(); }
+        finally { AttentionKernel.Avx512Path = AttentionKernel.Avx2Path = true; }
     }
 
     private static Tensor Unfused(Tensor qkv, int heads, float scale)

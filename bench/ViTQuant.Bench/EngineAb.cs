@@ -1,7 +1,7 @@
 // Same-process A/B of the engine's run-time switches on a whole model, calls interleaved round by round
 // (so drift in a shared machine's load falls on every variant alike): SpinPool against the .NET thread pool
 // (Parallelism.UseSpinPool), the shared-B parallel GEMM against one range per worker (ManagedGemm.SharedB),
-// the AVX-512 attention against its two-GEMM path (AttentionKernel.Avx512Path), the AVX-512 GEMM reading A in
+// the AVX-512 / AVX2 attention against its two-GEMM path (AttentionKernel.Avx512Path, Avx2Path), the AVX-512 GEMM reading A in
 // place against packing all of it (ManagedGemm.DirectA), and all of them off.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- engine-ab [--arch A] [--batch B] [--threads T] [--rounds R] [--sleep MS] [--train]
 // --train times forward + cross-entropy backward (no optimizer step), else the no-grad Infer; --sleep pauses
@@ -55,7 +55,7 @@ internal static class EngineAb
         {
             Parallelism.UseSpinPool = v.SpinPool;
             ManagedGemm.SharedB = v.SharedB;
-            AttentionKernel.Avx512Path = v.Attention512;
+            AttentionKernel.Avx512Path = AttentionKernel.Avx2Path = v.Attention512;
             ManagedGemm.DirectA = v.DirectA;
         }
         try

@@ -144,8 +144,8 @@ public static class OnnxExporter
         {
             Meta(QuantizedCheckpoint.PlanKey, quant.Plan.ToJson());
             Meta(MethodKey, quant.Plan.Name);
+            Meta(Int8LayoutKey, options.Int8Layout.ToString().ToLowerInvariant());
         }
-        if (quant != null) Meta(Int8LayoutKey, options.Int8Layout.ToString().ToLowerInvariant());
         if (source != null) Meta("vitq.source", Path.GetFileName(source));
         return (m, em.Points);
     }

@@ -5,8 +5,8 @@
 //     [Clip(lo, hi)] → QuantizeLinear(s, z) → DequantizeLinear(s, z)
 // QuantizeLinear is saturate(round(x/s) + z) with ties to even, our rule (RangeSearch) exactly; the
 // storage type is uint8 for grids with q_min ≥ 0 and int8 otherwise (uint8 shifted by 128 in the default
-// U8U8 layout, OnnxExportOptions.Int8Layout, so ORT's integer kernels are exact on CPUs without VNNI). A grid narrower than its storage
-// type (bits < 8) gets a Clip to lo = (q_min − z)·s, hi = (q_max − z)·s first: lo/s and hi/s lie within
+// U8U8 layout, OnnxExportOptions.Int8Layout, so ORT's integer kernels are exact on CPUs without VNNI). A
+// grid narrower than its storage type (bits < 8) gets a Clip to lo = (q_min − z)·s, hi = (q_max − z)·s first: lo/s and hi/s lie within
 // a few ulps of the integers q_min − z and q_max − z, so round() lands on them, and every x outside
 // [lo, hi] then quantizes to the same clamped level as in the simulation. LSQ rounds after adding its
 // offset, round(clamp(x/α + ⌊z⌉)); with ⌊z⌉ = 0 that is clamp(round(x/α)), the QDQ rule; with ⌊z⌉ ≠ 0

@@ -45,7 +45,7 @@ internal static unsafe partial class AttentionKernel
         bool keep = !probs.IsEmpty, wantLogits = !logits.IsEmpty;
         Check(batch, tokens, heads, headDim, qkv.Length, keep ? probs.Length : long.MaxValue, output.Length, output.Length, "output");
         if (wantLogits) Check(batch, tokens, heads, headDim, qkv.Length, logits.Length, output.Length, output.Length, "output", "logits");
-        bool wide = UsesAvx512; // read on the calling thread: ForceKernel / ForceNarrow scopes are per flow
+        bool wide = UsesAvx512, narrow = !wide && UsesAvx2; // read on the calling thread: ForceKernel / ForceNarrow scopes are per flow
         fixed (float* pq = qkv, pp = probs, po = output, pl = logits)
         {
             nint q = (nint)pq, p = keep ? (nint)pp : 0, o = (nint)po, l = wantLogits ? (nint)pl : 0;
@@ -60,6 +60,11 @@ internal static unsafe partial class AttentionKernel
                 if (wide)
                 {
                     ForwardHead512(qb, qb + C, qb + 2 * C, C3, N, D, scale, pt, ob, C, lt);
+                    return;
+                }
+                if (narrow)
+                {
+                    ForwardHead256(qb, qb + C, qb + 2 * C, C3, N, D, scale, pt, ob, C, lt);
                     return;
                 }
                 var qs = new ReadOnlySpan<float>(qb, (N - 1) * C3 + D);
@@ -109,6 +114,7 @@ internal static unsafe partial class AttentionKernel
     {
         Check(batch, tokens, heads, headDim, qkv.Length, probs.Length, dOut.Length, dQkv.Length, "dQkv");
         bool wide = UsesAvx512 && headDim % Cols == 0; // read on the calling thread (ForceKernel scopes)
+        bool narrow = !wide && UsesAvx2 && headDim % Cols256 == 0;
         bool half = !dLogits.IsEmpty;
         fixed (float* pq = qkv, pp = probs, pg = dOut, pd = dQkv, pl = dLogits)
         {
@@ -123,6 +129,15 @@ internal static unsafe partial class AttentionKernel
                     nint off = (nint)bi * N * C3 + hi * D;
                     float* qb = (float*)q + off, db = (float*)d + off;
                     BackwardHead512(qb, qb + C, qb + 2 * C, C3, (float*)p + (nint)t * N * N, (float*)g + (nint)bi * N * C + hi * D, C,
+                        db, db + C, db + 2 * C, N, D, scale, half ? BackwardPart.SoftmaxV : BackwardPart.All, lt);
+                    return;
+                }
+                if (narrow)
+                {
+                    int bi = t / H, hi = t % H;
+                    nint off = (nint)bi * N * C3 + hi * D;
+                    float* qb = (float*)q + off, db = (float*)d + off;
+                    BackwardHead256(qb, qb + C, qb + 2 * C, C3, (float*)p + (nint)t * N * N, (float*)g + (nint)bi * N * C + hi * D, C,
                         db, db + C, db + 2 * C, N, D, scale, half ? BackwardPart.SoftmaxV : BackwardPart.All, lt);
                     return;
                 }
@@ -166,7 +181,7 @@ internal static unsafe partial class AttentionKernel
         Span<float> dQkv)
     {
         Check(batch, tokens, heads, headDim, qkv.Length, dLogits.Length, int.MaxValue, dQkv.Length, "dQkv", "dLogits");
-        bool wide = UsesAvx512 && headDim % Cols == 0;
+        bool wide = UsesAvx512 && headDim % Cols == 0, narrow = !wide && UsesAvx2 && headDim % Cols256 == 0;
         fixed (float* pq = qkv, pl = dLogits, pd = dQkv)
         {
             nint q = (nint)pq, l = (nint)pl, d = (nint)pd;
@@ -178,6 +193,12 @@ internal static unsafe partial class AttentionKernel
                 {
                     float* qb = (float*)q + off, db = (float*)d + off;
                     BackwardHead512(qb, qb + C, null, C3, null, null, 0, db, db + C, null, N, D, 0f, BackwardPart.Qk, (float*)l + (nint)t * N * N);
+                    return;
+                }
+                if (narrow)
+                {
+                    float* qb = (float*)q + off, db = (float*)d + off;
+                    BackwardHead256(qb, qb + C, null, C3, null, null, 0, db, db + C, null, N, D, 0f, BackwardPart.Qk, (float*)l + (nint)t * N * N);
                     return;
                 }
                 int span = (N - 1) * C3 + D;

@@ -69,7 +69,7 @@ internal static unsafe class SoftmaxKernel
         });
     }
 
-    private static void SoftmaxRow(float* x, float* y, int n, bool log)
+    internal static void SoftmaxRow(float* x, float* y, int n, bool log)
     {
         if (n == 0) return;
         int full = n & ~7, tail = n - full;

@@ -30,6 +30,10 @@ public class AttentionTests
         new object[] { 3, 13, 1, 32 },
         new object[] { 2, 12, 1, 80 },
         new object[] { 1, 33, 3, 40 },
+        // AVX2 path (6-row blocks, 16-column panels; the backward takes widths 16k): exactly one block and three
+        // panels; 3 blocks + 1 row with a 16 + 8-column head.
+        new object[] { 2, 6, 2, 48 },
+        new object[] { 1, 19, 2, 24 },
     };
 
     private static float[] Random(Rng rng, int n, float scale = 1f)
