@@ -134,9 +134,10 @@ public static partial class Vitq
         // this model's linear shapes as the forward and backward call them, each also as a fraction of
         // the measured peak: the best variant's speed on a cache-resident, tile-aligned product
         // (GemmBenchmark.MeasurePeak), which is what the micro-kernel reaches when nothing dilutes it.
-        // The peak shape's product is not always the fastest: on a Zen 3 EPYC (AVX2, 2026-12-07) it measured 61–128
-        // GFLOP/s in runs where the model's shapes reached up to 148 (cause not established), so the peak is the
-        // best of it and of every product measured here, and no fraction exceeds 1.
+        // The peak shape's product is not always the fastest: on a Zen 3 EPYC (AVX2, 2026-12-07) it measured 128
+        // GFLOP/s at 2 threads where a DeiT-Tiny shape reached 148 (61 at one thread, where others reached 89;
+        // cause not established), so the peak is the best of it and of every product measured here, and no
+        // fraction exceeds 1.
         var variants = GemmBenchmark.AvailableVariants().Where(v => v != GemmVariant.ManagedPortable).ToArray();
         var (peak, peakVariant) = GemmBenchmark.MeasurePeak();
         string peakBy = $"{peakVariant} on {GemmBenchmark.PeakM}x{GemmBenchmark.PeakN}x{GemmBenchmark.PeakK}";

@@ -123,22 +123,14 @@ internal static unsafe partial class AttentionKernel
             Parallelism.For(0, batch * H, t =>
             {
                 float* lt = half ? (float*)l + (nint)t * N * N : null;
-                if (wide)
+                if (wide || narrow)
                 {
                     int bi = t / H, hi = t % H;
                     nint off = (nint)bi * N * C3 + hi * D;
-                    float* qb = (float*)q + off, db = (float*)d + off;
-                    BackwardHead512(qb, qb + C, qb + 2 * C, C3, (float*)p + (nint)t * N * N, (float*)g + (nint)bi * N * C + hi * D, C,
-                        db, db + C, db + 2 * C, N, D, scale, half ? BackwardPart.SoftmaxV : BackwardPart.All, lt);
-                    return;
-                }
-                if (narrow)
-                {
-                    int bi = t / H, hi = t % H;
-                    nint off = (nint)bi * N * C3 + hi * D;
-                    float* qb = (float*)q + off, db = (float*)d + off;
-                    BackwardHead256(qb, qb + C, qb + 2 * C, C3, (float*)p + (nint)t * N * N, (float*)g + (nint)bi * N * C + hi * D, C,
-                        db, db + C, db + 2 * C, N, D, scale, half ? BackwardPart.SoftmaxV : BackwardPart.All, lt);
+                    float* qb = (float*)q + off, db = (float*)d + off, pt = (float*)p + (nint)t * N * N, gt = (float*)g + (nint)bi * N * C + hi * D;
+                    var part = half ? BackwardPart.SoftmaxV : BackwardPart.All;
+                    if (wide) BackwardHead512(qb, qb + C, qb + 2 * C, C3, pt, gt, C, db, db + C, db + 2 * C, N, D, scale, part, lt);
+                    else BackwardHead256(qb, qb + C, qb + 2 * C, C3, pt, gt, C, db, db + C, db + 2 * C, N, D, scale, part, lt);
                     return;
                 }
                 var (dP, dS) = Scratch(N * N);
@@ -189,16 +181,11 @@ internal static unsafe partial class AttentionKernel
             Parallelism.For(0, batch * H, t =>
             {
                 nint off = (nint)(t / H) * N * C3 + t % H * D;
-                if (wide)
+                if (wide || narrow)
                 {
-                    float* qb = (float*)q + off, db = (float*)d + off;
-                    BackwardHead512(qb, qb + C, null, C3, null, null, 0, db, db + C, null, N, D, 0f, BackwardPart.Qk, (float*)l + (nint)t * N * N);
-                    return;
-                }
-                if (narrow)
-                {
-                    float* qb = (float*)q + off, db = (float*)d + off;
-                    BackwardHead256(qb, qb + C, null, C3, null, null, 0, db, db + C, null, N, D, 0f, BackwardPart.Qk, (float*)l + (nint)t * N * N);
+                    float* qb = (float*)q + off, db = (float*)d + off, lt = (float*)l + (nint)t * N * N;
+                    if (wide) BackwardHead512(qb, qb + C, null, C3, null, null, 0, db, db + C, null, N, D, 0f, BackwardPart.Qk, lt);
+                    else BackwardHead256(qb, qb + C, null, C3, null, null, 0, db, db + C, null, N, D, 0f, BackwardPart.Qk, lt);
                     return;
                 }
                 int span = (N - 1) * C3 + D;

@@ -8,8 +8,8 @@
 // the AVX-512 managed kernel beats OpenBLAS 0.3.21 on every ViT linear shape, forward and backward. The
 // AVX2 kernel is level with it (a Zen 3 EPYC: ahead on the forward shapes, behind on some backward ones;
 // one-thread model steps within 3 %), but with 2 threads OpenBLAS's own workers, which spin after each
-// call, and ours took turns on the two cores (120,000 involuntary context switches in a 5 s `vitq bench`
-// against 330 without OpenBLAS): vit_fmnist training 236–280 → 308–381 img/s, DeiT-Tiny 11.4–13.7 →
+// call, and ours took turns on the two cores (114,000–129,000 involuntary context switches in a 12 s
+// `vitq bench` of vit_fmnist, against 330 without OpenBLAS): vit_fmnist training 236–280 → 308–381 img/s, DeiT-Tiny 11.4–13.7 →
 // 15.2–16.3 (three alternating runs each). Inside a Parallelism.For body the
 // managed kernel always runs, single-threaded, because OpenBLAS's thread count is process-global and
 // must not nest. Inside a ManagedGemm.ForceKernel scope the managed kernel runs too.

@@ -281,7 +281,7 @@ internal static unsafe class RowSimd
         return e * ((Vector512.ConvertToInt32Native(n) + Vector512.Create(127)) << 23).AsSingle();
     }
 
-    /// <summary>ExpCore512 on 8 lanes (the same operations: the same results lane for lane).</summary>
+    /// <summary>ExpCore512 on 8 lanes (the same operations: the same results lane for lane); ExpNonPositive without its guards.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> ExpCore256(Vector256<float> x)
     {
@@ -340,18 +340,7 @@ internal static unsafe class RowSimd
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> ExpNonPositive(Vector256<float> x)
     {
-        var xc = Vector256.Max(x, Vector256.Create(ExpMinArg));
-        var n = Vector256.Round(xc * Vector256.Create(1.44269504088896341f));
-        var r = Vector256.FusedMultiplyAdd(n, Vector256.Create(-0.693359375f), xc);
-        r = Vector256.FusedMultiplyAdd(n, Vector256.Create(2.12194440e-4f), r);
-        var p = Vector256.FusedMultiplyAdd(Vector256.Create(1.9875691500e-4f), r, Vector256.Create(1.3981999507e-3f));
-        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(8.3334519073e-3f));
-        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(4.1665795894e-2f));
-        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(1.6666665459e-1f));
-        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(5.0000001201e-1f));
-        var e = Vector256.FusedMultiplyAdd(p, r * r, r + Vector256<float>.One);
-        var scale = ((Vector256.ConvertToInt32Native(n) + Vector256.Create(127)) << 23).AsSingle();
-        var y = e * scale;
+        var y = ExpCore256(Vector256.Max(x, Vector256.Create(ExpMinArg)));
         y = Vector256.ConditionalSelect(Vector256.LessThan(x, Vector256.Create(ExpMinArg)), Vector256<float>.Zero, y);
         return Vector256.ConditionalSelect(Vector256.Equals(x, x), y, x);
     }
