@@ -1,7 +1,8 @@
 // Fused attention kernel speed on the ViT shapes, forward and backward, against the unfused op
 // graph on the same inputs (interleaved rounds; fastest and median call reported). "fused" is Attention512.cs on
 // AVX-512 CPUs and Attention256.cs on AVX2 + FMA ones; "GEMM-path" the two-GEMM path CPUs without FMA run.
-//   dotnet run -c Release --project bench/ViTQuant.Bench -- attn [--threads T] [--reps R]
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- attn [--threads T] [--reps R] [--only PREFIX]
+//       --only: just the cases whose name starts with PREFIX (e.g. "fused" to profile the kernel alone with perf)
 using System.Diagnostics;
 using ViTQuant.Kernels;
 using ViTQuant.Tensors;
@@ -13,10 +14,12 @@ internal static class AttentionBench
     public static int Run(string[] args)
     {
         int reps = 21;
+        string only = "";
         for (int i = 0; i + 1 < args.Length; i += 2)
         {
             if (args[i] == "--threads") Parallelism.Threads = int.Parse(args[i + 1]);
             else if (args[i] == "--reps") reps = int.Parse(args[i + 1]);
+            else if (args[i] == "--only") only = args[i + 1];
             else { Console.Error.WriteLine($"attn: unknown argument '{args[i]}'"); return 2; }
         }
         Console.WriteLine($"threads {Parallelism.Threads}, {reps} interleaved calls; ms fastest / median; GEMM {Gemm.Describe()}");
@@ -41,6 +44,7 @@ internal static class AttentionBench
                 ("fused fwd+bwd", () => { using var s = TensorArena.Scope(); var x = qkv.Clone().RequireGrad(); Ops.Sum(Ops.Mul(Ops.FusedAttention(x, H, scale), w)).Backward(); }),
                 ("unfused fwd+bwd", () => { using var s = TensorArena.Scope(); var x = qkv.Clone().RequireGrad(); Ops.Sum(Ops.Mul(Unfused(x, H, scale), w)).Backward(); }),
             };
+            cases = cases.Where(c => c.Item1.StartsWith(only, StringComparison.Ordinal)).ToArray();
             var t = cases.Select(_ => new List<double>()).ToArray();
             for (int r = -2; r < reps; r++)
                 for (int c = 0; c < cases.Length; c++)

@@ -99,20 +99,20 @@ internal static unsafe class GeluKernel
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void GeluBackward512(float* x, float* dy, float* dx, int n)
+    private static void GeluBackward512(float* x, float* dy, float* dx, int n, bool accumulate)
     {
         int full = n & ~15, tail = n - full;
         for (int i = 0; i < full; i += 16)
         {
             var v = Vector512.Load(x + i);
-            Vector512.FusedMultiplyAdd(Vector512.Load(dy + i), GeluGrad512(v), Vector512.Load(dx + i)).Store(dx + i);
+            Vector512.FusedMultiplyAdd(Vector512.Load(dy + i), GeluGrad512(v), accumulate ? Vector512.Load(dx + i) : default).Store(dx + i);
         }
         if (tail > 0)
         {
             var m = RowSimd.TailMask512(tail);
             var v = Avx512F.MaskLoad(x + full, m, Vector512<float>.Zero);
             var g = Avx512F.MaskLoad(dy + full, m, Vector512<float>.Zero);
-            var d = Avx512F.MaskLoad(dx + full, m, Vector512<float>.Zero);
+            var d = accumulate ? Avx512F.MaskLoad(dx + full, m, Vector512<float>.Zero) : default;
             Avx512F.MaskStore(dx + full, m, Vector512.FusedMultiplyAdd(g, GeluGrad512(v), d));
         }
     }
@@ -171,19 +171,19 @@ internal static unsafe class GeluKernel
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void GeluBackward256(float* x, float* dy, float* dx, int n)
+    private static void GeluBackward256(float* x, float* dy, float* dx, int n, bool accumulate)
     {
         int full = n & ~7, tail = n - full;
         for (int i = 0; i < full; i += 8)
         {
             var v = Vector256.Load(x + i);
-            Vector256.FusedMultiplyAdd(Vector256.Load(dy + i), GeluGrad256(v), Vector256.Load(dx + i)).Store(dx + i);
+            Vector256.FusedMultiplyAdd(Vector256.Load(dy + i), GeluGrad256(v), accumulate ? Vector256.Load(dx + i) : default).Store(dx + i);
         }
         if (tail > 0)
         {
             var v = RowSimd.LoadTail(x + full, tail, 0f);
             var g = RowSimd.LoadTail(dy + full, tail, 0f);
-            var d = RowSimd.LoadTail(dx + full, tail, 0f);
+            var d = accumulate ? RowSimd.LoadTail(dx + full, tail, 0f) : default;
             RowSimd.StoreTail(Vector256.FusedMultiplyAdd(g, GeluGrad256(v), d), dx + full, tail);
         }
     }
@@ -219,8 +219,11 @@ internal static unsafe class GeluKernel
         return Vector256.ConditionalSelect(Vector256.GreaterThan(z, Vector256<float>.Zero), one - halfE, halfE);
     }
 
-    /// <summary>dx += dy·(Φ(x) + x·φ(x)). Throws ArgumentException when dy or dx is shorter than x.</summary>
-    public static void GeluBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx)
+    /// <summary>
+    /// dx += dy·(Φ(x) + x·φ(x)); with <paramref name="accumulate"/> false dx is not read and gets what a zeroed dx
+    /// would (a fresh gradient needs no clearing pass). Throws ArgumentException when dy or dx is shorter than x.
+    /// </summary>
+    public static void GeluBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx, bool accumulate = true)
     {
         if (dy.Length < x.Length || dx.Length < x.Length) throw new ArgumentException($"dy/dx have {dy.Length}/{dx.Length} elements, x has {x.Length}");
         fixed (float* px = x, pg = dy, pd = dx)
@@ -228,22 +231,22 @@ internal static unsafe class GeluKernel
             float* xx = px, gg = pg, dd = pd;
             if (Avx512Path)
             {
-                ForBlocks(x.Length, (s, e) => GeluBackward512(xx + s, gg + s, dd + s, e - s));
+                ForBlocks(x.Length, (s, e) => GeluBackward512(xx + s, gg + s, dd + s, e - s, accumulate));
                 return;
             }
             if (Float256Path)
             {
-                ForBlocks(x.Length, (s, e) => GeluBackward256(xx + s, gg + s, dd + s, e - s));
+                ForBlocks(x.Length, (s, e) => GeluBackward256(xx + s, gg + s, dd + s, e - s, accumulate));
                 return;
             }
             ForBlocks(x.Length, (s, e) =>
             {
                 int full = s + ((e - s) & ~7), tail = e - full;
                 for (int i = s; i < full; i += 8)
-                    Vector256.FusedMultiplyAdd(Vector256.Load(gg + i), GeluGradVec(Vector256.Load(xx + i)), Vector256.Load(dd + i)).Store(dd + i);
+                    Vector256.FusedMultiplyAdd(Vector256.Load(gg + i), GeluGradVec(Vector256.Load(xx + i)), accumulate ? Vector256.Load(dd + i) : default).Store(dd + i);
                 if (tail > 0)
                     RowSimd.StoreTail(Vector256.FusedMultiplyAdd(RowSimd.LoadTail(gg + full, tail, 0f), GeluGradVec(RowSimd.LoadTail(xx + full, tail, 0f)),
-                        RowSimd.LoadTail(dd + full, tail, 0f)), dd + full, tail);
+                        accumulate ? RowSimd.LoadTail(dd + full, tail, 0f) : default), dd + full, tail);
             });
         }
     }

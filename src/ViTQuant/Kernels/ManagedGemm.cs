@@ -470,6 +470,16 @@ internal static unsafe partial class ManagedGemm
             }
             return;
         }
+        if (nr == NR && Vector256.IsHardwareAccelerated)
+        {
+            // The AVX2 tile: a span copy here costs a Memmove call per row (2.4 % of a vit_fmnist training step).
+            var b0 = Vector256.Load(bias); var b1 = Vector256.Load(bias + 8);
+            for (int r = 0; r < mr; r++, c += ldc)
+            {
+                b0.Store(c); b1.Store(c + 8);
+            }
+            return;
+        }
         for (int r = 0; r < mr; r++, c += ldc)
             new ReadOnlySpan<float>(bias, nr).CopyTo(new Span<float>(c, nr));
     }

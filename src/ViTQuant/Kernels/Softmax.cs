@@ -315,20 +315,37 @@ internal static unsafe class RowSimd
         Parallelism.ForChunks(rows, Math.Max(1, ParallelGrain / cols), body);
     }
 
+    /// <summary>Lanes 0 .. count−1 set (count in 0..8), as the sign-bit mask AVX's masked moves take.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> TailMask(int count) =>
+        Vector256.LessThan(Vector256.Create(0f, 1, 2, 3, 4, 5, 6, 7), Vector256.Create((float)count));
+
+    /// <summary>p[0 .. count) in lanes 0 .. count−1 and <paramref name="fill"/> in the rest; reads nothing past p + count.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> LoadTail(float* p, int count, float fill)
     {
+        // A masked load (it does not touch the masked-off lanes' memory) instead of a lane-by-lane copy through a
+        // stack buffer: the rows of the attention softmax (50 or 197 long) end in such a tail.
+        if (Avx.IsSupported)
+        {
+            var mask = TailMask(count);
+            return Vector256.ConditionalSelect(mask, Avx.MaskLoad(p, mask), Vector256.Create(fill));
+        }
         float* buf = stackalloc float[8];
         for (int i = 0; i < 8; i++) buf[i] = i < count ? p[i] : fill;
         return Vector256.Load(buf);
     }
 
+    /// <summary>Lanes 0 .. count−1 of v to p[0 .. count); writes nothing past p + count.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void StoreTail(Vector256<float> v, float* p, int count)
     {
-        float* buf = stackalloc float[8];
-        v.Store(buf);
-        for (int i = 0; i < count; i++) p[i] = buf[i];
+        if (count >= 4)
+        {
+            v.GetLower().Store(p);
+            for (int i = 4; i < count; i++) p[i] = v.GetElement(i);
+        }
+        else for (int i = 0; i < count; i++) p[i] = v.GetElement(i);
     }
 
     /// <summary>
@@ -345,11 +362,13 @@ internal static unsafe class RowSimd
         return Vector256.ConditionalSelect(Vector256.Equals(x, x), y, x);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float HorizontalMax(Vector256<float> v)
     {
+        // Pairwise in registers (max is exact, so the order changes nothing; NaN propagates as MathF.Max does).
         var m = Vector128.Max(v.GetLower(), v.GetUpper());
-        float r = m[0];
-        for (int i = 1; i < 4; i++) r = MathF.Max(r, m[i]);
-        return r;
+        m = Vector128.Max(m, Vector128.Shuffle(m, Vector128.Create(2, 3, 0, 1)));
+        m = Vector128.Max(m, Vector128.Shuffle(m, Vector128.Create(1, 0, 3, 2)));
+        return m.ToScalar();
     }
 }

@@ -106,7 +106,11 @@ internal static partial class Ops
         var y = Tensor.OutputUninitialized(x.Shape); // the kernel writes every element
         GeluKernel.Gelu(x.Span, y.Span);
         if (!Autograd.Needs(x)) return y;
-        return Autograd.Record("gelu", y, new[] { x }, g => GeluKernel.GeluBackward(x.Span, g.Span, x.GradSpan()));
+        return Autograd.Record("gelu", y, new[] { x }, g =>
+        {
+            var dx = x.GradSpanForOverwrite(out bool fresh);
+            GeluKernel.GeluBackward(x.Span, g.Span, dx, accumulate: !fresh);
+        });
     }
 }
 

@@ -14,6 +14,7 @@
 // run under Parallelism.For over the batch (GEMM then runs single-threaded inside), while few large
 // products run one after another, each a multi-threaded top-level GEMM.
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
 using ViTQuant.Kernels;
 
 namespace ViTQuant.Tensors;
@@ -198,10 +199,31 @@ internal static class DenseCore
             int n = outF;
             Parallelism.ForChunks((n + Cols - 1) / Cols, Math.Max(1, RowSimd.ParallelGrain / Math.Max(1, rows * Cols)), (c0, c1) =>
             {
-                int j0 = c0 * Cols, len = Math.Min(n, c1 * Cols) - j0;
-                var d = new Span<float>((float*)dp + j0, len);
-                for (int r = 0; r < rows; r++) TensorPrimitives.Add(d, new ReadOnlySpan<float>((float*)gp + (long)r * n + j0, len), d);
+                for (int j0 = c0 * Cols; j0 < Math.Min(n, c1 * Cols); j0 += Cols)
+                    AddColumnSums((float*)gp + j0, rows, n, Math.Min(Cols, n - j0), (float*)dp + j0);
             });
         }
+    }
+
+    // d[j] += g[0, j] + g[1, j] + … + g[rows−1, j] for j < len (g's rows ld apart), added in row order. A full 64-column
+    // block keeps its eight 8-float sums in registers for all rows: a TensorPrimitives.Add per row (the former
+    // loop) loaded and stored them every row and paid a call per row (1.2 % of a vit_fmnist training step).
+    private static unsafe void AddColumnSums(float* g, int rows, int ld, int len, float* d)
+    {
+        if (len == 64 && Vector256.IsHardwareAccelerated)
+        {
+            var s0 = Vector256.Load(d); var s1 = Vector256.Load(d + 8); var s2 = Vector256.Load(d + 16); var s3 = Vector256.Load(d + 24);
+            var s4 = Vector256.Load(d + 32); var s5 = Vector256.Load(d + 40); var s6 = Vector256.Load(d + 48); var s7 = Vector256.Load(d + 56);
+            for (int r = 0; r < rows; r++, g += ld)
+            {
+                s0 += Vector256.Load(g); s1 += Vector256.Load(g + 8); s2 += Vector256.Load(g + 16); s3 += Vector256.Load(g + 24);
+                s4 += Vector256.Load(g + 32); s5 += Vector256.Load(g + 40); s6 += Vector256.Load(g + 48); s7 += Vector256.Load(g + 56);
+            }
+            s0.Store(d); s1.Store(d + 8); s2.Store(d + 16); s3.Store(d + 24);
+            s4.Store(d + 32); s5.Store(d + 40); s6.Store(d + 48); s7.Store(d + 56);
+            return;
+        }
+        var dst = new Span<float>(d, len);
+        for (int r = 0; r < rows; r++, g += ld) TensorPrimitives.Add(dst, new ReadOnlySpan<float>(g, len), dst);
     }
 }

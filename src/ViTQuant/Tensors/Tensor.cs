@@ -207,13 +207,14 @@ public sealed partial class Tensor
         return Grad.Span;
     }
 
-    /// <summary>grad += g (same shape): a copy into a fresh gradient, an add onto an existing one.</summary>
-    internal void AccumulateGrad(ReadOnlySpan<float> g)
+    /// <summary>grad += g (same size): a copy into a fresh gradient, an add onto an existing one (split across workers when large).</summary>
+    internal void AccumulateGrad(Tensor g)
     {
-        var dst = GradSpanForOverwrite(out bool fresh);
-        if (fresh) g[..dst.Length].CopyTo(dst);
-        else System.Numerics.Tensors.TensorPrimitives.Add(dst, g[..dst.Length], dst);
+        GradSpanForOverwrite(out bool fresh);
+        Ops.ElementwiseChunks(Size, g.Data, Grad!.Data, Grad.Data, fresh ? CopyFirst : System.Numerics.Tensors.TensorPrimitives.Add);
     }
+
+    private static void CopyFirst(ReadOnlySpan<float> x, ReadOnlySpan<float> _, Span<float> dst) => x.CopyTo(dst);
 
     /// <summary>
     /// Reverse-mode differentiation from this tensor. With no argument the tensor must hold one element

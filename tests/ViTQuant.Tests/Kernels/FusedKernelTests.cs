@@ -382,4 +382,40 @@ public class FusedKernelTests
         }
         Assert.Equal(Run(), Run());
     }
+
+    // accumulate: false (a fresh gradient) never reads dx and gives, bit for bit, what accumulating onto zeros gives.
+    [Fact]
+    public void GeluBackwardWithoutAccumulateEqualsAccumulatingOntoZeros()
+    {
+        var x = RandomRows(41, 77, 23, 4f);
+        var dy = RandomRows(41, 77, 24, 1f);
+        foreach (var path in GeluPaths)
+            OnGeluPath(path, () =>
+            {
+                var onZeros = new float[x.Length];
+                GeluKernel.GeluBackward(x, dy, onZeros);
+                var fresh = Enumerable.Repeat(float.NaN, x.Length).ToArray(); // garbage that must not be read
+                GeluKernel.GeluBackward(x, dy, fresh, accumulate: false);
+                Assert.Equal(onZeros, fresh);
+            });
+    }
+
+    // The tail moves of the 8-lane row kernels: the first count elements, the fill in the other lanes, and a store
+    // that writes nothing past count (the neighbours keep their values).
+    [Fact]
+    public unsafe void TailLoadAndStoreTouchOnlyTheirElements()
+    {
+        var buf = Enumerable.Range(1, 24).Select(i => (float)i).ToArray();
+        fixed (float* p = buf)
+            for (int count = 0; count <= 8; count++)
+            {
+                var v = RowSimd.LoadTail(p + 8, count, -7f);
+                for (int i = 0; i < 8; i++) Assert.Equal(i < count ? 9f + i : -7f, v[i]);
+                var dst = Enumerable.Repeat(-1f, 24).ToArray();
+                fixed (float* d = dst) RowSimd.StoreTail(System.Runtime.Intrinsics.Vector256.Create(100f, 101, 102, 103, 104, 105, 106, 107), d + 8, count);
+                for (int i = 0; i < 24; i++) Assert.Equal(i >= 8 && i < 8 + count ? 92f + i : -1f, dst[i]);
+            }
+        Assert.Equal(5f, RowSimd.HorizontalMax(System.Runtime.Intrinsics.Vector256.Create(1f, -2, 5, 3, -9, 4, 0, 2)));
+        Assert.True(float.IsNaN(RowSimd.HorizontalMax(System.Runtime.Intrinsics.Vector256.Create(1f, 2, 3, float.NaN, 0, 0, 0, 0))));
+    }
 }

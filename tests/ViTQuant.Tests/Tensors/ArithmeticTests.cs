@@ -41,4 +41,35 @@ public class ArithmeticTests
         Assert.Equal(new float[] { 6, 6 }, a.Grad!.ToArray());
         using (Autograd.NoGrad()) Assert.False((a * 2f).RequiresGrad);
     }
+
+    // Tensors big enough for the elementwise passes to split across workers (≥ 2 × 32768 elements): the sum and the
+    // accumulated gradients are the element-by-element float results, whatever the split.
+    [Fact]
+    public void LargeSameShapeAddIsElementwiseExactForwardAndBackward()
+    {
+        var rng = new Rng(9);
+        int rows = 600, cols = 130; // 78,000 elements
+        var a = Tensor.Randn(rng, 1f, rows, cols).RequireGrad();
+        var b = Tensor.Randn(rng, 1f, rows, cols).RequireGrad();
+        var up = Tensor.Randn(rng, 1f, rows, cols);
+        int saved = ViTQuant.Kernels.Parallelism.Threads;
+        try
+        {
+            foreach (int threads in new[] { 1, 2, 3 })
+            {
+                ViTQuant.Kernels.Parallelism.Threads = threads;
+                a.ZeroGrad(); b.ZeroGrad();
+                var y = Ops.Add(a, b);
+                for (int i = 0; i < y.Size; i++) Assert.Equal(a.Data[i] + b.Data[i], y.Data[i]);
+                // a reaches the loss twice (through a + b and through a·up): a fresh gradient up, then up added onto it.
+                Ops.Sum(Ops.Add(Ops.Mul(y, up), Ops.Mul(a, up))).Backward();
+                for (int i = 0; i < y.Size; i++)
+                {
+                    Assert.Equal(up.Data[i], b.Grad!.Data[i]);
+                    Assert.Equal(up.Data[i] + up.Data[i], a.Grad!.Data[i]);
+                }
+            }
+        }
+        finally { ViTQuant.Kernels.Parallelism.Threads = saved; }
+    }
 }

@@ -205,6 +205,25 @@ public class MatMulTests
         Assert.All(mine.ToArray(), v => Assert.Equal(0f, v));
     }
 
+    // The bias gradient: db += Σ_rows dy, column by column in row order, onto what db held. Full 64-column blocks run
+    // in registers, others through spans; both must give the row-order float sums bit for bit.
+    [Theory]
+    [InlineData(300, 64)]
+    [InlineData(300, 200)]
+    [InlineData(3200, 128)]
+    [InlineData(5, 7)]
+    public void BiasGradientIsTheRowOrderColumnSum(int rows, int outF)
+    {
+        var rng = new Rng(61);
+        var g = Tensor.Randn(rng, 1f, rows, outF).Data;
+        var db = Tensor.Randn(rng, 1f, outF).Data;
+        var expected = (float[])db.Clone();
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < outF; j++) expected[j] += g[r * outF + j];
+        DenseCore.Backward(g, default, default, rows, 3, outF, default, default, db);
+        Assert.Equal(expected, db);
+    }
+
     private sealed class FloatTolerance(float tol) : IEqualityComparer<float>
     {
         public bool Equals(float a, float b) => Math.Abs(a - b) <= tol * Math.Max(1f, Math.Abs(a));
