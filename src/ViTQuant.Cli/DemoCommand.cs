@@ -153,19 +153,30 @@ internal static class DemoCommand
     /// forward per test image (fake-quant about 1.5), calibration one per calibration image, synthesis and
     /// fine-tuning a forward and a backward (about 3) per image and step, the fine-tuning teacher one more,
     /// ADFQ reconstruction a block's forward and backward over a 32-image batch per iteration and block.
+    /// Steps of several progress stages also price each stage by its name (the names QuantizationMethods and the
+    /// evaluation report): an ADFQ row runs a calibration, one reconstruction stage per unit (2·depth + 2: the patch
+    /// embedding, each block's attention and MLP, and the head) and the evaluation. A calibration's closing "… ranges" stage (the
+    /// ranges computed from the statistics) counts nothing.
     /// </summary>
-    internal static IEnumerable<(string Step, double Cost)> StepCosts(Preset p, int testImages, int depth)
+    internal static IEnumerable<(string Step, double Cost, Func<string, double>? StageCost)> StepCosts(Preset p, int testImages, int depth)
     {
         double evalQ = 1.5 * testImages, synthCalib = p.SynthImages;
-        yield return ("fp", testImages);
-        yield return ("synthesize gaussian", 1);
-        yield return ("synthesize psaq", 3.0 * p.SynthImages * p.PsaqIterations);
-        yield return ("synthesize mimiq", 3.0 * p.SynthImages * p.MimiqIterations);
-        yield return ("gaussian+minmax", synthCalib + evalQ);
-        yield return ("psaq+minmax", synthCalib + evalQ);
-        yield return ("mimiq+minmax", synthCalib + evalQ);
-        yield return ("mimiq", 4.0 * p.SynthImages * p.FineTuneEpochs + evalQ);
-        yield return ("real+adfq", p.CalibImages + 3.0 * 32 * p.AdfqIterations * (depth + 2) / depth + evalQ);
+        // calibrate, then a middle stage (fine-tuning or each ADFQ unit) that the row's own name starts, then evaluate.
+        Func<string, double> Stages(double calibrate, string middle, double middleCost) => stage =>
+            stage.EndsWith(" ranges", StringComparison.Ordinal) ? 0
+            : stage.StartsWith("calibrate ", StringComparison.Ordinal) ? calibrate
+            : stage.StartsWith("eval ", StringComparison.Ordinal) ? evalQ
+            : middle.Length > 0 && stage.StartsWith(middle, StringComparison.Ordinal) ? middleCost : 0;
+        yield return ("fp", testImages, null);
+        yield return ("synthesize gaussian", 1, null);
+        yield return ("synthesize psaq", 3.0 * p.SynthImages * p.PsaqIterations, null);
+        yield return ("synthesize mimiq", 3.0 * p.SynthImages * p.MimiqIterations, null);
+        foreach (var row in new[] { "gaussian+minmax", "psaq+minmax", "mimiq+minmax" })
+            yield return (row, synthCalib + evalQ, Stages(synthCalib, "", 0));
+        double fineTune = 4.0 * p.SynthImages * p.FineTuneEpochs;
+        yield return ("mimiq", fineTune + evalQ, Stages(0, "mimiq fine-tune", fineTune));
+        double adfq = 3.0 * 32 * p.AdfqIterations * (depth + 2) / depth;
+        yield return ("real+adfq", p.CalibImages + adfq + evalQ, Stages(p.CalibImages, "adfq ", adfq / (2 * depth + 2)));
     }
 
     /// <summary>Splits [N, C, H, W] into batches of at most `size` images (copies).</summary>

@@ -2,6 +2,10 @@
 // in forward-image units (one image through the model forward; a backward counts about two). The
 // remaining cost is divided by the rate measured so far in this run, so the estimate corrects its own
 // scale as the job runs; the relative costs are a model (see DemoCommand), so it is "about".
+// A step that runs several progress stages one after another (calibrate, one reconstruction per module,
+// evaluate) declares their costs by stage name; its progress is then the cost-weighted sum of its
+// stages' fractions. Without them a step counts its furthest stage, which is right only for one stage: the
+// first of many stages at 100 % read as the whole step done ("overall 100 %" through a demo's ADFQ row).
 using System.Diagnostics;
 
 namespace ViTQuant.Cli;
@@ -12,6 +16,9 @@ internal sealed class Overall : IDisposable
     public static Overall? Current { get; private set; }
 
     private readonly Dictionary<string, double> _cost;
+    private readonly Dictionary<string, Func<string, double>?> _stageCosts;
+    private readonly Dictionary<string, double> _stageFraction = new();
+    private Func<string, double>? _stageCost;
     private readonly double _total;
     private readonly Stopwatch _sw = Stopwatch.StartNew();
     private readonly object _lock = new();
@@ -20,8 +27,19 @@ internal sealed class Overall : IDisposable
 
     /// <summary>Starts a plan of the steps this run still has to do (finished ones are left out: they cost nothing).</summary>
     public Overall(IEnumerable<(string Step, double Cost)> pending)
+        : this(pending.Select(p => (p.Step, p.Cost, (Func<string, double>?)null)))
     {
-        _cost = pending.Where(p => p.Cost > 0).ToDictionary(p => p.Step, p => p.Cost);
+    }
+
+    /// <summary>
+    /// A plan whose steps may price their stages: StageCost(stage name) is the stage's cost (0 for one that does
+    /// not count); the stage costs of a step should add up to the step's cost. Null: the step is one stage.
+    /// </summary>
+    public Overall(IEnumerable<(string Step, double Cost, Func<string, double>? StageCost)> pending)
+    {
+        var steps = pending.Where(p => p.Cost > 0).ToList();
+        _cost = steps.ToDictionary(p => p.Step, p => p.Cost);
+        _stageCosts = steps.ToDictionary(p => p.Step, p => p.StageCost);
         _total = _cost.Values.Sum();
         Current = this;
     }
@@ -32,17 +50,33 @@ internal sealed class Overall : IDisposable
     public T Step<T>(string name, Func<T> run)
     {
         if (!_cost.TryGetValue(name, out double c)) return run();
-        lock (_lock) { _currentCost = c; _fraction = 0; }
+        lock (_lock) { _currentCost = c; _fraction = 0; _stageCost = _stageCosts[name]; _stageFraction.Clear(); }
         var result = run();
-        lock (_lock) { _finished += c; _currentCost = 0; _fraction = 0; _stepsDone++; }
+        lock (_lock) { _finished += c; _currentCost = 0; _fraction = 0; _stageCost = null; _stageFraction.Clear(); _stepsDone++; }
         Console.Error.WriteLine($"[{DateTime.Now:HH:mm:ss}] step {name} done: {_stepsDone}/{Steps} steps of this run, {Clock(_sw.Elapsed.TotalSeconds)} elapsed, {Describe()}");
         return result;
     }
 
-    /// <summary>The current step's progress, 0..1 (a step with several progress bars keeps its furthest).</summary>
-    public void Report(double fraction)
+    /// <summary>
+    /// Progress of a stage of the current step, 0..1: the step's progress is its stages' fractions weighted by
+    /// their declared costs, or, when it declares none, its furthest stage's fraction. It never goes back.
+    /// </summary>
+    public void Report(string stage, double fraction)
     {
-        lock (_lock) _fraction = Math.Clamp(Math.Max(_fraction, fraction), 0, 1);
+        lock (_lock)
+        {
+            fraction = Math.Clamp(fraction, 0, 1);
+            _stageFraction[stage] = Math.Max(_stageFraction.GetValueOrDefault(stage), fraction);
+            double step;
+            if (_stageCost == null) step = _stageFraction.Values.Max();
+            else
+            {
+                double done = 0;
+                foreach (var (name, f) in _stageFraction) done += f * _stageCost(name);
+                step = _currentCost > 0 ? done / _currentCost : 0;
+            }
+            _fraction = Math.Clamp(Math.Max(_fraction, step), 0, 1);
+        }
     }
 
     /// <summary>"overall 42%, about 3:10 left", or "overall: estimating" before any work is measured.</summary>

@@ -40,7 +40,7 @@ internal static class Progress
                     {
                         task.Value = done;
                         task.Description = Markup.Escape(string.IsNullOrEmpty(status) ? title : $"{title} {status}");
-                    });
+                    }, stage: title);
                     result = work(rep);
                     task.Value = task.MaxValue;
                 });
@@ -49,7 +49,7 @@ internal static class Progress
         else
         {
             var rep = new Reporter(total, (done, status) =>
-                Console.Error.WriteLine($"[{DateTime.Now:HH:mm:ss}] {title} {done}/{total} {status}"), appendEta: true);
+                Console.Error.WriteLine($"[{DateTime.Now:HH:mm:ss}] {title} {done}/{total} {status}"), appendEta: true, stage: title);
             var r = work(rep);
             rep.Flush();
             return r;
@@ -87,7 +87,7 @@ internal static class Progress
                             {
                                 t.Value = done;
                                 t.Description = Markup.Escape(string.IsNullOrEmpty(status) ? title : $"{title} {status}");
-                            });
+                            }, stage: title);
                         }
                         rep!.Update(p.Step, p.Message);
                     }));
@@ -102,7 +102,7 @@ internal static class Progress
                 rep?.Flush();
                 string title = stage = p.Stage;
                 long total = p.Total;
-                rep = new Reporter(total, (done, status) => Console.Error.WriteLine($"[{DateTime.Now:HH:mm:ss}] {title} {done}/{total} {status}"), appendEta: true);
+                rep = new Reporter(total, (done, status) => Console.Error.WriteLine($"[{DateTime.Now:HH:mm:ss}] {title} {done}/{total} {status}"), appendEta: true, stage: title);
             }
             rep!.Update(p.Step, p.Message);
         }));
@@ -130,9 +130,13 @@ internal static class Progress
 
         private readonly bool _appendEta;
 
+        private readonly string _stage;
+
         /// <param name="appendEta">Add the step's ETA to the status (plain lines; the interactive bar has its own column).</param>
-        public Reporter(long total, Action<long, string> show, bool appendEta = false)
+        /// <param name="stage">The stage (bar) this reporter shows, for the overall plan's stage costs.</param>
+        public Reporter(long total, Action<long, string> show, bool appendEta = false, string stage = "")
         {
+            _stage = stage;
             _total = total;
             _show = show;
             _appendEta = appendEta;
@@ -171,7 +175,7 @@ internal static class Progress
                 if (_appendEta && EtaLocked() is double eta) status = $"{status} ETA {Overall.Clock(eta)}";
                 if (Overall.Current is Overall o)
                 {
-                    o.Report(_total > 0 ? (double)done / _total : 1);
+                    o.Report(_stage, _total > 0 ? (double)done / _total : 1);
                     status = $"{status} | {o.Describe()}";
                 }
                 _status = status;

@@ -100,6 +100,43 @@ public class ReportTests
         Assert.Null(Overall.Current);
     }
 
+    // A step of many stages (the demo's ADFQ row) advances by its stages' declared costs: the first unit at 100 %
+    // is not the step done (it used to read "overall 100 %" through the rest of the row).
+    [Fact]
+    public void Overall_StepOfManyStages_AdvancesByStageCost()
+    {
+        var plan = DemoCommand.StepCosts(DemoCommand.Quick, testImages: 1000, depth: 6).ToList();
+        var adfq = plan.Single(p => p.Step == "real+adfq");
+        double units = adfq.Cost - DemoCommand.Quick.CalibImages - 1.5 * 1000;
+        Assert.Equal(units / 14, adfq.StageCost!("adfq blocks.0.attn"), 9);
+        Assert.Equal(0, adfq.StageCost!("calibrate adfq ranges"));
+        using var o = new Overall(new[] { ("first", 1.0, (Func<string, double>?)null), adfq });
+        o.Step("first", () => 0);
+        string during = "";
+        o.Step("real+adfq", () =>
+        {
+            o.Report("calibrate adfq", 1);
+            o.Report("calibrate adfq ranges", 1);
+            o.Report("adfq patch_embed", 1);
+            o.Report("adfq blocks.0.attn", 0.5);
+            Thread.Sleep(1100); // the estimate needs a second of measured work
+            during = o.Describe();
+            return 0;
+        });
+        double expected = 100 * (1 + DemoCommand.Quick.CalibImages + 1.5 * units / 14) / (1 + adfq.Cost);
+        Assert.Matches($@"^overall {expected:F0}%, about ", during);
+        // A step without stage costs keeps its furthest stage, and progress never goes back.
+        using var single = new Overall(new[] { ("only", 4.0) });
+        single.Step("only", () =>
+        {
+            single.Report("a", 0.5);
+            single.Report("b", 0.25);
+            Thread.Sleep(1100);
+            Assert.StartsWith("overall 50%", single.Describe());
+            return 0;
+        });
+    }
+
     [Fact]
     public void Reporter_Eta_CountsOnlyThisRunsItems()
     {
