@@ -64,7 +64,10 @@ internal static class BenchCommand
         e.WriteLine($"forward      {r.ForwardImagesPerSecond,10:F1} img/s  ({r.ForwardGflopPerSecond:F1} GFLOP/s)");
         e.WriteLine($"train step   {r.TrainImagesPerSecond,10:F1} img/s  ({r.TrainAllocMbPerStep:F1} MB allocated/step, {r.TrainGcGen2PerStep:F2} gen2 GCs/step)");
         e.WriteLine($"input grad   {r.InputGradImagesPerSecond,10:F1} img/s");
-        e.WriteLine($"GEMM peak    {r.GemmPeakGflopPerSecond,10:F1} GFLOP/s ({r.GemmPeakVariant})");
+        e.WriteLine($"GEMM peak    {r.GemmPeakGflopPerSecond,10:F1} GFLOP/s ({r.GemmPeakVariant})"
+            + (r.FmaRooflineGflopPerSecond > 0 ? $", {r.GemmPeakGflopPerSecond / r.FmaRooflineGflopPerSecond:P0} of the FMA roofline" : ""));
+        if (r.FmaRooflineGflopPerSecond > 0)
+            e.WriteLine($"FMA roofline {r.FmaRooflineGflopPerSecond,10:F1} GFLOP/s (register-only FMA loops on {r.Threads} worker{(r.Threads == 1 ? "" : "s")}: the ceiling no GEMM passes)");
         foreach (var (k, v) in r.GemmGflopPerSecond) e.WriteLine($"GEMM {k,-44} {v,8:F1} GFLOP/s {r.GemmFractionOfPeak[k],6:P0} of peak");
         e.WriteLine($"peak memory  {r.PeakMemoryMb,10:F0} MB");
     }

@@ -55,6 +55,11 @@ public sealed record BenchmarkResult
     [JsonPropertyName("gemm_gflop_per_s")] public required IReadOnlyDictionary<string, double> GemmGflopPerSecond { get; init; }
     /// <summary>The same as a fraction of <see cref="GemmPeakGflopPerSecond"/>.</summary>
     [JsonPropertyName("gemm_fraction_of_peak")] public required IReadOnlyDictionary<string, double> GemmFractionOfPeak { get; init; }
+    /// <summary>
+    /// GFLOP/s of register-only vector FMA loops on every worker, the kernel's width (GemmBenchmark.FmaRoofline): the
+    /// hardware's ceiling, which no GEMM passes; 0 on CPUs without FMA.
+    /// </summary>
+    [JsonPropertyName("fma_roofline_gflop_per_s")] public required double FmaRooflineGflopPerSecond { get; init; }
     /// <summary>Peak working set of the process so far, MiB.</summary>
     [JsonPropertyName("peak_memory_mb")] public required double PeakMemoryMb { get; init; }
 }
@@ -185,7 +190,7 @@ public static partial class Vitq
             TrainImagesPerSecond = B / train, TrainCpuSeconds = trainCpu, TrainAllocMbPerStep = allocMb, TrainGcGen0PerStep = gen0, TrainGcGen2PerStep = gen2,
             InputGradImagesPerSecond = B / ig, InputGradCpuSeconds = igCpu,
             GemmPeakGflopPerSecond = peak, GemmPeakVariant = peakBy,
-            GemmGflopPerSecond = gemm, GemmFractionOfPeak = fraction,
+            GemmGflopPerSecond = gemm, GemmFractionOfPeak = fraction, FmaRooflineGflopPerSecond = GemmBenchmark.FmaRoofline(),
             PeakMemoryMb = Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024.0),
         };
     }

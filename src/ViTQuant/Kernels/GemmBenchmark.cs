@@ -3,6 +3,9 @@
 // so every backend sees the same numbers. Throughput is the median of timed calls after warm-up,
 // counting 2·M·N·K floating-point operations per call.
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace ViTQuant.Kernels;
 
@@ -64,6 +67,73 @@ internal static class GemmBenchmark
         GemmVariant.ManagedAvx2 => ManagedGemm.Describe(GemmKernel.Avx2),
         _ => ManagedGemm.Describe(GemmKernel.Portable),
     };
+
+    /// <summary>
+    /// The machine's FMA roofline in GFLOP/s: every one of Parallelism.Threads workers runs a loop of independent
+    /// vector FMAs on registers only (no loads or stores), the widest the GEMM's kernel uses (16 lanes with the
+    /// AVX-512 kernel, 8 with the AVX2 one), and the best of a few timed runs counts. No GEMM can pass it; how close
+    /// the measured GEMMs come says how much of the core the kernel and its packing leave unused. 0 on CPUs without
+    /// FMA (the portable kernel has no fixed width to measure).
+    /// </summary>
+    public static double FmaRoofline(int reps = 5)
+    {
+        var kernel = ManagedGemm.Current;
+        if (kernel == GemmKernel.Portable) return 0;
+        const long Iterations = 4_000_000; // × 12 FMAs: ~25 ms per worker at 2 FMAs per cycle and 2 GHz
+        int workers = Parallelism.Threads;
+        double best = 0;
+        for (int r = 0; r < reps; r++)
+        {
+            var sw = Stopwatch.StartNew();
+            float sink = 0;
+            Parallelism.For(0, workers, _ =>
+            {
+                float s = kernel == GemmKernel.Avx512 ? FmaLoop512(Iterations) : FmaLoop256(Iterations);
+                if (s == 42f) Volatile.Write(ref sink, s); // keeps the loop's result alive
+            });
+            double seconds = sw.Elapsed.TotalSeconds;
+            int lanes = kernel == GemmKernel.Avx512 ? 16 : 8;
+            best = Math.Max(best, workers * Iterations * 12.0 * lanes * 2 / seconds / 1e9);
+        }
+        return best;
+    }
+
+    // Twelve independent accumulator chains (more than FMA latency × FMA ports on current x86 cores), in a method of
+    // its own so the JIT keeps them in registers: written inline in a method that also calls out, the same loop
+    // spilled every accumulator to the stack and ran at a third of this speed.
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static float FmaLoop256(long iterations)
+    {
+        var x = Vector256.Create(1.0000001f);
+        var y = Vector256.Create(0.9999999f);
+        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default;
+        Vector256<float> c6 = default, c7 = default, c8 = default, c9 = default, c10 = default, c11 = default;
+        for (long i = 0; i < iterations; i++)
+        {
+            c0 = Fma.MultiplyAdd(x, y, c0); c1 = Fma.MultiplyAdd(x, y, c1); c2 = Fma.MultiplyAdd(x, y, c2);
+            c3 = Fma.MultiplyAdd(x, y, c3); c4 = Fma.MultiplyAdd(x, y, c4); c5 = Fma.MultiplyAdd(x, y, c5);
+            c6 = Fma.MultiplyAdd(x, y, c6); c7 = Fma.MultiplyAdd(x, y, c7); c8 = Fma.MultiplyAdd(x, y, c8);
+            c9 = Fma.MultiplyAdd(x, y, c9); c10 = Fma.MultiplyAdd(x, y, c10); c11 = Fma.MultiplyAdd(x, y, c11);
+        }
+        return (c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7 + c8 + c9 + c10 + c11).ToScalar();
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static float FmaLoop512(long iterations)
+    {
+        var x = Vector512.Create(1.0000001f);
+        var y = Vector512.Create(0.9999999f);
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default;
+        Vector512<float> c6 = default, c7 = default, c8 = default, c9 = default, c10 = default, c11 = default;
+        for (long i = 0; i < iterations; i++)
+        {
+            c0 = Avx512F.FusedMultiplyAdd(x, y, c0); c1 = Avx512F.FusedMultiplyAdd(x, y, c1); c2 = Avx512F.FusedMultiplyAdd(x, y, c2);
+            c3 = Avx512F.FusedMultiplyAdd(x, y, c3); c4 = Avx512F.FusedMultiplyAdd(x, y, c4); c5 = Avx512F.FusedMultiplyAdd(x, y, c5);
+            c6 = Avx512F.FusedMultiplyAdd(x, y, c6); c7 = Avx512F.FusedMultiplyAdd(x, y, c7); c8 = Avx512F.FusedMultiplyAdd(x, y, c8);
+            c9 = Avx512F.FusedMultiplyAdd(x, y, c9); c10 = Avx512F.FusedMultiplyAdd(x, y, c10); c11 = Avx512F.FusedMultiplyAdd(x, y, c11);
+        }
+        return (c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7 + c8 + c9 + c10 + c11).ToScalar();
+    }
 
     /// <summary>
     /// The shape that defines "peak": a product whose packed operands stay cache-resident (A and B

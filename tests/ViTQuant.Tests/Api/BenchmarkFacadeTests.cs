@@ -19,6 +19,9 @@ public class BenchmarkFacadeTests
         foreach (var v in new[] { r.ForwardImagesPerSecond, r.TrainImagesPerSecond, r.InputGradImagesPerSecond, r.GemmPeakGflopPerSecond, r.PeakMemoryMb })
             Assert.True(double.IsFinite(v) && v > 0);
         Assert.NotEmpty(r.GemmGflopPerSecond);
+        // The FMA roofline is measured wherever the GEMM has an FMA kernel (0 marks the portable kernel's CPUs).
+        if (System.Runtime.Intrinsics.X86.Fma.IsSupported) Assert.True(double.IsFinite(r.FmaRooflineGflopPerSecond) && r.FmaRooflineGflopPerSecond > 0);
+        else Assert.Equal(0, r.FmaRooflineGflopPerSecond);
         Assert.Equal(r.GemmGflopPerSecond.Keys, r.GemmFractionOfPeak.Keys);
         // the peak is the best of the peak shape and every product measured: no fraction above 1
         Assert.All(r.GemmFractionOfPeak.Values, f => Assert.InRange(f, 1e-9, 1.0));
@@ -29,6 +32,7 @@ public class BenchmarkFacadeTests
         Assert.Equal("architecture", json.EnumerateObject().First().Name);
         Assert.True(json.GetProperty("forward_img_per_s").GetDouble() > 0);
         Assert.True(json.GetProperty("gemm_fraction_of_peak").EnumerateObject().Any());
+        Assert.Equal(r.FmaRooflineGflopPerSecond, json.GetProperty("fma_roofline_gflop_per_s").GetDouble());
     }
 
     [Fact]
