@@ -76,9 +76,10 @@ internal static unsafe class GemmPacking
                 }
                 else
                 {
-                    for (int p = 0; p < kc; p++)
-                        for (int r = 0; r < MR; r++)
-                            dst[p * MR + r] = r < mr ? src[r * lda + p] : 0f;
+                    // A partial panel (the rows past M are zeros): clear it, then copy the rows there are.
+                    new Span<float>(dst, kc * MR).Clear();
+                    for (int r = 0; r < mr; r++)
+                        for (int p = 0; p < kc; p++) dst[p * MR + r] = src[r * lda + p];
                 }
             }
             else
@@ -130,9 +131,16 @@ internal static unsafe class GemmPacking
                 }
                 else
                 {
-                    for (int p = 0; p < kc; p++, src += ldb)
-                        for (int c = 0; c < nr; c++)
-                            dst[p * nr + c] = c < cols ? src[c] : 0f;
+                    // A partial panel (columns past N are zeros): each row as whole vectors, the last valid one a
+                    // masked load; element by element it cost more than packing the full panels.
+                    float* d = dst;
+                    for (int p = 0; p < kc; p++, d += nr, src += ldb)
+                        for (int v = 0; v < nr; v += 8)
+                        {
+                            int count = cols - v;
+                            var x = count >= 8 ? Vector256.Load(src + v) : count > 0 ? RowSimd.LoadTail(src + v, count, 0f) : Vector256<float>.Zero;
+                            x.Store(d + v);
+                        }
                 }
             }
             else
@@ -144,11 +152,12 @@ internal static unsafe class GemmPacking
                     PackBTransposedFull(src, ldb, kc, dst, nr);
                 else
                 {
-                    for (int c = 0; c < nr; c++)
+                    // A partial panel: clear it, then scatter the columns there are (a 50-token head's kᵀ has 2 of 16).
+                    new Span<float>(dst, kc * nr).Clear();
+                    for (int c = 0; c < cols; c++)
                     {
                         float* row = src + c * ldb;
-                        if (c < cols) for (int p = 0; p < kc; p++) dst[p * nr + c] = row[p];
-                        else for (int p = 0; p < kc; p++) dst[p * nr + c] = 0f;
+                        for (int p = 0; p < kc; p++) dst[p * nr + c] = row[p];
                     }
                 }
             }
