@@ -304,8 +304,9 @@ internal static unsafe partial class ManagedGemm
 
     /// <summary>
     /// C[m, n] = A[m, k]·Wᵀ + bias (bias may be empty: then C = A·Wᵀ) with W already packed (<see cref="PackedWeight"/>),
-    /// on the AVX-512 kernel: the rows of C in chunks across workers when parallel, as RunSharedB without its
-    /// packing region. The same tiles in the same order as Blocked, so the same bits as the unpacked call.
+    /// on the kernel it was packed for (AVX-512 or AVX2): the rows of C in chunks across workers when parallel, as
+    /// RunSharedB without its packing region. The same tiles in the same order as Blocked, so the same bits as the
+    /// unpacked call.
     /// Throws ArgumentException on inconsistent sizes.
     /// </summary>
     internal static void RunPrepacked(int m, ReadOnlySpan<float> a, int lda, PackedWeight b, ReadOnlySpan<float> bias, Span<float> c, int ldc, bool parallel)
@@ -315,13 +316,14 @@ internal static unsafe partial class ManagedGemm
             throw new ArgumentException($"prepacked GEMM: sizes m={m} n={n} k={k} lda={lda} ldc={ldc} do not fit the buffers");
         if (m == 0) return;
         int threads = parallel && (long)m * n * k >= ParallelMinMacs ? Parallelism.Threads : 1;
-        int rows = threads > 1 ? ChunkRows(m, threads, MR512) : MC, chunks = (m + rows - 1) / rows;
-        var (_, kcMax) = KBlocking(k);
+        bool wide = b.Kernel == GemmKernel.Avx512;
+        int rows = threads > 1 ? ChunkRows(m, threads, wide ? MR512 : MR) : MC, chunks = (m + rows - 1) / rows;
+        var (_, kcMax) = KBlocking(k, wide ? KC512 : KC);
         fixed (float* pa = a, pc = c, pbias = bias)
         {
             nint aa = (nint)pa, cc = (nint)pc, bb = bias.IsEmpty ? 0 : (nint)pbias;
             void Chunk(int ch) => RowChunk(ch * rows, Math.Min(rows, m - ch * rows), rows, false, (float*)aa, lda, n, k,
-                b.KBlocks, kcMax, b.Panels, b.BlockFloats, 1f, 0f, (float*)cc, ldc, (float*)bb, GemmKernel.Avx512);
+                b.KBlocks, kcMax, b.Panels, b.BlockFloats, 1f, 0f, (float*)cc, ldc, (float*)bb, b.Kernel);
             if (threads > 1 && chunks > 1) Parallelism.For(0, chunks, Chunk);
             else for (int ch = 0; ch < chunks; ch++) Chunk(ch);
         }

@@ -11,11 +11,16 @@
 // itself, and is dropped when the outermost scope ends. Outside a scope nothing is cached.
 namespace ViTQuant.Kernels;
 
-/// <summary>A weight W [n, k] packed as op(B) = Wᵀ for the AVX-512 GEMM: every K block, every 32-column panel.</summary>
+/// <summary>
+/// A weight W [n, k] packed as op(B) = Wᵀ for one GEMM kernel: every K block of its blocking, every panel of its
+/// tile width (AVX-512: 32 columns, K blocks ≤ 192; AVX2: 16 columns, K blocks ≤ 256).
+/// </summary>
 internal sealed unsafe class PackedWeight
 {
     private readonly float[] _buffer;
 
+    /// <summary>The kernel (Avx512 or Avx2) whose layout the panels have.</summary>
+    public GemmKernel Kernel { get; }
     public int N { get; }
     public int K { get; }
     public int KBlocks { get; }
@@ -24,12 +29,17 @@ internal sealed unsafe class PackedWeight
     /// <summary>64-byte aligned start of the panels (the buffer is pinned).</summary>
     public float* Panels { get; }
 
-    public PackedWeight(ReadOnlySpan<float> w, int n, int k)
+    /// <summary>Packs W for <paramref name="kernel"/> (Avx512 or Avx2; ArgumentException for another).</summary>
+    public PackedWeight(ReadOnlySpan<float> w, int n, int k, GemmKernel kernel = GemmKernel.Avx512)
     {
+        if (kernel == GemmKernel.Portable) throw new ArgumentException("weights are prepacked for the AVX-512 or AVX2 kernel only", nameof(kernel));
+        Kernel = kernel;
         N = n;
         K = k;
-        (KBlocks, int kcMax) = ManagedGemm.KBlocking(k);
-        int np = (n + GemmPacking.NR512 - 1) / GemmPacking.NR512 * GemmPacking.NR512;
+        bool wide = kernel == GemmKernel.Avx512;
+        int nr = wide ? GemmPacking.NR512 : GemmPacking.NR;
+        (KBlocks, int kcMax) = ManagedGemm.KBlocking(k, wide ? ManagedGemm.KC512 : ManagedGemm.KC);
+        int np = (n + nr - 1) / nr * nr;
         BlockFloats = (long)np * kcMax;
         _buffer = GC.AllocateUninitializedArray<float>((int)(BlockFloats * KBlocks) + GemmPacking.Slack + 16, pinned: true);
         Panels = (float*)(((nint)System.Runtime.CompilerServices.Unsafe.AsPointer(ref _buffer[0]) + 63) & ~(nint)63);
@@ -37,7 +47,7 @@ internal sealed unsafe class PackedWeight
             for (int kb = 0; kb < KBlocks; kb++)
             {
                 var (pc, kc) = ManagedGemm.KBlock(k, kb, KBlocks);
-                GemmPacking.PackB(true, pw, k, pc, 0, kc, n, Panels + kb * BlockFloats, GemmPacking.NR512);
+                GemmPacking.PackB(true, pw, k, pc, 0, kc, n, Panels + kb * BlockFloats, nr);
             }
     }
 }
@@ -75,13 +85,15 @@ internal static class WeightPacking
 
     /// <summary>
     /// The packed form of weight <paramref name="key"/> (W [n, k], the first n·k floats of the array) when a
-    /// Freeze() scope is open on this thread and the AVX-512 GEMM runs here, else null.
+    /// Freeze() scope is open on this thread and the managed AVX-512 or AVX2 GEMM runs here (not OpenBLAS), else null.
     /// </summary>
     public static PackedWeight? Get(float[] key, int n, int k)
     {
-        if (_depth == 0 || ManagedGemm.Current != GemmKernel.Avx512 || Parallelism.InsideParallelBody || n == 0 || k == 0) return null;
+        var kernel = ManagedGemm.Current;
+        if (_depth == 0 || kernel == GemmKernel.Portable || (Gemm.Backend != GemmBackend.Managed && !ManagedGemm.IsForced)
+            || Parallelism.InsideParallelBody || n == 0 || k == 0) return null;
         var cache = _cache ??= new Dictionary<float[], PackedWeight>(ReferenceEqualityComparer.Instance);
-        if (cache.TryGetValue(key, out var p) && p.N == n && p.K == k) return p;
-        return cache[key] = new PackedWeight(key.AsSpan(0, n * k), n, k);
+        if (cache.TryGetValue(key, out var p) && p.N == n && p.K == k && p.Kernel == kernel) return p;
+        return cache[key] = new PackedWeight(key.AsSpan(0, n * k), n, k, kernel);
     }
 }

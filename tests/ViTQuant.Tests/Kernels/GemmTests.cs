@@ -440,11 +440,14 @@ public class GemmTests
     }
 
     // A weight packed once (WeightPacking / PackedWeight) gives the bits of the GEMM that packs it per call: with
-    // and without bias, 1–3 workers, several K blocks, edge tiles, a padded A and C.
-    [Fact]
-    public void PrepackedWeightEqualsPackingPerCall()
+    // and without bias, 1–3 workers, several K blocks, edge tiles, a padded A and C; for each kernel this CPU runs.
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void PrepackedWeightEqualsPackingPerCall(bool avx512)
     {
-        if (ManagedGemm.Best != GemmKernel.Avx512) return; // the prepacked path is the AVX-512 kernel's
+        var kernel = avx512 ? GemmKernel.Avx512 : GemmKernel.Avx2;
+        if (kernel > ManagedGemm.Best) return; // a kernel this CPU cannot run
         var rng = new Rng(41);
         foreach (var (m, n, k) in new[] { (1, 1, 1), (13, 33, 200), (197, 64, 64), (300, 40, 520), (1576 / 4, 96, 192) })
             foreach (bool withBias in new[] { false, true })
@@ -455,14 +458,14 @@ public class GemmTests
                     for (int j = 0; j < n; j++) Array.Copy(pr.B, j * pr.Ldb, w, j * k, k);
                     var bias = withBias ? Enumerable.Range(0, n).Select(j => 0.01f * j - 0.2f).ToArray() : Array.Empty<float>();
                     var want = (float[])pr.C0.Clone();
-                    if (withBias) ManagedGemm.Run(false, true, m, n, k, 1f, pr.A, pr.Lda, w, k, 0f, want, pr.Ldc, bias, threads, GemmKernel.Avx512);
-                    else ManagedGemm.Run(false, true, m, n, k, 1f, pr.A, pr.Lda, w, k, 0f, want, pr.Ldc, threads, GemmKernel.Avx512);
+                    if (withBias) ManagedGemm.Run(false, true, m, n, k, 1f, pr.A, pr.Lda, w, k, 0f, want, pr.Ldc, bias, threads, kernel);
+                    else ManagedGemm.Run(false, true, m, n, k, 1f, pr.A, pr.Lda, w, k, 0f, want, pr.Ldc, threads, kernel);
                     var got = (float[])pr.C0.Clone();
                     int saved = Parallelism.Threads;
                     Parallelism.Threads = threads;
-                    try { ManagedGemm.RunPrepacked(m, pr.A, pr.Lda, new PackedWeight(w, n, k), bias, got, pr.Ldc, parallel: true); }
+                    try { ManagedGemm.RunPrepacked(m, pr.A, pr.Lda, new PackedWeight(w, n, k, kernel), bias, got, pr.Ldc, parallel: true); }
                     finally { Parallelism.Threads = saved; }
-                    Assert.True(want.AsSpan().SequenceEqual(got), $"prepacked {m}x{n}x{k} bias {withBias} threads {threads}");
+                    Assert.True(want.AsSpan().SequenceEqual(got), $"prepacked {kernel} {m}x{n}x{k} bias {withBias} threads {threads}");
                 }
     }
 
