@@ -154,9 +154,9 @@ internal static class DemoCommand
     /// fine-tuning a forward and a backward (about 3) per image and step, the fine-tuning teacher one more,
     /// ADFQ reconstruction a block's forward and backward over a 32-image batch per iteration and block.
     /// Steps of several progress stages also price each stage by its name (the names QuantizationMethods and the
-    /// evaluation report): an ADFQ row runs a calibration, one reconstruction stage per unit (2·depth + 2: the patch
-    /// embedding, each block's attention and MLP, and the head) and the evaluation. A calibration's closing "… ranges" stage (the
-    /// ranges computed from the statistics) counts nothing.
+    /// evaluation report): an ADFQ row runs a calibration, one reconstruction stage per unit (2·depth + 2: the
+    /// patch embedding, each block's attention and MLP, and the head) and the evaluation. A calibration's closing
+    /// "… ranges" stage (the ranges computed from the statistics) counts nothing.
     /// </summary>
     internal static IEnumerable<(string Step, double Cost, Func<string, double>? StageCost)> StepCosts(Preset p, int testImages, int depth)
     {

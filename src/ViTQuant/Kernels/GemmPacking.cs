@@ -88,8 +88,8 @@ internal static unsafe class GemmPacking
                 float* src = a + (nint)pc * lda + ic + i0;
                 if (mr == MR)
                 {
-                    // Six floats as two overlapping 4-float moves (elements 0..3 and 2..5): no read or write
-                    // past the six, and about a third of the time of six scalar moves (the weight-gradient GEMMs).
+                    // Six floats as two overlapping 4-float moves (elements 0..3 and 2..5) instead of six scalar ones,
+                    // nothing read or written past the six (the weight gradients pack all their A this way).
                     float* d = dst;
                     for (int p = 0; p < kc; p++, d += MR, src += lda)
                     {
@@ -132,7 +132,7 @@ internal static unsafe class GemmPacking
                 else
                 {
                     // A partial panel (columns past N are zeros): each row as whole vectors, the last valid one a
-                    // masked load; element by element it cost more than packing the full panels.
+                    // masked load, instead of element by element with a branch each.
                     float* d = dst;
                     for (int p = 0; p < kc; p++, d += nr, src += ldb)
                         for (int v = 0; v < nr; v += 8)
