@@ -152,7 +152,10 @@ internal static class DemoCommand
     /// Estimated cost of each demo step in forward-image units, for the overall ETA: an evaluation is one
     /// forward per test image (fake-quant about 1.5), calibration one per calibration image, synthesis and
     /// fine-tuning a forward and a backward (about 3) per image and step, the fine-tuning teacher one more,
-    /// ADFQ reconstruction a block's forward and backward over a 32-image batch per iteration and block.
+    /// ADFQ reconstruction a block's forward and backward over a 32-image batch per iteration and block, with its
+    /// fake quantizers and losses about 7 units per image (measured: the quick preset's reconstruction took 26–29k
+    /// units of the same run's float evaluation on a Zen 3 and a Zen 4 machine; 3 units, the plain forward and
+    /// backward, predicted 12.8k and left the overall ETA half the time short through that row).
     /// Steps of several progress stages also price each stage by its name (the names QuantizationMethods and the
     /// evaluation report): an ADFQ row runs a calibration, one reconstruction stage per unit (2·depth + 2: the
     /// patch embedding, each block's attention and MLP, and the head) and the evaluation. A calibration's closing
@@ -175,7 +178,7 @@ internal static class DemoCommand
             yield return (row, synthCalib + evalQ, Stages(synthCalib, "", 0));
         double fineTune = 4.0 * p.SynthImages * p.FineTuneEpochs;
         yield return ("mimiq", fineTune + evalQ, Stages(0, "mimiq fine-tune", fineTune));
-        double adfq = 3.0 * 32 * p.AdfqIterations * (depth + 2) / depth;
+        double adfq = 7.0 * 32 * p.AdfqIterations * (depth + 2) / depth;
         yield return ("real+adfq", p.CalibImages + adfq + evalQ, Stages(p.CalibImages, "adfq ", adfq / (2 * depth + 2)));
     }
 
