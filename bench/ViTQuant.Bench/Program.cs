@@ -1,6 +1,8 @@
 // Kernel micro-benchmarks. Whole-model throughput is `vitq bench`.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- gemm [--threads N] [--reps R] [--fastest]
 //       quick GFLOP/s table for every backend and shape (validated first, then timed)
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- gemm-pair [--reps R]
+//       one GEMM on one thread, split over two, and two independent one-thread GEMMs at once (whose loss is it)
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- profile [--arch A] [--batch B] [--threads T]
 //       per-op forward/backward time of the forward, training step and input gradient
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- ab [--arch A] [--batch B] [--threads T] [--rounds R]
@@ -19,6 +21,8 @@ using BenchmarkDotNet.Running;
 using ViTQuant.Bench;
 using ViTQuant.Kernels;
 
+if (args.Length > 0 && args[0] == "gemm-pair")
+    return GemmPair.Run(args[1..]);
 if (args.Length > 0 && args[0] == "engine-ab")
     return EngineAb.Run(args[1..]);
 if (args.Length > 0 && args[0] == "handoff")
