@@ -1,7 +1,8 @@
 // Is the two-thread GEMM's shortfall ours or the machine's? Times, on forward shapes of vit_fmnist and DeiT-Tiny, one
 // product on one thread, the same product split over two (the library's parallel GEMM), and two independent
 // one-thread products at once, one per worker (no shared packing, no barrier inside): if the last is no faster than
-// the second, two busy cores lose the speed by themselves (caches, memory, clocks), not by how the work is split.
+// the second, two busy cores lose the speed by themselves (caches, memory, clocks), not by how the work is split;
+// the L2-sized shape (operands fit in each core's L2) separates memory bandwidth from the rest.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- gemm-pair [--reps R]
 using System.Diagnostics;
 using ViTQuant.Kernels;
@@ -15,7 +16,7 @@ internal static class GemmPair
         int reps = args.Length == 2 && args[0] == "--reps" ? int.Parse(args[1]) : 40;
         var shapes = new (string Name, int M, int N, int K)[]
         {
-            ("vit_fmnist qkv", 3200, 384, 128), ("vit_fmnist fc1", 3200, 256, 128), ("deit qkv", 1576, 576, 192), ("deit fc1", 1576, 768, 192),
+            ("vit_fmnist qkv", 3200, 384, 128), ("vit_fmnist fc1", 3200, 256, 128), ("L2-sized 300x384x128", 300, 384, 128), ("deit qkv", 1576, 576, 192), ("deit fc1", 1576, 768, 192),
         };
         Parallelism.Threads = 2;
         var kernel = ManagedGemm.Best;
