@@ -102,7 +102,7 @@ internal static class GemmBenchmark
     // its own so the JIT keeps them in registers: written inline in a method that also calls out, the same loop
     // spilled every accumulator to the stack and ran at a third of this speed.
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static float FmaLoop256(long iterations)
+    internal static float FmaLoop256(long iterations)
     {
         var x = Vector256.Create(1.0000001f);
         var y = Vector256.Create(0.9999999f);
