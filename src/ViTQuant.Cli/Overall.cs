@@ -15,8 +15,7 @@ internal sealed class Overall : IDisposable
     /// <summary>The plan every Progress reporter adds its overall status from, while one is active.</summary>
     public static Overall? Current { get; private set; }
 
-    private readonly Dictionary<string, double> _cost;
-    private readonly Dictionary<string, Func<string, double>?> _stageCosts;
+    private readonly Dictionary<string, (double Cost, Func<string, double>? StageCost)> _plan;
     private readonly Dictionary<string, double> _stageFraction = new();
     private Func<string, double>? _stageCost;
     private readonly double _total;
@@ -37,20 +36,19 @@ internal sealed class Overall : IDisposable
     /// </summary>
     public Overall(IEnumerable<(string Step, double Cost, Func<string, double>? StageCost)> pending)
     {
-        var steps = pending.Where(p => p.Cost > 0).ToList();
-        _cost = steps.ToDictionary(p => p.Step, p => p.Cost);
-        _stageCosts = steps.ToDictionary(p => p.Step, p => p.StageCost);
-        _total = _cost.Values.Sum();
+        _plan = pending.Where(p => p.Cost > 0).ToDictionary(p => p.Step, p => (p.Cost, p.StageCost));
+        _total = _plan.Values.Sum(p => p.Cost);
         Current = this;
     }
 
-    public int Steps => _cost.Count;
+    public int Steps => _plan.Count;
 
     /// <summary>Runs one planned step and accounts for it; a name not in the plan runs untracked.</summary>
     public T Step<T>(string name, Func<T> run)
     {
-        if (!_cost.TryGetValue(name, out double c)) return run();
-        lock (_lock) { _currentCost = c; _fraction = 0; _stageCost = _stageCosts[name]; _stageFraction.Clear(); }
+        if (!_plan.TryGetValue(name, out var step)) return run();
+        double c = step.Cost;
+        lock (_lock) { _currentCost = c; _fraction = 0; _stageCost = step.StageCost; _stageFraction.Clear(); }
         var result = run();
         lock (_lock) { _finished += c; _currentCost = 0; _fraction = 0; _stageCost = null; _stageFraction.Clear(); _stepsDone++; }
         Console.Error.WriteLine($"[{DateTime.Now:HH:mm:ss}] step {name} done: {_stepsDone}/{Steps} steps of this run, {Clock(_sw.Elapsed.TotalSeconds)} elapsed, {Describe()}");

@@ -46,9 +46,12 @@ public static class Gemm
         }
     }
 
-    // Top-level calls outside a ManagedGemm.ForceKernel scope (a forced kernel is a managed one: tests that
-    // compare paths bit for bit and A/B benchmarks mean the managed GEMM on every machine).
-    private static bool UsesOpenBlas =>
+    /// <summary>
+    /// True where a GEMM called from here goes to OpenBLAS: the OpenBLAS backend, at top level, outside a
+    /// ManagedGemm.ForceKernel scope (a forced kernel is a managed one: tests that compare paths bit for bit and A/B
+    /// benchmarks mean the managed GEMM on every machine). Weight prepacking asks it too.
+    /// </summary>
+    internal static bool UsesOpenBlas =>
         _backend == GemmBackend.OpenBlas && !Parallelism.InsideParallelBody && !ManagedGemm.IsForced;
 
     /// <summary>Human-readable backend description for `vitq info` and benchmark output.</summary>

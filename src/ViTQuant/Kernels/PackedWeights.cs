@@ -90,8 +90,7 @@ internal static class WeightPacking
     public static PackedWeight? Get(float[] key, int n, int k)
     {
         var kernel = ManagedGemm.Current;
-        if (_depth == 0 || kernel == GemmKernel.Portable || (Gemm.Backend != GemmBackend.Managed && !ManagedGemm.IsForced)
-            || Parallelism.InsideParallelBody || n == 0 || k == 0) return null;
+        if (_depth == 0 || kernel == GemmKernel.Portable || Gemm.UsesOpenBlas || Parallelism.InsideParallelBody || n == 0 || k == 0) return null;
         var cache = _cache ??= new Dictionary<float[], PackedWeight>(ReferenceEqualityComparer.Instance);
         if (cache.TryGetValue(key, out var p) && p.N == n && p.K == k && p.Kernel == kernel) return p;
         return cache[key] = new PackedWeight(key.AsSpan(0, n * k), n, k, kernel);
