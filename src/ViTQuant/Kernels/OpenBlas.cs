@@ -10,6 +10,14 @@ internal static unsafe class OpenBlas
     private static readonly delegate* unmanaged<int, int, int, int, int, int, float, float*, int, float*, int, float, float*, int, void> _sgemm;
     private static readonly delegate* unmanaged<int, void> _setThreads;
 
+    // OpenBLAS does not promise that openblas_set_num_threads may run while another thread is inside cblas_sgemm
+    // (the count sizes the pool the running call uses), and Parallelism.Threads may be set from any thread (every CLI
+    // verb sets it; tests run side by side in one process). Every call into the library takes this lock: uncontended
+    // it costs nothing next to a GEMM, and concurrent top-level OpenBLAS GEMMs from several threads are not worth
+    // having anyway (each would start the library's own workers on the same cores). A precaution: no crash was
+    // traced to the race (300 products against a thread toggling the count, without the lock, ran clean here).
+    private static readonly object Gate = new();
+
     public static bool IsAvailable { get; }
     public static string LibraryName { get; } = "none";
     public static string ConfigString { get; } = "";
@@ -36,7 +44,8 @@ internal static unsafe class OpenBlas
 
     private static void SetThreads(int n)
     {
-        if (_setThreads != null) _setThreads(n);
+        if (_setThreads == null) return;
+        lock (Gate) _setThreads(n);
     }
 
     public static void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha,
@@ -53,7 +62,8 @@ internal static unsafe class OpenBlas
             return;
         }
         fixed (float* pa = a) fixed (float* pb = b) fixed (float* pc = c)
-            _sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc);
+            lock (Gate)
+                _sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    m, n, k, alpha, pa, lda, pb, ldb, beta, pc, ldc);
     }
 }

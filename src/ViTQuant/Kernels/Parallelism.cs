@@ -29,6 +29,7 @@ public static class Parallelism
         set
         {
             if (value < 1) throw new ArgumentOutOfRangeException(nameof(value), $"--threads must be at least 1, got {value}");
+            if (value == _threads) return; // nothing to tell OpenBLAS (every CLI verb sets the count, mostly to what it is)
             _threads = value;
             ThreadsChanged?.Invoke(value);
         }

@@ -11,6 +11,7 @@ namespace ViTQuant.Tests.Kernels;
 // multiply-adds plus the alpha/beta scaling and the reference's final rounding, so a correct kernel
 // can never fail it, while any lost, doubled or misplaced product (≈ Σ/k) exceeds it by orders of
 // magnitude. Integer-valued inputs are also checked for exact equality: their sums are exact in float.
+[Collection(ViTQuant.Tests.Tensors.ParallelismThreadsCollection.Name)] // sets Parallelism.Threads
 public class GemmTests
 {
     private const float U = 1f / (1 << 24);

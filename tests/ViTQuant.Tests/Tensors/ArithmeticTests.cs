@@ -2,6 +2,7 @@ using ViTQuant.Tensors;
 
 namespace ViTQuant.Tests.Tensors;
 
+[Collection(ParallelismThreadsCollection.Name)] // sets Parallelism.Threads
 public class ArithmeticTests
 {
     [Theory]
