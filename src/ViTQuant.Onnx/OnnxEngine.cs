@@ -87,7 +87,12 @@ public sealed class OnnxEngine : IDisposable
         using var input = OrtValue.CreateTensorValueFromMemory(data, pixels.Shape.Select(d => (long)d).ToArray());
         try
         {
-            using var results = _session.Run(new RunOptions(), new[] { OnnxExporter.InputName }, new[] { input }, new[] { OnnxExporter.OutputName });
+            // The run options live in a variable disposed after the call: InferenceSession.Run hands only their native
+            // handle to ORT, so a temporary `new RunOptions()` could be finalized (its native object freed) by a GC
+            // while ORT still reads it. The test host's rare crashes are most likely that (2026-12-07: SIGSEGV inside ORT
+            // in a hash lookup, as in the run options' config map, while other tests allocated).
+            using var runOptions = new RunOptions();
+            using var results = _session.Run(runOptions, new[] { OnnxExporter.InputName }, new[] { input }, new[] { OnnxExporter.OutputName });
             var outVal = results[0];
             var shape = outVal.GetTensorTypeAndShape().Shape.Select(d => (int)d).ToArray();
             return new Tensor(outVal.GetTensorDataAsSpan<float>().ToArray(), shape);

@@ -96,7 +96,8 @@ public class OnnxExportTests
         m.OpsetImport.Add(new OperatorSetIdProto { Version = 17 });
         using var s = new InferenceSession(m.ToByteArray());
         using var input = OrtValue.CreateTensorValueFromMemory(x.ToArray(), x.Shape.Select(d => (long)d).ToArray());
-        using var outs = s.Run(new RunOptions(), new[] { "x" }, new[] { input }, new[] { "y" });
+        using var runOptions = new RunOptions(); // kept alive through Run (OnnxEngine.Run says why)
+        using var outs = s.Run(runOptions, new[] { "x" }, new[] { input }, new[] { "y" });
         return outs[0].GetTensorDataAsSpan<float>().ToArray();
     }
 
