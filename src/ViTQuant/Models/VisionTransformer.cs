@@ -107,7 +107,8 @@ public sealed class VisionTransformer : VisionModel
         // of the next half. Each half's residual sum is written straight into the other buffer together with the
         // next half's LayerNorm of it (LayerNormKernel.AddLayerNormRows: the same numbers as Ops.Add, then
         // LayerNorm.Forward, in one pass over the stream), after the last block the sum alone.
-        Tensor cur = Tensor.Output(tokens), next = Tensor.Output(tokens), normed = Tensor.Output(tokens);
+        // (Each buffer is written whole before it is read: Stage, the first norm's copy, AddNorm.)
+        Tensor cur = Tensor.OutputUninitialized(tokens), next = Tensor.OutputUninitialized(tokens), normed = Tensor.OutputUninitialized(tokens);
         Stage(cur, () => Embed(x, hooks));
         using (TensorArena.Scope()) Blocks[0].Norm1.Forward(cur).Span.CopyTo(normed.Span);
         for (int i = 0; i < Blocks.Count; i++)
@@ -119,7 +120,7 @@ public sealed class VisionTransformer : VisionModel
             (cur, next) = (next, cur);
         }
         var feats = cur;
-        var logits = Tensor.Output(x.Shape[0], c.NumClasses);
+        var logits = Tensor.OutputUninitialized(x.Shape[0], c.NumClasses);
         Stage(logits, () => ForwardHead(feats, hooks));
         return logits;
     }

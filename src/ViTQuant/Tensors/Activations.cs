@@ -28,7 +28,7 @@ internal static partial class Ops
     {
         int ax = Tensor.NormAxis(axis, x.Rank);
         var (outer, n, inner) = RowLayout.SplitAtAxis(x.Shape, ax);
-        var y = Tensor.Output(x.Shape);
+        var y = Tensor.OutputUninitialized(x.Shape); // every row written below
         if (inner == 1)
         {
             if (log) SoftmaxKernel.LogSoftmaxRows(x.Span, y.Span, outer, n);

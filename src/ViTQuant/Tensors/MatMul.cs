@@ -41,14 +41,15 @@ internal static partial class Ops
         var outShape = a.Shape.ToArray();
         outShape[^2] = m;
         outShape[^1] = n;
-        var c = Tensor.Output(outShape);
+        bool empty = batch == 0 || m == 0 || n == 0 || k == 0;
+        // A product with an empty dimension is all zeros; otherwise the GEMM (beta = 0) writes every element.
+        var c = empty ? Tensor.Output(outShape) : Tensor.OutputUninitialized(outShape);
 
         int lda = transA ? m : k, ldb = transB ? k : n;
         int aStride = m * k, bStride = shared ? 0 : k * n, cStride = m * n;
         float[] ad = a.Data, bd = b.Data, cd = c.Data;
         bool fold = shared && !transA;
-        // A product with an empty dimension is all zeros (c is zero-filled); its gradients add nothing.
-        bool empty = batch == 0 || m == 0 || n == 0 || k == 0;
+        // (An empty product's gradients add nothing.)
         if (!empty && fold)
             Gemm.Sgemm(false, transB, batch * m, n, k, 1f, ad.AsSpan(0, a.Size), k, bd.AsSpan(0, b.Size), ldb, 0f, cd.AsSpan(0, c.Size), n);
         else if (!empty)

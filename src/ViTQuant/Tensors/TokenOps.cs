@@ -55,7 +55,7 @@ internal static partial class Ops
     {
         if (o.Rank != 4) throw new ArgumentException($"MergeHeads: expected [B, H, N, D], got {Tensor.ShapeString(o.Shape)}");
         int B = o.Shape[0], H = o.Shape[1], N = o.Shape[2], D = o.Shape[3], C = H * D;
-        var y = Tensor.Output(B, N, C);
+        var y = Tensor.OutputUninitialized(B, N, C); // every (image, token, head) row copied below
         Kernels.Parallelism.For(0, B, b =>
         {
             for (int h = 0; h < H; h++)
@@ -87,7 +87,7 @@ internal static partial class Ops
         if (prefix.Size % C != 0 || prefix.Shape[^1] != C)
             throw new ArgumentException($"PrependTokens: prefix {Tensor.ShapeString(prefix.Shape)} does not end in C={C}");
         int P = prefix.Size / C, N = P + Np;
-        var y = Tensor.Output(B, N, C);
+        var y = Tensor.OutputUninitialized(B, N, C); // prefix and tokens copied below
         for (int b = 0; b < B; b++)
         {
             Array.Copy(prefix.Data, 0, y.Data, b * N * C, P * C);

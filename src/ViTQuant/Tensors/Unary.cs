@@ -157,7 +157,7 @@ internal static partial class Ops
     /// <summary>Runs fwd over x block by block (in parallel for large x) and records bwd when a gradient is needed.</summary>
     private static Tensor Unary(Tensor x, string op, SpanMap fwd, GradAccum bwd)
     {
-        var y = Tensor.Output(x.Shape);
+        var y = Tensor.OutputUninitialized(x.Shape); // fwd writes every block
         float[] xd = x.Data, yd = y.Data;
         Parallelism.ForChunks(x.Size, ParallelGrain, (s, e) => fwd(xd.AsSpan(s, e - s), yd.AsSpan(s, e - s)));
         if (!Autograd.Needs(x)) return y;

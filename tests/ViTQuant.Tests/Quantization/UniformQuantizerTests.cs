@@ -176,7 +176,18 @@ public class UniformQuantizerTests
             var xs = x.ToArray();
             var y = new float[xs.Length];
             FakeQuant.UniformSpan(xs, y, p.Scale, p.ZeroPoint, p.QMin, p.QMax);
-            BitEqual(xs.Select(p.FakeQuant).ToArray(), y, $"Δ = {p.Scale}");
+            var expected = xs.Select(p.FakeQuant).ToArray();
+            BitEqual(expected, y, $"Δ = {p.Scale}");
+            // Every length through the 16- and 8-lane loops and the scalar tail, from odd offsets, and in place.
+            for (int len = 0; len <= 40; len++)
+            {
+                var part = new float[len];
+                FakeQuant.UniformSpan(xs.AsSpan(3, len), part, p.Scale, p.ZeroPoint, p.QMin, p.QMax);
+                BitEqual(expected.AsSpan(3, len).ToArray(), part, $"Δ = {p.Scale}, length {len}");
+                var inPlace = xs.AsSpan(5, len).ToArray();
+                FakeQuant.UniformSpan(inPlace, inPlace, p.Scale, p.ZeroPoint, p.QMin, p.QMax);
+                BitEqual(expected.AsSpan(5, len).ToArray(), inPlace, $"Δ = {p.Scale}, length {len}, in place");
+            }
         }
     }
 

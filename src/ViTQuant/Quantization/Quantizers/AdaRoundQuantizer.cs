@@ -125,7 +125,7 @@ internal sealed class AdaRoundQuantizer : Quantizer
         if (!x.Shape.AsSpan().SequenceEqual(_v!.Shape))
             throw new ViTQuantException($"{Spec} AdaRound quantizer was calibrated for a weight of shape {Tensor.ShapeString(_v.Shape)}, got {Tensor.ShapeString(x.Shape)}");
         int n = x.Size;
-        var y = Tensor.Output(x.Shape); // an op output: recycled with the caller's arena scope
+        var y = Tensor.OutputUninitialized(x.Shape); // an op output (every element written below): recycled with the caller's arena scope
         float[] xd = x.Data, yd = y.Data, vd = _v.Data, sc = _scale!, zp = _zero!;
         var layout = _layout;
         float qmin = QMin, qmax = QMax;

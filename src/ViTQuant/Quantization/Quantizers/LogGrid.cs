@@ -363,7 +363,7 @@ internal sealed class LogGrid
     {
         var grid = new LogGrid(delta.Item(), bits, sqrtTwoBase);
         int n = x.Size;
-        var y = Tensor.Output(x.Shape); // an op output: recycled with the caller's arena scope
+        var y = Tensor.OutputUninitialized(x.Shape); // an op output (every element written below): recycled with the caller's arena scope
         float[] xd = x.Data, yd = y.Data;
         var layout = new GroupLayout(1, Math.Max(1, n));
         ViTQuant.Quantization.FakeQuant.ForSegments(n, layout, (_, start, end, _) =>

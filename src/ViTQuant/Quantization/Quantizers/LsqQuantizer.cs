@@ -142,7 +142,7 @@ internal sealed class LsqQuantizer : Quantizer
     internal static Tensor Apply(Tensor x, GroupLayout layout, Tensor alpha, Tensor zero, int qmin, int qmax)
     {
         int n = x.Size;
-        var y = Tensor.Output(x.Shape); // an op output: recycled with the caller's arena scope
+        var y = Tensor.OutputUninitialized(x.Shape); // an op output (every element written below): recycled with the caller's arena scope
         float[] xd = x.Data, yd = y.Data, ad = alpha.Data, zd = zero.Data;
         FakeQuant.ForSegments(n, layout, (_, start, end, g) =>
             ForwardSegment(xd.AsSpan(start, end - start), yd.AsSpan(start, end - start), RangeSearch.SafeScale(ad[g]), MathF.Round(zd[g]), qmin, qmax));
