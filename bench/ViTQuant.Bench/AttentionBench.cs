@@ -1,8 +1,9 @@
 // Fused attention kernel speed on the ViT shapes, forward and backward, against the unfused op
 // graph on the same inputs (interleaved rounds; fastest and median call reported). "fused" is Attention512.cs on
 // AVX-512 CPUs and Attention256.cs on AVX2 + FMA ones; "GEMM-path" the two-GEMM path CPUs without FMA run.
-//   dotnet run -c Release --project bench/ViTQuant.Bench -- attn [--threads T] [--reps R] [--only PREFIX]
-//       --only: just the cases whose name starts with PREFIX (e.g. "fused" to profile the kernel alone with perf)
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- attn [--threads T] [--reps R] [--only PREFIX] [--shape PREFIX]
+//       --only: just the cases whose name starts with PREFIX (e.g. "fused" to profile the kernel alone with perf);
+//       --shape: just the shapes whose name starts with PREFIX ("vit" or "deit")
 using System.Diagnostics;
 using ViTQuant.Kernels;
 using ViTQuant.Tensors;
@@ -14,17 +15,19 @@ internal static class AttentionBench
     public static int Run(string[] args)
     {
         int reps = 21;
-        string only = "";
+        string only = "", shape = "";
         for (int i = 0; i + 1 < args.Length; i += 2)
         {
             if (args[i] == "--threads") Parallelism.Threads = int.Parse(args[i + 1]);
             else if (args[i] == "--reps") reps = int.Parse(args[i + 1]);
             else if (args[i] == "--only") only = args[i + 1];
+            else if (args[i] == "--shape") shape = args[i + 1];
             else { Console.Error.WriteLine($"attn: unknown argument '{args[i]}'"); return 2; }
         }
         Console.WriteLine($"threads {Parallelism.Threads}, {reps} interleaved calls; ms fastest / median; GEMM {Gemm.Describe()}");
         foreach (var (name, B, N, H, D) in new[] { ("vit_fmnist b64", 64, 50, 4, 32), ("deit_tiny b8", 8, 197, 3, 64) })
         {
+            if (!name.StartsWith(shape, StringComparison.Ordinal)) continue;
             int C = H * D;
             var rng = new Rng(1);
             var qkv = Tensor.Randn(rng, 1f, B, N, 3 * C);

@@ -8,7 +8,8 @@
 // GEMM peak on these shapes, against 96–105 % on the linear layers.
 //
 // Here, per (image, head):
-//   1. q is packed once into 12-row panels and kᵀ into 32-column panels (the GEMM's packers, O(N·D));
+//   1. kᵀ is packed once into 32-column panels (the GEMM's packer, O(N·D)); q is read in place (a last
+//      partial block of rows through ManagedGemm.KernelRows512, which computes only those rows);
 //   2. for each block of 12 query rows: S (12 × N, padded to 32 columns) = scale·q·kᵀ with the GEMM's own
 //      12×32 micro-kernel (K = D in one block), into an L1-resident scratch;
 //   3. softmax of those 12 rows (the attention softmax kernel) into P — the caller's probs rows, or a
@@ -22,7 +23,8 @@
 // rowsum(P ⊙ dP)) into an N × N scratch padded with zeros (with a padded copy of P beside it), then
 // dq += dS·k (dS rows in place, k rows straight from qkv), dv += Pᵀ·G and dk += dSᵀ·q (the 12 values of one
 // column block of P or dS are contiguous in their rows, so neither is transposed) — the GEMM's micro-kernels
-// with their operands read in place (row strides instead of packed panels), no packing beyond vᵀ. Rows past N in a last partial block go through a 12 × 32 scratch tile.
+// with their operands read in place (row strides instead of packed panels), no packing beyond vᵀ. A last
+// partial block of rows runs ManagedGemm.KernelRows512, which computes and stores only the rows there are.
 //
 // Numbers: S and P are the GEMM path's bit for bit (same kernel, same K order, same alpha rounding, same
 // softmax); O sums all N products in one chain where the GEMM splits K into blocks, so O differs from the
@@ -50,8 +52,7 @@ internal static unsafe partial class AttentionKernel
     {
         int np = (n + Cols - 1) / Cols * Cols, mp = (n + Rows - 1) / Rows * Rows;
         int tailWidth = d % Cols; // columns of v past the last full 32-column chunk
-        var s = Scratch512(mp * d, d * np, Rows * np, probs == null ? Rows * n : 0, tailWidth > 0 ? n * Cols : 0);
-        GemmPacking.PackA(false, q, ld, 0, 0, n, d, s.Q, Rows);
+        var s = Scratch512(d * np, Rows * np, probs == null ? Rows * n : 0, tailWidth > 0 ? n * Cols : 0);
         GemmPacking.PackB(true, k, ld, 0, 0, d, n, s.K, Cols);
         if (tailWidth > 0)
         {
@@ -66,12 +67,15 @@ internal static unsafe partial class AttentionKernel
         for (int i0 = 0; i0 < n; i0 += Rows)
         {
             int mr = Math.Min(Rows, n - i0);
-            float* qPanel = s.Q + (nint)(i0 / Rows) * d * Rows;
             // With logits wanted the products are stored unscaled, copied out, then scaled: fl(fl(Σ)·scale) is
             // what alpha = scale stores, so S and P do not change.
             float alpha = logits != null ? 1f : scale;
             for (int j0 = 0; j0 < n; j0 += Cols)
-                ManagedGemm.Kernel512(d, qPanel, s.K + (nint)(j0 / Cols) * d * Cols, s.S + j0, np, alpha, 0f);
+            {
+                float* kPanel = s.K + (nint)(j0 / Cols) * d * Cols;
+                if (mr == Rows) ManagedGemm.Kernel512Direct(d, q + (nint)i0 * ld, ld, kPanel, Cols, s.S + j0, np, alpha, 0f);
+                else ManagedGemm.KernelRows512(mr, d, q + (nint)i0 * ld, ld, 1, kPanel, Cols, s.S + j0, np, alpha, 0f);
+            }
             if (logits != null)
                 for (int r = 0; r < mr; r++)
                 {
@@ -110,7 +114,7 @@ internal static unsafe partial class AttentionKernel
         float* dq, float* dk, float* dv, int n, int d, float scale, BackwardPart part = BackwardPart.All, float* dL = null)
     {
         int np = (n + Cols - 1) / Cols * Cols, mp = (n + Rows - 1) / Rows * Rows;
-        var s = BackwardScratch512(d * np, Rows * np, mp * np, Rows * d);
+        var s = BackwardScratch512(d * np, Rows * np, mp * np);
         if (part == BackwardPart.Qk)
         {
             // dS is the given dL, padded with zeros to mp × np as the products below read it.
@@ -131,11 +135,7 @@ internal static unsafe partial class AttentionKernel
             for (int c0 = 0; c0 < d; c0 += Cols)
             {
                 if (mr == Rows) ManagedGemm.Kernel512Direct(n, s.DS + (nint)i0 * np, np, k + c0, ld, dq + i0 * ld + c0, ld, 1f, 1f);
-                else
-                {
-                    ManagedGemm.Kernel512Direct(n, s.DS + (nint)i0 * np, np, k + c0, ld, s.Tile, Cols, 1f, 0f);
-                    AddRows(s.Tile, mr, dq + i0 * ld + c0, ld);
-                }
+                else ManagedGemm.KernelRows512(mr, n, s.DS + (nint)i0 * np, np, 1, k + c0, ld, dq + i0 * ld + c0, ld, 1f, 1f);
             }
         }
         // dv += Pᵀ·G and dk += dSᵀ·q, by 12-row blocks of the outputs (12 columns of P / dS per step).
@@ -144,23 +144,18 @@ internal static unsafe partial class AttentionKernel
             int mr = Math.Min(Rows, n - j0);
             for (int c0 = 0; c0 < d; c0 += Cols)
             {
-                if (part != BackwardPart.Qk) ProductInto(n, s.P + j0, np, g + c0, ldg, dv + j0 * ld + c0, ld, mr, s.Tile);
-                if (part != BackwardPart.SoftmaxV) ProductInto(n, s.DS + j0, np, q + c0, ld, dk + j0 * ld + c0, ld, mr, s.Tile);
+                if (part != BackwardPart.Qk) ProductInto(n, s.P + j0, np, g + c0, ldg, dv + j0 * ld + c0, ld, mr);
+                if (part != BackwardPart.SoftmaxV) ProductInto(n, s.DS + j0, np, q + c0, ld, dk + j0 * ld + c0, ld, mr);
             }
         }
     }
 
-    // dst[0..mr, 0..32) += Σ_j a[j·lda + 0..12)ᵀ·b[j·ldb + 0..32) over j < n: 12 columns of a (P or dS, zero past
-    // the matrix) against 32 columns of b; a partial block of rows goes through the scratch tile.
-    private static void ProductInto(int n, float* a, nint lda, float* b, nint ldb, float* dst, nint ld, int mr, float* tile)
+    // dst[0..mr, 0..32) += Σ_j a[j·lda + 0..mr)ᵀ·b[j·ldb + 0..32) over j < n: mr ≤ 12 columns of a (P or dS)
+    // against 32 columns of b.
+    private static void ProductInto(int n, float* a, nint lda, float* b, nint ldb, float* dst, nint ld, int mr)
     {
-        if (mr == Rows)
-        {
-            ManagedGemm.Kernel512(n, a, b, dst, ld, 1f, 1f, null, lda, ldb);
-            return;
-        }
-        ManagedGemm.Kernel512(n, a, b, tile, Cols, 1f, 0f, null, lda, ldb);
-        AddRows(tile, mr, dst, ld);
+        if (mr == Rows) ManagedGemm.Kernel512(n, a, b, dst, ld, 1f, 1f, null, lda, ldb);
+        else ManagedGemm.KernelRows512(mr, n, a, 1, lda, b, ldb, dst, ld, 1f, 1f);
     }
 
     // dS = scale·P ⊙ (dP − rowsum(P ⊙ dP)) with dP = G·vᵀ, into s.DS (mp × np, zero-padded), and P's zero-padded
@@ -179,13 +174,12 @@ internal static unsafe partial class AttentionKernel
                 new Span<float>(pRows, Rows * np).Clear();
                 continue;
             }
-            // dP rows i0 .. i0+11 = G·vᵀ (a partial block through packed, zero-padded G rows).
-            if (mr < Rows) GemmPacking.PackA(false, g, ldg, i0, 0, mr, d, s.G, Rows);
+            // dP rows i0 .. i0+mr-1 = G·vᵀ, G's rows read in place.
             for (int j0 = 0; j0 < n; j0 += Cols)
             {
                 float* vPanel = s.VT + (nint)(j0 / Cols) * d * Cols;
                 if (mr == Rows) ManagedGemm.Kernel512Direct(d, g + i0 * ldg, ldg, vPanel, Cols, s.DP + j0, np, 1f, 0f);
-                else ManagedGemm.Kernel512(d, s.G, vPanel, s.DP + j0, np, 1f, 0f);
+                else ManagedGemm.KernelRows512(mr, d, g + i0 * ldg, ldg, 1, vPanel, Cols, s.DP + j0, np, 1f, 0f);
             }
             for (int r = 0; r < Rows; r++)
             {
@@ -229,16 +223,6 @@ internal static unsafe partial class AttentionKernel
         {
             zero.Store(ds + j);
             zero.Store(pCopy + j);
-        }
-    }
-
-    // dst[r, 0..32) += tile[r, 0..32) for r < rows (tile rows 32 apart).
-    private static void AddRows(float* tile, int rows, float* dst, nint ld)
-    {
-        for (int r = 0; r < rows; r++, tile += Cols, dst += ld)
-        {
-            Avx512F.Store(dst, Avx512F.LoadVector512(dst) + Avx512F.LoadVector512(tile));
-            Avx512F.Store(dst + 16, Avx512F.LoadVector512(dst + 16) + Avx512F.LoadVector512(tile + 16));
         }
     }
 
@@ -316,40 +300,39 @@ internal static unsafe partial class AttentionKernel
 
     // This thread's scratch for one head, carved from one pinned buffer that only grows (so a forward
     // allocates nothing once warm). Every part starts on a 64-byte boundary (the micro-kernel's aligned loads).
-    private readonly struct Head512Scratch(float* q, float* k, float* s, float* p, float* vTail, float* oTail)
+    private readonly struct Head512Scratch(float* k, float* s, float* p, float* vTail, float* oTail)
     {
-        public readonly float* Q = q, K = k, S = s, P = p, VTail = vTail, OTail = oTail;
+        public readonly float* K = k, S = s, P = p, VTail = vTail, OTail = oTail;
     }
 
     [ThreadStatic] private static float[]? _scratch512;
 
-    private readonly struct Backward512Scratch(float* vt, float* dp, float* ds, float* p, float* g, float* tile)
+    private readonly struct Backward512Scratch(float* vt, float* dp, float* ds, float* p)
     {
-        public readonly float* VT = vt, DP = dp, DS = ds, P = p, G = g, Tile = tile;
+        public readonly float* VT = vt, DP = dp, DS = ds, P = p;
     }
 
     // The backward's parts, from the same per-thread buffer as the forward's (a head runs one or the other).
-    private static Backward512Scratch BackwardScratch512(int vt, int dp, int ds, int g)
+    private static Backward512Scratch BackwardScratch512(int vt, int dp, int ds)
     {
         static int Up(int x) => (x + GemmPacking.Slack + 15) & ~15;
-        int tile = Rows * Cols;
-        int total = Up(vt) + Up(dp) + 2 * Up(ds) + Up(g) + Up(tile) + 16;
+        int total = Up(vt) + Up(dp) + 2 * Up(ds) + 16;
         if (_scratch512 == null || _scratch512.Length < total)
             _scratch512 = GC.AllocateUninitializedArray<float>(total, pinned: true);
         float* at = (float*)(((nint)Unsafe.AsPointer(ref _scratch512[0]) + 63) & ~(nint)63);
         float* Next(int len) { float* r = at; at += Up(len); return r; }
-        return new Backward512Scratch(Next(vt), Next(dp), Next(ds), Next(ds), Next(g), Next(tile));
+        return new Backward512Scratch(Next(vt), Next(dp), Next(ds), Next(ds));
     }
 
-    private static Head512Scratch Scratch512(int q, int k, int s, int p, int vTail)
+    private static Head512Scratch Scratch512(int k, int s, int p, int vTail)
     {
         static int Up(int x) => (x + GemmPacking.Slack + 15) & ~15; // room for the packers' slack, then align
         int oTail = vTail > 0 ? PvRows * Cols : 0;
-        int total = Up(q) + Up(k) + Up(s) + Up(p) + Up(vTail) + Up(oTail) + 16;
+        int total = Up(k) + Up(s) + Up(p) + Up(vTail) + Up(oTail) + 16;
         if (_scratch512 == null || _scratch512.Length < total)
             _scratch512 = GC.AllocateUninitializedArray<float>(total, pinned: true);
         float* at = (float*)(((nint)Unsafe.AsPointer(ref _scratch512[0]) + 63) & ~(nint)63);
         float* Next(int len) { float* r = at; at += Up(len); return r; }
-        return new Head512Scratch(Next(q), Next(k), Next(s), Next(p), Next(vTail), Next(oTail));
+        return new Head512Scratch(Next(k), Next(s), Next(p), Next(vTail), Next(oTail));
     }
 }

@@ -148,11 +148,10 @@ internal static unsafe class GemmPacking
                 // B is stored N×K: each output column is a contiguous row of B, so this is a
                 // transpose. Full panels go through 8×8 register transposes.
                 float* src = b + (nint)(jc + j0) * ldb + pc;
-                if (cols == nr && Avx.IsSupported)
-                    PackBTransposedFull(src, ldb, kc, dst, nr);
+                if (Avx.IsSupported) PackBTransposed(src, ldb, kc, dst, nr, cols);
                 else
                 {
-                    // A partial panel: clear it, then scatter the columns there are (a 50-token head's kᵀ has 2 of 16).
+                    // A partial panel: clear it, then scatter the columns there are.
                     new Span<float>(dst, kc * nr).Clear();
                     for (int c = 0; c < cols; c++)
                     {
@@ -164,25 +163,39 @@ internal static unsafe class GemmPacking
         }
     }
 
-    // dst[p·nr + c] = src[c·ldb + p] for c < nr, p < kc. nr/8 groups of 8 rows, 8 k-values at a time.
-    private static void PackBTransposedFull(float* src, nint ldb, int kc, float* dst, int nr)
+    // dst[p·nr + c] = src[c·ldb + p] for c < cols, p < kc, and 0 for cols ≤ c < nr: nr/8 groups of 8 rows, 8
+    // k-values at a time through 8×8 register transposes, rows past cols as zero vectors (a 50-token head's kᵀ
+    // has a last panel of 18 columns of 32; scattering them element by element took 10 % of its forward).
+    private static void PackBTransposed(float* src, nint ldb, int kc, float* dst, int nr, int cols)
     {
         int p = 0;
+        var z = Vector256<float>.Zero;
         for (; p + 8 <= kc; p += 8)
         {
             for (int g = 0; g < nr; g += 8)
             {
                 float* s = src + g * ldb + p;
-                Transpose8x8(
-                    Avx.LoadVector256(s), Avx.LoadVector256(s + ldb),
-                    Avx.LoadVector256(s + 2 * ldb), Avx.LoadVector256(s + 3 * ldb),
-                    Avx.LoadVector256(s + 4 * ldb), Avx.LoadVector256(s + 5 * ldb),
-                    Avx.LoadVector256(s + 6 * ldb), Avx.LoadVector256(s + 7 * ldb),
-                    dst + p * nr + g, nr);
+                int rows = cols - g;
+                if (rows >= 8)
+                    Transpose8x8(
+                        Avx.LoadVector256(s), Avx.LoadVector256(s + ldb),
+                        Avx.LoadVector256(s + 2 * ldb), Avx.LoadVector256(s + 3 * ldb),
+                        Avx.LoadVector256(s + 4 * ldb), Avx.LoadVector256(s + 5 * ldb),
+                        Avx.LoadVector256(s + 6 * ldb), Avx.LoadVector256(s + 7 * ldb),
+                        dst + p * nr + g, nr);
+                else if (rows <= 0)
+                    for (int q = 0; q < 8; q++) z.Store(dst + (p + q) * nr + g);
+                else
+                    Transpose8x8(
+                        Avx.LoadVector256(s), rows > 1 ? Avx.LoadVector256(s + ldb) : z,
+                        rows > 2 ? Avx.LoadVector256(s + 2 * ldb) : z, rows > 3 ? Avx.LoadVector256(s + 3 * ldb) : z,
+                        rows > 4 ? Avx.LoadVector256(s + 4 * ldb) : z, rows > 5 ? Avx.LoadVector256(s + 5 * ldb) : z,
+                        rows > 6 ? Avx.LoadVector256(s + 6 * ldb) : z, z,
+                        dst + p * nr + g, nr);
             }
         }
         for (; p < kc; p++)
-            for (int c = 0; c < nr; c++) dst[p * nr + c] = src[c * ldb + p];
+            for (int c = 0; c < nr; c++) dst[p * nr + c] = c < cols ? src[c * ldb + p] : 0f;
     }
 
     // PackA for the 12-row tile of the AVX-512 kernel. Same layout as PackA with MR512 rows per panel.

@@ -96,6 +96,102 @@ internal static unsafe partial class ManagedGemm
         StoreTile512(c, ldc, alpha, beta, bias, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71, c80, c81, c90, c91, c100, c101, c110, c111);
     }
 
+    /// <summary>A row count for <see cref="KernelRows512{TRows}"/>, known when the method is jitted.</summary>
+    internal interface IRowCount { static abstract int Count { get; } }
+    internal struct Rows1 : IRowCount { public static int Count => 1; }
+    internal struct Rows2 : IRowCount { public static int Count => 2; }
+    internal struct Rows3 : IRowCount { public static int Count => 3; }
+    internal struct Rows4 : IRowCount { public static int Count => 4; }
+    internal struct Rows5 : IRowCount { public static int Count => 5; }
+    internal struct Rows6 : IRowCount { public static int Count => 6; }
+    internal struct Rows7 : IRowCount { public static int Count => 7; }
+    internal struct Rows8 : IRowCount { public static int Count => 8; }
+    internal struct Rows9 : IRowCount { public static int Count => 9; }
+    internal struct Rows10 : IRowCount { public static int Count => 10; }
+    internal struct Rows11 : IRowCount { public static int Count => 11; }
+
+    /// <summary>
+    /// The 12×32 kernel for a last block of <paramref name="rows"/> &lt; 12 rows, computing and storing only those
+    /// rows: C[r, 0..32) = alpha·Σ_p A(r, p)·b[p·bStep + 0..32) + beta·C[r] (beta = 0 never reads C), with
+    /// A(r, p) = a[r·rowStride + p·kStep] (a packed or transposed panel: rowStride 1, kStep its row length; A's
+    /// rows read in place: rowStride lda, kStep 1). Each row is the same FMA chain as in Kernel512 and is stored
+    /// with StoreTile512's formula, so it has Kernel512's bits, without the work of the padded rows (a 50-token
+    /// head's last block has 2 rows of 12: a sixth of its attention products) or a packed partial panel.
+    /// </summary>
+    internal static void KernelRows512(int rows, int kc, float* a, nint rowStride, nint kStep, float* b, nint bStep,
+        float* c, nint ldc, float alpha, float beta)
+    {
+        switch (rows)
+        {
+            case 1: KernelRows512<Rows1>(kc, a, rowStride, kStep, b, bStep, c, ldc, alpha, beta); break;
+            case 2: KernelRows512<Rows2>(kc, a, rowStride, kStep, b, bStep, c, ldc, alpha, beta); break;
+            case 3: KernelRows512<Rows3>(kc, a, rowStride, kStep, b, bStep, c, ldc, alpha, beta); break;
+            case 4: KernelRows512<Rows4>(kc, a, rowStride, kStep, b, bStep, c, ldc, alpha, beta); break;
+            case 5: KernelRows512<Rows5>(kc, a, rowStride, kStep, b, bStep, c, ldc, alpha, beta); break;
+            case 6: KernelRows512<Rows6>(kc, a, rowStride, kStep, b, bStep, c, ldc, alpha, beta); break;
+            case 7: KernelRows512<Rows7>(kc, a, rowStride, kStep, b, bStep, c, ldc, alpha, beta); break;
+            case 8: KernelRows512<Rows8>(kc, a, rowStride, kStep, b, bStep, c, ldc, alpha, beta); break;
+            case 9: KernelRows512<Rows9>(kc, a, rowStride, kStep, b, bStep, c, ldc, alpha, beta); break;
+            case 10: KernelRows512<Rows10>(kc, a, rowStride, kStep, b, bStep, c, ldc, alpha, beta); break;
+            case 11: KernelRows512<Rows11>(kc, a, rowStride, kStep, b, bStep, c, ldc, alpha, beta); break;
+            default: throw new ArgumentOutOfRangeException(nameof(rows), rows, "a partial block has 1 to 11 rows");
+        }
+    }
+
+    // One instantiation per row count: TRows.Count is a constant in each, so the rows past it and their
+    // accumulators are compiled away.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void KernelRows512<TRows>(int kc, float* a, nint rowStride, nint kStep, float* b, nint bStep,
+        float* c, nint ldc, float alpha, float beta) where TRows : struct, IRowCount
+    {
+        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default, c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default, c90 = default, c91 = default, c100 = default, c101 = default;
+        float* a0 = a, a3 = a + 3 * rowStride, a6 = a + 6 * rowStride, a9 = a + 9 * rowStride;
+        nint l1 = rowStride, l2 = 2 * rowStride;
+        for (int p = 0; p < kc; p++)
+        {
+            var b0 = Avx512F.LoadVector512(b);
+            var b1 = Avx512F.LoadVector512(b + 16);
+            Vector512<float> av = Vector512.Create(a0[0]);
+            c00 = Avx512F.FusedMultiplyAdd(av, b0, c00); c01 = Avx512F.FusedMultiplyAdd(av, b1, c01);
+            if (TRows.Count > 1) { av = Vector512.Create(a0[l1]); c10 = Avx512F.FusedMultiplyAdd(av, b0, c10); c11 = Avx512F.FusedMultiplyAdd(av, b1, c11); }
+            if (TRows.Count > 2) { av = Vector512.Create(a0[l2]); c20 = Avx512F.FusedMultiplyAdd(av, b0, c20); c21 = Avx512F.FusedMultiplyAdd(av, b1, c21); }
+            if (TRows.Count > 3) { av = Vector512.Create(a3[0]); c30 = Avx512F.FusedMultiplyAdd(av, b0, c30); c31 = Avx512F.FusedMultiplyAdd(av, b1, c31); }
+            if (TRows.Count > 4) { av = Vector512.Create(a3[l1]); c40 = Avx512F.FusedMultiplyAdd(av, b0, c40); c41 = Avx512F.FusedMultiplyAdd(av, b1, c41); }
+            if (TRows.Count > 5) { av = Vector512.Create(a3[l2]); c50 = Avx512F.FusedMultiplyAdd(av, b0, c50); c51 = Avx512F.FusedMultiplyAdd(av, b1, c51); }
+            if (TRows.Count > 6) { av = Vector512.Create(a6[0]); c60 = Avx512F.FusedMultiplyAdd(av, b0, c60); c61 = Avx512F.FusedMultiplyAdd(av, b1, c61); }
+            if (TRows.Count > 7) { av = Vector512.Create(a6[l1]); c70 = Avx512F.FusedMultiplyAdd(av, b0, c70); c71 = Avx512F.FusedMultiplyAdd(av, b1, c71); }
+            if (TRows.Count > 8) { av = Vector512.Create(a6[l2]); c80 = Avx512F.FusedMultiplyAdd(av, b0, c80); c81 = Avx512F.FusedMultiplyAdd(av, b1, c81); }
+            if (TRows.Count > 9) { av = Vector512.Create(a9[0]); c90 = Avx512F.FusedMultiplyAdd(av, b0, c90); c91 = Avx512F.FusedMultiplyAdd(av, b1, c91); }
+            if (TRows.Count > 10) { av = Vector512.Create(a9[l1]); c100 = Avx512F.FusedMultiplyAdd(av, b0, c100); c101 = Avx512F.FusedMultiplyAdd(av, b1, c101); }
+            a0 += kStep; a3 += kStep; a6 += kStep; a9 += kStep; b += bStep;
+        }
+        var va = Vector512.Create(alpha);
+        var vb = Vector512.Create(beta);
+        StoreRow(c + 0 * ldc, c00, c01, va, vb, beta);
+        if (TRows.Count > 1) StoreRow(c + 1 * ldc, c10, c11, va, vb, beta);
+        if (TRows.Count > 2) StoreRow(c + 2 * ldc, c20, c21, va, vb, beta);
+        if (TRows.Count > 3) StoreRow(c + 3 * ldc, c30, c31, va, vb, beta);
+        if (TRows.Count > 4) StoreRow(c + 4 * ldc, c40, c41, va, vb, beta);
+        if (TRows.Count > 5) StoreRow(c + 5 * ldc, c50, c51, va, vb, beta);
+        if (TRows.Count > 6) StoreRow(c + 6 * ldc, c60, c61, va, vb, beta);
+        if (TRows.Count > 7) StoreRow(c + 7 * ldc, c70, c71, va, vb, beta);
+        if (TRows.Count > 8) StoreRow(c + 8 * ldc, c80, c81, va, vb, beta);
+        if (TRows.Count > 9) StoreRow(c + 9 * ldc, c90, c91, va, vb, beta);
+        if (TRows.Count > 10) StoreRow(c + 10 * ldc, c100, c101, va, vb, beta);
+    }
+
+    // One row of a finished tile, as StoreTile512 stores it without a bias.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRow(float* c, Vector512<float> lo, Vector512<float> hi, Vector512<float> va, Vector512<float> vb, float beta)
+    {
+        if (beta == 0f)
+        {
+            Avx512F.Store(c, lo * va);
+            Avx512F.Store(c + 16, hi * va);
+        }
+        else StoreRow512(c, lo, hi, va, vb);
+    }
+
     // Stores a finished 12×32 tile: C = alpha·acc (beta = 0, C not read), C = alpha·acc + beta·C, or, with a
     // bias, C = alpha·acc + bias[j] in one fused multiply-add — bit for bit what filling C with the bias rows and
     // storing with beta = 1 gives (bias·1 is exact), without the fill's 24 stores and the 24 loads of C.

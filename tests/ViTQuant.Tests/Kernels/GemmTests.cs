@@ -470,6 +470,62 @@ public class GemmTests
                 }
     }
 
+    // The partial-block kernel (1 to 11 rows) gives, row for row, the 12-row kernels' bits, in both of its A
+    // layouts (rows read in place, and a panel whose k-th column of rows is contiguous), for beta 0 with an alpha
+    // and beta 1; C's rows past the block and the row slack are left alone.
+    [Fact]
+    public unsafe void PartialRowKernelMatchesTheFullTile()
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx512F.IsSupported) return; // the AVX-512 kernels need the CPU
+        var rng = new Rng(47);
+        const int K = 37, Ld = 41, Ldc = 40, Panel = 14;
+        foreach (int rows in Enumerable.Range(1, 11))
+            foreach (var (alpha, beta) in new[] { (0.37f, 0f), (1f, 1f) })
+            {
+                // A: 12 rows of K in place (rows past `rows` are NaN: never read); its transpose as a panel of Panel floats per k.
+                var a = new float[12 * Ld];
+                var panel = new float[K * Panel];
+                for (int r = 0; r < 12; r++)
+                    for (int p = 0; p < K; p++)
+                    {
+                        float v = r < rows ? rng.NextFloat() * 2 - 1 : float.NaN;
+                        a[r * Ld + p] = v;
+                        panel[p * Panel + r] = v;
+                    }
+                var b = new float[K * 48];
+                for (int i = 0; i < b.Length; i++) b[i] = rng.NextFloat() * 2 - 1;
+                var c0 = new float[12 * Ldc];
+                for (int i = 0; i < c0.Length; i++) c0[i] = rng.NextFloat() * 2 - 1;
+                // The reference: the 12-row kernels on A with zero rows past the block.
+                var aZero = a.Select(v => float.IsNaN(v) ? 0f : v).ToArray();
+                var panelZero = panel.Select(v => float.IsNaN(v) ? 0f : v).ToArray();
+                var want = (float[])c0.Clone();
+                var wantPanel = (float[])c0.Clone();
+                var got = (float[])c0.Clone();
+                var gotPanel = (float[])c0.Clone();
+                fixed (float* pa = aZero, pp = panelZero, pb = b, pw = want, pwp = wantPanel)
+                {
+                    ManagedGemm.Kernel512Direct(K, pa, Ld, pb, 48, pw, Ldc, alpha, beta);
+                    ManagedGemm.Kernel512(K, pp, pb, pwp, Ldc, alpha, beta, null, Panel, 48);
+                }
+                fixed (float* pa = a, pp = panel, pb = b, pg = got, pgp = gotPanel)
+                {
+                    ManagedGemm.KernelRows512(rows, K, pa, Ld, 1, pb, 48, pg, Ldc, alpha, beta);
+                    ManagedGemm.KernelRows512(rows, K, pp, 1, Panel, pb, 48, pgp, Ldc, alpha, beta);
+                }
+                for (int r = 0; r < 12; r++)
+                    for (int j = 0; j < Ldc; j++)
+                    {
+                        int i = r * Ldc + j;
+                        float expect = r < rows && j < 32 ? want[i] : c0[i];
+                        Assert.True(BitConverter.SingleToInt32Bits(expect) == BitConverter.SingleToInt32Bits(got[i]), $"in place, {rows} rows, alpha {alpha} beta {beta}: C[{r},{j}] {got[i]} != {expect}");
+                        float expectPanel = r < rows && j < 32 ? wantPanel[i] : c0[i];
+                        Assert.True(BitConverter.SingleToInt32Bits(expectPanel) == BitConverter.SingleToInt32Bits(gotPanel[i]), $"panel, {rows} rows, alpha {alpha} beta {beta}: C[{r},{j}] {gotPanel[i]} != {expectPanel}");
+                    }
+            }
+        Assert.Throws<ArgumentOutOfRangeException>(() => { fixed (float* z = new float[1]) ManagedGemm.KernelRows512(12, 1, z, 1, 1, z, 1, z, 1, 1f, 0f); });
+    }
+
     // Ops.Linear through a Linear module inside Freeze() equals the call outside it, and the cache lives only as
     // long as the outermost scope.
     [Fact]
