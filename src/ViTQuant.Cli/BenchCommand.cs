@@ -69,6 +69,7 @@ internal static class BenchCommand
         if (r.FmaRooflineGflopPerSecond > 0)
             e.WriteLine($"FMA roofline {r.FmaRooflineGflopPerSecond,10:F1} GFLOP/s (register-only FMA loops on {r.Threads} worker{(r.Threads == 1 ? "" : "s")}: the ceiling no GEMM passes)");
         foreach (var (k, v) in r.GemmGflopPerSecond) e.WriteLine($"GEMM {k,-44} {v,8:F1} GFLOP/s {r.GemmFractionOfPeak[k],6:P0} of peak");
+        e.WriteLine("(GEMM lines: the fastest of 15 calls per variant, variants interleaved; the steps above: medians)");
         e.WriteLine($"peak memory  {r.PeakMemoryMb,10:F0} MB");
     }
 }
