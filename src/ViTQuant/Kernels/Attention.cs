@@ -86,6 +86,78 @@ internal static unsafe partial class AttentionKernel
     }
 
     /// <summary>
+    /// The probabilities alone, for heads already split: probs[b, h] = softmax(scale·q[b, h]·k[b, h]ᵀ) with q and k
+    /// [B, H, N, D] (what a quantizer between the products sees). The same numbers as the op graph MatMul(q, k,
+    /// transB) → Scale → Softmax (bit for bit while the head width fits one GEMM K block, as at every ViT size), with
+    /// no [B, H, N, N] pass between the products. Inference: nothing is kept for a backward. Throws ArgumentException
+    /// when a size is not positive or a buffer is too short.
+    /// </summary>
+    public static void Probabilities(ReadOnlySpan<float> q, ReadOnlySpan<float> k, int batch, int tokens, int heads, int headDim,
+        float scale, Span<float> probs)
+    {
+        CheckSplit(batch, tokens, heads, headDim, q.Length, "q", k.Length, "k", probs.Length, "probs", (long)tokens * tokens);
+        bool wide = UsesAvx512; // read on the calling thread: ForceKernel / ForceNarrow scopes are per flow
+        fixed (float* pq = q, pk = k, pp = probs)
+        {
+            nint qa = (nint)pq, ka = (nint)pk, pa = (nint)pp;
+            int N = tokens, D = headDim;
+            Parallelism.For(0, batch * heads, t =>
+            {
+                float* qt = (float*)qa + (nint)t * N * D, kt = (float*)ka + (nint)t * N * D, pt = (float*)pa + (nint)t * N * N;
+                if (wide)
+                {
+                    ForwardHead512(qt, kt, null, D, N, D, scale, pt, null, 0);
+                    return;
+                }
+                // The op graph's own calls: the product with alpha 1, then the scale as a pass (one rounding each).
+                var ps = new Span<float>(pt, N * N);
+                Gemm.Sgemm(false, true, N, N, D, 1f, new ReadOnlySpan<float>(qt, N * D), D, new ReadOnlySpan<float>(kt, N * D), D, 0f, ps, N);
+                System.Numerics.Tensors.TensorPrimitives.Multiply(ps, scale, ps);
+                SoftmaxKernel.SoftmaxRows(ps, ps, N, N);
+            });
+        }
+    }
+
+    /// <summary>
+    /// output[b, n, h·D + d] = Σ_m probs[b, h, n, m]·v[b, h, m, d]: the second product for given probabilities
+    /// [B, H, N, N] and v [B, H, N, D], heads merged into [B, N, H·D] (overwritten). The same numbers as MatMul(probs,
+    /// v) → MergeHeads: the AVX-512 P·v kernel sums all N products in one chain, which is the GEMM's order while N
+    /// fits one K block (192); above that it calls the GEMM. Inference only. Throws ArgumentException when a size is
+    /// not positive or a buffer is too short.
+    /// </summary>
+    public static void ProbsTimesV(ReadOnlySpan<float> probs, ReadOnlySpan<float> v, int batch, int tokens, int heads, int headDim,
+        Span<float> output)
+    {
+        CheckSplit(batch, tokens, heads, headDim, probs.Length, "probs", v.Length, "v", output.Length, "output", (long)headDim * tokens,
+            firstPerHead: (long)tokens * tokens, secondPerHead: (long)tokens * headDim);
+        bool wide = UsesAvx512 && tokens <= ManagedGemm.KC512;
+        fixed (float* pp = probs, pv = v, po = output)
+        {
+            nint pa = (nint)pp, va = (nint)pv, oa = (nint)po;
+            int N = tokens, H = heads, D = headDim, C = H * D;
+            Parallelism.For(0, batch * H, t =>
+            {
+                int b = t / H, h = t % H;
+                float* pt = (float*)pa + (nint)t * N * N, vt = (float*)va + (nint)t * N * D, ob = (float*)oa + (nint)b * N * C + h * D;
+                if (wide) PvHead512(pt, vt, D, N, D, ob, C);
+                else Gemm.Sgemm(false, false, N, D, N, 1f, new ReadOnlySpan<float>(pt, N * N), N, new ReadOnlySpan<float>(vt, N * D), D,
+                    0f, new Span<float>(ob, (N - 1) * C + D), C);
+            });
+        }
+    }
+
+    private static void CheckSplit(int batch, int tokens, int heads, int headDim, int firstLen, string firstName, int secondLen,
+        string secondName, int outLen, string outName, long outPerHead, long firstPerHead = -1, long secondPerHead = -1)
+    {
+        if (batch < 1 || tokens < 1 || heads < 1 || headDim < 1)
+            throw new ArgumentException($"attention sizes must be positive, got B={batch} N={tokens} H={heads} D={headDim}");
+        long heads2 = (long)batch * heads, qk = (long)tokens * headDim;
+        foreach (var (len, name, per) in new[] { ((long)firstLen, firstName, firstPerHead < 0 ? qk : firstPerHead),
+            ((long)secondLen, secondName, secondPerHead < 0 ? qk : secondPerHead), ((long)outLen, outName, outPerHead) })
+            if (len < heads2 * per) throw new ArgumentException($"attention: {name} has {len} elements, B={batch} H={heads} N={tokens} D={headDim} needs {heads2 * per}");
+    }
+
+    /// <summary>
     /// Accumulates the gradient of <see cref="Forward"/> into dQkv [B, N, 3·H·D] given the saved probs
     /// [B, H, N, N] and dOut [B, N, H·D] (formulas in the file header). The AVX-512 path (Attention512.cs) when the
     /// GEMM kernel in force is AVX-512 and the head width is a multiple of 32, else four GEMM calls per head.

@@ -45,25 +45,16 @@ internal static unsafe partial class AttentionKernel
     /// <summary>False: the GEMM path runs on AVX-512 CPUs too (kept for same-process A/B benchmarks).</summary>
     internal static bool Avx512Path = true;
 
-    // One head: q, k, v are N×D with row stride ld (= 3C); probs is N×N (null: not kept); o is N×D with row stride ldo;
-    // logits N×N receives the unscaled q·kᵀ (null: not wanted).
+    // One head: q, k, v are N×D with row stride ld (= 3C); probs is N×N (null: not kept); o is N×D with row stride ldo
+    // (null: probabilities only, into probs; v unused); logits N×N receives the unscaled q·kᵀ (null: not wanted).
     private static void ForwardHead512(float* q, float* k, float* v, nint ld, int n, int d, float scale,
         float* probs, float* o, nint ldo, float* logits = null)
     {
-        int np = (n + Cols - 1) / Cols * Cols, mp = (n + Rows - 1) / Rows * Rows;
-        int tailWidth = d % Cols; // columns of v past the last full 32-column chunk
+        int np = (n + Cols - 1) / Cols * Cols;
+        int tailWidth = o != null ? d % Cols : 0; // columns of v past the last full 32-column chunk
         var s = Scratch512(d * np, Rows * np, probs == null ? Rows * n : 0, tailWidth > 0 ? n * Cols : 0);
         GemmPacking.PackB(true, k, ld, 0, 0, d, n, s.K, Cols);
-        if (tailWidth > 0)
-        {
-            // v's last tailWidth columns, zero-padded to 32, so the P·v kernel reads whole vectors.
-            int d0 = d - tailWidth;
-            for (int j = 0; j < n; j++)
-            {
-                float* src = v + j * ld + d0, dst = s.VTail + j * Cols;
-                for (int c = 0; c < Cols; c++) dst[c] = c < tailWidth ? src[c] : 0f;
-            }
-        }
+        if (tailWidth > 0) PadVTail(v, ld, n, d, s.VTail);
         for (int i0 = 0; i0 < n; i0 += Rows)
         {
             int mr = Math.Min(Rows, n - i0);
@@ -85,19 +76,48 @@ internal static unsafe partial class AttentionKernel
                 }
             float* p = probs != null ? probs + (nint)i0 * n : s.P;
             for (int r = 0; r < mr; r++) SoftmaxKernel.SoftmaxRow512(s.S + r * np, p + r * n, n);
-            for (int r0 = 0; r0 < mr; r0 += PvRows)
+            if (o != null) PvRows512(p, mr, n, v, ld, d, o + i0 * ldo, ldo, s.VTail, s.OTail);
+        }
+    }
+
+    // One head's O = P·v alone (P given, N×N; v N×D with row stride ld; o with row stride ldo): the forward's
+    // P·v part, for probabilities that were changed between the two products (a quantizer on them).
+    private static void PvHead512(float* probs, float* v, nint ld, int n, int d, float* o, nint ldo)
+    {
+        int tailWidth = d % Cols;
+        var s = Scratch512(0, 0, 0, tailWidth > 0 ? n * Cols : 0);
+        if (tailWidth > 0) PadVTail(v, ld, n, d, s.VTail);
+        PvRows512(probs, n, n, v, ld, d, o, ldo, s.VTail, s.OTail);
+    }
+
+    // v's last d mod 32 columns, zero-padded to 32, so the P·v kernel reads whole vectors.
+    private static void PadVTail(float* v, nint ld, int n, int d, float* vTail)
+    {
+        int tailWidth = d % Cols, d0 = d - tailWidth;
+        for (int j = 0; j < n; j++)
+        {
+            float* src = v + j * ld + d0, dst = vTail + j * Cols;
+            for (int c = 0; c < Cols; c++) dst[c] = c < tailWidth ? src[c] : 0f;
+        }
+    }
+
+    // O rows 0 .. rows-1 = P rows (row stride n)·v, 6 rows at a time: 64 and 32 columns straight from v, the last
+    // d mod 32 through the padded copy (vTail) and a 6 × 32 scratch (oTail).
+    private static void PvRows512(float* p, int rows, int n, float* v, nint ld, int d, float* o, nint ldo, float* vTail, float* oTail)
+    {
+        int tailWidth = d % Cols;
+        for (int r0 = 0; r0 < rows; r0 += PvRows)
+        {
+            int rr = Math.Min(PvRows, rows - r0);
+            float* pr = p + (nint)r0 * n, orow = o + r0 * ldo;
+            int c0 = 0;
+            for (; c0 + 2 * Cols <= d; c0 += 2 * Cols) Pv64(n, pr, n, rr, v + c0, ld, orow + c0, ldo);
+            if (c0 + Cols <= d) { Pv32(n, pr, n, rr, v + c0, ld, orow + c0, ldo); c0 += Cols; }
+            if (tailWidth > 0)
             {
-                int rows = Math.Min(PvRows, mr - r0);
-                float* pr = p + (nint)r0 * n, orow = o + (i0 + r0) * ldo;
-                int c0 = 0;
-                for (; c0 + 2 * Cols <= d; c0 += 2 * Cols) Pv64(n, pr, n, rows, v + c0, ld, orow + c0, ldo);
-                if (c0 + Cols <= d) { Pv32(n, pr, n, rows, v + c0, ld, orow + c0, ldo); c0 += Cols; }
-                if (tailWidth > 0)
-                {
-                    Pv32(n, pr, n, rows, s.VTail, Cols, s.OTail, Cols);
-                    for (int r = 0; r < rows; r++)
-                        new ReadOnlySpan<float>(s.OTail + r * Cols, tailWidth).CopyTo(new Span<float>(orow + r * ldo + c0, tailWidth));
-                }
+                Pv32(n, pr, n, rr, vTail, Cols, oTail, Cols);
+                for (int r = 0; r < rr; r++)
+                    new ReadOnlySpan<float>(oTail + r * Cols, tailWidth).CopyTo(new Span<float>(orow + r * ldo + c0, tailWidth));
             }
         }
     }

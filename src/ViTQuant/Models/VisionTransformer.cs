@@ -314,6 +314,16 @@ internal sealed class Block : Module
         q = Act(hooks, $"{p}.attn.q", q);
         k = Act(hooks, $"{p}.attn.k", k);
         v = Act(hooks, $"{p}.attn.v", v);
+        if (!Autograd.IsEnabled && hooks is { } h && !h.WantsTap($"{p}.attn.logits") && !h.WantsTap($"{p}.attn.out"))
+        {
+            // No gradients (a quantized model's evaluation, calibration passes) with quantizers between the products: the
+            // same numbers as the op graph below, from two kernel passes instead of six ops and their [B, H, N, N]
+            // buffers (no logits, no scaled copy, no merge).
+            var pr = Act(h, $"{p}.attn.probs", Ops.AttentionProbabilities(q, k, _scale));
+            if (h.WantsTap($"{p}.attn.probs")) h.Tap($"{p}.attn.probs", pr);
+            var heads = Ops.AttentionOutput(pr, v); // [B, N, C]
+            return Proj.Forward(Act(h, $"{p}.attn.proj", heads), h.Weight($"{p}.attn.proj", Proj.Weight));
+        }
         var logits = Ops.MatMul(q, k, transB: true); // [B, H, N, N]
         if (hooks != null && hooks.WantsTap($"{p}.attn.logits")) hooks.Tap($"{p}.attn.logits", logits);
         var probs = Ops.Softmax(Ops.Scale(logits, _scale), -1);

@@ -33,6 +33,42 @@ internal static partial class Ops
     }
 
     /// <summary>
+    /// softmax(scale·q·kᵀ) for heads already split, q and k [B, H, N, D] → [B, H, N, N]: what MatMul(q, k, transB)
+    /// → Scale → Softmax gives, bit for bit at ViT head widths, in one kernel pass (AttentionKernel.Probabilities).
+    /// No gradient: throws InvalidOperationException when autograd would need one, ArgumentException on shapes.
+    /// </summary>
+    public static Tensor AttentionProbabilities(Tensor q, Tensor k, float scale)
+    {
+        if (q.Rank != 4 || !q.Shape.AsSpan().SequenceEqual(k.Shape))
+            throw new ArgumentException($"AttentionProbabilities: expected q and k [B, H, N, D] of one shape, got {Tensor.ShapeString(q.Shape)} and {Tensor.ShapeString(k.Shape)}");
+        if (Autograd.Needs(q, k)) throw new InvalidOperationException("AttentionProbabilities has no backward: use the op graph when a gradient is needed");
+        int B = q.Shape[0], H = q.Shape[1], N = q.Shape[2], D = q.Shape[3];
+        if (B == 0 || H == 0 || N == 0) return Tensor.Output(B, H, N, N);
+        if (D == 0) throw new ArgumentException("AttentionProbabilities: head width 0");
+        var probs = Tensor.OutputUninitialized(B, H, N, N); // every row written by the softmax
+        AttentionKernel.Probabilities(q.Span, k.Span, B, N, H, D, scale, probs.Span);
+        return probs;
+    }
+
+    /// <summary>
+    /// probs·v for probabilities [B, H, N, N] and v [B, H, N, D], heads merged: [B, N, H·D], what MatMul(probs, v) →
+    /// MergeHeads gives, bit for bit (AttentionKernel.ProbsTimesV). No gradient: throws InvalidOperationException when
+    /// autograd would need one, ArgumentException on shapes.
+    /// </summary>
+    public static Tensor AttentionOutput(Tensor probs, Tensor v)
+    {
+        if (probs.Rank != 4 || v.Rank != 4 || probs.Shape[0] != v.Shape[0] || probs.Shape[1] != v.Shape[1]
+            || probs.Shape[2] != v.Shape[2] || probs.Shape[3] != v.Shape[2])
+            throw new ArgumentException($"AttentionOutput: expected probs [B, H, N, N] and v [B, H, N, D], got {Tensor.ShapeString(probs.Shape)} and {Tensor.ShapeString(v.Shape)}");
+        if (Autograd.Needs(probs, v)) throw new InvalidOperationException("AttentionOutput has no backward: use the op graph when a gradient is needed");
+        int B = v.Shape[0], H = v.Shape[1], N = v.Shape[2], D = v.Shape[3];
+        if (B == 0 || H == 0 || N == 0 || D == 0) return Tensor.Output(B, N, H * D);
+        var y = Tensor.OutputUninitialized(B, N, H * D); // every (token, head) row written by the product
+        AttentionKernel.ProbsTimesV(probs.Span, v.Span, B, N, H, D, y.Span);
+        return y;
+    }
+
+    /// <summary>
     /// <see cref="FusedAttention"/> that also returns the unscaled logits q·kᵀ [B, H, N, N] (the unfused graph's
     /// MatMul(q, k, transB), bit for bit), for hooks that tap them (VisionTransformer.Attention). Both outputs
     /// are differentiable: the output's node pushes its gradient into the logits (dv directly), and the logits'

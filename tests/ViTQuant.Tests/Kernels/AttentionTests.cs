@@ -332,6 +332,75 @@ public class AttentionTests
         return names;
     }
 
+    // The split-heads kernels that a quantized model's inference runs (Ops.AttentionProbabilities and
+    // Ops.AttentionOutput, with quantizers on q, k, v and the probabilities between them) equal the op graph
+    // MatMul(q, k, transB) → Scale → Softmax and MatMul(probs, v) → MergeHeads bit for bit, on every GEMM kernel and
+    // at N > 192 (where the AVX-512 P·v hands over to the GEMM to keep its K blocking).
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    [InlineData(1, 200, 2, 32)]
+    public void SplitHeadKernelsEqualTheOpGraph(int B, int N, int H, int D)
+    {
+        var rng = new Rng(27);
+        var q = new Tensor(Random(rng, B * H * N * D, 2f), B, H, N, D);
+        var k = new Tensor(Random(rng, B * H * N * D, 2f), B, H, N, D);
+        var v = new Tensor(Random(rng, B * H * N * D, 2f), B, H, N, D);
+        // Probabilities rounded to a coarse grid, as a quantizer leaves them.
+        var pq = new Tensor(Random(rng, B * H * N * N).Select(x => MathF.Round(MathF.Abs(x) * 16f) / 16f).ToArray(), B, H, N, N);
+        float scale = 1f / MathF.Sqrt(D);
+        using var _ = Autograd.NoGrad();
+        foreach (var kernel in Kernels)
+            using (ManagedGemm.ForceKernel(kernel))
+            {
+                var want = Ops.Softmax(Ops.Scale(Ops.MatMul(q, k, transB: true), scale), -1);
+                var got = Ops.AttentionProbabilities(q, k, scale);
+                Assert.True(want.Span.SequenceEqual(got.Span), $"{kernel} probabilities {B}x{N}x{H}x{D}");
+                var wantO = Ops.MergeHeads(Ops.MatMul(pq, v));
+                var gotO = Ops.AttentionOutput(pq, v);
+                Assert.Equal(wantO.Shape, gotO.Shape);
+                Assert.True(wantO.Span.SequenceEqual(gotO.Span), $"{kernel} output {B}x{N}x{H}x{D}");
+            }
+    }
+
+    // A model with a quantizer-like hook on q, k, v and the probabilities: its inference takes the split-head kernels,
+    // and gives the logits bit for bit of the op graph (forced by wanting the per-head output tap); with gradients
+    // on, the op graph runs and the kernels, which have no backward, refuse.
+    [Fact]
+    public void QuantizedInferenceTakesTheSplitHeadKernelsWithTheSameLogits()
+    {
+        var cfg = ViTConfig.FashionMnistDefault() with { EmbedDim = 64, Depth = 2, NumHeads = 2, MlpRatio = 2f };
+        var model = new VisionTransformer(cfg, 6);
+        var x = Tensor.Randn(new Rng(28), 1f, 3, 1, 28, 28);
+        float[] Logits(bool wantOutTap)
+        {
+            using var _ = Autograd.NoGrad();
+            return model.Forward(x, new Rounding(wantOutTap)).ToArray();
+        }
+        var kernels = Logits(false);
+        var graph = Logits(true);
+        Assert.True(graph.AsSpan().SequenceEqual(kernels), "logits through the split-head kernels differ from the op graph's");
+        // The hook really changed the numbers (against no hooks at all).
+        using (Autograd.NoGrad()) Assert.False(model.Infer(x).Span.SequenceEqual(kernels));
+        var q = Tensor.Randn(new Rng(29), 1f, 1, 2, 5, 4).RequireGrad();
+        Assert.Throws<InvalidOperationException>(() => Ops.AttentionProbabilities(q, q, 1f));
+        Assert.Throws<ArgumentException>(() => Ops.AttentionOutput(Tensor.Zeros(1, 2, 5, 4), Tensor.Zeros(1, 2, 5, 4)));
+    }
+
+    // Rounds q, k, v (to 1/8) and the probabilities (to 1/4096: a random model's are near 1/N, which a coarser grid
+    // would flatten to one level) as a quantizer would; optionally wants the per-head output tap, which keeps the
+    // model on the op graph.
+    private sealed class Rounding(bool wantOutTap) : IModelHooks
+    {
+        public Tensor Activation(string point, Tensor x)
+        {
+            float step = point.EndsWith(".attn.probs", StringComparison.Ordinal) ? 1f / 4096 : point.EndsWith(".attn.q", StringComparison.Ordinal)
+                || point.EndsWith(".attn.k", StringComparison.Ordinal) || point.EndsWith(".attn.v", StringComparison.Ordinal) ? 1f / 8 : 0f;
+            return step == 0f ? x : new Tensor(x.ToArray().Select(v => MathF.Round(v / step) * step).ToArray(), x.Shape);
+        }
+
+        public bool WantsTap(string name) => wantOutTap && name.EndsWith(".attn.out", StringComparison.Ordinal);
+    }
+
     [Fact]
     public void RejectsBadShapesAndBuffers()
     {
