@@ -20,8 +20,8 @@
 //
 // Backward (BackwardHead512), per (image, head), for head widths that are multiples of 32 (others take the
 // GEMM path): dP = G·vᵀ by 12-row blocks (G's rows read in place, vᵀ packed once), dS = scale·P ⊙ (dP −
-// rowsum(P ⊙ dP)) into an N × N scratch padded with zeros (with a padded copy of P beside it), then
-// dq += dS·k (dS rows in place, k rows straight from qkv), dv += Pᵀ·G and dk += dSᵀ·q (the 12 values of one
+// rowsum(P ⊙ dP)) into an N-row scratch, then dq += dS·k (dS rows in place, k rows straight from qkv), dv += Pᵀ·G
+// (P read from the saved probabilities) and dk += dSᵀ·q (the 12 values of one
 // column block of P or dS are contiguous in their rows, so neither is transposed) — the GEMM's micro-kernels
 // with their operands read in place (row strides instead of packed panels), no packing beyond vᵀ. A last
 // partial block of rows runs ManagedGemm.KernelRows512, which computes and stores only the rows there are.
@@ -129,33 +129,32 @@ internal static unsafe partial class AttentionKernel
 
     // One head's backward (file header): q, k, v with row stride ld (3C), probs N×N, g = dOut rows with stride
     // ldg (C); dq, dk, dv (stride ld) are accumulated into. d is a multiple of 32. dL (N×N): accumulated into
-    // (part SoftmaxV) or read (part Qk); unused for All.
+    // (part SoftmaxV) or read (part Qk); unused for All. Every product reads only rows and columns below N (a last
+    // partial block through KernelRows512), so P, dL and dS are read in place, unpadded.
     private static void BackwardHead512(float* q, float* k, float* v, nint ld, float* probs, float* g, nint ldg,
         float* dq, float* dk, float* dv, int n, int d, float scale, BackwardPart part = BackwardPart.All, float* dL = null)
     {
-        int np = (n + Cols - 1) / Cols * Cols, mp = (n + Rows - 1) / Rows * Rows;
-        var s = BackwardScratch512(d * np, Rows * np, mp * np);
-        if (part == BackwardPart.Qk)
-        {
-            // dS is the given dL, padded with zeros to mp × np as the products below read it.
-            new Span<float>(s.DS, mp * np).Clear();
-            for (int r = 0; r < n; r++) new ReadOnlySpan<float>(dL + (nint)r * n, n).CopyTo(new Span<float>(s.DS + (nint)r * np, n));
-        }
-        else SoftmaxBackward512(v, ld, probs, g, ldg, n, d, scale, np, mp, s);
+        int np = (n + Cols - 1) / Cols * Cols;
+        var s = BackwardScratch512(d * np, Rows * np, part == BackwardPart.Qk ? 0 : n * np);
+        // dS: the given dL (part Qk), else computed into the scratch.
+        bool given = part == BackwardPart.Qk;
+        float* dS = given ? dL : s.DS;
+        nint lds = given ? n : np;
+        if (!given) SoftmaxBackward512(v, ld, probs, g, ldg, n, d, scale, np, s);
         if (part == BackwardPart.SoftmaxV)
             for (int r = 0; r < n; r++)
             {
                 var row = new Span<float>(dL + (nint)r * n, n);
-                System.Numerics.Tensors.TensorPrimitives.Add(row, new ReadOnlySpan<float>(s.DS + (nint)r * np, n), row);
+                System.Numerics.Tensors.TensorPrimitives.Add(row, new ReadOnlySpan<float>(dS + (nint)r * lds, n), row);
             }
-        // dq += dS·k, by 12-row blocks of dS (its rows past N are zero), 32 columns at a time.
+        // dq += dS·k, by 12-row blocks of dS, 32 columns at a time.
         for (int i0 = 0; i0 < n && part != BackwardPart.SoftmaxV; i0 += Rows)
         {
             int mr = Math.Min(Rows, n - i0);
             for (int c0 = 0; c0 < d; c0 += Cols)
             {
-                if (mr == Rows) ManagedGemm.Kernel512Direct(n, s.DS + (nint)i0 * np, np, k + c0, ld, dq + i0 * ld + c0, ld, 1f, 1f);
-                else ManagedGemm.KernelRows512(mr, n, s.DS + (nint)i0 * np, np, 1, k + c0, ld, dq + i0 * ld + c0, ld, 1f, 1f);
+                if (mr == Rows) ManagedGemm.Kernel512Direct(n, dS + (nint)i0 * lds, lds, k + c0, ld, dq + i0 * ld + c0, ld, 1f, 1f);
+                else ManagedGemm.KernelRows512(mr, n, dS + (nint)i0 * lds, lds, 1, k + c0, ld, dq + i0 * ld + c0, ld, 1f, 1f);
             }
         }
         // dv += Pᵀ·G and dk += dSᵀ·q, by 12-row blocks of the outputs (12 columns of P / dS per step).
@@ -164,8 +163,8 @@ internal static unsafe partial class AttentionKernel
             int mr = Math.Min(Rows, n - j0);
             for (int c0 = 0; c0 < d; c0 += Cols)
             {
-                if (part != BackwardPart.Qk) ProductInto(n, s.P + j0, np, g + c0, ldg, dv + j0 * ld + c0, ld, mr);
-                if (part != BackwardPart.SoftmaxV) ProductInto(n, s.DS + j0, np, q + c0, ld, dk + j0 * ld + c0, ld, mr);
+                if (part != BackwardPart.Qk) ProductInto(n, probs + j0, n, g + c0, ldg, dv + j0 * ld + c0, ld, mr);
+                if (part != BackwardPart.SoftmaxV) ProductInto(n, dS + j0, lds, q + c0, ld, dk + j0 * ld + c0, ld, mr);
             }
         }
     }
@@ -178,22 +177,14 @@ internal static unsafe partial class AttentionKernel
         else ManagedGemm.KernelRows512(mr, n, a, 1, lda, b, ldb, dst, ld, 1f, 1f);
     }
 
-    // dS = scale·P ⊙ (dP − rowsum(P ⊙ dP)) with dP = G·vᵀ, into s.DS (mp × np, zero-padded), and P's zero-padded
-    // copy into s.P.
+    // dS = scale·P ⊙ (dP − rowsum(P ⊙ dP)) with dP = G·vᵀ, into s.DS (N rows of np).
     private static void SoftmaxBackward512(float* v, nint ld, float* probs, float* g, nint ldg, int n, int d, float scale,
-        int np, int mp, Backward512Scratch s)
+        int np, Backward512Scratch s)
     {
         GemmPacking.PackB(true, v, ld, 0, 0, d, n, s.VT, Cols);
-        for (int i0 = 0; i0 < mp; i0 += Rows)
+        for (int i0 = 0; i0 < n; i0 += Rows)
         {
             int mr = Math.Min(Rows, n - i0);
-            float* dsRows = s.DS + (nint)i0 * np, pRows = s.P + (nint)i0 * np;
-            if (mr <= 0)
-            {
-                new Span<float>(dsRows, Rows * np).Clear();
-                new Span<float>(pRows, Rows * np).Clear();
-                continue;
-            }
             // dP rows i0 .. i0+mr-1 = G·vᵀ, G's rows read in place.
             for (int j0 = 0; j0 < n; j0 += Cols)
             {
@@ -201,23 +192,14 @@ internal static unsafe partial class AttentionKernel
                 if (mr == Rows) ManagedGemm.Kernel512Direct(d, g + i0 * ldg, ldg, vPanel, Cols, s.DP + j0, np, 1f, 0f);
                 else ManagedGemm.KernelRows512(mr, d, g + i0 * ldg, ldg, 1, vPanel, Cols, s.DP + j0, np, 1f, 0f);
             }
-            for (int r = 0; r < Rows; r++)
-            {
-                float* ds = dsRows + (nint)r * np, pc = pRows + (nint)r * np;
-                if (r >= mr)
-                {
-                    new Span<float>(ds, np).Clear();
-                    new Span<float>(pc, np).Clear();
-                    continue;
-                }
-                SoftmaxBackwardRow512(probs + (nint)(i0 + r) * n, s.DP + (nint)r * np, ds, pc, n, np, scale);
-            }
+            for (int r = 0; r < mr; r++)
+                SoftmaxBackwardRow512(probs + (nint)(i0 + r) * n, s.DP + (nint)r * np, s.DS + (nint)(i0 + r) * np, n, scale);
         }
     }
 
-    // One row of the softmax backward, scaled: ds[j] = scale·p[j]·(dp[j] − Σ_k p[k]·dp[k]) for j < n, and a
-    // copy of p; both padded with zeros to np columns.
-    private static void SoftmaxBackwardRow512(float* p, float* dp, float* ds, float* pCopy, int n, int np, float scale)
+    // One row of the softmax backward, scaled: ds[j] = scale·p[j]·(dp[j] − Σ_k p[k]·dp[k]) for j < n (ds has room
+    // for n rounded up to 16: the tail is stored as a whole vector).
+    private static void SoftmaxBackwardRow512(float* p, float* dp, float* ds, int n, float scale)
     {
         int full = n & ~15, tail = n - full;
         var mask = RowSimd.TailMask512(tail);
@@ -228,22 +210,9 @@ internal static unsafe partial class AttentionKernel
         var dot = Vector512.Create(Vector512.Sum(acc));
         var vs = Vector512.Create(scale);
         for (int j = 0; j < full; j += 16)
-        {
-            var pj = Vector512.Load(p + j);
-            pj.Store(pCopy + j);
-            (vs * pj * (Vector512.Load(dp + j) - dot)).Store(ds + j);
-        }
+            (vs * Vector512.Load(p + j) * (Vector512.Load(dp + j) - dot)).Store(ds + j);
         if (tail > 0)
-        {
-            var pj = Avx512F.MaskLoad(p + full, mask, zero);
-            pj.Store(pCopy + full); // masked-off lanes are zero: the padding
-            (vs * pj * (Avx512F.MaskLoad(dp + full, mask, zero) - dot)).Store(ds + full);
-        }
-        for (int j = (n + 15) & ~15; j < np; j += 16)
-        {
-            zero.Store(ds + j);
-            zero.Store(pCopy + j);
-        }
+            (vs * Avx512F.MaskLoad(p + full, mask, zero) * (Avx512F.MaskLoad(dp + full, mask, zero) - dot)).Store(ds + full);
     }
 
     // o[r, 0..64) = Σ_j p[r·ldp + j]·v[j·ldv + 0..64) for r < rows (≤ 6). Rows past `rows` repeat the last
@@ -327,21 +296,21 @@ internal static unsafe partial class AttentionKernel
 
     [ThreadStatic] private static float[]? _scratch512;
 
-    private readonly struct Backward512Scratch(float* vt, float* dp, float* ds, float* p)
+    private readonly struct Backward512Scratch(float* vt, float* dp, float* ds)
     {
-        public readonly float* VT = vt, DP = dp, DS = ds, P = p;
+        public readonly float* VT = vt, DP = dp, DS = ds;
     }
 
     // The backward's parts, from the same per-thread buffer as the forward's (a head runs one or the other).
     private static Backward512Scratch BackwardScratch512(int vt, int dp, int ds)
     {
         static int Up(int x) => (x + GemmPacking.Slack + 15) & ~15;
-        int total = Up(vt) + Up(dp) + 2 * Up(ds) + 16;
+        int total = Up(vt) + Up(dp) + Up(ds) + 16;
         if (_scratch512 == null || _scratch512.Length < total)
             _scratch512 = GC.AllocateUninitializedArray<float>(total, pinned: true);
         float* at = (float*)(((nint)Unsafe.AsPointer(ref _scratch512[0]) + 63) & ~(nint)63);
         float* Next(int len) { float* r = at; at += Up(len); return r; }
-        return new Backward512Scratch(Next(vt), Next(dp), Next(ds), Next(ds));
+        return new Backward512Scratch(Next(vt), Next(dp), Next(ds));
     }
 
     private static Head512Scratch Scratch512(int k, int s, int p, int vTail)
