@@ -36,6 +36,8 @@ internal static class AttentionBench
             var probs = new float[B * H * N * N];
             var o = new float[B * N * C];
             var d = new float[B * N * 3 * C];
+            // Real probabilities for the backward cases, also when --only leaves out every forward.
+            AttentionKernel.Forward(qkv.Span, B, N, H, D, scale, probs, o);
             var cases = new (string, Action)[]
             {
                 ("fused fwd", () => AttentionKernel.Forward(qkv.Span, B, N, H, D, scale, probs, o)),
