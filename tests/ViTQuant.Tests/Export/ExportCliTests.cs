@@ -64,9 +64,15 @@ public class ExportCliTests
         var r = Run("export", "--model", q, "--out", uu, "--json");
         AssertSuccess(r);
         Assert.Equal("u8u8", JsonDocument.Parse(r.Stdout).RootElement.GetProperty("int8_layout").GetString());
+        Assert.Equal(OnnxEngine.HasVnni, r.Stderr.Contains("--int8-layout u8s8 runs")); // the hint, on VNNI CPUs only
         r = Run("export", "--model", q, "--out", us, "--int8-layout", "u8s8", "--json");
         AssertSuccess(r);
         Assert.Equal("u8s8", JsonDocument.Parse(r.Stdout).RootElement.GetProperty("int8_layout").GetString());
+        Assert.DoesNotContain("--int8-layout u8s8 runs", r.Stderr);
+        Assert.NotNull(ViTQuant.Cli.ExportCommand.LayoutHint(quantized: true, Int8Layout.U8U8, vnni: true));
+        Assert.Null(ViTQuant.Cli.ExportCommand.LayoutHint(quantized: true, Int8Layout.U8U8, vnni: false));
+        Assert.Null(ViTQuant.Cli.ExportCommand.LayoutHint(quantized: false, Int8Layout.U8U8, vnni: true));
+        Assert.Null(ViTQuant.Cli.ExportCommand.LayoutHint(quantized: true, Int8Layout.U8S8, vnni: true));
         AssertUserError(Run("export", "--model", q, "--out", dir.File("x.onnx"), "--int8-layout", "s8s8"), "s8s8", "u8u8");
         var e = Run("eval", "--engine", "onnx", "--model", us, "--limit", "8");
         AssertSuccess(e);
