@@ -95,7 +95,8 @@ internal static unsafe partial class AttentionKernel
     public static void Probabilities(ReadOnlySpan<float> q, ReadOnlySpan<float> k, int batch, int tokens, int heads, int headDim,
         float scale, Span<float> probs)
     {
-        CheckSplit(batch, tokens, heads, headDim, q.Length, "q", k.Length, "k", probs.Length, "probs", (long)tokens * tokens);
+        long nd = (long)tokens * headDim, nn = (long)tokens * tokens;
+        CheckSplit(batch, tokens, heads, headDim, (q.Length, "q", nd), (k.Length, "k", nd), (probs.Length, "probs", nn));
         bool wide = UsesAvx512; // read on the calling thread: ForceKernel / ForceNarrow scopes are per flow
         fixed (float* pq = q, pk = k, pp = probs)
         {
@@ -128,8 +129,8 @@ internal static unsafe partial class AttentionKernel
     public static void ProbsTimesV(ReadOnlySpan<float> probs, ReadOnlySpan<float> v, int batch, int tokens, int heads, int headDim,
         Span<float> output)
     {
-        CheckSplit(batch, tokens, heads, headDim, probs.Length, "probs", v.Length, "v", output.Length, "output", (long)headDim * tokens,
-            firstPerHead: (long)tokens * tokens, secondPerHead: (long)tokens * headDim);
+        long nd = (long)tokens * headDim, nn = (long)tokens * tokens;
+        CheckSplit(batch, tokens, heads, headDim, (probs.Length, "probs", nn), (v.Length, "v", nd), (output.Length, "output", nd));
         bool wide = UsesAvx512 && tokens <= ManagedGemm.KC512;
         fixed (float* pp = probs, pv = v, po = output)
         {
@@ -146,15 +147,14 @@ internal static unsafe partial class AttentionKernel
         }
     }
 
-    private static void CheckSplit(int batch, int tokens, int heads, int headDim, int firstLen, string firstName, int secondLen,
-        string secondName, int outLen, string outName, long outPerHead, long firstPerHead = -1, long secondPerHead = -1)
+    // Sizes positive, and each buffer at least B·H times its per-head size.
+    private static void CheckSplit(int batch, int tokens, int heads, int headDim, params (int Length, string Name, long PerHead)[] buffers)
     {
         if (batch < 1 || tokens < 1 || heads < 1 || headDim < 1)
             throw new ArgumentException($"attention sizes must be positive, got B={batch} N={tokens} H={heads} D={headDim}");
-        long heads2 = (long)batch * heads, qk = (long)tokens * headDim;
-        foreach (var (len, name, per) in new[] { ((long)firstLen, firstName, firstPerHead < 0 ? qk : firstPerHead),
-            ((long)secondLen, secondName, secondPerHead < 0 ? qk : secondPerHead), ((long)outLen, outName, outPerHead) })
-            if (len < heads2 * per) throw new ArgumentException($"attention: {name} has {len} elements, B={batch} H={heads} N={tokens} D={headDim} needs {heads2 * per}");
+        long count = (long)batch * heads;
+        foreach (var (len, name, per) in buffers)
+            if (len < count * per) throw new ArgumentException($"attention: {name} has {len} elements, B={batch} H={heads} N={tokens} D={headDim} needs {count * per}");
     }
 
     /// <summary>

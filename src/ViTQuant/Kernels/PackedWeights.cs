@@ -30,7 +30,7 @@ internal sealed unsafe class PackedWeight
     public float* Panels { get; }
 
     /// <summary>Packs W for <paramref name="kernel"/> (Avx512 or Avx2; ArgumentException for another).</summary>
-    public PackedWeight(ReadOnlySpan<float> w, int n, int k, GemmKernel kernel = GemmKernel.Avx512)
+    public PackedWeight(ReadOnlySpan<float> w, int n, int k, GemmKernel kernel)
     {
         if (kernel == GemmKernel.Portable) throw new ArgumentException("weights are prepacked for the AVX-512 or AVX2 kernel only", nameof(kernel));
         Kernel = kernel;

@@ -411,5 +411,12 @@ public class AttentionTests
         Assert.Throws<ArgumentException>(() => AttentionKernel.Forward(new float[72], 2, 3, 2, 2, 1f, new float[5], new float[24]));
         Assert.Throws<ArgumentException>(() => AttentionKernel.Backward(new float[72], p, new float[24], 2, 3, 2, 2, 1f, new float[24]));
         Assert.Throws<ArgumentException>(() => AttentionKernel.Forward(new float[72], 0, 3, 2, 2, 1f, p, new float[24]));
+        // The split-head kernels: q, k, v [2, 2, 3, 2] are 24 floats, probs 36, the merged output 24.
+        AttentionKernel.Probabilities(new float[24], new float[24], 2, 3, 2, 2, 1f, new float[36]);
+        Assert.Throws<ArgumentException>(() => AttentionKernel.Probabilities(new float[24], new float[23], 2, 3, 2, 2, 1f, new float[36]));
+        Assert.Throws<ArgumentException>(() => AttentionKernel.Probabilities(new float[24], new float[24], 2, 3, 2, 2, 1f, new float[35]));
+        AttentionKernel.ProbsTimesV(new float[36], new float[24], 2, 3, 2, 2, new float[24]);
+        Assert.Throws<ArgumentException>(() => AttentionKernel.ProbsTimesV(new float[36], new float[24], 2, 3, 2, 2, new float[23]));
+        Assert.Throws<ArgumentException>(() => AttentionKernel.ProbsTimesV(new float[36], new float[24], 2, 0, 2, 2, new float[24]));
     }
 }
