@@ -3,6 +3,8 @@
 //       quick GFLOP/s table for every backend and shape (validated first, then timed)
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- gemm-pair [--reps R]
 //       one GEMM on one thread, split over two, and two independent one-thread GEMMs at once (whose loss is it)
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- gemm-ab [--threads T] [--reps R] [--shape MxNxK[tn][tn]]...
+//       the managed GEMM's switches (A in place or packed, B shared or per worker) toggled call by call on products
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- profile [--arch A] [--batch B] [--threads T]
 //       per-op forward/backward time of the forward, training step and input gradient
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- ab [--arch A] [--batch B] [--threads T] [--rounds R]
@@ -23,6 +25,8 @@ using ViTQuant.Kernels;
 
 if (args.Length > 0 && args[0] == "gemm-pair")
     return GemmPair.Run(args[1..]);
+if (args.Length > 0 && args[0] == "gemm-ab")
+    return GemmAb.Run(args[1..]);
 if (args.Length > 0 && args[0] == "engine-ab")
     return EngineAb.Run(args[1..]);
 if (args.Length > 0 && args[0] == "handoff")

@@ -283,7 +283,7 @@ internal static unsafe partial class ManagedGemm
         {
             var (pc, kc) = KBlock(k, kb, kBlocks);
             float* direct = PackA(transA, a, lda, i0, pc, mc, kc, ap, kernel);
-            Tiles(kc, mc, n, ap, direct, lda, b + kb * blockFloats, cRows, ldc, alpha,
+            Tiles(kc, mc, n, ap, direct, transA, lda, b + kb * blockFloats, cRows, ldc, alpha,
                 kb == 0 && bias == null ? beta : 1f, kb == 0 ? bias : null, tile, kernel);
         }
     }
@@ -347,28 +347,36 @@ internal static unsafe partial class ManagedGemm
     /// </summary>
     internal static bool DirectA = true;
 
-    // Packs op(A)[ic .., pc ..] (mc × kc) for the kernel, or as little of it as needed. With the AVX-512 kernel
-    // and A not transposed, full 12-row panels are read in place (Kernel512Direct broadcasts from A's rows, as
-    // MLAS does): that saves a copy of all of A per call (timed on DeiT-Tiny's shapes after flushing the caches,
-    // one thread: 0.23 ms for a 1576×192 A, 0.48 ms for fc2's 1576×768, against ~2.2 and ~8.5 ms of product).
-    // Only a partial last panel is packed, at ap. Returns A's address at (ic, pc) in that case, else null.
+    // Packs op(A)[ic .., pc ..] (mc × kc) for the kernel, or as little of it as needed. With the AVX-512 kernel,
+    // full 12-row panels are read in place: A not transposed, Kernel512Direct broadcasts from A's rows, as MLAS
+    // does; A transposed (a weight gradient gᵀ·x), a panel's 12 values at each k are 12 adjacent floats of one
+    // row of A's storage, so Kernel512 walks that storage with a k step of lda. That saves a copy of all of A per
+    // call (timed on DeiT-Tiny's shapes after flushing the caches, one thread: 0.23 ms for a 1576×192 A, 0.48 ms
+    // for fc2's 1576×768, against ~2.2 and ~8.5 ms of product). Only a partial last panel is packed, at ap.
+    // Returns A's storage address at (ic, pc) in that case, else null.
     private static float* PackA(bool transA, float* a, nint lda, int ic, int pc, int mc, int kc, float* ap, GemmKernel kernel)
     {
-        if (kernel == GemmKernel.Avx512 && !transA && DirectA)
+        if (kernel == GemmKernel.Avx512 && DirectA && (!transA || lda <= DirectTransposedMaxLd))
         {
             int full = mc / MR512 * MR512;
-            if (full < mc) GemmPacking.PackA(false, a, lda, ic + full, pc, mc - full, kc, ap, MR512);
-            return a + (nint)ic * lda + pc;
+            if (full < mc) GemmPacking.PackA(transA, a, lda, ic + full, pc, mc - full, kc, ap, MR512);
+            return transA ? a + (nint)pc * lda + ic : a + (nint)ic * lda + pc;
         }
         GemmPacking.PackA(transA, a, lda, ic, pc, mc, kc, ap, kernel == GemmKernel.Avx512 ? MR512 : MR);
         return null;
     }
 
+    // A transposed A is read in place only while its rows are at most 2 KB apart: a panel then walks a few hundred
+    // KB, and the stride stays within the L1 stride prefetcher's reach. One thread, thread CPU time, fastest of 40
+    // calls, in place against packed (Xeon, AVX-512; `bench gemm-ab --threads 1`): row stride 256 floats +5 %,
+    // 384 +7 %, 512 +2 %, 768 −2 %, 3072 −21 % (each k step then lands on a new page).
+    private const int DirectTransposedMaxLd = 512;
+
     // C[0..mc, 0..nc] (row stride ldc) = alpha·Ap·Bp + beta·C for one A block (mc rows: packed at ap, or full
-    // panels read in place at direct with row stride lda and only a partial last panel at ap, see PackA) and one
-    // packed B block (nc columns), tile by tile: B micro-panels outer (each stays in L1), A panels inner. bias
-    // (null: none) fills each tile just before the product lands on it with beta = 1 (the caller passes beta = 1).
-    private static void Tiles(int kc, int mc, int nc, float* ap, float* direct, nint lda, float* bp, float* c, nint ldc,
+    // panels read in place at direct with only a partial last panel at ap, see PackA) and one packed B block (nc
+    // columns), tile by tile: B micro-panels outer (each stays in L1), A panels inner. bias (null: none) fills each
+    // tile just before the product lands on it with beta = 1 (the caller passes beta = 1).
+    private static void Tiles(int kc, int mc, int nc, float* ap, float* direct, bool transA, nint lda, float* bp, float* c, nint ldc,
         float alpha, float beta, float* bias, float* tile, GemmKernel kernel)
     {
         bool wide = kernel == GemmKernel.Avx512;
@@ -386,21 +394,18 @@ internal static unsafe partial class ManagedGemm
                 // A full AVX-512 tile adds the bias in its store (StoreTile512, the same bits); others fill C first.
                 bool biasInKernel = bias != null && wide && mr == tr && nr == tc;
                 if (bias != null && !biasInKernel) FillRows(cTile, ldc, mr, nr, bias + jr);
-                if (biasInKernel && inPlace)
-                    Kernel512Direct(kc, direct + ir * lda, lda, bPanel, NR512, cTile, ldc, alpha, beta, bias + jr);
-                else if (biasInKernel)
-                    Kernel512(kc, aPanel, bPanel, cTile, ldc, alpha, beta, bias + jr);
-                else if (inPlace && nr == tc)
-                    Kernel512Direct(kc, direct + ir * lda, lda, bPanel, NR512, cTile, ldc, alpha, beta);
-                else if (mr == tr && nr == tc)
-                    Kernel(kernel, kc, aPanel, bPanel, cTile, ldc, alpha, beta);
-                else
-                {
-                    if (inPlace) Kernel512Direct(kc, direct + ir * lda, lda, bPanel, NR512, tile, tc, 1f, 0f);
-                    else Kernel(kernel, kc, aPanel, bPanel, tile, tc, 1f, 0f);
-                    if (wide) MergeEdge512(tile, mr, nr, cTile, ldc, alpha, beta);
-                    else MergeEdge(tile, tc, mr, nr, cTile, ldc, alpha, beta);
-                }
+                bool full = mr == tr && nr == tc;
+                float* target = full ? cTile : tile;
+                nint ldt = full ? ldc : tc;
+                float at = full ? alpha : 1f, bt = full ? beta : 0f;
+                float* bs = biasInKernel ? bias + jr : null;
+                if (inPlace && transA) Kernel512(kc, direct + ir, bPanel, target, ldt, at, bt, bs, aStep: lda);
+                else if (inPlace) Kernel512Direct(kc, direct + ir * lda, lda, bPanel, NR512, target, ldt, at, bt, bs);
+                else if (biasInKernel) Kernel512(kc, aPanel, bPanel, target, ldt, at, bt, bs);
+                else Kernel(kernel, kc, aPanel, bPanel, target, ldt, at, bt);
+                if (full) continue;
+                if (wide) MergeEdge512(tile, mr, nr, cTile, ldc, alpha, beta);
+                else MergeEdge(tile, tc, mr, nr, cTile, ldc, alpha, beta);
             }
         }
     }
@@ -433,7 +438,7 @@ internal static unsafe partial class ManagedGemm
                 {
                     int mc = Math.Min(MC, m - ic);
                     float* direct = PackA(transA, a, lda, ic, pc, mc, kc, ap, kernel);
-                    Tiles(kc, mc, nc, ap, direct, lda, bp, c + ic * ldc + jc, ldc, alpha, betaK, fillBias ? bias + jc : null, tile, kernel);
+                    Tiles(kc, mc, nc, ap, direct, transA, lda, bp, c + ic * ldc + jc, ldc, alpha, betaK, fillBias ? bias + jc : null, tile, kernel);
                 }
             }
         }
