@@ -1,6 +1,6 @@
 // Same-process A/B of the managed GEMM's run-time switches on single products: A read in place or packed
 // (ManagedGemm.DirectA) and B packed once and shared or packed per worker (ManagedGemm.SharedB), visited call by
-// call in turn so that load from other processes falls on every variant alike. The fastest call of each counts,
+// call in turn so that load from other processes falls on every variant alike. The fastest and the median call of each,
 // timed by the thread's CPU clock with one thread (the hypervisor's steals drop out), else by the wall clock.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- gemm-ab [--threads T] [--reps R] [--shape MxNxK[t|n][t|n]]...
 // A shape's suffix says whether A and B are transposed (default: the weight and input gradients of vit_fmnist
@@ -52,7 +52,7 @@ internal static class GemmAb
         bool cpu = Parallelism.Threads == 1;
         Func<double> clock = cpu ? ThreadCpu : () => Stopwatch.GetTimestamp() / (double)Stopwatch.Frequency;
         Console.WriteLine($"{ManagedGemm.Describe()}, {Parallelism.Threads} threads; GFLOP/s by {(cpu ? "thread CPU time" : "wall clock")}, "
-            + $"fastest of {reps} calls per variant, variants in turn");
+            + $"fastest / median of {reps} calls per variant, variants in turn");
         Console.WriteLine($"{"shape",-24}" + string.Concat(variants.Select(v => $"{v.Name,24}")));
         try
         {
@@ -62,17 +62,21 @@ internal static class GemmAb
                 float[] Rand(int len) => Enumerable.Range(0, len).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
                 float[] a = Rand(m * k), b = Rand(n * k), c = new float[m * n];
                 int lda = ta ? m : k, ldb = tb ? k : n;
-                var best = variants.Select(_ => double.MaxValue).ToArray();
+                var times = variants.Select(_ => new List<double>()).ToArray();
                 for (int r = 0; r < reps + 2; r++)
                     for (int v = 0; v < variants.Length; v++)
                     {
                         (ManagedGemm.DirectA, ManagedGemm.SharedB) = (variants[v].DirectA, variants[v].SharedB);
                         double t0 = clock();
                         Gemm.Sgemm(ta, tb, m, n, k, 1f, a, lda, b, ldb, 0f, c, n);
-                        if (r >= 2) best[v] = Math.Min(best[v], clock() - t0);
+                        if (r >= 2) times[v].Add(clock() - t0);
                     }
                 double gflop = 2.0 * m * n * k / 1e9;
-                Console.WriteLine($"{$"{m}x{n}x{k} {(ta ? "Aᵀ" : "A")}{(tb ? "Bᵀ" : "B")}",-24}" + string.Concat(best.Select(s => $"{gflop / s,24:F1}")));
+                Console.WriteLine($"{$"{m}x{n}x{k} {(ta ? "Aᵀ" : "A")}{(tb ? "Bᵀ" : "B")}",-24}" + string.Concat(times.Select(t =>
+                {
+                    t.Sort();
+                    return $"{$"{gflop / t[0]:F1} / {gflop / t[t.Count / 2]:F1}",24}";
+                })));
             }
         }
         finally { (ManagedGemm.DirectA, ManagedGemm.SharedB) = saved; }

@@ -221,8 +221,14 @@ internal static unsafe partial class ManagedGemm
     /// <summary>False: every parallel call splits C into one range per worker (kept for same-process A/B benchmarks).</summary>
     internal static bool SharedB = true;
 
-    // Packed B larger than this (floats) is not worth one shared copy: the per-worker split packs it in NC blocks.
-    private const long SharedBMaxFloats = 1L << 22;
+    // Packed B larger than this (floats, 1 MB) is not worth one shared copy. Each chunk streams all of the shared B, and
+    // once it no longer stays in each core's L2 between chunks, half of every pass comes from the other core's cache;
+    // the per-worker split keeps one packed B block (KC × NC) in its own L2 for all its rows. Two threads, fastest /
+    // median of 40 calls, shared B against per worker (Xeon, AVX-512; `bench gemm-ab`): DeiT-Tiny's qkv and fc1 weight
+    // gradients (B 1576×192) 238–262 / 224–241 against 275–287 / 210–269 GFLOP/s, a 512×128×3200 one (B 3200×128) 211–222 /
+    // 197–210 against 252–259 / 193–245, ViT-B's fc1 and fc2 (B 768×3072) 243–264 / 199–251 against 275–290 / 191–285.
+    // Forward products of DeiT-Tiny and vit_fmnist (B ≤ 768×192) stay shared: their medians are better there.
+    private const long SharedBMaxFloats = 1L << 18;
 
     // The shared-B split. Why: with one fixed range per worker, a worker that starts late or runs on a core
     // another process holds stretches the whole call (measured: the median DeiT-Tiny fc1 call 1.5× its fastest),
@@ -366,11 +372,12 @@ internal static unsafe partial class ManagedGemm
         return null;
     }
 
-    // A transposed A is read in place only while its rows are at most 2 KB apart: a panel then walks a few hundred
-    // KB, and the stride stays within the L1 stride prefetcher's reach. One thread, thread CPU time, fastest of 40
-    // calls, in place against packed (Xeon, AVX-512; `bench gemm-ab --threads 1`): row stride 256 floats +5 %,
-    // 384 +7 %, 512 +2 %, 768 −2 %, 3072 −21 % (each k step then lands on a new page).
-    private const int DirectTransposedMaxLd = 512;
+    // A transposed A is read in place only while its rows are at most 1.5 KB apart: a panel then walks a few hundred
+    // KB, and the stride stays within the L1 stride prefetcher's reach (2 KB on Intel). In place against packed
+    // (Xeon, AVX-512; `bench gemm-ab`), one thread by thread CPU time, fastest of 40 calls: row stride 256 floats
+    // +5 %, 384 +7 %, 512 +2 %, 768 −2 %, 3072 −21 % (each k step then lands on a new page); at 512 on two threads
+    // −4 to −10 % (fastest of 40, three runs).
+    private const int DirectTransposedMaxLd = 384;
 
     // C[0..mc, 0..nc] (row stride ldc) = alpha·Ap·Bp + beta·C for one A block (mc rows: packed at ap, or full
     // panels read in place at direct with only a partial last panel at ap, see PackA) and one packed B block (nc
