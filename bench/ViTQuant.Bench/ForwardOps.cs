@@ -150,6 +150,16 @@ internal static class MicroOps
         Console.WriteLine($"softmax {N}x{N}: {sm * 1e3:F1} us ({sm / (N * N) * 1e6:F3} ns/elem)");
         double cp = Time(() => xb.AsSpan().CopyTo(yb), 5);
         Console.WriteLine($"copy {big} floats: {cp:F3} ms ({big * 8.0 / cp / 1e6:F1} GB/s)");
+        // The bias gradient of vit_fmnist's linear layers (column sums of dY over batch × tokens rows) next to the
+        // weight gradient's GEMM it follows, on the same dY.
+        foreach (int outF in new[] { 384, 128, 256 })
+        {
+            const int Rows = 3200, InF = 128;
+            var dy = Rand(Rows * outF); var x = Rand(Rows * InF); var db = new float[outF]; var dw = new float[outF * InF];
+            double bias = Time(() => DenseCore.Backward(dy, x, default, Rows, InF, outF, default, default, db), 10);
+            double weight = Time(() => DenseCore.Backward(dy, x, default, Rows, InF, outF, default, dw, default, dwFresh: true), 10);
+            Console.WriteLine($"linear backward {Rows}x{InF}->{outF}, {Parallelism.Threads} threads: bias gradient {bias:F3} ms, weight gradient {weight:F3} ms");
+        }
         return 0;
     }
 }
