@@ -75,7 +75,7 @@ internal static unsafe partial class AttentionKernel
                     System.Numerics.Tensors.TensorPrimitives.Multiply(row, scale, row);
                 }
             float* p = probs != null ? probs + (nint)i0 * n : s.P;
-            for (int r = 0; r < mr; r++) SoftmaxKernel.SoftmaxRow512(s.S + r * np, p + r * n, n);
+            SoftmaxKernel.SoftmaxRows512(s.S, np, p, n, mr, n);
             if (o != null) PvRows512(p, mr, n, v, ld, d, o + i0 * ldo, ldo, s.VTail, s.OTail);
         }
     }

@@ -11,7 +11,8 @@
 // rows are split across Parallelism.ForChunks when the buffer is large. Reference* twins are scalar
 // loops in double. Backward kernels ACCUMULATE into dx so autograd can pass gradient buffers directly.
 // On AVX-512 CPUs the softmax forward rows (the attention's) run 16 lanes wide with masked tails
-// (SoftmaxRow512, RowSimd.ExpNonPositive512: the same exp on Vector512); tests cover both widths.
+// (SoftmaxRow512, RowSimd.ExpNonPositive512: the same exp on Vector512), four rows at a time phase by phase
+// (SoftmaxRows512: the same bits); tests cover both widths.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -48,7 +49,7 @@ internal static unsafe class SoftmaxKernel
             bool wide = !log && RowSimd.Wide; // read on the calling thread: ForceNarrow is thread-local
             RowSimd.ForRows(rows, cols, (r0, r1) =>
             {
-                if (wide) for (int r = r0; r < r1; r++) SoftmaxRow512(s + (long)r * cols, d + (long)r * cols, cols);
+                if (wide) SoftmaxRows512(s + (long)r0 * cols, cols, d + (long)r0 * cols, cols, r1 - r0, cols);
                 else for (int r = r0; r < r1; r++) SoftmaxRow(s + (long)r * cols, d + (long)r * cols, cols, log);
             });
         }
@@ -111,17 +112,62 @@ internal static unsafe class SoftmaxKernel
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    // One row of the 16-lane softmax (SoftmaxRows512 runs it on the rows past the last group of four).
     internal static void SoftmaxRow512(float* x, float* y, int n)
     {
         if (n == 0) return;
-        int full = n & ~15, tail = n - full;
+        var mask = RowSimd.TailMask512(n & 15);
+        ScaleRow512(y, n, mask, ExpRow512(x, y, n, mask, RowMax512(x, n, mask)));
+    }
+
+    /// <summary>
+    /// SoftmaxRow512 on <paramref name="rows"/> rows (x's ldx floats apart, y's ldy apart; x and y may alias row for
+    /// row), four at a time phase by phase: the four maxima, then the four exp-and-sum passes, then the four scalings.
+    /// Each row gets the same operations in the same order as SoftmaxRow512, so the same bits. Why: a short row (an
+    /// attention row of 50 tokens is four vectors) is one chain of dependent reductions (max across lanes, the exp's
+    /// sum across lanes, a division) with little work beside it; four rows give the core four chains to overlap.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void SoftmaxRows512(float* x, nint ldx, float* y, nint ldy, int rows, int n)
+    {
+        if (n == 0) return;
+        var mask = RowSimd.TailMask512(n & 15);
+        int r = 0;
+        for (; r + 4 <= rows; r += 4, x += 4 * ldx, y += 4 * ldy)
+        {
+            var m0 = RowMax512(x, n, mask);
+            var m1 = RowMax512(x + ldx, n, mask);
+            var m2 = RowMax512(x + 2 * ldx, n, mask);
+            var m3 = RowMax512(x + 3 * ldx, n, mask);
+            var i0 = ExpRow512(x, y, n, mask, m0);
+            var i1 = ExpRow512(x + ldx, y + ldy, n, mask, m1);
+            var i2 = ExpRow512(x + 2 * ldx, y + 2 * ldy, n, mask, m2);
+            var i3 = ExpRow512(x + 3 * ldx, y + 3 * ldy, n, mask, m3);
+            ScaleRow512(y, n, mask, i0);
+            ScaleRow512(y + ldy, n, mask, i1);
+            ScaleRow512(y + 2 * ldy, n, mask, i2);
+            ScaleRow512(y + 3 * ldy, n, mask, i3);
+        }
+        for (; r < rows; r++, x += ldx, y += ldy) SoftmaxRow512(x, y, n);
+    }
+
+    // The row's maximum in every lane (mask: the tail's n mod 16 lanes; padding −∞).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> RowMax512(float* x, int n, Vector512<float> mask)
+    {
+        int full = n & ~15;
         var ninf = Vector512.Create(float.NegativeInfinity);
-        var mask = RowSimd.TailMask512(tail);
         var vmax = ninf;
         for (int i = 0; i < full; i += 16) vmax = Vector512.Max(vmax, Vector512.Load(x + i));
-        if (tail > 0) vmax = Vector512.Max(vmax, Avx512F.MaskLoad(x + full, mask, ninf));
-        var vm = Vector512.Create(RowSimd.HorizontalMax(Vector256.Max(vmax.GetLower(), vmax.GetUpper())));
+        if (full < n) vmax = Vector512.Max(vmax, Avx512F.MaskLoad(x + full, mask, ninf));
+        return Vector512.Create(RowSimd.HorizontalMax(Vector256.Max(vmax.GetLower(), vmax.GetUpper())));
+    }
+
+    // y = exp(x − max), the tail lanes stored masked; returns 1 / Σ y in every lane.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> ExpRow512(float* x, float* y, int n, Vector512<float> mask, Vector512<float> vm)
+    {
+        int full = n & ~15;
         var vsum = Vector512<float>.Zero;
         for (int i = 0; i < full; i += 16)
         {
@@ -129,15 +175,22 @@ internal static unsafe class SoftmaxKernel
             e.Store(y + i);
             vsum += e;
         }
-        Vector512<float> et = default;
-        if (tail > 0)
+        if (full < n)
         {
-            et = RowSimd.ExpNonPositive512(Avx512F.MaskLoad(x + full, mask, ninf) - vm);
+            var et = RowSimd.ExpNonPositive512(Avx512F.MaskLoad(x + full, mask, Vector512.Create(float.NegativeInfinity)) - vm);
             vsum += et;
+            Avx512F.MaskStore(y + full, mask, et);
         }
-        var inv = Vector512.Create(1f / Vector512.Sum(vsum));
+        return Vector512.Create(1f / Vector512.Sum(vsum));
+    }
+
+    // y *= inv over the row (the tail masked).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScaleRow512(float* y, int n, Vector512<float> mask, Vector512<float> inv)
+    {
+        int full = n & ~15;
         for (int i = 0; i < full; i += 16) (Vector512.Load(y + i) * inv).Store(y + i);
-        if (tail > 0) Avx512F.MaskStore(y + full, mask, et * inv);
+        if (full < n) Avx512F.MaskStore(y + full, mask, Avx512F.MaskLoad(y + full, mask, Vector512<float>.Zero) * inv);
     }
 
     private static void SoftmaxBackwardRow(float* y, float* dy, float* dx, int n)
