@@ -9,7 +9,8 @@
 //
 // Fast kernels: the row stays in cache, so statistics use two vector passes (mean, then centred sum
 // of squares — no E[x²]−E[x]² cancellation) and one fused normalise+affine pass. The backward fuses
-// Σg, Σg·x̂ and the dγ/dβ contributions into one pass and dx into a second. Rows are split across
+// Σg, Σg·x̂ and the dγ/dβ contributions into one pass and dx into a second. The forward takes four rows at a time,
+// phase by phase (ForwardRows: the same bits as one row at a time). Rows are split across
 // threads; dγ/dβ are accumulated per chunk and summed in chunk order, so a given thread count always
 // gives the same bits. An empty gamma/beta span means "no affine" (γ = 1, β = 0).
 // The forward row loops are jitted fully optimised from the first call (AggressiveOptimization on the chunk
@@ -45,10 +46,7 @@ internal static unsafe class LayerNormKernel
         {
             float* xx = px, gg = pg, bb = pb, yy = py, mm = pm, rr = pr;
             RowSimd.ForRows(rows, cols, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (r0, r1) =>
-            {
-                for (int r = r0; r < r1; r++)
-                    ForwardRow(xx + (long)r * cols, hasG ? gg : null, hasB ? bb : null, yy + (long)r * cols, out mm[r], out rr[r], cols, eps);
-            });
+                ForwardRows(xx + (long)r0 * cols, hasG ? gg : null, hasB ? bb : null, yy + (long)r0 * cols, mm + r0, rr + r0, r1 - r0, cols, eps));
         }
     }
 
@@ -70,11 +68,12 @@ internal static unsafe class LayerNormKernel
             float* xx = px, yy = py, gg = pg, bb = pb, ss = ps, ll = pl;
             RowSimd.ForRows(rows, cols, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (r0, r1) =>
             {
-                for (int r = r0; r < r1; r++)
+                // Four rows' sums, then their norms four at a time (ForwardRows), while the rows are in L1.
+                for (int q0 = r0; q0 < r1; q0 += 4)
                 {
-                    long o = (long)r * cols;
-                    AddRow(xx + o, yy + o, ss + o, cols);
-                    ForwardRow(ss + o, hasG ? gg : null, hasB ? bb : null, ll + o, out _, out _, cols, eps);
+                    int q1 = Math.Min(r1, q0 + 4);
+                    for (int r = q0; r < q1; r++) AddRow(xx + (long)r * cols, yy + (long)r * cols, ss + (long)r * cols, cols);
+                    ForwardRows(ss + (long)q0 * cols, hasG ? gg : null, hasB ? bb : null, ll + (long)q0 * cols, null, null, q1 - q0, cols, eps);
                 }
             });
         }
@@ -142,19 +141,70 @@ internal static unsafe class LayerNormKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ForwardRow(float* x, float* g, float* b, float* y, out float mean, out float rstd, int n, float eps)
     {
+        mean = RowMean(x, n);
+        rstd = RowRstd(x, n, mean, eps);
+        RowAffine(x, g, b, y, n, mean, rstd);
+    }
+
+    // ForwardRow on `rows` rows `n` apart (mean, rstd: per row, or null), four at a time phase by phase: the four
+    // means, the four variances, the four normalisations. Each row gets ForwardRow's operations in its order, so the
+    // same bits. Why: a row of a ViT's width is two chains of dependent vector adds (its sum, its centred sum of
+    // squares: 16 each at width 128) and two sums across lanes, with little work beside them; four rows give the
+    // core four chains to overlap.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ForwardRows(float* x, float* g, float* b, float* y, float* mean, float* rstd, int rows, int n, float eps)
+    {
+        int r = 0;
+        for (; r + 4 <= rows; r += 4)
+        {
+            float* x0 = x + (long)r * n, x1 = x0 + n, x2 = x1 + n, x3 = x2 + n;
+            float* y0 = y + (long)r * n;
+            float m0 = RowMean(x0, n), m1 = RowMean(x1, n), m2 = RowMean(x2, n), m3 = RowMean(x3, n);
+            float s0 = RowRstd(x0, n, m0, eps), s1 = RowRstd(x1, n, m1, eps), s2 = RowRstd(x2, n, m2, eps), s3 = RowRstd(x3, n, m3, eps);
+            RowAffine(x0, g, b, y0, n, m0, s0);
+            RowAffine(x1, g, b, y0 + n, n, m1, s1);
+            RowAffine(x2, g, b, y0 + 2 * n, n, m2, s2);
+            RowAffine(x3, g, b, y0 + 3 * n, n, m3, s3);
+            if (mean != null) { mean[r] = m0; mean[r + 1] = m1; mean[r + 2] = m2; mean[r + 3] = m3; }
+            if (rstd != null) { rstd[r] = s0; rstd[r + 1] = s1; rstd[r + 2] = s2; rstd[r + 3] = s3; }
+        }
+        for (; r < rows; r++)
+        {
+            ForwardRow(x + (long)r * n, g, b, y + (long)r * n, out float m, out float rs, n, eps);
+            if (mean != null) mean[r] = m;
+            if (rstd != null) rstd[r] = rs;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float RowMean(float* x, int n)
+    {
         int full = n & ~7, tail = n - full;
         var vs = Vector256<float>.Zero;
         for (int i = 0; i < full; i += 8) vs += Vector256.Load(x + i);
         if (tail > 0) vs += RowSimd.LoadTail(x + full, tail, 0f);
-        float mu = Vector256.Sum(vs) / n;
-        var vmu = Vector256.Create(mu);
+        return Vector256.Sum(vs) / n;
+    }
 
+    // 1/√(σ² + eps) with σ² the centred mean of squares (no E[x²]−E[x]² cancellation).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float RowRstd(float* x, int n, float mu, float eps)
+    {
+        int full = n & ~7, tail = n - full;
+        var vmu = Vector256.Create(mu);
         var vq = Vector256<float>.Zero;
         for (int i = 0; i < full; i += 8) { var d = Vector256.Load(x + i) - vmu; vq = Vector256.FusedMultiplyAdd(d, d, vq); }
         if (tail > 0) { var d = RowSimd.LoadTail(x + full, tail, mu) - vmu; vq = Vector256.FusedMultiplyAdd(d, d, vq); }
-        float rs = 1f / MathF.Sqrt(Vector256.Sum(vq) / n + eps);
-        var vr = Vector256.Create(rs);
+        return 1f / MathF.Sqrt(Vector256.Sum(vq) / n + eps);
+    }
 
+    // y = ((x − μ)·rstd)·γ + β (γ, β null: none).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void RowAffine(float* x, float* g, float* b, float* y, int n, float mu, float rs)
+    {
+        int full = n & ~7, tail = n - full;
+        var vmu = Vector256.Create(mu);
+        var vr = Vector256.Create(rs);
         for (int i = 0; i < full; i += 8)
         {
             var h = (Vector256.Load(x + i) - vmu) * vr;
@@ -169,8 +219,6 @@ internal static unsafe class LayerNormKernel
             if (b != null) h += RowSimd.LoadTail(b + full, tail, 0f);
             RowSimd.StoreTail(h, y + full, tail);
         }
-        mean = mu;
-        rstd = rs;
     }
 
     private static void BackwardRow(float* x, float* gamma, float mean, float rstd, float* dy, float* dx, float* dg, float* db, int n)

@@ -165,6 +165,37 @@ public class FusedKernelTests
         }
     }
 
+    // LayerNormRows normalises rows four at a time phase by phase: bit for bit each row normalised alone (output, mean
+    // and rstd), with and without the affine, for every row count 1..9 (groups of four and a rest) and row widths
+    // around the 8-lane vector and a ViT's.
+    [Fact]
+    public void LayerNormRowGroupsGiveOneRowsBits()
+    {
+        const float eps = 1e-6f;
+        foreach (int cols in new[] { 1, 7, 8, 9, 31, 128, 192 })
+            for (int rows = 1; rows <= 9; rows++)
+                foreach (bool affine in new[] { true, false })
+                {
+                    var x = RandomRows(rows, cols, (ulong)(cols * 16 + rows), 3f, 5f);
+                    var gamma = affine ? RandomRows(1, cols, 31, 1f) : Array.Empty<float>();
+                    var beta = affine ? RandomRows(1, cols, 32, 1f) : Array.Empty<float>();
+                    var y = new float[x.Length];
+                    var mean = new float[rows];
+                    var rstd = new float[rows];
+                    LayerNormKernel.LayerNormRows(x, gamma, beta, y, mean, rstd, rows, cols, eps);
+                    for (int r = 0; r < rows; r++)
+                    {
+                        var y1 = new float[cols];
+                        var m1 = new float[1];
+                        var s1 = new float[1];
+                        LayerNormKernel.LayerNormRows(x.AsSpan(r * cols, cols), gamma, beta, y1, m1, s1, 1, cols, eps);
+                        Assert.Equal(y1, y.AsSpan(r * cols, cols).ToArray());
+                        Assert.Equal(BitConverter.SingleToInt32Bits(m1[0]), BitConverter.SingleToInt32Bits(mean[r]));
+                        Assert.Equal(BitConverter.SingleToInt32Bits(s1[0]), BitConverter.SingleToInt32Bits(rstd[r]));
+                    }
+                }
+    }
+
     // The fused residual add + LayerNorm: bit for bit the add followed by LayerNormRows, and close to its twin.
     [Theory]
     [MemberData(nameof(Sizes))]
