@@ -144,6 +144,10 @@ internal static class MicroOps
         double lb = Time(() => LayerNormKernel.LayerNormRows(lx, g, b, ly, m, rs, rows, cols, 1e-6f), 5);
         double ls = Time(() => LayerNormKernel.LayerNormRows(lx.AsSpan(0, 32 * cols), g, b, ly.AsSpan(0, 32 * cols), m, rs, 32, cols, 1e-6f), 200);
         Console.WriteLine($"layernorm: {lb / (rows * cols) * 1e6:F3} ns/elem on {rows}x{cols}, {ls / (32 * cols) * 1e6:F3} on 32x{cols}");
+        var ldy = Rand(rows * cols); var ldx = new float[rows * cols]; var ldg = new float[cols]; var ldb = new float[cols];
+        double lbb = Time(() => LayerNormKernel.LayerNormRowsBackward(lx, g, m, rs, ldy, ldx, ldg, ldb, rows, cols), 5);
+        double lbs = Time(() => LayerNormKernel.LayerNormRowsBackward(lx.AsSpan(0, 32 * cols), g, m, rs, ldy.AsSpan(0, 32 * cols), ldx.AsSpan(0, 32 * cols), ldg, ldb, 32, cols), 200);
+        Console.WriteLine($"layernorm backward: {lbb / (rows * cols) * 1e6:F3} ns/elem on {rows}x{cols}, {lbs / (32 * cols) * 1e6:F3} on 32x{cols}");
         int N = 197;
         var sx = Rand(N * N); var sy = new float[N * N];
         double sm = Time(() => SoftmaxKernel.SoftmaxRows(sx, sy, N, N), 50);
