@@ -67,7 +67,7 @@ internal static unsafe partial class AttentionKernel
                     System.Numerics.Tensors.TensorPrimitives.Multiply(row, scale, row);
                 }
             float* p = probs != null ? probs + (nint)i0 * n : pScratch;
-            for (int r = 0; r < mr; r++) SoftmaxKernel.SoftmaxRow(sRows + r * np, p + r * n, n, log: false);
+            SoftmaxKernel.SoftmaxRows256(sRows, np, p, n, mr, n);
             float* orow = o + i0 * ldo;
             for (int c0 = 0; c0 < d0; c0 += W) Pv16(n, p, n, mr, vPacked + (nint)c0 * n, W, orow + c0, ldo);
             if (tailWidth > 0)

@@ -12,7 +12,7 @@
 // loops in double. Backward kernels ACCUMULATE into dx so autograd can pass gradient buffers directly.
 // On AVX-512 CPUs the softmax forward rows (the attention's) run 16 lanes wide with masked tails
 // (SoftmaxRow512, RowSimd.ExpNonPositive512: the same exp on Vector512), four rows at a time phase by phase
-// (SoftmaxRows512: the same bits); tests cover both widths.
+// (SoftmaxRows512: the same bits; SoftmaxRows256 does the same on 8 lanes); tests cover both widths.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -50,6 +50,7 @@ internal static unsafe class SoftmaxKernel
             RowSimd.ForRows(rows, cols, (r0, r1) =>
             {
                 if (wide) SoftmaxRows512(s + (long)r0 * cols, cols, d + (long)r0 * cols, cols, r1 - r0, cols);
+                else if (!log) SoftmaxRows256(s + (long)r0 * cols, cols, d + (long)r0 * cols, cols, r1 - r0, cols);
                 else for (int r = r0; r < r1; r++) SoftmaxRow(s + (long)r * cols, d + (long)r * cols, cols, log);
             });
         }
@@ -73,43 +74,80 @@ internal static unsafe class SoftmaxKernel
     internal static void SoftmaxRow(float* x, float* y, int n, bool log)
     {
         if (n == 0) return;
-        int full = n & ~7, tail = n - full;
-        var ninf = Vector256.Create(float.NegativeInfinity);
+        float max = RowMax256(x, n);
+        if (log)
+        {
+            var shift = Vector256.Create(max + MathF.Log(ExpSum256(x, null, n, max)));
+            int full = n & ~7, tail = n - full;
+            for (int i = 0; i < full; i += 8) (Vector256.Load(x + i) - shift).Store(y + i);
+            if (tail > 0) RowSimd.StoreTail(RowSimd.LoadTail(x + full, tail, 0f) - shift, y + full, tail);
+            return;
+        }
+        ScaleRow256(y, n, 1f / ExpSum256(x, y, n, max));
+    }
 
-        var vmax = ninf;
+    /// <summary>
+    /// The softmax (not log) of <paramref name="rows"/> rows on 8 lanes, four at a time phase by phase, as
+    /// <see cref="SoftmaxRows512"/> does on 16: each row SoftmaxRow's operations in its order, so the same bits.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void SoftmaxRows256(float* x, nint ldx, float* y, nint ldy, int rows, int n)
+    {
+        if (n == 0) return;
+        int r = 0;
+        for (; r + 4 <= rows; r += 4, x += 4 * ldx, y += 4 * ldy)
+        {
+            float m0 = RowMax256(x, n), m1 = RowMax256(x + ldx, n), m2 = RowMax256(x + 2 * ldx, n), m3 = RowMax256(x + 3 * ldx, n);
+            float s0 = ExpSum256(x, y, n, m0), s1 = ExpSum256(x + ldx, y + ldy, n, m1);
+            float s2 = ExpSum256(x + 2 * ldx, y + 2 * ldy, n, m2), s3 = ExpSum256(x + 3 * ldx, y + 3 * ldy, n, m3);
+            ScaleRow256(y, n, 1f / s0);
+            ScaleRow256(y + ldy, n, 1f / s1);
+            ScaleRow256(y + 2 * ldy, n, 1f / s2);
+            ScaleRow256(y + 3 * ldy, n, 1f / s3);
+        }
+        for (; r < rows; r++, x += ldx, y += ldy) SoftmaxRow(x, y, n, log: false);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float RowMax256(float* x, int n)
+    {
+        int full = n & ~7, tail = n - full;
+        var vmax = Vector256.Create(float.NegativeInfinity);
         for (int i = 0; i < full; i += 8) vmax = Vector256.Max(vmax, Vector256.Load(x + i));
         if (tail > 0) vmax = Vector256.Max(vmax, RowSimd.LoadTail(x + full, tail, float.NegativeInfinity));
-        float max = RowSimd.HorizontalMax(vmax);
-        var vm = Vector256.Create(max);
+        return RowSimd.HorizontalMax(vmax);
+    }
 
-        // exp(x − m): padded lanes are −∞ and contribute exp(−∞) = 0 to the sum.
+    // Σ exp(x − max) over the row, storing the exps into y unless y is null. Padded lanes are −∞ and add exp(−∞) = 0.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float ExpSum256(float* x, float* y, int n, float max)
+    {
+        int full = n & ~7, tail = n - full;
+        var vm = Vector256.Create(max);
         var vsum = Vector256<float>.Zero;
         for (int i = 0; i < full; i += 8)
         {
             var e = RowSimd.ExpNonPositive(Vector256.Load(x + i) - vm);
-            if (!log) e.Store(y + i);
+            if (y != null) e.Store(y + i);
             vsum += e;
         }
-        Vector256<float> et = default;
         if (tail > 0)
         {
-            et = RowSimd.ExpNonPositive(RowSimd.LoadTail(x + full, tail, float.NegativeInfinity) - vm);
+            var et = RowSimd.ExpNonPositive(RowSimd.LoadTail(x + full, tail, float.NegativeInfinity) - vm);
             vsum += et;
+            if (y != null) RowSimd.StoreTail(et, y + full, tail);
         }
-        float sum = Vector256.Sum(vsum);
+        return Vector256.Sum(vsum);
+    }
 
-        if (log)
-        {
-            var shift = Vector256.Create(max + MathF.Log(sum));
-            for (int i = 0; i < full; i += 8) (Vector256.Load(x + i) - shift).Store(y + i);
-            if (tail > 0) RowSimd.StoreTail(RowSimd.LoadTail(x + full, tail, 0f) - shift, y + full, tail);
-        }
-        else
-        {
-            var inv = Vector256.Create(1f / sum);
-            for (int i = 0; i < full; i += 8) (Vector256.Load(y + i) * inv).Store(y + i);
-            if (tail > 0) RowSimd.StoreTail(et * inv, y + full, tail);
-        }
+    // y *= inv over the row.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScaleRow256(float* y, int n, float inv)
+    {
+        int full = n & ~7, tail = n - full;
+        var vi = Vector256.Create(inv);
+        for (int i = 0; i < full; i += 8) (Vector256.Load(y + i) * vi).Store(y + i);
+        if (tail > 0) RowSimd.StoreTail(RowSimd.LoadTail(y + full, tail, 0f) * vi, y + full, tail);
     }
 
     // One row of the 16-lane softmax (SoftmaxRows512 runs it on the rows past the last group of four).

@@ -57,38 +57,48 @@ public class FusedKernelTests
         finally { RowSimd.ForceNarrow = false; }
     }
 
-    // The 16-lane softmax on several rows (four at a time, phase by phase, then one by one) is the one-row kernel's
-    // bits on every row: each row count 1..9 (groups of four and a rest), row lengths around the 16-lane vector and
-    // the attention's 49, 50 and 197 tokens, rows further apart than they are long (the attention's padded scratch),
-    // and in place. Returns at once on CPUs without AVX-512.
+    // The softmax on several rows (four at a time, phase by phase, then one by one) is the one-row kernel's bits on
+    // every row, on 8 lanes and (on AVX-512 CPUs) on 16: each row count 1..9 (groups of four and a rest), row lengths
+    // around the vectors and the attention's 49, 50 and 197 tokens, rows further apart than they are long (the
+    // attention's padded scratch), and in place.
     [Fact]
     public unsafe void SoftmaxRowGroupsGiveTheOneRowKernelsBits()
     {
-        if (!RowSimd.Wide) return;
-        foreach (int n in new[] { 1, 2, 15, 16, 17, 31, 49, 50, 64, 197 })
-            for (int rows = 1; rows <= 9; rows++)
-            {
-                int ldx = n + 7, ldy = n + 3;
-                var x = RandomRows(rows, ldx, (ulong)(n * 16 + rows), 4f, 2f);
-                var one = new float[rows * ldy];
-                var group = new float[rows * ldy];
-                var inPlace = (float[])x.Clone();
-                fixed (float* px = x, po = one, pg = group, pi = inPlace)
+        foreach (bool wide in RowSimd.Wide ? new[] { false, true } : new[] { false })
+            foreach (int n in new[] { 1, 2, 7, 8, 9, 15, 16, 17, 31, 49, 50, 64, 197 })
+                for (int rows = 1; rows <= 9; rows++)
                 {
-                    for (int r = 0; r < rows; r++) SoftmaxKernel.SoftmaxRow512(px + r * ldx, po + r * ldy, n);
-                    SoftmaxKernel.SoftmaxRows512(px, ldx, pg, ldy, rows, n);
-                    SoftmaxKernel.SoftmaxRows512(pi, ldx, pi, ldx, rows, n);
-                }
-                for (int r = 0; r < rows; r++)
-                    for (int j = 0; j < n; j++)
+                    int ldx = n + 7, ldy = n + 3;
+                    var x = RandomRows(rows, ldx, (ulong)(n * 16 + rows), 4f, 2f);
+                    var one = new float[rows * ldy];
+                    var group = new float[rows * ldy];
+                    var inPlace = (float[])x.Clone();
+                    fixed (float* px = x, po = one, pg = group, pi = inPlace)
                     {
-                        Assert.Equal(BitConverter.SingleToInt32Bits(one[r * ldy + j]), BitConverter.SingleToInt32Bits(group[r * ldy + j]));
-                        Assert.Equal(BitConverter.SingleToInt32Bits(one[r * ldy + j]), BitConverter.SingleToInt32Bits(inPlace[r * ldx + j]));
+                        for (int r = 0; r < rows; r++)
+                            if (wide) SoftmaxKernel.SoftmaxRow512(px + r * ldx, po + r * ldy, n);
+                            else SoftmaxKernel.SoftmaxRow(px + r * ldx, po + r * ldy, n, log: false);
+                        if (wide)
+                        {
+                            SoftmaxKernel.SoftmaxRows512(px, ldx, pg, ldy, rows, n);
+                            SoftmaxKernel.SoftmaxRows512(pi, ldx, pi, ldx, rows, n);
+                        }
+                        else
+                        {
+                            SoftmaxKernel.SoftmaxRows256(px, ldx, pg, ldy, rows, n);
+                            SoftmaxKernel.SoftmaxRows256(pi, ldx, pi, ldx, rows, n);
+                        }
                     }
-                // Nothing past a row's n values is written (the gaps keep their inputs / zeros).
-                for (int r = 0; r < rows; r++)
-                    for (int j = n; j < ldy && r * ldy + j < group.Length; j++) Assert.Equal(0f, group[r * ldy + j]);
-            }
+                    for (int r = 0; r < rows; r++)
+                        for (int j = 0; j < n; j++)
+                        {
+                            Assert.Equal(BitConverter.SingleToInt32Bits(one[r * ldy + j]), BitConverter.SingleToInt32Bits(group[r * ldy + j]));
+                            Assert.Equal(BitConverter.SingleToInt32Bits(one[r * ldy + j]), BitConverter.SingleToInt32Bits(inPlace[r * ldx + j]));
+                        }
+                    // Nothing past a row's n values is written (the gaps keep their zeros).
+                    for (int r = 0; r < rows; r++)
+                        for (int j = n; j < ldy && r * ldy + j < group.Length; j++) Assert.Equal(0f, group[r * ldy + j]);
+                }
     }
 
     private static void SoftmaxWidthMatchesReference(int rows, int cols)
