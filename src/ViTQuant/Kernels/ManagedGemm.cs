@@ -26,7 +26,7 @@
 // Threads: with parallel = true and enough rows, op(B) is packed once into a shared buffer by all
 // workers, then C's rows are cut into chunks of whole tiles (≥ 4 per worker) that workers take one at a
 // time, each packing its own A rows (RunSharedB: a late or slowed worker takes fewer chunks instead of
-// stretching the call). Otherwise (few rows, or a packed B over 16 MB) C is split into Parallelism.Threads
+// stretching the call). Otherwise (few rows, or a packed B over 1 MB) C is split into Parallelism.Threads
 // contiguous row (or column) ranges, multiples of the tile, each worker running the whole blocked nest
 // with its own packing buffers. Small products (< 2M multiply-adds) stay on the calling thread: a hand-off
 // costs more than they do. Either way every element of C is computed by the same operations in the same
