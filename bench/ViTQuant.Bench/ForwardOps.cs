@@ -113,6 +113,7 @@ internal static class MicroOps
 {
     public static int Run(string[] args)
     {
+        if (args.Length == 2 && args[0] == "--threads") Parallelism.Threads = int.Parse(args[1]);
         var rng = new Random(1);
         float[] Rand(int n) { var a = new float[n]; for (int i = 0; i < n; i++) a[i] = (float)(rng.NextDouble() * 4 - 2); return a; }
         double Time(Action a, int reps)
