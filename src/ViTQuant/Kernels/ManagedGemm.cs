@@ -62,6 +62,15 @@ internal static unsafe partial class ManagedGemm
 
     private static readonly bool HasFma = Fma.IsSupported && Avx2.IsSupported;
 
+    // VITQ_GEMM_KERNEL's cap for the process (AVX-512 when unset): ForceKernel scopes and explicit kernels above it
+    // fall back to it, as to a kernel the CPU lacks. Declared before Best, whose initializer reads it.
+    private static readonly GemmKernel Cap = Environment.GetEnvironmentVariable("VITQ_GEMM_KERNEL")?.Trim().ToLowerInvariant() switch
+    {
+        "avx2" => GemmKernel.Avx2,
+        "portable" => GemmKernel.Portable,
+        _ => GemmKernel.Avx512,
+    };
+
     /// <summary>The fastest kernel this CPU runs, capped by VITQ_GEMM_KERNEL (avx2 or portable) when set.</summary>
     internal static GemmKernel Best { get; } = ChooseBest();
 
@@ -73,21 +82,12 @@ internal static unsafe partial class ManagedGemm
     /// <summary>True inside a ForceKernel scope (Gemm then runs the managed kernel even where OpenBLAS is the backend).</summary>
     internal static bool IsForced => Forced.Value != null;
 
-    private static GemmKernel ChooseBest()
-    {
-        var best = Avx512F.IsSupported && HasFma ? GemmKernel.Avx512 : HasFma ? GemmKernel.Avx2 : GemmKernel.Portable;
-        var cap = Environment.GetEnvironmentVariable("VITQ_GEMM_KERNEL")?.Trim().ToLowerInvariant() switch
-        {
-            "avx2" => GemmKernel.Avx2,
-            "portable" => GemmKernel.Portable,
-            _ => GemmKernel.Avx512,
-        };
-        return best < cap ? best : cap;
-    }
+    private static GemmKernel ChooseBest() => Supported(GemmKernel.Avx512);
 
-    // A kernel the CPU cannot run falls back to the next slower one.
+    // A kernel above the cap, or one the CPU cannot run, falls back to the next slower one.
     private static GemmKernel Supported(GemmKernel k) => k switch
     {
+        _ when k > Cap => Supported(Cap),
         GemmKernel.Avx512 when !(Avx512F.IsSupported && HasFma) => Supported(GemmKernel.Avx2),
         GemmKernel.Avx2 when !HasFma => GemmKernel.Portable,
         _ => k,
