@@ -3,8 +3,8 @@
 // call in turn so that load from other processes falls on every variant alike. The fastest and the median call of each,
 // timed by the thread's CPU clock with one thread (the hypervisor's steals drop out), else by the wall clock.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- gemm-ab [--threads T] [--reps R] [--shape MxNxK[t|n][t|n]]...
-// A shape's suffix says whether A and B are transposed (default: the weight and input gradients of vit_fmnist
-// and DeiT-Tiny, and their forward fc2).
+// A shape's suffix says whether A and B are transposed (default: the weight gradients of vit_fmnist and DeiT-Tiny,
+// and their forward fc2).
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using ViTQuant.Kernels;
@@ -47,7 +47,11 @@ internal static class GemmAb
                 (256, 128, 3200, true, false), (384, 128, 3200, true, false), (128, 256, 3200, true, false),
                 (768, 192, 1576, true, false), (192, 768, 1576, true, false), (3200, 128, 256, false, true), (1576, 192, 768, false, true),
             });
-        var variants = new[] { new Variant("in place, shared B", true, true), new Variant("packed A, shared B", false, true), new Variant("in place, B per worker", true, false), new Variant("packed A, B per worker", false, false) };
+        var variants = new[]
+        {
+            new Variant("in place, shared B", true, true), new Variant("packed A, shared B", false, true),
+            new Variant("in place, B per worker", true, false), new Variant("packed A, B per worker", false, false),
+        };
         var saved = (ManagedGemm.DirectA, ManagedGemm.SharedB);
         bool cpu = Parallelism.Threads == 1;
         Func<double> clock = cpu ? ThreadCpu : () => Stopwatch.GetTimestamp() / (double)Stopwatch.Frequency;
