@@ -6,7 +6,6 @@
 // A shape's suffix says whether A and B are transposed (default: the weight gradients of vit_fmnist and DeiT-Tiny,
 // and their forward fc2).
 using System.Diagnostics;
-using System.Runtime.InteropServices;
 using ViTQuant.Kernels;
 
 namespace ViTQuant.Bench;
@@ -14,16 +13,6 @@ namespace ViTQuant.Bench;
 internal static class GemmAb
 {
     private sealed record Variant(string Name, bool DirectA, bool SharedB);
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct Timespec { public long Sec, Nsec; }
-
-    [DllImport("libc", EntryPoint = "clock_gettime")]
-    private static extern int ClockGettime(int clock, out Timespec ts);
-
-    // The calling thread's CPU seconds (CLOCK_THREAD_CPUTIME_ID): time the hypervisor or other processes take
-    // from the core drops out. Only meaningful with one thread, where the product runs on the calling thread.
-    private static double ThreadCpu() { ClockGettime(3, out var ts); return ts.Sec + ts.Nsec / 1e9; }
 
     public static int Run(string[] args)
     {
@@ -54,7 +43,7 @@ internal static class GemmAb
         };
         var saved = (ManagedGemm.DirectA, ManagedGemm.SharedB);
         bool cpu = Parallelism.Threads == 1;
-        Func<double> clock = cpu ? ThreadCpu : () => Stopwatch.GetTimestamp() / (double)Stopwatch.Frequency;
+        Func<double> clock = cpu ? () => ForwardOps.ThreadCpuMs() / 1e3 : () => Stopwatch.GetTimestamp() / (double)Stopwatch.Frequency;
         Console.WriteLine($"{ManagedGemm.Describe()}, {Parallelism.Threads} threads; GFLOP/s by {(cpu ? "thread CPU time" : "wall clock")}, "
             + $"fastest / median of {reps} calls per variant, variants in turn");
         Console.WriteLine($"{"shape",-24}" + string.Concat(variants.Select(v => $"{v.Name,24}")));
