@@ -5,6 +5,7 @@
 using System.Diagnostics;
 using ViTQuant.Kernels;
 using ViTQuant.Models;
+using ViTQuant.Nn;
 using ViTQuant.Tensors;
 
 namespace ViTQuant.Bench;
@@ -153,6 +154,13 @@ internal static class MicroOps
         var sx = Rand(N * N); var sy = new float[N * N];
         double sm = Time(() => SoftmaxKernel.SoftmaxRows(sx, sy, N, N), 50);
         Console.WriteLine($"softmax {N}x{N}: {sm * 1e3:F1} us ({sm / (N * N) * 1e6:F3} ns/elem)");
+        const int Heads = 4, T = 50; // the attention rows of one vit_fmnist image (in L2)
+        var ax = Rand(Heads * T * T); var ay = new float[Heads * T * T];
+        double sa = Time(() => SoftmaxKernel.SoftmaxRows(ax, ay, Heads * T, T), 300);
+        Console.WriteLine($"softmax {Heads * T}x{T}: {sa * 1e3:F1} us ({sa / (Heads * T * T) * 1e6:F3} ns/elem)");
+        var fq = Rand(3200 * 128); var fy = new float[fq.Length]; // a W4A4 simulation's activation quantizer on vit_fmnist b64
+        double uq = Time(() => ViTQuant.Quantization.FakeQuant.UniformSpan(fq, fy, 0.05f, 7f, 0, 15), 20);
+        Console.WriteLine($"uniform fake quantization {fq.Length} floats: {uq * 1e3:F1} us ({uq / fq.Length * 1e6:F3} ns/elem)");
         double cp = Time(() => xb.AsSpan().CopyTo(yb), 5);
         Console.WriteLine($"copy {big} floats: {cp:F3} ms ({big * 8.0 / cp / 1e6:F1} GB/s)");
         // The bias gradient of vit_fmnist's linear layers (column sums of dY over batch × tokens rows) next to the
@@ -172,15 +180,19 @@ internal static class MicroOps
 // Threads 1 vs 2 on the whole inference forward, alternating round by round: wall time and process CPU
 // time (all threads). CPU(2)/CPU(1) above 1 is work the second thread adds (duplicate packing, spinning,
 // hand-offs); wall(1)/wall(2) is the speed-up, meaningful only on an idle machine.
-//   dotnet run -c Release --project bench/ViTQuant.Bench -- scaling [--arch A] [--batch B] [--rounds R]
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- scaling [--arch A] [--batch B] [--rounds R] [--train]
+// --train: an AdamW training step (forward, cross-entropy, backward, update) instead of Infer.
 internal static class Scaling
 {
     public static int Run(string[] args)
     {
         string arch = "deit_tiny_patch16_224";
         int batch = 8, rounds = 15;
-        for (int i = 0; i + 1 < args.Length; i += 2)
+        bool train = false;
+        for (int i = 0; i < args.Length; i += 2)
         {
+            if (args[i] == "--train") { train = true; i--; continue; }
+            if (i + 1 >= args.Length) { Console.Error.WriteLine($"scaling: {args[i]} needs a value"); return 2; }
             switch (args[i])
             {
                 case "--arch": arch = args[i + 1]; break;
@@ -191,7 +203,13 @@ internal static class Scaling
         }
         var model = new VisionTransformer(ViTConfig.FromArchitecture(arch), 1);
         var c = model.Config;
-        var img = Tensor.Randn(new Rng(1), 1f, batch, c.InChans, c.ImageSize, c.ImageSize);
+        var rng = new Rng(1);
+        var img = Tensor.Randn(rng, 1f, batch, c.InChans, c.ImageSize, c.ImageSize);
+        var labels = Enumerable.Range(0, batch).Select(_ => rng.NextInt(c.NumClasses)).ToArray();
+        var opt = new AdamW(model.Parameters(), lr: 1e-4f, weightDecay: 0.05f);
+        Action step = train
+            ? () => { opt.ZeroGrad(); Ops.CrossEntropy(model.Forward(img), labels).Backward(); opt.Step(); }
+            : () => model.Infer(img);
         using var proc = Process.GetCurrentProcess();
         var wall = new[] { new List<double>(), new List<double>() };
         var cpu = new[] { new List<double>(), new List<double>() };
@@ -207,14 +225,14 @@ internal static class Scaling
                 var c0 = proc.TotalProcessorTime;
                 double m0 = ForwardOps.ThreadCpuMs();
                 var sw = Stopwatch.StartNew();
-                using (TensorArena.Scope()) model.Infer(img);
+                using (TensorArena.Scope()) step();
                 double w = sw.Elapsed.TotalMilliseconds;
                 double m = ForwardOps.ThreadCpuMs() - m0;
                 proc.Refresh();
                 if (r >= 0) { wall[t - 1].Add(w); cpu[t - 1].Add((proc.TotalProcessorTime - c0).TotalMilliseconds); main[t - 1].Add(m); }
             }
         double Med(List<double> l) { var s = l.OrderBy(v => v).ToList(); return s[s.Count / 2]; }
-        Console.WriteLine($"{arch} batch {batch}, {rounds} rounds, Infer; ms median (min)");
+        Console.WriteLine($"{arch} batch {batch}, {rounds} rounds, {(train ? "training step" : "Infer")}; ms median (min)");
         for (int t = 0; t < 2; t++)
             Console.WriteLine($"threads {t + 1}: wall {Med(wall[t]),8:F1} ({wall[t].Min(),7:F1})   process CPU {Med(cpu[t]),8:F1} ({cpu[t].Min(),7:F1})   calling thread CPU {Med(main[t]),8:F1}");
         Console.WriteLine($"CPU(2)/CPU(1) = {Med(cpu[1]) / Med(cpu[0]):F3} (min-based {cpu[1].Min() / cpu[0].Min():F3}); wall(1)/wall(2) = {Med(wall[0]) / Med(wall[1]):F2}");

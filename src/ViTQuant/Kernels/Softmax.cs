@@ -108,13 +108,18 @@ internal static unsafe class SoftmaxKernel
         for (; r < rows; r++, x += ldx, y += ldy) SoftmaxRow(x, y, n, log: false);
     }
 
+    // The row maximum by the native max (maxps), one instruction. .NET's Vector Max is IEEE 754-2019's maximum (NaN
+    // propagates, −0 < +0): on AVX-512 a vrangeps and two vfixupimmps in a chain, which made the four-vector max of a
+    // 50-token attention row a latency chain three times as long. The softmax is the same bits for every row without
+    // NaN (a max of −0 or +0 shifts every x by the same zero, and exp(±0) = 1), and a row with a NaN is still NaN
+    // everywhere: the NaN lane's exp is NaN, so the sum and every y are.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float RowMax256(float* x, int n)
     {
         int full = n & ~7, tail = n - full;
         var vmax = Vector256.Create(float.NegativeInfinity);
-        for (int i = 0; i < full; i += 8) vmax = Vector256.Max(vmax, Vector256.Load(x + i));
-        if (tail > 0) vmax = Vector256.Max(vmax, RowSimd.LoadTail(x + full, tail, float.NegativeInfinity));
+        for (int i = 0; i < full; i += 8) vmax = Vector256.MaxNative(Vector256.Load(x + i), vmax);
+        if (tail > 0) vmax = Vector256.MaxNative(RowSimd.LoadTail(x + full, tail, float.NegativeInfinity), vmax);
         return RowSimd.HorizontalMax(vmax);
     }
 
@@ -189,16 +194,16 @@ internal static unsafe class SoftmaxKernel
         for (; r < rows; r++, x += ldx, y += ldy) SoftmaxRow512(x, y, n);
     }
 
-    // The row's maximum in every lane (mask: the tail's n mod 16 lanes; padding −∞).
+    // The row's maximum in every lane (mask: the tail's n mod 16 lanes; padding −∞; the native max, see RowMax256).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> RowMax512(float* x, int n, Vector512<float> mask)
     {
         int full = n & ~15;
         var ninf = Vector512.Create(float.NegativeInfinity);
         var vmax = ninf;
-        for (int i = 0; i < full; i += 16) vmax = Vector512.Max(vmax, Vector512.Load(x + i));
-        if (full < n) vmax = Vector512.Max(vmax, Avx512F.MaskLoad(x + full, mask, ninf));
-        return Vector512.Create(RowSimd.HorizontalMax(Vector256.Max(vmax.GetLower(), vmax.GetUpper())));
+        for (int i = 0; i < full; i += 16) vmax = Vector512.MaxNative(Vector512.Load(x + i), vmax);
+        if (full < n) vmax = Vector512.MaxNative(Avx512F.MaskLoad(x + full, mask, ninf), vmax);
+        return Vector512.Create(RowSimd.HorizontalMax(Vector256.MaxNative(vmax.GetLower(), vmax.GetUpper())));
     }
 
     // y = exp(x − max), the tail lanes stored masked; returns 1 / Σ y in every lane.
@@ -344,7 +349,7 @@ internal static unsafe class RowSimd
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> ExpNonPositive512(Vector512<float> x)
     {
-        var y = ExpCore512(Vector512.Max(x, Vector512.Create(ExpMinArg)));
+        var y = ExpCore512(Vector512.MaxNative(x, Vector512.Create(ExpMinArg))); // NaN: replaced below
         y = Vector512.ConditionalSelect(Vector512.LessThan(x, Vector512.Create(ExpMinArg)), Vector512<float>.Zero, y);
         return Vector512.ConditionalSelect(Vector512.Equals(x, x), y, x);
     }
@@ -448,7 +453,7 @@ internal static unsafe class RowSimd
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> ExpNonPositive(Vector256<float> x)
     {
-        var y = ExpCore256(Vector256.Max(x, Vector256.Create(ExpMinArg)));
+        var y = ExpCore256(Vector256.MaxNative(x, Vector256.Create(ExpMinArg))); // NaN: replaced below
         y = Vector256.ConditionalSelect(Vector256.LessThan(x, Vector256.Create(ExpMinArg)), Vector256<float>.Zero, y);
         return Vector256.ConditionalSelect(Vector256.Equals(x, x), y, x);
     }
@@ -456,10 +461,11 @@ internal static unsafe class RowSimd
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float HorizontalMax(Vector256<float> v)
     {
-        // Pairwise in registers (max is exact, so the order changes nothing; NaN propagates as MathF.Max does).
-        var m = Vector128.Max(v.GetLower(), v.GetUpper());
-        m = Vector128.Max(m, Vector128.Shuffle(m, Vector128.Create(2, 3, 0, 1)));
-        m = Vector128.Max(m, Vector128.Shuffle(m, Vector128.Create(1, 0, 3, 2)));
+        // Pairwise in registers (max is exact, so the order changes nothing). The native max may drop a NaN lane, see
+        // MaxNative above RowMax256: a NaN in a row still makes its sum, and so the whole row, NaN.
+        var m = Vector128.MaxNative(v.GetLower(), v.GetUpper());
+        m = Vector128.MaxNative(m, Vector128.Shuffle(m, Vector128.Create(2, 3, 0, 1)));
+        m = Vector128.MaxNative(m, Vector128.Shuffle(m, Vector128.Create(1, 0, 3, 2)));
         return m.ToScalar();
     }
 }

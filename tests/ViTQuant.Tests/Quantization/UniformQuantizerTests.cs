@@ -166,11 +166,16 @@ public class UniformQuantizerTests
     [Fact]
     public void VectorisedKernelIsBitIdenticalToTheScalarRule()
     {
-        // Ties (k + ½)·Δ, both clamps, zeros and random values: the span kernel equals UniformParams.FakeQuant.
+        // Ties (k + ½)·Δ, both clamps, zeros, NaN, infinities and random values, and a −0 zero point (a −0 level meets
+        // the bound 0): the span kernel equals UniformParams.FakeQuant, whose clamp is Math.Clamp.
         var rng = new Rng(14);
-        foreach (var p in new[] { new UniformParams(0.1f, 7f, 0, 15), new UniformParams(0.37f, 0f, -8, 7), new UniformParams(1e-8f, 128f, 0, 255) })
+        foreach (var p in new[]
         {
-            var x = new List<float> { 0f, -0f, 1e30f, -1e30f };
+            new UniformParams(0.1f, 7f, 0, 15), new UniformParams(0.37f, 0f, -8, 7), new UniformParams(1e-8f, 128f, 0, 255),
+            new UniformParams(0.25f, -0f, 0, 15),
+        })
+        {
+            var x = new List<float> { 0f, -0f, 1e30f, -1e30f, float.NaN, float.PositiveInfinity, float.NegativeInfinity, -0.1f };
             for (int k = -20; k <= 20; k++) x.Add((k + 0.5f) * p.Scale);
             for (int i = 0; i < 2000; i++) x.Add((rng.NextFloat() * 40 - 20) * p.Scale);
             var xs = x.ToArray();

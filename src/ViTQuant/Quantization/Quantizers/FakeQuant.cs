@@ -74,6 +74,10 @@ internal static class FakeQuant
     /// a true division), so the result is bit-identical to it (tests compare the two). It replaced six
     /// TensorPrimitives passes over the span, which cost 7 % of a W4A4 simulation's evaluation.
     /// </summary>
+    // The clamp is the native max and min (maxps, minps: a > b ? a : b, else the second operand, NaN included) with the
+    // bound first: v < lo gives lo, v > hi gives hi, anything else (NaN, a −0 against a bound of 0) v itself, which
+    // is Math.Clamp lane for lane. Vector512.Clamp is IEEE 754-2019's min and max: +0 for a −0 against 0, and on
+    // AVX-512 a vrangeps and two vfixupimmps for each of the two.
     public static void UniformSpan(ReadOnlySpan<float> x, Span<float> y, float scale, float zero, float qmin, float qmax)
     {
         if (y.Length < x.Length) throw new ArgumentException($"destination holds {y.Length} elements, source {x.Length}", nameof(y));
@@ -85,7 +89,7 @@ internal static class FakeQuant
             Vector512<float> vs = Vector512.Create(scale), vz = Vector512.Create(zero), lo = Vector512.Create(qmin), hi = Vector512.Create(qmax);
             for (; i + 16 <= n; i += 16)
             {
-                var r = Vector512.Clamp(Vector512.Round(Vector512.LoadUnsafe(ref xr, (nuint)i) / vs) + vz, lo, hi);
+                var r = Vector512.MinNative(hi, Vector512.MaxNative(lo, Vector512.Round(Vector512.LoadUnsafe(ref xr, (nuint)i) / vs) + vz));
                 ((r - vz) * vs).StoreUnsafe(ref yr, (nuint)i);
             }
         }
@@ -94,7 +98,7 @@ internal static class FakeQuant
             Vector256<float> vs = Vector256.Create(scale), vz = Vector256.Create(zero), lo = Vector256.Create(qmin), hi = Vector256.Create(qmax);
             for (; i + 8 <= n; i += 8)
             {
-                var r = Vector256.Clamp(Vector256.Round(Vector256.LoadUnsafe(ref xr, (nuint)i) / vs) + vz, lo, hi);
+                var r = Vector256.MinNative(hi, Vector256.MaxNative(lo, Vector256.Round(Vector256.LoadUnsafe(ref xr, (nuint)i) / vs) + vz));
                 ((r - vz) * vs).StoreUnsafe(ref yr, (nuint)i);
             }
         }

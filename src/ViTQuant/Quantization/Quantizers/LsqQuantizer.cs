@@ -172,7 +172,8 @@ internal sealed class LsqQuantizer : Quantizer
 
     /// <summary>
     /// y = (⌊clamp(x/α + ⌊z⌉, q_min, q_max)⌉ − ⌊z⌉)·α over one segment of one group, in one pass of eight lanes:
-    /// each step rounded in float as the scalar form rounds it, so the result is the same bit for bit.
+    /// each step rounded in float as the scalar form rounds it, so the result is the same bit for bit (the clamp as
+    /// in FakeQuant.UniformSpan: the native max and min, bound first, are Math.Clamp lane for lane).
     /// </summary>
     internal static unsafe void ForwardSegment(ReadOnlySpan<float> x, Span<float> y, float a, float rz, int qmin, int qmax)
     {
@@ -183,7 +184,7 @@ internal sealed class LsqQuantizer : Quantizer
         var vmax = Vector256.Create((float)qmax);
         fixed (float* px = x, py = y)
             for (; i + 8 <= len; i += 8)
-                ((Vector256.Round(Vector256.Min(Vector256.Max(Vector256.Load(px + i) / va + vrz, vmin), vmax)) - vrz) * va).Store(py + i);
+                ((Vector256.Round(Vector256.MinNative(vmax, Vector256.MaxNative(vmin, Vector256.Load(px + i) / va + vrz))) - vrz) * va).Store(py + i);
         for (; i < len; i++) y[i] = (MathF.Round(Math.Clamp(x[i] / a + rz, qmin, qmax)) - rz) * a;
     }
 
