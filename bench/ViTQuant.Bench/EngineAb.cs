@@ -2,7 +2,8 @@
 // (so drift in a shared machine's load falls on every variant alike): SpinPool against the .NET thread pool
 // (Parallelism.UseSpinPool), the shared-B parallel GEMM against one range per worker (ManagedGemm.SharedB),
 // the AVX-512 / AVX2 attention against its two-GEMM path (AttentionKernel.Avx512Path, Avx2Path), the AVX-512 GEMM reading A in
-// place against packing all of it (ManagedGemm.DirectA), and all of them off.
+// place against packing all of it (ManagedGemm.DirectA), the last block on the head's tokens against all of them
+// (VisionTransformer.FullLastBlock), and all of them off. With one thread calls are timed by the thread's CPU clock.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- engine-ab [--arch A] [--batch B] [--threads T] [--rounds R] [--sleep MS] [--train]
 // --train times forward + cross-entropy backward (no optimizer step), else the no-grad Infer; --sleep pauses
 // before every call (as `vitq bench --engine onnx` does), so each call starts with parked workers.
@@ -15,7 +16,7 @@ namespace ViTQuant.Bench;
 
 internal static class EngineAb
 {
-    private sealed record Variant(string Name, bool SpinPool, bool SharedB, bool Attention512, bool DirectA);
+    private sealed record Variant(string Name, bool SpinPool, bool SharedB, bool Attention512, bool DirectA, bool HeadRows = true);
 
     public static int Run(string[] args)
     {
@@ -43,20 +44,23 @@ internal static class EngineAb
             new Variant("GEMM range per worker", true, false, true, true),
             new Variant("GEMM-path attention", true, true, false, true),
             new Variant("GEMM packs all of A", true, true, true, false),
-            new Variant("all off", false, false, false, false),
+            new Variant("last block on all tokens", true, true, true, true, HeadRows: false),
+            new Variant("all off", false, false, false, false, HeadRows: false),
         };
         var model = new VisionTransformer(ViTConfig.FromArchitecture(arch), 1);
         var c = model.Config;
         var x = Tensor.Randn(new Rng(3), 1f, batch, c.InChans, c.ImageSize, c.ImageSize);
         var labels = Enumerable.Range(0, batch).Select(i => i % c.NumClasses).ToArray();
         var t = variants.Select(_ => new List<double>()).ToArray();
-        var saved = new Variant("", Parallelism.UseSpinPool, ManagedGemm.SharedB, AttentionKernel.Avx512Path, ManagedGemm.DirectA);
+        bool cpu = Parallelism.Threads == 1;
+        var saved = new Variant("", Parallelism.UseSpinPool, ManagedGemm.SharedB, AttentionKernel.Avx512Path, ManagedGemm.DirectA, !VisionTransformer.FullLastBlock);
         void Set(Variant v)
         {
             Parallelism.UseSpinPool = v.SpinPool;
             ManagedGemm.SharedB = v.SharedB;
             AttentionKernel.Avx512Path = AttentionKernel.Avx2Path = v.Attention512;
             ManagedGemm.DirectA = v.DirectA;
+            VisionTransformer.FullLastBlock = !v.HeadRows;
         }
         try
         {
@@ -65,17 +69,19 @@ internal static class EngineAb
                 {
                     Set(variants[i]);
                     if (sleep > 0) Thread.Sleep(sleep);
+                    double t0 = cpu ? ForwardOps.ThreadCpuMs() : 0;
                     var sw = Stopwatch.StartNew();
                     using (TensorArena.Scope())
                     {
                         if (train) { model.ZeroGrad(); Ops.CrossEntropy(model.Forward(x), labels).Backward(); }
                         else using (Autograd.NoGrad()) model.Infer(x);
                     }
-                    if (r >= 0) t[i].Add(sw.Elapsed.TotalMilliseconds);
+                    if (r >= 0) t[i].Add(cpu ? ForwardOps.ThreadCpuMs() - t0 : sw.Elapsed.TotalMilliseconds);
                 }
         }
         finally { Set(saved); }
-        Console.WriteLine($"{arch} batch {batch} threads {Parallelism.Threads}, {(train ? "forward + backward" : "Infer")}, {rounds} interleaved rounds, sleep {sleep} ms");
+        Console.WriteLine($"{arch} batch {batch} threads {Parallelism.Threads}, {(train ? "forward + backward" : "Infer")}, {rounds} interleaved rounds, sleep {sleep} ms"
+            + (cpu ? ", thread CPU time" : ", wall clock"));
         double baseMed = 0;
         for (int i = 0; i < variants.Length; i++)
         {

@@ -70,7 +70,7 @@ for name, d in (("torch", t), ("TorchSharp", s)):
 if r and r.get("threads") == 1 and r.get("vitq_float_forward_thread_cpu_s"):
     print(f"  thread CPU s/forward   vitq {r['vitq_float_forward_thread_cpu_s']:.3f} ORT {r['ort_float_forward_thread_cpu_s']:.3f} "
           f"({r['ort_float_forward_thread_cpu_s'] / r['vitq_float_forward_thread_cpu_s']:.2f}x ORT)")
-print(f"  forward GFLOP/s (vitq) {o['forward_gflop_per_s']:.1f}; peak memory {o['peak_memory_mb']:.0f} MB; "
+print(f"  forward GFLOP/s of model FLOPs (vitq) {o['forward_gflop_per_s']:.1f}; peak memory {o['peak_memory_mb']:.0f} MB; "
       f"train alloc {o['train_alloc_mb_per_step']:.1f} MB/step")
 print(f"  (img/s, medians of each tool's own timing; PyTorch: the faster of torch threads or OpenBLAS threads, TorchSharp: the faster")
 print(f"   of its fused and its explicit attention, per row (the setup in brackets);")

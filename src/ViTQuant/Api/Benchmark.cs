@@ -25,11 +25,15 @@ public sealed record BenchmarkResult
     [JsonPropertyName("gemm_backend")] public required string GemmBackend { get; init; }
     /// <summary>Parameters of the model.</summary>
     [JsonPropertyName("params")] public required long Parameters { get; init; }
-    /// <summary>GFLOP of one image's forward (2 × multiply-accumulates).</summary>
+    /// <summary>
+    /// GFLOP of one image's forward (2 × multiply-accumulates) as the model defines it, every block on every token. A
+    /// ViT with a class-token head executes less (its last block past the attention runs on the head's tokens only),
+    /// so GFLOP/s figures from it are throughput in model FLOPs, not the rate of the kernels.
+    /// </summary>
     [JsonPropertyName("gflop_per_image")] public required double GflopPerImage { get; init; }
     /// <summary>Inference throughput (median).</summary>
     [JsonPropertyName("forward_img_per_s")] public required double ForwardImagesPerSecond { get; init; }
-    /// <summary>Inference GFLOP/s.</summary>
+    /// <summary>Inference GFLOP/s in model FLOPs (<see cref="GflopPerImage"/>).</summary>
     [JsonPropertyName("forward_gflop_per_s")] public required double ForwardGflopPerSecond { get; init; }
     /// <summary>Median process CPU seconds of one inference batch (all threads).</summary>
     [JsonPropertyName("forward_cpu_s")] public required double ForwardCpuSeconds { get; init; }

@@ -7,6 +7,17 @@
 //   Block: x + proj(attn(norm1(x))), then + fc2(gelu(fc1(norm2(x)))).
 //   Attention: qkv = Linear(x) split into heads; logits = q·kᵀ; probs = softmax(logits·D^-½);
 //   out = probs·v, heads merged, proj. Without hooks the split … merge middle is one fused op.
+//
+// The last block for the head alone: with token pooling the head reads only the prefix tokens (class, and the
+// distillation token) of the last block's output, and everything in a block after its attention mixes no tokens
+// (proj, the residual, norm2, the MLP work row by row). So Forward and Infer narrow the last block to its prefix
+// rows right after the attention (which still needs every token's k and v): proj, norm2, fc1, GELU, fc2 and the
+// residuals run on B·prefix rows instead of B·N — for vit_fmnist a tenth of the linear layers' work, for
+// DeiT-Tiny a sixteenth. The logits are the same numbers (each row goes through the same kernels; a test holds
+// them to the full path's bits), and so are the gradients up to float rounding (the rows that used to add exact
+// zeros into the last block's weight gradients are gone, which can change how the GEMM groups its sums). Only
+// where nothing can see the dropped rows: no hooks, or observing hooks that want no tap after the last attention
+// (a quantized model's quantizers and observers see every token, as before). ForwardFeatures keeps all tokens.
 using ViTQuant.Nn;
 using ViTQuant.Tensors;
 
@@ -74,8 +85,33 @@ public sealed class VisionTransformer : VisionModel
     /// <summary>Logits [B, classes] for normalised images [B, C, H, W]. Throws ArgumentException on a wrong input shape.</summary>
     public override Tensor Forward(Tensor x, IModelHooks? hooks = null)
     {
-        var feats = ForwardFeatures(x, hooks);
-        return ForwardHead(feats, hooks);
+        int keep = HeadTokens(hooks);
+        if (keep == 0) return ForwardHead(ForwardFeatures(x, hooks), hooks);
+        var h = Embed(x, hooks);
+        for (int i = 0; i < Blocks.Count - 1; i++) h = Blocks[i].Forward(h, hooks);
+        var last = Blocks[^1];
+        return ForwardHead(last.ForwardRows(h, last.Norm1.Forward(h), keep, hooks), hooks);
+    }
+
+    /// <summary>
+    /// True: calls from this thread run the last block on every token as <see cref="ForwardFeatures"/> does (same-process
+    /// A/B benchmarks and tests; the file header says why it is off by default).
+    /// </summary>
+    internal static bool FullLastBlock { get => _fullLastBlock; set => _fullLastBlock = value; }
+
+    [ThreadStatic] private static bool _fullLastBlock;
+
+    /// <summary>
+    /// How many leading tokens of the last block's output the head reads, when the rest need not be computed (file
+    /// header): the prefix tokens with token pooling and hooks that cannot see the last block past its attention; else 0.
+    /// </summary>
+    internal int HeadTokens(IModelHooks? hooks)
+    {
+        var c = Config;
+        if (_fullLastBlock || c.GlobalPool == "avg" || c.NumPrefixTokens == 0 || Blocks.Count == 0) return 0;
+        if (hooks == null) return c.NumPrefixTokens;
+        return hooks is IObservingHooks { PassesThrough: true } && !hooks.WantsTap($"blocks.{Blocks.Count - 1}.mlp.act")
+            ? c.NumPrefixTokens : 0;
     }
 
     /// <summary>Token features after the last block (before the final norm), [B, N, D].</summary>
@@ -111,7 +147,8 @@ public sealed class VisionTransformer : VisionModel
         Tensor cur = Tensor.OutputUninitialized(tokens), next = Tensor.OutputUninitialized(tokens), normed = Tensor.OutputUninitialized(tokens);
         Stage(cur, () => Embed(x, hooks));
         using (TensorArena.Scope()) Blocks[0].Norm1.Forward(cur).Span.CopyTo(normed.Span);
-        for (int i = 0; i < Blocks.Count; i++)
+        int keep = HeadTokens(hooks), full = keep > 0 ? Blocks.Count - 1 : Blocks.Count;
+        for (int i = 0; i < full; i++)
         {
             var b = Blocks[i];
             AddNorm(cur, next, normed, b.Norm2, () => b.Attention(normed, hooks));
@@ -120,6 +157,13 @@ public sealed class VisionTransformer : VisionModel
             (cur, next) = (next, cur);
         }
         var feats = cur;
+        if (keep > 0)
+        {
+            // The last block on the head's rows (Forward): normed holds its norm1 of cur, written by the loop's last AddNorm.
+            var last = Blocks[^1];
+            feats = Tensor.OutputUninitialized(x.Shape[0], keep, c.EmbedDim);
+            Stage(feats, () => last.ForwardRows(cur, normed, keep, hooks));
+        }
         var logits = Tensor.OutputUninitialized(x.Shape[0], c.NumClasses);
         Stage(logits, () => ForwardHead(feats, hooks));
         return logits;
@@ -278,6 +322,14 @@ internal sealed class Block : Module
     public Tensor ForwardMlp(Tensor x, IModelHooks? hooks) => Ops.Add(x, Mlp(Norm2.Forward(x), hooks));
 
     /// <summary>
+    /// The block's output rows 0 .. keep−1 alone, [B, keep, D], for x [B, N, D] and normed = norm1(x): the attention
+    /// over all N tokens, then proj, the residual and the MLP on the kept rows (VisionTransformer's header). Hooks must
+    /// be null or observing ones that pass everything through.
+    /// </summary>
+    public Tensor ForwardRows(Tensor x, Tensor normed, int keep, IModelHooks? hooks) =>
+        ForwardMlp(Ops.Add(Ops.Narrow(x, 1, 0, keep), Attention(normed, hooks, keep)), hooks);
+
+    /// <summary>
     /// The attention module (qkv → q·kᵀ → softmax → ·v → proj) on normalised tokens [B, N, D].
     /// Without hooks nothing can look at or change q, k, v or the probabilities, so the middle runs as
     /// one fused op (Ops.FusedAttention, the same numbers within float rounding). Hooks that only observe
@@ -287,11 +339,18 @@ internal sealed class Block : Module
     /// Other hooks (quantized models, observers of activations) get every intermediate materialised and
     /// offered to them as before.
     /// </summary>
-    public Tensor Attention(Tensor x, IModelHooks? hooks)
+    /// <param name="x">normalised tokens [B, N, D].</param>
+    /// <param name="hooks">quantization points and taps, or null.</param>
+    /// <param name="keepRows">above 0: proj runs on the first keepRows tokens of the attention's output only, and the
+    /// result is [B, keepRows, D] (ForwardRows; no hooks, or observing ones that pass everything through).</param>
+    public Tensor Attention(Tensor x, IModelHooks? hooks, int keepRows = 0)
     {
         var p = _p;
+        Tensor Rows(Tensor merged) => keepRows > 0 ? Ops.Narrow(merged, 1, 0, keepRows) : merged;
+        if (keepRows > 0 && hooks != null && hooks is not IObservingHooks { PassesThrough: true })
+            throw new ArgumentException("attention: rows can be dropped only without hooks or with observing ones", nameof(keepRows));
         if (hooks == null)
-            return Proj.Forward(Ops.FusedAttention(Qkv.Forward(x), _heads, _scale));
+            return Proj.Forward(Rows(Ops.FusedAttention(Qkv.Forward(x), _heads, _scale)));
         if (hooks is IObservingHooks { PassesThrough: true } && !hooks.WantsTap($"{p}.attn.probs"))
         {
             var fusedQkv = Qkv.Forward(x);
@@ -307,7 +366,7 @@ internal sealed class Block : Module
                 int B = fused.Shape[0], N = fused.Shape[1], C = fused.Shape[2];
                 hooks.Tap($"{p}.attn.out", Ops.Permute(Ops.Reshape(fused, B, N, _heads, C / _heads), 0, 2, 1, 3));
             }
-            return Proj.Forward(fused);
+            return Proj.Forward(Rows(fused));
         }
         var qkv = Qkv.Forward(Act(hooks, $"{p}.attn.qkv", x), hooks?.Weight($"{p}.attn.qkv", Qkv.Weight));
         var (q, k, v) = Ops.SplitQkv(qkv, _heads);
@@ -321,7 +380,7 @@ internal sealed class Block : Module
             // buffers (no logits, no scaled copy, no merge).
             var pr = Act(h, $"{p}.attn.probs", Ops.AttentionProbabilities(q, k, _scale));
             if (h.WantsTap($"{p}.attn.probs")) h.Tap($"{p}.attn.probs", pr);
-            var heads = Ops.AttentionOutput(pr, v); // [B, N, C]
+            var heads = Rows(Ops.AttentionOutput(pr, v)); // [B, N, C]
             return Proj.Forward(Act(h, $"{p}.attn.proj", heads), h.Weight($"{p}.attn.proj", Proj.Weight));
         }
         var logits = Ops.MatMul(q, k, transB: true); // [B, H, N, N]
@@ -331,7 +390,7 @@ internal sealed class Block : Module
         if (hooks != null && hooks.WantsTap($"{p}.attn.probs")) hooks.Tap($"{p}.attn.probs", probs);
         var o = Ops.MatMul(probs, v); // [B, H, N, dh]
         if (hooks != null && hooks.WantsTap($"{p}.attn.out")) hooks.Tap($"{p}.attn.out", o);
-        var merged = Ops.MergeHeads(o);
+        var merged = Rows(Ops.MergeHeads(o)); // observing hooks that tap the probabilities come here
         return Proj.Forward(Act(hooks, $"{p}.attn.proj", merged), hooks?.Weight($"{p}.attn.proj", Proj.Weight));
     }
 
