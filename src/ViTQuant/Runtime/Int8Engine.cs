@@ -138,8 +138,10 @@ public sealed partial class Int8Engine
         _t0 = System.Diagnostics.Stopwatch.GetTimestamp();
         Embed(img, B, a);
         Mark("embed");
-        foreach (var blk in _p.Blocks)
+        int tokens = N; // rows per image in a.X: N, or the prefix tokens once the last block drops the others
+        for (int bi = 0; bi < _p.Blocks.Length; bi++)
         {
+            var blk = _p.Blocks[bi];
             if (RowWisePasses && RowWise(blk))
             {
                 // Every op but attention is row-local: run them over chunks of rows, one parallel region per side of
@@ -153,7 +155,25 @@ public sealed partial class Int8Engine
                     t.Lap(1);
                 });
                 Attention(blk.Attn, B, a, codesReady: true); // profiled as its attn.* sub-stages
-                RowChunks(rows, (r0, n, t) =>
+                int after = rows;
+                if (bi == _p.Blocks.Length - 1 && HeadRowsOnly && c.GlobalPool != "avg" && c.NumPrefixTokens > 0)
+                {
+                    // The head reads only the prefix tokens of the last block, and everything after its attention works
+                    // row by row (as VisionTransformer's last block): move those rows of the residual stream and of the
+                    // attention's output to the front (row b·P + t from b·N + t; each destination at or before its
+                    // source and after every earlier source, so in place) and run the rest on B·P rows. The same bits.
+                    tokens = c.NumPrefixTokens;
+                    after = B * tokens;
+                    for (int b = 0; b < B; b++)
+                        for (int tk = 0; tk < tokens; tk++)
+                        {
+                            int src = b * N + tk, dst = b * tokens + tk;
+                            if (src == dst) continue;
+                            a.X.AsSpan(src * D, D).CopyTo(a.X.AsSpan(dst * D, D));
+                            a.Ctx.AsSpan(src * D, D).CopyTo(a.Ctx.AsSpan(dst * D, D));
+                        }
+                }
+                RowChunks(after, (r0, n, t) =>
                 {
                     var x = a.X.AsSpan(r0 * D, n * D);
                     LinearRows(blk.Proj, a.Ctx, r0, n, a.Y, a);
@@ -192,12 +212,18 @@ public sealed partial class Int8Engine
             TensorPrimitives.Add(a.X.AsSpan(0, rows * D), a.Y.AsSpan(0, rows * D), a.X.AsSpan(0, rows * D));
             Mark("residual");
         }
-        Head(B, a, logits);
+        Head(B, a, logits, tokens);
         Mark("head");
     }
 
     /// <summary>Run the row-local ops in chunked passes (default); false runs them op by op over all rows (same bits; for A/B timing).</summary>
     internal bool RowWisePasses { get; set; } = true;
+
+    /// <summary>
+    /// With token pooling, the row-wise passes of the last block run past its attention on the head's tokens only (Run);
+    /// false runs them on every token (same bits; for A/B timing and tests).
+    /// </summary>
+    internal bool HeadRowsOnly { get; set; } = true;
 
     /// <summary>Rows per chunk of the row-wise passes: 8 micro-tiles, and a chunk's activations (≈ 0.3 MB with fc1's) stay in L2.</summary>
     private const int RowChunk = 64;
@@ -530,11 +556,11 @@ public sealed partial class Int8Engine
         return q == null ? dst : FakeQuant(q, dst, N * dh, new[] { 1, 1, N, dh });
     }
 
-    /// <summary>Final norm, pooling and the head(s).</summary>
-    private void Head(int B, Arena a, Span<float> logits)
+    /// <summary>Final norm, pooling and the head(s); a.X holds <paramref name="N"/> rows per image (all tokens, or the prefix ones).</summary>
+    private void Head(int B, Arena a, Span<float> logits, int N)
     {
         var c = _p.Vit;
-        int N = c.NumTokens, D = c.EmbedDim, K = c.NumClasses;
+        int D = c.EmbedDim, K = c.NumClasses;
         var pooled = a.Pooled;
         if (c.GlobalPool == "avg")
         {
