@@ -129,6 +129,44 @@ public class DataFreeLossTests
     }
 
     [Fact]
+    public void IhcRoutesTheMinAndMaxGradientToTheFirstOfTiedExtremes()
+    {
+        // 49 keys per row: ties in different 8-key blocks and in the scalar tail. With the later duplicates moved off the
+        // extremes by a hair the loss is smooth there, and its gradient must be what the tied rows get (the first
+        // index takes the min's and max's terms; a later duplicate only its own).
+        const int N = 50, H = 2;
+        var rng = new Rng(31);
+        float[] Row(Rng r) => Enumerable.Range(0, N * N * H).Select(_ => r.NextFloat() * 2 - 1).ToArray();
+        var tied = Row(rng);
+        var (lowFirst, lowLater, highFirst, highLater) = (1 + 10, 1 + 30, 1 + 17, 1 + 48);
+        for (int h = 0; h < H; h++)
+            for (int n = 1; n < N; n++)
+            {
+                int row = (h * N + n) * N;
+                tied[row + lowFirst] = tied[row + lowLater] = -3f;
+                tied[row + highFirst] = tied[row + highLater] = 3f;
+            }
+        var moved = (float[])tied.Clone();
+        for (int h = 0; h < H; h++)
+            for (int n = 1; n < N; n++) { moved[(h * N + n) * N + lowLater] = -2.999f; moved[(h * N + n) * N + highLater] = 2.999f; }
+        float[] Grad(float[] logits)
+        {
+            var t = new Tensor(logits, 1, H, N, N).RequireGrad();
+            InterHeadCoherence.LayerLoss(t, 1).Backward();
+            return t.Grad!.ToArray();
+        }
+        float[] gt = Grad(tied), gm = Grad(moved);
+        double scale = gm.Max(v => Math.Abs((double)v));
+        for (int i = 0; i < gt.Length; i++) Assert.True(Math.Abs(gt[i] - gm[i]) <= 0.02 * scale, $"[{i}]: {gt[i]} vs {gm[i]}");
+        // And the check can tell: with the first duplicates moved off instead, the later ones take the terms.
+        var swapped = (float[])tied.Clone();
+        for (int h = 0; h < H; h++)
+            for (int n = 1; n < N; n++) { swapped[(h * N + n) * N + lowFirst] = -2.999f; swapped[(h * N + n) * N + highFirst] = 2.999f; }
+        var gs = Grad(swapped);
+        Assert.Contains(Enumerable.Range(0, gt.Length), i => Math.Abs(gt[i] - gs[i]) > 0.2 * scale);
+    }
+
+    [Fact]
     public void SignedIhcMatchesItsReferenceAndItsGradientChecks()
     {
         var s = Tensor.Randn(new Rng(33), 2f, 2, 4, 17, 17);

@@ -309,13 +309,24 @@ internal static unsafe class InterHeadCoherence
                 if (row[k] < min) min = row[k];
                 if (row[k] > max) max = row[k];
             }
-            int lo = -1, hi = -1;
-            for (k = 0; k < P && (lo < 0 || hi < 0); k++)
+            return (Math.Max(FirstIndexOf(row, P, min), 0), Math.Max(FirstIndexOf(row, P, max), 0));
+        }
+
+        // The first k with row[k] == value (−1: none), eight compares at a time. The scalar scan it replaced (both
+        // values in one loop) made the loss on one vit_fmnist layer at batch 64, forward and backward, 4.6–4.7 ms
+        // against 3.8–3.9 now (`bench micro --threads 1`).
+        private static int FirstIndexOf(float* row, int P, float value)
+        {
+            int k = 0;
+            var v = Vector256.Create(value);
+            for (; k + 8 <= P; k += 8)
             {
-                if (lo < 0 && row[k] == min) lo = k;
-                if (hi < 0 && row[k] == max) hi = k;
+                uint hits = Vector256.Equals(Vector256.Load(row + k), v).ExtractMostSignificantBits();
+                if (hits != 0) return k + System.Numerics.BitOperations.TrailingZeroCount(hits);
             }
-            return (Math.Max(lo, 0), Math.Max(hi, 0));
+            for (; k < P; k++)
+                if (row[k] == value) return k;
+            return -1;
         }
 
         public double Ssim(int i, int j)
