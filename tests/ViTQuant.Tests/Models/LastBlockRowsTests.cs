@@ -80,6 +80,12 @@ public class LastBlockRowsTests
         Assert.Equal(new[] { 4, 4, 50, 50 }, attn.Taps["blocks.1.attn.logits"].Shape);
         Assert.Equal(new[] { 4, 50, 64 }, attn.Taps["blocks.0.mlp.act"].Shape);
         Assert.Equal(Full(() => m.Forward(x).ToArray()), logits);
+        // A probabilities tap takes the op graph (and, without gradients, the two-kernel path): narrowed there too.
+        var probs = new TapRecorder(n => n == "blocks.1.attn.probs");
+        Assert.Equal(1, m.HeadTokens(probs));
+        Assert.Equal(logits, m.Forward(x, probs).ToArray());
+        Assert.Equal(new[] { 4, 4, 50, 50 }, probs.Taps["blocks.1.attn.probs"].Shape);
+        using (Autograd.NoGrad()) Assert.Equal(logits, m.Forward(x, new TapRecorder(n => n == "blocks.1.attn.probs")).ToArray());
         // A tap after the last attention sees every token.
         var act = new TapRecorder(n => n == "blocks.1.mlp.act");
         Assert.Equal(0, m.HeadTokens(act));
