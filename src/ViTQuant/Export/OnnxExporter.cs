@@ -31,6 +31,10 @@
 //                Without the residue the bias moves by up to ½·s_x·Δ_c, which shifts values across later
 //                quantizers' rounding boundaries (on the shipped model at minmax W4A4: 92.9 % prediction
 //                agreement with the simulation instead of 99.95 %).
+// The last block for the head alone (as VisionTransformer.Forward): with token pooling, after the last attention
+// the graph keeps only the prefix tokens (Slice [B, P, ·] of the attention's output and of the residual stream), so
+// proj, the residuals, norm2 and the MLP run on B·P rows. Not where a quantizer at those layers' inputs works per
+// token (its parameters are per token position): the plan's per-token uniform or LSQ grids, ADFQ's per-patch one.
 // The model config, plan, method and int8 layout travel in metadata_props (vitq.config, vitq.plan,
 // vitq.method, vitq.int8_layout).
 using Google.Protobuf;
@@ -46,6 +50,14 @@ namespace ViTQuant.Export;
 /// <summary>Writes ViT/DeiT and Swin models and quantized checkpoints as ONNX files that ONNX Runtime runs.</summary>
 public static class OnnxExporter
 {
+    /// <summary>
+    /// True: exports from this thread keep every token through the last block (same-process A/B benchmarks and tests;
+    /// the file header says what is dropped otherwise).
+    /// </summary>
+    internal static bool FullLastBlock { get => _fullLastBlock; set => _fullLastBlock = value; }
+
+    [ThreadStatic] private static bool _fullLastBlock;
+
     /// <summary>Value of the vitq.format metadata entry of exported models.</summary>
     internal const string FormatValue = "vitq-onnx/1";
     /// <summary>Metadata key holding the quantization method (the plan's name) of a quantized export.</summary>
@@ -347,12 +359,37 @@ public static class OnnxExporter
             string h = LayerNorm($"{p}.norm1", blk.Norm1, x);
             string qkv = Linear($"{p}.attn.qkv", blk.Qkv, h, tokens: true);
             string merged = Attention(p, qkv, _c.NumTokens, _c.NumHeads, _c.HeadDim);
-            x = Node("Add", $"{p}.attn.residual", x, Linear($"{p}.attn.proj", blk.Proj, merged, tokens: true));
+            long T = _c.NumTokens;
+            if (i == _c.Depth - 1 && HeadRowsOnly(p))
+            {
+                T = _c.NumPrefixTokens;
+                string Rows(string v) => G.Node("Slice", $"{p}.head_rows", new[] { v, G.Int64Vector($"{p}.head_rows.start", 0),
+                    G.Int64Vector($"{p}.head_rows.end", T), G.Int64Vector($"{p}.head_rows.axes", 1) });
+                merged = Rows(merged);
+                x = Rows(x);
+            }
+            long[] Shape(long width) => new long[] { -1, T, width };
+            x = Node("Add", $"{p}.attn.residual", x, Linear($"{p}.attn.proj", blk.Proj, merged, Shape(_c.EmbedDim)));
             // MLP half
             h = LayerNorm($"{p}.norm2", blk.Norm2, x);
-            string f1 = Linear($"{p}.mlp.fc1", blk.Fc1, h, tokens: true);
+            string f1 = Linear($"{p}.mlp.fc1", blk.Fc1, h, Shape(_c.MlpHidden));
             string act = Gelu($"{p}.mlp", f1);
-            return Node("Add", $"{p}.mlp.residual", x, Linear($"{p}.mlp.fc2", blk.Fc2, act, tokens: true));
+            return Node("Add", $"{p}.mlp.residual", x, Linear($"{p}.mlp.fc2", blk.Fc2, act, Shape(_c.EmbedDim)));
+        }
+
+        /// <summary>
+        /// True when the last block (prefix <paramref name="p"/>) may run past its attention on the prefix tokens only
+        /// (file header): token pooling, and no per-token quantizer at proj, fc1 or fc2.
+        /// </summary>
+        private bool HeadRowsOnly(string p)
+        {
+            if (FullLastBlock || _c.GlobalPool == "avg" || _c.NumPrefixTokens == 0) return false;
+            if (_q == null) return true;
+            static bool PerToken(Quantizer q) => q is PerPatchOutlierQuantizer
+                || q is UniformQuantizer { Spec.Granularity: Granularity.PerToken } || q is LsqQuantizer { Spec.Granularity: Granularity.PerToken };
+            foreach (var layer in new[] { "attn.proj", "mlp.fc1", "mlp.fc2" })
+                if (_q.ActivationQuantizers.TryGetValue($"{p}.{layer}", out var qz) && PerToken(qz)) return false;
+            return true;
         }
 
         /// <summary>

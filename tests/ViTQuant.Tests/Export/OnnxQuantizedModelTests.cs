@@ -130,6 +130,36 @@ public class OnnxQuantizedModelTests
     // The two 8-bit layouts hold the same values (equal logits where ORT runs no integer kernels); u8u8 types
     // every code uint8. ORT's U8S8 kernels saturate on CPUs without VNNI: there the u8s8 file gets a warning,
     // and with VNNI its integer kernels agree with the simulation as u8u8's do everywhere.
+    [Theory]
+    [InlineData("float", true)]
+    [InlineData("minmax", true)]   // per-tensor grids: row by row, so the last block keeps the prefix rows only
+    [InlineData("adfq", false)]    // ADFQ's per-patch grid at fc1 is per token position: every row kept
+    public void LastBlockKeepsTheHeadsRowsWhereNoQuantizerWorksPerToken(string method, bool narrowed)
+    {
+        using var dir = new TinyModels.TempDir();
+        string src;
+        if (method == "float")
+        {
+            src = dir.File("m.safetensors");
+            ModelIO.Save(OnnxExportTests.LivelyTiny(), src);
+        }
+        else src = QuantizedCheckpointFile(method, 8, 8, dir.Path);
+        string rows = dir.File("rows.onnx"), full = dir.File("full.onnx");
+        OnnxExporter.ExportFile(src, rows, new OnnxExportOptions());
+        OnnxExporter.FullLastBlock = true;
+        try { OnnxExporter.ExportFile(src, full, new OnnxExportOptions()); }
+        finally { OnnxExporter.FullLastBlock = false; }
+        static int Slices(string path) => ViTQuant.Export.OnnxProto.ModelProto.Parser.ParseFrom(File.ReadAllBytes(path)).Graph.Node
+            .Count(n => n.OpType == "Slice" && n.Name.StartsWith("blocks.1.head_rows"));
+        Assert.Equal(narrowed ? 2 : 0, Slices(rows));
+        Assert.Equal(0, Slices(full));
+        // The same logits: the kept rows go through the same nodes.
+        var x = OnnxExportTests.Batches(1, 6, 21)[0];
+        var a = OnnxExportTests.Ort(rows, x);
+        var b = OnnxExportTests.Ort(full, x);
+        Assert.True(OnnxExportTests.MaxAbsDiff(a, b) <= 1e-5 * Math.Max(1, b.Span.ToArray().Max(Math.Abs)), $"max |Δ| {OnnxExportTests.MaxAbsDiff(a, b)}");
+    }
+
     [Fact]
     public void Int8LayoutsHoldTheSameValues_AndU8S8WarnsWithoutVnni()
     {
