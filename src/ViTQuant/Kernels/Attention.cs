@@ -23,6 +23,11 @@
 // the same single rounding (alpha·sum), and the softmax kernels are shared, so the fused path agrees
 // with the unfused one to float rounding (bit for bit on the kernels this file calls).
 //
+// Query rows: Forward and Backward can compute the first M query tokens only (queries = M ≤ N: output and dOut
+// [B, M, C], probs [B, H, M, N]; every key and value still counts). A model whose head reads only the class token
+// needs no more from its last block (VisionTransformer's header). Each kept row is computed as in the full product
+// (the same bits forward); the backward's sums over query rows drop the rows whose gradient would be zero.
+//
 // Threads: the (b, h) items are handed out one at a time by Parallelism.For (dynamic scheduling, so a
 // core that other processes slow down takes fewer items); every item is computed by one thread with
 // no cross-item sums, so results do not depend on the thread count or on which thread ran what.
@@ -45,14 +50,16 @@ internal static unsafe partial class AttentionKernel
     /// out[b, n, h·D + d] = Σ_m P[b, h, n, m]·v[b, h, m, d] with P = softmax over m of scale·q·kᵀ, and
     /// probs = P. qkv is [B, N, 3·H·D], probs [B, H, N, N] or empty (the probabilities are not kept: an
     /// inference forward), output [B, N, H·D] (overwritten). Runs the AVX-512 path (Attention512.cs) when
-    /// the GEMM kernel in force is AVX-512, else two GEMM calls per (image, head).
+    /// the GEMM kernel in force is AVX-512, else two GEMM calls per (image, head). <paramref name="queries"/> above 0:
+    /// only the first that many query rows (file header): probs [B, H, queries, N], output [B, queries, H·D].
     /// Throws ArgumentException when a size is not positive or a buffer is too short.
     /// </summary>
     public static void Forward(ReadOnlySpan<float> qkv, int batch, int tokens, int heads, int headDim, float scale,
-        Span<float> probs, Span<float> output, Span<float> logits = default)
+        Span<float> probs, Span<float> output, Span<float> logits = default, int queries = 0)
     {
         bool keep = !probs.IsEmpty, wantLogits = !logits.IsEmpty;
-        Check(batch, tokens, heads, headDim, qkv.Length, keep ? probs.Length : long.MaxValue, output.Length, output.Length, "output");
+        int M = Queries(queries, tokens, wantLogits);
+        Check(batch, tokens, heads, headDim, qkv.Length, keep ? probs.Length : long.MaxValue, output.Length, output.Length, "output", queries: M);
         if (wantLogits) Check(batch, tokens, heads, headDim, qkv.Length, logits.Length, output.Length, output.Length, "output", "logits");
         bool wide = UsesAvx512, narrow = !wide && UsesAvx2; // read on the calling thread: ForceKernel / ForceNarrow scopes are per flow
         fixed (float* pq = qkv, pp = probs, po = output, pl = logits)
@@ -63,23 +70,23 @@ internal static unsafe partial class AttentionKernel
             {
                 int b = t / H, h = t % H;
                 float* qb = (float*)q + (nint)b * N * C3 + h * D;
-                float* pt = p != 0 ? (float*)p + (nint)t * N * N : null;
+                float* pt = p != 0 ? (float*)p + (nint)t * M * N : null;
                 float* lt = l != 0 ? (float*)l + (nint)t * N * N : null;
-                float* ob = (float*)o + (nint)b * N * C + h * D;
+                float* ob = (float*)o + (nint)b * M * C + h * D;
                 if (wide)
                 {
-                    ForwardHead512(qb, qb + C, qb + 2 * C, C3, N, D, scale, pt, ob, C, lt);
+                    ForwardHead512(qb, qb + C, qb + 2 * C, C3, N, D, scale, pt, ob, C, lt, M);
                     return;
                 }
                 if (narrow)
                 {
-                    ForwardHead256(qb, qb + C, qb + 2 * C, C3, N, D, scale, pt, ob, C, lt);
+                    ForwardHead256(qb, qb + C, qb + 2 * C, C3, N, D, scale, pt, ob, C, lt, M);
                     return;
                 }
-                var qs = new ReadOnlySpan<float>(qb, (N - 1) * C3 + D);
+                var qs = new ReadOnlySpan<float>(qb, (M - 1) * C3 + D);
                 var ks = new ReadOnlySpan<float>(qb + C, (N - 1) * C3 + D);
                 var vs = new ReadOnlySpan<float>(qb + 2 * C, (N - 1) * C3 + D);
-                var ps = pt != null ? new Span<float>(pt, N * N) : Scratch(N * N).DP.AsSpan(0, N * N);
+                var ps = pt != null ? new Span<float>(pt, M * N) : Scratch(N * N).DP.AsSpan(0, M * N);
                 if (lt != null)
                 {
                     // Unscaled, then scaled: the same single rounding of Σ·scale as alpha = scale.
@@ -87,9 +94,9 @@ internal static unsafe partial class AttentionKernel
                     Gemm.Sgemm(false, true, N, N, D, 1f, qs, C3, ks, C3, 0f, ls, N);
                     System.Numerics.Tensors.TensorPrimitives.Multiply(ls, scale, ps);
                 }
-                else Gemm.Sgemm(false, true, N, N, D, scale, qs, C3, ks, C3, 0f, ps, N);
-                SoftmaxKernel.SoftmaxRows(ps, ps, N, N);
-                Gemm.Sgemm(false, false, N, D, N, 1f, ps, N, vs, C3, 0f, new Span<float>(ob, (N - 1) * C + D), C);
+                else Gemm.Sgemm(false, true, M, N, D, scale, qs, C3, ks, C3, 0f, ps, N);
+                SoftmaxKernel.SoftmaxRows(ps, ps, M, N);
+                Gemm.Sgemm(false, false, M, D, N, 1f, ps, N, vs, C3, 0f, new Span<float>(ob, (M - 1) * C + D), C);
             });
         }
     }
@@ -173,8 +180,8 @@ internal static unsafe partial class AttentionKernel
     /// Throws ArgumentException when a size is not positive or a buffer is too short.
     /// </summary>
     public static void Backward(ReadOnlySpan<float> qkv, ReadOnlySpan<float> probs, ReadOnlySpan<float> dOut,
-        int batch, int tokens, int heads, int headDim, float scale, Span<float> dQkv)
-        => BackwardCore(qkv, probs, dOut, batch, tokens, heads, headDim, scale, dQkv, default);
+        int batch, int tokens, int heads, int headDim, float scale, Span<float> dQkv, int queries = 0)
+        => BackwardCore(qkv, probs, dOut, batch, tokens, heads, headDim, scale, dQkv, default, Queries(queries, tokens, false));
 
     /// <summary>
     /// The first half of <see cref="Backward"/> for a forward whose logits L = q·kᵀ are an output of their own
@@ -186,14 +193,14 @@ internal static unsafe partial class AttentionKernel
         int batch, int tokens, int heads, int headDim, float scale, Span<float> dQkv, Span<float> dLogits)
     {
         Check(batch, tokens, heads, headDim, qkv.Length, dLogits.Length, dOut.Length, dQkv.Length, "dQkv", "dLogits");
-        BackwardCore(qkv, probs, dOut, batch, tokens, heads, headDim, scale, dQkv, dLogits);
+        BackwardCore(qkv, probs, dOut, batch, tokens, heads, headDim, scale, dQkv, dLogits, tokens);
     }
 
-    // dLogits empty: the whole backward; else the SoftmaxV half into dLogits.
+    // dLogits empty: the whole backward; else the SoftmaxV half into dLogits (M = N). M: the query rows.
     private static void BackwardCore(ReadOnlySpan<float> qkv, ReadOnlySpan<float> probs, ReadOnlySpan<float> dOut,
-        int batch, int tokens, int heads, int headDim, float scale, Span<float> dQkv, Span<float> dLogits)
+        int batch, int tokens, int heads, int headDim, float scale, Span<float> dQkv, Span<float> dLogits, int M)
     {
-        Check(batch, tokens, heads, headDim, qkv.Length, probs.Length, dOut.Length, dQkv.Length, "dQkv");
+        Check(batch, tokens, heads, headDim, qkv.Length, probs.Length, dOut.Length, dQkv.Length, "dQkv", queries: M);
         bool wide = UsesAvx512 && headDim % Cols == 0; // read on the calling thread (ForceKernel scopes)
         bool narrow = !wide && UsesAvx2 && headDim % Cols256 == 0;
         bool half = !dLogits.IsEmpty;
@@ -209,30 +216,30 @@ internal static unsafe partial class AttentionKernel
                 {
                     int bi = t / H, hi = t % H;
                     nint off = (nint)bi * N * C3 + hi * D;
-                    float* qb = (float*)q + off, db = (float*)d + off, pt = (float*)p + (nint)t * N * N, gt = (float*)g + (nint)bi * N * C + hi * D;
+                    float* qb = (float*)q + off, db = (float*)d + off, pt = (float*)p + (nint)t * M * N, gt = (float*)g + (nint)bi * M * C + hi * D;
                     var part = half ? BackwardPart.SoftmaxV : BackwardPart.All;
-                    if (wide) BackwardHead512(qb, qb + C, qb + 2 * C, C3, pt, gt, C, db, db + C, db + 2 * C, N, D, scale, part, lt);
-                    else BackwardHead256(qb, qb + C, qb + 2 * C, C3, pt, gt, C, db, db + C, db + 2 * C, N, D, scale, part, lt);
+                    if (wide) BackwardHead512(qb, qb + C, qb + 2 * C, C3, pt, gt, C, db, db + C, db + 2 * C, N, D, scale, part, lt, M);
+                    else BackwardHead256(qb, qb + C, qb + 2 * C, C3, pt, gt, C, db, db + C, db + 2 * C, N, D, scale, part, lt, M);
                     return;
                 }
                 var (dP, dS) = Scratch(N * N);
                 int b = t / H, h = t % H;
                 nint qOff = (nint)b * N * C3 + h * D;
-                int span = (N - 1) * C3 + D;
-                var qs = new ReadOnlySpan<float>((float*)q + qOff, span);
+                int span = (N - 1) * C3 + D, spanQ = (M - 1) * C3 + D;
+                var qs = new ReadOnlySpan<float>((float*)q + qOff, spanQ);
                 var ks = new ReadOnlySpan<float>((float*)q + qOff + C, span);
                 var vs = new ReadOnlySpan<float>((float*)q + qOff + 2 * C, span);
-                var dq = new Span<float>((float*)d + qOff, span);
+                var dq = new Span<float>((float*)d + qOff, spanQ);
                 var dk = new Span<float>((float*)d + qOff + C, span);
                 var dv = new Span<float>((float*)d + qOff + 2 * C, span);
-                var ps = new ReadOnlySpan<float>((float*)p + (nint)t * N * N, N * N);
-                var gs = new ReadOnlySpan<float>((float*)g + (nint)b * N * C + h * D, (N - 1) * C + D);
-                var dp = dP.AsSpan(0, N * N);
-                var ds = dS.AsSpan(0, N * N);
-                Gemm.Sgemm(false, true, N, N, D, 1f, gs, C, vs, C3, 0f, dp, N);   // dP = G·vᵀ
-                Gemm.Sgemm(true, false, N, D, N, 1f, ps, N, gs, C, 1f, dv, C3);   // dv += Pᵀ·G
+                var ps = new ReadOnlySpan<float>((float*)p + (nint)t * M * N, M * N);
+                var gs = new ReadOnlySpan<float>((float*)g + (nint)b * M * C + h * D, (M - 1) * C + D);
+                var dp = dP.AsSpan(0, M * N);
+                var ds = dS.AsSpan(0, M * N);
+                Gemm.Sgemm(false, true, M, N, D, 1f, gs, C, vs, C3, 0f, dp, N);   // dP = G·vᵀ
+                Gemm.Sgemm(true, false, N, D, M, 1f, ps, N, gs, C, 1f, dv, C3);   // dv += Pᵀ·G
                 ds.Clear();
-                SoftmaxKernel.SoftmaxRowsBackward(ps, dp, ds, N, N);
+                SoftmaxKernel.SoftmaxRowsBackward(ps, dp, ds, M, N);
                 System.Numerics.Tensors.TensorPrimitives.Multiply(ds, scale, ds);
                 if (half)
                 {
@@ -240,8 +247,8 @@ internal static unsafe partial class AttentionKernel
                     System.Numerics.Tensors.TensorPrimitives.Add(dl, ds, dl);
                     return;
                 }
-                Gemm.Sgemm(false, false, N, D, N, 1f, ds, N, ks, C3, 1f, dq, C3);  // dq += dS·k
-                Gemm.Sgemm(true, false, N, D, N, 1f, ds, N, qs, C3, 1f, dk, C3);   // dk += dSᵀ·q
+                Gemm.Sgemm(false, false, M, D, N, 1f, ds, N, ks, C3, 1f, dq, C3);  // dq += dS·k
+                Gemm.Sgemm(true, false, N, D, M, 1f, ds, N, qs, C3, 1f, dk, C3);   // dk += dSᵀ·q
             });
         }
     }
@@ -372,17 +379,28 @@ internal static unsafe partial class AttentionKernel
             }
     }
 
-    // Unused buffers are passed as int.MaxValue (long.MaxValue for probs); nnName names the [B, H, N, N] buffer.
+    // The query rows M of a call (queries 0: all N). Throws ArgumentException outside 1 .. N, or below N with logits.
+    private static int Queries(int queries, int tokens, bool logits)
+    {
+        int m = queries == 0 ? tokens : queries;
+        if (m < 1 || m > tokens) throw new ArgumentException($"attention: {queries} query rows of {tokens} tokens");
+        if (logits && m != tokens) throw new ArgumentException("attention: the logits output needs every query row");
+        return m;
+    }
+
+    // Unused buffers are passed as int.MaxValue (long.MaxValue for probs); nnName names the [B, H, M, N] buffer;
+    // queries: M, the query rows of probs, output and dOut (0: N).
     private static void Check(int batch, int tokens, int heads, int headDim, int qkvLen, long probsLen, int outLen, int gradLen, string gradName,
-        string nnName = "probs")
+        string nnName = "probs", int queries = 0)
     {
         if (batch < 1 || tokens < 1 || heads < 1 || headDim < 1)
             throw new ArgumentException($"attention sizes must be positive, got B={batch} N={tokens} H={heads} D={headDim}");
+        long M = queries == 0 ? tokens : queries;
         long C = (long)heads * headDim, rows = (long)batch * tokens;
         if (qkvLen < rows * 3 * C) throw new ArgumentException($"attention: qkv has {qkvLen} elements, [{batch}, {tokens}, {3 * C}] needs {rows * 3 * C}");
-        if (probsLen < (long)batch * heads * tokens * tokens) throw new ArgumentException($"attention: {nnName} has {probsLen} elements, [{batch}, {heads}, {tokens}, {tokens}] needs {(long)batch * heads * tokens * tokens}");
-        if (outLen < rows * C) throw new ArgumentException($"attention: output/dOut has {outLen} elements, [{batch}, {tokens}, {C}] needs {rows * C}");
-        if (gradLen < (gradName == "dQkv" ? rows * 3 * C : rows * C)) throw new ArgumentException($"attention: {gradName} has {gradLen} elements, too few for B={batch} N={tokens} C={C}");
+        if (probsLen < (long)batch * heads * M * tokens) throw new ArgumentException($"attention: {nnName} has {probsLen} elements, [{batch}, {heads}, {M}, {tokens}] needs {(long)batch * heads * M * tokens}");
+        if (outLen < batch * M * C) throw new ArgumentException($"attention: output/dOut has {outLen} elements, [{batch}, {M}, {C}] needs {batch * M * C}");
+        if (gradLen < (gradName == "dQkv" ? rows * 3 * C : batch * M * C)) throw new ArgumentException($"attention: {gradName} has {gradLen} elements, too few for B={batch} N={tokens} C={C}");
     }
 
     // Per-thread N×N scratch for dP and dS: reused across calls, so a backward allocates nothing once warm.

@@ -40,22 +40,23 @@ internal static unsafe partial class AttentionKernel
     // One head (as ForwardHead512): q, k, v N×D with row stride ld; probs N×N or null; o N×D with row stride ldo;
     // logits N×N receives the unscaled q·kᵀ (null: not wanted).
     private static void ForwardHead256(float* q, float* k, float* v, nint ld, int n, int d, float scale,
-        float* probs, float* o, nint ldo, float* logits = null)
+        float* probs, float* o, nint ldo, float* logits = null, int m = -1)
     {
         const int R = Rows256, W = Cols256;
-        int np = (n + W - 1) / W * W, mp = (n + R - 1) / R * R;
+        if (m < 0) m = n; // query rows (as ForwardHead512)
+        int np = (n + W - 1) / W * W, mp = (m + R - 1) / R * R;
         int tailWidth = d % W, d0 = d - tailWidth, dp = d0 + (tailWidth > 0 ? W : 0);
         Scratch256(mp * d, d * np, R * np, probs == null ? R * n : 0, n * dp, tailWidth > 0 ? R * W : 0,
             out float* qPacked, out float* kPacked, out float* sRows, out float* pScratch, out float* vPacked, out float* oTail);
-        GemmPacking.PackA(false, q, ld, 0, 0, n, d, qPacked, R);
+        GemmPacking.PackA(false, q, ld, 0, 0, m, d, qPacked, R);
         GemmPacking.PackB(true, k, ld, 0, 0, d, n, kPacked, W);
         // v packed too, in 16-column panels (the last zero-padded): read in place, its rows 3C apart fell on few L1
         // sets (DeiT-Tiny: 2304 bytes apart, 16 sets for 197 rows) and P·v ran slower than through the GEMM.
         GemmPacking.PackB(false, v, ld, 0, 0, n, d, vPacked, W);
         float alpha = logits != null ? 1f : scale; // as ForwardHead512: fl(fl(Σ)·scale) either way
-        for (int i0 = 0; i0 < n; i0 += R)
+        for (int i0 = 0; i0 < m; i0 += R)
         {
-            int mr = Math.Min(R, n - i0);
+            int mr = Math.Min(R, m - i0);
             float* qPanel = qPacked + (nint)(i0 / R) * d * R;
             for (int j0 = 0; j0 < n; j0 += W)
                 ManagedGemm.KernelFma(d, qPanel, kPacked + (nint)(j0 / W) * d * W, sRows + j0, np, alpha, 0f);
@@ -81,10 +82,11 @@ internal static unsafe partial class AttentionKernel
 
     // One head's backward (as BackwardHead512; d a multiple of 16).
     private static void BackwardHead256(float* q, float* k, float* v, nint ld, float* probs, float* g, nint ldg,
-        float* dq, float* dk, float* dv, int n, int d, float scale, BackwardPart part = BackwardPart.All, float* dL = null)
+        float* dq, float* dk, float* dv, int n, int d, float scale, BackwardPart part = BackwardPart.All, float* dL = null, int m = -1)
     {
         const int R = Rows256, W = Cols256;
-        int np = (n + W - 1) / W * W, mp = (n + R - 1) / R * R;
+        if (m < 0) m = n; // query rows (as BackwardHead512): q and G packed as m rows, the sums into dk and dv over them
+        int np = (n + W - 1) / W * W, mp = (m + R - 1) / R * R;
         Scratch256(d * np, R * np, mp * np, mp * np, R * d + R * W, 3 * n * d,
             out float* vt, out float* dpRows, out float* dsAll, out float* pAll, out float* gPanel, out float* packs);
         float* tile = gPanel + R * d; // R·d is a multiple of 16: the tile stays 64-byte aligned
@@ -94,9 +96,9 @@ internal static unsafe partial class AttentionKernel
         if (part != BackwardPart.SoftmaxV)
         {
             GemmPacking.PackB(false, k, ld, 0, 0, n, d, kB, W);
-            GemmPacking.PackB(false, q, ld, 0, 0, n, d, qB, W);
+            GemmPacking.PackB(false, q, ld, 0, 0, m, d, qB, W);
         }
-        if (part != BackwardPart.Qk) GemmPacking.PackB(false, g, ldg, 0, 0, n, d, gB, W);
+        if (part != BackwardPart.Qk) GemmPacking.PackB(false, g, ldg, 0, 0, m, d, gB, W);
         if (part == BackwardPart.Qk)
         {
             new Span<float>(dsAll, mp * np).Clear();
@@ -108,7 +110,7 @@ internal static unsafe partial class AttentionKernel
             GemmPacking.PackB(true, v, ld, 0, 0, d, n, vt, W);
             for (int i0 = 0; i0 < mp; i0 += R)
             {
-                int mr = Math.Min(R, n - i0);
+                int mr = Math.Min(R, m - i0);
                 if (mr < R) GemmPacking.PackA(false, g, ldg, i0, 0, mr, d, gPanel, R);
                 for (int j0 = 0; j0 < n; j0 += W)
                 {
@@ -135,9 +137,9 @@ internal static unsafe partial class AttentionKernel
                 System.Numerics.Tensors.TensorPrimitives.Add(row, new ReadOnlySpan<float>(dsAll + (nint)r * np, n), row);
             }
         // dq += dS·k, by 6-row blocks of dS (its rows past N are zero), 16 columns at a time.
-        for (int i0 = 0; i0 < n && part != BackwardPart.SoftmaxV; i0 += R)
+        for (int i0 = 0; i0 < m && part != BackwardPart.SoftmaxV; i0 += R)
         {
-            int mr = Math.Min(R, n - i0);
+            int mr = Math.Min(R, m - i0);
             for (int c0 = 0; c0 < d; c0 += W)
             {
                 float* kPanel = kB + (nint)c0 * n;
@@ -155,8 +157,8 @@ internal static unsafe partial class AttentionKernel
             int mr = Math.Min(R, n - j0);
             for (int c0 = 0; c0 < d; c0 += W)
             {
-                if (part != BackwardPart.Qk) ProductInto256(n, pAll + j0, np, gB + (nint)c0 * n, W, dv + j0 * ld + c0, ld, mr, tile);
-                if (part != BackwardPart.SoftmaxV) ProductInto256(n, dsAll + j0, np, qB + (nint)c0 * n, W, dk + j0 * ld + c0, ld, mr, tile);
+                if (part != BackwardPart.Qk) ProductInto256(m, pAll + j0, np, gB + (nint)c0 * m, W, dv + j0 * ld + c0, ld, mr, tile);
+                if (part != BackwardPart.SoftmaxV) ProductInto256(m, dsAll + j0, np, qB + (nint)c0 * m, W, dk + j0 * ld + c0, ld, mr, tile);
             }
         }
     }

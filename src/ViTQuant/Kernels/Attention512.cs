@@ -48,16 +48,17 @@ internal static unsafe partial class AttentionKernel
     // One head: q, k, v are N×D with row stride ld (= 3C); probs is N×N (null: not kept); o is N×D with row stride ldo
     // (null: probabilities only, into probs; v unused); logits N×N receives the unscaled q·kᵀ (null: not wanted).
     private static void ForwardHead512(float* q, float* k, float* v, nint ld, int n, int d, float scale,
-        float* probs, float* o, nint ldo, float* logits = null)
+        float* probs, float* o, nint ldo, float* logits = null, int m = -1)
     {
+        if (m < 0) m = n; // query rows (probs m × n, o m rows)
         int np = (n + Cols - 1) / Cols * Cols;
         int tailWidth = o != null ? d % Cols : 0; // columns of v past the last full 32-column chunk
         var s = Scratch512(d * np, Rows * np, probs == null ? Rows * n : 0, tailWidth > 0 ? n * Cols : 0);
         GemmPacking.PackB(true, k, ld, 0, 0, d, n, s.K, Cols);
         if (tailWidth > 0) PadVTail(v, ld, n, d, s.VTail);
-        for (int i0 = 0; i0 < n; i0 += Rows)
+        for (int i0 = 0; i0 < m; i0 += Rows)
         {
-            int mr = Math.Min(Rows, n - i0);
+            int mr = Math.Min(Rows, m - i0);
             // With logits wanted the products are stored unscaled, copied out, then scaled: fl(fl(Σ)·scale) is
             // what alpha = scale stores, so S and P do not change.
             float alpha = logits != null ? 1f : scale;
@@ -132,15 +133,16 @@ internal static unsafe partial class AttentionKernel
     // (part SoftmaxV) or read (part Qk); unused for All. Every product reads only rows and columns below N (a last
     // partial block through KernelRows512), so P, dL and dS are read in place, unpadded.
     private static void BackwardHead512(float* q, float* k, float* v, nint ld, float* probs, float* g, nint ldg,
-        float* dq, float* dk, float* dv, int n, int d, float scale, BackwardPart part = BackwardPart.All, float* dL = null)
+        float* dq, float* dk, float* dv, int n, int d, float scale, BackwardPart part = BackwardPart.All, float* dL = null, int m = -1)
     {
+        if (m < 0) m = n; // query rows: probs, g and dS m × n, dq m rows; the sums into dk and dv run over them
         int np = (n + Cols - 1) / Cols * Cols;
-        var s = BackwardScratch512(d * np, Rows * np, part == BackwardPart.Qk ? 0 : n * np);
+        var s = BackwardScratch512(d * np, Rows * np, part == BackwardPart.Qk ? 0 : m * np);
         // dS: the given dL (part Qk), else computed into the scratch.
         bool given = part == BackwardPart.Qk;
         float* dS = given ? dL : s.DS;
         nint lds = given ? n : np;
-        if (!given) SoftmaxBackward512(v, ld, probs, g, ldg, n, d, scale, np, s);
+        if (!given) SoftmaxBackward512(v, ld, probs, g, ldg, n, d, scale, np, s, m);
         if (part == BackwardPart.SoftmaxV)
             for (int r = 0; r < n; r++)
             {
@@ -148,9 +150,9 @@ internal static unsafe partial class AttentionKernel
                 System.Numerics.Tensors.TensorPrimitives.Add(row, new ReadOnlySpan<float>(dS + (nint)r * lds, n), row);
             }
         // dq += dS·k, by 12-row blocks of dS, 32 columns at a time.
-        for (int i0 = 0; i0 < n && part != BackwardPart.SoftmaxV; i0 += Rows)
+        for (int i0 = 0; i0 < m && part != BackwardPart.SoftmaxV; i0 += Rows)
         {
-            int mr = Math.Min(Rows, n - i0);
+            int mr = Math.Min(Rows, m - i0);
             for (int c0 = 0; c0 < d; c0 += Cols)
             {
                 if (mr == Rows) ManagedGemm.Kernel512Direct(n, dS + (nint)i0 * lds, lds, k + c0, ld, dq + i0 * ld + c0, ld, 1f, 1f);
@@ -163,8 +165,8 @@ internal static unsafe partial class AttentionKernel
             int mr = Math.Min(Rows, n - j0);
             for (int c0 = 0; c0 < d; c0 += Cols)
             {
-                if (part != BackwardPart.Qk) ProductInto(n, probs + j0, n, g + c0, ldg, dv + j0 * ld + c0, ld, mr);
-                if (part != BackwardPart.SoftmaxV) ProductInto(n, dS + j0, lds, q + c0, ld, dk + j0 * ld + c0, ld, mr);
+                if (part != BackwardPart.Qk) ProductInto(m, probs + j0, n, g + c0, ldg, dv + j0 * ld + c0, ld, mr);
+                if (part != BackwardPart.SoftmaxV) ProductInto(m, dS + j0, lds, q + c0, ld, dk + j0 * ld + c0, ld, mr);
             }
         }
     }
@@ -177,14 +179,14 @@ internal static unsafe partial class AttentionKernel
         else ManagedGemm.KernelRows512(mr, n, a, 1, lda, b, ldb, dst, ld, 1f, 1f);
     }
 
-    // dS = scale·P ⊙ (dP − rowsum(P ⊙ dP)) with dP = G·vᵀ, into s.DS (N rows of np).
+    // dS = scale·P ⊙ (dP − rowsum(P ⊙ dP)) with dP = G·vᵀ, into s.DS (m rows of np).
     private static void SoftmaxBackward512(float* v, nint ld, float* probs, float* g, nint ldg, int n, int d, float scale,
-        int np, Backward512Scratch s)
+        int np, Backward512Scratch s, int m)
     {
         GemmPacking.PackB(true, v, ld, 0, 0, d, n, s.VT, Cols);
-        for (int i0 = 0; i0 < n; i0 += Rows)
+        for (int i0 = 0; i0 < m; i0 += Rows)
         {
-            int mr = Math.Min(Rows, n - i0);
+            int mr = Math.Min(Rows, m - i0);
             // dP rows i0 .. i0+mr-1 = G·vᵀ, G's rows read in place.
             for (int j0 = 0; j0 < n; j0 += Cols)
             {

@@ -11,9 +11,9 @@
 // The last block for the head alone: with token pooling the head reads only the prefix tokens (class, and the
 // distillation token) of the last block's output, and everything in a block after its attention mixes no tokens
 // (proj, the residual, norm2, the MLP work row by row). So Forward and Infer narrow the last block to its prefix
-// rows right after the attention (which still needs every token's k and v): proj, norm2, fc1, GELU, fc2 and the
-// residuals run on B·prefix rows instead of B·N — for vit_fmnist a tenth of the linear layers' work, for
-// DeiT-Tiny a sixteenth. The logits are the same numbers (each row goes through the same kernels; a test holds
+// rows at the attention (which still needs every token's k and v; without hooks the fused kernel computes only
+// the prefix rows' queries, with hooks its output is narrowed): proj, norm2, fc1, GELU, fc2 and the residuals run
+// on B·prefix rows instead of B·N — for vit_fmnist a tenth of the linear layers' work, for DeiT-Tiny a sixteenth. The logits are the same numbers (each row goes through the same kernels; a test holds
 // them to the full path's bits), and so are the gradients up to float rounding (the rows that used to add exact
 // zeros into the last block's weight gradients are gone, which can change how the GEMM groups its sums). Only
 // where nothing can see the dropped rows: no hooks, or observing hooks that want no tap after the last attention
@@ -349,8 +349,8 @@ internal sealed class Block : Module
         Tensor Rows(Tensor merged) => keepRows > 0 ? Ops.Narrow(merged, 1, 0, keepRows) : merged;
         if (keepRows > 0 && hooks != null && hooks is not IObservingHooks { PassesThrough: true })
             throw new ArgumentException("attention: rows can be dropped only without hooks or with observing ones", nameof(keepRows));
-        if (hooks == null)
-            return Proj.Forward(Rows(Ops.FusedAttention(Qkv.Forward(x), _heads, _scale)));
+        if (hooks == null) // the kept rows alone: their queries against every key
+            return Proj.Forward(Ops.FusedAttention(Qkv.Forward(x), _heads, _scale, keepRows));
         if (hooks is IObservingHooks { PassesThrough: true } && !hooks.WantsTap($"{p}.attn.probs"))
         {
             var fusedQkv = Qkv.Forward(x);

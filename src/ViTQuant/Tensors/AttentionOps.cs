@@ -12,24 +12,33 @@ internal static partial class Ops
     /// MatMul(q, k, transB) → Scale → Softmax → MatMul(·, v) → MergeHeads, as one node whose backward
     /// reuses the saved probabilities. Throws ArgumentException when qkv is not [B, N, 3·heads·D].
     /// </summary>
-    public static Tensor FusedAttention(Tensor qkv, int heads, float scale)
+    public static Tensor FusedAttention(Tensor qkv, int heads, float scale) => FusedAttention(qkv, heads, scale, 0);
+
+    /// <summary>
+    /// <see cref="FusedAttention(Tensor, int, float)"/> for the first <paramref name="queries"/> query tokens only (0:
+    /// all): [B, queries, C], each row the full op's, every key and value still counted (AttentionKernel's header).
+    /// Throws ArgumentException on a wrong shape or a query count outside 0 .. N.
+    /// </summary>
+    internal static Tensor FusedAttention(Tensor qkv, int heads, float scale, int queries)
     {
         if (qkv.Rank != 3 || heads < 1 || qkv.Shape[2] % (3 * heads) != 0 || qkv.Shape[2] == 0)
             throw new ArgumentException($"FusedAttention: expected [B, N, 3·heads·D] with heads={heads}, got {Tensor.ShapeString(qkv.Shape)}");
         int B = qkv.Shape[0], N = qkv.Shape[1], C = qkv.Shape[2] / 3, D = C / heads;
-        if (B == 0 || N == 0) return Tensor.Output(B, N, C);
+        if (queries < 0 || queries > N) throw new ArgumentException($"FusedAttention: {queries} query rows of {N} tokens");
+        int M = queries == 0 ? N : queries;
+        if (B == 0 || N == 0) return Tensor.Output(B, M, C);
         // The kernel writes every element of both (beta = 0 products), so no zero fill is needed.
-        var y = Tensor.OutputUninitialized(B, N, C);
+        var y = Tensor.OutputUninitialized(B, M, C);
         if (!Autograd.Needs(qkv))
         {
             // No backward: the probabilities stay in the kernel's per-thread scratch.
-            AttentionKernel.Forward(qkv.Span, B, N, heads, D, scale, default, y.Span);
+            AttentionKernel.Forward(qkv.Span, B, N, heads, D, scale, default, y.Span, queries: M);
             return y;
         }
-        var probs = Tensor.OutputUninitialized(B, heads, N, N); // [B, H, N, N], kept for the backward
-        AttentionKernel.Forward(qkv.Span, B, N, heads, D, scale, probs.Span, y.Span);
+        var probs = Tensor.OutputUninitialized(B, heads, M, N); // [B, H, M, N], kept for the backward
+        AttentionKernel.Forward(qkv.Span, B, N, heads, D, scale, probs.Span, y.Span, queries: M);
         return Autograd.Record("attention", y, new[] { qkv }, g =>
-            AttentionKernel.Backward(qkv.Span, probs.Span, g.Span, B, N, heads, D, scale, qkv.GradSpan()));
+            AttentionKernel.Backward(qkv.Span, probs.Span, g.Span, B, N, heads, D, scale, qkv.GradSpan(), queries: M));
     }
 
     /// <summary>

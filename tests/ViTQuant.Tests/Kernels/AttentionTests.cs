@@ -85,6 +85,46 @@ public class AttentionTests
             }
     }
 
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void QueryRowsAreTheFullAttentionsRows(int B, int N, int H, int D)
+    {
+        // The first M query rows alone: forward rows (probabilities and output) bit for bit the full kernel's, and a
+        // backward equal to the full one's with dOut zero past row M (those rows add nothing), on every GEMM kernel.
+        var rng = new Rng(23);
+        int C = H * D;
+        var qkv = Random(rng, B * N * 3 * C, 2f);
+        var dInit = Random(rng, B * N * 3 * C);
+        float scale = 1f / MathF.Sqrt(D);
+        foreach (int M in new[] { 1, 2, 7, 13, N - 1, N }.Where(m => m >= 1 && m <= N).Distinct())
+        {
+            var dOut = Random(rng, B * M * C);
+            var dPadded = new float[B * N * C];
+            for (int b = 0; b < B; b++) Array.Copy(dOut, b * M * C, dPadded, b * N * C, M * C);
+            foreach (var kernel in Kernels)
+                using (ManagedGemm.ForceKernel(kernel))
+                {
+                    var pFull = new float[B * H * N * N];
+                    var oFull = new float[B * N * C];
+                    AttentionKernel.Forward(qkv, B, N, H, D, scale, pFull, oFull);
+                    var p = new float[B * H * M * N];
+                    var o = new float[B * M * C];
+                    AttentionKernel.Forward(qkv, B, N, H, D, scale, p, o, queries: M);
+                    for (int t = 0; t < B * H; t++) Assert.Equal(pFull.AsSpan(t * N * N, M * N).ToArray(), p.AsSpan(t * M * N, M * N).ToArray());
+                    for (int b = 0; b < B; b++) Assert.Equal(oFull.AsSpan(b * N * C, M * C).ToArray(), o.AsSpan(b * M * C, M * C).ToArray());
+                    var o2 = new float[B * M * C];
+                    AttentionKernel.Forward(qkv, B, N, H, D, scale, default, o2, queries: M);
+                    Assert.Equal(o, o2);
+                    var dFull = (float[])dInit.Clone();
+                    AttentionKernel.Backward(qkv, pFull, dPadded, B, N, H, D, scale, dFull);
+                    var d = (float[])dInit.Clone();
+                    AttentionKernel.Backward(qkv, p, dOut, B, N, H, D, scale, d, queries: M);
+                    AssertClose(dFull, d, 1e-6, $"{kernel} dQkv {B}x{N}x{H}x{D}, {M} query rows");
+                }
+        }
+        Assert.Throws<ArgumentException>(() => AttentionKernel.Forward(qkv, B, N, H, D, scale, default, new float[B * N * C], queries: N + 1));
+    }
+
     // L(qkv) = Σ w ⊙ attention(qkv), in double from the definition; central differences with h = 1e-4
     // have O(h²) ≈ 1e-8 truncation error, so the float gradient must match to float rounding.
     [Fact]
