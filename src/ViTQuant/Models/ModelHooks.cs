@@ -41,6 +41,17 @@ internal interface IObservingHooks : IModelHooks
     bool PassesThrough { get; }
 }
 
+/// <summary>
+/// Hooks that can say, for the call about to run, whether everything they do past a block's attention works on each
+/// token row alone, so the model may drop rows there that nothing reads (VisionTransformer: the last block for the
+/// head's tokens). A quantized model's per-tensor fake quantizers do; its observers and per-token grids do not.
+/// </summary>
+internal interface IRowLocalHooks : IModelHooks
+{
+    /// <summary>True when the activation points attn.proj, mlp.fc1 and mlp.fc2 of block <paramref name="block"/> ("blocks.{i}") work row by row and no tap past its attention is wanted.</summary>
+    bool RowLocalAfterAttention(string block);
+}
+
 /// <summary>Records the taps whose names match a predicate, in forward order.</summary>
 internal sealed class TapRecorder : IObservingHooks
 {

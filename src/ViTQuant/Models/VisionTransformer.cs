@@ -16,8 +16,10 @@
 // on B·prefix rows instead of B·N — for vit_fmnist a tenth of the linear layers' work, for DeiT-Tiny a sixteenth. The logits are the same numbers (each row goes through the same kernels; a test holds
 // them to the full path's bits), and so are the gradients up to float rounding (the rows that used to add exact
 // zeros into the last block's weight gradients are gone, which can change how the GEMM groups its sums). Only
-// where nothing can see the dropped rows: no hooks, or observing hooks that want no tap after the last attention
-// (a quantized model's quantizers and observers see every token, as before). ForwardFeatures keeps all tokens.
+// where nothing can see the dropped rows: no hooks, observing hooks that want no tap after the last attention, or
+// row-local hooks (IRowLocalHooks: a calibrated quantized model evaluated without gradients whose quantizers there
+// are per tensor and static; while calibrating, with per-token grids, or with gradients it sees every token, as
+// before). ForwardFeatures keeps all tokens.
 using ViTQuant.Nn;
 using ViTQuant.Tensors;
 
@@ -110,8 +112,9 @@ public sealed class VisionTransformer : VisionModel
         var c = Config;
         if (_fullLastBlock || c.GlobalPool == "avg" || c.NumPrefixTokens == 0 || Blocks.Count == 0) return 0;
         if (hooks == null) return c.NumPrefixTokens;
-        return hooks is IObservingHooks { PassesThrough: true } && !hooks.WantsTap($"blocks.{Blocks.Count - 1}.mlp.act")
-            ? c.NumPrefixTokens : 0;
+        string last = $"blocks.{Blocks.Count - 1}";
+        if (hooks is IObservingHooks { PassesThrough: true } && !hooks.WantsTap($"{last}.mlp.act")) return c.NumPrefixTokens;
+        return hooks is IRowLocalHooks r && r.RowLocalAfterAttention(last) ? c.NumPrefixTokens : 0;
     }
 
     /// <summary>Token features after the last block (before the final norm), [B, N, D].</summary>
@@ -347,8 +350,8 @@ internal sealed class Block : Module
     {
         var p = _p;
         Tensor Rows(Tensor merged) => keepRows > 0 ? Ops.Narrow(merged, 1, 0, keepRows) : merged;
-        if (keepRows > 0 && hooks != null && hooks is not IObservingHooks { PassesThrough: true })
-            throw new ArgumentException("attention: rows can be dropped only without hooks or with observing ones", nameof(keepRows));
+        if (keepRows > 0 && hooks != null && hooks is not IObservingHooks { PassesThrough: true } && hooks is not IRowLocalHooks)
+            throw new ArgumentException("attention: rows can be dropped only without hooks, with observing ones or row-local ones", nameof(keepRows));
         if (hooks == null) // the kept rows alone: their queries against every key
             return Proj.Forward(Ops.FusedAttention(Qkv.Forward(x), _heads, _scale, keepRows));
         if (hooks is IObservingHooks { PassesThrough: true } && !hooks.WantsTap($"{p}.attn.probs"))

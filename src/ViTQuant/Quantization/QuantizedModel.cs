@@ -27,7 +27,7 @@ public enum QuantMode
 /// A float model plus a quantization plan: pass it as the hooks of the model's forward (or use <see cref="Forward"/>)
 /// to run the model fake-quantized. Calibrate, then reconstruct or fine-tune, then freeze (QuantizedCheckpoint).
 /// </summary>
-public sealed class QuantizedModel : IModelHooks
+public sealed class QuantizedModel : IModelHooks, IRowLocalHooks
 {
     private readonly Dictionary<string, Quantizer> _weightQ = new();
     private readonly Dictionary<string, Quantizer> _actQ = new();
@@ -323,6 +323,28 @@ public sealed class QuantizedModel : IModelHooks
             return x;
         }
         return q.Forward(x);
+    }
+
+    /// <summary>
+    /// IRowLocalHooks: true for an evaluation (no gradients) in Quantize or Float mode whose quantizers at the block's
+    /// attn.proj, mlp.fc1 and mlp.fc2 are calibrated, static and per tensor (uniform, LSQ, log, shift-log), with no
+    /// observer tap past the attention. Gradients keep every row, so training's numbers do not move with it.
+    /// </summary>
+    bool IRowLocalHooks.RowLocalAfterAttention(string block)
+    {
+        if (Autograd.IsEnabled || Mode is QuantMode.Calibrate or QuantMode.WeightsOnly) return false;
+        if (Observer?.WantsTap($"{block}.mlp.act") == true) return false;
+        if (Mode == QuantMode.Float) return true;
+        foreach (var layer in new[] { "attn.proj", "mlp.fc1", "mlp.fc2" })
+            if (_actQ.TryGetValue($"{block}.{layer}", out var q) && !(q.IsCalibrated && q switch
+            {
+                UniformQuantizer u => !u.Spec.Dynamic && u.Spec.Granularity == Granularity.PerTensor,
+                LsqQuantizer l => l.Spec.Granularity == Granularity.PerTensor,
+                LogQuantizer or ShiftLogQuantizer => true,
+                _ => false,
+            }))
+                return false;
+        return true;
     }
 
     /// <summary>Forwards a tap (an attention map, …) to <see cref="Observer"/>.</summary>

@@ -97,6 +97,28 @@ public class LastBlockRowsTests
         Assert.Equal(0, new VisionTransformer(Grey with { GlobalPool = "avg", ClassToken = false }, seed: 1).HeadTokens(null));
     }
 
+    [Theory]
+    [InlineData("minmax", 1)]   // per-tensor static grids: row by row
+    [InlineData("mimiq", 1)]    // LSQ per tensor
+    [InlineData("adfq", 0)]     // ADFQ's per-patch grid at fc1 is per token position
+    public void QuantizedEvaluationNarrowsWhereItsQuantizersWorkRowByRow(string method, int rows)
+    {
+        var qm = new QuantizedModel(new VisionTransformer(Grey, seed: 4), QuantPresets.Create(method, 4, 4));
+        var vt = (VisionTransformer)qm.Model;
+        var rng = new Rng(9);
+        using (Autograd.NoGrad()) Assert.Equal(0, vt.HeadTokens(qm)); // calibrating: observers see every row
+        qm.Calibrate(new[] { Tensor.Randn(rng, 1f, 16, 1, 28, 28) });
+        Assert.Equal(0, vt.HeadTokens(qm)); // with gradients: every row, so training's numbers do not move
+        using (Autograd.NoGrad()) Assert.Equal(rows, vt.HeadTokens(qm));
+        var x = Tensor.Randn(rng, 1f, 7, 1, 28, 28);
+        float[] want;
+        using (Autograd.NoGrad()) want = Full(() => qm.Model.Forward(x, qm).ToArray());
+        using (Autograd.NoGrad()) Assert.Equal(want, qm.Model.Forward(x, qm).ToArray());
+        using (Autograd.NoGrad()) using (TensorArena.Scope()) Assert.Equal(want, qm.Model.Infer(x, qm).ToArray());
+        qm.Mode = QuantMode.Float;
+        using (Autograd.NoGrad()) Assert.Equal(1, vt.HeadTokens(qm));
+    }
+
     private static void AssertClose(float[] want, float[] got, string what)
     {
         Assert.Equal(want.Length, got.Length);
