@@ -379,16 +379,14 @@ public static class OnnxExporter
 
         /// <summary>
         /// True when the last block (prefix <paramref name="p"/>) may run past its attention on the prefix tokens only
-        /// (file header): token pooling, and no per-token quantizer at proj, fc1 or fc2.
+        /// (file header): token pooling, and every quantizer at proj, fc1 and fc2 works row by row.
         /// </summary>
         private bool HeadRowsOnly(string p)
         {
             if (FullLastBlock || _c.GlobalPool == "avg" || _c.NumPrefixTokens == 0) return false;
             if (_q == null) return true;
-            static bool PerToken(Quantizer q) => q is PerPatchOutlierQuantizer
-                || q is UniformQuantizer { Spec.Granularity: Granularity.PerToken } || q is LsqQuantizer { Spec.Granularity: Granularity.PerToken };
             foreach (var layer in new[] { "attn.proj", "mlp.fc1", "mlp.fc2" })
-                if (_q.ActivationQuantizers.TryGetValue($"{p}.{layer}", out var qz) && PerToken(qz)) return false;
+                if (_q.ActivationQuantizers.TryGetValue($"{p}.{layer}", out var qz) && !QuantizedModel.WorksRowByRow(qz)) return false;
             return true;
         }
 

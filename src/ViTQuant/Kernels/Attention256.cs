@@ -37,8 +37,8 @@ internal static unsafe partial class AttentionKernel
     /// <summary>False: the GEMM path runs on AVX2 CPUs too (kept for same-process A/B benchmarks).</summary>
     internal static bool Avx2Path = true;
 
-    // One head (as ForwardHead512): q, k, v N×D with row stride ld; probs N×N or null; o N×D with row stride ldo;
-    // logits N×N receives the unscaled q·kᵀ (null: not wanted).
+    // One head (as ForwardHead512): q, k, v N×D with row stride ld; probs M×N or null; o M×D with row stride ldo;
+    // logits N×N receives the unscaled q·kᵀ (null: not wanted); M = m query rows (m < 0: all N).
     private static void ForwardHead256(float* q, float* k, float* v, nint ld, int n, int d, float scale,
         float* probs, float* o, nint ldo, float* logits = null, int m = -1)
     {

@@ -45,8 +45,9 @@ internal static unsafe partial class AttentionKernel
     /// <summary>False: the GEMM path runs on AVX-512 CPUs too (kept for same-process A/B benchmarks).</summary>
     internal static bool Avx512Path = true;
 
-    // One head: q, k, v are N×D with row stride ld (= 3C); probs is N×N (null: not kept); o is N×D with row stride ldo
-    // (null: probabilities only, into probs; v unused); logits N×N receives the unscaled q·kᵀ (null: not wanted).
+    // One head: q, k, v are N×D with row stride ld (= 3C); probs is M×N (null: not kept); o is M×D with row stride ldo
+    // (null: probabilities only, into probs; v unused); logits N×N receives the unscaled q·kᵀ (null: not wanted; M = N
+    // then). M = m: the query rows, the first m of q (m < 0: all N).
     private static void ForwardHead512(float* q, float* k, float* v, nint ld, int n, int d, float scale,
         float* probs, float* o, nint ldo, float* logits = null, int m = -1)
     {
@@ -128,10 +129,11 @@ internal static unsafe partial class AttentionKernel
     // dL (accumulated into a separate N×N gradient), Qk from the whole dL to dq and dk.
     private enum BackwardPart { All, SoftmaxV, Qk }
 
-    // One head's backward (file header): q, k, v with row stride ld (3C), probs N×N, g = dOut rows with stride
-    // ldg (C); dq, dk, dv (stride ld) are accumulated into. d is a multiple of 32. dL (N×N): accumulated into
-    // (part SoftmaxV) or read (part Qk); unused for All. Every product reads only rows and columns below N (a last
-    // partial block through KernelRows512), so P, dL and dS are read in place, unpadded.
+    // One head's backward (file header): q, k, v with row stride ld (3C), probs M×N, g = dOut's M rows with stride
+    // ldg (C); dq (its first M rows), dk, dv (stride ld) are accumulated into. d is a multiple of 32. dL (N×N, M = N):
+    // accumulated into (part SoftmaxV) or read (part Qk); unused for All. M = m (m < 0: all N). Every product reads
+    // only rows and columns below M and N (a last partial block through KernelRows512), so P, dL and dS are read in
+    // place, unpadded.
     private static void BackwardHead512(float* q, float* k, float* v, nint ld, float* probs, float* g, nint ldg,
         float* dq, float* dk, float* dv, int n, int d, float scale, BackwardPart part = BackwardPart.All, float* dL = null, int m = -1)
     {

@@ -13,9 +13,10 @@
 // (proj, the residual, norm2, the MLP work row by row). So Forward and Infer narrow the last block to its prefix
 // rows at the attention (which still needs every token's k and v; without hooks the fused kernel computes only
 // the prefix rows' queries, with hooks its output is narrowed): proj, norm2, fc1, GELU, fc2 and the residuals run
-// on B·prefix rows instead of B·N — for vit_fmnist a tenth of the linear layers' work, for DeiT-Tiny a sixteenth. The logits are the same numbers (each row goes through the same kernels; a test holds
-// them to the full path's bits), and so are the gradients up to float rounding (the rows that used to add exact
-// zeros into the last block's weight gradients are gone, which can change how the GEMM groups its sums). Only
+// on B·prefix rows instead of B·N — for vit_fmnist a tenth of the linear layers' work, for DeiT-Tiny a sixteenth.
+// The logits are the same numbers (each row goes through the same kernels; tests hold them to the full path's
+// bits), and so are the gradients up to float rounding (the rows that used to add exact zeros into the last
+// block's weight gradients are gone, which can change how the GEMM groups its sums). Only
 // where nothing can see the dropped rows: no hooks, observing hooks that want no tap after the last attention, or
 // row-local hooks (IRowLocalHooks: a calibrated quantized model evaluated without gradients whose quantizers there
 // are per tensor and static; while calibrating, with per-token grids, or with gradients it sees every token, as
@@ -327,7 +328,7 @@ internal sealed class Block : Module
     /// <summary>
     /// The block's output rows 0 .. keep−1 alone, [B, keep, D], for x [B, N, D] and normed = norm1(x): the attention
     /// over all N tokens, then proj, the residual and the MLP on the kept rows (VisionTransformer's header). Hooks must
-    /// be null or observing ones that pass everything through.
+    /// be null, observing ones that pass everything through, or row-local ones (VisionTransformer.HeadTokens decides).
     /// </summary>
     public Tensor ForwardRows(Tensor x, Tensor normed, int keep, IModelHooks? hooks) =>
         ForwardMlp(Ops.Add(Ops.Narrow(x, 1, 0, keep), Attention(normed, hooks, keep)), hooks);
@@ -345,7 +346,7 @@ internal sealed class Block : Module
     /// <param name="x">normalised tokens [B, N, D].</param>
     /// <param name="hooks">quantization points and taps, or null.</param>
     /// <param name="keepRows">above 0: proj runs on the first keepRows tokens of the attention's output only, and the
-    /// result is [B, keepRows, D] (ForwardRows; no hooks, or observing ones that pass everything through).</param>
+    /// result is [B, keepRows, D] (ForwardRows; no hooks, observing ones that pass everything through, or row-local ones).</param>
     public Tensor Attention(Tensor x, IModelHooks? hooks, int keepRows = 0)
     {
         var p = _p;
@@ -383,7 +384,7 @@ internal sealed class Block : Module
             // buffers (no logits, no scaled copy, no merge).
             var pr = Act(h, $"{p}.attn.probs", Ops.AttentionProbabilities(q, k, _scale));
             if (h.WantsTap($"{p}.attn.probs")) h.Tap($"{p}.attn.probs", pr);
-            var heads = Rows(Ops.AttentionOutput(pr, v)); // [B, N, C]
+            var heads = Rows(Ops.AttentionOutput(pr, v)); // [B, N, C], or its first keepRows tokens
             return Proj.Forward(Act(h, $"{p}.attn.proj", heads), h.Weight($"{p}.attn.proj", Proj.Weight));
         }
         var logits = Ops.MatMul(q, k, transB: true); // [B, H, N, N]
@@ -393,7 +394,7 @@ internal sealed class Block : Module
         if (hooks != null && hooks.WantsTap($"{p}.attn.probs")) hooks.Tap($"{p}.attn.probs", probs);
         var o = Ops.MatMul(probs, v); // [B, H, N, dh]
         if (hooks != null && hooks.WantsTap($"{p}.attn.out")) hooks.Tap($"{p}.attn.out", o);
-        var merged = Rows(Ops.MergeHeads(o)); // observing hooks that tap the probabilities come here
+        var merged = Rows(Ops.MergeHeads(o)); // [B, N, C], or its first keepRows tokens
         return Proj.Forward(Act(hooks, $"{p}.attn.proj", merged), hooks?.Weight($"{p}.attn.proj", Proj.Weight));
     }
 

@@ -336,16 +336,22 @@ public sealed class QuantizedModel : IModelHooks, IRowLocalHooks
         if (Observer?.WantsTap($"{block}.mlp.act") == true) return false;
         if (Mode == QuantMode.Float) return true;
         foreach (var layer in new[] { "attn.proj", "mlp.fc1", "mlp.fc2" })
-            if (_actQ.TryGetValue($"{block}.{layer}", out var q) && !(q.IsCalibrated && q switch
-            {
-                UniformQuantizer u => !u.Spec.Dynamic && u.Spec.Granularity == Granularity.PerTensor,
-                LsqQuantizer l => l.Spec.Granularity == Granularity.PerTensor,
-                LogQuantizer or ShiftLogQuantizer => true,
-                _ => false,
-            }))
-                return false;
+            if (_actQ.TryGetValue($"{block}.{layer}", out var q) && !(q.IsCalibrated && WorksRowByRow(q))) return false;
         return true;
     }
+
+    /// <summary>
+    /// True for an activation quantizer whose output row depends on its input row alone: static per-tensor grids
+    /// (uniform, LSQ, log, shift-log). Per-token grids (their parameters are per token position, ADFQ's per-patch one
+    /// too) and dynamic ranges (from the whole tensor) are not.
+    /// </summary>
+    internal static bool WorksRowByRow(Quantizer q) => q switch
+    {
+        UniformQuantizer u => !u.Spec.Dynamic && u.Spec.Granularity == Granularity.PerTensor,
+        LsqQuantizer l => l.Spec.Granularity == Granularity.PerTensor,
+        LogQuantizer or ShiftLogQuantizer => true,
+        _ => false,
+    };
 
     /// <summary>Forwards a tap (an attention map, …) to <see cref="Observer"/>.</summary>
     public void Tap(string name, Tensor t) => Observer?.Tap(name, t);

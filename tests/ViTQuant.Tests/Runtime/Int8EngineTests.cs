@@ -112,19 +112,7 @@ public class Int8EngineTests
     {
         // 7 images × 50 tokens = 350 rows: five full chunks of 64 and a short one, on every kernel path.
         var engine = new Int8Engine(Int8Plan.Compile(Frozen("minmax", 8, 8)));
-        var x = Batches(1, 7, 12)[0];
-        try
-        {
-            foreach (var p in Int8Gemm.SupportedPaths)
-            {
-                Int8Gemm.Path = p;
-                engine.RowWisePasses = false;
-                var want = engine.Forward(x).Span.ToArray();
-                engine.RowWisePasses = true;
-                Assert.Equal(want.Select(BitConverter.SingleToInt32Bits), engine.Forward(x).Span.ToArray().Select(BitConverter.SingleToInt32Bits));
-            }
-        }
-        finally { Int8Gemm.ResetPath(); }
+        SameBitsOnEveryPath(engine, Batches(1, 7, 12)[0], on => engine.RowWisePasses = on);
     }
 
     [Theory]
@@ -133,18 +121,23 @@ public class Int8EngineTests
     public void LastBlockOnTheHeadsTokensGivesTheSameBits(bool distilled)
     {
         // The last block past its attention on the prefix rows only (one, or two with a distillation token) against
-        // all rows, on every kernel path; 5 images × 50 tokens, so the moved rows overlap where they came from.
+        // all rows; 5 images × 50 tokens, so the moved rows overlap where they came from.
         var config = distilled ? Tiny with { Distilled = true } : Tiny;
         var engine = new Int8Engine(Int8Plan.Compile(Frozen("minmax", 8, 8, config: config)));
-        var x = Batches(1, 5, 13)[0];
+        SameBitsOnEveryPath(engine, Batches(1, 5, 13)[0], on => engine.HeadRowsOnly = on);
+    }
+
+    // The engine's logits with a switch off and on, the same bits on every kernel path this CPU runs.
+    private static void SameBitsOnEveryPath(Int8Engine engine, Tensor x, Action<bool> setSwitch)
+    {
         try
         {
             foreach (var p in Int8Gemm.SupportedPaths)
             {
                 Int8Gemm.Path = p;
-                engine.HeadRowsOnly = false;
+                setSwitch(false);
                 var want = engine.Forward(x).Span.ToArray();
-                engine.HeadRowsOnly = true;
+                setSwitch(true);
                 Assert.Equal(want.Select(BitConverter.SingleToInt32Bits), engine.Forward(x).Span.ToArray().Select(BitConverter.SingleToInt32Bits));
             }
         }
