@@ -78,7 +78,7 @@ internal static partial class Ops
     }
 
     /// <summary>
-    /// <see cref="FusedAttention"/> that also returns the unscaled logits q·kᵀ [B, H, N, N] (the unfused graph's
+    /// <see cref="FusedAttention(Tensor, int, float)"/> that also returns the unscaled logits q·kᵀ [B, H, N, N] (the unfused graph's
     /// MatMul(q, k, transB), bit for bit), for hooks that tap them (VisionTransformer.Attention). Both outputs
     /// are differentiable: the output's node pushes its gradient into the logits (dv directly), and the logits'
     /// node turns everything that reached them — from the output and from whatever consumed the tap — into dq
