@@ -32,9 +32,11 @@
 //                quantizers' rounding boundaries (on the shipped model at minmax W4A4: 92.9 % prediction
 //                agreement with the simulation instead of 99.95 %).
 // The last block for the head alone (as VisionTransformer.Forward): with token pooling, after the last attention
-// the graph keeps only the prefix tokens (Slice [B, P, ·] of the attention's output and of the residual stream), so
-// proj, the residuals, norm2 and the MLP run on B·P rows. Not where a quantizer at those layers' inputs works per
-// token (its parameters are per token position): the plan's per-token uniform or LSQ grids, ADFQ's per-patch one.
+// the graph keeps only the prefix tokens (Slice [B, P, ·] of the residual stream and of q after its quantizer, so the
+// last attention runs for P queries; of the attention's output instead when the probabilities' quantizer works per
+// token), so proj, the residuals, norm2 and the MLP run on B·P rows. Not where a quantizer at those layers' inputs
+// works per token (its parameters are per token position): the plan's per-token uniform or LSQ grids, ADFQ's
+// per-patch one (QuantizedModel.WorksRowByRow).
 // The model config, plan, method and int8 layout travel in metadata_props (vitq.config, vitq.plan,
 // vitq.method, vitq.int8_layout).
 using Google.Protobuf;
@@ -358,14 +360,16 @@ public static class OnnxExporter
             // attention half
             string h = LayerNorm($"{p}.norm1", blk.Norm1, x);
             string qkv = Linear($"{p}.attn.qkv", blk.Qkv, h, tokens: true);
-            string merged = Attention(p, qkv, _c.NumTokens, _c.NumHeads, _c.HeadDim);
-            long T = _c.NumTokens;
-            if (i == _c.Depth - 1 && HeadRowsOnly(p))
+            bool headRows = i == _c.Depth - 1 && HeadRowsOnly(p);
+            long T = headRows ? _c.NumPrefixTokens : _c.NumTokens;
+            // With a row-by-row probabilities quantizer the attention itself runs for the kept queries only.
+            bool fewQueries = headRows && (_q == null || !_q.ActivationQuantizers.TryGetValue($"{p}.attn.probs", out var pq) || QuantizedModel.WorksRowByRow(pq));
+            string merged = Attention(p, qkv, _c.NumTokens, _c.NumHeads, _c.HeadDim, queries: fewQueries ? (int)T : 0);
+            if (headRows)
             {
-                T = _c.NumPrefixTokens;
                 string Rows(string v) => G.Node("Slice", $"{p}.head_rows", new[] { v, G.Int64Vector($"{p}.head_rows.start", 0),
                     G.Int64Vector($"{p}.head_rows.end", T), G.Int64Vector($"{p}.head_rows.axes", 1) });
-                merged = Rows(merged);
+                if (!fewQueries) merged = Rows(merged);
                 x = Rows(x);
             }
             long[] Shape(long width) => new long[] { -1, T, width };
@@ -392,14 +396,19 @@ public static class OnnxExporter
 
         /// <summary>
         /// Multi-head attention on qkv [B', N, 3·H·dh] (B' images, or windows): softmax(q·kᵀ·dh^-½ + extra)·v with the
-        /// plan's q, k, v and probs points; <paramref name="scores"/> adds Swin's bias and mask. Returns [B', N, H·dh].
+        /// plan's q, k, v and probs points; <paramref name="scores"/> adds Swin's bias and mask. Returns [B', N, H·dh], or
+        /// with <paramref name="queries"/> above 0 the first that many query rows alone, [B', queries, H·dh] (q sliced
+        /// after its quantizer, so a per-token one still sees every row).
         /// </summary>
-        private string Attention(string p, string qkv, int N, int H, int dh, Func<string, string>? scores = null)
+        private string Attention(string p, string qkv, int N, int H, int dh, Func<string, string>? scores = null, int queries = 0)
         {
             string r = Node("Reshape", $"{p}.attn", qkv, G.Int64Vector($"{p}.attn.qkv_shape", 0, N, 3, H, dh));
             string t = G.Node("Transpose", $"{p}.attn", new[] { r }, OnnxGraph.Ints("perm", 2, 0, 3, 1, 4)); // [3, B', H, N, dh]
             string Pick(int s) => G.Node("Gather", $"{p}.attn", new[] { t, G.Int64s($"{p}.attn.index{s}", new long[] { s }) }, OnnxGraph.Int("axis", 0));
             string q = Act($"{p}.attn.q", Pick(0)).Value;
+            if (queries > 0)
+                q = G.Node("Slice", $"{p}.head_rows", new[] { q, G.Int64Vector($"{p}.head_rows.q_start", 0),
+                    G.Int64Vector($"{p}.head_rows.q_end", queries), G.Int64Vector($"{p}.head_rows.q_axes", 2) });
             // k is quantized after the transpose when its quantizer is elementwise per tensor, so that its
             // DequantizeLinear feeds the MatMul directly (the QDQ pattern ORT fuses); per-token grids index
             // tokens along dim −2 and must see k as [B', H, N, dh].
@@ -416,7 +425,7 @@ public static class OnnxExporter
             v = Act($"{p}.attn.v", v).Value;
             string o = Node("MatMul", $"{p}.attn.out", probs, v); // [B', H, N, dh]
             return Node("Reshape", $"{p}.attn", G.Node("Transpose", $"{p}.attn", new[] { o }, OnnxGraph.Ints("perm", 0, 2, 1, 3)),
-                G.Int64Vector($"{p}.attn.merge_shape", 0, N, H * dh));
+                G.Int64Vector($"{p}.attn.merge_shape", 0, queries > 0 ? queries : N, H * dh));
         }
 
         // ---- Swin (file header) ----
