@@ -17,6 +17,8 @@
 //       fused attention kernel (AVX-512 path and GEMM path) against the unfused op graph
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- engine-ab [--arch A] [--batch B] [--threads T] [--rounds R] [--sleep MS] [--train]
 //       whole model with each run-time engine switch (worker pool, GEMM split, attention path) off in turn
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- ort-ab [--arch A] [--batch B] [--threads T] [--iters N]
+//       ONNX Runtime on our float export, the last block for the head's tokens against the full graph
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- --filter '*'
 //       BenchmarkDotNet
 using BenchmarkDotNet.Running;
@@ -29,6 +31,8 @@ if (args.Length > 0 && args[0] == "gemm-ab")
     return GemmAb.Run(args[1..]);
 if (args.Length > 0 && args[0] == "engine-ab")
     return EngineAb.Run(args[1..]);
+if (args.Length > 0 && args[0] == "ort-ab")
+    return OrtAb.Run(args[1..]);
 if (args.Length > 0 && args[0] == "handoff")
     return HandOff.Run(args[1..]);
 if (args.Length > 0 && args[0] == "scaling")
