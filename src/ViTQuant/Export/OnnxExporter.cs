@@ -388,10 +388,7 @@ public static class OnnxExporter
         private bool HeadRowsOnly(string p)
         {
             if (FullLastBlock || _c.GlobalPool == "avg" || _c.NumPrefixTokens == 0) return false;
-            if (_q == null) return true;
-            foreach (var layer in new[] { "attn.proj", "mlp.fc1", "mlp.fc2" })
-                if (_q.ActivationQuantizers.TryGetValue($"{p}.{layer}", out var qz) && !QuantizedModel.WorksRowByRow(qz)) return false;
-            return true;
+            return _q == null || _q.QuantizersRowByRowAfterAttention(p);
         }
 
         /// <summary>

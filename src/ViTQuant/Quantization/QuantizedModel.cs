@@ -334,7 +334,16 @@ public sealed class QuantizedModel : IModelHooks, IRowLocalHooks
     {
         if (Autograd.IsEnabled || Mode is QuantMode.Calibrate or QuantMode.WeightsOnly) return false;
         if (Observer?.WantsTap($"{block}.mlp.act") == true) return false;
-        if (Mode == QuantMode.Float) return true;
+        return Mode == QuantMode.Float || QuantizersRowByRowAfterAttention(block);
+    }
+
+    /// <summary>
+    /// True when every activation quantizer past block <paramref name="block"/>'s attention (at attn.proj, mlp.fc1 and
+    /// mlp.fc2) is calibrated and works row by row (<see cref="WorksRowByRow"/>): what the model's narrowed last
+    /// block (VisionTransformer's header) and the ONNX export's need of the plan.
+    /// </summary>
+    internal bool QuantizersRowByRowAfterAttention(string block)
+    {
         foreach (var layer in new[] { "attn.proj", "mlp.fc1", "mlp.fc2" })
             if (_actQ.TryGetValue($"{block}.{layer}", out var q) && !(q.IsCalibrated && WorksRowByRow(q))) return false;
         return true;
