@@ -1,6 +1,8 @@
 // Kernel micro-benchmarks. Whole-model throughput is `vitq bench`.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- gemm [--threads N] [--reps R] [--fastest]
 //       quick GFLOP/s table for every backend and shape (validated first, then timed)
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- kernel [--kc K] [--reps R]
+//       the AVX-512 micro-kernels alone on L1-resident panels, against the one-thread FMA roofline
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- gemm-pair [--reps R]
 //       one GEMM on one thread, split over two, and two independent one-thread GEMMs at once (whose loss is it)
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- gemm-ab [--threads T] [--reps R] [--shape MxNxK[tn][tn]]...
@@ -53,6 +55,8 @@ if (args.Length > 0 && args[0] == "profile")
     return ProfileCommand.Run(args[1..]);
 if (args.Length > 0 && args[0] == "gemm")
     return QuickGemm.Run(args[1..]);
+if (args.Length > 0 && args[0] == "kernel")
+    return KernelBench.Run(args[1..]);
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
 return 0;
 

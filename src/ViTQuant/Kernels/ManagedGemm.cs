@@ -289,7 +289,7 @@ internal static unsafe partial class ManagedGemm
         {
             var (pc, kc) = KBlock(k, kb, kBlocks);
             float* direct = PackA(transA, a, lda, i0, pc, mc, kc, ap, kernel);
-            Tiles(kc, mc, n, ap, direct, transA, lda, b + kb * blockFloats, cRows, ldc, alpha,
+            Tiles(kc, mc, n, ap, direct, lda, b + kb * blockFloats, cRows, ldc, alpha,
                 kb == 0 && bias == null ? beta : 1f, kb == 0 ? bias : null, tile, kernel);
         }
     }
@@ -353,37 +353,34 @@ internal static unsafe partial class ManagedGemm
     /// </summary>
     internal static bool DirectA = true;
 
-    // Packs op(A)[ic .., pc ..] (mc × kc) for the kernel, or as little of it as needed. With the AVX-512 kernel,
-    // full 12-row panels are read in place: A not transposed, Kernel512Direct broadcasts from A's rows, as MLAS
-    // does; A transposed (a weight gradient gᵀ·x), a panel's 12 values at each k are 12 adjacent floats of one
-    // row of A's storage, so Kernel512 walks that storage with a k step of lda. That saves a copy of all of A per
-    // call (timed on DeiT-Tiny's shapes after flushing the caches, one thread: 0.23 ms for a 1576×192 A, 0.48 ms
-    // for fc2's 1576×768, against ~2.2 and ~8.5 ms of product). Only a partial last panel is packed, at ap.
-    // Returns A's storage address at (ic, pc) in that case, else null.
+    // Packs op(A)[ic .., pc ..] (mc × kc) for the kernel, or as little of it as needed. With the AVX-512 kernel and
+    // A not transposed, full 12-row panels are read in place (Kernel512Direct broadcasts from A's rows, as MLAS
+    // does). That saves a copy of all of A per call (timed on DeiT-Tiny's shapes after flushing the caches, one
+    // thread: 0.23 ms for a 1576×192 A, 0.48 ms for fc2's 1576×768, against ~2.2 and ~8.5 ms of product). Only a
+    // partial last panel is packed, at ap. Returns A's storage address at (ic, pc) in that case, else null.
+    // A transposed (a weight gradient gᵀ·x) is always packed. Read in place, a panel's 12 values at each k are 12
+    // adjacent floats of one row of g, so every k step lands on a new cache line (two, for half the panels) and the
+    // panel touches 192–384 lines of L1 beside the 384 of the B micro-panel. In place against packed, one thread by
+    // thread CPU time, fastest of 30 (`bench gemm-ab`): an Ice Lake Xeon lost 10–23 % at every row stride of
+    // vit_fmnist's weight gradients (128–384 floats) and 10–28 % on two threads; a Sapphire Rapids had gained 2–7 %
+    // on one thread and was level on two in the model.
     private static float* PackA(bool transA, float* a, nint lda, int ic, int pc, int mc, int kc, float* ap, GemmKernel kernel)
     {
-        if (kernel == GemmKernel.Avx512 && DirectA && (!transA || lda <= DirectTransposedMaxLd))
+        if (kernel == GemmKernel.Avx512 && DirectA && !transA)
         {
             int full = mc / MR512 * MR512;
-            if (full < mc) GemmPacking.PackA(transA, a, lda, ic + full, pc, mc - full, kc, ap, MR512);
-            return transA ? a + (nint)pc * lda + ic : a + (nint)ic * lda + pc;
+            if (full < mc) GemmPacking.PackA(false, a, lda, ic + full, pc, mc - full, kc, ap, MR512);
+            return a + (nint)ic * lda + pc;
         }
         GemmPacking.PackA(transA, a, lda, ic, pc, mc, kc, ap, kernel == GemmKernel.Avx512 ? MR512 : MR);
         return null;
     }
 
-    // A transposed A is read in place only while its rows are at most 1.5 KB apart: a panel then walks a few hundred
-    // KB, and the stride stays within the L1 stride prefetcher's reach (2 KB on Intel). In place against packed
-    // (Xeon, AVX-512; `bench gemm-ab`), one thread by thread CPU time, fastest of 40 calls: row stride 256 floats
-    // +5 %, 384 +7 %, 512 +2 %, 768 −2 %, 3072 −21 % (each k step then lands on a new page); at 512 on two threads
-    // −4 to −10 % (fastest of 40, three runs).
-    private const int DirectTransposedMaxLd = 384;
-
     // C[0..mc, 0..nc] (row stride ldc) = alpha·Ap·Bp + beta·C for one A block (mc rows: packed at ap, or full
     // panels read in place at direct with only a partial last panel at ap, see PackA) and one packed B block (nc
     // columns), tile by tile: B micro-panels outer (each stays in L1), A panels inner. bias (null: none) fills each
     // tile just before the product lands on it with beta = 1 (the caller passes beta = 1).
-    private static void Tiles(int kc, int mc, int nc, float* ap, float* direct, bool transA, nint lda, float* bp, float* c, nint ldc,
+    private static void Tiles(int kc, int mc, int nc, float* ap, float* direct, nint lda, float* bp, float* c, nint ldc,
         float alpha, float beta, float* bias, float* tile, GemmKernel kernel)
     {
         bool wide = kernel == GemmKernel.Avx512;
@@ -406,8 +403,7 @@ internal static unsafe partial class ManagedGemm
                 nint ldt = full ? ldc : tc;
                 float at = full ? alpha : 1f, bt = full ? beta : 0f;
                 float* bs = biasInKernel ? bias + jr : null;
-                if (inPlace && transA) Kernel512(kc, direct + ir, bPanel, target, ldt, at, bt, bs, aStep: lda);
-                else if (inPlace) Kernel512Direct(kc, direct + ir * lda, lda, bPanel, NR512, target, ldt, at, bt, bs);
+                if (inPlace) Kernel512Direct(kc, direct + ir * lda, lda, bPanel, NR512, target, ldt, at, bt, bs);
                 else if (biasInKernel) Kernel512(kc, aPanel, bPanel, target, ldt, at, bt, bs);
                 else Kernel(kernel, kc, aPanel, bPanel, target, ldt, at, bt);
                 if (full) continue;
@@ -445,7 +441,7 @@ internal static unsafe partial class ManagedGemm
                 {
                     int mc = Math.Min(MC, m - ic);
                     float* direct = PackA(transA, a, lda, ic, pc, mc, kc, ap, kernel);
-                    Tiles(kc, mc, nc, ap, direct, transA, lda, bp, c + ic * ldc + jc, ldc, alpha, betaK, fillBias ? bias + jc : null, tile, kernel);
+                    Tiles(kc, mc, nc, ap, direct, lda, bp, c + ic * ldc + jc, ldc, alpha, betaK, fillBias ? bias + jc : null, tile, kernel);
                 }
             }
         }
