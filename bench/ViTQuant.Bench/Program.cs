@@ -1,6 +1,8 @@
 // Kernel micro-benchmarks. Whole-model throughput is `vitq bench`.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- gemm [--threads N] [--reps R] [--fastest]
 //       quick GFLOP/s table for every backend and shape (validated first, then timed)
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- chunk-ab [--arch A] [--batch B] [--threads T] [--rounds R]
+//       Infer on the whole batch against Infer in chunks of images, one worker per chunk
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- kernel [--kc K] [--reps R]
 //       the AVX-512 micro-kernels alone on L1-resident panels, against the one-thread FMA roofline
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- gemm-pair [--reps R]
@@ -55,6 +57,8 @@ if (args.Length > 0 && args[0] == "profile")
     return ProfileCommand.Run(args[1..]);
 if (args.Length > 0 && args[0] == "gemm")
     return QuickGemm.Run(args[1..]);
+if (args.Length > 0 && args[0] == "chunk-ab")
+    return ChunkAb.Run(args[1..]);
 if (args.Length > 0 && args[0] == "kernel")
     return KernelBench.Run(args[1..]);
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);

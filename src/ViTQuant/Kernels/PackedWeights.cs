@@ -83,6 +83,32 @@ internal static class WeightPacking
     /// <summary>True inside a Freeze() scope on this thread.</summary>
     public static bool Active => _depth > 0;
 
+    // Set on a worker that uses the calling thread's cache (Adopt): every access then takes the cache's lock.
+    [ThreadStatic] private static bool _adopted;
+
+    /// <summary>
+    /// The calling thread's cache, for workers that run whole forwards of the frozen model each on their own part of
+    /// a batch (VisionTransformer.Infer in chunks), or null outside a Freeze() scope.
+    /// </summary>
+    public static object? ShareWithWorkers() => _depth > 0 ? _cache ??= new Dictionary<float[], PackedWeight>(ReferenceEqualityComparer.Instance) : null;
+
+    /// <summary>
+    /// On a worker inside a parallel body: until disposed, Get uses <paramref name="shared"/> (from ShareWithWorkers on
+    /// the thread that froze the weights, which waits for its workers meanwhile) under its lock. Null: nothing changes.
+    /// </summary>
+    public static IDisposable? Adopt(object? shared)
+    {
+        if (shared == null) return null;
+        var saved = (_cache, _depth, _adopted);
+        (_cache, _depth, _adopted) = ((Dictionary<float[], PackedWeight>)shared, _depth + 1, true);
+        return new Adoption(saved);
+    }
+
+    private sealed class Adoption((Dictionary<float[], PackedWeight>?, int, bool) saved) : IDisposable
+    {
+        public void Dispose() => (_cache, _depth, _adopted) = saved;
+    }
+
     /// <summary>
     /// The packed form of weight <paramref name="key"/> (W [n, k], the first n·k floats of the array) when a
     /// Freeze() scope is open on this thread and the managed AVX-512 or AVX2 GEMM runs here (not OpenBLAS), else null.
@@ -90,8 +116,15 @@ internal static class WeightPacking
     public static PackedWeight? Get(float[] key, int n, int k)
     {
         var kernel = ManagedGemm.Current;
-        if (_depth == 0 || kernel == GemmKernel.Portable || Gemm.UsesOpenBlas || Parallelism.InsideParallelBody || n == 0 || k == 0) return null;
+        if (_depth == 0 || kernel == GemmKernel.Portable || Gemm.UsesOpenBlas || (Parallelism.InsideParallelBody && !_adopted) || n == 0 || k == 0)
+            return null;
         var cache = _cache ??= new Dictionary<float[], PackedWeight>(ReferenceEqualityComparer.Instance);
+        if (!_adopted) return Lookup(cache, key, n, k, kernel);
+        lock (cache) return Lookup(cache, key, n, k, kernel);
+    }
+
+    private static PackedWeight Lookup(Dictionary<float[], PackedWeight> cache, float[] key, int n, int k, GemmKernel kernel)
+    {
         if (cache.TryGetValue(key, out var p) && p.N == n && p.K == k && p.Kernel == kernel) return p;
         return cache[key] = new PackedWeight(key.AsSpan(0, n * k), n, k, kernel);
     }

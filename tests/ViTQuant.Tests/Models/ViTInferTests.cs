@@ -1,3 +1,4 @@
+using ViTQuant.Kernels;
 using ViTQuant.Models;
 using ViTQuant.Tensors;
 
@@ -22,5 +23,87 @@ public class ViTInferTests
         using (TensorArena.Scope()) infer = m.Infer(x).ToArray();
         Assert.Equal(forward, forwardNoGrad);
         Assert.Equal(forward, infer);
+    }
+
+    // Infer without hooks runs the batch in chunks of images, one worker per chunk (the file header of
+    // VisionTransformer): every chunking gives the whole batch's logits bit for bit, with and without packed weights.
+    [Theory]
+    [InlineData("vit_fmnist", 1)]
+    [InlineData("vit_fmnist", 2)]
+    [InlineData("distilled", 2)]
+    [InlineData("avg", 2)]
+    public void ChunkedInferGivesTheWholeBatchsBits(string config, int threads)
+    {
+        var c = config switch
+        {
+            "distilled" => new ViTConfig
+            {
+                Architecture = "deit_test", ImageSize = 32, PatchSize = 8, InChans = 3, NumClasses = 7, EmbedDim = 48, Depth = 2,
+                NumHeads = 3, MlpRatio = 4f, Distilled = true,
+            },
+            "avg" => ViTConfig.FashionMnistDefault() with { EmbedDim = 32, Depth = 2, NumHeads = 2, ClassToken = false, GlobalPool = "avg" },
+            _ => ViTConfig.FromArchitecture(config),
+        };
+        var m = new VisionTransformer(c, 5);
+        var x = Tensor.Randn(new Rng(6), 1f, 11, c.InChans, c.ImageSize, c.ImageSize);
+        int saved = Parallelism.Threads;
+        Parallelism.Threads = threads;
+        try
+        {
+            float[] Infer(int chunk, bool frozen)
+            {
+                VisionTransformer.ChunkOverride = chunk;
+                try
+                {
+                    using var packed = frozen ? WeightPacking.Freeze() : null;
+                    using (TensorArena.Scope()) return m.Infer(x).ToArray();
+                }
+                finally { VisionTransformer.ChunkOverride = 0; }
+            }
+            float[] forward;
+            using (TensorArena.Scope()) forward = m.Forward(x).ToArray();
+            var whole = Infer(-1, false);
+            Assert.Equal(forward, whole);
+            foreach (int chunk in new[] { 0, 1, 3, 4, 10 }) // 0: the default rule; 3 and 4 leave a short last chunk
+            {
+                Assert.Equal(whole, Infer(chunk, false));
+                Assert.Equal(whole, Infer(chunk, true));
+            }
+        }
+        finally { Parallelism.Threads = saved; }
+    }
+
+    [Fact]
+    public void ChunksFollowTheCacheBudgetAndTheWorkers()
+    {
+        var fm = new VisionTransformer(ViTConfig.FromArchitecture("vit_fmnist"), 1); // 50 tokens × 384 floats: 75 KB an image
+        var deit = new VisionTransformer(ViTConfig.FromArchitecture("deit_tiny_patch16_224"), 1); // 197 × 768: 591 KB
+        int saved = Parallelism.Threads;
+        try
+        {
+            Parallelism.Threads = 1;
+            Assert.Equal(8, fm.ChunkCount(64)); // 8 images, 600 KB of activations, a chunk
+            Assert.Equal(0, fm.ChunkCount(8)); // one chunk: the whole batch
+            Assert.Equal(8, deit.ChunkCount(8));
+            Assert.Equal(0, deit.ChunkCount(1));
+            Parallelism.Threads = 2;
+            Assert.Equal(8, fm.ChunkCount(64)); // as many for each worker
+            Assert.Equal(8, fm.ChunkCount(63));
+            Assert.Equal(2, fm.ChunkCount(8)); // one chunk per worker
+            Assert.Equal(0, fm.ChunkCount(3)); // fewer than two images a worker: the ops split instead
+            Parallelism.Threads = 3;
+            Assert.Equal(9, fm.ChunkCount(64)); // 8 by the budget, rounded up to 3 for each worker
+            Assert.Equal(7, deit.ChunkCount(7)); // no chunk is empty
+            Assert.Equal(0, deit.ChunkCount(5));
+            int inside = -1;
+            Parallelism.For(0, 1, _ => inside = fm.ChunkCount(64));
+            Assert.Equal(0, inside); // inside a parallel body the batch is one piece of someone's parallel work
+            VisionTransformer.ChunkOverride = -1;
+            try { Assert.Equal(0, fm.ChunkCount(64)); }
+            finally { VisionTransformer.ChunkOverride = 3; }
+            try { Assert.Equal(22, fm.ChunkCount(64)); }
+            finally { VisionTransformer.ChunkOverride = 0; }
+        }
+        finally { Parallelism.Threads = saved; }
     }
 }
