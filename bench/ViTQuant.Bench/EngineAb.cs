@@ -3,7 +3,8 @@
 // (Parallelism.UseSpinPool), the shared-B parallel GEMM against one range per worker (ManagedGemm.SharedB),
 // the AVX-512 / AVX2 attention against its two-GEMM path (AttentionKernel.Avx512Path, Avx2Path), the AVX-512 GEMM reading A in
 // place against packing all of it (ManagedGemm.DirectA), the last block on the head's tokens against all of them
-// (VisionTransformer.FullLastBlock), and all of them off. With one thread calls are timed by the thread's CPU clock.
+// (VisionTransformer.FullLastBlock), Infer in chunks of images against the whole batch at once
+// (VisionTransformer.ChunkOverride; training runs on the whole batch either way), and all of them off. With one thread calls are timed by the thread's CPU clock.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- engine-ab [--arch A] [--batch B] [--threads T] [--rounds R] [--sleep MS] [--train]
 // --train times forward + cross-entropy backward (no optimizer step), else the no-grad Infer; --sleep pauses
 // before every call (as `vitq bench --engine onnx` does), so each call starts with parked workers.
@@ -16,7 +17,7 @@ namespace ViTQuant.Bench;
 
 internal static class EngineAb
 {
-    private sealed record Variant(string Name, bool SpinPool, bool SharedB, bool Attention512, bool DirectA, bool HeadRows = true);
+    private sealed record Variant(string Name, bool SpinPool, bool SharedB, bool Attention512, bool DirectA, bool HeadRows = true, bool Chunks = true);
 
     public static int Run(string[] args)
     {
@@ -45,7 +46,8 @@ internal static class EngineAb
             new Variant("GEMM-path attention", true, true, false, true),
             new Variant("GEMM packs all of A", true, true, true, false),
             new Variant("last block on all tokens", true, true, true, true, HeadRows: false),
-            new Variant("all off", false, false, false, false, HeadRows: false),
+            new Variant("Infer on the whole batch", true, true, true, true, Chunks: false),
+            new Variant("all off", false, false, false, false, HeadRows: false, Chunks: false),
         };
         var model = new VisionTransformer(ViTConfig.FromArchitecture(arch), 1);
         var c = model.Config;
@@ -53,7 +55,7 @@ internal static class EngineAb
         var labels = Enumerable.Range(0, batch).Select(i => i % c.NumClasses).ToArray();
         var t = variants.Select(_ => new List<double>()).ToArray();
         bool cpu = Parallelism.Threads == 1;
-        var saved = new Variant("", Parallelism.UseSpinPool, ManagedGemm.SharedB, AttentionKernel.Avx512Path, ManagedGemm.DirectA, !VisionTransformer.FullLastBlock);
+        var saved = new Variant("", Parallelism.UseSpinPool, ManagedGemm.SharedB, AttentionKernel.Avx512Path, ManagedGemm.DirectA, !VisionTransformer.FullLastBlock, VisionTransformer.ChunkOverride >= 0);
         void Set(Variant v)
         {
             Parallelism.UseSpinPool = v.SpinPool;
@@ -61,6 +63,7 @@ internal static class EngineAb
             AttentionKernel.Avx512Path = AttentionKernel.Avx2Path = v.Attention512;
             ManagedGemm.DirectA = v.DirectA;
             VisionTransformer.FullLastBlock = !v.HeadRows;
+            VisionTransformer.ChunkOverride = v.Chunks ? 0 : -1;
         }
         try
         {
