@@ -19,8 +19,10 @@ internal static partial class Ops
     /// Mean cross-entropy of logits [B, K] against class indices, with PyTorch's label smoothing
     /// (target (1−ε)·onehot + ε/K). Returns a one-element tensor. Throws ArgumentException when logits
     /// are not 2-D or empty, labels.Length ≠ B, a label is outside [0, K), or ε is outside [0, 1].
+    /// <paramref name="meanOver"/> &gt; 0: the sum divided by that count instead of B, for a chunk of a larger batch
+    /// (each row's gradient is then the whole batch's, bit for bit).
     /// </summary>
-    public static Tensor CrossEntropy(Tensor logits, int[] labels, float labelSmoothing = 0f)
+    public static Tensor CrossEntropy(Tensor logits, int[] labels, float labelSmoothing = 0f, int meanOver = 0)
     {
         ArgumentNullException.ThrowIfNull(labels);
         var (bsz, k) = LossBatchShape(logits, "cross_entropy");
@@ -38,11 +40,12 @@ internal static partial class Ops
             for (int j = 0; j < k; j++) rowSum += lp[b * k + j];
             total -= (1 - eps) * lp[b * k + labels[b]] + eps / k * rowSum;
         }
-        var y = Tensor.Scalar((float)(total / bsz));
+        int n = meanOver > 0 ? meanOver : bsz;
+        var y = Tensor.Scalar((float)(total / n));
         if (!Autograd.Needs(logits)) return y;
         return Autograd.Record("cross_entropy", y, new[] { logits }, g =>
         {
-            float s = g.Data[0] / bsz, smooth = (float)(eps / k), hit = (float)(1 - eps);
+            float s = g.Data[0] / n, smooth = (float)(eps / k), hit = (float)(1 - eps);
             var gz = logits.GradSpan();
             for (int b = 0; b < bsz; b++)
                 for (int j = 0; j < k; j++)

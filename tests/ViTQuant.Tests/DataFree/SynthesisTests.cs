@@ -2,6 +2,7 @@
 // than Gaussian noise and PSAQ-ViT; every method respects the pixel range, its seed and the frozen model.
 using ViTQuant.Algorithms.DataFree;
 using ViTQuant.Algorithms.Metrics;
+using ViTQuant.Kernels;
 using ViTQuant.Models;
 using ViTQuant.Tensors;
 
@@ -40,6 +41,43 @@ public class SynthesisTests
         Assert.Null(losses.Tv);
         Assert.False(x.RequiresGrad);
         Assert.True(Ihc(model, x) < before - 0.02, $"L_IHC {before} -> {Ihc(model, x)}");
+    }
+
+    // MimiQ on a ViT runs each iteration in chunks of images, one worker's forward and backward each (ChunkedLosses):
+    // the pixels are the whole batch's bit for bit, with and without augmentation and L_TV, and the losses the same
+    // up to float rounding. Chunks of 1, 3 (a short last one) and the default rule on one and two workers.
+    [Theory]
+    [InlineData(true, 2.5e-5f)]
+    [InlineData(true, 0.5f)]
+    [InlineData(false, 0.5f)]
+    [InlineData(false, 0f)]
+    public void ChunkedMimiqGivesTheWholeBatchsPixels(bool augment, float lambdaTv)
+    {
+        var model = TinyModels.Model();
+        var labels = new[] { 0, 1, 2, 3, 4, 0, 1 };
+        (float[] Pixels, SynthesisLosses Losses) Run(int chunk, int threads)
+        {
+            var x = Tensor.Randn(new Rng(2), 1f, labels.Length, 1, 8, 8);
+            int saved = Parallelism.Threads;
+            Parallelism.Threads = threads;
+            VisionTransformer.ChunkOverride = chunk;
+            try
+            {
+                var losses = new MimiqSynthesizer(iterations: 4, lambdaIhc: 1f, lambdaCe: 1f, lambdaTv: lambdaTv) { Augment = augment }
+                    .Optimize(model, x, labels, new Rng(3));
+                return (x.ToArray(), losses);
+            }
+            finally { VisionTransformer.ChunkOverride = 0; Parallelism.Threads = saved; }
+        }
+        var (whole, wholeLosses) = Run(-1, 1);
+        foreach (var (chunk, threads) in new[] { (1, 1), (3, 1), (3, 2), (0, 2) })
+        {
+            var (pixels, losses) = Run(chunk, threads);
+            Assert.Equal(whole, pixels);
+            foreach (var (a, b) in new[] { (wholeLosses.Total, losses.Total), (wholeLosses.Ihc, losses.Ihc), (wholeLosses.Ce, losses.Ce) })
+                Assert.True(Math.Abs(a!.Value - b!.Value) <= 1e-6 * Math.Abs(a.Value), $"loss {a} against {b}");
+            Assert.Equal(wholeLosses.Tv.HasValue, losses.Tv.HasValue);
+        }
     }
 
     [Fact]

@@ -47,15 +47,16 @@ internal static unsafe class InterHeadCoherence
     /// window layers [B·nW, H, M², M²] differ in windows and heads, and each layer's mean counts once, as
     /// the spec's "averaged per layer, then over layers").
     /// Throws ArgumentException for an empty list or a tensor that <see cref="LayerLoss"/> rejects.
+    /// <paramref name="batchImages"/>: as in <see cref="LayerLoss"/>.
     /// </summary>
-    public static Tensor Loss(IReadOnlyList<Tensor> layerLogits, int prefixTokens, bool signed = false)
+    public static Tensor Loss(IReadOnlyList<Tensor> layerLogits, int prefixTokens, bool signed = false, int batchImages = 0)
     {
         ArgumentNullException.ThrowIfNull(layerLogits);
         if (layerLogits.Count == 0) throw new ArgumentException("inter-head coherence: no attention layers given");
         Tensor? sum = null;
         foreach (var l in layerLogits)
         {
-            var term = LayerLoss(l, prefixTokens, signed);
+            var term = LayerLoss(l, prefixTokens, signed, batchImages);
             sum = sum == null ? term : Ops.Add(sum, term);
         }
         return layerLogits.Count == 1 ? sum! : Ops.Scale(sum!, 1f / layerLogits.Count);
@@ -66,9 +67,11 @@ internal static unsafe class InterHeadCoherence
     /// included) of 1 − SSIM² (<paramref name="signed"/>: 1 − SSIM), from unscaled logits [B, H, N, N]
     /// with <paramref name="prefixTokens"/> leading non-patch tokens dropped on both axes. Differentiable
     /// in the logits; returns shape []. Throws ArgumentException when the logits are not [B, H, N, N] or
-    /// fewer than 2 patch tokens remain.
+    /// fewer than 2 patch tokens remain. <paramref name="batchImages"/> &gt; 0: the logits are a chunk of a batch
+    /// with that leading dimension, and the mean is the whole batch's (each logit's gradient is then the whole
+    /// batch's, bit for bit).
     /// </summary>
-    public static Tensor LayerLoss(Tensor logits, int prefixTokens, bool signed = false)
+    public static Tensor LayerLoss(Tensor logits, int prefixTokens, bool signed = false, int batchImages = 0)
     {
         var g = Geometry.Of(logits, prefixTokens, "inter-head coherence");
         int items = g.B * g.P;
@@ -93,7 +96,7 @@ internal static unsafe class InterHeadCoherence
         });
         double total = 0;
         foreach (double v in partial) total += v; // fixed order: the result does not depend on the thread count
-        double count = (double)items * g.H * g.H;
+        double count = (double)(batchImages > 0 ? batchImages * g.P : items) * g.H * g.H;
         var y = new Tensor(new[] { (float)(total / count) });
         if (!Autograd.Needs(logits)) return y;
         return Autograd.Record("inter_head_coherence", y, new[] { logits }, gOut =>

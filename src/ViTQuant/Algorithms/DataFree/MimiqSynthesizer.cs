@@ -17,7 +17,11 @@
 // patch over the window's M² keys, averaged per layer, then over layers (mimiq.md). *choice*: the
 // logits are q·kᵀ as on a ViT, before the relative position bias and the shifted-window mask; keys that the
 // mask hides from a query (other regions of a rolled window) and zero-padded positions stay in its map.
-// Each iteration runs inside a TensorArena scope; only the loss values are copied out of it.
+// Each iteration runs inside a TensorArena scope; only the loss values are copied out of it. On a ViT it runs in
+// chunks of images, each chunk's forward and backward on one worker (ChunkedLosses), with the whole batch's pixels
+// bit for bit: `vitq synthesize --method mimiq` on the shipped model, two threads, batch 64: 9.6–11.4 → 8.8–10.1 s
+// for 60 iterations; at the default batch of 16 a few per cent.
+using ViTQuant.Kernels;
 using ViTQuant.Models;
 using ViTQuant.Nn;
 using ViTQuant.Tensors;
@@ -113,7 +117,9 @@ internal sealed class MimiqSynthesizer : IImageSynthesizer
         int j1 = Math.Max(1, H / 28), j2 = Math.Max(1, H / 14);
         var scale = new float[planes];
         var shift = new float[planes];
-        var want = new TapRecorder(n => LambdaIhc > 0 && n.EndsWith(".attn.logits", StringComparison.Ordinal));
+        // Chunks of images, each one worker's whole forward and backward (ViT, with a loss term through the model):
+        // the same pixels bit for bit as the whole batch (ChunkedLosses).
+        int chunks = model is VisionTransformer vt && (LambdaIhc > 0 || LambdaCe > 0) ? vt.ChunkCount(B) : 0;
         SynthesisLosses last = SynthesisLosses.None;
         using var frozen = Synthesis.Freeze(model);
         try
@@ -139,25 +145,15 @@ internal sealed class MimiqSynthesizer : IImageSynthesizer
                 }
                 using (TensorArena.Scope())
                 {
-                    want.Taps.Clear();
-                    var xa = Augment ? JitterOp.Apply(x, dy, dx, flip: false, scale, shift) : x;
-                    var logits = model.Forward(xa, want);
-                    Tensor? total = null;
-                    double? ihc = null, ce = null, tv = null;
-                    void AddTerm(Tensor term, float lambda, out double? value)
+                    if (chunks > 0) last = ChunkedLosses(model, x, labels, dy, dx, scale, shift, chunks, it);
+                    else
                     {
-                        value = term.Item();
-                        var weighted = Ops.Scale(term, lambda);
-                        total = total == null ? weighted : Ops.Add(total, weighted);
+                        var (total, ihc, ce, tv) = Losses(model, x, labels, dy, dx, scale, shift, withTv: true, batchImages: 0);
+                        double totalValue = total.Item();
+                        Synthesis.CheckFinite(totalValue, "mimiq loss", it);
+                        total.Backward();
+                        last = new SynthesisLosses(totalValue, ihc, ce, tv);
                     }
-                    if (LambdaIhc > 0) AddTerm(InterHeadCoherence.Loss(Synthesis.BlockTaps(want, c, "attn.logits"), c.NumPrefixTokens, IhcSigned), LambdaIhc, out ihc);
-                    if (LambdaCe > 0) AddTerm(Ops.CrossEntropy(logits, labels), LambdaCe, out ce);
-                    if (LambdaTv > 0) AddTerm(TotalVariation.Loss(x, TotalVariation.MimiqDiagonalWeight), LambdaTv, out tv);
-                    double totalValue = total!.Item();
-                    Synthesis.CheckFinite(totalValue, "mimiq loss", it);
-                    total.Backward();
-                    want.Taps.Clear();
-                    last = new SynthesisLosses(totalValue, ihc, ce, tv);
                 }
                 opt.Step();
                 Synthesis.ClampToRange(x, range);
@@ -171,5 +167,82 @@ internal sealed class MimiqSynthesizer : IImageSynthesizer
             x.RequiresGrad = false;
         }
         return last;
+    }
+
+    /// <summary>
+    /// L_G's terms for images <paramref name="xin"/> (x, or a chunk of it whose batch has
+    /// <paramref name="batchImages"/> images: the means are then that batch's), their weighted sum, and each
+    /// term's value; L_TV only when <paramref name="withTv"/>. scale and shift hold xin's planes.
+    /// </summary>
+    private (Tensor Total, double? Ihc, double? Ce, double? Tv) Losses(VisionModel model, Tensor xin, int[] labels, int dy, int dx,
+        float[] scale, float[] shift, bool withTv, int batchImages)
+    {
+        var c = model.Config;
+        var want = new TapRecorder(n => LambdaIhc > 0 && n.EndsWith(".attn.logits", StringComparison.Ordinal));
+        var xa = Augment ? JitterOp.Apply(xin, dy, dx, flip: false, scale, shift) : xin;
+        var logits = model.Forward(xa, want);
+        Tensor? total = null;
+        double? ihc = null, ce = null, tv = null;
+        void AddTerm(Tensor term, float lambda, out double? value)
+        {
+            value = term.Item();
+            var weighted = Ops.Scale(term, lambda);
+            total = total == null ? weighted : Ops.Add(total, weighted);
+        }
+        if (LambdaIhc > 0) AddTerm(InterHeadCoherence.Loss(Synthesis.BlockTaps(want, c, "attn.logits"), c.NumPrefixTokens, IhcSigned, batchImages), LambdaIhc, out ihc);
+        if (LambdaCe > 0) AddTerm(Ops.CrossEntropy(logits, labels, meanOver: batchImages), LambdaCe, out ce);
+        if (withTv && LambdaTv > 0) AddTerm(TotalVariation.Loss(xin, TotalVariation.MimiqDiagonalWeight), LambdaTv, out tv);
+        return (total!, ihc, ce, tv);
+    }
+
+    /// <summary>
+    /// One iteration's losses and x.Grad with the batch in <paramref name="chunks"/> chunks of images, each chunk's
+    /// forward and backward through the model on one worker (VisionTransformer.ChunkCount: the chunk's activations
+    /// stay in its core's L2, and the workers meet once per iteration). Every op on the way is per image or per row,
+    /// the chunk's L_IHC and CE take the whole batch's means, and L_TV (a norm over the whole batch, and not through
+    /// the model) runs on the whole batch first, as the whole batch's backward runs it (its node is the last term's,
+    /// next to the root), before the model's gradient is added: so x.Grad is the whole batch's bit for bit (tests).
+    /// The loss values are sums of the chunks' terms, the same up to float rounding.
+    /// </summary>
+    private SynthesisLosses ChunkedLosses(VisionModel model, Tensor x, int[] labels, int dy, int dx, float[] scale, float[] shift, int chunks, int it)
+    {
+        int B = x.Shape[0], per = x.Size / B, C = x.Shape[1];
+        var grads = TensorArena.RentUninitialized(x.Size);
+        var values = new (double Total, double? Ihc, double? Ce)[chunks];
+        float[] xd = x.Data;
+        Parallelism.For(0, chunks, i =>
+        {
+            int first = (int)((long)i * B / chunks), count = (int)((long)(i + 1) * B / chunks) - first;
+            using var scope = TensorArena.Scope();
+            var xc = Tensor.OutputUninitialized(count, C, x.Shape[2], x.Shape[3]);
+            xd.AsSpan(first * per, count * per).CopyTo(xc.Span);
+            xc.RequiresGrad = true;
+            var (total, ihc, ce, _) = Losses(model, xc, labels[first..(first + count)], dy, dx,
+                scale[(first * C)..((first + count) * C)], shift[(first * C)..((first + count) * C)], withTv: false, batchImages: B);
+            values[i] = (total.Item(), ihc, ce);
+            total.Backward();
+            xc.Grad!.Span.CopyTo(grads.AsSpan(first * per, count * per));
+        });
+        double totalValue = 0;
+        double? ihcValue = null, ceValue = null, tvValue = null;
+        foreach (var v in values)
+        {
+            totalValue += v.Total;
+            if (v.Ihc is { } h) ihcValue = (ihcValue ?? 0) + h;
+            if (v.Ce is { } e) ceValue = (ceValue ?? 0) + e;
+        }
+        Tensor? tvTerm = null;
+        if (LambdaTv > 0)
+        {
+            var tv = TotalVariation.Loss(x, TotalVariation.MimiqDiagonalWeight);
+            tvValue = tv.Item();
+            tvTerm = Ops.Scale(tv, LambdaTv);
+            totalValue += tvTerm.Item();
+        }
+        Synthesis.CheckFinite(totalValue, "mimiq loss", it);
+        tvTerm?.Backward();
+        var gx = x.GradSpan();
+        System.Numerics.Tensors.TensorPrimitives.Add(gx, grads.AsSpan(0, x.Size), gx);
+        return new SynthesisLosses(totalValue, ihcValue, ceValue, tvValue);
     }
 }
