@@ -26,8 +26,10 @@
 // forward on one worker (ChunkCount: the chunk's largest activation within about half a core's L2). A chunk's
 // activations then stay in its core's L2 from op to op instead of streaming through L3 at batch size, and the
 // workers meet once per batch instead of at every op. Every op works per image or per row, so the logits are the
-// whole batch's bits (tests). One thread, thread CPU time (`bench chunk-ab`, Ice Lake Xeon): vit_fmnist at
-// batch 64 70.5 → 56.1 ms in chunks of 8 images, DeiT-Tiny at batch 8 210.8 → 200.6 ms in chunks of 2.
+// whole batch's bits (tests). `bench chunk-ab` on an Ice Lake Xeon, weights packed once, medians: vit_fmnist at
+// batch 64 76.8 → 57.0 ms on one thread (thread CPU time) and 42.8 → 29.2 ms on two, in chunks of 8 images;
+// DeiT-Tiny at batch 8 (an image's activations nearly fill L2 already) 218.4 → 205.7 ms on one thread. MimiQ's
+// synthesis runs its forward and backward in the same chunks (MimiqSynthesizer).
 using ViTQuant.Kernels;
 using ViTQuant.Nn;
 using ViTQuant.Tensors;
@@ -198,7 +200,7 @@ public sealed class VisionTransformer : VisionModel
     [ThreadStatic] private static int _chunkOverride;
 
     /// <summary>
-    /// Chunks of images for a hook-free <see cref="Infer"/> of <paramref name="batch"/> images, or 0 for the whole batch
+    /// Chunks of images for a hook-free <see cref="Infer"/> (and MimiQ's synthesis) of <paramref name="batch"/> images, or 0 for the whole batch
     /// at once (file header): a chunk's largest activation (qkv or the MLP's hidden layer) within ChunkBytes, and with
     /// several workers at least one chunk each, as many for each as the batch allows. Not inside a parallel body (the
     /// batch is then one piece of someone's parallel work), nor under the row kernels' thread-local test switches.
