@@ -1,5 +1,5 @@
 // Same-process A/B of Infer on the whole batch at once against Infer in chunks of images, one worker per chunk
-// (VisionTransformer.ChunkOverride: the default rule and fixed chunk sizes), calls interleaved round by round, weights
+// (VisionModel.ChunkOverride: the default rule and fixed chunk sizes), calls interleaved round by round, weights
 // packed once (WeightPacking.Freeze) as an evaluation runs. Checks that every variant gives the whole batch's logits
 // bit for bit. With one thread calls are timed by the thread's CPU clock.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- chunk-ab [--arch A] [--batch B] [--threads T] [--rounds R]
@@ -30,7 +30,7 @@ internal static class ChunkAb
                 return 2;
             }
         }
-        var model = new VisionTransformer(ViTConfig.FromArchitecture(arch), 1);
+        var model = VisionModel.Create(ModelConfigs.FromArchitecture(arch), 1);
         var c = model.Config;
         var x = Tensor.Randn(new Rng(3), 1f, batch, c.InChans, c.ImageSize, c.ImageSize);
         // -1: the whole batch; 0: the default rule; n: chunks of n images.
@@ -45,7 +45,7 @@ internal static class ChunkAb
             for (int r = -2; r < rounds; r++)
                 for (int v = 0; v < settings.Length; v++)
                 {
-                    VisionTransformer.ChunkOverride = settings[v];
+                    VisionModel.ChunkOverride = settings[v];
                     double t0 = cpu ? ForwardOps.ThreadCpuMs() : 0;
                     var sw = Stopwatch.StartNew();
                     float[] logits;
@@ -59,7 +59,7 @@ internal static class ChunkAb
                     }
                 }
         }
-        finally { VisionTransformer.ChunkOverride = 0; }
+        finally { VisionModel.ChunkOverride = 0; }
         Console.WriteLine($"{arch} batch {batch} threads {Parallelism.Threads}, Infer, {rounds} interleaved rounds, "
             + (cpu ? "thread CPU time" : "wall clock") + "; the same logits bit for bit in every variant");
         double baseMed = 0;

@@ -4,7 +4,7 @@
 // the AVX-512 / AVX2 attention against its two-GEMM path (AttentionKernel.Avx512Path, Avx2Path), the AVX-512 GEMM reading A in
 // place against packing all of it (ManagedGemm.DirectA), the last block on the head's tokens against all of them
 // (VisionTransformer.FullLastBlock), Infer in chunks of images against the whole batch at once
-// (VisionTransformer.ChunkOverride; training runs on the whole batch either way), and all of them off. With one thread calls are timed by the thread's CPU clock.
+// (VisionModel.ChunkOverride; training runs on the whole batch either way), and all of them off. With one thread calls are timed by the thread's CPU clock.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- engine-ab [--arch A] [--batch B] [--threads T] [--rounds R] [--sleep MS] [--train]
 // --train times forward + cross-entropy backward (no optimizer step), else the no-grad Infer; --sleep pauses
 // before every call (as `vitq bench --engine onnx` does), so each call starts with parked workers.
@@ -55,7 +55,7 @@ internal static class EngineAb
         var labels = Enumerable.Range(0, batch).Select(i => i % c.NumClasses).ToArray();
         var t = variants.Select(_ => new List<double>()).ToArray();
         bool cpu = Parallelism.Threads == 1;
-        var saved = new Variant("", Parallelism.UseSpinPool, ManagedGemm.SharedB, AttentionKernel.Avx512Path, ManagedGemm.DirectA, !VisionTransformer.FullLastBlock, VisionTransformer.ChunkOverride >= 0);
+        var saved = new Variant("", Parallelism.UseSpinPool, ManagedGemm.SharedB, AttentionKernel.Avx512Path, ManagedGemm.DirectA, !VisionTransformer.FullLastBlock, VisionModel.ChunkOverride >= 0);
         void Set(Variant v)
         {
             Parallelism.UseSpinPool = v.SpinPool;
@@ -63,7 +63,7 @@ internal static class EngineAb
             AttentionKernel.Avx512Path = AttentionKernel.Avx2Path = v.Attention512;
             ManagedGemm.DirectA = v.DirectA;
             VisionTransformer.FullLastBlock = !v.HeadRows;
-            VisionTransformer.ChunkOverride = v.Chunks ? 0 : -1;
+            VisionModel.ChunkOverride = v.Chunks ? 0 : -1;
         }
         try
         {

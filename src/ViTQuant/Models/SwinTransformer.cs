@@ -68,6 +68,23 @@ public sealed class SwinTransformer : VisionModel
     /// <summary>Logits [B, classes] for normalised images [B, C, H, W]. Throws ArgumentException on a wrong input shape.</summary>
     public override Tensor Forward(Tensor x, IModelHooks? hooks = null) => ForwardHead(ForwardFeatures(x, hooks), hooks);
 
+    /// <inheritdoc/>
+    private protected override long ActivationBytesPerImage
+    {
+        get
+        {
+            // Per stage the window-padded map's qkv or MLP hidden layer; the first stage's is the largest.
+            var c = Config;
+            long most = 0;
+            for (int s = 0; s < c.NumStages; s++)
+            {
+                int m = c.StageWindow(s), side = (c.ActualResolution(s) + m - 1) / m * m;
+                most = Math.Max(most, (long)side * side * Math.Max(3 * c.StageDim(s), c.MlpHidden(s)) * sizeof(float));
+            }
+            return most;
+        }
+    }
+
     /// <summary>The last stage's feature map before the final norm, [B, H, W, C].</summary>
     public Tensor ForwardFeatures(Tensor x, IModelHooks? hooks = null)
     {

@@ -7,6 +7,7 @@
 //                  JSON in our checkpoints ("vitq.config"), told apart by ModelConfigs.FromJson
 //   VisionModel    a Module with Forward(x, hooks), Infer, Clone, MacsPerImage; Create(config) builds either
 using System.Text.Json;
+using ViTQuant.Kernels;
 using ViTQuant.Nn;
 using ViTQuant.Tensors;
 
@@ -112,12 +113,99 @@ public abstract class VisionModel : Module
 
     /// <summary>
     /// Logits exactly as <see cref="Forward"/> computes them, gradients off; an architecture may recycle its
-    /// temporaries stage by stage (hooks must then copy what they keep). Throws ArgumentException on a wrong input shape.
+    /// temporaries stage by stage (hooks must then copy what they keep). Without hooks the batch runs in chunks of a
+    /// few images, each chunk's whole forward on one worker (<see cref="ChunkCount"/>), with the same logits bit for
+    /// bit. Throws ArgumentException on a wrong input shape.
     /// </summary>
     public virtual Tensor Infer(Tensor x, IModelHooks? hooks = null)
     {
+        var c = Config;
+        bool fits = x.Rank == 4 && x.Shape[1] == c.InChans && x.Shape[2] == c.ImageSize && x.Shape[3] == c.ImageSize;
+        if (hooks == null && fits && ChunkCount(x.Shape[0]) is > 0 and var chunks) return InferChunks(x, chunks);
+        return InferBatch(x, hooks);
+    }
+
+    /// <summary><see cref="Infer"/> on the whole batch at once: by default <see cref="Forward"/> without gradients.</summary>
+    private protected virtual Tensor InferBatch(Tensor x, IModelHooks? hooks)
+    {
         using var _ = Autograd.NoGrad();
         return Forward(x, hooks);
+    }
+
+    /// <summary>
+    /// Bytes of the largest activation of one image's forward (what a chunk of images must keep in L2); 0 (the default,
+    /// and any model whose ops may mix images) keeps <see cref="Infer"/> on the whole batch.
+    /// </summary>
+    private protected virtual long ActivationBytesPerImage => 0;
+
+    /// <summary>
+    /// Bytes of the largest activation of a chunk of images that <see cref="Infer"/> aims at: about half the L2 of the
+    /// cores measured (1 MB on Zen 4, 1.25 MB on Ice Lake, 2 MB on Sapphire Rapids), so a chunk's activations stay
+    /// in its core's L2 from one op to the next.
+    /// </summary>
+    private const int ChunkBytes = 640 * 1024;
+
+    /// <summary>
+    /// Images per chunk for <see cref="Infer"/> from this thread: 0 the rule of <see cref="ChunkCount"/>, a negative
+    /// count the whole batch at once (tests and same-process A/B benchmarks; the last chunk may be shorter).
+    /// </summary>
+    internal static int ChunkOverride { get => _chunkOverride; set => _chunkOverride = value; }
+
+    [ThreadStatic] private static int _chunkOverride;
+
+    /// <summary>
+    /// Chunks of images for a hook-free <see cref="Infer"/> (and MimiQ's synthesis on a ViT) of <paramref name="batch"/>
+    /// images, or 0 for the whole batch at once. A chunk's activations then stay in its core's L2 from op to op
+    /// instead of streaming through L3 at batch size, and the workers meet once per batch instead of at every op.
+    /// The rule: a chunk's largest activation within ChunkBytes, and with several workers at least one chunk each,
+    /// as many for each as the batch allows (a batch under two images a worker keeps the op-by-op split). Not inside
+    /// a parallel body (the batch is then one piece of someone's parallel work), nor under the row kernels'
+    /// thread-local test switches.
+    /// </summary>
+    internal int ChunkCount(int batch)
+    {
+        if (batch < 2 || ActivationBytesPerImage <= 0 || _chunkOverride < 0 || Parallelism.InsideParallelBody || RowSimd.ForceNarrow
+            || GeluKernel.ForceDoublePath) return 0;
+        int chunks;
+        if (_chunkOverride > 0) chunks = (batch + _chunkOverride - 1) / _chunkOverride;
+        else
+        {
+            int images = (int)Math.Clamp(ChunkBytes / ActivationBytesPerImage, 1, batch), workers = Parallelism.Threads;
+            chunks = (batch + images - 1) / images;
+            if (workers > 1)
+            {
+                if (batch < 2 * workers) return 0;
+                chunks = Math.Min(batch, (Math.Max(chunks, workers) + workers - 1) / workers * workers);
+            }
+        }
+        return chunks > 1 ? chunks : 0;
+    }
+
+    /// <summary>
+    /// <see cref="InferBatch"/> on <paramref name="chunks"/> chunks of the batch (their sizes differ by one at most), one
+    /// worker per chunk running the chunk's whole forward alone (inside a WeightPacking.Freeze() scope with the caller's
+    /// packed weights); the logits are copied into one [B, classes] tensor of the caller's scope. Every op works per
+    /// image or per row, so they are the whole batch's bits.
+    /// </summary>
+    private Tensor InferChunks(Tensor x, int chunks)
+    {
+        int batch = x.Shape[0], per = x.Size / batch, classes = Config.NumClasses;
+        var logits = Tensor.OutputUninitialized(batch, classes);
+        float[] input = x.Data, output = logits.Data;
+        int[] shape = x.Shape;
+        var packed = WeightPacking.ShareWithWorkers();
+        Parallelism.For(0, chunks, i =>
+        {
+            int first = (int)((long)i * batch / chunks), count = (int)((long)(i + 1) * batch / chunks) - first;
+            using var adopted = WeightPacking.Adopt(packed);
+            using var scope = TensorArena.Scope();
+            var chunkShape = (int[])shape.Clone();
+            chunkShape[0] = count;
+            var xi = Tensor.OutputUninitialized(chunkShape);
+            input.AsSpan(first * per, count * per).CopyTo(xi.Span);
+            InferBatch(xi, null).Span.CopyTo(output.AsSpan(first * classes, count * classes));
+        });
+        return logits;
     }
 
     /// <summary>An independent copy (same config, copied parameters).</summary>

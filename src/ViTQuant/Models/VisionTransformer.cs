@@ -22,8 +22,9 @@
 // are per tensor and static; while calibrating, with per-token grids, or with gradients it sees every token, as
 // before). ForwardFeatures keeps all tokens.
 //
-// Inference in chunks of images: without hooks, Infer runs a batch as chunks of a few images, each chunk's whole
-// forward on one worker (ChunkCount: the chunk's largest activation within about half a core's L2). A chunk's
+// Inference in chunks of images (VisionModel.Infer, for every family): without hooks, a batch runs as chunks of a
+// few images, each chunk's whole forward on one worker (ChunkCount: the chunk's largest activation within about half
+// a core's L2). A chunk's
 // activations then stay in its core's L2 from op to op instead of streaming through L3 at batch size, and the
 // workers meet once per batch instead of at every op. Every op works per image or per row, so the logits are the
 // whole batch's bits (tests). `bench chunk-ab` on an Ice Lake Xeon, weights packed once, medians: vit_fmnist at
@@ -107,12 +108,13 @@ public sealed class VisionTransformer : VisionModel
     }
 
     /// <summary>
-    /// True: calls from this thread run the last block on every token as <see cref="ForwardFeatures"/> does (same-process
-    /// A/B benchmarks and tests; the file header says why it is off by default).
+    /// True: calls from this thread (and the workers of its parallel regions) run the last block on every token as
+    /// <see cref="ForwardFeatures"/> does (same-process A/B benchmarks and tests; the file header says why it is off by default).
     /// </summary>
-    internal static bool FullLastBlock { get => _fullLastBlock; set => _fullLastBlock = value; }
+    internal static bool FullLastBlock { get => _fullLastBlock.Value; set => _fullLastBlock.Value = value; }
 
-    [ThreadStatic] private static bool _fullLastBlock;
+    // Flow-local (AsyncLocal): the workers of a parallel region, Infer's chunks among them, see the caller's setting.
+    private static readonly AsyncLocal<bool> _fullLastBlock = new();
 
     /// <summary>
     /// How many leading tokens of the last block's output the head reads, when the rest need not be computed (file
@@ -121,7 +123,7 @@ public sealed class VisionTransformer : VisionModel
     internal int HeadTokens(IModelHooks? hooks)
     {
         var c = Config;
-        if (_fullLastBlock || c.GlobalPool == "avg" || c.NumPrefixTokens == 0 || Blocks.Count == 0) return 0;
+        if (_fullLastBlock.Value || c.GlobalPool == "avg" || c.NumPrefixTokens == 0 || Blocks.Count == 0) return 0;
         if (hooks == null) return c.NumPrefixTokens;
         string last = $"blocks.{Blocks.Count - 1}";
         if (hooks is IObservingHooks { PassesThrough: true } && !hooks.WantsTap($"{last}.mlp.act")) return c.NumPrefixTokens;
@@ -147,10 +149,9 @@ public sealed class VisionTransformer : VisionModel
     /// fake quantizers); taps that are kept, as distillation's TapRecorder does, need <see cref="Forward"/>.
     /// Throws ArgumentException on a wrong input shape.
     /// </summary>
-    public override Tensor Infer(Tensor x, IModelHooks? hooks = null)
+    private protected override Tensor InferBatch(Tensor x, IModelHooks? hooks)
     {
         CheckInput(x);
-        if (hooks == null && ChunkCount(x.Shape[0]) is > 0 and var chunks) return InferChunks(x, chunks);
         using var _ = Autograd.NoGrad();
         var c = Config;
         int[] tokens = { x.Shape[0], c.NumTokens, c.EmbedDim };
@@ -184,79 +185,9 @@ public sealed class VisionTransformer : VisionModel
         return logits;
     }
 
-    /// <summary>
-    /// Bytes of the largest activation of a chunk of images that <see cref="Infer"/> aims at: about half the L2 of the
-    /// cores measured (1 MB on Zen 4, 1.25 MB on Ice Lake, 2 MB on Sapphire Rapids), so a chunk's activations stay
-    /// in its core's L2 from one op to the next.
-    /// </summary>
-    private const int ChunkBytes = 640 * 1024;
-
-    /// <summary>
-    /// Images per chunk for <see cref="Infer"/> from this thread: 0 the file header's rule, a negative count the whole
-    /// batch at once (tests and same-process A/B benchmarks; the last chunk may be shorter).
-    /// </summary>
-    internal static int ChunkOverride { get => _chunkOverride; set => _chunkOverride = value; }
-
-    [ThreadStatic] private static int _chunkOverride;
-
-    /// <summary>
-    /// Chunks of images for a hook-free <see cref="Infer"/> (and MimiQ's synthesis) of <paramref name="batch"/> images, or 0 for the whole batch
-    /// at once (file header): a chunk's largest activation (qkv or the MLP's hidden layer) within ChunkBytes, and with
-    /// several workers at least one chunk each, as many for each as the batch allows. Not inside a parallel body (the
-    /// batch is then one piece of someone's parallel work), nor under the row kernels' thread-local test switches.
-    /// </summary>
-    internal int ChunkCount(int batch)
-    {
-        if (batch < 2 || _chunkOverride < 0 || Parallelism.InsideParallelBody || RowSimd.ForceNarrow || GeluKernel.ForceDoublePath) return 0;
-        int chunks;
-        if (_chunkOverride > 0) chunks = (batch + _chunkOverride - 1) / _chunkOverride;
-        else
-        {
-            var c = Config;
-            long perImage = (long)c.NumTokens * Math.Max(3 * c.EmbedDim, c.MlpHidden) * sizeof(float);
-            int images = (int)Math.Clamp(ChunkBytes / perImage, 1, batch), workers = Parallelism.Threads;
-            chunks = (batch + images - 1) / images;
-            if (workers > 1)
-            {
-                if (batch < 2 * workers) return 0; // too few images to give each worker a share: the ops split instead
-                chunks = Math.Min(batch, (Math.Max(chunks, workers) + workers - 1) / workers * workers);
-            }
-        }
-        return chunks > 1 ? chunks : 0;
-    }
-
-    /// <summary>
-    /// <see cref="Infer"/> on <paramref name="chunks"/> chunks of the batch (their sizes differ by one at most), one
-    /// worker per chunk running the chunk's whole forward alone; the logits are copied into one [B, classes] tensor of
-    /// the caller's scope.
-    /// </summary>
-    private Tensor InferChunks(Tensor x, int chunks)
-    {
-        int batch = x.Shape[0], per = x.Size / batch, classes = Config.NumClasses;
-        var logits = Tensor.OutputUninitialized(batch, classes);
-        float[] input = x.Data, output = logits.Data;
-        int[] shape = x.Shape;
-        bool fullLastBlock = _fullLastBlock; // thread-local: the workers take the caller's, and its packed weights
-        var packed = WeightPacking.ShareWithWorkers();
-        Parallelism.For(0, chunks, i =>
-        {
-            int first = (int)((long)i * batch / chunks), count = (int)((long)(i + 1) * batch / chunks) - first;
-            bool saved = _fullLastBlock;
-            _fullLastBlock = fullLastBlock;
-            using var adopted = WeightPacking.Adopt(packed);
-            try
-            {
-                using var scope = TensorArena.Scope();
-                var chunkShape = (int[])shape.Clone();
-                chunkShape[0] = count;
-                var xi = Tensor.OutputUninitialized(chunkShape);
-                input.AsSpan(first * per, count * per).CopyTo(xi.Span);
-                Infer(xi).Span.CopyTo(output.AsSpan(first * classes, count * classes));
-            }
-            finally { _fullLastBlock = saved; }
-        });
-        return logits;
-    }
+    /// <inheritdoc/>
+    private protected override long ActivationBytesPerImage =>
+        (long)Config.NumTokens * Math.Max(3 * Config.EmbedDim, Config.MlpHidden) * sizeof(float); // qkv or the MLP's hidden layer
 
     /// <summary>Runs f in a nested arena scope and copies its result (dst's shape) into dst, which outlives the scope.</summary>
     private static void Stage(Tensor dst, Func<Tensor> f)

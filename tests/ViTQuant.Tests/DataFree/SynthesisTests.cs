@@ -60,14 +60,14 @@ public class SynthesisTests
             var x = Tensor.Randn(new Rng(2), 1f, labels.Length, 1, 8, 8);
             int saved = Parallelism.Threads;
             Parallelism.Threads = threads;
-            VisionTransformer.ChunkOverride = chunk;
+            VisionModel.ChunkOverride = chunk;
             try
             {
                 var losses = new MimiqSynthesizer(iterations: 4, lambdaIhc: 1f, lambdaCe: 1f, lambdaTv: lambdaTv) { Augment = augment }
                     .Optimize(model, x, labels, new Rng(3));
                 return (x.ToArray(), losses);
             }
-            finally { VisionTransformer.ChunkOverride = 0; Parallelism.Threads = saved; }
+            finally { VisionModel.ChunkOverride = 0; Parallelism.Threads = saved; }
         }
         var (whole, wholeLosses) = Run(-1, 1);
         foreach (var (chunk, threads) in new[] { (1, 1), (3, 1), (3, 2), (0, 2) })

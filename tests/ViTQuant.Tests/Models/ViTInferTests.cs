@@ -52,13 +52,13 @@ public class ViTInferTests
         {
             float[] Infer(int chunk, bool frozen)
             {
-                VisionTransformer.ChunkOverride = chunk;
+                VisionModel.ChunkOverride = chunk;
                 try
                 {
                     using var packed = frozen ? WeightPacking.Freeze() : null;
                     using (TensorArena.Scope()) return m.Infer(x).ToArray();
                 }
-                finally { VisionTransformer.ChunkOverride = 0; }
+                finally { VisionModel.ChunkOverride = 0; }
             }
             float[] forward;
             using (TensorArena.Scope()) forward = m.Forward(x).ToArray();
@@ -69,6 +69,37 @@ public class ViTInferTests
                 Assert.Equal(whole, Infer(chunk, false));
                 Assert.Equal(whole, Infer(chunk, true));
             }
+        }
+        finally { Parallelism.Threads = saved; }
+    }
+
+    // Swin takes the same chunks (VisionModel.Infer): a map padded to its windows and shifted windows, and swin_fmnist.
+    [Theory]
+    [InlineData("odd", 1)]
+    [InlineData("odd", 2)]
+    [InlineData("swin_fmnist", 2)]
+    public void ChunkedSwinInferGivesTheWholeBatchsBits(string config, int threads)
+    {
+        var c = config == "odd"
+            ? new SwinConfig { ImageSize = 20, PatchSize = 2, InChans = 3, NumClasses = 4, EmbedDim = 8, Depths = new[] { 2, 2 }, NumHeads = new[] { 2, 2 }, WindowSize = 4 }
+            : SwinConfig.FromArchitecture(config);
+        var m = new SwinTransformer(c, 5);
+        var x = Tensor.Randn(new Rng(6), 1f, 7, c.InChans, c.ImageSize, c.ImageSize);
+        int saved = Parallelism.Threads;
+        Parallelism.Threads = threads;
+        try
+        {
+            float[] Infer(int chunk)
+            {
+                VisionModel.ChunkOverride = chunk;
+                try { using (TensorArena.Scope()) return m.Infer(x).ToArray(); }
+                finally { VisionModel.ChunkOverride = 0; }
+            }
+            float[] forward;
+            using (TensorArena.Scope()) forward = m.Forward(x).ToArray();
+            var whole = Infer(-1);
+            Assert.Equal(forward, whole);
+            foreach (int chunk in new[] { 0, 1, 3 }) Assert.Equal(whole, Infer(chunk));
         }
         finally { Parallelism.Threads = saved; }
     }
@@ -95,14 +126,16 @@ public class ViTInferTests
             Assert.Equal(9, fm.ChunkCount(64)); // 8 by the budget, rounded up to 3 for each worker
             Assert.Equal(7, deit.ChunkCount(7)); // no chunk is empty
             Assert.Equal(0, deit.ChunkCount(5));
+            var swin = new SwinTransformer(SwinConfig.FromArchitecture("swin_tiny_patch4_window7_224"), 1); // 56² × 384 floats: 4.6 MB
+            Assert.Equal(8, swin.ChunkCount(8)); // one image a chunk
             int inside = -1;
             Parallelism.For(0, 1, _ => inside = fm.ChunkCount(64));
             Assert.Equal(0, inside); // inside a parallel body the batch is one piece of someone's parallel work
-            VisionTransformer.ChunkOverride = -1;
+            VisionModel.ChunkOverride = -1;
             try { Assert.Equal(0, fm.ChunkCount(64)); }
-            finally { VisionTransformer.ChunkOverride = 3; }
+            finally { VisionModel.ChunkOverride = 3; }
             try { Assert.Equal(22, fm.ChunkCount(64)); }
-            finally { VisionTransformer.ChunkOverride = 0; }
+            finally { VisionModel.ChunkOverride = 0; }
         }
         finally { Parallelism.Threads = saved; }
     }
