@@ -2,7 +2,8 @@
 // (VisionModel.ChunkOverride: the default rule and fixed chunk sizes), calls interleaved round by round, weights
 // packed once (WeightPacking.Freeze) as an evaluation runs. Checks that every variant gives the whole batch's logits
 // bit for bit. With one thread calls are timed by the thread's CPU clock.
-//   dotnet run -c Release --project bench/ViTQuant.Bench -- chunk-ab [--arch A] [--batch B] [--threads T] [--rounds R]
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- chunk-ab [--arch A | --quantized Q.safetensors] [--batch B] [--threads T] [--rounds R]
+// --quantized evaluates a quantized checkpoint (its fake-quant simulation, as `vitq eval` runs it).
 using System.Diagnostics;
 using ViTQuant.Kernels;
 using ViTQuant.Models;
@@ -15,22 +16,26 @@ internal static class ChunkAb
     public static int Run(string[] args)
     {
         string arch = "vit_fmnist";
+        string? quantized = null;
         int batch = 64, rounds = 15;
         Parallelism.Threads = 2;
         for (int i = 0; i < args.Length; i++)
         {
             string? value = i + 1 < args.Length ? args[i + 1] : null;
             if (args[i] == "--arch" && value != null) { arch = value; i++; }
+            else if (args[i] == "--quantized" && value != null) { quantized = value; i++; }
             else if (args[i] == "--batch" && int.TryParse(value, out int b) && b >= 1) { batch = b; i++; }
             else if (args[i] == "--threads" && int.TryParse(value, out int th) && th >= 1) { Parallelism.Threads = th; i++; }
             else if (args[i] == "--rounds" && int.TryParse(value, out int r) && r >= 1) { rounds = r; i++; }
             else
             {
-                Console.Error.WriteLine($"chunk-ab: unknown or invalid argument '{args[i]}' (expected --arch A, --batch B, --threads T, --rounds R)");
+                Console.Error.WriteLine($"chunk-ab: unknown or invalid argument '{args[i]}' (expected --arch A, --quantized PATH, --batch B, --threads T, --rounds R)");
                 return 2;
             }
         }
-        var model = VisionModel.Create(ModelConfigs.FromArchitecture(arch), 1);
+        var qm = quantized != null ? ViTQuant.Api.Vitq.LoadQuantized(quantized) : null;
+        var model = qm?.Model ?? VisionModel.Create(ModelConfigs.FromArchitecture(arch), 1);
+        if (qm != null && !((IImageLocalHooks)qm).ImageLocal) Console.WriteLine("chunk-ab: this quantized model's hooks are not image-local: no chunks");
         var c = model.Config;
         var x = Tensor.Randn(new Rng(3), 1f, batch, c.InChans, c.ImageSize, c.ImageSize);
         // -1: the whole batch; 0: the default rule; n: chunks of n images.
@@ -49,7 +54,7 @@ internal static class ChunkAb
                     double t0 = cpu ? ForwardOps.ThreadCpuMs() : 0;
                     var sw = Stopwatch.StartNew();
                     float[] logits;
-                    using (TensorArena.Scope()) logits = model.Infer(x).Span.ToArray();
+                    using (TensorArena.Scope()) logits = model.Infer(x, qm).Span.ToArray();
                     if (r >= 0) t[v].Add(cpu ? ForwardOps.ThreadCpuMs() - t0 : sw.Elapsed.TotalMilliseconds);
                     reference ??= logits;
                     if (!logits.AsSpan().SequenceEqual(reference))
@@ -60,7 +65,7 @@ internal static class ChunkAb
                 }
         }
         finally { VisionModel.ChunkOverride = 0; }
-        Console.WriteLine($"{arch} batch {batch} threads {Parallelism.Threads}, Infer, {rounds} interleaved rounds, "
+        Console.WriteLine($"{quantized ?? arch} batch {batch} threads {Parallelism.Threads}, Infer, {rounds} interleaved rounds, "
             + (cpu ? "thread CPU time" : "wall clock") + "; the same logits bit for bit in every variant");
         double baseMed = 0;
         for (int v = 0; v < settings.Length; v++)

@@ -52,6 +52,18 @@ internal interface IRowLocalHooks : IModelHooks
     bool RowLocalAfterAttention(string block);
 }
 
+/// <summary>
+/// Hooks that can say, for the call about to run, that what they do to an image depends on that image alone and
+/// that calls from several threads at once are safe: VisionModel.Infer then runs them in chunks of images, as it
+/// runs a model without hooks. A calibrated quantized model's static fake quantizers do; observers and dynamic
+/// ranges (taken over the whole tensor) do not.
+/// </summary>
+internal interface IImageLocalHooks : IModelHooks
+{
+    /// <summary>True when the hooks act on each image alone and may be called concurrently.</summary>
+    bool ImageLocal { get; }
+}
+
 /// <summary>Records the taps whose names match a predicate, in forward order.</summary>
 internal sealed class TapRecorder : IObservingHooks
 {

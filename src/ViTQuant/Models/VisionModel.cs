@@ -113,15 +113,17 @@ public abstract class VisionModel : Module
 
     /// <summary>
     /// Logits exactly as <see cref="Forward"/> computes them, gradients off; an architecture may recycle its
-    /// temporaries stage by stage (hooks must then copy what they keep). Without hooks the batch runs in chunks of a
-    /// few images, each chunk's whole forward on one worker (<see cref="ChunkCount"/>), with the same logits bit for
-    /// bit. Throws ArgumentException on a wrong input shape.
+    /// temporaries stage by stage (hooks must then copy what they keep). Without hooks, or with hooks that act on each
+    /// image alone (IImageLocalHooks: a calibrated quantized model's static fake quantizers), the batch runs in chunks
+    /// of a few images, each chunk's whole forward on one worker (<see cref="ChunkCount"/>), with the same logits bit
+    /// for bit. Throws ArgumentException on a wrong input shape.
     /// </summary>
     public virtual Tensor Infer(Tensor x, IModelHooks? hooks = null)
     {
         var c = Config;
         bool fits = x.Rank == 4 && x.Shape[1] == c.InChans && x.Shape[2] == c.ImageSize && x.Shape[3] == c.ImageSize;
-        if (hooks == null && fits && ChunkCount(x.Shape[0]) is > 0 and var chunks) return InferChunks(x, chunks);
+        bool chunkable = hooks == null || hooks is IImageLocalHooks { ImageLocal: true };
+        if (chunkable && fits && ChunkCount(x.Shape[0]) is > 0 and var chunks) return InferChunks(x, hooks, chunks);
         return InferBatch(x, hooks);
     }
 
@@ -154,7 +156,7 @@ public abstract class VisionModel : Module
     [ThreadStatic] private static int _chunkOverride;
 
     /// <summary>
-    /// Chunks of images for a hook-free <see cref="Infer"/> (and MimiQ's synthesis on a ViT) of <paramref name="batch"/>
+    /// Chunks of images for <see cref="Infer"/> (and MimiQ's synthesis on a ViT) of <paramref name="batch"/>
     /// images, or 0 for the whole batch at once. A chunk's activations then stay in its core's L2 from op to op
     /// instead of streaming through L3 at batch size, and the workers meet once per batch instead of at every op.
     /// The rule: a chunk's largest activation within ChunkBytes, and with several workers at least one chunk each,
@@ -187,7 +189,7 @@ public abstract class VisionModel : Module
     /// packed weights); the logits are copied into one [B, classes] tensor of the caller's scope. Every op works per
     /// image or per row, so they are the whole batch's bits.
     /// </summary>
-    private Tensor InferChunks(Tensor x, int chunks)
+    private Tensor InferChunks(Tensor x, IModelHooks? hooks, int chunks)
     {
         int batch = x.Shape[0], per = x.Size / batch, classes = Config.NumClasses;
         var logits = Tensor.OutputUninitialized(batch, classes);
@@ -203,7 +205,7 @@ public abstract class VisionModel : Module
             chunkShape[0] = count;
             var xi = Tensor.OutputUninitialized(chunkShape);
             input.AsSpan(first * per, count * per).CopyTo(xi.Span);
-            InferBatch(xi, null).Span.CopyTo(output.AsSpan(first * classes, count * classes));
+            InferBatch(xi, hooks).Span.CopyTo(output.AsSpan(first * classes, count * classes));
         });
         return logits;
     }

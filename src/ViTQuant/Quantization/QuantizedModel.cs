@@ -27,7 +27,7 @@ public enum QuantMode
 /// A float model plus a quantization plan: pass it as the hooks of the model's forward (or use <see cref="Forward"/>)
 /// to run the model fake-quantized. Calibrate, then reconstruct or fine-tune, then freeze (QuantizedCheckpoint).
 /// </summary>
-public sealed class QuantizedModel : IModelHooks, IRowLocalHooks
+public sealed class QuantizedModel : IModelHooks, IRowLocalHooks, IImageLocalHooks
 {
     private readonly Dictionary<string, Quantizer> _weightQ = new();
     private readonly Dictionary<string, Quantizer> _actQ = new();
@@ -304,12 +304,15 @@ public sealed class QuantizedModel : IModelHooks, IRowLocalHooks
         if (Mode is QuantMode.Calibrate or QuantMode.WeightsOnly && q is AdaRoundQuantizer a && !a.HardRounding) return a.ForwardHard(w);
         bool cacheable = CacheWeights && !Autograd.Needs(w) && !q.LearnableParameters().Any(p => p.RequiresGrad);
         if (!cacheable) return q.Forward(w);
-        if (!_weightCache.TryGetValue(layer, out var cached))
+        lock (_weightCache) // the workers of an evaluation in chunks of images (IImageLocalHooks) ask at once
         {
-            using (Autograd.NoGrad()) cached = q.Forward(w.Detach()).Clone(); // Clone: outlives any arena scope
-            _weightCache[layer] = cached;
+            if (!_weightCache.TryGetValue(layer, out var cached))
+            {
+                using (Autograd.NoGrad()) cached = q.Forward(w.Detach()).Clone(); // Clone: outlives any arena scope
+                _weightCache[layer] = cached;
+            }
+            return cached;
         }
-        return cached;
     }
 
     /// <summary>The hook for activation <paramref name="point"/>: observed while calibrating, fake-quantized in Quantize mode, else unchanged.</summary>
@@ -336,6 +339,17 @@ public sealed class QuantizedModel : IModelHooks, IRowLocalHooks
         if (Observer?.WantsTap($"{block}.mlp.act") == true) return false;
         return Mode == QuantMode.Float || QuantizersRowByRowAfterAttention(block);
     }
+
+    /// <summary>
+    /// IImageLocalHooks: true for a forward in Quantize or Float mode without an observer whose quantizers are all
+    /// calibrated and static (no range taken over the whole tensor at run time): each image's result then depends on
+    /// that image alone, and nothing is written but the weight cache (under its lock) and the per-patch quantizers'
+    /// outlier counts (atomic). VisionModel.Infer then evaluates in chunks of images, with the same logits.
+    /// </summary>
+    bool IImageLocalHooks.ImageLocal =>
+        Mode is QuantMode.Quantize or QuantMode.Float && Observer == null
+        && (_weightsFrozen || _weightQ.Values.All(q => q.IsCalibrated)) // frozen: a loaded checkpoint's weights are on their grid
+        && _actQ.Values.All(q => q.IsCalibrated && q is not UniformQuantizer { Spec.Dynamic: true });
 
     /// <summary>
     /// True when every activation quantizer past block <paramref name="block"/>'s attention (at attn.proj, mlp.fc1 and

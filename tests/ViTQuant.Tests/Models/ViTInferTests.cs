@@ -1,5 +1,6 @@
 using ViTQuant.Kernels;
 using ViTQuant.Models;
+using ViTQuant.Quantization;
 using ViTQuant.Tensors;
 
 namespace ViTQuant.Tests.Models;
@@ -69,6 +70,44 @@ public class ViTInferTests
                 Assert.Equal(whole, Infer(chunk, false));
                 Assert.Equal(whole, Infer(chunk, true));
             }
+        }
+        finally { Parallelism.Threads = saved; }
+    }
+
+    // A calibrated quantized model evaluates in the same chunks (IImageLocalHooks): static per-tensor grids, LSQ and
+    // ADFQ's per-patch grid all act on each image alone, so the logits are the whole batch's bits.
+    [Theory]
+    [InlineData("minmax", 2)]
+    [InlineData("mimiq", 1)]
+    [InlineData("adfq", 2)]
+    public void QuantizedEvaluationInChunksGivesTheWholeBatchsBits(string method, int threads)
+    {
+        var c = ViTConfig.FashionMnistDefault() with { EmbedDim = 32, Depth = 2, NumHeads = 4, MlpRatio = 2f };
+        var qm = new QuantizedModel(new VisionTransformer(c, 4), QuantPresets.Create(method, 4, 4));
+        var local = (IImageLocalHooks)qm;
+        var rng = new Rng(9);
+        Assert.False(local.ImageLocal); // not calibrated: the first forward calibrates
+        qm.Calibrate(new[] { Tensor.Randn(rng, 1f, 16, 1, 28, 28) });
+        Assert.True(local.ImageLocal);
+        qm.Observer = new TapRecorder(_ => true);
+        Assert.False(local.ImageLocal); // an observer sees whole tensors
+        qm.Observer = null;
+        var x = Tensor.Randn(rng, 1f, 9, 1, 28, 28);
+        int saved = Parallelism.Threads;
+        Parallelism.Threads = threads;
+        try
+        {
+            float[] Infer(int chunk)
+            {
+                VisionModel.ChunkOverride = chunk;
+                try { using (TensorArena.Scope()) return qm.Model.Infer(x, qm).ToArray(); }
+                finally { VisionModel.ChunkOverride = 0; }
+            }
+            float[] forward;
+            using (Autograd.NoGrad()) forward = qm.Model.Forward(x, qm).ToArray();
+            var whole = Infer(-1);
+            Assert.Equal(forward, whole);
+            foreach (int chunk in new[] { 0, 1, 4 }) Assert.Equal(whole, Infer(chunk));
         }
         finally { Parallelism.Threads = saved; }
     }

@@ -47,6 +47,15 @@ public class CheckpointFormatTests
         var storage = QuantizedCheckpoint.Save(qm, codes, path);
         var loaded = QuantizedCheckpoint.Load(path);
         Assert.Equal(before, Logits(loaded, x));
+        // Its weights on their grid and its activation grids calibrated: evaluation runs in chunks of images, same bits.
+        Assert.True(((IImageLocalHooks)loaded).ImageLocal);
+        float[] Infer(int chunk)
+        {
+            VisionModel.ChunkOverride = chunk;
+            try { using (TensorArena.Scope()) return loaded.Model.Infer(x, loaded).ToArray(); }
+            finally { VisionModel.ChunkOverride = 0; }
+        }
+        Assert.Equal(Infer(-1), Infer(1));
         var want = State(qm);
         foreach (var (name, v) in State(loaded)) Assert.True(want[name].AsSpan().SequenceEqual(v), name);
         Assert.Equal(qm.WeightGrids.Keys.Order(), loaded.WeightGrids.Keys.Order());

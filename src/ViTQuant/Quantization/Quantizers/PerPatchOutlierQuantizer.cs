@@ -45,7 +45,7 @@ internal sealed class PerPatchOutlierQuantizer : Quantizer, IReportsOutliers
     /// <summary>The outlier threshold α.</summary>
     public float Threshold => Spec.OutlierThreshold;
 
-    /// <summary>Fraction of elements of the last Forward that were outliers (0 before any Forward).</summary>
+    /// <summary>Fraction of elements of the last Forward that were outliers (0 before any Forward; one chunk's, when an evaluation runs in chunks of images).</summary>
     public double OutlierFraction { get; private set; }
 
     /// <summary>Fraction of outliers over every Forward since construction (or the last ResetOutlierStatistics).</summary>
@@ -116,8 +116,8 @@ internal sealed class PerPatchOutlierQuantizer : Quantizer, IReportsOutliers
             throw new ViTQuantException($"{Spec} quantizer was calibrated for {_zero.Length} token(s), got a tensor of shape {Tensor.ShapeString(x.Shape)}");
         var y = FakeQuant.Uniform(x, layout, _scale!, _zero, QMin, QMax, Spec.OutlierThreshold, out long outliers, "per_patch_outlier_fake_quant");
         OutlierFraction = (double)outliers / x.Size;
-        _outliersTotal += outliers;
-        _elementsTotal += x.Size;
+        Interlocked.Add(ref _outliersTotal, outliers); // an evaluation in chunks of images calls from several workers
+        Interlocked.Add(ref _elementsTotal, x.Size);
         return y;
     }
 
