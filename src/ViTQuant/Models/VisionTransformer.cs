@@ -22,12 +22,12 @@
 // are per tensor and static; while calibrating, with per-token grids, or with gradients it sees every token, as
 // before). ForwardFeatures keeps all tokens.
 //
-// Inference in chunks of images (VisionModel.Infer, for every family): without hooks, a batch runs as chunks of a
-// few images, each chunk's whole forward on one worker (ChunkCount: the chunk's largest activation within about half
-// a core's L2). A chunk's
-// activations then stay in its core's L2 from op to op instead of streaming through L3 at batch size, and the
-// workers meet once per batch instead of at every op. Every op works per image or per row, so the logits are the
-// whole batch's bits (tests). `bench chunk-ab` on an Ice Lake Xeon, weights packed once, medians: vit_fmnist at
+// Inference in chunks of images (VisionModel.Infer, for every family): without hooks, or with hooks that act on
+// each image alone (IImageLocalHooks: a calibrated quantized model), a batch runs as chunks of a few images, each
+// chunk's whole forward on one worker (ChunkCount: the chunk's largest activation within about half a core's L2).
+// A chunk's activations then stay in its core's L2 from op to op instead of streaming through L3 at batch size, and
+// the workers meet once per batch instead of at every op. Every op works per image or per row, so the logits are
+// the whole batch's bits (tests). `bench chunk-ab` on an Ice Lake Xeon, weights packed once, medians: vit_fmnist at
 // batch 64 76.8 → 57.0 ms on one thread (thread CPU time) and 42.8 → 29.2 ms on two, in chunks of 8 images;
 // DeiT-Tiny at batch 8 (an image's activations nearly fill L2 already) 218.4 → 205.7 ms on one thread. MimiQ's
 // synthesis runs its forward and backward in the same chunks (MimiqSynthesizer).
