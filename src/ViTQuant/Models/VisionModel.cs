@@ -162,12 +162,13 @@ public abstract class VisionModel : Module
     /// The rule: a chunk's largest activation within ChunkBytes, and with several workers at least one chunk each,
     /// as many for each as the batch allows (a batch under two images a worker keeps the op-by-op split). Not inside
     /// a parallel body (the batch is then one piece of someone's parallel work), nor under the row kernels'
-    /// thread-local test switches.
+    /// thread-local test switches, nor where OpenBLAS is the GEMM (a CPU without the managed kernels' AVX2: inside a
+    /// worker the GEMM would be the portable managed one, with other bits).
     /// </summary>
     internal int ChunkCount(int batch)
     {
         if (batch < 2 || ActivationBytesPerImage <= 0 || _chunkOverride < 0 || Parallelism.InsideParallelBody || RowSimd.ForceNarrow
-            || GeluKernel.ForceDoublePath) return 0;
+            || GeluKernel.ForceDoublePath || Gemm.UsesOpenBlas) return 0;
         int chunks;
         if (_chunkOverride > 0) chunks = (batch + _chunkOverride - 1) / _chunkOverride;
         else
