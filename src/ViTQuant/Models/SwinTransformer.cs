@@ -89,8 +89,7 @@ public sealed class SwinTransformer : VisionModel
     public Tensor ForwardFeatures(Tensor x, IModelHooks? hooks = null)
     {
         var c = Config;
-        if (x.Rank != 4 || x.Shape[1] != c.InChans || x.Shape[2] != c.ImageSize || x.Shape[3] != c.ImageSize)
-            throw new ArgumentException($"model expects images [B, {c.InChans}, {c.ImageSize}, {c.ImageSize}], got {Tensor.ShapeString(x.Shape)}");
+        CheckInput(x);
         var xin = hooks?.Activation("patch_embed.proj", x) ?? x;
         var w = hooks?.Weight("patch_embed.proj", PatchWeight) ?? PatchWeight;
         var h = Ops.PatchEmbed(xin, w, PatchBias, c.PatchSize); // [B, G·G, D], row-major grid

@@ -120,11 +120,24 @@ public abstract class VisionModel : Module
     /// </summary>
     public virtual Tensor Infer(Tensor x, IModelHooks? hooks = null)
     {
-        var c = Config;
-        bool fits = x.Rank == 4 && x.Shape[1] == c.InChans && x.Shape[2] == c.ImageSize && x.Shape[3] == c.ImageSize;
         bool chunkable = hooks == null || hooks is IImageLocalHooks { ImageLocal: true };
-        if (chunkable && fits && ChunkCount(x.Shape[0]) is > 0 and var chunks) return InferChunks(x, hooks, chunks);
+        if (chunkable && FitsInput(x) && ChunkCount(x.Shape[0]) is > 0 and var chunks) return InferChunks(x, hooks, chunks);
         return InferBatch(x, hooks);
+    }
+
+    /// <summary>True when x is a batch of images [B, C, H, W] of the config's channels and size.</summary>
+    private protected bool FitsInput(Tensor x)
+    {
+        var c = Config;
+        return x.Rank == 4 && x.Shape[1] == c.InChans && x.Shape[2] == c.ImageSize && x.Shape[3] == c.ImageSize;
+    }
+
+    /// <summary>Throws ArgumentException unless <see cref="FitsInput"/>.</summary>
+    private protected void CheckInput(Tensor x)
+    {
+        var c = Config;
+        if (!FitsInput(x))
+            throw new ArgumentException($"model expects images [B, {c.InChans}, {c.ImageSize}, {c.ImageSize}], got {Tensor.ShapeString(x.Shape)}");
     }
 
     /// <summary><see cref="Infer"/> on the whole batch at once: by default <see cref="Forward"/> without gradients.</summary>

@@ -234,13 +234,6 @@ public sealed class VisionTransformer : VisionModel
         return Ops.Add(tokens, PosEmbed);
     }
 
-    private void CheckInput(Tensor x)
-    {
-        var c = Config;
-        if (x.Rank != 4 || x.Shape[1] != c.InChans || x.Shape[2] != c.ImageSize || x.Shape[3] != c.ImageSize)
-            throw new ArgumentException($"model expects images [B, {c.InChans}, {c.ImageSize}, {c.ImageSize}], got {Tensor.ShapeString(x.Shape)}");
-    }
-
     /// <summary>Final norm, pooling and head(s) on block output [B, N, D].</summary>
     public Tensor ForwardHead(Tensor h, IModelHooks? hooks = null)
     {

@@ -5,6 +5,7 @@ using ViTQuant.Algorithms.Metrics;
 using ViTQuant.Kernels;
 using ViTQuant.Models;
 using ViTQuant.Tensors;
+using ViTQuant.Tests.Models;
 
 namespace ViTQuant.Tests.DataFree;
 
@@ -55,20 +56,13 @@ public class SynthesisTests
     {
         var model = TinyModels.Model();
         var labels = new[] { 0, 1, 2, 3, 4, 0, 1 };
-        (float[] Pixels, SynthesisLosses Losses) Run(int chunk, int threads)
+        (float[] Pixels, SynthesisLosses Losses) Run(int chunk, int threads) => Chunking.With(chunk, () =>
         {
             var x = Tensor.Randn(new Rng(2), 1f, labels.Length, 1, 8, 8);
-            int saved = Parallelism.Threads;
-            Parallelism.Threads = threads;
-            VisionModel.ChunkOverride = chunk;
-            try
-            {
-                var losses = new MimiqSynthesizer(iterations: 4, lambdaIhc: 1f, lambdaCe: 1f, lambdaTv: lambdaTv) { Augment = augment }
-                    .Optimize(model, x, labels, new Rng(3));
-                return (x.ToArray(), losses);
-            }
-            finally { VisionModel.ChunkOverride = 0; Parallelism.Threads = saved; }
-        }
+            var losses = new MimiqSynthesizer(iterations: 4, lambdaIhc: 1f, lambdaCe: 1f, lambdaTv: lambdaTv) { Augment = augment }
+                .Optimize(model, x, labels, new Rng(3));
+            return (x.ToArray(), losses);
+        }, threads);
         var (whole, wholeLosses) = Run(-1, 1);
         foreach (var (chunk, threads) in new[] { (1, 1), (3, 1), (3, 2), (0, 2) })
         {

@@ -47,31 +47,24 @@ public class ViTInferTests
         };
         var m = new VisionTransformer(c, 5);
         var x = Tensor.Randn(new Rng(6), 1f, 11, c.InChans, c.ImageSize, c.ImageSize);
-        int saved = Parallelism.Threads;
-        Parallelism.Threads = threads;
-        try
+        float[] Frozen(int chunk)
         {
-            float[] Infer(int chunk, bool frozen)
-            {
-                VisionModel.ChunkOverride = chunk;
-                try
-                {
-                    using var packed = frozen ? WeightPacking.Freeze() : null;
-                    using (TensorArena.Scope()) return m.Infer(x).ToArray();
-                }
-                finally { VisionModel.ChunkOverride = 0; }
-            }
+            using var packed = WeightPacking.Freeze();
+            return Chunking.Infer(m, x, chunk);
+        }
+        Chunking.With(-1, () =>
+        {
             float[] forward;
             using (TensorArena.Scope()) forward = m.Forward(x).ToArray();
-            var whole = Infer(-1, false);
+            var whole = Chunking.Infer(m, x, -1);
             Assert.Equal(forward, whole);
             foreach (int chunk in new[] { 0, 1, 3, 4, 10 }) // 0: the default rule; 3 and 4 leave a short last chunk
             {
-                Assert.Equal(whole, Infer(chunk, false));
-                Assert.Equal(whole, Infer(chunk, true));
+                Assert.Equal(whole, Chunking.Infer(m, x, chunk));
+                Assert.Equal(whole, Frozen(chunk));
             }
-        }
-        finally { Parallelism.Threads = saved; }
+            return 0;
+        }, threads);
     }
 
     // A calibrated quantized model evaluates in the same chunks (IImageLocalHooks): static per-tensor grids, LSQ and
@@ -93,23 +86,15 @@ public class ViTInferTests
         Assert.False(local.ImageLocal); // an observer sees whole tensors
         qm.Observer = null;
         var x = Tensor.Randn(rng, 1f, 9, 1, 28, 28);
-        int saved = Parallelism.Threads;
-        Parallelism.Threads = threads;
-        try
+        Chunking.With(-1, () =>
         {
-            float[] Infer(int chunk)
-            {
-                VisionModel.ChunkOverride = chunk;
-                try { using (TensorArena.Scope()) return qm.Model.Infer(x, qm).ToArray(); }
-                finally { VisionModel.ChunkOverride = 0; }
-            }
             float[] forward;
             using (Autograd.NoGrad()) forward = qm.Model.Forward(x, qm).ToArray();
-            var whole = Infer(-1);
+            var whole = Chunking.Infer(qm.Model, x, -1, qm);
             Assert.Equal(forward, whole);
-            foreach (int chunk in new[] { 0, 1, 4 }) Assert.Equal(whole, Infer(chunk));
-        }
-        finally { Parallelism.Threads = saved; }
+            foreach (int chunk in new[] { 0, 1, 4 }) Assert.Equal(whole, Chunking.Infer(qm.Model, x, chunk, qm));
+            return 0;
+        }, threads);
     }
 
     // Swin takes the same chunks (VisionModel.Infer): a map padded to its windows and shifted windows, and swin_fmnist.
@@ -124,23 +109,15 @@ public class ViTInferTests
             : SwinConfig.FromArchitecture(config);
         var m = new SwinTransformer(c, 5);
         var x = Tensor.Randn(new Rng(6), 1f, 7, c.InChans, c.ImageSize, c.ImageSize);
-        int saved = Parallelism.Threads;
-        Parallelism.Threads = threads;
-        try
+        Chunking.With(-1, () =>
         {
-            float[] Infer(int chunk)
-            {
-                VisionModel.ChunkOverride = chunk;
-                try { using (TensorArena.Scope()) return m.Infer(x).ToArray(); }
-                finally { VisionModel.ChunkOverride = 0; }
-            }
             float[] forward;
             using (TensorArena.Scope()) forward = m.Forward(x).ToArray();
-            var whole = Infer(-1);
+            var whole = Chunking.Infer(m, x, -1);
             Assert.Equal(forward, whole);
-            foreach (int chunk in new[] { 0, 1, 3 }) Assert.Equal(whole, Infer(chunk));
-        }
-        finally { Parallelism.Threads = saved; }
+            foreach (int chunk in new[] { 0, 1, 3 }) Assert.Equal(whole, Chunking.Infer(m, x, chunk));
+            return 0;
+        }, threads);
     }
 
     [Fact]
@@ -175,11 +152,8 @@ public class ViTInferTests
             int inside = -1;
             Parallelism.For(0, 1, _ => inside = fm.ChunkCount(64));
             Assert.Equal(0, inside); // inside a parallel body the batch is one piece of someone's parallel work
-            VisionModel.ChunkOverride = -1;
-            try { Assert.Equal(0, fm.ChunkCount(64)); }
-            finally { VisionModel.ChunkOverride = 3; }
-            try { Assert.Equal(22, fm.ChunkCount(64)); }
-            finally { VisionModel.ChunkOverride = 0; }
+            Assert.Equal(0, Chunking.With(-1, () => fm.ChunkCount(64)));
+            Assert.Equal(22, Chunking.With(3, () => fm.ChunkCount(64)));
         }
         finally { Parallelism.Threads = saved; }
     }

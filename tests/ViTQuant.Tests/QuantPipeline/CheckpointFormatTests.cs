@@ -49,13 +49,7 @@ public class CheckpointFormatTests
         Assert.Equal(before, Logits(loaded, x));
         // Its weights on their grid and its activation grids calibrated: evaluation runs in chunks of images, same bits.
         Assert.True(((IImageLocalHooks)loaded).ImageLocal);
-        float[] Infer(int chunk)
-        {
-            VisionModel.ChunkOverride = chunk;
-            try { using (TensorArena.Scope()) return loaded.Model.Infer(x, loaded).ToArray(); }
-            finally { VisionModel.ChunkOverride = 0; }
-        }
-        Assert.Equal(Infer(-1), Infer(1));
+        Assert.Equal(Chunking.Infer(loaded.Model, x, -1, loaded), Chunking.Infer(loaded.Model, x, 1, loaded));
         var want = State(qm);
         foreach (var (name, v) in State(loaded)) Assert.True(want[name].AsSpan().SequenceEqual(v), name);
         Assert.Equal(qm.WeightGrids.Keys.Order(), loaded.WeightGrids.Keys.Order());
