@@ -1,8 +1,8 @@
 // Kernel micro-benchmarks. Whole-model throughput is `vitq bench`.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- gemm [--threads N] [--reps R] [--fastest]
 //       quick GFLOP/s table for every backend and shape (validated first, then timed)
-//   dotnet run -c Release --project bench/ViTQuant.Bench -- chunk-ab [--arch A] [--batch B] [--threads T] [--rounds R]
-//       Infer on the whole batch against Infer in chunks of images, one worker per chunk
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- chunk-ab [--arch A | --quantized Q] [--step infer|train|input-grad] [--batch B] [--threads T] [--rounds R]
+//       Infer, a training step's or an input gradient's forward and backward on the whole batch against chunks of images
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- kernel [--kc K] [--reps R]
 //       the AVX-512 micro-kernels alone on L1-resident panels, against the one-thread FMA roofline
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- gemm-pair [--reps R]

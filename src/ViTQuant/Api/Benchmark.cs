@@ -104,12 +104,14 @@ public static partial class Vitq
 
         cancellationToken.ThrowIfCancellationRequested();
 
+        // The training step and the input gradient as `vitq train` and MimiQ's synthesis run them: ForwardBackward,
+        // which may run the batch in chunks of images (VisionModel.BackwardChunkCount).
+        Tensor CrossEntropy(Tensor logits, int first) => Ops.CrossEntropy(logits, labels[first..(first + logits.Shape[0])], meanOver: labels.Length);
         var opt = new AdamW(model.Parameters(), lr: 1e-4f, weightDecay: 0.05f);
         void TrainStep()
         {
             opt.ZeroGrad();
-            var loss = Ops.CrossEntropy(model.Forward(x), labels);
-            loss.Backward();
+            model.ForwardBackward(x, CrossEntropy);
             opt.Step();
         }
         using (TensorArena.Scope()) TrainStep();
@@ -125,7 +127,7 @@ public static partial class Vitq
         void InputGrad()
         {
             var xi = x.Clone().RequireGrad();
-            Ops.CrossEntropy(model.Forward(xi), labels).Backward();
+            model.ForwardBackward(xi, CrossEntropy);
         }
         double ig, igCpu;
         try

@@ -5,7 +5,8 @@
 //   IModelConfig   the config basics callers read (input geometry, preprocessing, classes, names), the
 //                  model's quantization points in forward order and its attention blocks; serialised as
 //                  JSON in our checkpoints ("vitq.config"), told apart by ModelConfigs.FromJson
-//   VisionModel    a Module with Forward(x, hooks), Infer, Clone, MacsPerImage; Create(config) builds either
+//   VisionModel    a Module with Forward(x, hooks), Infer, ForwardBackward, Clone, MacsPerImage; Create(config) builds either
+using System.Runtime.ExceptionServices;
 using System.Text.Json;
 using ViTQuant.Kernels;
 using ViTQuant.Nn;
@@ -180,8 +181,7 @@ public abstract class VisionModel : Module
     /// </summary>
     internal int ChunkCount(int batch)
     {
-        if (batch < 2 || ActivationBytesPerImage <= 0 || _chunkOverride < 0 || Parallelism.InsideParallelBody || RowSimd.ForceNarrow
-            || GeluKernel.ForceDoublePath || Gemm.UsesOpenBlas) return 0;
+        if (!MayChunk(batch)) return 0;
         int chunks;
         if (_chunkOverride > 0) chunks = (batch + _chunkOverride - 1) / _chunkOverride;
         else
@@ -195,6 +195,124 @@ public abstract class VisionModel : Module
             }
         }
         return chunks > 1 ? chunks : 0;
+    }
+
+    private bool MayChunk(int batch) => batch >= 2 && ActivationBytesPerImage > 0 && _chunkOverride >= 0 && !Parallelism.InsideParallelBody
+        && !RowSimd.ForceNarrow && !GeluKernel.ForceDoublePath && !Gemm.UsesOpenBlas;
+
+    /// <summary>
+    /// Bytes of parameter gradients that the chunks of one <see cref="ForwardBackward"/> may hold between them (each
+    /// chunk sums its own; the shipped model's 805,130 parameters take 3.2 MB a chunk).
+    /// </summary>
+    private const long ChunkGradientBytes = 64L << 20;
+
+    /// <summary>
+    /// Chunks for <see cref="ForwardBackward"/> of <paramref name="batch"/> images when <paramref name="gradientFloats"/>
+    /// parameter elements take gradients, or 0 for the whole batch at once. With no parameter gradients (an input
+    /// gradient) the chunks change no bits and <see cref="ChunkCount"/>'s rule holds. With them the count decides how the
+    /// weight gradients are summed, so it depends on the batch and the model alone, never on the thread count: a chunk's
+    /// largest activation within ChunkBytes, and all chunks' gradient copies within ChunkGradientBytes.
+    /// </summary>
+    internal int BackwardChunkCount(int batch, long gradientFloats)
+    {
+        if (gradientFloats == 0) return ChunkCount(batch);
+        if (!MayChunk(batch)) return 0;
+        int images = _chunkOverride > 0 ? _chunkOverride : (int)Math.Clamp(ChunkBytes / ActivationBytesPerImage, 1, batch);
+        long chunks = (batch + images - 1) / images;
+        if (_chunkOverride == 0) chunks = Math.Min(chunks, ChunkGradientBytes / (gradientFloats * sizeof(float)));
+        return chunks > 1 ? (int)chunks : 0;
+    }
+
+    /// <summary>
+    /// One forward and backward of <paramref name="loss"/> on the logits of <paramref name="x"/> [B, C, H, W]: gradients
+    /// accumulate into the parameters that require them and into x when it requires them, as
+    /// <c>loss(Forward(x), 0).Backward()</c> would. Returns the logits (no graph) and the loss value.
+    /// <para>
+    /// The batch may run in chunks of a few images (<see cref="BackwardChunkCount"/>), each chunk's forward and backward
+    /// on one worker, with its activations in its core's L2. <paramref name="loss"/> is then called once a chunk, maybe
+    /// on several threads at once, with the chunk's logits and the index of its first image in the batch: it must add
+    /// a term per image and divide by the whole batch (<c>Ops.CrossEntropy(logits, labels[first..(first + n)],
+    /// meanOver: B)</c>). x's gradient and the logits are the whole batch's bits; the parameters' gradients are summed
+    /// chunk by chunk in order (the same bits at any thread count, not the whole batch's: rounding differs) and the
+    /// loss value is the sum of the chunks'.
+    /// </para>
+    /// </summary>
+    public (Tensor Logits, float Loss) ForwardBackward(Tensor x, Func<Tensor, int, Tensor> loss)
+    {
+        ArgumentNullException.ThrowIfNull(loss);
+        if (!Autograd.IsEnabled) throw new InvalidOperationException("ForwardBackward inside a NoGrad scope");
+        long gradientFloats = 0;
+        foreach (var p in Parameters()) if (p.RequiresGrad) gradientFloats += p.Size;
+        int chunks = FitsInput(x) && x.IsLeaf ? BackwardChunkCount(x.Shape[0], gradientFloats) : 0;
+        if (chunks == 0)
+        {
+            var logits = Forward(x);
+            var l = loss(logits, 0);
+            l.Backward();
+            return (logits.Detach(), l.Item());
+        }
+        return ForwardBackwardChunks(x, loss, chunks);
+    }
+
+    // Each chunk's own parameter gradients (ChunkGradients), kept with their buffers from step to step; taken by one
+    // call at a time (a concurrent call makes its own).
+    private ChunkGradients[]? _chunkGradients;
+
+    private (Tensor Logits, float Loss) ForwardBackwardChunks(Tensor x, Func<Tensor, int, Tensor> loss, int chunks)
+    {
+        int batch = x.Shape[0], per = x.Size / batch, classes = Config.NumClasses;
+        var grads = Interlocked.Exchange(ref _chunkGradients, null) ?? [];
+        if (grads.Length < chunks)
+        {
+            int had = grads.Length;
+            Array.Resize(ref grads, chunks);
+            for (int i = had; i < chunks; i++) grads[i] = new ChunkGradients();
+        }
+        var logits = Tensor.OutputUninitialized(batch, classes);
+        var values = new float[chunks];
+        bool inputGrad = x.RequiresGrad, freshInput = false;
+        if (inputGrad) x.GradSpanForOverwrite(out freshInput);
+        float[]? gx = x.Grad?.Data;
+        float[] input = x.Data, output = logits.Data;
+        // No weight changes until the backward is done, so each Linear weight is packed once for all chunks.
+        using (WeightPacking.Freeze())
+        {
+            var packed = WeightPacking.ShareWithWorkers();
+            try { Parallelism.For(0, chunks, Chunk); }
+            catch (AggregateException e) { ExceptionDispatchInfo.Capture(e.Flatten().InnerExceptions[0]).Throw(); } // as the whole batch throws it
+
+            void Chunk(int i)
+            {
+                int first = (int)((long)i * batch / chunks), count = (int)((long)(i + 1) * batch / chunks) - first;
+                using var adopted = WeightPacking.Adopt(packed);
+                using var scope = TensorArena.Scope();
+                var chunkShape = (int[])x.Shape.Clone();
+                chunkShape[0] = count;
+                var xi = Tensor.OutputUninitialized(chunkShape);
+                input.AsSpan(first * per, count * per).CopyTo(xi.Span);
+                xi.RequiresGrad = inputGrad;
+                using (grads[i].Enter(xi))
+                {
+                    var li = Forward(xi);
+                    var l = loss(li, first);
+                    l.Backward();
+                    values[i] = l.Item();
+                    li.Span.CopyTo(output.AsSpan(first * classes, count * classes));
+                    if (inputGrad)
+                    {
+                        var g = xi.Grad!.Span;
+                        var dst = gx.AsSpan(first * per, count * per);
+                        if (freshInput) g.CopyTo(dst);
+                        else System.Numerics.Tensors.TensorPrimitives.Add(dst, g, dst);
+                    }
+                }
+            }
+        }
+        ChunkGradients.Reduce(grads[..chunks]);
+        _chunkGradients = grads;
+        double sum = 0;
+        foreach (float v in values) sum += v;
+        return (logits, (float)sum);
     }
 
     /// <summary>

@@ -26,7 +26,18 @@ public sealed partial class Tensor
     /// dropped (ZeroGrad, or Grad = null), as PyTorch's zero_grad(set_to_none=False) reuses p.grad: clone a
     /// gradient to keep it past the next backward. A tensor assigned to Grad by the caller is never reused.
     /// </summary>
-    public Tensor? Grad { get; set; }
+    public Tensor? Grad
+    {
+        // A leaf read or written inside a chunk of VisionModel.ForwardBackward goes to the chunk's own copy (ChunkGradients).
+        get => GradFn == null && ChunkGradients.IsActive ? ChunkGradients.Find(this)._grad : _grad;
+        set => GradHolder._grad = value;
+    }
+
+    private Tensor? _grad;
+
+    // Where this tensor's gradient lives: itself, or for a leaf inside a chunk of VisionModel.ForwardBackward the
+    // chunk's own copy, so that workers running chunks at once never add into one buffer (ChunkGradients).
+    private Tensor GradHolder => GradFn == null && ChunkGradients.IsActive ? ChunkGradients.HolderOf(this) : this;
 
     // The leaf gradient buffer the engine allocated for this tensor (see Grad). Why: a fresh buffer per step is
     // fresh memory, and first touching it costs page faults inside the backward's GEMMs (vit_fmnist training at
@@ -172,12 +183,13 @@ public sealed partial class Tensor
     /// <summary>The gradient buffer, zero-filled on first use. Backward closures accumulate into it.</summary>
     internal Span<float> GradSpan()
     {
-        if (Grad == null)
+        var h = GradHolder;
+        if (h._grad == null)
         {
-            Grad = NewGrad(out bool reused, uninitialized: false);
-            if (reused) Grad.Span.Clear();
+            h._grad = h.NewGrad(out bool reused, uninitialized: false);
+            if (reused) h._grad.Span.Clear();
         }
-        return Grad.Span;
+        return h._grad.Span;
     }
 
     // A gradient buffer: a leaf's own earlier one (reused = true, old contents), a new leaf buffer (zeroed; leaf
@@ -202,16 +214,18 @@ public sealed partial class Tensor
     /// </summary>
     internal Span<float> GradSpanForOverwrite(out bool fresh)
     {
-        fresh = Grad == null;
-        Grad ??= NewGrad(out _, uninitialized: true);
-        return Grad.Span;
+        var h = GradHolder;
+        fresh = h._grad == null;
+        h._grad ??= h.NewGrad(out _, uninitialized: true);
+        return h._grad.Span;
     }
 
     /// <summary>grad += g (same size): a copy into a fresh gradient, an add onto an existing one (split across workers when large).</summary>
     internal void AccumulateGrad(Tensor g)
     {
         GradSpanForOverwrite(out bool fresh);
-        Ops.ElementwiseChunks(Size, g.Data, Grad!.Data, Grad.Data, fresh ? CopyFirst : System.Numerics.Tensors.TensorPrimitives.Add);
+        var grad = Grad!.Data;
+        Ops.ElementwiseChunks(Size, g.Data, grad, grad, fresh ? CopyFirst : System.Numerics.Tensors.TensorPrimitives.Add);
     }
 
     private static void CopyFirst(ReadOnlySpan<float> x, ReadOnlySpan<float> _, Span<float> dst) => x.CopyTo(dst);

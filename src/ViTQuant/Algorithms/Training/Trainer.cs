@@ -136,15 +136,14 @@ internal sealed class Trainer
                 using var arena = TensorArena.Scope(); // recycles this step's activations and gradients
                 _schedule.Apply(_opt, epoch * _train.BatchCount + step);
                 _opt.ZeroGrad();
-                var logits = _model.Forward(batch.Images);
-                var loss = Ops.CrossEntropy(logits, batch.Labels, _cfg.LabelSmoothing);
-                loss.Backward();
+                int[] labels = batch.Labels;
+                var (logits, l) = _model.ForwardBackward(batch.Images, (chunk, first) =>
+                    Ops.CrossEntropy(chunk, labels[first..(first + chunk.Shape[0])], _cfg.LabelSmoothing, meanOver: labels.Length));
                 if (_cfg.ClipNorm > 0) GradClip.ClipGradNorm(_model.Parameters(), _cfg.ClipNorm);
                 _opt.Step();
                 Ema?.Update();
-                float l = loss.Item();
                 if (!float.IsFinite(l)) throw new ViTQuantException($"training diverged: loss {l} at epoch {epoch + 1} step {step + 1} (lower --lr)");
-                var pred = Ops.ArgMax(logits.Detach(), 1);
+                var pred = Ops.ArgMax(logits, 1);
                 for (int i = 0; i < pred.Length; i++) if (pred[i] == batch.Labels[i]) correct++;
                 lossSum += l * batch.Size; seen += batch.Size; step++;
                 OnStep?.Invoke(epoch, step, _train.BatchCount, lossSum / seen, 100.0 * correct / seen);
