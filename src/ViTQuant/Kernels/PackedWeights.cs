@@ -8,7 +8,10 @@
 // Safety: the cache lives only inside a Freeze() scope on the calling thread, which promises that no weight
 // changes until the scope ends (an evaluation loop, a benchmark); it holds only weights a Linear module passes
 // as its own parameter (never a per-call override such as a fake-quantized copy), is keyed by the weight array
-// itself, and is dropped when the outermost scope ends. Outside a scope nothing is cached.
+// itself, and is dropped when the outermost scope ends. Outside a scope nothing is cached. A training step in
+// chunks of images (VisionModel.ForwardBackward) packs each weight once for all its chunks, in a Freeze(keep)
+// scope whose cache the model keeps: the next step packs the changed weights again into the same buffers (no
+// new pinned arrays every step: DeiT-Tiny's weights are 22 MB).
 namespace ViTQuant.Kernels;
 
 /// <summary>
@@ -43,19 +46,42 @@ internal sealed unsafe class PackedWeight
         BlockFloats = (long)np * kcMax;
         _buffer = GC.AllocateUninitializedArray<float>((int)(BlockFloats * KBlocks) + GemmPacking.Slack + 16, pinned: true);
         Panels = (float*)(((nint)System.Runtime.CompilerServices.Unsafe.AsPointer(ref _buffer[0]) + 63) & ~(nint)63);
+        Pack(w);
+    }
+
+    /// <summary>The <see cref="PackedWeightCache"/> scope that packed it last (0 in a Freeze() scope's own cache).</summary>
+    public int Scope { get; set; }
+
+    /// <summary>Packs W (same n, k) into the panels, over what they held.</summary>
+    public void Pack(ReadOnlySpan<float> w)
+    {
+        int nr = Kernel == GemmKernel.Avx512 ? GemmPacking.NR512 : GemmPacking.NR;
         fixed (float* pw = w)
             for (int kb = 0; kb < KBlocks; kb++)
             {
-                var (pc, kc) = ManagedGemm.KBlock(k, kb, KBlocks);
-                GemmPacking.PackB(true, pw, k, pc, 0, kc, n, Panels + kb * BlockFloats, nr);
+                var (pc, kc) = ManagedGemm.KBlock(K, kb, KBlocks);
+                GemmPacking.PackB(true, pw, K, pc, 0, kc, N, Panels + kb * BlockFloats, nr);
             }
     }
+}
+
+/// <summary>
+/// Packed weights, by weight array: a Freeze() scope's own (dropped with it), or kept by their owner from one
+/// Freeze(keep) scope to the next (a model's training steps in chunks: the weights change between steps, so each is
+/// packed again once a scope, into the buffer it had, instead of into a new one).
+/// </summary>
+internal sealed class PackedWeightCache
+{
+    public Dictionary<float[], PackedWeight> Map { get; } = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>The number of the Freeze(keep) scope that uses it now.</summary>
+    public int Scope { get; set; }
 }
 
 /// <summary>The Freeze() scope and its cache of packed weights (file header).</summary>
 internal static class WeightPacking
 {
-    [ThreadStatic] private static Dictionary<float[], PackedWeight>? _cache;
+    [ThreadStatic] private static PackedWeightCache? _cache;
     [ThreadStatic] private static int _depth;
 
     /// <summary>
@@ -64,6 +90,21 @@ internal static class WeightPacking
     /// </summary>
     public static IDisposable Freeze()
     {
+        _depth++;
+        return new Scope();
+    }
+
+    /// <summary>
+    /// <see cref="Freeze()"/> with <paramref name="keep"/> as the cache when no scope is open: what it packed in an
+    /// earlier scope is packed again (the weights may have changed since) into the same buffers.
+    /// </summary>
+    public static IDisposable Freeze(PackedWeightCache keep)
+    {
+        if (_depth == 0)
+        {
+            keep.Scope++;
+            _cache = keep;
+        }
         _depth++;
         return new Scope();
     }
@@ -90,7 +131,7 @@ internal static class WeightPacking
     /// The calling thread's cache, for workers that run whole forwards of the frozen model each on their own part of
     /// a batch (VisionTransformer.Infer in chunks), or null outside a Freeze() scope.
     /// </summary>
-    public static object? ShareWithWorkers() => _depth > 0 ? _cache ??= new Dictionary<float[], PackedWeight>(ReferenceEqualityComparer.Instance) : null;
+    public static object? ShareWithWorkers() => _depth > 0 ? _cache ??= new PackedWeightCache() : null;
 
     /// <summary>
     /// On a worker inside a parallel body: until disposed, Get uses <paramref name="shared"/> (from ShareWithWorkers on
@@ -100,11 +141,11 @@ internal static class WeightPacking
     {
         if (shared == null) return null;
         var saved = (_cache, _depth, _adopted);
-        (_cache, _depth, _adopted) = ((Dictionary<float[], PackedWeight>)shared, _depth + 1, true);
+        (_cache, _depth, _adopted) = ((PackedWeightCache)shared, _depth + 1, true);
         return new Adoption(saved);
     }
 
-    private sealed class Adoption((Dictionary<float[], PackedWeight>?, int, bool) saved) : IDisposable
+    private sealed class Adoption((PackedWeightCache?, int, bool) saved) : IDisposable
     {
         public void Dispose() => (_cache, _depth, _adopted) = saved;
     }
@@ -118,14 +159,22 @@ internal static class WeightPacking
         var kernel = ManagedGemm.Current;
         if (_depth == 0 || kernel == GemmKernel.Portable || Gemm.UsesOpenBlas || (Parallelism.InsideParallelBody && !_adopted) || n == 0 || k == 0)
             return null;
-        var cache = _cache ??= new Dictionary<float[], PackedWeight>(ReferenceEqualityComparer.Instance);
+        var cache = _cache ??= new PackedWeightCache();
         if (!_adopted) return Lookup(cache, key, n, k, kernel);
         lock (cache) return Lookup(cache, key, n, k, kernel);
     }
 
-    private static PackedWeight Lookup(Dictionary<float[], PackedWeight> cache, float[] key, int n, int k, GemmKernel kernel)
+    private static PackedWeight Lookup(PackedWeightCache cache, float[] key, int n, int k, GemmKernel kernel)
     {
-        if (cache.TryGetValue(key, out var p) && p.N == n && p.K == k && p.Kernel == kernel) return p;
-        return cache[key] = new PackedWeight(key.AsSpan(0, n * k), n, k, kernel);
+        if (cache.Map.TryGetValue(key, out var p) && p.N == n && p.K == k && p.Kernel == kernel)
+        {
+            if (p.Scope != cache.Scope) // kept from an earlier scope
+            {
+                p.Pack(key.AsSpan(0, n * k));
+                p.Scope = cache.Scope;
+            }
+            return p;
+        }
+        return cache.Map[key] = new PackedWeight(key.AsSpan(0, n * k), n, k, kernel) { Scope = cache.Scope };
     }
 }

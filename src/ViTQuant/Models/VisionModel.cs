@@ -258,6 +258,8 @@ public abstract class VisionModel : Module
     // call at a time (a concurrent call makes its own).
     private ChunkGradients[]? _chunkGradients;
 
+    private readonly PackedWeightCache _packedWeights = new();
+
     private (Tensor Logits, float Loss) ForwardBackwardChunks(Tensor x, Func<Tensor, int, Tensor> loss, int chunks)
     {
         int batch = x.Shape[0], per = x.Size / batch, classes = Config.NumClasses;
@@ -274,8 +276,9 @@ public abstract class VisionModel : Module
         if (inputGrad) x.GradSpanForOverwrite(out freshInput);
         float[]? gx = x.Grad?.Data;
         float[] input = x.Data, output = logits.Data;
-        // No weight changes until the backward is done, so each Linear weight is packed once for all chunks.
-        using (WeightPacking.Freeze())
+        // No weight changes until the backward is done, so each Linear weight is packed once for all chunks, into the
+        // buffers of the last call.
+        using (WeightPacking.Freeze(_packedWeights))
         {
             var packed = WeightPacking.ShareWithWorkers();
             try { Parallelism.For(0, chunks, Chunk); }

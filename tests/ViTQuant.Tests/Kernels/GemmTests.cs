@@ -554,4 +554,35 @@ public class GemmTests
             Assert.NotEqual(plain, changed);
         }
     }
+
+    // A kept cache (Freeze(keep), a training step's chunks) packs a weight that changed between its scopes again, into
+    // the same PackedWeight; a nested scope uses it without packing anew.
+    [Fact]
+    public void AKeptCacheRepacksChangedWeightsIntoTheSameBuffers()
+    {
+        var rng = new Rng(44);
+        var layer = new ViTQuant.Nn.Linear(48, 80, bias: true, rng);
+        var x = Tensor.Randn(rng, 1f, 5, 60, 48);
+        var keep = new PackedWeightCache();
+        float[] Forward()
+        {
+            using (Autograd.NoGrad()) return layer.Forward(x).ToArray();
+        }
+        float[] plain = Forward(), first;
+        using (WeightPacking.Freeze(keep)) first = Forward();
+        Assert.Equal(plain, first);
+        var packed = keep.Map.Values.SingleOrDefault();
+        if (packed == null) return; // OpenBLAS or the portable GEMM: nothing is prepacked
+        layer.Weight.Span[0] += 1f;
+        var changed = Forward();
+        Assert.NotEqual(plain, changed);
+        using (WeightPacking.Freeze(keep))
+        {
+            Assert.Equal(changed, Forward());
+            using (WeightPacking.Freeze(new PackedWeightCache())) Assert.Equal(changed, Forward()); // nested: the outer cache
+            Assert.Equal(changed, Forward());
+        }
+        Assert.Same(packed, keep.Map.Values.Single());
+        Assert.Equal(2, keep.Scope);
+    }
 }

@@ -70,13 +70,17 @@ public class ForwardBackwardTests
         // Chunks of 3 images: 3 chunks of 2, 3 and 3 images (firsts 0, 2, 5), each run alone on the whole-batch path.
         int[] firsts = { 0, 2, 5, 8 };
         var perChunk = new List<float[][]>();
-        for (int i = 0; i < 3; i++)
+        void RunChunksAlone()
         {
-            Zero();
-            var xc = Tensor.FromArray(x.ToArray()[(firsts[i] * 784)..(firsts[i + 1] * 784)], firsts[i + 1] - firsts[i], 1, 28, 28);
-            int first = firsts[i];
-            Chunking.With(-1, () => { using (TensorArena.Scope()) m.ForwardBackward(xc, (logits, _) => Loss(logits, first)); return 0; }, threads);
-            perChunk.Add(Grads());
+            perChunk.Clear();
+            for (int i = 0; i < 3; i++)
+            {
+                Zero();
+                var xc = Tensor.FromArray(x.ToArray()[(firsts[i] * 784)..(firsts[i + 1] * 784)], firsts[i + 1] - firsts[i], 1, 28, 28);
+                int first = firsts[i];
+                Chunking.With(-1, () => { using (TensorArena.Scope()) m.ForwardBackward(xc, (logits, _) => Loss(logits, first)); return 0; }, threads);
+                perChunk.Add(Grads());
+            }
         }
         float[][] AddedInOrder(float[][]? onto)
         {
@@ -86,6 +90,7 @@ public class ForwardBackwardTests
                     for (int k = 0; k < sum[p].Length; k++) sum[p][k] += chunk[p][k];
             return sum;
         }
+        RunChunksAlone();
         var expected = AddedInOrder(null);
 
         Zero();
@@ -110,6 +115,14 @@ public class ForwardBackwardTests
         float wholeLoss = Chunking.With(-1, () => { using (TensorArena.Scope()) return m.ForwardBackward(x, Loss).Loss; }, threads);
         Assert.Equal(wholeLoss, chunkedLoss, 1e-5);
         for (int p = 0; p < leaves.Length; p++) Assert.Equal(whole[p], leaves[p].Grad!.ToArray());
+        // After the weights change (as an optimizer step changes them), the chunks see the new weights: the kept packed
+        // weights are packed again.
+        foreach (var p in parameters) { var d = p.Span; for (int k = 0; k < d.Length; k++) d[k] *= 1.01f; }
+        RunChunksAlone();
+        var expectedAfter = AddedInOrder(null);
+        Zero();
+        Chunking.With(3, () => { using (TensorArena.Scope()) m.ForwardBackward(x, Loss); return 0; }, threads);
+        for (int p = 0; p < leaves.Length; p++) Assert.Equal(expectedAfter[p], leaves[p].Grad!.ToArray());
     }
 
     [Theory]
