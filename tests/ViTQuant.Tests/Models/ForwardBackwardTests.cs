@@ -125,6 +125,32 @@ public class ForwardBackwardTests
         for (int p = 0; p < leaves.Length; p++) Assert.Equal(expectedAfter[p], leaves[p].Grad!.ToArray());
     }
 
+    // The rule's chunks of 6–7 images are the case that caught LayerNorm's dγ split into Threads partials.
+    [Theory]
+    [InlineData("vit_fmnist", 3)]
+    [InlineData("vit_fmnist", 0)]
+    [InlineData("swin_fmnist", 0)]
+    public void ParameterGradientsInChunksAreTheSameAtAnyThreadCount(string arch, int chunk)
+    {
+        var m = VisionModel.Create(ModelConfigs.FromArchitecture(arch), 7);
+        var parameters = m.Parameters().ToArray();
+        var x = Tensor.Randn(new Rng(8), 1f, 20, 1, 28, 28);
+        var ce = CrossEntropy(Labels(20, 10));
+        Assert.True(Gemm.UsesOpenBlas || chunk > 0 || m.BackwardChunkCount(20, parameters.Sum(p => (long)p.Size)) > 1);
+        float[][] Grads(int threads)
+        {
+            foreach (var p in parameters) p.Grad = null;
+            Chunking.With(chunk, () => { using (TensorArena.Scope()) m.ForwardBackward(x, ce); return 0; }, threads);
+            return parameters.Select(p => p.Grad!.ToArray()).ToArray();
+        }
+        var one = Grads(1);
+        foreach (int threads in new[] { 2, 3 })
+        {
+            var other = Grads(threads);
+            for (int p = 0; p < parameters.Length; p++) Assert.True(one[p].AsSpan().SequenceEqual(other[p]), $"{parameters[p].Name ?? p.ToString()} at {threads} threads");
+        }
+    }
+
     [Theory]
     [InlineData(-1)]
     [InlineData(3)]
