@@ -1,5 +1,6 @@
 // Classification accuracy of a model (float or fake-quantized, through hooks) over a batch source.
 using System.Diagnostics;
+using ViTQuant.Kernels;
 using ViTQuant.Models;
 using ViTQuant.Tensors;
 
@@ -18,11 +19,16 @@ internal static class Evaluator
     /// <summary>
     /// Runs the model without gradients over every batch. Top-5 is reported only when the model has
     /// more than 5 classes (with 5 or fewer it is always 100 %). progress(done) is called after each batch with the images seen so far.
-    /// The forward is <see cref="VisionModel.Infer"/>: hooks must not keep the tensors they are shown.
+    /// The forward is <see cref="VisionModel.Infer"/>: hooks must not keep the tensors they are shown. No weight changes
+    /// during an evaluation, so each Linear weight is packed once for all its batches and chunks (WeightPacking.Freeze;
+    /// `vitq train`'s validation passes packed them again in every chunk before).
     /// </summary>
     internal static EvalResult Evaluate(VisionModel model, IEnumerable<(Tensor Images, int[] Labels)> batches,
-        IModelHooks? hooks = null, Action<int>? progress = null) =>
-        Evaluate(x => model.Infer(x, hooks), model.Config.NumClasses, batches, progress); // one stage's temporaries at a time
+        IModelHooks? hooks = null, Action<int>? progress = null)
+    {
+        using var frozen = WeightPacking.Freeze();
+        return Evaluate(x => model.Infer(x, hooks), model.Config.NumClasses, batches, progress); // one stage's temporaries at a time
+    }
 
     /// <summary>
     /// The same measurement for any engine that maps a batch of images to logits [B, classes] (the float or
