@@ -51,6 +51,12 @@ public sealed record BenchmarkResult
     [JsonPropertyName("input_grad_img_per_s")] public required double InputGradImagesPerSecond { get; init; }
     /// <summary>Median process CPU seconds of one input-gradient batch.</summary>
     [JsonPropertyName("input_grad_cpu_s")] public required double InputGradCpuSeconds { get; init; }
+    /// <summary>Chunks of images the forward ran in (VisionModel.Infer; 0 = the whole batch at once).</summary>
+    [JsonPropertyName("forward_chunks")] public int ForwardChunks { get; init; }
+    /// <summary>Chunks of images a training step ran in (VisionModel.ForwardBackward; 0 = the whole batch at once).</summary>
+    [JsonPropertyName("train_chunks")] public int TrainChunks { get; init; }
+    /// <summary>Chunks of images an input gradient ran in (VisionModel.ForwardBackward; 0 = the whole batch at once).</summary>
+    [JsonPropertyName("input_grad_chunks")] public int InputGradChunks { get; init; }
     /// <summary>The best GFLOP/s of any variant on a cache-resident, tile-aligned product or on any of the model's shapes measured with it.</summary>
     [JsonPropertyName("gemm_peak_gflop_per_s")] public required double GemmPeakGflopPerSecond { get; init; }
     /// <summary>Which variant reached the peak, on which shape.</summary>
@@ -199,6 +205,8 @@ public static partial class Vitq
             ForwardCpuSeconds = fwdCpu,
             TrainImagesPerSecond = B / train, TrainCpuSeconds = trainCpu, TrainAllocMbPerStep = allocMb, TrainGcGen0PerStep = gen0, TrainGcGen2PerStep = gen2,
             InputGradImagesPerSecond = B / ig, InputGradCpuSeconds = igCpu,
+            ForwardChunks = model.ChunkCount(B), TrainChunks = model.BackwardChunkCount(B, model.Parameters().Sum(p => (long)p.Size)),
+            InputGradChunks = model.BackwardChunkCount(B, 0),
             GemmPeakGflopPerSecond = peak, GemmPeakVariant = peakBy,
             GemmGflopPerSecond = gemm, GemmFractionOfPeak = fraction, FmaRooflineGflopPerSecond = GemmBenchmark.FmaRoofline(),
             PeakMemoryMb = Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024.0),

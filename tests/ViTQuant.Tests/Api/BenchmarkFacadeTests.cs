@@ -33,6 +33,10 @@ public class BenchmarkFacadeTests
         Assert.True(json.GetProperty("forward_img_per_s").GetDouble() > 0);
         Assert.True(json.GetProperty("gemm_fraction_of_peak").EnumerateObject().Any());
         Assert.Equal(r.FmaRooflineGflopPerSecond, json.GetProperty("fma_roofline_gflop_per_s").GetDouble());
+        // How the steps ran: the chunks of images of Infer and ForwardBackward (0: the whole batch).
+        Assert.Equal(model.ChunkCount(2), json.GetProperty("forward_chunks").GetInt32());
+        Assert.Equal(model.BackwardChunkCount(2, model.ParameterCount()), json.GetProperty("train_chunks").GetInt32());
+        Assert.Equal(model.BackwardChunkCount(2, 0), json.GetProperty("input_grad_chunks").GetInt32());
     }
 
     [Fact]
