@@ -254,16 +254,16 @@ public abstract class VisionModel : Module
         return ForwardBackwardChunks(x, loss, chunks);
     }
 
-    // Each chunk's own parameter gradients (ChunkGradients), kept with their buffers from step to step; taken by one
-    // call at a time (a concurrent call makes its own).
+    // Each chunk's own parameter gradients (ChunkGradients) and the packed weights the chunks share, kept with their
+    // buffers from step to step; taken by one call at a time (a concurrent call makes its own).
     private ChunkGradients[]? _chunkGradients;
-
-    private readonly PackedWeightCache _packedWeights = new();
+    private PackedWeightCache? _packedWeights;
 
     private (Tensor Logits, float Loss) ForwardBackwardChunks(Tensor x, Func<Tensor, int, Tensor> loss, int chunks)
     {
         int batch = x.Shape[0], per = x.Size / batch, classes = Config.NumClasses;
         var grads = Interlocked.Exchange(ref _chunkGradients, null) ?? [];
+        var packedWeights = Interlocked.Exchange(ref _packedWeights, null) ?? new PackedWeightCache();
         if (grads.Length < chunks)
         {
             int had = grads.Length;
@@ -278,7 +278,7 @@ public abstract class VisionModel : Module
         float[] input = x.Data, output = logits.Data;
         // No weight changes until the backward is done, so each Linear weight is packed once for all chunks, into the
         // buffers of the last call.
-        using (WeightPacking.Freeze(_packedWeights))
+        using (WeightPacking.Freeze(packedWeights))
         {
             var packed = WeightPacking.ShareWithWorkers();
             try { Parallelism.For(0, chunks, Chunk); }
@@ -312,7 +312,7 @@ public abstract class VisionModel : Module
             }
         }
         ChunkGradients.Reduce(grads[..chunks]);
-        _chunkGradients = grads;
+        (_chunkGradients, _packedWeights) = (grads, packedWeights);
         double sum = 0;
         foreach (float v in values) sum += v;
         return (logits, (float)sum);
