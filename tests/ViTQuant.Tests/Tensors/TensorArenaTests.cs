@@ -112,4 +112,20 @@ public class TensorArenaTests
             using (TensorArena.Scope()) Tensor.Output(2000 + i);
         Assert.Equal(2098 + 2099, TensorArena.PooledFloats);
     }
+
+    // A chunk of images on a worker (inside a parallel body) keeps a size through more of its scopes: chunks of two
+    // sizes come in any order, and a size missing for a few chunks must not be allocated afresh.
+    [Fact]
+    public void InsideAParallelBodyASizeSurvivesSeveralScopesWithoutIt()
+    {
+        float[]? kept = null, again = null;
+        ViTQuant.Kernels.Parallelism.For(0, 1, _ =>
+        {
+            using (TensorArena.Scope()) kept = Tensor.Output(1033, 3).Data;
+            for (int i = 0; i < TensorArena.KeepGenerations + 3; i++)
+                using (TensorArena.Scope()) Tensor.Output(64, 64);
+            using (TensorArena.Scope()) again = Tensor.Output(1033, 3).Data;
+        });
+        Assert.Same(kept, again);
+    }
 }
