@@ -65,7 +65,7 @@ internal static class ChunkAb
             return step == "input-grad" ? xi.Grad!.Span.ToArray() : parameters.SelectMany(p => p.Grad!.Span.ToArray()).ToArray();
         }
         var t = settings.Select(_ => new List<double>()).ToArray();
-        var first = new float[settings.Length][];
+        var firstResult = new float[settings.Length][];
         bool cpu = Parallelism.Threads == 1;
         using var frozen = step == "infer" ? WeightPacking.Freeze() : null;
         try
@@ -79,8 +79,8 @@ internal static class ChunkAb
                     float[] result;
                     using (TensorArena.Scope()) result = Call();
                     if (r >= 0) t[v].Add(cpu ? ForwardOps.ThreadCpuMs() - t0 : sw.Elapsed.TotalMilliseconds);
-                    first[v] ??= result;
-                    var expected = step == "train" ? first[v] : first[0];
+                    firstResult[v] ??= result;
+                    var expected = step == "train" ? firstResult[v] : firstResult[0];
                     if (!result.AsSpan().SequenceEqual(expected))
                     {
                         Console.Error.WriteLine($"chunk-ab: {Name(settings[v])} gives other "
@@ -103,8 +103,8 @@ internal static class ChunkAb
             string diff = "";
             if (step == "train" && v > 0)
             {
-                double worst = 0, scale = first[0].Max(Math.Abs);
-                for (int i = 0; i < first[0].Length; i++) worst = Math.Max(worst, Math.Abs(first[v][i] - first[0][i]));
+                double worst = 0, scale = firstResult[0].Max(Math.Abs);
+                for (int i = 0; i < firstResult[0].Length; i++) worst = Math.Max(worst, Math.Abs(firstResult[v][i] - firstResult[0][i]));
                 diff = $"   largest gradient difference from the whole batch {worst / scale:E1} of the largest gradient";
             }
             Console.WriteLine($"{Name(settings[v]),-22} median {med,8:F2} ms ({med / baseMed:F2}×)   fastest {t[v][0],8:F2} ms{diff}");
