@@ -110,8 +110,8 @@ public static partial class Vitq
 
         cancellationToken.ThrowIfCancellationRequested();
 
-        // The training step and the input gradient as `vitq train` and MimiQ's synthesis run them: ForwardBackward,
-        // which may run the batch in chunks of images (VisionModel.BackwardChunkCount).
+        // The training step and the input gradient through ForwardBackward, as `vitq train` runs its steps: the batch
+        // may run in chunks of images (VisionModel.BackwardChunkCount; MimiQ's synthesis chunks its input gradient alike).
         Tensor CrossEntropy(Tensor logits, int first) => Ops.CrossEntropy(logits, labels[first..(first + logits.Shape[0])], meanOver: labels.Length);
         var opt = new AdamW(model.Parameters(), lr: 1e-4f, weightDecay: 0.05f);
         void TrainStep()
