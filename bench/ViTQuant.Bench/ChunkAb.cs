@@ -7,7 +7,8 @@
 //   --step train: ForwardBackward of the cross-entropy to every parameter (no optimizer step, so every round computes
 //     the same gradients); a variant must repeat its own gradients bit for bit, and prints how far they are from the
 //     whole batch's (the chunks sum weight gradients in another order).
-// With one thread calls are timed by the thread's CPU clock.
+// With one thread calls are timed by the thread's CPU clock. Each timed call follows an untimed call of its variant, so
+// both find the buffers a loop of such calls keeps.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- chunk-ab [--arch A | --quantized Q.safetensors] [--step S] [--batch B] [--threads T] [--rounds R]
 // --quantized evaluates a quantized checkpoint (its fake-quant simulation, as `vitq eval` runs it; infer only).
 using System.Diagnostics;
@@ -74,6 +75,10 @@ internal static class ChunkAb
                 for (int v = 0; v < settings.Length; v++)
                 {
                     VisionModel.ChunkOverride = settings[v];
+                    // An untimed call of the same variant first: the arena keeps a buffer size through two outermost
+                    // scopes only, so after the other variants' calls a timed call would start from fresh buffers (page
+                    // faults and zeroing, the most for the whole batch's large ones), which is not how a loop of steps runs.
+                    using (TensorArena.Scope()) Call();
                     double t0 = cpu ? ForwardOps.ThreadCpuMs() : 0;
                     var sw = Stopwatch.StartNew();
                     float[] result;
