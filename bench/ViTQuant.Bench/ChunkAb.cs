@@ -51,7 +51,7 @@ internal static class ChunkAb
         var labels = Enumerable.Range(0, batch).Select(_ => rng.NextInt(c.NumClasses)).ToArray();
         var parameters = model.Parameters().ToArray();
         if (step == "input-grad") foreach (var p in parameters) p.RequiresGrad = false;
-        long gradientFloats = step == "train" ? parameters.Sum(p => (long)p.Size) : 0;
+        long gradientFloats = step == "train" ? model.ParameterCount() : 0;
         // -1: the whole batch; 0: the default rule; n: chunks of n images.
         var settings = new[] { -1, 0 }.Concat(new[] { 1, 2, 4, 8, 16 }.Where(s => s < batch)).ToArray();
         string Name(int s) => s < 0 ? "whole batch" : s == 0

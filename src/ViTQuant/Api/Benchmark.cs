@@ -205,7 +205,7 @@ public static partial class Vitq
             ForwardCpuSeconds = fwdCpu,
             TrainImagesPerSecond = B / train, TrainCpuSeconds = trainCpu, TrainAllocMbPerStep = allocMb, TrainGcGen0PerStep = gen0, TrainGcGen2PerStep = gen2,
             InputGradImagesPerSecond = B / ig, InputGradCpuSeconds = igCpu,
-            ForwardChunks = model.ChunkCount(B), TrainChunks = model.BackwardChunkCount(B, model.Parameters().Sum(p => (long)p.Size)),
+            ForwardChunks = model.ChunkCount(B), TrainChunks = model.BackwardChunkCount(B, model.ParameterCount()),
             InputGradChunks = model.BackwardChunkCount(B, 0),
             GemmPeakGflopPerSecond = peak, GemmPeakVariant = peakBy,
             GemmGflopPerSecond = gemm, GemmFractionOfPeak = fraction, FmaRooflineGflopPerSecond = GemmBenchmark.FmaRoofline(),

@@ -116,10 +116,9 @@ internal static unsafe class LayerNormKernel
         // row adds into all of them, and two workers writing one line (two arrays of `cols` floats back to back, as
         // before) made the backward slower on two threads than on one (`bench micro`, 1576×192: 0.51 ns per element
         // on one thread, 0.72–0.74 on two).
-        // Inside a parallel body (a chunk of images in VisionModel.ForwardBackward) one partial, whatever the thread
-        // count: the loop would run inline anyway, and more partials would make dγ/dβ's bits depend on Threads.
-        int workers = Parallelism.InsideParallelBody ? 1 : Parallelism.Threads;
-        int chunks = Math.Max(1, Math.Min(workers, rows / Math.Max(1, RowSimd.ParallelGrain / cols)));
+        // AvailableWorkers: one partial inside a parallel body (a chunk of images in VisionModel.ForwardBackward), so
+        // dγ/dβ's bits there do not depend on Threads.
+        int chunks = Math.Max(1, Math.Min(Parallelism.AvailableWorkers, rows / Math.Max(1, RowSimd.ParallelGrain / cols)));
         int stride = (cols + 15) / 16 * 16 + 16;
         var part = wantDg || wantDb ? new float[chunks * 2 * stride] : null;
         fixed (float* px = x, pg = gamma, pm = mean, pr = rstd, pdy = dy, pdx = dx)

@@ -42,6 +42,12 @@ public static class Parallelism
     internal static bool InsideParallelBody => _insideBody > 0;
 
     /// <summary>
+    /// Workers a loop started here gets: 1 inside a parallel body (it runs inline), else Threads. Size a split into
+    /// partial results by it, so a body's results do not depend on Threads (a chunk of images in ForwardBackward).
+    /// </summary>
+    internal static int AvailableWorkers => _insideBody > 0 ? 1 : _threads;
+
+    /// <summary>
     /// Runs body(i) for i in [from, to) on up to Threads workers. Runs inline when there is one
     /// worker, one item, or when already inside a parallel body.
     /// </summary>
@@ -85,7 +91,7 @@ public static class Parallelism
     internal static void ForChunks(int n, int minChunk, Action<int, int> body)
     {
         if (n <= 0) return;
-        int chunks = Math.Max(1, Math.Min(_insideBody > 0 ? 1 : _threads, n / Math.Max(1, minChunk)));
+        int chunks = Math.Max(1, Math.Min(AvailableWorkers, n / Math.Max(1, minChunk)));
         if (chunks == 1)
         {
             _insideBody++;

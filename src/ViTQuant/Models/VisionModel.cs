@@ -182,20 +182,17 @@ public abstract class VisionModel : Module
     internal int ChunkCount(int batch)
     {
         if (!MayChunk(batch)) return 0;
-        int chunks;
-        if (_chunkOverride > 0) chunks = (batch + _chunkOverride - 1) / _chunkOverride;
-        else
+        int images = ImagesPerChunk(batch), chunks = (batch + images - 1) / images, workers = Parallelism.Threads;
+        if (_chunkOverride == 0 && workers > 1)
         {
-            int images = (int)Math.Clamp(ChunkBytes / ActivationBytesPerImage, 1, batch), workers = Parallelism.Threads;
-            chunks = (batch + images - 1) / images;
-            if (workers > 1)
-            {
-                if (batch < 2 * workers) return 0;
-                chunks = Math.Min(batch, (Math.Max(chunks, workers) + workers - 1) / workers * workers);
-            }
+            if (batch < 2 * workers) return 0;
+            chunks = Math.Min(batch, (Math.Max(chunks, workers) + workers - 1) / workers * workers);
         }
         return chunks > 1 ? chunks : 0;
     }
+
+    // The override's images a chunk, or as many as ChunkBytes holds.
+    private int ImagesPerChunk(int batch) => _chunkOverride > 0 ? _chunkOverride : (int)Math.Clamp(ChunkBytes / ActivationBytesPerImage, 1, batch);
 
     private bool MayChunk(int batch) => batch >= 2 && ActivationBytesPerImage > 0 && _chunkOverride >= 0 && !Parallelism.InsideParallelBody
         && !RowSimd.ForceNarrow && !GeluKernel.ForceDoublePath && !Gemm.UsesOpenBlas;
@@ -217,7 +214,7 @@ public abstract class VisionModel : Module
     {
         if (gradientFloats == 0) return ChunkCount(batch);
         if (!MayChunk(batch)) return 0;
-        int images = _chunkOverride > 0 ? _chunkOverride : (int)Math.Clamp(ChunkBytes / ActivationBytesPerImage, 1, batch);
+        int images = ImagesPerChunk(batch);
         long chunks = (batch + images - 1) / images;
         if (_chunkOverride == 0) chunks = Math.Min(chunks, ChunkGradientBytes / (gradientFloats * sizeof(float)));
         return chunks > 1 ? (int)chunks : 0;
@@ -275,7 +272,7 @@ public abstract class VisionModel : Module
         bool inputGrad = x.RequiresGrad, freshInput = false;
         if (inputGrad) x.GradSpanForOverwrite(out freshInput);
         float[]? gx = x.Grad?.Data;
-        float[] input = x.Data, output = logits.Data;
+        float[] output = logits.Data;
         // No weight changes until the backward is done, so each Linear weight is packed once for all chunks, into the
         // buffers of the last call.
         using (WeightPacking.Freeze(packedWeights))
@@ -286,13 +283,10 @@ public abstract class VisionModel : Module
 
             void Chunk(int i)
             {
-                int first = (int)((long)i * batch / chunks), count = (int)((long)(i + 1) * batch / chunks) - first;
                 using var adopted = WeightPacking.Adopt(packed);
                 using var scope = TensorArena.Scope();
-                var chunkShape = (int[])x.Shape.Clone();
-                chunkShape[0] = count;
-                var xi = Tensor.OutputUninitialized(chunkShape);
-                input.AsSpan(first * per, count * per).CopyTo(xi.Span);
+                var xi = ChunkOfImages(x, i, chunks, out int first);
+                int count = xi.Shape[0];
                 xi.RequiresGrad = inputGrad;
                 using (grads[i].Enter(xi))
                 {
@@ -326,23 +320,34 @@ public abstract class VisionModel : Module
     /// </summary>
     private Tensor InferChunks(Tensor x, IModelHooks? hooks, int chunks)
     {
-        int batch = x.Shape[0], per = x.Size / batch, classes = Config.NumClasses;
+        int batch = x.Shape[0], classes = Config.NumClasses;
         var logits = Tensor.OutputUninitialized(batch, classes);
-        float[] input = x.Data, output = logits.Data;
-        int[] shape = x.Shape;
+        float[] output = logits.Data;
         var packed = WeightPacking.ShareWithWorkers();
         Parallelism.For(0, chunks, i =>
         {
-            int first = (int)((long)i * batch / chunks), count = (int)((long)(i + 1) * batch / chunks) - first;
             using var adopted = WeightPacking.Adopt(packed);
             using var scope = TensorArena.Scope();
-            var chunkShape = (int[])shape.Clone();
-            chunkShape[0] = count;
-            var xi = Tensor.OutputUninitialized(chunkShape);
-            input.AsSpan(first * per, count * per).CopyTo(xi.Span);
-            InferBatch(xi, hooks).Span.CopyTo(output.AsSpan(first * classes, count * classes));
+            var xi = ChunkOfImages(x, i, chunks, out int first);
+            InferBatch(xi, hooks).Span.CopyTo(output.AsSpan(first * classes, xi.Shape[0] * classes));
         });
         return logits;
+    }
+
+    /// <summary>
+    /// Chunk <paramref name="i"/> of <paramref name="chunks"/> of x's images (sizes differ by one at most), copied into
+    /// the calling thread's arena scope, and the index of its first image in x.
+    /// </summary>
+    internal static Tensor ChunkOfImages(Tensor x, int i, int chunks, out int first)
+    {
+        int batch = x.Shape[0], per = x.Size / batch;
+        first = (int)((long)i * batch / chunks);
+        int count = (int)((long)(i + 1) * batch / chunks) - first;
+        var shape = (int[])x.Shape.Clone();
+        shape[0] = count;
+        var xi = Tensor.OutputUninitialized(shape);
+        x.Data.AsSpan(first * per, count * per).CopyTo(xi.Span);
+        return xi;
     }
 
     /// <summary>An independent copy (same config, copied parameters).</summary>

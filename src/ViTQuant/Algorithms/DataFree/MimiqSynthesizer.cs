@@ -209,13 +209,11 @@ internal sealed class MimiqSynthesizer : IImageSynthesizer
         int B = x.Shape[0], per = x.Size / B, C = x.Shape[1];
         var grads = TensorArena.RentUninitialized(x.Size);
         var values = new (double Total, double? Ihc, double? Ce)[chunks];
-        float[] xd = x.Data;
         Parallelism.For(0, chunks, i =>
         {
-            int first = (int)((long)i * B / chunks), count = (int)((long)(i + 1) * B / chunks) - first;
             using var scope = TensorArena.Scope();
-            var xc = Tensor.OutputUninitialized(count, C, x.Shape[2], x.Shape[3]);
-            xd.AsSpan(first * per, count * per).CopyTo(xc.Span);
+            var xc = VisionModel.ChunkOfImages(x, i, chunks, out int first);
+            int count = xc.Shape[0];
             xc.RequiresGrad = true;
             var (total, ihc, ce, _) = Losses(model, xc, labels[first..(first + count)], dy, dx,
                 scale[(first * C)..((first + count) * C)], shift[(first * C)..((first + count) * C)], withTv: false, batchImages: B);
