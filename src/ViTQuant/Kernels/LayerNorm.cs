@@ -97,6 +97,9 @@ internal static unsafe class LayerNormKernel
         ReferenceLayerNormRows(sum, gamma, beta, ln, new float[rows], new float[rows], rows, cols, eps);
     }
 
+    // dγ/dβ partials of a backward outside a parallel body (LayerNormRowsBackward).
+    private const int WholeBatchPartials = 2;
+
     /// <summary>
     /// Accumulates dx, dgamma and dbeta from dy, the input x and the saved mean/rstd. An empty gamma
     /// means γ = 1; an empty dx/dgamma/dbeta is skipped. Throws ArgumentException on short buffers.
@@ -116,9 +119,11 @@ internal static unsafe class LayerNormKernel
         // row adds into all of them, and two workers writing one line (two arrays of `cols` floats back to back, as
         // before) made the backward slower on two threads than on one (`bench micro`, 1576×192: 0.51 ns per element
         // on one thread, 0.72–0.74 on two).
-        // AvailableWorkers: one partial inside a parallel body (a chunk of images in VisionModel.ForwardBackward), so
-        // dγ/dβ's bits there do not depend on Threads.
-        int chunks = Math.Max(1, Math.Min(Parallelism.AvailableWorkers, rows / Math.Max(1, RowSimd.ParallelGrain / cols)));
+        // The partial count never follows Threads, so dγ/dβ's bits do not depend on it: one inside a parallel body (a
+        // chunk of images in VisionModel.ForwardBackward), else WholeBatchPartials when the rows fill them. It had been
+        // Threads, which made a whole-batch training step's bits depend on the thread count (and a test that trains
+        // flaky while another test changed Threads); WholeBatchPartials = 2 keeps the bits two threads gave.
+        int chunks = Parallelism.InsideParallelBody ? 1 : Math.Max(1, Math.Min(WholeBatchPartials, rows / Math.Max(1, RowSimd.ParallelGrain / cols)));
         int stride = (cols + 15) / 16 * 16 + 16;
         var part = wantDg || wantDb ? new float[chunks * 2 * stride] : null;
         fixed (float* px = x, pg = gamma, pm = mean, pr = rstd, pdy = dy, pdx = dx)

@@ -9,6 +9,7 @@ using ViTQuant.Tests.Models;
 
 namespace ViTQuant.Tests.DataFree;
 
+[Collection(ViTQuant.Tests.Tensors.ParallelismThreadsCollection.Name)] // sets Parallelism.Threads (Chunking.With)
 public class SynthesisTests
 {
     private static double Ihc(VisionTransformer model, Tensor x)

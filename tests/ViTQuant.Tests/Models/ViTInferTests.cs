@@ -7,6 +7,7 @@ namespace ViTQuant.Tests.Models;
 
 // VisionTransformer.Infer (per-stage scopes, residual sums written into ping-pong buffers, GELU in place)
 // computes exactly what Forward computes: the same ops in the same order, bit for bit.
+[Collection(ViTQuant.Tests.Tensors.ParallelismThreadsCollection.Name)] // sets Parallelism.Threads
 public class ViTInferTests
 {
     [Theory]
