@@ -3,11 +3,14 @@
 // (Parallelism.UseSpinPool), the shared-B parallel GEMM against one range per worker (ManagedGemm.SharedB),
 // the AVX-512 / AVX2 attention against its two-GEMM path (AttentionKernel.Avx512Path, Avx2Path), the AVX-512 GEMM reading A in
 // place against packing all of it (ManagedGemm.DirectA), the last block on the head's tokens against all of them
-// (VisionTransformer.FullLastBlock), Infer in chunks of images against the whole batch at once
-// (VisionModel.ChunkOverride; training runs on the whole batch either way), and all of them off. With one thread calls are timed by the thread's CPU clock.
-//   dotnet run -c Release --project bench/ViTQuant.Bench -- engine-ab [--arch A] [--batch B] [--threads T] [--rounds R] [--sleep MS] [--train]
-// --train times forward + cross-entropy backward (no optimizer step), else the no-grad Infer; --sleep pauses
-// before every call (as `vitq bench --engine onnx` does), so each call starts with parked workers.
+// (VisionTransformer.FullLastBlock), the batch in chunks of images against the whole batch at once
+// (VisionModel.ChunkOverride), the input gradient's weight packed per call against once for a step's chunks
+// (DenseCore.PrepackedInputGradient), and all of them off. With one thread calls are timed by the thread's CPU clock.
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- engine-ab [--arch A] [--batch B] [--threads T] [--rounds R] [--sleep MS]
+//       [--train | --input-grad] [--variants I,J,...]
+// --train times VisionModel.ForwardBackward of the cross-entropy to every parameter (no optimizer step), --input-grad to
+// the input only, else the no-grad Infer; --variants keeps the listed variants (0 is the default, always kept); --sleep
+// pauses before every call (as `vitq bench --engine onnx` does), so each call starts with parked workers.
 using System.Diagnostics;
 using ViTQuant.Kernels;
 using ViTQuant.Models;
@@ -17,13 +20,15 @@ namespace ViTQuant.Bench;
 
 internal static class EngineAb
 {
-    private sealed record Variant(string Name, bool SpinPool, bool SharedB, bool Attention512, bool DirectA, bool HeadRows = true, bool Chunks = true);
+    private sealed record Variant(string Name, bool SpinPool, bool SharedB, bool Attention512, bool DirectA, bool HeadRows = true, bool Chunks = true,
+        bool PrepackedDx = true);
 
     public static int Run(string[] args)
     {
         string arch = "deit_tiny_patch16_224";
         int batch = 8, rounds = 21, sleep = 0;
-        bool train = false;
+        bool train = false, inputGrad = false;
+        int[]? keep = null;
         Parallelism.Threads = 2;
         for (int i = 0; i < args.Length; i++)
         {
@@ -35,6 +40,8 @@ internal static class EngineAb
                 case "--rounds": rounds = int.Parse(args[++i]); break;
                 case "--sleep": sleep = int.Parse(args[++i]); break;
                 case "--train": train = true; break;
+                case "--input-grad": inputGrad = true; break;
+                case "--variants": keep = args[++i].Split(',').Select(int.Parse).ToArray(); break;
                 default: Console.Error.WriteLine($"engine-ab: unknown argument '{args[i]}'"); return 2;
             }
         }
@@ -46,16 +53,26 @@ internal static class EngineAb
             new Variant("GEMM-path attention", true, true, false, true),
             new Variant("GEMM packs all of A", true, true, true, false),
             new Variant("last block on all tokens", true, true, true, true, HeadRows: false),
-            new Variant("Infer on the whole batch", true, true, true, true, Chunks: false),
-            new Variant("all off", false, false, false, false, HeadRows: false, Chunks: false),
+            new Variant("whole batch, no chunks", true, true, true, true, Chunks: false),
+            new Variant("dx packs W per call", true, true, true, true, PrepackedDx: false),
+            new Variant("all off", false, false, false, false, HeadRows: false, Chunks: false, PrepackedDx: false),
         };
+        if (keep != null) variants = variants.Where((_, i) => i == 0 || keep.Contains(i)).ToArray();
+        if (train && inputGrad) { Console.Error.WriteLine("engine-ab: --train or --input-grad, not both"); return 2; }
         var model = new VisionTransformer(ViTConfig.FromArchitecture(arch), 1);
         var c = model.Config;
         var x = Tensor.Randn(new Rng(3), 1f, batch, c.InChans, c.ImageSize, c.ImageSize);
         var labels = Enumerable.Range(0, batch).Select(i => i % c.NumClasses).ToArray();
+        if (inputGrad)
+        {
+            foreach (var p in model.Parameters()) p.RequiresGrad = false;
+            x.RequireGrad();
+        }
+        Tensor Loss(Tensor logits, int first) => Ops.CrossEntropy(logits, labels[first..(first + logits.Shape[0])], meanOver: batch);
         var t = variants.Select(_ => new List<double>()).ToArray();
         bool cpu = Parallelism.Threads == 1;
-        var saved = new Variant("", Parallelism.UseSpinPool, ManagedGemm.SharedB, AttentionKernel.Avx512Path, ManagedGemm.DirectA, !VisionTransformer.FullLastBlock, VisionModel.ChunkOverride >= 0);
+        var saved = new Variant("", Parallelism.UseSpinPool, ManagedGemm.SharedB, AttentionKernel.Avx512Path, ManagedGemm.DirectA, !VisionTransformer.FullLastBlock,
+            VisionModel.ChunkOverride >= 0, DenseCore.PrepackedInputGradient);
         void Set(Variant v)
         {
             Parallelism.UseSpinPool = v.SpinPool;
@@ -64,6 +81,7 @@ internal static class EngineAb
             ManagedGemm.DirectA = v.DirectA;
             VisionTransformer.FullLastBlock = !v.HeadRows;
             VisionModel.ChunkOverride = v.Chunks ? 0 : -1;
+            DenseCore.PrepackedInputGradient = v.PrepackedDx;
         }
         try
         {
@@ -76,14 +94,14 @@ internal static class EngineAb
                     var sw = Stopwatch.StartNew();
                     using (TensorArena.Scope())
                     {
-                        if (train) { model.ZeroGrad(); Ops.CrossEntropy(model.Forward(x), labels).Backward(); }
+                        if (train || inputGrad) { model.ZeroGrad(); x.Grad = null; model.ForwardBackward(x, Loss); }
                         else using (Autograd.NoGrad()) model.Infer(x);
                     }
                     if (r >= 0) t[i].Add(cpu ? ForwardOps.ThreadCpuMs() - t0 : sw.Elapsed.TotalMilliseconds);
                 }
         }
         finally { Set(saved); }
-        Console.WriteLine($"{arch} batch {batch} threads {Parallelism.Threads}, {(train ? "forward + backward" : "Infer")}, {rounds} interleaved rounds, sleep {sleep} ms"
+        Console.WriteLine($"{arch} batch {batch} threads {Parallelism.Threads}, {(train ? "ForwardBackward to the parameters" : inputGrad ? "ForwardBackward to the input" : "Infer")}, {rounds} interleaved rounds, sleep {sleep} ms"
             + (cpu ? ", thread CPU time" : ", wall clock"));
         double baseMed = 0;
         for (int i = 0; i < variants.Length; i++)

@@ -1,6 +1,6 @@
 // Where the time of a model step goes: per-op forward and backward seconds from the autograd
-// profiler (OpProfiler), for the forward (recorded with gradients on, so every op is attributed),
-// the training step and the input gradient.
+// profiler (OpProfiler), for the training step and the input gradient as users run them (VisionModel.ForwardBackward,
+// in chunks of images); the forward without gradients records no ops and gets its total only.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- profile [--arch vit_fmnist] [--batch 64] [--threads 2] [--iters 5]
 //       [--before]   the engine before issue 13: OpenBLAS top-level GEMMs, AVX2 managed kernel, unfused attention
 using ViTQuant.Kernels;
@@ -52,15 +52,20 @@ internal static class ProfileCommand
             foreach (var p in model.Parameters()) p.RequiresGrad = false;
             var xi = x.Clone().RequireGrad();
             OpProfiler.Mark();
-            Ops.CrossEntropy(model.Forward(xi, hooks), labels).Backward();
+            if (before) Ops.CrossEntropy(model.Forward(xi, hooks), labels).Backward();
+            else model.ForwardBackward(xi, Loss);
             foreach (var p in model.Parameters()) p.RequiresGrad = true;
         }
+        // The path users run: ForwardBackward's chunks of images (one after another with one thread); the loss divides
+        // by the whole batch as a chunk's loss must.
+        Tensor Loss(Tensor logits, int first) => Ops.CrossEntropy(logits, labels[first..(first + logits.Shape[0])], meanOver: batch);
         var opt = new AdamW(model.Parameters(), lr: 1e-4f, weightDecay: 0.05f);
         void Train()
         {
             opt.ZeroGrad();
             OpProfiler.Mark();
-            Ops.CrossEntropy(model.Forward(x, hooks), labels).Backward();
+            if (before) Ops.CrossEntropy(model.Forward(x, hooks), labels).Backward();
+            else model.ForwardBackward(x, Loss);
             opt.Step();
         }
         foreach (var (name, step) in new (string, Action)[] { ("forward (no grad)", Forward), ("training step", Train), ("input gradient", InputGrad) })

@@ -309,13 +309,14 @@ internal static unsafe partial class ManagedGemm
     }
 
     /// <summary>
-    /// C[m, n] = A[m, k]·Wᵀ + bias (bias may be empty: then C = A·Wᵀ) with W already packed (<see cref="PackedWeight"/>),
-    /// on the kernel it was packed for (AVX-512 or AVX2): the rows of C in chunks across workers when parallel, as
-    /// RunSharedB without its packing region. The same tiles in the same order as Blocked, so the same bits as the
-    /// unpacked call.
+    /// C[m, n] = A[m, k]·B + bias, or A·B + beta·C when bias is empty (beta 0: C is not read), with B a weight already
+    /// packed (<see cref="PackedWeight"/>: Wᵀ or W), on the kernel it was packed for (AVX-512 or AVX2): the rows of C in
+    /// chunks across workers when parallel, as RunSharedB without its packing region. The same tiles in the same order
+    /// as Blocked, so the same bits as the unpacked call.
     /// Throws ArgumentException on inconsistent sizes.
     /// </summary>
-    internal static void RunPrepacked(int m, ReadOnlySpan<float> a, int lda, PackedWeight b, ReadOnlySpan<float> bias, Span<float> c, int ldc, bool parallel)
+    internal static void RunPrepacked(int m, ReadOnlySpan<float> a, int lda, PackedWeight b, ReadOnlySpan<float> bias, Span<float> c, int ldc, bool parallel,
+        float beta = 0f)
     {
         int n = b.N, k = b.K;
         if (m < 0 || lda < k || ldc < n || (m > 0 && ((long)(m - 1) * lda + k > a.Length || (long)(m - 1) * ldc + n > c.Length)) || (!bias.IsEmpty && bias.Length < n))
@@ -329,7 +330,7 @@ internal static unsafe partial class ManagedGemm
         {
             nint aa = (nint)pa, cc = (nint)pc, bb = bias.IsEmpty ? 0 : (nint)pbias;
             void Chunk(int ch) => RowChunk(ch * rows, Math.Min(rows, m - ch * rows), rows, false, (float*)aa, lda, n, k,
-                b.KBlocks, kcMax, b.Panels, b.BlockFloats, 1f, 0f, (float*)cc, ldc, (float*)bb, b.Kernel);
+                b.KBlocks, kcMax, b.Panels, b.BlockFloats, 1f, beta, (float*)cc, ldc, (float*)bb, b.Kernel);
             if (threads > 1 && chunks > 1) Parallelism.For(0, chunks, Chunk);
             else for (int ch = 0; ch < chunks; ch++) Chunk(ch);
         }

@@ -11,12 +11,15 @@
 // itself, and is dropped when the outermost scope ends. Outside a scope nothing is cached. A training step in
 // chunks of images (VisionModel.ForwardBackward) packs each weight once for all its chunks, in a Freeze(keep)
 // scope whose cache the model keeps: the next step packs the changed weights again into the same buffers (no
-// new pinned arrays every step: DeiT-Tiny's weights are 22 MB).
+// new pinned arrays every step: DeiT-Tiny's weights are 22 MB). Its backward packs each weight a second way, as B = W
+// for the input gradient dx = dy·W, once for all chunks too: per call that packing was about half of PackB's 5 % of
+// a vit_fmnist training step's samples (`bench profile`, one thread).
 namespace ViTQuant.Kernels;
 
 /// <summary>
-/// A weight W [n, k] packed as op(B) = Wᵀ for one GEMM kernel: every K block of its blocking, every panel of its
-/// tile width (AVX-512: 32 columns, K blocks ≤ 192; AVX2: 16 columns, K blocks ≤ 256).
+/// A weight packed as the B operand of one GEMM kernel: every K block of its blocking, every panel of its tile width
+/// (AVX-512: 32 columns, K blocks ≤ 192; AVX2: 16 columns, K blocks ≤ 256). Transposed (a layer's forward): W [n, k]
+/// as B = Wᵀ; not transposed (the input gradient): W [k, n] as B = W.
 /// </summary>
 internal sealed unsafe class PackedWeight
 {
@@ -26,6 +29,8 @@ internal sealed unsafe class PackedWeight
     public GemmKernel Kernel { get; }
     public int N { get; }
     public int K { get; }
+    /// <summary>True: B = Wᵀ of W [n, k]; false: B = W of W [k, n].</summary>
+    public bool Transposed { get; }
     public int KBlocks { get; }
     /// <summary>Floats per K block (all panels of one K block).</summary>
     public long BlockFloats { get; }
@@ -33,12 +38,13 @@ internal sealed unsafe class PackedWeight
     public float* Panels { get; }
 
     /// <summary>Packs W for <paramref name="kernel"/> (Avx512 or Avx2; ArgumentException for another).</summary>
-    public PackedWeight(ReadOnlySpan<float> w, int n, int k, GemmKernel kernel)
+    public PackedWeight(ReadOnlySpan<float> w, int n, int k, GemmKernel kernel, bool transposed = true)
     {
         if (kernel == GemmKernel.Portable) throw new ArgumentException("weights are prepacked for the AVX-512 or AVX2 kernel only", nameof(kernel));
         Kernel = kernel;
         N = n;
         K = k;
+        Transposed = transposed;
         bool wide = kernel == GemmKernel.Avx512;
         int nr = wide ? GemmPacking.NR512 : GemmPacking.NR;
         (KBlocks, int kcMax) = ManagedGemm.KBlocking(k, wide ? ManagedGemm.KC512 : ManagedGemm.KC);
@@ -60,7 +66,7 @@ internal sealed unsafe class PackedWeight
             for (int kb = 0; kb < KBlocks; kb++)
             {
                 var (pc, kc) = ManagedGemm.KBlock(K, kb, KBlocks);
-                GemmPacking.PackB(true, pw, K, pc, 0, kc, N, Panels + kb * BlockFloats, nr);
+                GemmPacking.PackB(Transposed, pw, Transposed ? K : N, pc, 0, kc, N, Panels + kb * BlockFloats, nr);
             }
     }
 }
@@ -73,6 +79,9 @@ internal sealed unsafe class PackedWeight
 internal sealed class PackedWeightCache
 {
     public Dictionary<float[], PackedWeight> Map { get; } = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>The same weights packed as B = W (PackedWeight.Transposed false), for input gradients.</summary>
+    public Dictionary<float[], PackedWeight> PlainMap { get; } = new(ReferenceEqualityComparer.Instance);
 
     /// <summary>The number of the Freeze(keep) scope that uses it now.</summary>
     public int Scope { get; set; }
@@ -151,22 +160,24 @@ internal static class WeightPacking
     }
 
     /// <summary>
-    /// The packed form of weight <paramref name="key"/> (W [n, k], the first n·k floats of the array) when a
-    /// Freeze() scope is open on this thread and the managed AVX-512 or AVX2 GEMM runs here (not OpenBLAS), else null.
+    /// The packed form of weight <paramref name="key"/> (the first n·k floats of the array; transposed: W [n, k] as
+    /// B = Wᵀ, else W [k, n] as B = W) when a Freeze() scope is open on this thread and the managed AVX-512 or AVX2 GEMM
+    /// runs here (not OpenBLAS), else null.
     /// </summary>
-    public static PackedWeight? Get(float[] key, int n, int k)
+    public static PackedWeight? Get(float[] key, int n, int k, bool transposed = true)
     {
         var kernel = ManagedGemm.Current;
         if (_depth == 0 || kernel == GemmKernel.Portable || Gemm.UsesOpenBlas || (Parallelism.InsideParallelBody && !_adopted) || n == 0 || k == 0)
             return null;
         var cache = _cache ??= new PackedWeightCache();
-        if (!_adopted) return Lookup(cache, key, n, k, kernel);
-        lock (cache) return Lookup(cache, key, n, k, kernel);
+        if (!_adopted) return Lookup(cache, key, n, k, kernel, transposed);
+        lock (cache) return Lookup(cache, key, n, k, kernel, transposed);
     }
 
-    private static PackedWeight Lookup(PackedWeightCache cache, float[] key, int n, int k, GemmKernel kernel)
+    private static PackedWeight Lookup(PackedWeightCache cache, float[] key, int n, int k, GemmKernel kernel, bool transposed)
     {
-        if (cache.Map.TryGetValue(key, out var p) && p.N == n && p.K == k && p.Kernel == kernel)
+        var map = transposed ? cache.Map : cache.PlainMap;
+        if (map.TryGetValue(key, out var p) && p.N == n && p.K == k && p.Kernel == kernel)
         {
             if (p.Scope != cache.Scope) // kept from an earlier scope
             {
@@ -175,6 +186,6 @@ internal static class WeightPacking
             }
             return p;
         }
-        return cache.Map[key] = new PackedWeight(key.AsSpan(0, n * k), n, k, kernel) { Scope = cache.Scope };
+        return map[key] = new PackedWeight(key.AsSpan(0, n * k), n, k, kernel, transposed) { Scope = cache.Scope };
     }
 }

@@ -129,7 +129,7 @@ internal static partial class Ops
             var dx = x.RequiresGrad ? x.GradSpanForOverwrite(out dxFresh) : default;
             var dw = w.RequiresGrad ? w.GradSpanForOverwrite(out dwFresh) : default;
             DenseCore.Backward(g.Span, x.Span, w.Span, rows, inF, outF, dx, dw,
-                b is { RequiresGrad: true } ? b.GradSpan() : default, dxFresh, dwFresh);
+                b is { RequiresGrad: true } ? b.GradSpan() : default, dxFresh, dwFresh, frozenWeight ? w.Data : null);
         });
     }
 
@@ -151,6 +151,12 @@ internal static class DenseCore
     /// same-process A/B benchmarks; the numbers are the same bit for bit).
     /// </summary>
     internal static bool BiasEpilogue = true;
+
+    /// <summary>
+    /// False: the input gradient's product packs the weight on every call even inside a WeightPacking.Freeze() scope
+    /// (the former path, kept for same-process A/B benchmarks; the same bits).
+    /// </summary>
+    internal static bool PrepackedInputGradient = true;
 
     /// <summary>
     /// y[rows, out] = x[rows, in]·w[out, in]ᵀ + b[out] (b empty: no bias). y is overwritten. <paramref name="weightKey"/>:
@@ -180,15 +186,21 @@ internal static class DenseCore
     /// <summary>
     /// Accumulates dx += g·w, dw += gᵀ·x, db += Σ_rows g for g = dy [rows, out]; empty targets are skipped.
     /// <paramref name="dxFresh"/> / <paramref name="dwFresh"/>: dx / dw hold no gradient yet (their contents are
-    /// undefined) and are overwritten, dx = g·w, dw = gᵀ·x.
+    /// undefined) and are overwritten, dx = g·w, dw = gᵀ·x. <paramref name="weightKey"/>: as in Forward; dx's product
+    /// then reads w packed once for the scope (as B = w), the same bits.
     /// </summary>
     public static unsafe void Backward(ReadOnlySpan<float> g, ReadOnlySpan<float> x, ReadOnlySpan<float> w, int rows, int inF, int outF,
-        Span<float> dx, Span<float> dw, Span<float> db, bool dxFresh = false, bool dwFresh = false)
+        Span<float> dx, Span<float> dw, Span<float> db, bool dxFresh = false, bool dwFresh = false, float[]? weightKey = null)
     {
         if (dxFresh && (rows == 0 || outF == 0 || inF == 0)) dx[..(rows * inF)].Clear();
         if (dwFresh && (rows == 0 || outF == 0 || inF == 0)) dw[..(outF * inF)].Clear();
         if (rows == 0 || outF == 0) return;
-        if (dx.Length > 0 && inF > 0) Gemm.Sgemm(false, false, rows, inF, outF, 1f, g, outF, w, inF, dxFresh ? 0f : 1f, dx, inF);
+        if (dx.Length > 0 && inF > 0)
+        {
+            if (weightKey != null && PrepackedInputGradient && WeightPacking.Get(weightKey, inF, outF, transposed: false) is { } packed)
+                ManagedGemm.RunPrepacked(rows, g, outF, packed, default, dx, inF, parallel: !Parallelism.InsideParallelBody, beta: dxFresh ? 0f : 1f);
+            else Gemm.Sgemm(false, false, rows, inF, outF, 1f, g, outF, w, inF, dxFresh ? 0f : 1f, dx, inF);
+        }
         if (dw.Length > 0 && inF > 0) Gemm.Sgemm(true, false, outF, inF, rows, 1f, g, outF, x, inF, dwFresh ? 0f : 1f, dw, inF);
         if (db.Length == 0) return;
         // Column ranges across workers, each summing its columns over the rows in row order: the same

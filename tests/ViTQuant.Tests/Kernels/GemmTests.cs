@@ -470,6 +470,35 @@ public class GemmTests
                 }
     }
 
+    // A weight packed as B = W (not transposed: the input gradient dx = dy·W of a layer) gives the bits of the GEMM
+    // that packs it per call, overwriting C (beta 0, C full of NaN: never read) and accumulating onto it (beta 1).
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void PlainPrepackedWeightEqualsPackingPerCall(bool avx512)
+    {
+        var kernel = avx512 ? GemmKernel.Avx512 : GemmKernel.Avx2;
+        if (kernel > ManagedGemm.Best) return;
+        var rng = new Rng(43);
+        foreach (var (m, n, k) in new[] { (1, 1, 1), (13, 33, 200), (400, 128, 384), (300, 40, 520) })
+            foreach (float beta in new[] { 0f, 1f })
+                foreach (int threads in new[] { 1, 2 })
+                {
+                    var pr = new Problem(rng, false, false, m, n, k, pad: 2, nanC: beta == 0f);
+                    var w = new float[k * n];
+                    for (int p = 0; p < k; p++) Array.Copy(pr.B, p * pr.Ldb, w, p * n, n);
+                    var want = (float[])pr.C0.Clone();
+                    ManagedGemm.Run(false, false, m, n, k, 1f, pr.A, pr.Lda, w, n, beta, want, pr.Ldc, threads, kernel);
+                    var got = (float[])pr.C0.Clone();
+                    int saved = Parallelism.Threads;
+                    Parallelism.Threads = threads;
+                    try { ManagedGemm.RunPrepacked(m, pr.A, pr.Lda, new PackedWeight(w, n, k, kernel, transposed: false), default, got, pr.Ldc, parallel: true, beta: beta); }
+                    finally { Parallelism.Threads = saved; }
+                    Assert.True(want.AsSpan().SequenceEqual(got), $"plain prepacked {kernel} {m}x{n}x{k} beta {beta} threads {threads}");
+                    Assert.DoesNotContain(got.Where((v, i) => i % pr.Ldc < n && i / pr.Ldc < m), float.IsNaN);
+                }
+    }
+
     // The partial-block kernel (1 to 11 rows) gives, row for row, the 12-row kernels' bits, in both of its A
     // layouts (rows read in place, and a panel whose k-th column of rows is contiguous), for beta 0 with an alpha
     // and beta 1; C's rows past the block and the row slack are left alone.
