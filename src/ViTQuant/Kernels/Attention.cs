@@ -179,9 +179,10 @@ internal static unsafe partial class AttentionKernel
     /// GEMM kernel in force is AVX-512 and the head width is a multiple of 32, else four GEMM calls per head.
     /// Throws ArgumentException when a size is not positive or a buffer is too short.
     /// </summary>
+    /// <paramref name="overwrite"/>: dQkv holds no gradient yet (its contents are undefined) and is overwritten.
     public static void Backward(ReadOnlySpan<float> qkv, ReadOnlySpan<float> probs, ReadOnlySpan<float> dOut,
-        int batch, int tokens, int heads, int headDim, float scale, Span<float> dQkv, int queries = 0)
-        => BackwardCore(qkv, probs, dOut, batch, tokens, heads, headDim, scale, dQkv, default, Queries(queries, tokens, false));
+        int batch, int tokens, int heads, int headDim, float scale, Span<float> dQkv, int queries = 0, bool overwrite = false)
+        => BackwardCore(qkv, probs, dOut, batch, tokens, heads, headDim, scale, dQkv, default, Queries(queries, tokens, false), overwrite);
 
     /// <summary>
     /// The first half of <see cref="Backward"/> for a forward whose logits L = q·kᵀ are an output of their own
@@ -196,14 +197,18 @@ internal static unsafe partial class AttentionKernel
         BackwardCore(qkv, probs, dOut, batch, tokens, heads, headDim, scale, dQkv, dLogits, tokens);
     }
 
-    // dLogits empty: the whole backward; else the SoftmaxV half into dLogits (M = N). M: the query rows.
+    // dLogits empty: the whole backward; else the SoftmaxV half into dLogits (M = N). M: the query rows. overwrite: dQkv's
+    // contents are undefined. The AVX-512 whole backward on all rows then stores each of its elements once (beta 0, no
+    // zero fill first: that fill was 0.9 % of a vit_fmnist training step's samples); the other paths clear it and add.
     private static void BackwardCore(ReadOnlySpan<float> qkv, ReadOnlySpan<float> probs, ReadOnlySpan<float> dOut,
-        int batch, int tokens, int heads, int headDim, float scale, Span<float> dQkv, Span<float> dLogits, int M)
+        int batch, int tokens, int heads, int headDim, float scale, Span<float> dQkv, Span<float> dLogits, int M, bool overwrite = false)
     {
         Check(batch, tokens, heads, headDim, qkv.Length, probs.Length, dOut.Length, dQkv.Length, "dQkv", queries: M);
         bool wide = UsesAvx512 && headDim % Cols == 0; // read on the calling thread (ForceKernel scopes)
         bool narrow = !wide && UsesAvx2 && headDim % Cols256 == 0;
         bool half = !dLogits.IsEmpty;
+        bool store = overwrite && wide && !half && M == tokens;
+        if (overwrite && !store) dQkv[..(batch * tokens * 3 * heads * headDim)].Clear();
         fixed (float* pq = qkv, pp = probs, pg = dOut, pd = dQkv, pl = dLogits)
         {
             nint q = (nint)pq, p = (nint)pp, g = (nint)pg, d = (nint)pd, l = (nint)pl;
@@ -218,7 +223,7 @@ internal static unsafe partial class AttentionKernel
                     nint off = (nint)bi * N * C3 + hi * D;
                     float* qb = (float*)q + off, db = (float*)d + off, pt = (float*)p + (nint)t * M * N, gt = (float*)g + (nint)bi * M * C + hi * D;
                     var part = half ? BackwardPart.SoftmaxV : BackwardPart.All;
-                    if (wide) BackwardHead512(qb, qb + C, qb + 2 * C, C3, pt, gt, C, db, db + C, db + 2 * C, N, D, scale, part, lt, M);
+                    if (wide) BackwardHead512(qb, qb + C, qb + 2 * C, C3, pt, gt, C, db, db + C, db + 2 * C, N, D, scale, part, lt, M, store ? 0f : 1f);
                     else BackwardHead256(qb, qb + C, qb + 2 * C, C3, pt, gt, C, db, db + C, db + 2 * C, N, D, scale, part, lt, M);
                     return;
                 }

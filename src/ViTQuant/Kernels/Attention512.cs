@@ -130,12 +130,13 @@ internal static unsafe partial class AttentionKernel
     private enum BackwardPart { All, SoftmaxV, Qk }
 
     // One head's backward (file header): q, k, v with row stride ld (3C), probs M×N, g = dOut's M rows with stride
-    // ldg (C); dq (its first M rows), dk, dv (stride ld) are accumulated into. d is a multiple of 32. dL (N×N, M = N):
-    // accumulated into (part SoftmaxV) or read (part Qk); unused for All. M = m (m < 0: all N). Every product reads
-    // only rows and columns below M and N (a last partial block through KernelRows512), so P, dL and dS are read in
-    // place, unpadded.
+    // ldg (C); dq (its first M rows), dk, dv (stride ld) are accumulated into (beta 1) or overwritten (beta 0: each of
+    // their elements is one product's store, K whole). d is a multiple of 32. dL (N×N, M = N): accumulated into (part
+    // SoftmaxV) or read (part Qk); unused for All. M = m (m < 0: all N). Every product reads only rows and columns below
+    // M and N (a last partial block through KernelRows512), so P, dL and dS are read in place, unpadded.
     private static void BackwardHead512(float* q, float* k, float* v, nint ld, float* probs, float* g, nint ldg,
-        float* dq, float* dk, float* dv, int n, int d, float scale, BackwardPart part = BackwardPart.All, float* dL = null, int m = -1)
+        float* dq, float* dk, float* dv, int n, int d, float scale, BackwardPart part = BackwardPart.All, float* dL = null, int m = -1,
+        float beta = 1f)
     {
         if (m < 0) m = n; // query rows: probs, g and dS m × n, dq m rows; the sums into dk and dv run over them
         int np = (n + Cols - 1) / Cols * Cols;
@@ -157,8 +158,8 @@ internal static unsafe partial class AttentionKernel
             int mr = Math.Min(Rows, m - i0);
             for (int c0 = 0; c0 < d; c0 += Cols)
             {
-                if (mr == Rows) ManagedGemm.Kernel512Direct(n, dS + (nint)i0 * lds, lds, k + c0, ld, dq + i0 * ld + c0, ld, 1f, 1f);
-                else ManagedGemm.KernelRows512(mr, n, dS + (nint)i0 * lds, lds, 1, k + c0, ld, dq + i0 * ld + c0, ld, 1f, 1f);
+                if (mr == Rows) ManagedGemm.Kernel512Direct(n, dS + (nint)i0 * lds, lds, k + c0, ld, dq + i0 * ld + c0, ld, 1f, beta);
+                else ManagedGemm.KernelRows512(mr, n, dS + (nint)i0 * lds, lds, 1, k + c0, ld, dq + i0 * ld + c0, ld, 1f, beta);
             }
         }
         // dv += Pᵀ·G and dk += dSᵀ·q, by 12-row blocks of the outputs (12 columns of P / dS per step).
@@ -167,18 +168,18 @@ internal static unsafe partial class AttentionKernel
             int mr = Math.Min(Rows, n - j0);
             for (int c0 = 0; c0 < d; c0 += Cols)
             {
-                if (part != BackwardPart.Qk) ProductInto(m, probs + j0, n, g + c0, ldg, dv + j0 * ld + c0, ld, mr);
-                if (part != BackwardPart.SoftmaxV) ProductInto(m, dS + j0, lds, q + c0, ld, dk + j0 * ld + c0, ld, mr);
+                if (part != BackwardPart.Qk) ProductInto(m, probs + j0, n, g + c0, ldg, dv + j0 * ld + c0, ld, mr, beta);
+                if (part != BackwardPart.SoftmaxV) ProductInto(m, dS + j0, lds, q + c0, ld, dk + j0 * ld + c0, ld, mr, beta);
             }
         }
     }
 
-    // dst[0..mr, 0..32) += Σ_j a[j·lda + 0..mr)ᵀ·b[j·ldb + 0..32) over j < n: mr ≤ 12 columns of a (P or dS)
-    // against 32 columns of b.
-    private static void ProductInto(int n, float* a, nint lda, float* b, nint ldb, float* dst, nint ld, int mr)
+    // dst[0..mr, 0..32) = Σ_j a[j·lda + 0..mr)ᵀ·b[j·ldb + 0..32) + beta·dst over j < n: mr ≤ 12 columns of a (P or
+    // dS) against 32 columns of b (beta 0: dst not read).
+    private static void ProductInto(int n, float* a, nint lda, float* b, nint ldb, float* dst, nint ld, int mr, float beta)
     {
-        if (mr == Rows) ManagedGemm.Kernel512(n, a, b, dst, ld, 1f, 1f, null, lda, ldb);
-        else ManagedGemm.KernelRows512(mr, n, a, 1, lda, b, ldb, dst, ld, 1f, 1f);
+        if (mr == Rows) ManagedGemm.Kernel512(n, a, b, dst, ld, 1f, beta, null, lda, ldb);
+        else ManagedGemm.KernelRows512(mr, n, a, 1, lda, b, ldb, dst, ld, 1f, beta);
     }
 
     // dS = scale·P ⊙ (dP − rowsum(P ⊙ dP)) with dP = G·vᵀ, into s.DS (m rows of np).

@@ -38,7 +38,10 @@ internal static partial class Ops
         var probs = Tensor.OutputUninitialized(B, heads, M, N); // [B, H, M, N], kept for the backward
         AttentionKernel.Forward(qkv.Span, B, N, heads, D, scale, probs.Span, y.Span, queries: M);
         return Autograd.Record("attention", y, new[] { qkv }, g =>
-            AttentionKernel.Backward(qkv.Span, probs.Span, g.Span, B, N, heads, D, scale, qkv.GradSpan(), queries: M));
+        {
+            var dQkv = qkv.GradSpanForOverwrite(out bool fresh);
+            AttentionKernel.Backward(qkv.Span, probs.Span, g.Span, B, N, heads, D, scale, dQkv, queries: M, overwrite: fresh);
+        });
     }
 
     /// <summary>

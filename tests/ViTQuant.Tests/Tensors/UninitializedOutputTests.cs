@@ -43,4 +43,37 @@ public class UninitializedOutputTests
             for (int i = 0; i < want.Length; i++) Assert.Equal(want[i], got[i]);
         }
     }
+    // The fused attention's backward stores a fresh qkv gradient without a zero fill first (AVX-512, head widths of 32,
+    // all query rows), and clears it first on the other paths: a gradient buffer recycled from NaN-filled ones must give
+    // the gradient computed outside any arena, and a second backward onto a kept gradient must add to it.
+    [Fact]
+    public void AttentionBackwardOverwritesARecycledGradient()
+    {
+        var rng = new Rng(37);
+        var leaf = Tensor.Randn(rng, 1f, 2, 50, 192).RequireGrad(); // 2 heads of width 32: the AVX-512 kernel's
+        var gOut = Tensor.Randn(rng, 1f, 2, 50, 64);
+        float[] Run()
+        {
+            leaf.Grad = null;
+            var qkv = Ops.Mul(leaf, leaf); // not a leaf: its gradient comes from the arena
+            Ops.FusedAttention(qkv, 2, 0.3f).Backward(gOut);
+            return leaf.Grad!.ToArray();
+        }
+        var want = Run();
+        Assert.DoesNotContain(want, float.IsNaN);
+        for (int step = 0; step < 3; step++)
+        {
+            using (TensorArena.Scope())
+                for (int i = 0; i < 6; i++) Array.Fill(Tensor.OutputUninitialized(2, 50, 192).Data, float.NaN);
+            using (TensorArena.Scope()) Assert.Equal(want, Run());
+        }
+        // Kept gradient: a second backward adds (the leaf's own gradient, accumulated by Mul's backward).
+        leaf.Grad = null;
+        var q2 = Ops.Mul(leaf, leaf);
+        q2.RetainsGrad = true;
+        Ops.FusedAttention(q2, 2, 0.3f).Backward(gOut);
+        var once = q2.Grad!.ToArray();
+        Ops.FusedAttention(q2, 2, 0.3f).Backward(gOut);
+        Assert.Equal(once.Select(v => 2 * v), q2.Grad!.ToArray());
+    }
 }
