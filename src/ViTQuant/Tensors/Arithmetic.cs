@@ -15,8 +15,9 @@ internal static partial class Ops
         if (!Autograd.Needs(a, b)) return y;
         return Autograd.Record("add", y, new[] { a, b }, g =>
         {
-            // Same shape (the residual adds): the gradient passes through, copied into a fresh gradient.
-            if (a.RequiresGrad && Broadcast.SameShape(a.Shape, y.Shape)) a.AccumulateGrad(g);
+            // Same shape (the residual adds): the gradient passes through, its buffer taken by a when a has no
+            // gradient yet, else copied into a fresh gradient or added.
+            if (a.RequiresGrad && Broadcast.SameShape(a.Shape, y.Shape)) a.TakeOrAccumulateGrad(g);
             else if (a.RequiresGrad) Broadcast.ReduceInto(g.Span, y.Shape, a.GradSpan(), a.Shape);
             if (b.RequiresGrad && Broadcast.SameShape(b.Shape, y.Shape)) b.AccumulateGrad(g);
             else if (b.RequiresGrad) Broadcast.ReduceInto(g.Span, y.Shape, b.GradSpan(), b.Shape);

@@ -95,10 +95,18 @@ public static class Autograd
             var t = order[k];
             var node = t.GradFn!;
             var g = t.Grad;
+            bool taken = false;
             if (g != null && node.BackwardFn != null)
             {
                 long t0 = OpProfiler.Enabled ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
-                node.BackwardFn(g);
+                var saved = (_consumed, _taken);
+                (_consumed, _taken) = (t.RetainsGrad ? null : g, false);
+                try { node.BackwardFn(g); }
+                finally
+                {
+                    taken = _taken;
+                    (_consumed, _taken) = saved;
+                }
                 if (OpProfiler.Enabled) OpProfiler.Backward(node.OpName, t0);
             }
             // Free the graph as we go: intermediate gradients and closures are not needed any more
@@ -109,9 +117,25 @@ public static class Autograd
             if (!t.RetainsGrad && t.Grad is { } done)
             {
                 t.Grad = null;
-                TensorArena.Release(done.Data);
+                if (!taken) TensorArena.Release(done.Data); // a taken buffer is a parent's gradient now
             }
         }
+    }
+
+    // The output gradient of the node running on this thread, while its buffer is free to change owner (null when the
+    // tensor keeps its gradient), and whether a parent took it.
+    [ThreadStatic] private static Tensor? _consumed;
+    [ThreadStatic] private static bool _taken;
+
+    /// <summary>
+    /// True, once, when <paramref name="g"/> is the output gradient Backward hands to the node running now and would free
+    /// right after it: the caller makes g's buffer a parent's gradient, and Backward drops it without freeing it.
+    /// </summary>
+    internal static bool TakeConsumed(Tensor g)
+    {
+        if (_taken || !ReferenceEquals(_consumed, g)) return false;
+        _taken = true;
+        return true;
     }
 
     /// <summary>Non-leaf tensors reachable from root, each after all of its parents.</summary>

@@ -73,4 +73,35 @@ public class ArithmeticTests
         }
         finally { ViTQuant.Kernels.Parallelism.Threads = saved; }
     }
+    // A residual add hands its output gradient's buffer to its first parent when that intermediate has no gradient yet
+    // (Tensor.TakeOrAccumulateGrad): the gradients are the copying path's bits, also when the parent gets more later, when
+    // both parents are one tensor (x + x: g, then g added onto itself) and when the output keeps its gradient.
+    [Fact]
+    public void ResidualAddPassesItsGradientOnWithoutChangingIt()
+    {
+        var rng = new Rng(10);
+        var leaf = Tensor.Randn(rng, 1f, 40, 30).RequireGrad();
+        var up = Tensor.Randn(rng, 1f, 40, 30);
+        float[] Run(bool retain, bool same)
+        {
+            leaf.Grad = null;
+            var h = Ops.Mul(leaf, 3f);                                // an intermediate: the add's first parent
+            var y = same ? Ops.Add(h, h) : Ops.Add(h, Ops.Mul(h, h)); // h gets the add's gradient, then (not same) 2h·g more
+            y.RetainsGrad = retain;
+            Ops.Sum(Ops.Mul(y, up)).Backward();
+            if (retain) Assert.Equal(up.ToArray(), y.Grad!.ToArray()); // kept, so not handed on
+            return leaf.Grad!.ToArray();
+        }
+        foreach (bool same in new[] { false, true })
+        {
+            var taken = Run(retain: false, same);
+            Assert.Equal(Run(retain: true, same), taken);
+            for (int i = 0; i < taken.Length; i++)
+            {
+                float h = 3f * leaf.Data[i], g = up.Data[i];
+                float want = same ? 3f * (g + g) : 3f * (g + (h + h) * g);
+                Assert.Equal(want, taken[i], 1e-5f * (1f + MathF.Abs(want)));
+            }
+        }
+    }
 }
