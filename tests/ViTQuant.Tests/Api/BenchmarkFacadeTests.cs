@@ -18,6 +18,10 @@ public class BenchmarkFacadeTests
         Assert.Equal(("vit_tiny_test", 2, model.ParameterCount()), (r.Architecture, r.Batch, r.Parameters));
         foreach (var v in new[] { r.ForwardImagesPerSecond, r.TrainImagesPerSecond, r.InputGradImagesPerSecond, r.GemmPeakGflopPerSecond, r.PeakMemoryMb })
             Assert.True(double.IsFinite(v) && v > 0);
+        // The fastest call is at least as fast as the median call.
+        Assert.True(r.ForwardFastestImagesPerSecond >= r.ForwardImagesPerSecond);
+        Assert.True(r.TrainFastestImagesPerSecond >= r.TrainImagesPerSecond);
+        Assert.True(r.InputGradFastestImagesPerSecond >= r.InputGradImagesPerSecond);
         Assert.NotEmpty(r.GemmGflopPerSecond);
         // The FMA roofline is measured wherever the GEMM has an FMA kernel (0 marks the portable kernel's CPUs).
         if (System.Runtime.Intrinsics.X86.Fma.IsSupported) Assert.True(double.IsFinite(r.FmaRooflineGflopPerSecond) && r.FmaRooflineGflopPerSecond > 0);
@@ -31,6 +35,7 @@ public class BenchmarkFacadeTests
         var json = JsonDocument.Parse(JsonSerializer.Serialize(r)).RootElement;
         Assert.Equal("architecture", json.EnumerateObject().First().Name);
         Assert.True(json.GetProperty("forward_img_per_s").GetDouble() > 0);
+        Assert.Equal(r.TrainFastestImagesPerSecond, json.GetProperty("train_fastest_img_per_s").GetDouble());
         Assert.True(json.GetProperty("gemm_fraction_of_peak").EnumerateObject().Any());
         Assert.Equal(r.FmaRooflineGflopPerSecond, json.GetProperty("fma_roofline_gflop_per_s").GetDouble());
         // How the steps ran: the chunks of images of Infer and ForwardBackward (0: the whole batch).
