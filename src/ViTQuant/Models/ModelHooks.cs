@@ -102,7 +102,7 @@ internal sealed class TapRecorder : IObservingHooks
 /// <summary>
 /// Records the input of chosen activation quantization points ("input.{point}") and, when a quantizer
 /// sits there, its output ("quantized.{point}"), chaining another hooks object (a QuantizedModel) for
-/// the quantization itself. Copies what it keeps, so it also works under <see cref="VisionTransformer.Infer"/>.
+/// the quantization itself. Copies what it keeps, so it also works under <see cref="VisionModel.Infer"/>.
 /// </summary>
 internal sealed class PointRecorder : IModelHooks
 {

@@ -44,7 +44,7 @@ public sealed class QuantizedModel : IModelHooks, IRowLocalHooks, IImageLocalHoo
 
     /// <summary>
     /// Hooks that receive the model's taps (attention maps) while this model runs. Calibration and
-    /// evaluation run <see cref="VisionTransformer.Infer"/>, which recycles each stage's tensors: an
+    /// evaluation run <see cref="VisionModel.Infer"/>, which recycles each stage's tensors: an
     /// observer there must copy what it keeps.
     /// </summary>
     public IModelHooks? Observer { get; set; }
