@@ -12,8 +12,8 @@
 // chunks of images (VisionModel.ForwardBackward) packs each weight once for all its chunks, in a Freeze(keep)
 // scope whose cache the model keeps: the next step packs the changed weights again into the same buffers (no
 // new pinned arrays every step: DeiT-Tiny's weights are 22 MB). Its backward packs each weight a second way, as B = W
-// for the input gradient dx = dy·W, once for all chunks too: per call that packing was about half of PackB's 5 % of
-// a vit_fmnist training step's samples (`bench profile`, one thread).
+// for the input gradient dx = dy·W, once for all chunks too (per call, that packing was part of PackB's 5 % of a
+// vit_fmnist training step's samples; kept, the step took 1 % less, `bench engine-ab --train`, one thread).
 namespace ViTQuant.Kernels;
 
 /// <summary>
