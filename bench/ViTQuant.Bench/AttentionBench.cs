@@ -2,7 +2,8 @@
 // graph on the same inputs (interleaved rounds; fastest and median call reported). "fused" is Attention512.cs on
 // AVX-512 CPUs and Attention256.cs on AVX2 + FMA ones; "GEMM-path" the two-GEMM path CPUs without FMA run.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- attn [--threads T] [--reps R] [--only PREFIX] [--shape PREFIX]
-//       --only: just the cases whose name starts with PREFIX (e.g. "fused" to profile the kernel alone with perf);
+//       --only: just the cases whose name starts with PREFIX (e.g. "fused" to profile the kernel alone with perf; "packing fwd"
+//       or "packing bwd": the AVX-512 kernels with their row operands packed against read in place, AttentionKernel.PackOperands);
 //       --shape: just the shapes whose name starts with PREFIX ("vit" or "deit")
 using System.Diagnostics;
 using ViTQuant.Kernels;
@@ -44,6 +45,10 @@ internal static class AttentionBench
                 ("fused fwd no probs", () => AttentionKernel.Forward(qkv.Span, B, N, H, D, scale, default, o)),
                 ("GEMM-path fwd", () => GemmPath(() => AttentionKernel.Forward(qkv.Span, B, N, H, D, scale, probs, o))),
                 ("fused bwd", () => AttentionKernel.Backward(qkv.Span, probs, w.Span, B, N, H, D, scale, d)),
+                ("packing fwd packed v", () => AttentionKernel.Forward(qkv.Span, B, N, H, D, scale, probs, o)),
+                ("packing fwd v in place", () => InPlace(() => AttentionKernel.Forward(qkv.Span, B, N, H, D, scale, probs, o))),
+                ("packing bwd packed k,q,G", () => AttentionKernel.Backward(qkv.Span, probs, w.Span, B, N, H, D, scale, d)),
+                ("packing bwd k,q,G in place", () => InPlace(() => AttentionKernel.Backward(qkv.Span, probs, w.Span, B, N, H, D, scale, d))),
                 ("GEMM-path bwd", () => GemmPath(() => AttentionKernel.Backward(qkv.Span, probs, w.Span, B, N, H, D, scale, d))),
                 ("unfused fwd", () => { using var _ = Autograd.NoGrad(); using var s = TensorArena.Scope(); Unfused(qkv, H, scale); }),
                 ("fused fwd+bwd", () => { using var s = TensorArena.Scope(); var x = qkv.Clone().RequireGrad(); Ops.Sum(Ops.Mul(Ops.FusedAttention(x, H, scale), w)).Backward(); }),
@@ -67,6 +72,14 @@ internal static class AttentionBench
             Console.WriteLine();
         }
         return 0;
+    }
+
+    // The AVX-512 kernels reading v (forward) and k, q, G (backward) in place instead of packed (AttentionKernel.PackOperands).
+    private static void InPlace(Action a)
+    {
+        AttentionKernel.PackOperands = false;
+        try { a(); }
+        finally { AttentionKernel.PackOperands = true; }
     }
 
     // The two-GEMM path on any CPU (the AVX-512 and AVX2 kernels switched off).

@@ -54,9 +54,19 @@ internal static unsafe partial class AttentionKernel
         if (m < 0) m = n; // query rows (probs m × n, o m rows)
         int np = (n + Cols - 1) / Cols * Cols;
         int tailWidth = o != null ? d % Cols : 0; // columns of v past the last full 32-column chunk
-        var s = Scratch512(d * np, Rows * np, probs == null ? Rows * n : 0, tailWidth > 0 ? n * Cols : 0);
+        bool dense = o != null && PackOperands;
+        var s = Scratch512(d * np, Rows * np, probs == null ? Rows * n : 0, tailWidth > 0 ? n * Cols : 0, dense ? n * d : 0);
         GemmPacking.PackB(true, k, ld, 0, 0, d, n, s.K, Cols);
         if (tailWidth > 0) PadVTail(v, ld, n, d, s.VTail);
+        // v's rows copied next to each other for P·v, which reads every row once per 6 rows of P: 3C floats apart they
+        // fall on few L1 sets (as k, q and G in the backward). The same products, so the same bits.
+        nint ldv = ld;
+        if (dense)
+        {
+            CopyRows(v, ld, n, d, s.V);
+            v = s.V;
+            ldv = d;
+        }
         for (int i0 = 0; i0 < m; i0 += Rows)
         {
             int mr = Math.Min(Rows, m - i0);
@@ -78,7 +88,7 @@ internal static unsafe partial class AttentionKernel
                 }
             float* p = probs != null ? probs + (nint)i0 * n : s.P;
             SoftmaxKernel.SoftmaxRows512(s.S, np, p, n, mr, n);
-            if (o != null) PvRows512(p, mr, n, v, ld, d, o + i0 * ldo, ldo, s.VTail, s.OTail);
+            if (o != null) PvRows512(p, mr, n, v, ldv, d, o + i0 * ldo, ldo, s.VTail, s.OTail);
         }
     }
 
@@ -90,6 +100,19 @@ internal static unsafe partial class AttentionKernel
         var s = Scratch512(0, 0, 0, tailWidth > 0 ? n * Cols : 0);
         if (tailWidth > 0) PadVTail(v, ld, n, d, s.VTail);
         PvRows512(probs, n, n, v, ld, d, o, ldo, s.VTail, s.OTail);
+    }
+
+    // dst[j·d + c] = src[j·ld + c] for j < rows, c < d: rows of d floats packed next to each other (16 at a time; a
+    // call per row of Buffer.MemoryCopy cost more than the packing saved on 50-token heads).
+    private static void CopyRows(float* src, nint ld, int rows, int d, float* dst)
+    {
+        int full = d & ~15;
+        for (int j = 0; j < rows; j++, src += ld, dst += d)
+        {
+            int c = 0;
+            for (; c < full; c += 16) Avx512F.Store(dst + c, Avx512F.LoadVector512(src + c));
+            for (; c < d; c++) dst[c] = src[c];
+        }
     }
 
     // v's last d mod 32 columns, zero-padded to 32, so the P·v kernel reads whole vectors.
@@ -140,7 +163,27 @@ internal static unsafe partial class AttentionKernel
     {
         if (m < 0) m = n; // query rows: probs, g and dS m × n, dq m rows; the sums into dk and dv run over them
         int np = (n + Cols - 1) / Cols * Cols;
-        var s = BackwardScratch512(d * np, Rows * np, part == BackwardPart.Qk ? 0 : m * np);
+        bool packed = PackOperands;
+        var s = BackwardScratch512(d * np, Rows * np, part == BackwardPart.Qk ? 0 : m * np, packed ? n * d + 2 * m * d : 0);
+        // The right-hand operands of dq = dS·k, dv = Pᵀ·G and dk = dSᵀ·q, packed once into 32-column panels (row p of
+        // panel c at base + (c·rows + p)·32): read in place their rows lie 3C (k, q) or C (G) floats apart, and the
+        // products ran at half the speed of the packed dP (vit_fmnist's 1536-byte rows fall on 16 of the 64 L1 sets).
+        // The same products in the same order, so the same bits.
+        float* kB = packed ? s.Packs : null, qB = kB + (nint)n * d, gB = qB + (nint)m * d;
+        if (packed)
+        {
+            if (part != BackwardPart.SoftmaxV)
+            {
+                GemmPacking.PackB(false, k, ld, 0, 0, n, d, kB, Cols);
+                GemmPacking.PackB(false, q, ld, 0, 0, m, d, qB, Cols);
+            }
+            if (part != BackwardPart.Qk) GemmPacking.PackB(false, g, ldg, 0, 0, m, d, gB, Cols);
+        }
+        // Column panel c0 of k, q or G: packed (32 floats a row) or in place.
+        float* KCols(int c0) => packed ? kB + (nint)c0 * n : k + c0;
+        float* QCols(int c0) => packed ? qB + (nint)c0 * m : q + c0;
+        float* GCols(int c0) => packed ? gB + (nint)c0 * m : g + c0;
+        nint ldk = packed ? Cols : ld, ldq = packed ? Cols : ld, ldgB = packed ? Cols : ldg;
         // dS: the given dL (part Qk), else computed into the scratch.
         bool given = part == BackwardPart.Qk;
         float* dS = given ? dL : s.DS;
@@ -158,8 +201,8 @@ internal static unsafe partial class AttentionKernel
             int mr = Math.Min(Rows, m - i0);
             for (int c0 = 0; c0 < d; c0 += Cols)
             {
-                if (mr == Rows) ManagedGemm.Kernel512Direct(n, dS + (nint)i0 * lds, lds, k + c0, ld, dq + i0 * ld + c0, ld, 1f, beta);
-                else ManagedGemm.KernelRows512(mr, n, dS + (nint)i0 * lds, lds, 1, k + c0, ld, dq + i0 * ld + c0, ld, 1f, beta);
+                if (mr == Rows) ManagedGemm.Kernel512Direct(n, dS + (nint)i0 * lds, lds, KCols(c0), ldk, dq + i0 * ld + c0, ld, 1f, beta);
+                else ManagedGemm.KernelRows512(mr, n, dS + (nint)i0 * lds, lds, 1, KCols(c0), ldk, dq + i0 * ld + c0, ld, 1f, beta);
             }
         }
         // dv += Pᵀ·G and dk += dSᵀ·q, by 12-row blocks of the outputs (12 columns of P / dS per step).
@@ -168,8 +211,8 @@ internal static unsafe partial class AttentionKernel
             int mr = Math.Min(Rows, n - j0);
             for (int c0 = 0; c0 < d; c0 += Cols)
             {
-                if (part != BackwardPart.Qk) ProductInto(m, probs + j0, n, g + c0, ldg, dv + j0 * ld + c0, ld, mr, beta);
-                if (part != BackwardPart.SoftmaxV) ProductInto(m, dS + j0, lds, q + c0, ld, dk + j0 * ld + c0, ld, mr, beta);
+                if (part != BackwardPart.Qk) ProductInto(m, probs + j0, n, GCols(c0), ldgB, dv + j0 * ld + c0, ld, mr, beta);
+                if (part != BackwardPart.SoftmaxV) ProductInto(m, dS + j0, lds, QCols(c0), ldq, dk + j0 * ld + c0, ld, mr, beta);
             }
         }
     }
@@ -294,39 +337,45 @@ internal static unsafe partial class AttentionKernel
 
     // This thread's scratch for one head, carved from one pinned buffer that only grows (so a forward
     // allocates nothing once warm). Every part starts on a 64-byte boundary (the micro-kernel's aligned loads).
-    private readonly struct Head512Scratch(float* k, float* s, float* p, float* vTail, float* oTail)
+    private readonly struct Head512Scratch(float* k, float* s, float* p, float* vTail, float* oTail, float* v)
     {
-        public readonly float* K = k, S = s, P = p, VTail = vTail, OTail = oTail;
+        public readonly float* K = k, S = s, P = p, VTail = vTail, OTail = oTail, V = v;
     }
 
     [ThreadStatic] private static float[]? _scratch512;
 
-    private readonly struct Backward512Scratch(float* vt, float* dp, float* ds)
+    private readonly struct Backward512Scratch(float* vt, float* dp, float* ds, float* packs)
     {
-        public readonly float* VT = vt, DP = dp, DS = ds;
+        public readonly float* VT = vt, DP = dp, DS = ds, Packs = packs;
     }
 
+    /// <summary>
+    /// False: P·v reads v, and the backward's products read k, q and G, in place in their rows (kept for same-process A/B
+    /// benchmarks; the same bits).
+    /// </summary>
+    internal static bool PackOperands = true;
+
     // The backward's parts, from the same per-thread buffer as the forward's (a head runs one or the other).
-    private static Backward512Scratch BackwardScratch512(int vt, int dp, int ds)
+    private static Backward512Scratch BackwardScratch512(int vt, int dp, int ds, int packs)
     {
         static int Up(int x) => (x + GemmPacking.Slack + 15) & ~15;
-        int total = Up(vt) + Up(dp) + Up(ds) + 16;
+        int total = Up(vt) + Up(dp) + Up(ds) + Up(packs) + 16;
         if (_scratch512 == null || _scratch512.Length < total)
             _scratch512 = GC.AllocateUninitializedArray<float>(total, pinned: true);
         float* at = (float*)(((nint)Unsafe.AsPointer(ref _scratch512[0]) + 63) & ~(nint)63);
         float* Next(int len) { float* r = at; at += Up(len); return r; }
-        return new Backward512Scratch(Next(vt), Next(dp), Next(ds));
+        return new Backward512Scratch(Next(vt), Next(dp), Next(ds), Next(packs));
     }
 
-    private static Head512Scratch Scratch512(int k, int s, int p, int vTail)
+    private static Head512Scratch Scratch512(int k, int s, int p, int vTail, int v = 0)
     {
         static int Up(int x) => (x + GemmPacking.Slack + 15) & ~15; // room for the packers' slack, then align
         int oTail = vTail > 0 ? PvRows * Cols : 0;
-        int total = Up(k) + Up(s) + Up(p) + Up(vTail) + Up(oTail) + 16;
+        int total = Up(k) + Up(s) + Up(p) + Up(vTail) + Up(oTail) + Up(v) + 16;
         if (_scratch512 == null || _scratch512.Length < total)
             _scratch512 = GC.AllocateUninitializedArray<float>(total, pinned: true);
         float* at = (float*)(((nint)Unsafe.AsPointer(ref _scratch512[0]) + 63) & ~(nint)63);
         float* Next(int len) { float* r = at; at += Up(len); return r; }
-        return new Head512Scratch(Next(k), Next(s), Next(p), Next(vTail), Next(oTail));
+        return new Head512Scratch(Next(k), Next(s), Next(p), Next(vTail), Next(oTail), Next(v));
     }
 }

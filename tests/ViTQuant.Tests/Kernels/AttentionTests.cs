@@ -244,6 +244,44 @@ public class AttentionTests
         Assert.Equal(d1, d3);
     }
 
+    // The AVX-512 kernels with v (forward) and k, q, G (backward) packed next to each other, against read in place
+    // in qkv's rows (AttentionKernel.PackOperands): the same bits, for every part of the backward (the fused op, its
+    // logits-output halves) and for the first query rows alone.
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void PackedRowOperandsChangeNoBit(int B, int N, int H, int D)
+    {
+        if (!AttentionKernel.UsesAvx512) return; // the packing is the AVX-512 kernels'
+        var rng = new Rng(27);
+        int C = H * D;
+        var data = Random(rng, B * N * 3 * C, 2f);
+        var wl = new Tensor(Random(rng, B * H * N * N, 0.1f), B, H, N, N);
+        var wo = new Tensor(Random(rng, B * N * C), B, N, C);
+        float scale = 1f / MathF.Sqrt(D);
+        int M = Math.Max(1, N / 2);
+        float[][] Run()
+        {
+            var a = new Tensor((float[])data.Clone(), B, N, 3 * C).RequireGrad();
+            var o = Ops.FusedAttention(a, H, scale);
+            Ops.Sum(Ops.Mul(o, wo)).Backward();
+            var b = new Tensor((float[])data.Clone(), B, N, 3 * C).RequireGrad();
+            var (ob, lb) = Ops.FusedAttentionWithLogits(b, H, scale);
+            Ops.Add(Ops.Sum(Ops.Mul(lb, wl)), Ops.Sum(Ops.Mul(ob, wo))).Backward();
+            var c = new Tensor((float[])data.Clone(), B, N, 3 * C).RequireGrad();
+            var oc = Ops.FusedAttention(c, H, scale, M);
+            Ops.Sum(oc).Backward();
+            return new[] { o.ToArray(), a.Grad!.ToArray(), ob.ToArray(), lb.ToArray(), b.Grad!.ToArray(), oc.ToArray(), c.Grad!.ToArray() };
+        }
+        var packed = Run();
+        AttentionKernel.PackOperands = false;
+        try
+        {
+            var inPlace = Run();
+            for (int i = 0; i < packed.Length; i++) Assert.True(packed[i].AsSpan().SequenceEqual(inPlace[i]), $"result {i}, {B}x{N}x{H}x{D}");
+        }
+        finally { AttentionKernel.PackOperands = true; }
+    }
+
     private sealed class PassThrough : IModelHooks { }
 
     // The model uses the fused op only without hooks; a hook that changes nothing keeps the unfused
