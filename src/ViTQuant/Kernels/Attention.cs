@@ -177,9 +177,9 @@ internal static unsafe partial class AttentionKernel
     /// Accumulates the gradient of <see cref="Forward"/> into dQkv [B, N, 3·H·D] given the saved probs
     /// [B, H, N, N] and dOut [B, N, H·D] (formulas in the file header). The AVX-512 path (Attention512.cs) when the
     /// GEMM kernel in force is AVX-512 and the head width is a multiple of 32, else four GEMM calls per head.
-    /// Throws ArgumentException when a size is not positive or a buffer is too short.
+    /// Throws ArgumentException when a size is not positive or a buffer is too short. With <c>overwrite</c>, dQkv holds no
+    /// gradient yet (its contents are undefined) and is overwritten instead.
     /// </summary>
-    /// <paramref name="overwrite"/>: dQkv holds no gradient yet (its contents are undefined) and is overwritten.
     public static void Backward(ReadOnlySpan<float> qkv, ReadOnlySpan<float> probs, ReadOnlySpan<float> dOut,
         int batch, int tokens, int heads, int headDim, float scale, Span<float> dQkv, int queries = 0, bool overwrite = false)
         => BackwardCore(qkv, probs, dOut, batch, tokens, heads, headDim, scale, dQkv, default, Queries(queries, tokens, false), overwrite);
