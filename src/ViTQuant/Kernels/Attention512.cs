@@ -14,17 +14,22 @@
 //      12×32 micro-kernel (K = D in one block), into an L1-resident scratch;
 //   3. softmax of those 12 rows (the attention softmax kernel) into P — the caller's probs rows, or a
 //      12 × N scratch when the probabilities are not kept (inference);
-//   4. O rows = P·v with a micro-kernel that broadcasts P straight from its rows and loads v straight from
-//      the qkv buffer (row stride 3C): 6 rows × 64 columns (24 accumulators) or 6 × 32, no packing.
+//   4. O rows = P·v with a micro-kernel that broadcasts P straight from its rows and loads v's rows, copied next to
+//      each other once per head: 6 rows × 64 columns (24 accumulators) or 6 × 32.
 // Head widths other than multiples of 32 go through a zero-padded copy of v's last columns.
 //
 // Backward (BackwardHead512), per (image, head), for head widths that are multiples of 32 (others take the
 // GEMM path): dP = G·vᵀ by 12-row blocks (G's rows read in place, vᵀ packed once), dS = scale·P ⊙ (dP −
-// rowsum(P ⊙ dP)) into an N-row scratch, then dq += dS·k (dS rows in place, k rows straight from qkv), dv += Pᵀ·G
-// (P read from the saved probabilities) and dk += dSᵀ·q (the 12 values of one
-// column block of P or dS are contiguous in their rows, so neither is transposed) — the GEMM's micro-kernels
-// with their operands read in place (row strides instead of packed panels), no packing beyond vᵀ. A last
-// partial block of rows runs ManagedGemm.KernelRows512, which computes and stores only the rows there are.
+// rowsum(P ⊙ dP)) into an N-row scratch, then dq += dS·k (dS rows in place), dv += Pᵀ·G (P read from the saved
+// probabilities) and dk += dSᵀ·q (the 12 values of one column block of P or dS are contiguous in their rows, so
+// neither is transposed) — the GEMM's micro-kernels with their left operands read in place and k, G and q packed
+// once into 32-column panels. A last partial block of rows runs ManagedGemm.KernelRows512, which computes and stores
+// only the rows there are.
+//
+// Why v, k, q and G are copied (AttentionKernel.PackOperands; the same bits either way): read in place from qkv their
+// rows are 3C floats apart (C for G), and products that stream all N of them per block of 12 or 6 rows fall on few
+// L1 sets (DeiT-Tiny: 2304-byte rows). Packed, DeiT-Tiny's forward ran 17–20 % faster and its backward 13–14 %;
+// vit_fmnist's backward 5–8 % (`bench attn --only packing`).
 //
 // Numbers: S and P are the GEMM path's bit for bit (same kernel, same K order, same alpha rounding, same
 // softmax); O sums all N products in one chain where the GEMM splits K into blocks, so O differs from the
