@@ -63,8 +63,7 @@ internal static unsafe partial class AttentionKernel
         var s = Scratch512(d * np, Rows * np, probs == null ? Rows * n : 0, tailWidth > 0 ? n * Cols : 0, dense ? n * d : 0);
         GemmPacking.PackB(true, k, ld, 0, 0, d, n, s.K, Cols);
         if (tailWidth > 0) PadVTail(v, ld, n, d, s.VTail);
-        // v's rows copied next to each other for P·v, which reads every row once per 6 rows of P: 3C floats apart they
-        // fall on few L1 sets (as k, q and G in the backward). The same products, so the same bits.
+        // v's rows copied next to each other for P·v, which reads every row once per 6 rows of P (the file header says why).
         nint ldv = ld;
         if (dense)
         {
@@ -171,9 +170,7 @@ internal static unsafe partial class AttentionKernel
         bool packed = PackOperands;
         var s = BackwardScratch512(d * np, Rows * np, part == BackwardPart.Qk ? 0 : m * np, packed ? n * d + 2 * m * d : 0);
         // The right-hand operands of dq = dS·k, dv = Pᵀ·G and dk = dSᵀ·q, packed once into 32-column panels (row p of
-        // panel c at base + (c·rows + p)·32): read in place their rows lie 3C (k, q) or C (G) floats apart, and the
-        // products ran at half the speed of the packed dP (vit_fmnist's 1536-byte rows fall on 16 of the 64 L1 sets).
-        // The same products in the same order, so the same bits.
+        // panel c at base + (c·rows + p)·32; the file header says why).
         float* kB = packed ? s.Packs : null, qB = kB + (nint)n * d, gB = qB + (nint)m * d;
         if (packed)
         {
