@@ -212,19 +212,20 @@ public sealed partial class Tensor
     /// it (a GEMM with beta = 0, a copy) instead of accumulating onto a zero fill — one pass over the buffer
     /// less. The same values (0 + g = g).
     /// </summary>
-    internal Span<float> GradSpanForOverwrite(out bool fresh)
+    internal Span<float> GradSpanForOverwrite(out bool fresh) => GradForOverwrite(out fresh).Span;
+
+    // GradSpanForOverwrite's gradient tensor (looked up once: a leaf inside a chunk finds its holder in a dictionary).
+    private Tensor GradForOverwrite(out bool fresh)
     {
         var h = GradHolder;
         fresh = h._grad == null;
-        h._grad ??= h.NewGrad(out _, uninitialized: true);
-        return h._grad.Span;
+        return h._grad ??= h.NewGrad(out _, uninitialized: true);
     }
 
     /// <summary>grad += g (same size): a copy into a fresh gradient, an add onto an existing one (split across workers when large).</summary>
     internal void AccumulateGrad(Tensor g)
     {
-        GradSpanForOverwrite(out bool fresh);
-        var grad = Grad!.Data;
+        var grad = GradForOverwrite(out bool fresh).Data;
         Ops.ElementwiseChunks(Size, g.Data, grad, grad, fresh ? CopyFirst : System.Numerics.Tensors.TensorPrimitives.Add);
     }
 

@@ -252,12 +252,8 @@ public class AttentionTests
     public void PackedRowOperandsChangeNoBit(int B, int N, int H, int D)
     {
         if (!AttentionKernel.UsesAvx512) return; // the packing is the AVX-512 kernels'
-        var rng = new Rng(27);
         int C = H * D;
-        var data = Random(rng, B * N * 3 * C, 2f);
-        var wl = new Tensor(Random(rng, B * H * N * N, 0.1f), B, H, N, N);
-        var wo = new Tensor(Random(rng, B * N * C), B, N, C);
-        float scale = 1f / MathF.Sqrt(D);
+        var (data, wl, wo, scale) = LossInputs(new Rng(27), B, N, H, D);
         int M = Math.Max(1, N / 2);
         float[][] Run()
         {
@@ -280,6 +276,17 @@ public class AttentionTests
             for (int i = 0; i < packed.Length; i++) Assert.True(packed[i].AsSpan().SequenceEqual(inPlace[i]), $"result {i}, {B}x{N}x{H}x{D}");
         }
         finally { AttentionKernel.PackOperands = true; }
+    }
+
+    // qkv [B, N, 3·H·D] and the weights of a loss on both outputs of the fused op with logits (Σ L·wl + Σ O·wo), and the
+    // head scale 1/√D.
+    private static (float[] Qkv, Tensor Wl, Tensor Wo, float Scale) LossInputs(Rng rng, int B, int N, int H, int D)
+    {
+        int C = H * D;
+        var qkv = Random(rng, B * N * 3 * C, 2f);
+        var wl = new Tensor(Random(rng, B * H * N * N, 0.1f), B, H, N, N);
+        var wo = new Tensor(Random(rng, B * N * C), B, N, C);
+        return (qkv, wl, wo, 1f / MathF.Sqrt(D));
     }
 
     private sealed class PassThrough : IModelHooks { }
@@ -318,12 +325,8 @@ public class AttentionTests
     [MemberData(nameof(Shapes))]
     public void FusedAttentionWithLogitsMatchesTheUnfusedGraph(int B, int N, int H, int D)
     {
-        var rng = new Rng(26);
         int C = H * D;
-        var data = Random(rng, B * N * 3 * C, 2f);
-        var wl = new Tensor(Random(rng, B * H * N * N, 0.1f), B, H, N, N);
-        var wo = new Tensor(Random(rng, B * N * C), B, N, C);
-        float scale = 1f / MathF.Sqrt(D);
+        var (data, wl, wo, scale) = LossInputs(new Rng(26), B, N, H, D);
         var reference = new float[B * H * N * N];
         AttentionKernel.ReferenceLogits(data, B, N, H, D, reference);
         foreach (var kernel in Kernels)

@@ -7,6 +7,9 @@ namespace ViTQuant.Tests.Models;
 
 internal static class Chunking
 {
+    /// <summary>A tiny Swin whose 10×10 patch map is padded to its 4×4 windows, with shifted windows in each stage's second block.</summary>
+    public static SwinConfig OddSwin => new() { ImageSize = 20, PatchSize = 2, InChans = 3, NumClasses = 4, EmbedDim = 8, Depths = new[] { 2, 2 }, NumHeads = new[] { 2, 2 }, WindowSize = 4 };
+
     /// <summary>f() with VisionModel.ChunkOverride = <paramref name="chunk"/> (−1: the whole batch, 0: the rule) and, when given, that many threads.</summary>
     public static T With<T>(int chunk, Func<T> f, int? threads = null)
     {

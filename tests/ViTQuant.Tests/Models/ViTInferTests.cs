@@ -106,7 +106,7 @@ public class ViTInferTests
     public void ChunkedSwinInferGivesTheWholeBatchsBits(string config, int threads)
     {
         var c = config == "odd"
-            ? new SwinConfig { ImageSize = 20, PatchSize = 2, InChans = 3, NumClasses = 4, EmbedDim = 8, Depths = new[] { 2, 2 }, NumHeads = new[] { 2, 2 }, WindowSize = 4 }
+            ? Chunking.OddSwin
             : SwinConfig.FromArchitecture(config);
         var m = new SwinTransformer(c, 5);
         var x = Tensor.Randn(new Rng(6), 1f, 7, c.InChans, c.ImageSize, c.ImageSize);
