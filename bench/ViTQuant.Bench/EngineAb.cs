@@ -6,7 +6,9 @@
 // (VisionTransformer.FullLastBlock), the batch in chunks of images against the whole batch at once
 // (VisionModel.ChunkOverride), the input gradient's weight packed per call against once for a step's chunks
 // (DenseCore.PrepackedInputGradient), the attention kernels' v, k, q and G read in place against packed
-// (AttentionKernel.PackOperands), and all of them off. With one thread calls are timed by the thread's CPU clock.
+// (AttentionKernel.PackOperands), a GEMM's last block of rows padded to a whole tile against computed alone
+// (ManagedGemm.PartialRowsKernel), the blocks' residual adds as ops of their own against in proj's and fc2's GEMM
+// tiles (VisionTransformer.SeparateResidualAdds), and all of them off. With one thread calls are timed by the thread's CPU clock.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- engine-ab [--arch A] [--batch B] [--threads T] [--rounds R] [--sleep MS]
 //       [--train | --input-grad] [--variants I,J,...]
 // --train times VisionModel.ForwardBackward of the cross-entropy to every parameter (no optimizer step), --input-grad to
@@ -22,7 +24,7 @@ namespace ViTQuant.Bench;
 internal static class EngineAb
 {
     private sealed record Variant(string Name, bool SpinPool, bool SharedB, bool Attention512, bool DirectA, bool HeadRows = true, bool Chunks = true,
-        bool PrepackedDx = true, bool PackedRows = true);
+        bool PrepackedDx = true, bool PackedRows = true, bool PartialRows = true, bool FusedResidual = true);
 
     public static int Run(string[] args)
     {
@@ -57,7 +59,10 @@ internal static class EngineAb
             new Variant("whole batch, no chunks", true, true, true, true, Chunks: false),
             new Variant("dx packs W per call", true, true, true, true, PrepackedDx: false),
             new Variant("attention rows in place", true, true, true, true, PackedRows: false),
-            new Variant("all off", false, false, false, false, HeadRows: false, Chunks: false, PrepackedDx: false, PackedRows: false),
+            new Variant("GEMM pads partial rows", true, true, true, true, PartialRows: false),
+            new Variant("residual adds apart", true, true, true, true, FusedResidual: false),
+            new Variant("all off", false, false, false, false, HeadRows: false, Chunks: false, PrepackedDx: false, PackedRows: false,
+                PartialRows: false, FusedResidual: false),
         };
         if (keep != null) variants = variants.Where((_, i) => i == 0 || keep.Contains(i)).ToArray();
         if (train && inputGrad) { Console.Error.WriteLine("engine-ab: --train or --input-grad, not both"); return 2; }
@@ -74,7 +79,8 @@ internal static class EngineAb
         var t = variants.Select(_ => new List<double>()).ToArray();
         bool cpu = Parallelism.Threads == 1;
         var saved = new Variant("", Parallelism.UseSpinPool, ManagedGemm.SharedB, AttentionKernel.Avx512Path, ManagedGemm.DirectA, !VisionTransformer.FullLastBlock,
-            VisionModel.ChunkOverride >= 0, DenseCore.PrepackedInputGradient, AttentionKernel.PackOperands);
+            VisionModel.ChunkOverride >= 0, DenseCore.PrepackedInputGradient, AttentionKernel.PackOperands, ManagedGemm.PartialRowsKernel,
+            !VisionTransformer.SeparateResidualAdds);
         void Set(Variant v)
         {
             Parallelism.UseSpinPool = v.SpinPool;
@@ -85,6 +91,8 @@ internal static class EngineAb
             VisionModel.ChunkOverride = v.Chunks ? 0 : -1;
             DenseCore.PrepackedInputGradient = v.PrepackedDx;
             AttentionKernel.PackOperands = v.PackedRows;
+            ManagedGemm.PartialRowsKernel = v.PartialRows;
+            VisionTransformer.SeparateResidualAdds = !v.FusedResidual;
         }
         try
         {

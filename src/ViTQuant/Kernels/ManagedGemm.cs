@@ -21,7 +21,10 @@
 // K is split into equal blocks ≤ KC so no block is left tiny.
 //
 // Edge tiles: packing pads op(A) rows and op(B) columns with zeros, the kernel computes a full
-// 6×16 tile into a scratch tile, and only the valid part is merged into C.
+// 6×16 tile into a scratch tile, and only the valid part is merged into C. The AVX-512 kernel's last block of
+// fewer than 12 rows across a whole 32-column panel instead runs KernelRows512, which computes and stores only
+// its rows (PartialRowsKernel; a 400-row chunk of vit_fmnist tokens ends in 4 rows: a padded tile did three
+// times their work).
 //
 // Threads: with parallel = true and enough rows, op(B) is packed once into a shared buffer by all
 // workers, then C's rows are cut into chunks of whole tiles (≥ 4 per worker) that workers take one at a
@@ -279,7 +282,7 @@ internal static unsafe partial class ManagedGemm
     // Rows i0 .. i0+mc of C against a B packed for all K blocks (block kb at b + kb·blockFloats), each K block's A
     // rows packed (or read in place) into this thread's buffer first: the same tiles in the same order as Blocked.
     private static void RowChunk(int i0, int mc, int maxRows, bool transA, float* a, nint lda, int n, int k, int kBlocks, int kcMax,
-        float* b, long blockFloats, float alpha, float beta, float* c, nint ldc, float* bias, GemmKernel kernel)
+        float* b, long blockFloats, float alpha, float beta, float* c, nint ldc, float* bias, GemmKernel kernel, float* residual = null)
     {
         GemmPacking.Buffers(maxRows * kcMax, 0, out float* ap, out _);
         float* tile = stackalloc float[MR512 * NR512 + 16];
@@ -290,7 +293,8 @@ internal static unsafe partial class ManagedGemm
             var (pc, kc) = KBlock(k, kb, kBlocks);
             float* direct = PackA(transA, a, lda, i0, pc, mc, kc, ap, kernel);
             Tiles(kc, mc, n, ap, direct, lda, b + kb * blockFloats, cRows, ldc, alpha,
-                kb == 0 && bias == null ? beta : 1f, kb == 0 ? bias : null, tile, kernel);
+                kb == 0 && bias == null ? beta : 1f, kb == 0 ? bias : null, tile, kernel,
+                kb == kBlocks - 1 && residual != null ? residual + (nint)i0 * ldc : null);
         }
     }
 
@@ -312,25 +316,27 @@ internal static unsafe partial class ManagedGemm
     /// C[m, n] = A[m, k]·B + bias, or A·B + beta·C when bias is empty (beta 0: C is not read), with B a weight already
     /// packed (<see cref="PackedWeight"/>: Wᵀ or W), on the kernel it was packed for (AVX-512 or AVX2): the rows of C in
     /// chunks across workers when parallel, as RunSharedB without its packing region. The same tiles in the same order
-    /// as Blocked, so the same bits as the unpacked call.
+    /// as Blocked, so the same bits as the unpacked call. <paramref name="residual"/> (not empty: laid out as C, row
+    /// stride ldc) is added to each finished tile: C = residual + (A·B + bias), the bits of adding it after the call.
     /// Throws ArgumentException on inconsistent sizes.
     /// </summary>
     internal static void RunPrepacked(int m, ReadOnlySpan<float> a, int lda, PackedWeight b, ReadOnlySpan<float> bias, Span<float> c, int ldc, bool parallel,
-        float beta = 0f)
+        float beta = 0f, ReadOnlySpan<float> residual = default)
     {
         int n = b.N, k = b.K;
-        if (m < 0 || lda < k || ldc < n || (m > 0 && ((long)(m - 1) * lda + k > a.Length || (long)(m - 1) * ldc + n > c.Length)) || (!bias.IsEmpty && bias.Length < n))
+        if (m < 0 || lda < k || ldc < n || (m > 0 && ((long)(m - 1) * lda + k > a.Length || (long)(m - 1) * ldc + n > c.Length)) || (!bias.IsEmpty && bias.Length < n)
+            || (!residual.IsEmpty && m > 0 && (long)(m - 1) * ldc + n > residual.Length))
             throw new ArgumentException($"prepacked GEMM: sizes m={m} n={n} k={k} lda={lda} ldc={ldc} do not fit the buffers");
         if (m == 0) return;
         int threads = parallel && (long)m * n * k >= ParallelMinMacs ? Parallelism.Threads : 1;
         bool wide = b.Kernel == GemmKernel.Avx512;
         int rows = threads > 1 ? ChunkRows(m, threads, wide ? MR512 : MR) : MC, chunks = (m + rows - 1) / rows;
         var (_, kcMax) = KBlocking(k, wide ? KC512 : KC);
-        fixed (float* pa = a, pc = c, pbias = bias)
+        fixed (float* pa = a, pc = c, pbias = bias, pres = residual)
         {
-            nint aa = (nint)pa, cc = (nint)pc, bb = bias.IsEmpty ? 0 : (nint)pbias;
+            nint aa = (nint)pa, cc = (nint)pc, bb = bias.IsEmpty ? 0 : (nint)pbias, rr = residual.IsEmpty ? 0 : (nint)pres;
             void Chunk(int ch) => RowChunk(ch * rows, Math.Min(rows, m - ch * rows), rows, false, (float*)aa, lda, n, k,
-                b.KBlocks, kcMax, b.Panels, b.BlockFloats, 1f, beta, (float*)cc, ldc, (float*)bb, b.Kernel);
+                b.KBlocks, kcMax, b.Panels, b.BlockFloats, 1f, beta, (float*)cc, ldc, (float*)bb, b.Kernel, (float*)rr);
             if (threads > 1 && chunks > 1) Parallelism.For(0, chunks, Chunk);
             else for (int ch = 0; ch < chunks; ch++) Chunk(ch);
         }
@@ -382,7 +388,7 @@ internal static unsafe partial class ManagedGemm
     // columns), tile by tile: B micro-panels outer (each stays in L1), A panels inner. bias (null: none) fills each
     // tile just before the product lands on it with beta = 1 (the caller passes beta = 1).
     private static void Tiles(int kc, int mc, int nc, float* ap, float* direct, nint lda, float* bp, float* c, nint ldc,
-        float alpha, float beta, float* bias, float* tile, GemmKernel kernel)
+        float alpha, float beta, float* bias, float* tile, GemmKernel kernel, float* residual = null)
     {
         bool wide = kernel == GemmKernel.Avx512;
         int tr = wide ? MR512 : MR, tc = wide ? NR512 : NR;
@@ -399,20 +405,52 @@ internal static unsafe partial class ManagedGemm
                 // A full AVX-512 tile adds the bias in its store (StoreTile512, the same bits); others fill C first.
                 bool biasInKernel = bias != null && wide && mr == tr && nr == tc;
                 if (bias != null && !biasInKernel) FillRows(cTile, ldc, mr, nr, bias + jr);
-                bool full = mr == tr && nr == tc;
-                float* target = full ? cTile : tile;
-                nint ldt = full ? ldc : tc;
-                float at = full ? alpha : 1f, bt = full ? beta : 0f;
-                float* bs = biasInKernel ? bias + jr : null;
-                if (inPlace) Kernel512Direct(kc, direct + ir * lda, lda, bPanel, NR512, target, ldt, at, bt, bs);
-                else if (biasInKernel) Kernel512(kc, aPanel, bPanel, target, ldt, at, bt, bs);
-                else Kernel(kernel, kc, aPanel, bPanel, target, ldt, at, bt);
-                if (full) continue;
-                if (wide) MergeEdge512(tile, mr, nr, cTile, ldc, alpha, beta);
-                else MergeEdge(tile, tc, mr, nr, cTile, ldc, alpha, beta);
+                if (wide && mr < tr && nr == tc && PartialRowsKernel)
+                {
+                    // A last block of rows across a whole B panel: only its rows, straight into C (KernelRows512 stores
+                    // as StoreTile512 does; see the method's comment for the bits).
+                    if (direct != null) KernelRows512(mr, kc, direct + ir * lda, lda, 1, bPanel, NR512, cTile, ldc, alpha, beta);
+                    else KernelRows512(mr, kc, aPanel, 1, MR512, bPanel, NR512, cTile, ldc, alpha, beta);
+                }
+                else
+                {
+                    bool full = mr == tr && nr == tc;
+                    float* target = full ? cTile : tile;
+                    nint ldt = full ? ldc : tc;
+                    float at = full ? alpha : 1f, bt = full ? beta : 0f;
+                    float* bs = biasInKernel ? bias + jr : null;
+                    // A full AVX-512 tile adds the residual in its store too; other tiles get it below.
+                    float* rs = residual != null && full && wide ? residual + ir * ldc + jr : null;
+                    if (inPlace) Kernel512Direct(kc, direct + ir * lda, lda, bPanel, NR512, target, ldt, at, bt, bs, rs);
+                    else if (biasInKernel || rs != null) Kernel512(kc, aPanel, bPanel, target, ldt, at, bt, bs, residual: rs);
+                    else Kernel(kernel, kc, aPanel, bPanel, target, ldt, at, bt);
+                    if (!full && wide) MergeEdge512(tile, mr, nr, cTile, ldc, alpha, beta);
+                    else if (!full) MergeEdge(tile, tc, mr, nr, cTile, ldc, alpha, beta);
+                    if (rs != null) continue;
+                }
+                // The finished tile is still in L1: the residual goes onto it now rather than in a pass over all of C.
+                if (residual != null) AddRows(cTile, residual + ir * ldc + jr, ldc, mr, nr);
             }
         }
     }
+
+    // c[r, 0..nr) += res[r, 0..nr) for r < mr (both with row stride ld): fl(c + res), an addition's bits.
+    private static void AddRows(float* c, float* res, nint ld, int mr, int nr)
+    {
+        for (int r = 0; r < mr; r++, c += ld, res += ld)
+        {
+            int j = 0;
+            if (Vector256.IsHardwareAccelerated)
+                for (; j + 8 <= nr; j += 8) (Vector256.Load(c + j) + Vector256.Load(res + j)).Store(c + j);
+            for (; j < nr; j++) c[j] += res[j];
+        }
+    }
+
+    /// <summary>
+    /// False: a last block of rows is a padded tile merged from scratch, as on the other kernels (same-process A/B
+    /// benchmarks and tests; the same bits with alpha = 1).
+    /// </summary>
+    internal static bool PartialRowsKernel = true;
 
     // The single-threaded blocked nest described in the file header, for the kernel's tile and block sizes.
     // k ≥ 1, m, n ≥ 1. bias (null: none) is C's column bias: each tile is filled with it just before its

@@ -29,15 +29,11 @@ internal static unsafe partial class ManagedGemm
     // a and b are packed panels; b is 64-byte aligned (GemmPacking.Buffers, panels of kc·32 floats).
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void Kernel512(int kc, float* a, float* b, float* c, nint ldc, float alpha, float beta, float* bias = null,
-        nint aStep = MR512, nint bStep = NR512)
+        nint aStep = MR512, nint bStep = NR512, float* residual = null)
     {
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default, c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default, c90 = default, c91 = default, c100 = default, c101 = default, c110 = default, c111 = default;
         // Start pulling the C tile (12 rows of 2 cache lines) in now; it is needed at the end.
-        for (int r = 0; r < MR512; r++)
-        {
-            Sse.Prefetch0(c + r * ldc);
-            Sse.Prefetch0(c + r * ldc + 16);
-        }
+        Prefetch(c, ldc, residual);
         for (int p = 0; p < kc; p++)
         {
             var b0 = Avx512F.LoadVector512(b);
@@ -57,21 +53,18 @@ internal static unsafe partial class ManagedGemm
             av = Vector512.Create(a[11]); c110 = Avx512F.FusedMultiplyAdd(av, b0, c110); c111 = Avx512F.FusedMultiplyAdd(av, b1, c111);
             a += aStep; b += bStep;
         }
-        StoreTile512(c, ldc, alpha, beta, bias, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71, c80, c81, c90, c91, c100, c101, c110, c111);
+        StoreTile512(c, ldc, alpha, beta, bias, residual, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71, c80, c81, c90, c91, c100, c101, c110, c111);
     }
 
     // Kernel512 with A read in place: row r of the 12×kc block at a + r·lda (A not transposed), instead of a
     // packed panel; B's rows bStep apart (NR512 for a packed panel, a row stride for a matrix read in place). The same products in the same order, so the same bits. Rows are reached from four base
     // pointers (rows 0, 3, 6, 9) plus 0, lda or 2·lda, which x86 addressing folds into each broadcast.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void Kernel512Direct(int kc, float* a, nint lda, float* b, nint bStep, float* c, nint ldc, float alpha, float beta, float* bias = null)
+    internal static void Kernel512Direct(int kc, float* a, nint lda, float* b, nint bStep, float* c, nint ldc, float alpha, float beta, float* bias = null,
+        float* residual = null)
     {
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default, c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default, c90 = default, c91 = default, c100 = default, c101 = default, c110 = default, c111 = default;
-        for (int r = 0; r < MR512; r++)
-        {
-            Sse.Prefetch0(c + r * ldc);
-            Sse.Prefetch0(c + r * ldc + 16);
-        }
+        Prefetch(c, ldc, residual);
         float* a0 = a, a3 = a + 3 * lda, a6 = a + 6 * lda, a9 = a + 9 * lda;
         nint l1 = lda, l2 = 2 * lda;
         for (int p = 0; p < kc; p++)
@@ -93,7 +86,25 @@ internal static unsafe partial class ManagedGemm
             av = Vector512.Create(a9[l2]); c110 = Avx512F.FusedMultiplyAdd(av, b0, c110); c111 = Avx512F.FusedMultiplyAdd(av, b1, c111);
             a0++; a3++; a6++; a9++; b += bStep;
         }
-        StoreTile512(c, ldc, alpha, beta, bias, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71, c80, c81, c90, c91, c100, c101, c110, c111);
+        StoreTile512(c, ldc, alpha, beta, bias, residual, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71, c80, c81, c90, c91, c100, c101, c110, c111);
+    }
+
+    // Starts pulling the C tile (12 rows of 2 cache lines), and the residual's when there is one, in now: they are
+    // needed at the end.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Prefetch(float* c, nint ldc, float* residual)
+    {
+        for (int r = 0; r < MR512; r++)
+        {
+            Sse.Prefetch0(c + r * ldc);
+            Sse.Prefetch0(c + r * ldc + 16);
+        }
+        if (residual == null) return;
+        for (int r = 0; r < MR512; r++)
+        {
+            Sse.Prefetch0(residual + r * ldc);
+            Sse.Prefetch0(residual + r * ldc + 16);
+        }
     }
 
     /// <summary>A row count for <see cref="KernelRows512{TRows}"/>, known when the method is jitted.</summary>
@@ -194,15 +205,21 @@ internal static unsafe partial class ManagedGemm
 
     // Stores a finished 12×32 tile: C = alpha·acc (beta = 0, C not read), C = alpha·acc + beta·C, or, with a
     // bias, C = alpha·acc + bias[j] in one fused multiply-add — bit for bit what filling C with the bias rows and
-    // storing with beta = 1 gives (bias·1 is exact), without the fill's 24 stores and the 24 loads of C.
+    // storing with beta = 1 gives (bias·1 is exact), without the fill's 24 stores and the 24 loads of C. A residual
+    // (not null; rows ldc apart, as C) is then added to that value: the bits of adding it to C afterwards.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreTile512(float* c, nint ldc, float alpha, float beta, float* bias,
+    private static void StoreTile512(float* c, nint ldc, float alpha, float beta, float* bias, float* residual,
         Vector512<float> c00, Vector512<float> c01, Vector512<float> c10, Vector512<float> c11, Vector512<float> c20, Vector512<float> c21,
         Vector512<float> c30, Vector512<float> c31, Vector512<float> c40, Vector512<float> c41, Vector512<float> c50, Vector512<float> c51,
         Vector512<float> c60, Vector512<float> c61, Vector512<float> c70, Vector512<float> c71, Vector512<float> c80, Vector512<float> c81,
         Vector512<float> c90, Vector512<float> c91, Vector512<float> c100, Vector512<float> c101, Vector512<float> c110, Vector512<float> c111)
     {
         var va = Vector512.Create(alpha);
+        if (residual != null)
+        {
+            ResidualTile(c, ldc, alpha, beta, bias, residual, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71, c80, c81, c90, c91, c100, c101, c110, c111);
+            return;
+        }
         if (bias != null)
         {
             var b0 = Avx512F.LoadVector512(bias);
@@ -264,6 +281,53 @@ internal static unsafe partial class ManagedGemm
             if (beta != 0f) t1 += Avx512F.MaskLoad(c + 16, m1, Vector512<float>.Zero) * vb;
             Avx512F.MaskStore(c + 16, m1, t1);
         }
+    }
+
+    // StoreTile512 with a residual, row by row: each row's value as StoreTile512 forms it, plus the residual's row.
+    private static void ResidualTile(float* c, nint ldc, float alpha, float beta, float* bias, float* res,
+        Vector512<float> c00, Vector512<float> c01, Vector512<float> c10, Vector512<float> c11, Vector512<float> c20, Vector512<float> c21,
+        Vector512<float> c30, Vector512<float> c31, Vector512<float> c40, Vector512<float> c41, Vector512<float> c50, Vector512<float> c51,
+        Vector512<float> c60, Vector512<float> c61, Vector512<float> c70, Vector512<float> c71, Vector512<float> c80, Vector512<float> c81,
+        Vector512<float> c90, Vector512<float> c91, Vector512<float> c100, Vector512<float> c101, Vector512<float> c110, Vector512<float> c111)
+    {
+        var va = Vector512.Create(alpha);
+        var vb = Vector512.Create(beta);
+        ResidualRow(c, res, c00, c01, va, vb, beta, bias); c += ldc; res += ldc;
+        ResidualRow(c, res, c10, c11, va, vb, beta, bias); c += ldc; res += ldc;
+        ResidualRow(c, res, c20, c21, va, vb, beta, bias); c += ldc; res += ldc;
+        ResidualRow(c, res, c30, c31, va, vb, beta, bias); c += ldc; res += ldc;
+        ResidualRow(c, res, c40, c41, va, vb, beta, bias); c += ldc; res += ldc;
+        ResidualRow(c, res, c50, c51, va, vb, beta, bias); c += ldc; res += ldc;
+        ResidualRow(c, res, c60, c61, va, vb, beta, bias); c += ldc; res += ldc;
+        ResidualRow(c, res, c70, c71, va, vb, beta, bias); c += ldc; res += ldc;
+        ResidualRow(c, res, c80, c81, va, vb, beta, bias); c += ldc; res += ldc;
+        ResidualRow(c, res, c90, c91, va, vb, beta, bias); c += ldc; res += ldc;
+        ResidualRow(c, res, c100, c101, va, vb, beta, bias); c += ldc; res += ldc;
+        ResidualRow(c, res, c110, c111, va, vb, beta, bias);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ResidualRow(float* c, float* res, Vector512<float> lo, Vector512<float> hi, Vector512<float> va, Vector512<float> vb,
+        float beta, float* bias)
+    {
+        Vector512<float> v0, v1;
+        if (bias != null)
+        {
+            v0 = Avx512F.FusedMultiplyAdd(lo, va, Avx512F.LoadVector512(bias));
+            v1 = Avx512F.FusedMultiplyAdd(hi, va, Avx512F.LoadVector512(bias + 16));
+        }
+        else if (beta == 0f)
+        {
+            v0 = lo * va;
+            v1 = hi * va;
+        }
+        else
+        {
+            v0 = Avx512F.FusedMultiplyAdd(lo, va, Avx512F.LoadVector512(c) * vb);
+            v1 = Avx512F.FusedMultiplyAdd(hi, va, Avx512F.LoadVector512(c + 16) * vb);
+        }
+        Avx512F.Store(c, v0 + Avx512F.LoadVector512(res));
+        Avx512F.Store(c + 16, v1 + Avx512F.LoadVector512(res + 16));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

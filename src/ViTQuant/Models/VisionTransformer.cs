@@ -117,6 +117,14 @@ public sealed class VisionTransformer : VisionModel
     private static readonly AsyncLocal<bool> _fullLastBlock = new();
 
     /// <summary>
+    /// True: calls from this thread (and its parallel regions' workers) add the blocks' residuals in ops of their own
+    /// instead of in proj's and fc2's GEMMs (Ops.LinearResidual; same-process A/B benchmarks and tests, the same bits).
+    /// </summary>
+    internal static bool SeparateResidualAdds { get => _separateResidualAdds.Value; set => _separateResidualAdds.Value = value; }
+
+    private static readonly AsyncLocal<bool> _separateResidualAdds = new();
+
+    /// <summary>
     /// How many leading tokens of the last block's output the head reads, when the rest need not be computed (file
     /// header): the prefix tokens with token pooling and hooks that cannot see the last block past its attention; else 0.
     /// </summary>
@@ -329,10 +337,13 @@ internal sealed class Block : Module
     public Tensor Forward(Tensor x, IModelHooks? hooks) => ForwardMlp(ForwardAttention(x, hooks), hooks);
 
     /// <summary>The attention half of the block: x + attn(norm1(x)), tokens [B, N, D].</summary>
-    public Tensor ForwardAttention(Tensor x, IModelHooks? hooks) => Ops.Add(x, Attention(Norm1.Forward(x), hooks));
+    public Tensor ForwardAttention(Tensor x, IModelHooks? hooks) =>
+        FusesResidual(hooks) ? AttentionResidual(Norm1.Forward(x), x, 0) : Ops.Add(x, Attention(Norm1.Forward(x), hooks));
 
     /// <summary>The MLP half of the block: x + mlp(norm2(x)), tokens [B, N, D].</summary>
-    public Tensor ForwardMlp(Tensor x, IModelHooks? hooks) => Ops.Add(x, Mlp(Norm2.Forward(x), hooks));
+    public Tensor ForwardMlp(Tensor x, IModelHooks? hooks) =>
+        FusesResidual(hooks) ? Ops.LinearResidual(Hidden(Norm2.Forward(x), null), Fc2.Weight, Fc2.Bias, x, frozenWeight: true)
+            : Ops.Add(x, Mlp(Norm2.Forward(x), hooks));
 
     /// <summary>
     /// The block's output rows 0 .. keep−1 alone, [B, keep, D], for x [B, N, D] and normed = norm1(x): the attention
@@ -340,7 +351,16 @@ internal sealed class Block : Module
     /// be null, observing ones that pass everything through, or row-local ones (VisionTransformer.HeadTokens decides).
     /// </summary>
     public Tensor ForwardRows(Tensor x, Tensor normed, int keep, IModelHooks? hooks) =>
-        ForwardMlp(Ops.Add(Ops.Narrow(x, 1, 0, keep), Attention(normed, hooks, keep)), hooks);
+        ForwardMlp(FusesResidual(hooks) ? AttentionResidual(normed, Ops.Narrow(x, 1, 0, keep), keep)
+            : Ops.Add(Ops.Narrow(x, 1, 0, keep), Attention(normed, hooks, keep)), hooks);
+
+    // Without hooks nothing can look at or change proj's or fc2's output before the residual is added to it.
+    private static bool FusesResidual(IModelHooks? hooks) => hooks == null && !VisionTransformer.SeparateResidualAdds;
+
+    // Without hooks: residual + proj(attention(normed)) with the residual added in proj's GEMM (Ops.LinearResidual: the
+    // bits of the add after it). keepRows as in Attention.
+    private Tensor AttentionResidual(Tensor normed, Tensor residual, int keepRows) =>
+        Ops.LinearResidual(Ops.FusedAttention(Qkv.Forward(normed), _heads, _scale, keepRows), Proj.Weight, Proj.Bias, residual, frozenWeight: true);
 
     /// <summary>
     /// The attention module (qkv → q·kᵀ → softmax → ·v → proj) on normalised tokens [B, N, D].
@@ -410,6 +430,13 @@ internal sealed class Block : Module
     /// <summary>The MLP module (fc1 → GELU → fc2) on normalised tokens [B, N, D].</summary>
     public Tensor Mlp(Tensor x, IModelHooks? hooks)
     {
+        var h = Hidden(x, hooks);
+        return Fc2.Forward(Act(hooks, $"{_p}.mlp.fc2", h), hooks?.Weight($"{_p}.mlp.fc2", Fc2.Weight));
+    }
+
+    // GELU(fc1(x)), offered to the hooks' fc1 input, fc1 weight and activation tap.
+    private Tensor Hidden(Tensor x, IModelHooks? hooks)
+    {
         var p = _p;
         var h = Fc1.Forward(Act(hooks, $"{p}.mlp.fc1", x), hooks?.Weight($"{p}.mlp.fc1", Fc1.Weight));
         // Without gradients nothing else can hold fc1's fresh output: GELU overwrites it in place (same values,
@@ -417,7 +444,7 @@ internal sealed class Block : Module
         if (hooks == null && !h.RequiresGrad && !Autograd.IsEnabled) Kernels.GeluKernel.Gelu(h.Span, h.Span);
         else h = Ops.Gelu(h);
         if (hooks != null && hooks.WantsTap($"{p}.mlp.act")) hooks.Tap($"{p}.mlp.act", h);
-        return Fc2.Forward(Act(hooks, $"{p}.mlp.fc2", h), hooks?.Weight($"{p}.mlp.fc2", Fc2.Weight));
+        return h;
     }
 
     private static Tensor Act(IModelHooks? hooks, string point, Tensor x) => hooks?.Activation(point, x) ?? x;

@@ -133,6 +133,47 @@ internal static partial class Ops
         });
     }
 
+    /// <summary>
+    /// residual + Linear(x, w, b): a layer's output added to a residual stream of its shape, the bits of
+    /// Add(residual, Linear(x, w, b)) in one op. With w frozen (the layer's own parameter inside a WeightPacking.Freeze()
+    /// scope) the addition lands on the GEMM's tiles while they are in L1 instead of in a pass of its own, and the
+    /// backward gives the layer's input and weight gradients from the output gradient itself, then hands that buffer to
+    /// the residual (an add would copy it for the layer first). Throws ArgumentException as Linear does, or when
+    /// residual's shape is not the output's.
+    /// </summary>
+    internal static Tensor LinearResidual(Tensor x, Tensor w, Tensor? b, Tensor residual, bool frozenWeight)
+    {
+        if (x.Rank < 1 || w.Rank != 2 || x.Shape[^1] != w.Shape[1])
+            throw new ArgumentException($"linear: x {Tensor.ShapeString(x.Shape)} and weight {Tensor.ShapeString(w.Shape)} are incompatible (weight must be [out, in] with in = x's last dimension)");
+        int inF = w.Shape[1], outF = w.Shape[0];
+        if (b != null && (b.Rank != 1 || b.Shape[0] != outF))
+            throw new ArgumentException($"linear: bias has shape {Tensor.ShapeString(b.Shape)}, expected [{outF}]");
+        int rows = inF == 0 ? Tensor.Numel(x.Shape.AsSpan(0, x.Rank - 1)) : x.Size / inF;
+        var outShape = x.Shape.ToArray();
+        outShape[^1] = outF;
+        if (!Broadcast.SameShape(residual.Shape, outShape))
+            throw new ArgumentException($"linear: residual {Tensor.ShapeString(residual.Shape)} is not the output's shape {Tensor.ShapeString(outShape)}");
+        var y = Tensor.OutputUninitialized(outShape);
+        if (!DenseCore.Forward(x.Span, rows, inF, w.Span, outF, b != null ? b.Span : default, residual.Span, y.Span, frozenWeight ? w.Data : null))
+            ElementwiseChunks(y.Size, residual.Data, y.Data, y.Data, TensorPrimitives.Add);
+
+        var parents = b != null ? new[] { x, w, b, residual } : new[] { x, w, residual };
+        if (!Autograd.Needs(parents)) return y;
+        return Autograd.Record("linear_residual", y, parents, g =>
+        {
+            if (x.RequiresGrad || w.RequiresGrad || b is { RequiresGrad: true })
+            {
+                bool dxFresh = false, dwFresh = false;
+                var dx = x.RequiresGrad ? x.GradSpanForOverwrite(out dxFresh) : default;
+                var dw = w.RequiresGrad ? w.GradSpanForOverwrite(out dwFresh) : default;
+                DenseCore.Backward(g.Span, x.Span, w.Span, rows, inF, outF, dx, dw,
+                    b is { RequiresGrad: true } ? b.GradSpan() : default, dxFresh, dwFresh, frozenWeight ? w.Data : null);
+            }
+            // Last: the residual may take g's buffer.
+            if (residual.RequiresGrad) residual.TakeOrAccumulateGrad(g);
+        });
+    }
+
     /// <summary>Runs body over the batch: in parallel for many small products, sequentially (each GEMM multi-threaded) for few big ones.</summary>
     private static void MatMulForBatch(int batch, long flopsPerItem, Action<int> body)
     {
@@ -164,23 +205,33 @@ internal static class DenseCore
     /// reused (the same bits).
     /// </summary>
     public static void Forward(ReadOnlySpan<float> x, int rows, int inF, ReadOnlySpan<float> w, int outF, ReadOnlySpan<float> b, Span<float> y,
-        float[]? weightKey = null)
+        float[]? weightKey = null) => Forward(x, rows, inF, w, outF, b, default, y, weightKey);
+
+    /// <summary>
+    /// Forward, and with a packed weight (weightKey inside a WeightPacking.Freeze() scope) and a non-empty
+    /// <paramref name="residual"/> ([rows, out], laid out as y), y = residual + (x·wᵀ + b): the addition lands on each
+    /// finished GEMM tile while it is in L1 (ManagedGemm.RunPrepacked), with the bits of adding residual to y afterwards.
+    /// Returns whether residual was added; when false the caller adds it.
+    /// </summary>
+    public static bool Forward(ReadOnlySpan<float> x, int rows, int inF, ReadOnlySpan<float> w, int outF, ReadOnlySpan<float> b,
+        ReadOnlySpan<float> residual, Span<float> y, float[]? weightKey = null)
     {
         if (weightKey != null && rows > 0 && BiasEpilogue && WeightPacking.Get(weightKey, outF, inF) is { } packed)
         {
-            ManagedGemm.RunPrepacked(rows, x, inF, packed, b, y, outF, parallel: !Parallelism.InsideParallelBody);
-            return;
+            ManagedGemm.RunPrepacked(rows, x, inF, packed, b, y, outF, parallel: !Parallelism.InsideParallelBody, residual: residual);
+            return !residual.IsEmpty;
         }
         if (rows == 0 || inF == 0 || outF == 0 || b.Length == 0 || !BiasEpilogue)
         {
             if (b.Length > 0) for (int r = 0; r < rows; r++) b[..outF].CopyTo(y.Slice(r * outF, outF));
             else y[..(rows * outF)].Clear();
-            if (rows == 0 || inF == 0 || outF == 0) return;
+            if (rows == 0 || inF == 0 || outF == 0) return false;
             Gemm.Sgemm(false, true, rows, outF, inF, 1f, x, inF, w, inF, 1f, y, outF);
-            return;
+            return false;
         }
         // The product accumulated onto the bias rows (as with y filled with them and beta = 1).
         Gemm.SgemmBias(false, true, rows, outF, inF, 1f, x, inF, w, inF, b, y, outF);
+        return false;
     }
 
     /// <summary>

@@ -440,6 +440,37 @@ public class GemmTests
         Assert.Throws<ArgumentException>(() => Gemm.SgemmBias(false, true, 50, 70, 90, 1f, p2.A, p2.Lda, p2.B, p2.Ldb, b2.AsSpan(0, 69), viaGemm, p2.Ldc));
     }
 
+    // A last block of fewer than 12 rows across whole 32-column panels runs KernelRows512 straight into C instead of a
+    // padded 12-row tile merged from a scratch tile. With alpha = 1 (every model GEMM) the two give the same bits, with
+    // and without beta and bias, A in place or packed, transposed or not; with alpha ≠ 1 and beta ≠ 0 the row kernel
+    // rounds alpha·acc + beta·C once (an FMA) where the merge rounds twice, and both stay within the reference bound.
+    [Fact]
+    public void PartialRowBlockEqualsThePaddedTile()
+    {
+        if (ManagedGemm.Best != GemmKernel.Avx512) return; // the AVX-512 kernel's path only
+        var rng = new Rng(29);
+        foreach (var (ta, tb) in Transposes)
+            foreach (var (m, n, k) in new[] { (400, 64, 128), (13, 32, 7), (143, 96, 300), (100, 70, 33) })
+                foreach (float beta in new[] { 0f, 1f, 0.5f })
+                    foreach (bool withBias in new[] { false, true })
+                    {
+                        var pr = new Problem(rng, ta, tb, m, n, k, pad: 2, nanC: beta == 0f);
+                        var bias = withBias ? Enumerable.Range(0, n).Select(j => 0.01f * j - 0.2f).ToArray() : Array.Empty<float>();
+                        float b = withBias ? 0f : beta;
+                        float[] Run(bool rowsKernel, float alpha)
+                        {
+                            var c = (float[])pr.C0.Clone();
+                            ManagedGemm.PartialRowsKernel = rowsKernel;
+                            try { ManagedGemm.Run(ta, tb, m, n, k, alpha, pr.A, pr.Lda, pr.B, pr.Ldb, b, c, pr.Ldc, bias, 2, GemmKernel.Avx512); }
+                            finally { ManagedGemm.PartialRowsKernel = true; }
+                            return c;
+                        }
+                        string what = $"{(ta ? "Aᵀ" : "A")}·{(tb ? "Bᵀ" : "B")} {m}x{n}x{k} beta {b} bias {withBias}";
+                        Assert.True(Run(false, 1f).AsSpan().SequenceEqual(Run(true, 1f)), what);
+                        if (!withBias) pr.AssertClose(Run(true, -0.75f), -0.75f, b, what);
+                    }
+    }
+
     // A weight packed once (WeightPacking / PackedWeight) gives the bits of the GEMM that packs it per call: with
     // and without bias, 1–3 workers, several K blocks, edge tiles, a padded A and C; for each kernel this CPU runs.
     [Theory]
@@ -468,6 +499,45 @@ public class GemmTests
                     finally { Parallelism.Threads = saved; }
                     Assert.True(want.AsSpan().SequenceEqual(got), $"prepacked {kernel} {m}x{n}x{k} bias {withBias} threads {threads}");
                 }
+    }
+
+    // A residual added in the prepacked GEMM (full AVX-512 tiles in their store, other tiles after it) gives the bits of
+    // adding it to C after the call: with and without bias, beta 0 (C full of NaN, never read) and beta 0.5, several K
+    // blocks (added once, after the last), edge rows and columns, 1 and 2 workers; for each kernel this CPU runs.
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void PrepackedResidualEqualsAddingItAfter(bool avx512)
+    {
+        var kernel = avx512 ? GemmKernel.Avx512 : GemmKernel.Avx2;
+        if (kernel > ManagedGemm.Best) return;
+        var rng = new Rng(43);
+        foreach (var (m, n, k) in new[] { (1, 1, 1), (13, 33, 200), (400, 64, 128), (100, 96, 400) })
+            foreach (bool withBias in new[] { false, true })
+                foreach (float beta in withBias ? new[] { 0f } : new[] { 0f, 0.5f })
+                    foreach (int threads in new[] { 1, 2 })
+                    {
+                        var pr = new Problem(rng, false, true, m, n, k, pad: 2, nanC: beta == 0f);
+                        var w = new float[n * k];
+                        for (int j = 0; j < n; j++) Array.Copy(pr.B, j * pr.Ldb, w, j * k, k);
+                        var bias = withBias ? Enumerable.Range(0, n).Select(j => 0.01f * j - 0.2f).ToArray() : Array.Empty<float>();
+                        var residual = new float[pr.C0.Length];
+                        for (int i = 0; i < residual.Length; i++) residual[i] = 2f * rng.NextFloat() - 1f;
+                        var packed = new PackedWeight(w, n, k, kernel);
+                        int saved = Parallelism.Threads;
+                        Parallelism.Threads = threads;
+                        try
+                        {
+                            var want = (float[])pr.C0.Clone();
+                            ManagedGemm.RunPrepacked(m, pr.A, pr.Lda, packed, bias, want, pr.Ldc, parallel: true, beta: beta);
+                            for (int i = 0; i < m; i++)
+                                for (int j = 0; j < n; j++) want[i * pr.Ldc + j] = residual[i * pr.Ldc + j] + want[i * pr.Ldc + j];
+                            var got = (float[])pr.C0.Clone();
+                            ManagedGemm.RunPrepacked(m, pr.A, pr.Lda, packed, bias, got, pr.Ldc, parallel: true, beta: beta, residual: residual);
+                            Assert.True(want.AsSpan().SequenceEqual(got), $"{kernel} {m}x{n}x{k} bias {withBias} beta {beta} threads {threads}");
+                        }
+                        finally { Parallelism.Threads = saved; }
+                    }
     }
 
     // A weight packed as B = W (not transposed: the input gradient dx = dy·W of a layer) gives the bits of the GEMM

@@ -3,6 +3,7 @@ using ViTQuant.Tensors;
 
 namespace ViTQuant.Tests.Tensors;
 
+[Collection(ParallelismThreadsCollection.Name)] // LinearResidualIsTheAddOfTheLinear sets Parallelism.Threads
 public class MatMulTests
 {
     /// <summary>op(a)·op(b) per batch item by a triple loop in double, independent of Gemm.</summary>
@@ -167,6 +168,54 @@ public class MatMulTests
         Gemm.Sgemm(true, true, 5, 3, 7, 1f, a, 5, b, 7, 1f, c1, 3);
         Gemm.Reference(true, true, 5, 3, 7, 1f, a, 5, b, 7, 1f, c2, 3);
         for (int i = 0; i < c1.Length; i++) Assert.Equal(c2[i], c1[i], 1e-5f);
+    }
+
+    // LinearResidual is Add(residual, Linear(x, w, b)) bit for bit: the output and every gradient (x, w, b and a non-leaf
+    // residual that takes the output gradient's buffer, or adds to a gradient it already has), with and without bias, with
+    // the weight packed for a Freeze() scope (the addition in the GEMM's tiles, a last block of 4 rows) or not, on 1 and 2
+    // threads; and its gradients match finite differences.
+    [Fact]
+    public void LinearResidualIsTheAddOfTheLinear()
+    {
+        int saved = Parallelism.Threads;
+        try
+        {
+            foreach (int threads in new[] { 1, 2 })
+                foreach (bool frozen in new[] { false, true })
+                    foreach (bool bias in new[] { false, true })
+                        foreach (bool residualUsedTwice in new[] { false, true })
+                        {
+                            Parallelism.Threads = threads;
+                            var rng = new Rng(61);
+                            var x = Tensor.Randn(rng, 1f, 8, 50, 40).RequireGrad();
+                            var w = Tensor.Randn(rng, 0.2f, 96, 40).RequireGrad();
+                            var b = bias ? Tensor.Randn(rng, 1f, 96).RequireGrad() : null;
+                            var r0 = Tensor.Randn(rng, 1f, 8, 50, 96).RequireGrad();
+                            var up = Tensor.Randn(rng, 1f, 8, 50, 96);
+                            (float[] Y, float[][] Grads) Run(bool fused)
+                            {
+                                foreach (var t in new[] { x, w, b, r0 }) if (t != null) t.Grad = null;
+                                using var scope = frozen ? WeightPacking.Freeze() : null;
+                                var residual = Ops.Mul(r0, 1.5f); // not a leaf: it may take the output gradient's buffer
+                                var y = fused ? Ops.LinearResidual(x, w, b, residual, frozenWeight: frozen)
+                                    : Ops.Add(residual, Ops.Linear(x, w, b, frozenWeight: frozen));
+                                var loss = Ops.Sum(Ops.Mul(y, up));
+                                if (residualUsedTwice) loss = Ops.Add(loss, Ops.Sum(Ops.Mul(residual, residual)));
+                                loss.Backward();
+                                return (y.ToArray(), new[] { x, w, b, r0 }.Where(t => t != null).Select(t => t!.Grad!.ToArray()).ToArray());
+                            }
+                            var (want, wantGrads) = Run(false);
+                            var (got, gotGrads) = Run(true);
+                            string what = $"threads {threads} frozen {frozen} bias {bias} residual used twice {residualUsedTwice}";
+                            Assert.True(want.AsSpan().SequenceEqual(got), what);
+                            for (int i = 0; i < wantGrads.Length; i++) Assert.True(wantGrads[i].AsSpan().SequenceEqual(gotGrads[i]), $"{what}: gradient {i}");
+                        }
+        }
+        finally { Parallelism.Threads = saved; }
+        var g = new Rng(62);
+        GradCheck.Check(v => Ops.LinearResidual(v[0], v[1], v[2], v[3], frozenWeight: false),
+            new[] { GradCheck.Rand(g, 2, 3, 9), GradCheck.Rand(g, 11, 9), GradCheck.Rand(g, 11), GradCheck.Rand(g, 2, 3, 11) });
+        Assert.Throws<ArgumentException>(() => Ops.LinearResidual(Tensor.Zeros(4, 9), Tensor.Zeros(11, 9), null, Tensor.Zeros(4, 10), frozenWeight: false));
     }
 
     // A leaf's gradient buffer is kept after ZeroGrad / Grad = null and reused by the next backward (overwritten
