@@ -84,8 +84,18 @@ internal static unsafe class GeluKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Gelu512(float* x, float* y, int n)
     {
-        int full = n & ~15, tail = n - full;
-        for (int i = 0; i < full; i += 16)
+        int full = n & ~15, tail = n - full, i = 0;
+        // Two vectors a step: one Cdf512 is a long dependent chain (division, exp, degree-8 polynomial), and two
+        // independent chains side by side keep both vector ports busy (`bench micro`, one thread, L1: 0.85 → 0.70 ns
+        // per element; four chains 0.69). The same operations per lane, so the same bits.
+        for (; i + 32 <= full; i += 32)
+        {
+            var v = Vector512.Load(x + i);
+            var w = Vector512.Load(x + i + 16);
+            (v * Cdf512(v, out _)).Store(y + i);
+            (w * Cdf512(w, out _)).Store(y + i + 16);
+        }
+        for (; i < full; i += 16)
         {
             var v = Vector512.Load(x + i);
             (v * Cdf512(v, out _)).Store(y + i);
@@ -101,8 +111,17 @@ internal static unsafe class GeluKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void GeluBackward512(float* x, float* dy, float* dx, int n, bool accumulate)
     {
-        int full = n & ~15, tail = n - full;
-        for (int i = 0; i < full; i += 16)
+        int full = n & ~15, tail = n - full, i = 0;
+        for (; i + 32 <= full; i += 32) // two chains a step, as in Gelu512
+        {
+            var v = Vector512.Load(x + i);
+            var w = Vector512.Load(x + i + 16);
+            var gv = GeluGrad512(v);
+            var gw = GeluGrad512(w);
+            Vector512.FusedMultiplyAdd(Vector512.Load(dy + i), gv, accumulate ? Vector512.Load(dx + i) : default).Store(dx + i);
+            Vector512.FusedMultiplyAdd(Vector512.Load(dy + i + 16), gw, accumulate ? Vector512.Load(dx + i + 16) : default).Store(dx + i + 16);
+        }
+        for (; i < full; i += 16)
         {
             var v = Vector512.Load(x + i);
             Vector512.FusedMultiplyAdd(Vector512.Load(dy + i), GeluGrad512(v), accumulate ? Vector512.Load(dx + i) : default).Store(dx + i);
@@ -157,8 +176,15 @@ internal static unsafe class GeluKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Gelu256(float* x, float* y, int n)
     {
-        int full = n & ~7, tail = n - full;
-        for (int i = 0; i < full; i += 8)
+        int full = n & ~7, tail = n - full, i = 0;
+        for (; i + 16 <= full; i += 16) // two chains a step, as in Gelu512
+        {
+            var v = Vector256.Load(x + i);
+            var w = Vector256.Load(x + i + 8);
+            (v * Cdf256(v, out _)).Store(y + i);
+            (w * Cdf256(w, out _)).Store(y + i + 8);
+        }
+        for (; i < full; i += 8)
         {
             var v = Vector256.Load(x + i);
             (v * Cdf256(v, out _)).Store(y + i);
@@ -173,8 +199,17 @@ internal static unsafe class GeluKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void GeluBackward256(float* x, float* dy, float* dx, int n, bool accumulate)
     {
-        int full = n & ~7, tail = n - full;
-        for (int i = 0; i < full; i += 8)
+        int full = n & ~7, tail = n - full, i = 0;
+        for (; i + 16 <= full; i += 16)
+        {
+            var v = Vector256.Load(x + i);
+            var w = Vector256.Load(x + i + 8);
+            var gv = GeluGrad256(v);
+            var gw = GeluGrad256(w);
+            Vector256.FusedMultiplyAdd(Vector256.Load(dy + i), gv, accumulate ? Vector256.Load(dx + i) : default).Store(dx + i);
+            Vector256.FusedMultiplyAdd(Vector256.Load(dy + i + 8), gw, accumulate ? Vector256.Load(dx + i + 8) : default).Store(dx + i + 8);
+        }
+        for (; i < full; i += 8)
         {
             var v = Vector256.Load(x + i);
             Vector256.FusedMultiplyAdd(Vector256.Load(dy + i), GeluGrad256(v), accumulate ? Vector256.Load(dx + i) : default).Store(dx + i);
