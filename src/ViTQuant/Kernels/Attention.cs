@@ -10,6 +10,10 @@
 //   accumulated into dQkv at the same strided places.
 //   For hooks that tap the logits L = q·kᵀ, Forward also writes L (unscaled), and the backward runs as two
 //   nodes: BackwardSoftmaxV (dv, and dL += dS) and LogitsBackward (dq, dk from the whole dL).
+//   Swin's window attention adds a bias[h] (the relative position bias) and, on shifted windows, a mask[w] (w the
+//   window's place in its image: item b is window b mod nW) to the scaled logits before the softmax:
+//     P = softmax(scale · q·kᵀ + bias[h] + mask[w])   (added in that order: the op graph's bits for P)
+//   and its backward runs through the same two halves (Ops.WindowAttention).
 //
 // Why fused: the unfused graph (split qkv into heads, q·kᵀ, scale, softmax, ·v, merge heads) makes
 // five passes over [B, H, N, N] / [B, H, N, D] buffers and as many autograd nodes; at ViT sizes (50 or
@@ -32,6 +36,8 @@
 // core that other processes slow down takes fewer items); every item is computed by one thread with
 // no cross-item sums, so results do not depend on the thread count or on which thread ran what.
 // Reference* twins are scalar loops in double.
+using System.Runtime.Intrinsics;
+
 namespace ViTQuant.Kernels;
 
 /// <summary>Fused softmax(scale·q·kᵀ)·v over all images and heads of a packed qkv buffer.</summary>
@@ -56,16 +62,35 @@ internal static unsafe partial class AttentionKernel
     /// </summary>
     public static void Forward(ReadOnlySpan<float> qkv, int batch, int tokens, int heads, int headDim, float scale,
         Span<float> probs, Span<float> output, Span<float> logits = default, int queries = 0)
+        => Forward(qkv, batch, tokens, heads, headDim, scale, probs, output, default, default, 0, logits, queries);
+
+    /// <summary>
+    /// <see cref="Forward(ReadOnlySpan{float}, int, int, int, int, float, Span{float}, Span{float}, Span{float}, int)"/>
+    /// with Swin's addends (file header): <paramref name="bias"/> [H, N, N] (empty: none) and <paramref name="mask"/>
+    /// [windows, N, N] (empty: none; item b takes mask[b mod windows], so batch must be a multiple of windows) added to
+    /// the scaled logits before the softmax. Not with the logits output or fewer query rows. Throws ArgumentException
+    /// on sizes.
+    /// </summary>
+    public static void Forward(ReadOnlySpan<float> qkv, int batch, int tokens, int heads, int headDim, float scale,
+        Span<float> probs, Span<float> output, ReadOnlySpan<float> bias, ReadOnlySpan<float> mask, int windows,
+        Span<float> logits = default, int queries = 0)
     {
-        bool keep = !probs.IsEmpty, wantLogits = !logits.IsEmpty;
+        bool keep = !probs.IsEmpty, wantLogits = !logits.IsEmpty, hasBias = !bias.IsEmpty, hasMask = !mask.IsEmpty;
         int M = Queries(queries, tokens, wantLogits);
         Check(batch, tokens, heads, headDim, qkv.Length, keep ? probs.Length : long.MaxValue, output.Length, output.Length, "output", queries: M);
         if (wantLogits) Check(batch, tokens, heads, headDim, qkv.Length, logits.Length, output.Length, output.Length, "output", "logits");
+        long nn = (long)tokens * tokens;
+        if ((hasBias || hasMask) && (wantLogits || M != tokens))
+            throw new ArgumentException("attention: a logit bias or mask needs every query row and no logits output");
+        if (hasBias && bias.Length < heads * nn) throw new ArgumentException($"attention: bias has {bias.Length} elements, [{heads}, {tokens}, {tokens}] needs {heads * nn}");
+        if (hasMask && (windows < 1 || batch % windows != 0 || mask.Length < windows * nn))
+            throw new ArgumentException($"attention: a mask of {mask.Length} elements for {windows} windows does not fit {batch} items of {tokens} tokens");
         bool wide = UsesAvx512, narrow = !wide && UsesAvx2; // read on the calling thread: ForceKernel / ForceNarrow scopes are per flow
-        fixed (float* pq = qkv, pp = probs, po = output, pl = logits)
+        fixed (float* pq = qkv, pp = probs, po = output, pl = logits, pbias = bias, pmask = mask)
         {
             nint q = (nint)pq, p = keep ? (nint)pp : 0, o = (nint)po, l = wantLogits ? (nint)pl : 0;
-            int N = tokens, H = heads, D = headDim, C = H * D, C3 = 3 * C;
+            nint bi = hasBias ? (nint)pbias : 0, mk = hasMask ? (nint)pmask : 0;
+            int N = tokens, H = heads, D = headDim, C = H * D, C3 = 3 * C, nW = Math.Max(1, windows);
             Parallelism.For(0, batch * H, t =>
             {
                 int b = t / H, h = t % H;
@@ -73,14 +98,16 @@ internal static unsafe partial class AttentionKernel
                 float* pt = p != 0 ? (float*)p + (nint)t * M * N : null;
                 float* lt = l != 0 ? (float*)l + (nint)t * N * N : null;
                 float* ob = (float*)o + (nint)b * M * C + h * D;
+                float* bt = bi != 0 ? (float*)bi + (nint)h * N * N : null;
+                float* mt = mk != 0 ? (float*)mk + (nint)(b % nW) * N * N : null;
                 if (wide)
                 {
-                    ForwardHead512(qb, qb + C, qb + 2 * C, C3, N, D, scale, pt, ob, C, lt, M);
+                    ForwardHead512(qb, qb + C, qb + 2 * C, C3, N, D, scale, pt, ob, C, lt, M, bt, mt);
                     return;
                 }
                 if (narrow)
                 {
-                    ForwardHead256(qb, qb + C, qb + 2 * C, C3, N, D, scale, pt, ob, C, lt, M);
+                    ForwardHead256(qb, qb + C, qb + 2 * C, C3, N, D, scale, pt, ob, C, lt, M, bt, mt);
                     return;
                 }
                 var qs = new ReadOnlySpan<float>(qb, (M - 1) * C3 + D);
@@ -95,6 +122,8 @@ internal static unsafe partial class AttentionKernel
                     System.Numerics.Tensors.TensorPrimitives.Multiply(ls, scale, ps);
                 }
                 else Gemm.Sgemm(false, true, M, N, D, scale, qs, C3, ks, C3, 0f, ps, N);
+                if (bt != null || mt != null)
+                    fixed (float* sp = ps) AddLogitRows(sp, N, M, N, bt, mt);
                 SoftmaxKernel.SoftmaxRows(ps, ps, M, N);
                 Gemm.Sgemm(false, false, M, D, N, 1f, ps, N, vs, C3, 0f, new Span<float>(ob, (M - 1) * C + D), C);
             });
@@ -160,6 +189,32 @@ internal static unsafe partial class AttentionKernel
                 else Gemm.Sgemm(false, false, N, D, N, 1f, new ReadOnlySpan<float>(pt, N * N), N, new ReadOnlySpan<float>(vt, N * D), D,
                     0f, new Span<float>(ob, (N - 1) * C + D), C);
             });
+        }
+    }
+
+    // s[r·lds + j] = (s[r·lds + j] + bias[r·n + j]) + mask[r·n + j] for r < rows, j < n (bias or mask null: not added):
+    // the op graph's two additions in its order, so the same bits.
+    internal static void AddLogitRows(float* s, nint lds, int rows, int n, float* bias, float* mask)
+    {
+        for (int r = 0; r < rows; r++, s += lds)
+        {
+            float* br = bias != null ? bias + (nint)r * n : null, mr = mask != null ? mask + (nint)r * n : null;
+            int j = 0;
+            if (Vector256.IsHardwareAccelerated)
+                for (; j + 8 <= n; j += 8)
+                {
+                    var v = Vector256.Load(s + j);
+                    if (br != null) v += Vector256.Load(br + j);
+                    if (mr != null) v += Vector256.Load(mr + j);
+                    v.Store(s + j);
+                }
+            for (; j < n; j++)
+            {
+                float v = s[j];
+                if (br != null) v += br[j];
+                if (mr != null) v += mr[j];
+                s[j] = v;
+            }
         }
     }
 

@@ -40,7 +40,7 @@ internal static unsafe partial class AttentionKernel
     // One head (as ForwardHead512): q, k, v N×D with row stride ld; probs M×N or null; o M×D with row stride ldo;
     // logits N×N receives the unscaled q·kᵀ (null: not wanted); M = m query rows (m < 0: all N).
     private static void ForwardHead256(float* q, float* k, float* v, nint ld, int n, int d, float scale,
-        float* probs, float* o, nint ldo, float* logits = null, int m = -1)
+        float* probs, float* o, nint ldo, float* logits = null, int m = -1, float* bias = null, float* mask = null)
     {
         const int R = Rows256, W = Cols256;
         if (m < 0) m = n; // query rows (as ForwardHead512)
@@ -67,6 +67,7 @@ internal static unsafe partial class AttentionKernel
                     row.CopyTo(new Span<float>(logits + (nint)(i0 + r) * n, n));
                     System.Numerics.Tensors.TensorPrimitives.Multiply(row, scale, row);
                 }
+            if (bias != null || mask != null) AddLogitRows(sRows, np, mr, n, bias == null ? null : bias + (nint)i0 * n, mask == null ? null : mask + (nint)i0 * n);
             float* p = probs != null ? probs + (nint)i0 * n : pScratch;
             SoftmaxKernel.SoftmaxRows256(sRows, np, p, n, mr, n);
             float* orow = o + i0 * ldo;

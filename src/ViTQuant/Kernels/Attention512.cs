@@ -54,7 +54,7 @@ internal static unsafe partial class AttentionKernel
     // (null: probabilities only, into probs; v unused); logits N×N receives the unscaled q·kᵀ (null: not wanted; M = N
     // then). M = m: the query rows, the first m of q (m < 0: all N).
     private static void ForwardHead512(float* q, float* k, float* v, nint ld, int n, int d, float scale,
-        float* probs, float* o, nint ldo, float* logits = null, int m = -1)
+        float* probs, float* o, nint ldo, float* logits = null, int m = -1, float* bias = null, float* mask = null)
     {
         if (m < 0) m = n; // query rows (probs m × n, o m rows)
         int np = (n + Cols - 1) / Cols * Cols;
@@ -90,6 +90,7 @@ internal static unsafe partial class AttentionKernel
                     row.CopyTo(new Span<float>(logits + (nint)(i0 + r) * n, n));
                     System.Numerics.Tensors.TensorPrimitives.Multiply(row, scale, row);
                 }
+            if (bias != null || mask != null) AddLogitRows(s.S, np, mr, n, bias == null ? null : bias + (nint)i0 * n, mask == null ? null : mask + (nint)i0 * n);
             float* p = probs != null ? probs + (nint)i0 * n : s.P;
             SoftmaxKernel.SoftmaxRows512(s.S, np, p, n, mr, n);
             if (o != null) PvRows512(p, mr, n, v, ldv, d, o + i0 * ldo, ldo, s.VTail, s.OTail);

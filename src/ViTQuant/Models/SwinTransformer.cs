@@ -299,11 +299,25 @@ internal sealed class SwinBlock : Module
         return Fc2.Forward(Act(hooks, $"{p}.mlp.fc2", h), hooks?.Weight($"{p}.mlp.fc2", Fc2.Weight));
     }
 
-    /// <summary>Window attention on windows [B·nW, M², C] (timm's WindowAttention.forward, non-fused path).</summary>
+    /// <summary>
+    /// True: calls from this thread (and its parallel regions' workers) run the window attention as the op graph even
+    /// without hooks (same-process A/B benchmarks and tests; the fused op gives the same numbers within float rounding).
+    /// </summary>
+    internal static bool UnfusedWindowAttention { get => _unfused.Value; set => _unfused.Value = value; }
+
+    private static readonly AsyncLocal<bool> _unfused = new();
+
+    /// <summary>
+    /// Window attention on windows [B·nW, M², C] (timm's WindowAttention.forward). Without hooks nothing can look at
+    /// q, k, v or the probabilities, so the middle runs as one op (Ops.WindowAttention); hooks get the op graph with
+    /// every intermediate offered to them.
+    /// </summary>
     private Tensor WindowAttention(Tensor x, int windowsPerImage, IModelHooks? hooks)
     {
         var p = _p;
         int Bw = x.Shape[0], N = x.Shape[1];
+        if (hooks == null && !UnfusedWindowAttention)
+            return Proj.Forward(Ops.WindowAttention(Qkv.Forward(x), _heads, _scale, RelativePositionBias(N), _mask));
         var qkv = Qkv.Forward(Tokens(hooks, $"{p}.attn.qkv", x, Bw / windowsPerImage), hooks?.Weight($"{p}.attn.qkv", Qkv.Weight));
         var (q, k, v) = Ops.SplitQkv(qkv, _heads);                 // each [B·nW, heads, M², dh]
         q = Act(hooks, $"{p}.attn.q", q);
@@ -311,9 +325,7 @@ internal sealed class SwinBlock : Module
         v = Act(hooks, $"{p}.attn.v", v);
         var logits = Ops.MatMul(q, k, transB: true);               // [B·nW, heads, N, N]
         if (hooks != null && hooks.WantsTap($"{p}.attn.logits")) hooks.Tap($"{p}.attn.logits", logits);
-        // bias [heads, N, N] = table[relative_position_index] permuted (2, 0, 1), as timm's _get_rel_pos_bias
-        var bias = Ops.Permute(Ops.Reshape(Ops.IndexSelect(RelativePositionBiasTable, 0, _relIndex), N, N, _heads), 2, 0, 1);
-        var scores = Ops.Add(Ops.Scale(logits, _scale), bias);
+        var scores = Ops.Add(Ops.Scale(logits, _scale), RelativePositionBias(N));
         if (_mask != null)
         {
             var perImage = Ops.Reshape(scores, Bw / windowsPerImage, windowsPerImage, _heads, N, N);
@@ -327,6 +339,10 @@ internal sealed class SwinBlock : Module
         var merged = Ops.MergeHeads(o);
         return Proj.Forward(Act(hooks, $"{p}.attn.proj", merged), hooks?.Weight($"{p}.attn.proj", Proj.Weight));
     }
+
+    // bias [heads, N, N] = table[relative_position_index] permuted (2, 0, 1), as timm's _get_rel_pos_bias.
+    private Tensor RelativePositionBias(int n) =>
+        Ops.Permute(Ops.Reshape(Ops.IndexSelect(RelativePositionBiasTable, 0, _relIndex), n, n, _heads), 2, 0, 1);
 
     private static Tensor Act(IModelHooks? hooks, string point, Tensor x) => hooks?.Activation(point, x) ?? x;
 

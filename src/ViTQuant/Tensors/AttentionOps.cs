@@ -106,4 +106,59 @@ internal static partial class Ops
             AttentionKernel.BackwardSoftmaxV(qkv.Span, probs!.Span, g.Span, B, N, heads, D, scale, qkv.GradSpan(), l.GradSpan()));
         return (y, logits);
     }
+    /// <summary>
+    /// Swin's window attention core in one node: softmax(scale·q·kᵀ + bias[h] + mask[w])·v for every window and head of
+    /// qkv [Bw, N, 3·C] (timm's (3, H, D) inner order), heads merged: [Bw, N, C]. <paramref name="bias"/> [H, N, N] is the
+    /// relative position bias (differentiable: its gradient is the logits' summed over the windows); <paramref name="mask"/>
+    /// (constant, or null) holds nW = mask.Size / N² masks, window b taking mask[b mod nW] (Bw is images × nW). Equal
+    /// within float rounding to SplitQkv → MatMul(q, k, transB) → Scale → Add(bias) → Add(mask) → Softmax → MatMul(·, v)
+    /// → MergeHeads (its probabilities bit for bit), without the [Bw, H, N, N] passes between the products. Throws
+    /// ArgumentException on shapes.
+    /// </summary>
+    internal static Tensor WindowAttention(Tensor qkv, int heads, float scale, Tensor bias, Tensor? mask)
+    {
+        if (qkv.Rank != 3 || heads < 1 || qkv.Shape[2] % (3 * heads) != 0 || qkv.Shape[2] == 0)
+            throw new ArgumentException($"WindowAttention: expected [Bw, N, 3·heads·D] with heads={heads}, got {Tensor.ShapeString(qkv.Shape)}");
+        int B = qkv.Shape[0], N = qkv.Shape[1], C = qkv.Shape[2] / 3, D = C / heads;
+        if (bias.Size != heads * N * N || bias.Shape[^1] != N)
+            throw new ArgumentException($"WindowAttention: bias {Tensor.ShapeString(bias.Shape)} is not [{heads}, {N}, {N}]");
+        int windows = mask == null ? 0 : mask.Size / Math.Max(1, N * N);
+        if (mask != null && (mask.RequiresGrad || windows < 1 || mask.Size != windows * N * N || B % windows != 0))
+            throw new ArgumentException($"WindowAttention: mask {Tensor.ShapeString(mask.Shape)} is not a constant [nW, N, N] with {B} windows a multiple of nW");
+        if (B == 0 || N == 0) return Tensor.Output(B, N, C);
+        var y = Tensor.OutputUninitialized(B, N, C); // every element written by the P·v products
+        var maskSpan = mask != null ? mask.Span : default;
+        if (!Autograd.Needs(qkv, bias))
+        {
+            AttentionKernel.Forward(qkv.Span, B, N, heads, D, scale, default, y.Span, bias.Span, maskSpan, windows);
+            return y;
+        }
+        var probs = Tensor.OutputUninitialized(B, heads, N, N); // kept for the backward
+        AttentionKernel.Forward(qkv.Span, B, N, heads, D, scale, probs.Span, y.Span, bias.Span, maskSpan, windows);
+        return Autograd.Record("window_attention", y, new[] { qkv, bias }, g =>
+        {
+            // The softmax half with scale 1 gives dv and the gradient at the logits with bias and mask added (dZ); the
+            // bias takes dZ summed over the windows, and q, k the gradient at q·kᵀ, scale·dZ.
+            var dZ = TensorArena.Rent(B * heads * N * N); // the SoftmaxV half adds into it
+            var dQkv = qkv.RequiresGrad ? qkv.GradSpan() : TensorArena.Rent(qkv.Size);
+            AttentionKernel.BackwardSoftmaxV(qkv.Span, probs.Span, g.Span, B, N, heads, D, 1f, dQkv, dZ);
+            if (bias.RequiresGrad)
+            {
+                int nn = N * N;
+                var sum = TensorArena.Rent(heads * nn);
+                // Each head's sum over the windows in window order, heads across workers: the same bits at any thread count.
+                Parallelism.For(0, heads, h =>
+                {
+                    var dst = sum.AsSpan(h * nn, nn);
+                    for (int b = 0; b < B; b++)
+                        System.Numerics.Tensors.TensorPrimitives.Add(dst, new ReadOnlySpan<float>(dZ, (b * heads + h) * nn, nn), dst);
+                });
+                var db = bias.GradSpan();
+                System.Numerics.Tensors.TensorPrimitives.Add(db, sum.AsSpan(0, heads * nn), db);
+            }
+            if (!qkv.RequiresGrad) return;
+            System.Numerics.Tensors.TensorPrimitives.Multiply(dZ.AsSpan(0, B * heads * N * N), scale, dZ);
+            AttentionKernel.LogitsBackward(qkv.Span, dZ, B, N, heads, D, dQkv);
+        });
+    }
 }

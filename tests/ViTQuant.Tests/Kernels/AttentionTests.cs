@@ -357,6 +357,94 @@ public class AttentionTests
         }
     }
 
+    // Swin's window attention core (Ops.WindowAttention: relative position bias and shifted-window mask added to the
+    // scaled logits) against the op graph Swin ran before (SplitQkv → MatMul → Scale → Add bias → Add mask → Softmax →
+    // MatMul → MergeHeads): output, dQkv and the bias gradient (summed over the windows), with and without the mask, on
+    // every GEMM kernel; window shapes of Swin-T (7×7: 49 tokens) and ours (4×4, 3×3), head widths of every path.
+    [Theory]
+    [InlineData(8, 4, 16, 2, 32)]
+    [InlineData(6, 3, 9, 3, 16)]
+    [InlineData(4, 2, 49, 2, 32)]
+    [InlineData(3, 1, 16, 1, 24)]
+    public void WindowAttentionEqualsTheOpGraphWithGradients(int Bw, int nW, int N, int H, int D)
+    {
+        int C = H * D;
+        var rng = new Rng(31);
+        var data = Random(rng, Bw * N * 3 * C, 2f);
+        var biasData = Random(rng, H * N * N);
+        var maskData = new float[nW * N * N];
+        for (int i = 0; i < maskData.Length; i++) maskData[i] = rng.NextFloat() < 0.3f ? -100f : 0f;
+        var w = new Tensor(Random(rng, Bw * N * C), Bw, N, C);
+        float scale = 1f / MathF.Sqrt(D);
+        foreach (bool masked in new[] { false, true })
+            foreach (var kernel in Kernels)
+                foreach (int threads in new[] { 1, 2 })
+                {
+                    int saved = Parallelism.Threads;
+                    Parallelism.Threads = threads;
+                    try
+                    {
+                        using var _ = ManagedGemm.ForceKernel(kernel);
+                        var mask = masked ? new Tensor((float[])maskData.Clone(), nW, 1, N, N) : null;
+                        var a = new Tensor((float[])data.Clone(), Bw, N, 3 * C).RequireGrad();
+                        var ba = new Tensor((float[])biasData.Clone(), H, N, N).RequireGrad();
+                        var ya = Ops.WindowAttention(a, H, scale, ba, mask);
+                        Ops.Sum(Ops.Mul(ya, w)).Backward();
+
+                        var b = new Tensor((float[])data.Clone(), Bw, N, 3 * C).RequireGrad();
+                        var bb = new Tensor((float[])biasData.Clone(), H, N, N).RequireGrad();
+                        var (q, k, v) = Ops.SplitQkv(b, H);
+                        var scores = Ops.Add(Ops.Scale(Ops.MatMul(q, k, transB: true), scale), bb);
+                        if (mask != null) scores = Ops.Reshape(Ops.Add(Ops.Reshape(scores, Bw / nW, nW, H, N, N), mask), Bw, H, N, N);
+                        var yb = Ops.MergeHeads(Ops.MatMul(Ops.Softmax(scores, -1), v));
+                        Ops.Sum(Ops.Mul(yb, w)).Backward();
+                        string what = $"{kernel} threads {threads} mask {masked} {Bw}x{N}x{H}x{D}";
+                        AssertClose(yb.ToArray(), ya.ToArray(), 1e-6, $"{what} output");
+                        AssertClose(b.Grad!.ToArray(), a.Grad!.ToArray(), 1e-5, $"{what} dQkv");
+                        AssertClose(bb.Grad!.ToArray(), ba.Grad!.ToArray(), 1e-5, $"{what} dBias");
+                    }
+                    finally { Parallelism.Threads = saved; }
+                }
+        // A bias that takes no gradient (qkv's alone), and a qkv that takes none (the bias's alone).
+        var q2 = new Tensor((float[])data.Clone(), Bw, N, 3 * C).RequireGrad();
+        Ops.Sum(Ops.WindowAttention(q2, H, scale, new Tensor((float[])biasData.Clone(), H, N, N), null)).Backward();
+        Assert.NotNull(q2.Grad);
+        var b2 = new Tensor((float[])biasData.Clone(), H, N, N).RequireGrad();
+        Ops.Sum(Ops.Mul(Ops.WindowAttention(new Tensor((float[])data.Clone(), Bw, N, 3 * C), H, scale, b2, null), w)).Backward();
+        Assert.Contains(b2.Grad!.ToArray(), g => g != 0f);
+        // Bad shapes: a bias of another size, a mask whose window count does not divide the batch, a mask that wants a gradient.
+        var x = new Tensor((float[])data.Clone(), Bw, N, 3 * C);
+        Assert.Throws<ArgumentException>(() => Ops.WindowAttention(x, H, scale, Tensor.Zeros(H, N, N + 1), null));
+        Assert.Throws<ArgumentException>(() => Ops.WindowAttention(x, H, scale, Tensor.Zeros(H, N, N), Tensor.Zeros(Bw + 1, 1, N, N)));
+        Assert.Throws<ArgumentException>(() => Ops.WindowAttention(x, H, scale, Tensor.Zeros(H, N, N), Tensor.Zeros(nW, 1, N, N).RequireGrad()));
+    }
+
+    // The Swin model with the fused window attention against its op graph (UnfusedWindowAttention): logits and every
+    // parameter's gradient (the relative position bias tables among them) of a padded, shifted, window-shrinking Swin.
+    [Fact]
+    public void SwinWithTheFusedWindowAttentionEqualsTheOpGraph()
+    {
+        var model = new SwinTransformer(ViTQuant.Tests.Models.Chunking.OddSwin, seed: 3);
+        var x = Tensor.Randn(new Rng(4), 1f, 3, 3, 20, 20);
+        var labels = new[] { 0, 1, 3 };
+        (float[] Logits, float[][] Grads) Run(bool unfused)
+        {
+            SwinBlock.UnfusedWindowAttention = unfused;
+            try
+            {
+                model.ZeroGrad();
+                var logits = model.Forward(x);
+                Ops.CrossEntropy(logits, labels).Backward();
+                return (logits.ToArray(), model.Parameters().Select(p => p.Grad!.ToArray()).ToArray());
+            }
+            finally { SwinBlock.UnfusedWindowAttention = false; }
+        }
+        var (fl, fg) = Run(false);
+        var (ul, ug) = Run(true);
+        AssertClose(ul, fl, 1e-5, "logits");
+        for (int i = 0; i < fg.Length; i++) AssertClose(ug[i], fg[i], 1e-4, $"gradient {i}");
+    }
+
     // Observing hooks (a TapRecorder) keep the fused attention and compute the taps beside it; a recorder
     // around a hook that is not known to pass through gets the unfused graph. Same taps, logits and
     // gradients, with a loss on the logits taps (as MimiQ synthesis) or on the per-head outputs (as PSAQ).
