@@ -274,6 +274,16 @@ internal sealed class SwinBlock : Module
     public Tensor Attention(Tensor h, IModelHooks? hooks)
     {
         int B = h.Shape[0], H = h.Shape[1], W = h.Shape[2], M = _window;
+        if (!SeparateWindowOps)
+        {
+            // The roll, pad and partition (and back: reverse, crop, roll) are row moves: one gather each way.
+            int nW = (H + M - 1) / M * ((W + M - 1) / M), C = h.Shape[3];
+            if (_mask != null && _mask.Shape[0] != nW)
+                throw new ArgumentException($"{_p}: a {H}×{W} map has {nW} windows of {M}×{M}, the shifted-window mask was built for {_mask.Shape[0]}");
+            var (part, back) = _layouts.GetOrAdd((B, H, W), key => SwinWindows.GatherIndices(key.B, key.H, key.W, M, _shift));
+            var attended = WindowAttention(Ops.TakeRows(h, part, new[] { B * nW, M * M, C }), nW, hooks); // [B·nW, M², C]
+            return Ops.TakeRows(attended, back, new[] { B, H, W, C });
+        }
         if (_shift > 0) h = Ops.Roll(Ops.Roll(h, -_shift, 1), -_shift, 2);
         h = SwinWindows.PadTo(h, M);
         int Hp = h.Shape[1], Wp = h.Shape[2];
@@ -306,6 +316,17 @@ internal sealed class SwinBlock : Module
     internal static bool UnfusedWindowAttention { get => _unfused.Value; set => _unfused.Value = value; }
 
     private static readonly AsyncLocal<bool> _unfused = new();
+
+    /// <summary>
+    /// True: calls from this thread (and its workers) roll, pad, partition, reverse and crop the map in ops of their own
+    /// instead of the two gathers (same-process A/B benchmarks and tests; the same bits).
+    /// </summary>
+    internal static bool SeparateWindowOps { get => _separateWindowOps.Value; set => _separateWindowOps.Value = value; }
+
+    private static readonly AsyncLocal<bool> _separateWindowOps = new();
+
+    // Gather indices (SwinWindows.GatherIndices) by batch and map size: chunks of a batch may differ in images and run at once.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<(int B, int H, int W), (int[] Part, int[] Back)> _layouts = new();
 
     /// <summary>
     /// Window attention on windows [B·nW, M², C] (timm's WindowAttention.forward). Without hooks nothing can look at
@@ -364,6 +385,33 @@ internal sealed class SwinBlock : Module
 /// <summary>Window partition/reverse, padding, relative position index and shift mask (timm's helpers).</summary>
 internal static class SwinWindows
 {
+    /// <summary>
+    /// Row indices for Ops.TakeRows that do, for maps [B, H, W, C] and windows of m×m shifted by s (0: none), what
+    /// roll(−s, −s) → PadTo(m) → Partition(m) does (Part: window row → map row, −1 for a padded position) and what
+    /// Reverse → crop to H×W → roll(s, s) does (Back: map row → window row), timm's order of windows and positions.
+    /// </summary>
+    public static (int[] Part, int[] Back) GatherIndices(int b, int h, int w, int m, int s)
+    {
+        int nWy = (h + m - 1) / m, nWx = (w + m - 1) / m, mm = m * m;
+        var part = new int[b * nWy * nWx * mm];
+        var back = new int[b * h * w];
+        for (int img = 0; img < b; img++)
+            for (int wy = 0; wy < nWy; wy++)
+                for (int wx = 0; wx < nWx; wx++)
+                    for (int py = 0; py < m; py++)
+                        for (int px = 0; px < m; px++)
+                        {
+                            int y = wy * m + py, x = wx * m + px; // on the rolled, padded map
+                            int row = ((img * nWy + wy) * nWx + wx) * mm + py * m + px;
+                            if (y >= h || x >= w) { part[row] = -1; continue; }
+                            // roll by −s: the rolled map's (y, x) is the map's ((y + s) mod h, (x + s) mod w)
+                            int src = (img * h + (y + s) % h) * w + (x + s) % w;
+                            part[row] = src;
+                            back[src] = row;
+                        }
+        return (part, back);
+    }
+
     /// <summary>Zero-pads x [B, H, W, C] at the bottom and right so H and W are multiples of m.</summary>
     public static Tensor PadTo(Tensor x, int m)
     {

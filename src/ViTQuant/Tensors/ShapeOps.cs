@@ -4,7 +4,7 @@
 //   reshape family       gradient taken in the input's shape (same element order)
 //   permute by p         gradient permuted by p⁻¹
 //   concat/stack/narrow/pad   gradient sliced back to each input's region
-//   index_select, gather_rows gradient scatter-added (duplicate indices accumulate)
+//   index_select, gather_rows, take_rows gradient scatter-added (duplicate indices accumulate)
 //   roll by s            gradient rolled by −s;  flip: gradient flipped
 //   broadcast_to         gradient summed over the stretched dimensions
 // Most copies view the tensor as [outer, n, inner] around one axis (as the reductions do) and move
@@ -242,6 +242,62 @@ internal static partial class Ops
     }
 
     /// <summary>
+    /// Rows of x gathered into a new tensor of <paramref name="shape"/>: with x's last axis C and x read as rows of C
+    /// floats, row i of the result is x's row rows[i], or zeros where rows[i] is −1 (shape's last axis must be C and its
+    /// rows rows.Length). One copy for a composition of row moves, such as Swin's roll, pad and window partition (and
+    /// back). The backward adds each row's gradient into its source row; when no source row is taken twice, a fresh
+    /// gradient is written row by row (rows never taken cleared) instead of zero-filled and added into. Throws
+    /// ArgumentException on shapes or an index out of range.
+    /// </summary>
+    internal static Tensor TakeRows(Tensor x, int[] rows, int[] shape)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        int c = x.Rank == 0 ? 1 : x.Shape[^1], n = c == 0 ? 0 : x.Size / c;
+        if (shape.Length == 0 || shape[^1] != c || Tensor.Numel(shape) != (long)rows.Length * c)
+            throw new ArgumentException($"take_rows: {rows.Length} rows of {c} do not make {Tensor.ShapeString(shape)}");
+        var taken = new bool[n];
+        bool injective = true;
+        foreach (int r in rows)
+        {
+            if (r < -1 || r >= n) throw new ArgumentException($"take_rows: row {r} of {n}");
+            if (r >= 0) { injective &= !taken[r]; taken[r] = true; }
+        }
+        var y = Tensor.OutputUninitialized(shape); // every row written: copied or cleared
+        float[] xd = x.Data, yd = y.Data;
+        ForRows(rows.Length, c, (s, e) =>
+        {
+            for (int i = s; i < e; i++)
+            {
+                if (rows[i] < 0) yd.AsSpan(i * c, c).Clear();
+                else xd.AsSpan(rows[i] * c, c).CopyTo(yd.AsSpan(i * c, c));
+            }
+        });
+        if (!Autograd.Needs(x)) return y;
+        return Autograd.Record("take_rows", y, new[] { x }, g =>
+        {
+            var gd = g.Data;
+            if (injective)
+            {
+                var gx = x.GradSpanForOverwrite(out bool fresh);
+                if (fresh)
+                {
+                    for (int r = 0; r < n; r++) if (!taken[r]) gx.Slice(r * c, c).Clear();
+                    for (int i = 0; i < rows.Length; i++)
+                        if (rows[i] >= 0) gd.AsSpan(i * c, c).CopyTo(gx.Slice(rows[i] * c, c));
+                    return;
+                }
+            }
+            var acc = x.GradSpan();
+            for (int i = 0; i < rows.Length; i++)
+            {
+                if (rows[i] < 0) continue;
+                var dst = acc.Slice(rows[i] * c, c);
+                TensorPrimitives.Add(dst, gd.AsSpan(i * c, c), dst);
+            }
+        });
+    }
+
+    /// <summary>
     /// For x of shape [B, K], the vector y[b] = x[b, idx[b]] of shape [B] (e.g. the logit of each target
     /// class). Throws ArgumentException when x is not rank 2 or idx has the wrong length, and
     /// ArgumentOutOfRangeException for an index outside [0, K).
@@ -261,7 +317,7 @@ internal static partial class Ops
         var y = Tensor.Output(rows);
         for (int b = 0; b < rows; b++) y.Data[b] = x.Data[at[b]];
         if (!Autograd.Needs(x)) return y;
-        return Autograd.Record("gather_rows", y, new[] { x }, g =>
+        return Autograd.Record("take_rows", y, new[] { x }, g =>
         {
             var gx = x.GradSpan();
             for (int b = 0; b < rows; b++) gx[at[b]] += g.Data[b];

@@ -445,6 +445,43 @@ public class AttentionTests
         for (int i = 0; i < fg.Length; i++) AssertClose(ug[i], fg[i], 1e-4, $"gradient {i}");
     }
 
+    // The Swin block's two row gathers (SwinWindows.GatherIndices) against the roll, pad, partition, reverse, crop and
+    // roll ops they replace: the same logits and gradients bit for bit, on a padded, shifted, window-shrinking Swin and
+    // on the shipped architecture's shape, with hooks that see the windows (a quantizer on every point) and without.
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(false, true)]
+    [InlineData(true, false)]
+    public void SwinRowGathersEqualTheWindowOps(bool shipped, bool hooked)
+    {
+        var config = shipped ? SwinConfig.FashionMnist() : ViTQuant.Tests.Models.Chunking.OddSwin;
+        var model = new SwinTransformer(config, seed: 3);
+        var x = Tensor.Randn(new Rng(5), 1f, 2, config.InChans, config.ImageSize, config.ImageSize);
+        IModelHooks? hooks = hooked ? new ScaleEveryActivation() : null;
+        (float[] Logits, float[][] Grads) Run(bool separate)
+        {
+            SwinBlock.SeparateWindowOps = separate;
+            try
+            {
+                model.ZeroGrad();
+                var logits = model.Forward(x, hooks);
+                Ops.CrossEntropy(logits, new[] { 1, 2 }).Backward();
+                return (logits.ToArray(), model.Parameters().Select(p => p.Grad!.ToArray()).ToArray());
+            }
+            finally { SwinBlock.SeparateWindowOps = false; }
+        }
+        var (gl, gg) = Run(false);
+        var (sl, sg) = Run(true);
+        Assert.Equal(sl, gl);
+        for (int i = 0; i < gg.Length; i++) Assert.Equal(sg[i], gg[i]);
+    }
+
+    // A hook that changes every activation it is offered (so the windows' layout matters to it).
+    private sealed class ScaleEveryActivation : IModelHooks
+    {
+        public Tensor Activation(string point, Tensor x) => Ops.Scale(x, 0.5f);
+    }
+
     // Observing hooks (a TapRecorder) keep the fused attention and compute the taps beside it; a recorder
     // around a hook that is not known to pass through gets the unfused graph. Same taps, logits and
     // gradients, with a loss on the logits taps (as MimiQ synthesis) or on the per-head outputs (as PSAQ).

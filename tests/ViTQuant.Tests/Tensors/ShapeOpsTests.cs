@@ -267,6 +267,29 @@ public class ShapeOpsTests
         Assert.Throws<ArgumentOutOfRangeException>(() => Ops.GatherRows(x, new[] { 0, 4, 0 }));
     }
 
+    // TakeRows: rows of C floats moved into a new shape, −1 giving a zero row; its backward writes a fresh gradient row
+    // by row when no row is taken twice (the rows never taken cleared), else adds, and adds onto a gradient already there.
+    [Fact]
+    public void TakeRowsMovesRowsAndScattersTheGradientBack()
+    {
+        var x = Iota(4, 3).RequireGrad();
+        var y = Ops.TakeRows(x, new[] { 2, -1, 0 }, new[] { 1, 3, 3 });
+        Assert.Equal(new[] { 1, 3, 3 }, y.Shape);
+        Assert.Equal(new float[] { 6, 7, 8, 0, 0, 0, 0, 1, 2 }, y.ToArray());
+        var up = Tensor.FromArray(new float[] { 1, 2, 3, 4, 5, 6, 7, 8, 9 }, 1, 3, 3);
+        Ops.Sum(Ops.Mul(y, up)).Backward();
+        Assert.Equal(new float[] { 7, 8, 9, 0, 0, 0, 1, 2, 3, 0, 0, 0 }, x.Grad!.ToArray()); // fresh: rows 1 and 3 cleared
+        Ops.Sum(Ops.Mul(Ops.TakeRows(x, new[] { 2, -1, 0 }, new[] { 3, 3 }), Ops.Reshape(up, 3, 3))).Backward();
+        Assert.Equal(new float[] { 14, 16, 18, 0, 0, 0, 2, 4, 6, 0, 0, 0 }, x.Grad!.ToArray()); // added onto the first
+        x.ZeroGrad();
+        Ops.Sum(Ops.TakeRows(x, new[] { 3, 3, -1, 1 }, new[] { 4, 3 })).Backward(); // row 3 twice: added
+        Assert.Equal(new float[] { 0, 0, 0, 1, 1, 1, 0, 0, 0, 2, 2, 2 }, x.Grad!.ToArray());
+        GradCheck.Check(t => Ops.TakeRows(t[0], new[] { 1, -1, 4, 1 }, new[] { 2, 2, 3 }), new[] { GradCheck.Rand(new Rng(41), 5, 3) });
+        Assert.Throws<ArgumentException>(() => Ops.TakeRows(x, new[] { 0, 4 }, new[] { 2, 3 }));
+        Assert.Throws<ArgumentException>(() => Ops.TakeRows(x, new[] { 0, -2 }, new[] { 2, 3 }));
+        Assert.Throws<ArgumentException>(() => Ops.TakeRows(x, new[] { 0, 1 }, new[] { 3, 2 }));
+    }
+
     // ---- roll, flip, broadcast, pad ----
 
     [Fact]
