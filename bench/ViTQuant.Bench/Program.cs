@@ -21,6 +21,8 @@
 //       fused attention kernel (AVX-512 path and GEMM path) against the unfused op graph
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- engine-ab [--arch A] [--batch B] [--threads T] [--rounds R] [--sleep MS] [--train]
 //       whole model with each run-time engine switch (worker pool, GEMM split, attention path) off in turn
+//   dotnet run -c Release --project bench/ViTQuant.Bench -- swin-ab [--arch A] [--batch B] [--threads T] [--rounds R] [--train | --input-grad]
+//       a Swin with its fused window attention and row gathers against the op graph and the separate window ops
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- ort-ab [--arch A] [--batch B] [--threads T] [--iters N]
 //       ONNX Runtime on our float export, the last block for the head's tokens against the full graph
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- --filter '*'
@@ -59,6 +61,8 @@ if (args.Length > 0 && args[0] == "gemm")
     return QuickGemm.Run(args[1..]);
 if (args.Length > 0 && args[0] == "chunk-ab")
     return ChunkAb.Run(args[1..]);
+if (args.Length > 0 && args[0] == "swin-ab")
+    return SwinAb.Run(args[1..]);
 if (args.Length > 0 && args[0] == "kernel")
     return KernelBench.Run(args[1..]);
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
