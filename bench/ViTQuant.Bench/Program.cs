@@ -22,7 +22,7 @@
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- engine-ab [--arch A] [--batch B] [--threads T] [--rounds R] [--sleep MS] [--train]
 //       whole model with each run-time engine switch (worker pool, GEMM split, attention path) off in turn
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- swin-ab [--arch A] [--batch B] [--threads T] [--rounds R] [--train | --input-grad]
-//       a Swin with its fused window attention and row gathers against the op graph and the separate window ops
+//       a Swin with its fused window attention, row gathers and MLP residual in the GEMM against the op graph, the separate window ops and add
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- ort-ab [--arch A] [--batch B] [--threads T] [--iters N]
 //       ONNX Runtime on our float export, the last block for the head's tokens against the full graph
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- --filter '*'

@@ -1,6 +1,7 @@
 // Same-process A/B of the Swin block's fused paths on a Swin model, calls interleaved round by round: the fused window
 // attention (Ops.WindowAttention) against the op graph (SwinBlock.UnfusedWindowAttention), the two row gathers against
-// the roll / pad / partition / reverse / crop ops (SwinBlock.SeparateWindowOps), and both off. With one thread calls
+// the roll / pad / partition / reverse / crop ops (SwinBlock.SeparateWindowOps), the MLP's residual added in fc2's GEMM
+// against an add of its own (VisionTransformer.SeparateResidualAdds), and all three off (the engine before them). With one thread calls
 // are timed by the thread's CPU clock.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- swin-ab [--arch swin_fmnist] [--batch B] [--threads T] [--rounds R]
 //       [--train | --input-grad]
@@ -15,7 +16,7 @@ namespace ViTQuant.Bench;
 
 internal static class SwinAb
 {
-    private sealed record Variant(string Name, bool Unfused, bool Separate);
+    private sealed record Variant(string Name, bool Unfused, bool Separate, bool SeparateAdd = false);
 
     public static int Run(string[] args)
     {
@@ -42,7 +43,8 @@ internal static class SwinAb
         var variants = new[]
         {
             new Variant("fused (default)", false, false), new Variant("window ops apart", false, true),
-            new Variant("attention op graph", true, false), new Variant("both off", true, true),
+            new Variant("attention op graph", true, false), new Variant("residual add apart", false, false, true),
+            new Variant("all off", true, true, true),
         };
         var model = new SwinTransformer(SwinConfig.FromArchitecture(arch), seed: 1);
         var c = model.Config;
@@ -63,6 +65,7 @@ internal static class SwinAb
                 {
                     SwinBlock.UnfusedWindowAttention = variants[i].Unfused;
                     SwinBlock.SeparateWindowOps = variants[i].Separate;
+                    VisionTransformer.SeparateResidualAdds = variants[i].SeparateAdd;
                     double t0 = cpu ? ForwardOps.ThreadCpuMs() : 0;
                     var sw = Stopwatch.StartNew();
                     using (TensorArena.Scope())
@@ -73,7 +76,7 @@ internal static class SwinAb
                     if (r >= 0) t[i].Add(cpu ? ForwardOps.ThreadCpuMs() - t0 : sw.Elapsed.TotalMilliseconds);
                 }
         }
-        finally { SwinBlock.UnfusedWindowAttention = SwinBlock.SeparateWindowOps = false; }
+        finally { SwinBlock.UnfusedWindowAttention = SwinBlock.SeparateWindowOps = VisionTransformer.SeparateResidualAdds = false; }
         Console.WriteLine($"{arch} batch {batch} threads {Parallelism.Threads}, {(train ? "ForwardBackward to the parameters" : inputGrad ? "ForwardBackward to the input" : "Infer")}, {rounds} interleaved rounds"
             + (cpu ? ", thread CPU time" : ", wall clock"));
         double baseMed = 0;

@@ -265,7 +265,10 @@ internal sealed class SwinBlock : Module
     public Tensor ForwardAttention(Tensor x, IModelHooks? hooks) => Ops.Add(x, Attention(Norm1.Forward(x), hooks));
 
     /// <summary>x + mlp(norm2(x)).</summary>
-    public Tensor ForwardMlp(Tensor x, IModelHooks? hooks) => Ops.Add(x, Mlp(Norm2.Forward(x), hooks));
+    public Tensor ForwardMlp(Tensor x, IModelHooks? hooks) =>
+        hooks == null && !VisionTransformer.SeparateResidualAdds
+            ? Ops.LinearResidual(Hidden(Norm2.Forward(x), null), Fc2.Weight, Fc2.Bias, x, frozenWeight: true) // the add in fc2's GEMM
+            : Ops.Add(x, Mlp(Norm2.Forward(x), hooks));
 
     /// <summary>
     /// The attention branch on the normalised map h [B, H, W, C]: roll by −shift, pad to the window, window
@@ -299,14 +302,20 @@ internal sealed class SwinBlock : Module
     }
 
     /// <summary>The MLP branch (fc1 → GELU → fc2) on the normalised map n [B, H, W, C], the same shape out.</summary>
-    public Tensor Mlp(Tensor n, IModelHooks? hooks)
+    public Tensor Mlp(Tensor n, IModelHooks? hooks) =>
+        Fc2.Forward(Act(hooks, $"{_p}.mlp.fc2", Hidden(n, hooks)), hooks?.Weight($"{_p}.mlp.fc2", Fc2.Weight));
+
+    // GELU(fc1(n)), offered to the hooks' fc1 input, fc1 weight and activation tap.
+    private Tensor Hidden(Tensor n, IModelHooks? hooks)
     {
         var p = _p;
         var fc1In = Tokens(hooks, $"{p}.mlp.fc1", n, n.Shape[0]);
         var h = Fc1.Forward(fc1In, hooks?.Weight($"{p}.mlp.fc1", Fc1.Weight));
-        h = Ops.Gelu(h);
+        // Without hooks or gradients nothing else holds fc1's fresh output: GELU overwrites it (as the ViT's MLP does).
+        if (hooks == null && !h.RequiresGrad && !Autograd.IsEnabled) Kernels.GeluKernel.Gelu(h.Span, h.Span);
+        else h = Ops.Gelu(h);
         if (hooks != null && hooks.WantsTap($"{p}.mlp.act")) hooks.Tap($"{p}.mlp.act", h);
-        return Fc2.Forward(Act(hooks, $"{p}.mlp.fc2", h), hooks?.Weight($"{p}.mlp.fc2", Fc2.Weight));
+        return h;
     }
 
     /// <summary>

@@ -445,8 +445,9 @@ public class AttentionTests
         for (int i = 0; i < fg.Length; i++) AssertClose(ug[i], fg[i], 1e-4, $"gradient {i}");
     }
 
-    // The Swin block's two row gathers (SwinWindows.GatherIndices) against the roll, pad, partition, reverse, crop and
-    // roll ops they replace: the same logits and gradients bit for bit, on a padded, shifted, window-shrinking Swin and
+    // The Swin block's two row gathers (SwinWindows.GatherIndices) and its MLP's residual added in fc2's GEMM
+    // (Ops.LinearResidual, without hooks) against the roll, pad, partition, reverse, crop and roll ops and the separate
+    // add they replace: the same logits and gradients bit for bit, on a padded, shifted, window-shrinking Swin and
     // on the shipped architecture's shape, with hooks that see the windows (a quantizer on every point) and without.
     [Theory]
     [InlineData(false, false)]
@@ -460,7 +461,7 @@ public class AttentionTests
         IModelHooks? hooks = hooked ? new ScaleEveryActivation() : null;
         (float[] Logits, float[][] Grads) Run(bool separate)
         {
-            SwinBlock.SeparateWindowOps = separate;
+            SwinBlock.SeparateWindowOps = VisionTransformer.SeparateResidualAdds = separate;
             try
             {
                 model.ZeroGrad();
@@ -468,7 +469,7 @@ public class AttentionTests
                 Ops.CrossEntropy(logits, new[] { 1, 2 }).Backward();
                 return (logits.ToArray(), model.Parameters().Select(p => p.Grad!.ToArray()).ToArray());
             }
-            finally { SwinBlock.SeparateWindowOps = false; }
+            finally { SwinBlock.SeparateWindowOps = VisionTransformer.SeparateResidualAdds = false; }
         }
         var (gl, gg) = Run(false);
         var (sl, sg) = Run(true);
