@@ -229,7 +229,7 @@ internal static unsafe partial class AttentionKernel
     }
 
     /// <summary>
-    /// Accumulates the gradient of <see cref="Forward"/> into dQkv [B, N, 3·H·D] given the saved probs
+    /// Accumulates the gradient of <see cref="Forward(ReadOnlySpan{float}, int, int, int, int, float, Span{float}, Span{float}, Span{float}, int)"/> into dQkv [B, N, 3·H·D] given the saved probs
     /// [B, H, N, N] and dOut [B, N, H·D] (formulas in the file header). The AVX-512 path (Attention512.cs) when the
     /// GEMM kernel in force is AVX-512 and the head width is a multiple of 32, else four GEMM calls per head.
     /// Throws ArgumentException when a size is not positive or a buffer is too short. With <c>overwrite</c>, dQkv holds no
@@ -314,7 +314,7 @@ internal static unsafe partial class AttentionKernel
     }
 
     /// <summary>
-    /// The gradient at qkv of the unscaled logits L = q·kᵀ [B, H, N, N] that <see cref="Forward"/> can write:
+    /// The gradient at qkv of the unscaled logits L = q·kᵀ [B, H, N, N] that <see cref="Forward(ReadOnlySpan{float}, int, int, int, int, float, Span{float}, Span{float}, Span{float}, int)"/> can write:
     /// dq += dL·k and dk += dLᵀ·q per image and head, accumulated into dQkv [B, N, 3·H·D] (v's part untouched).
     /// Throws ArgumentException when a buffer is too short.
     /// </summary>
@@ -348,7 +348,7 @@ internal static unsafe partial class AttentionKernel
         }
     }
 
-    /// <summary>Scalar double-precision twin of the logits <see cref="Forward"/> writes (q·kᵀ per image and head, unscaled).</summary>
+    /// <summary>Scalar double-precision twin of the logits <see cref="Forward(ReadOnlySpan{float}, int, int, int, int, float, Span{float}, Span{float}, Span{float}, int)"/> writes (q·kᵀ per image and head, unscaled).</summary>
     public static void ReferenceLogits(ReadOnlySpan<float> qkv, int batch, int tokens, int heads, int headDim, Span<float> logits)
     {
         int N = tokens, H = heads, D = headDim, C = H * D, C3 = 3 * C;
@@ -363,7 +363,7 @@ internal static unsafe partial class AttentionKernel
                     }
     }
 
-    /// <summary>Scalar double-precision twin of <see cref="Forward"/> (same arguments and layout).</summary>
+    /// <summary>Scalar double-precision twin of <see cref="Forward(ReadOnlySpan{float}, int, int, int, int, float, Span{float}, Span{float}, Span{float}, int)"/> (same arguments and layout).</summary>
     public static void ReferenceForward(ReadOnlySpan<float> qkv, int batch, int tokens, int heads, int headDim, float scale,
         Span<float> probs, Span<float> output)
     {

@@ -31,7 +31,7 @@ internal static unsafe partial class AttentionKernel
 {
     private const int Rows256 = GemmPacking.MR, Cols256 = GemmPacking.NR;
 
-    /// <summary>True when <see cref="Forward"/> runs the AVX2 path (the GEMM kernel in force is the AVX2 one).</summary>
+    /// <summary>True when <see cref="Forward(ReadOnlySpan{float}, int, int, int, int, float, Span{float}, Span{float}, Span{float}, int)"/> runs the AVX2 path (the GEMM kernel in force is the AVX2 one).</summary>
     internal static bool UsesAvx2 => Avx2Path && ManagedGemm.Current == GemmKernel.Avx2 && Fma.IsSupported && Avx2.IsSupported;
 
     /// <summary>False: the GEMM path runs on AVX2 CPUs too (kept for same-process A/B benchmarks).</summary>

@@ -44,7 +44,7 @@ internal static unsafe partial class AttentionKernel
 {
     private const int Rows = GemmPacking.MR512, Cols = GemmPacking.NR512, PvRows = 6;
 
-    /// <summary>True when <see cref="Forward"/> runs the AVX-512 path (the GEMM kernel in force is AVX-512).</summary>
+    /// <summary>True when <see cref="Forward(ReadOnlySpan{float}, int, int, int, int, float, Span{float}, Span{float}, Span{float}, int)"/> runs the AVX-512 path (the GEMM kernel in force is AVX-512).</summary>
     internal static bool UsesAvx512 => Avx512Path && ManagedGemm.Current == GemmKernel.Avx512 && RowSimd.Wide;
 
     /// <summary>False: the GEMM path runs on AVX-512 CPUs too (kept for same-process A/B benchmarks).</summary>

@@ -386,7 +386,8 @@ internal static unsafe partial class ManagedGemm
     // C[0..mc, 0..nc] (row stride ldc) = alpha·Ap·Bp + beta·C for one A block (mc rows: packed at ap, or full
     // panels read in place at direct with only a partial last panel at ap, see PackA) and one packed B block (nc
     // columns), tile by tile: B micro-panels outer (each stays in L1), A panels inner. bias (null: none) fills each
-    // tile just before the product lands on it with beta = 1 (the caller passes beta = 1).
+    // tile just before the product lands on it with beta = 1 (the caller passes beta = 1). residual (null: none; laid
+    // out as C) is added to each tile once it is finished (the caller passes it with the last K block only).
     private static void Tiles(int kc, int mc, int nc, float* ap, float* direct, nint lda, float* bp, float* c, nint ldc,
         float alpha, float beta, float* bias, float* tile, GemmKernel kernel, float* residual = null)
     {
