@@ -283,7 +283,7 @@ internal sealed class SwinBlock : Module
             int nW = (H + M - 1) / M * ((W + M - 1) / M), C = h.Shape[3];
             if (_mask != null && _mask.Shape[0] != nW)
                 throw new ArgumentException($"{_p}: a {H}×{W} map has {nW} windows of {M}×{M}, the shifted-window mask was built for {_mask.Shape[0]}");
-            var (part, back) = _layouts.GetOrAdd((B, H, W), key => SwinWindows.GatherIndices(key.B, key.H, key.W, M, _shift));
+            var (part, back) = _layouts.GetOrAdd((H, W), key => SwinWindows.GatherIndices(key.H, key.W, M, _shift));
             var attended = WindowAttention(Ops.TakeRows(h, part, new[] { B * nW, M * M, C }), nW, hooks); // [B·nW, M², C]
             return Ops.TakeRows(attended, back, new[] { B, H, W, C });
         }
@@ -334,8 +334,9 @@ internal sealed class SwinBlock : Module
 
     private static readonly AsyncLocal<bool> _separateWindowOps = new();
 
-    // Gather indices (SwinWindows.GatherIndices) by batch and map size: chunks of a batch may differ in images and run at once.
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<(int B, int H, int W), (int[] Part, int[] Back)> _layouts = new();
+    // One image's gather indices (SwinWindows.GatherIndices) by map size: one entry for a model's input size, and
+    // concurrent chunks of a batch read it at once.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<(int H, int W), (int[] Part, int[] Back)> _layouts = new();
 
     /// <summary>
     /// Window attention on windows [B·nW, M², C] (timm's WindowAttention.forward). Without hooks nothing can look at
@@ -395,29 +396,29 @@ internal sealed class SwinBlock : Module
 internal static class SwinWindows
 {
     /// <summary>
-    /// Row indices for Ops.TakeRows that do, for maps [B, H, W, C] and windows of m×m shifted by s (0: none), what
-    /// roll(−s, −s) → PadTo(m) → Partition(m) does (Part: window row → map row, −1 for a padded position) and what
-    /// Reverse → crop to H×W → roll(s, s) does (Back: map row → window row), timm's order of windows and positions.
+    /// One image's row patterns for Ops.TakeRows (repeated per image) that do, for a map H×W and windows of m×m shifted
+    /// by s (0: none), what roll(−s, −s) → PadTo(m) → Partition(m) does (Part: window row → map row, −1 for a padded
+    /// position) and what Reverse → crop to H×W → roll(s, s) does (Back: map row → window row), in timm's order of
+    /// windows and positions.
     /// </summary>
-    public static (int[] Part, int[] Back) GatherIndices(int b, int h, int w, int m, int s)
+    public static (int[] Part, int[] Back) GatherIndices(int h, int w, int m, int s)
     {
         int nWy = (h + m - 1) / m, nWx = (w + m - 1) / m, mm = m * m;
-        var part = new int[b * nWy * nWx * mm];
-        var back = new int[b * h * w];
-        for (int img = 0; img < b; img++)
-            for (int wy = 0; wy < nWy; wy++)
-                for (int wx = 0; wx < nWx; wx++)
-                    for (int py = 0; py < m; py++)
-                        for (int px = 0; px < m; px++)
-                        {
-                            int y = wy * m + py, x = wx * m + px; // on the rolled, padded map
-                            int row = ((img * nWy + wy) * nWx + wx) * mm + py * m + px;
-                            if (y >= h || x >= w) { part[row] = -1; continue; }
-                            // roll by −s: the rolled map's (y, x) is the map's ((y + s) mod h, (x + s) mod w)
-                            int src = (img * h + (y + s) % h) * w + (x + s) % w;
-                            part[row] = src;
-                            back[src] = row;
-                        }
+        var part = new int[nWy * nWx * mm];
+        var back = new int[h * w];
+        for (int wy = 0; wy < nWy; wy++)
+            for (int wx = 0; wx < nWx; wx++)
+                for (int py = 0; py < m; py++)
+                    for (int px = 0; px < m; px++)
+                    {
+                        int y = wy * m + py, x = wx * m + px; // on the rolled, padded map
+                        int row = (wy * nWx + wx) * mm + py * m + px;
+                        if (y >= h || x >= w) { part[row] = -1; continue; }
+                        // roll by −s: the rolled map's (y, x) is the map's ((y + s) mod h, (x + s) mod w)
+                        int src = (y + s) % h * w + (x + s) % w;
+                        part[row] = src;
+                        back[src] = row;
+                    }
         return (part, back);
     }
 

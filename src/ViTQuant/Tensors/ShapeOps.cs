@@ -242,56 +242,62 @@ internal static partial class Ops
     }
 
     /// <summary>
-    /// Rows of x gathered into a new tensor of <paramref name="shape"/>: with x's last axis C and x read as rows of C
-    /// floats, row i of the result is x's row rows[i], or zeros where rows[i] is −1 (shape's last axis must be C and its
-    /// rows rows.Length). One copy for a composition of row moves, such as Swin's roll, pad and window partition (and
-    /// back). The backward adds each row's gradient into its source row; when no source row is taken twice, a fresh
-    /// gradient is written row by row (rows never taken cleared) instead of zero-filled and added into. Throws
-    /// ArgumentException on shapes or an index out of range.
+    /// Rows of x moved into a new tensor of <paramref name="shape"/> by a pattern that repeats per group: with x's last
+    /// axis C and x read as n rows of C floats, the result's R rows (shape's last axis must be C) fall into
+    /// G = R / rows.Length groups, x's rows into G groups of n / G, and row i of group g is x's row g·(n/G) + rows[i], or
+    /// zeros where rows[i] is −1. One copy for a composition of row moves within each image, such as Swin's roll, pad
+    /// and window partition (and back). The backward adds each row's gradient into its source row; when the pattern takes
+    /// no row twice, a fresh gradient is written row by row (rows never taken cleared) instead of zero-filled and added
+    /// into. Throws ArgumentException on shapes or an index out of range.
     /// </summary>
     internal static Tensor TakeRows(Tensor x, int[] rows, int[] shape)
     {
         ArgumentNullException.ThrowIfNull(rows);
         int c = x.Rank == 0 ? 1 : x.Shape[^1], n = c == 0 ? 0 : x.Size / c;
-        if (shape.Length == 0 || shape[^1] != c || Tensor.Numel(shape) != (long)rows.Length * c)
-            throw new ArgumentException($"take_rows: {rows.Length} rows of {c} do not make {Tensor.ShapeString(shape)}");
-        var taken = new bool[n];
+        long outRows = shape.Length == 0 || c == 0 ? -1 : Tensor.Numel(shape) / c;
+        int k = rows.Length;
+        if (shape.Length == 0 || shape[^1] != c || k == 0 || outRows % k != 0 || (outRows / k is var g && (g == 0 ? n != 0 : n % g != 0)))
+            throw new ArgumentException($"take_rows: a pattern of {k} rows of {c} does not make {Tensor.ShapeString(shape)} from {n} rows");
+        int groups = (int)(outRows / k), per = groups == 0 ? 0 : n / groups;
+        var taken = new bool[per];
         bool injective = true;
         foreach (int r in rows)
         {
-            if (r < -1 || r >= n) throw new ArgumentException($"take_rows: row {r} of {n}");
+            if (r < -1 || r >= per) throw new ArgumentException($"take_rows: row {r} of a group of {per}");
             if (r >= 0) { injective &= !taken[r]; taken[r] = true; }
         }
         var y = Tensor.OutputUninitialized(shape); // every row written: copied or cleared
         float[] xd = x.Data, yd = y.Data;
-        ForRows(rows.Length, c, (s, e) =>
+        ForRows((int)outRows, c, (s, e) =>
         {
             for (int i = s; i < e; i++)
             {
-                if (rows[i] < 0) yd.AsSpan(i * c, c).Clear();
-                else xd.AsSpan(rows[i] * c, c).CopyTo(yd.AsSpan(i * c, c));
+                int r = rows[i % k];
+                if (r < 0) yd.AsSpan(i * c, c).Clear();
+                else xd.AsSpan((i / k * per + r) * c, c).CopyTo(yd.AsSpan(i * c, c));
             }
         });
         if (!Autograd.Needs(x)) return y;
-        return Autograd.Record("take_rows", y, new[] { x }, g =>
+        return Autograd.Record("take_rows", y, new[] { x }, grad =>
         {
-            var gd = g.Data;
+            var gd = grad.Data;
             if (injective)
             {
                 var gx = x.GradSpanForOverwrite(out bool fresh);
                 if (fresh)
                 {
-                    for (int r = 0; r < n; r++) if (!taken[r]) gx.Slice(r * c, c).Clear();
-                    for (int i = 0; i < rows.Length; i++)
-                        if (rows[i] >= 0) gd.AsSpan(i * c, c).CopyTo(gx.Slice(rows[i] * c, c));
+                    for (int j = 0; j < n; j++) if (!taken[j % per]) gx.Slice(j * c, c).Clear();
+                    for (int i = 0; i < outRows; i++)
+                        if (rows[i % k] is var r && r >= 0) gd.AsSpan(i * c, c).CopyTo(gx.Slice((i / k * per + r) * c, c));
                     return;
                 }
             }
             var acc = x.GradSpan();
-            for (int i = 0; i < rows.Length; i++)
+            for (int i = 0; i < outRows; i++)
             {
-                if (rows[i] < 0) continue;
-                var dst = acc.Slice(rows[i] * c, c);
+                int r = rows[i % k];
+                if (r < 0) continue;
+                var dst = acc.Slice((i / k * per + r) * c, c);
                 TensorPrimitives.Add(dst, gd.AsSpan(i * c, c), dst);
             }
         });

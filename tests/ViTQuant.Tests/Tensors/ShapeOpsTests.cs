@@ -267,8 +267,9 @@ public class ShapeOpsTests
         Assert.Throws<ArgumentOutOfRangeException>(() => Ops.GatherRows(x, new[] { 0, 4, 0 }));
     }
 
-    // TakeRows: rows of C floats moved into a new shape, −1 giving a zero row; its backward writes a fresh gradient row
-    // by row when no row is taken twice (the rows never taken cleared), else adds, and adds onto a gradient already there.
+    // TakeRows: rows of C floats moved into a new shape by a pattern repeated per group, −1 giving a zero row; its backward
+    // writes a fresh gradient row by row when no row is taken twice (the rows never taken cleared), else adds, and adds
+    // onto a gradient already there.
     [Fact]
     public void TakeRowsMovesRowsAndScattersTheGradientBack()
     {
@@ -285,6 +286,12 @@ public class ShapeOpsTests
         Ops.Sum(Ops.TakeRows(x, new[] { 3, 3, -1, 1 }, new[] { 4, 3 })).Backward(); // row 3 twice: added
         Assert.Equal(new float[] { 0, 0, 0, 1, 1, 1, 0, 0, 0, 2, 2, 2 }, x.Grad!.ToArray());
         GradCheck.Check(t => Ops.TakeRows(t[0], new[] { 1, -1, 4, 1 }, new[] { 2, 2, 3 }), new[] { GradCheck.Rand(new Rng(41), 5, 3) });
+        // A pattern repeated per group: two groups of two source rows, each read as (row 1, zeros, row 0).
+        var twice = Ops.TakeRows(Iota(4, 3), new[] { 1, -1, 0 }, new[] { 2, 3, 3 });
+        Assert.Equal(new float[] { 3, 4, 5, 0, 0, 0, 0, 1, 2, 9, 10, 11, 0, 0, 0, 6, 7, 8 }, twice.ToArray());
+        GradCheck.Check(t => Ops.TakeRows(t[0], new[] { 2, -1, 0, 2 }, new[] { 3, 4, 2 }), new[] { GradCheck.Rand(new Rng(42), 9, 2) });
+        Assert.Throws<ArgumentException>(() => Ops.TakeRows(x, new[] { 0, 1, 2 }, new[] { 2, 3, 3 })); // 2 groups of 4 rows: 2 each, row 2 past them
+        Assert.Throws<ArgumentException>(() => Ops.TakeRows(Iota(3, 3), new[] { 0 }, new[] { 2, 3 })); // 3 rows in 2 groups
         Assert.Throws<ArgumentException>(() => Ops.TakeRows(x, new[] { 0, 4 }, new[] { 2, 3 }));
         Assert.Throws<ArgumentException>(() => Ops.TakeRows(x, new[] { 0, -2 }, new[] { 2, 3 }));
         Assert.Throws<ArgumentException>(() => Ops.TakeRows(x, new[] { 0, 1 }, new[] { 3, 2 }));
