@@ -107,31 +107,7 @@ internal static partial class Ops
     /// <see cref="Linear(Tensor, Tensor, Tensor?)"/>; <paramref name="frozenWeight"/>: w is the layer's own parameter
     /// (not a per-call copy), so inside a WeightPacking.Freeze() scope its packed form may be cached.
     /// </summary>
-    internal static Tensor Linear(Tensor x, Tensor w, Tensor? b, bool frozenWeight)
-    {
-        if (x.Rank < 1 || w.Rank != 2 || x.Shape[^1] != w.Shape[1])
-            throw new ArgumentException($"linear: x {Tensor.ShapeString(x.Shape)} and weight {Tensor.ShapeString(w.Shape)} are incompatible (weight must be [out, in] with in = x's last dimension)");
-        int inF = w.Shape[1], outF = w.Shape[0];
-        if (b != null && (b.Rank != 1 || b.Shape[0] != outF))
-            throw new ArgumentException($"linear: bias has shape {Tensor.ShapeString(b.Shape)}, expected [{outF}]");
-        int rows = inF == 0 ? Tensor.Numel(x.Shape.AsSpan(0, x.Rank - 1)) : x.Size / inF;
-        var outShape = x.Shape.ToArray();
-        outShape[^1] = outF;
-        var y = Tensor.OutputUninitialized(outShape); // DenseCore writes every row (bias or zeros, then the product)
-        DenseCore.Forward(x.Span, rows, inF, w.Span, outF, b != null ? b.Span : default, y.Span, frozenWeight ? w.Data : null);
-
-        bool needs = b != null ? Autograd.Needs(x, w, b) : Autograd.Needs(x, w);
-        if (!needs) return y;
-        var parents = b != null ? new[] { x, w, b } : new[] { x, w };
-        return Autograd.Record("linear", y, parents, g =>
-        {
-            bool dxFresh = false, dwFresh = false;
-            var dx = x.RequiresGrad ? x.GradSpanForOverwrite(out dxFresh) : default;
-            var dw = w.RequiresGrad ? w.GradSpanForOverwrite(out dwFresh) : default;
-            DenseCore.Backward(g.Span, x.Span, w.Span, rows, inF, outF, dx, dw,
-                b is { RequiresGrad: true } ? b.GradSpan() : default, dxFresh, dwFresh, frozenWeight ? w.Data : null);
-        });
-    }
+    internal static Tensor Linear(Tensor x, Tensor w, Tensor? b, bool frozenWeight) => LinearCore(x, w, b, null, frozenWeight);
 
     /// <summary>
     /// residual + Linear(x, w, b): a layer's output added to a residual stream of its shape, the bits of
@@ -143,6 +119,13 @@ internal static partial class Ops
     /// </summary>
     internal static Tensor LinearResidual(Tensor x, Tensor w, Tensor? b, Tensor residual, bool frozenWeight)
     {
+        ArgumentNullException.ThrowIfNull(residual);
+        return LinearCore(x, w, b, residual, frozenWeight);
+    }
+
+    // Linear, plus residual when it is not null (LinearResidual).
+    private static Tensor LinearCore(Tensor x, Tensor w, Tensor? b, Tensor? residual, bool frozenWeight)
+    {
         if (x.Rank < 1 || w.Rank != 2 || x.Shape[^1] != w.Shape[1])
             throw new ArgumentException($"linear: x {Tensor.ShapeString(x.Shape)} and weight {Tensor.ShapeString(w.Shape)} are incompatible (weight must be [out, in] with in = x's last dimension)");
         int inF = w.Shape[1], outF = w.Shape[0];
@@ -151,15 +134,20 @@ internal static partial class Ops
         int rows = inF == 0 ? Tensor.Numel(x.Shape.AsSpan(0, x.Rank - 1)) : x.Size / inF;
         var outShape = x.Shape.ToArray();
         outShape[^1] = outF;
-        if (!Broadcast.SameShape(residual.Shape, outShape))
+        if (residual != null && !Broadcast.SameShape(residual.Shape, outShape))
             throw new ArgumentException($"linear: residual {Tensor.ShapeString(residual.Shape)} is not the output's shape {Tensor.ShapeString(outShape)}");
-        var y = Tensor.OutputUninitialized(outShape);
-        if (!DenseCore.Forward(x.Span, rows, inF, w.Span, outF, b != null ? b.Span : default, residual.Span, y.Span, frozenWeight ? w.Data : null))
+        var y = Tensor.OutputUninitialized(outShape); // DenseCore writes every row (bias or zeros, then the product)
+        var bias = b != null ? b.Span : default;
+        var key = frozenWeight ? w.Data : null;
+        if (residual == null) DenseCore.Forward(x.Span, rows, inF, w.Span, outF, bias, y.Span, key);
+        else if (!DenseCore.Forward(x.Span, rows, inF, w.Span, outF, bias, residual.Span, y.Span, key))
             ElementwiseChunks(y.Size, residual.Data, y.Data, y.Data, TensorPrimitives.Add);
 
-        var parents = b != null ? new[] { x, w, b, residual } : new[] { x, w, residual };
-        if (!Autograd.Needs(parents)) return y;
-        return Autograd.Record("linear_residual", y, parents, g =>
+        if (!Autograd.IsEnabled || !(x.RequiresGrad || w.RequiresGrad || b is { RequiresGrad: true } || residual is { RequiresGrad: true })) return y;
+        var parents = new List<Tensor>(4) { x, w };
+        if (b != null) parents.Add(b);
+        if (residual != null) parents.Add(residual);
+        return Autograd.Record(residual == null ? "linear" : "linear_residual", y, parents.ToArray(), g =>
         {
             if (x.RequiresGrad || w.RequiresGrad || b is { RequiresGrad: true })
             {
@@ -167,10 +155,10 @@ internal static partial class Ops
                 var dx = x.RequiresGrad ? x.GradSpanForOverwrite(out dxFresh) : default;
                 var dw = w.RequiresGrad ? w.GradSpanForOverwrite(out dwFresh) : default;
                 DenseCore.Backward(g.Span, x.Span, w.Span, rows, inF, outF, dx, dw,
-                    b is { RequiresGrad: true } ? b.GradSpan() : default, dxFresh, dwFresh, frozenWeight ? w.Data : null);
+                    b is { RequiresGrad: true } ? b.GradSpan() : default, dxFresh, dwFresh, key);
             }
             // Last: the residual may take g's buffer.
-            if (residual.RequiresGrad) residual.TakeOrAccumulateGrad(g);
+            if (residual is { RequiresGrad: true }) residual.TakeOrAccumulateGrad(g);
         });
     }
 
