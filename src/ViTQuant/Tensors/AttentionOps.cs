@@ -106,6 +106,7 @@ internal static partial class Ops
             AttentionKernel.BackwardSoftmaxV(qkv.Span, probs!.Span, g.Span, B, N, heads, D, scale, qkv.GradSpan(), l.GradSpan()));
         return (y, logits);
     }
+
     /// <summary>
     /// Swin's window attention core in one node: softmax(scale·q·kᵀ + bias[h] + mask[w])·v for every window and head of
     /// qkv [Bw, N, 3·C] (timm's (3, H, D) inner order), heads merged: [Bw, N, C]. <paramref name="bias"/> [H, N, N] is the
