@@ -1,7 +1,8 @@
 // Same-process A/B of the Swin block's fused paths on a Swin model, calls interleaved round by round: the fused window
 // attention (Ops.WindowAttention) against the op graph (SwinBlock.UnfusedWindowAttention), the two row gathers against
-// the roll / pad / partition / reverse / crop ops (SwinBlock.SeparateWindowOps), the MLP's residual added in fc2's GEMM
-// against an add of its own (VisionTransformer.SeparateResidualAdds), and all three off (the engine before them). With one thread calls
+// the roll / pad / partition / reverse / crop ops (SwinBlock.SeparateWindowOps), the residuals added in fc2's GEMM and in
+// the attention branch's row gather against adds of their own (VisionTransformer.SeparateResidualAdds), and all three off
+// (the engine before them). With one thread calls
 // are timed by the thread's CPU clock.
 //   dotnet run -c Release --project bench/ViTQuant.Bench -- swin-ab [--arch swin_fmnist] [--batch B] [--threads T] [--rounds R]
 //       [--train | --input-grad]
@@ -43,7 +44,7 @@ internal static class SwinAb
         var variants = new[]
         {
             new Variant("fused (default)", false, false), new Variant("window ops apart", false, true),
-            new Variant("attention op graph", true, false), new Variant("residual add apart", false, false, true),
+            new Variant("attention op graph", true, false), new Variant("residual adds apart", false, false, true),
             new Variant("all off", true, true, true),
         };
         var model = new SwinTransformer(SwinConfig.FromArchitecture(arch), seed: 1);

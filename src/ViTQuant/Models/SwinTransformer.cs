@@ -262,7 +262,10 @@ internal sealed class SwinBlock : Module
     public Tensor Forward(Tensor x, IModelHooks? hooks) => ForwardMlp(ForwardAttention(x, hooks), hooks);
 
     /// <summary>x + shifted-window attention of norm1(x).</summary>
-    public Tensor ForwardAttention(Tensor x, IModelHooks? hooks) => Ops.Add(x, Attention(Norm1.Forward(x), hooks));
+    public Tensor ForwardAttention(Tensor x, IModelHooks? hooks) =>
+        SeparateWindowOps || VisionTransformer.SeparateResidualAdds
+            ? Ops.Add(x, Attention(Norm1.Forward(x), hooks))
+            : Attention(Norm1.Forward(x), hooks, x); // the residual added as the branch's rows come back from the windows
 
     /// <summary>x + mlp(norm2(x)).</summary>
     public Tensor ForwardMlp(Tensor x, IModelHooks? hooks) =>
@@ -274,7 +277,11 @@ internal sealed class SwinBlock : Module
     /// The attention branch on the normalised map h [B, H, W, C]: roll by −shift, pad to the window, window
     /// attention, merge, crop, roll back; the same shape out (what the block adds to its residual stream).
     /// </summary>
-    public Tensor Attention(Tensor h, IModelHooks? hooks)
+    public Tensor Attention(Tensor h, IModelHooks? hooks) => Attention(h, hooks, null);
+
+    // Attention, plus residual (not null: [B, H, W, C], with the row gathers only) added as the rows come back: the bits
+    // of Add(residual, Attention(h, hooks)) in one pass (Ops.TakeRows' addend).
+    private Tensor Attention(Tensor h, IModelHooks? hooks, Tensor? residual)
     {
         int B = h.Shape[0], H = h.Shape[1], W = h.Shape[2], M = _window;
         if (!SeparateWindowOps)
@@ -285,7 +292,7 @@ internal sealed class SwinBlock : Module
                 throw new ArgumentException($"{_p}: a {H}×{W} map has {nW} windows of {M}×{M}, the shifted-window mask was built for {_mask.Shape[0]}");
             var (part, back) = _layouts.GetOrAdd((H, W), key => SwinWindows.GatherIndices(key.H, key.W, M, _shift));
             var attended = WindowAttention(Ops.TakeRows(h, part, new[] { B * nW, M * M, C }), nW, hooks); // [B·nW, M², C]
-            return Ops.TakeRows(attended, back, new[] { B, H, W, C });
+            return Ops.TakeRows(attended, back, new[] { B, H, W, C }, residual);
         }
         if (_shift > 0) h = Ops.Roll(Ops.Roll(h, -_shift, 1), -_shift, 2);
         h = SwinWindows.PadTo(h, M);

@@ -248,9 +248,11 @@ internal static partial class Ops
     /// zeros where rows[i] is −1. One copy for a composition of row moves within each image, such as Swin's roll, pad
     /// and window partition (and back). The backward adds each row's gradient into its source row; when the pattern takes
     /// no row twice, a fresh gradient is written row by row (rows never taken cleared) instead of zero-filled and added
-    /// into. Throws ArgumentException on shapes or an index out of range.
+    /// into. <paramref name="addend"/> (not null: of <paramref name="shape"/>) is added to the result as it is written,
+    /// the bits of Add(addend, TakeRows(...)) in one pass (a Swin block's residual onto its attention branch), and its
+    /// gradient is the output's, handed over without a copy. Throws ArgumentException on shapes or an index out of range.
     /// </summary>
-    internal static Tensor TakeRows(Tensor x, int[] rows, int[] shape)
+    internal static Tensor TakeRows(Tensor x, int[] rows, int[] shape, Tensor? addend = null)
     {
         ArgumentNullException.ThrowIfNull(rows);
         int c = x.Rank == 0 ? 1 : x.Shape[^1], n = c == 0 ? 0 : x.Size / c;
@@ -258,6 +260,8 @@ internal static partial class Ops
         int k = rows.Length;
         if (shape.Length == 0 || shape[^1] != c || k == 0 || outRows % k != 0 || (outRows / k is var g && (g == 0 ? n != 0 : n % g != 0)))
             throw new ArgumentException($"take_rows: a pattern of {k} rows of {c} does not make {Tensor.ShapeString(shape)} from {n} rows");
+        if (addend != null && !Broadcast.SameShape(addend.Shape, shape))
+            throw new ArgumentException($"take_rows: addend {Tensor.ShapeString(addend.Shape)} is not {Tensor.ShapeString(shape)}");
         int groups = (int)(outRows / k), per = groups == 0 ? 0 : n / groups;
         var taken = new bool[per];
         bool injective = true;
@@ -266,41 +270,56 @@ internal static partial class Ops
             if (r < -1 || r >= per) throw new ArgumentException($"take_rows: row {r} of a group of {per}");
             if (r >= 0) { injective &= !taken[r]; taken[r] = true; }
         }
-        var y = Tensor.OutputUninitialized(shape); // every row written: copied or cleared
-        float[] xd = x.Data, yd = y.Data;
+        var y = Tensor.OutputUninitialized(shape); // every row written: copied, cleared or summed
+        float[] xd = x.Data, yd = y.Data, ad = addend?.Data ?? Array.Empty<float>();
         ForRows((int)outRows, c, (s, e) =>
         {
             for (int i = s; i < e; i++)
             {
                 int r = rows[i % k];
-                if (r < 0) yd.AsSpan(i * c, c).Clear();
-                else xd.AsSpan((i / k * per + r) * c, c).CopyTo(yd.AsSpan(i * c, c));
-            }
-        });
-        if (!Autograd.Needs(x)) return y;
-        return Autograd.Record("take_rows", y, new[] { x }, grad =>
-        {
-            var gd = grad.Data;
-            if (injective)
-            {
-                var gx = x.GradSpanForOverwrite(out bool fresh);
-                if (fresh)
+                var dst = yd.AsSpan(i * c, c);
+                if (addend != null)
                 {
-                    for (int j = 0; j < n; j++) if (!taken[j % per]) gx.Slice(j * c, c).Clear();
-                    for (int i = 0; i < outRows; i++)
-                        if (rows[i % k] is var r && r >= 0) gd.AsSpan(i * c, c).CopyTo(gx.Slice((i / k * per + r) * c, c));
-                    return;
+                    // addend + row (addend + 0 for a −1 row), as the separate add's ElementwiseChunks computes it
+                    if (r < 0) dst.Clear();
+                    else xd.AsSpan((i / k * per + r) * c, c).CopyTo(dst);
+                    TensorPrimitives.Add(ad.AsSpan(i * c, c), dst, dst);
                 }
-            }
-            var acc = x.GradSpan();
-            for (int i = 0; i < outRows; i++)
-            {
-                int r = rows[i % k];
-                if (r < 0) continue;
-                var dst = acc.Slice((i / k * per + r) * c, c);
-                TensorPrimitives.Add(dst, gd.AsSpan(i * c, c), dst);
+                else if (r < 0) dst.Clear();
+                else xd.AsSpan((i / k * per + r) * c, c).CopyTo(dst);
             }
         });
+        if (!Autograd.Needs(x) && addend is not { RequiresGrad: true }) return y;
+        return Autograd.Record("take_rows", y, addend != null ? new[] { x, addend } : new[] { x }, grad =>
+        {
+            if (x.RequiresGrad) ScatterRows(x, grad.Data, rows, k, per, n, c, outRows, taken, injective);
+            if (addend is { RequiresGrad: true }) addend.TakeOrAccumulateGrad(grad); // last: it may take grad's buffer
+        });
+    }
+
+    // TakeRows' backward into x: each row of gd added into its source row (written row by row into a fresh gradient when
+    // no source row is taken twice, the rows never taken cleared).
+    private static void ScatterRows(Tensor x, float[] gd, int[] rows, int k, int per, int n, int c, long outRows, bool[] taken, bool injective)
+    {
+        if (injective)
+        {
+            var gx = x.GradSpanForOverwrite(out bool fresh);
+            if (fresh)
+            {
+                for (int j = 0; j < n; j++) if (!taken[j % per]) gx.Slice(j * c, c).Clear();
+                for (int i = 0; i < outRows; i++)
+                    if (rows[i % k] is var r && r >= 0) gd.AsSpan(i * c, c).CopyTo(gx.Slice((i / k * per + r) * c, c));
+                return;
+            }
+        }
+        var acc = x.GradSpan();
+        for (int i = 0; i < outRows; i++)
+        {
+            int r = rows[i % k];
+            if (r < 0) continue;
+            var dst = acc.Slice((i / k * per + r) * c, c);
+            TensorPrimitives.Add(dst, gd.AsSpan(i * c, c), dst);
+        }
     }
 
     /// <summary>

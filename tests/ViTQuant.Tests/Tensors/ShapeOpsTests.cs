@@ -292,6 +292,27 @@ public class ShapeOpsTests
         GradCheck.Check(t => Ops.TakeRows(t[0], new[] { 2, -1, 0, 2 }, new[] { 3, 4, 2 }), new[] { GradCheck.Rand(new Rng(42), 9, 2) });
         Assert.Throws<ArgumentException>(() => Ops.TakeRows(x, new[] { 0, 1, 2 }, new[] { 2, 3, 3 })); // 2 groups of 4 rows: 2 each, row 2 past them
         Assert.Throws<ArgumentException>(() => Ops.TakeRows(Iota(3, 3), new[] { 0 }, new[] { 2, 3 })); // 3 rows in 2 groups
+        // An addend: Add(addend, TakeRows(...)) bit for bit, its gradient the output's and x's the rows scattered back.
+        var src = Tensor.Randn(new Rng(43), 1f, 4, 3).RequireGrad();
+        var leaf = Tensor.Randn(new Rng(44), 1f, 3, 3).RequireGrad();
+        var weights = Tensor.Randn(new Rng(45), 1f, 3, 3);
+        (float[] Y, float[] Src, float[] Leaf) Grads(bool fusedAdd)
+        {
+            src.ZeroGrad();
+            leaf.ZeroGrad();
+            var addend = Ops.Scale(leaf, 1.5f); // not a leaf: it may take the output gradient's buffer
+            var y = fusedAdd ? Ops.TakeRows(src, new[] { 2, -1, 0 }, new[] { 3, 3 }, addend)
+                : Ops.Add(addend, Ops.TakeRows(src, new[] { 2, -1, 0 }, new[] { 3, 3 }));
+            Ops.Sum(Ops.Mul(y, weights)).Backward();
+            return (y.ToArray(), src.Grad!.ToArray(), leaf.Grad!.ToArray());
+        }
+        var (fy, fs, fl) = Grads(true);
+        var (ay, asrc, al) = Grads(false);
+        Assert.Equal(ay, fy);
+        Assert.Equal(asrc, fs);
+        Assert.Equal(al, fl);
+        GradCheck.Check(t => Ops.TakeRows(t[0], new[] { 1, -1, 2 }, new[] { 3, 2 }, t[1]), new[] { GradCheck.Rand(new Rng(46), 3, 2), GradCheck.Rand(new Rng(47), 3, 2) });
+        Assert.Throws<ArgumentException>(() => Ops.TakeRows(x, new[] { 0, 1 }, new[] { 2, 3 }, Tensor.Zeros(3, 2)));
         Assert.Throws<ArgumentException>(() => Ops.TakeRows(x, new[] { 0, 4 }, new[] { 2, 3 }));
         Assert.Throws<ArgumentException>(() => Ops.TakeRows(x, new[] { 0, -2 }, new[] { 2, 3 }));
         Assert.Throws<ArgumentException>(() => Ops.TakeRows(x, new[] { 0, 1 }, new[] { 3, 2 }));
