@@ -14,7 +14,6 @@
 // --train times VisionModel.ForwardBackward of the cross-entropy to every parameter (no optimizer step), --input-grad to
 // the input only, else the no-grad Infer; --variants keeps the listed variants (0 is the default, always kept); --sleep
 // pauses before every call (as `vitq bench --engine onnx` does), so each call starts with parked workers.
-using System.Diagnostics;
 using ViTQuant.Kernels;
 using ViTQuant.Models;
 using ViTQuant.Tensors;
@@ -68,16 +67,7 @@ internal static class EngineAb
         if (train && inputGrad) { Console.Error.WriteLine("engine-ab: --train or --input-grad, not both"); return 2; }
         var model = new VisionTransformer(ViTConfig.FromArchitecture(arch), 1);
         var c = model.Config;
-        var x = Tensor.Randn(new Rng(3), 1f, batch, c.InChans, c.ImageSize, c.ImageSize);
-        var labels = Enumerable.Range(0, batch).Select(i => i % c.NumClasses).ToArray();
-        if (inputGrad)
-        {
-            foreach (var p in model.Parameters()) p.RequiresGrad = false;
-            x.RequireGrad();
-        }
-        Tensor Loss(Tensor logits, int first) => Ops.CrossEntropy(logits, labels[first..(first + logits.Shape[0])], meanOver: batch);
-        var t = variants.Select(_ => new List<double>()).ToArray();
-        bool cpu = Parallelism.Threads == 1;
+        var step = train ? VariantTiming.Step.Train : inputGrad ? VariantTiming.Step.InputGrad : VariantTiming.Step.Infer;
         var saved = new Variant("", Parallelism.UseSpinPool, ManagedGemm.SharedB, AttentionKernel.Avx512Path, ManagedGemm.DirectA, !VisionTransformer.FullLastBlock,
             VisionModel.ChunkOverride >= 0, DenseCore.PrepackedInputGradient, AttentionKernel.PackOperands, ManagedGemm.PartialRowsKernel,
             !VisionTransformer.SeparateResidualAdds);
@@ -94,34 +84,11 @@ internal static class EngineAb
             ManagedGemm.PartialRowsKernel = v.PartialRows;
             VisionTransformer.SeparateResidualAdds = !v.FusedResidual;
         }
-        try
-        {
-            for (int r = -2; r < rounds; r++)
-                for (int i = 0; i < variants.Length; i++)
-                {
-                    Set(variants[i]);
-                    if (sleep > 0) Thread.Sleep(sleep);
-                    double t0 = cpu ? ForwardOps.ThreadCpuMs() : 0;
-                    var sw = Stopwatch.StartNew();
-                    using (TensorArena.Scope())
-                    {
-                        if (train || inputGrad) { model.ZeroGrad(); x.Grad = null; model.ForwardBackward(x, Loss); }
-                        else using (Autograd.NoGrad()) model.Infer(x);
-                    }
-                    if (r >= 0) t[i].Add(cpu ? ForwardOps.ThreadCpuMs() - t0 : sw.Elapsed.TotalMilliseconds);
-                }
-        }
+        List<double>[] t;
+        try { t = VariantTiming.Run(model, c.InChans, c.ImageSize, c.NumClasses, batch, step, variants.Length, i => Set(variants[i]), rounds, sleep); }
         finally { Set(saved); }
-        Console.WriteLine($"{arch} batch {batch} threads {Parallelism.Threads}, {(train ? "ForwardBackward to the parameters" : inputGrad ? "ForwardBackward to the input" : "Infer")}, {rounds} interleaved rounds, sleep {sleep} ms"
-            + (cpu ? ", thread CPU time" : ", wall clock"));
-        double baseMed = 0;
-        for (int i = 0; i < variants.Length; i++)
-        {
-            t[i].Sort();
-            double med = t[i][t[i].Count / 2];
-            if (i == 0) baseMed = med;
-            Console.WriteLine($"{variants[i].Name,-24} median {med,8:F1} ms ({med / baseMed:F2}×)   fastest {t[i][0],8:F1} ms");
-        }
+        VariantTiming.Report($"{arch} batch {batch} threads {Parallelism.Threads}, {VariantTiming.Describe(step)}, {rounds} interleaved rounds, sleep {sleep} ms",
+            variants.Select(v => v.Name).ToArray(), t, 24);
         return 0;
     }
 }

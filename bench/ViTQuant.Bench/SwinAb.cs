@@ -8,7 +8,6 @@
 //       [--train | --input-grad]
 // --train times VisionModel.ForwardBackward of the cross-entropy to every parameter (no optimizer step), --input-grad to
 // the input only, else the no-grad Infer.
-using System.Diagnostics;
 using ViTQuant.Kernels;
 using ViTQuant.Models;
 using ViTQuant.Tensors;
@@ -49,45 +48,20 @@ internal static class SwinAb
         };
         var model = new SwinTransformer(SwinConfig.FromArchitecture(arch), seed: 1);
         var c = model.Config;
-        var x = Tensor.Randn(new Rng(3), 1f, batch, c.InChans, c.ImageSize, c.ImageSize);
-        var labels = Enumerable.Range(0, batch).Select(i => i % c.NumClasses).ToArray();
-        if (inputGrad)
-        {
-            foreach (var p in model.Parameters()) p.RequiresGrad = false;
-            x.RequireGrad();
-        }
-        Tensor Loss(Tensor logits, int first) => Ops.CrossEntropy(logits, labels[first..(first + logits.Shape[0])], meanOver: batch);
-        var t = variants.Select(_ => new List<double>()).ToArray();
-        bool cpu = Parallelism.Threads == 1;
+        var step = train ? VariantTiming.Step.Train : inputGrad ? VariantTiming.Step.InputGrad : VariantTiming.Step.Infer;
+        List<double>[] t;
         try
         {
-            for (int r = -2; r < rounds; r++)
-                for (int i = 0; i < variants.Length; i++)
-                {
-                    SwinBlock.UnfusedWindowAttention = variants[i].Unfused;
-                    SwinBlock.SeparateWindowOps = variants[i].Separate;
-                    VisionTransformer.SeparateResidualAdds = variants[i].SeparateAdd;
-                    double t0 = cpu ? ForwardOps.ThreadCpuMs() : 0;
-                    var sw = Stopwatch.StartNew();
-                    using (TensorArena.Scope())
-                    {
-                        if (train || inputGrad) { model.ZeroGrad(); x.Grad = null; model.ForwardBackward(x, Loss); }
-                        else using (Autograd.NoGrad()) model.Infer(x);
-                    }
-                    if (r >= 0) t[i].Add(cpu ? ForwardOps.ThreadCpuMs() - t0 : sw.Elapsed.TotalMilliseconds);
-                }
+            t = VariantTiming.Run(model, c.InChans, c.ImageSize, c.NumClasses, batch, step, variants.Length, i =>
+            {
+                SwinBlock.UnfusedWindowAttention = variants[i].Unfused;
+                SwinBlock.SeparateWindowOps = variants[i].Separate;
+                VisionTransformer.SeparateResidualAdds = variants[i].SeparateAdd;
+            }, rounds);
         }
         finally { SwinBlock.UnfusedWindowAttention = SwinBlock.SeparateWindowOps = VisionTransformer.SeparateResidualAdds = false; }
-        Console.WriteLine($"{arch} batch {batch} threads {Parallelism.Threads}, {(train ? "ForwardBackward to the parameters" : inputGrad ? "ForwardBackward to the input" : "Infer")}, {rounds} interleaved rounds"
-            + (cpu ? ", thread CPU time" : ", wall clock"));
-        double baseMed = 0;
-        for (int i = 0; i < variants.Length; i++)
-        {
-            t[i].Sort();
-            double med = t[i][t[i].Count / 2];
-            if (i == 0) baseMed = med;
-            Console.WriteLine($"{variants[i].Name,-20} median {med,8:F1} ms ({med / baseMed:F2}×)   fastest {t[i][0],8:F1} ms   {batch * 1000.0 / med,7:F1} img/s");
-        }
+        VariantTiming.Report($"{arch} batch {batch} threads {Parallelism.Threads}, {VariantTiming.Describe(step)}, {rounds} interleaved rounds",
+            variants.Select(v => v.Name).ToArray(), t, 20, batch);
         return 0;
     }
 }
