@@ -144,10 +144,14 @@ internal static partial class Ops
             ElementwiseChunks(y.Size, residual.Data, y.Data, y.Data, TensorPrimitives.Add);
 
         if (!Autograd.IsEnabled || !(x.RequiresGrad || w.RequiresGrad || b is { RequiresGrad: true } || residual is { RequiresGrad: true })) return y;
-        var parents = new List<Tensor>(4) { x, w };
-        if (b != null) parents.Add(b);
-        if (residual != null) parents.Add(residual);
-        return Autograd.Record(residual == null ? "linear" : "linear_residual", y, parents.ToArray(), g =>
+        var parents = (b, residual) switch
+        {
+            (null, null) => new[] { x, w },
+            (not null, null) => new[] { x, w, b },
+            (null, not null) => new[] { x, w, residual },
+            _ => new[] { x, w, b, residual },
+        };
+        return Autograd.Record(residual == null ? "linear" : "linear_residual", y, parents, g =>
         {
             if (x.RequiresGrad || w.RequiresGrad || b is { RequiresGrad: true })
             {
